@@ -1,8 +1,9 @@
-"""The `quantscope` command line: parse flags, call the library, print.
+"""The typer application and the helpers every command module shares.
 
-No logic lives here: every command is one library call plus rendering. Each stage's
-commands sit in their own section below; `QuantscopeError` is printed as one red line
-(exit status 2) instead of a traceback.
+No logic lives in the CLI: every command is one library call plus rendering. Each stage's
+commands live in their own module of this package (`inspect_plan`, `quantize`, `evaluate`,
+`report`, `profile`) and register themselves on `app`; a `QuantscopeError` prints as one red
+line (exit status 2) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -50,18 +51,3 @@ def version() -> None:
     from quantscope import __version__
 
     console.print(__version__)
-
-
-# --- inspect / plan (anatomy, formats, recipe) -------------------------------------------
-
-# --- quantize / verify -------------------------------------------------------------------
-
-# --- eval / runs ---------------------------------------------------------------------------
-
-# --- compare / recommend / report / demo ----------------------------------------------------
-
-# --- profile -------------------------------------------------------------------------------
-
-
-if __name__ == "__main__":
-    app()

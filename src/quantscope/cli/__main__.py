@@ -1,0 +1,5 @@
+"""`python -m quantscope.cli`."""
+
+from quantscope.cli import app
+
+app()
