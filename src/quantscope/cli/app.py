@@ -45,6 +45,11 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@app.callback()
+def main() -> None:
+    """Plan, quantize, evaluate and compare quantized reasoning models."""
+
+
 @app.command()
 def version() -> None:
     """Print the quantscope version."""
