@@ -1,0 +1,259 @@
+"""The transformers engine: the CPU / offline default, and the reference the other engines match.
+
+Requests are templated with the model's chat template (`enable_thinking` passed through),
+sorted by prompt length and run in left-padded batches through `model.generate`. Sampling is
+done per row by `_RowSampler`, a logits processor that draws each row's token with that row's
+temperature / top-p / top-k and its own seeded `torch.Generator`, then hands `generate` a
+one-hot score so its greedy step picks it. That keeps a request's samples reproducible from its
+seed alone, and lets one batch mix greedy and sampled requests, which `generate`'s global RNG
+cannot. Requests that differ in `max_tokens` go into different batches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
+
+from quantscope.engines.base import (
+    ChatRequest,
+    Generation,
+    ProgressCallback,
+    SamplingParams,
+    count_thinking_tokens,
+    split_thinking,
+    think_close_id,
+)
+from quantscope.errors import QuantscopeError
+
+_DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class TransformersOptions:
+    """Engine options. `dtype`: auto (the checkpoint's) | bfloat16 | float16 | float32;
+    `device`: auto (cuda when visible, else cpu) | cpu | cuda | cuda:N; `batch_size`: requests per
+    `generate` call; `revision`: hub revision; `trust_remote_code`: run the repository's own code."""
+
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = 16
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+def chat_prompt(tokenizer: Any, request: ChatRequest) -> str:
+    """The request rendered by the tokenizer's chat template, ready for the assistant's turn."""
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=request.enable_thinking
+    )
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) everything outside the top-k tokens and the top-p nucleus of a 1-D logit row."""
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already cover top_p (the first always stays)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(
+            torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf")
+        )
+    return logits
+
+
+class _RowSampler(LogitsProcessor):
+    """Picks each row's next token with its own sampling params and seeded generator.
+
+    Also notes when each row first emits an end-of-sequence token, for per-request latency.
+    """
+
+    def __init__(self, params: Sequence[SamplingParams], eos_ids: set[int], device: torch.device) -> None:
+        self.params = list(params)
+        self.eos_ids = eos_ids
+        self.generators = [self._generator(p, device) for p in params]
+        self.finished_at: list[float | None] = [None] * len(params)
+
+    @staticmethod
+    def _generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
+        if params.temperature <= 0:
+            return None
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        chosen = scores.argmax(dim=-1)
+        for row, (params, generator) in enumerate(zip(self.params, self.generators, strict=True)):
+            if generator is not None:
+                logits = _filter_logits(scores[row].float() / params.temperature, params.top_k, params.top_p)
+                probs = torch.softmax(logits, dim=-1)
+                chosen[row] = torch.multinomial(probs, 1, generator=generator)[0]
+        now = time.perf_counter()
+        for row, token in enumerate(chosen.tolist()):
+            if self.finished_at[row] is None and token in self.eos_ids:
+                self.finished_at[row] = now
+        onehot = torch.full_like(scores, float("-inf"))
+        onehot.scatter_(1, chosen.unsqueeze(1), 0.0)
+        return onehot
+
+
+class TransformersEngine:
+    """Batched generation with a Hugging Face causal LM (see the module docstring)."""
+
+    name = "transformers"
+
+    def __init__(self, model: str, options: TransformersOptions | None = None) -> None:
+        self.options = options or TransformersOptions()
+        if self.options.dtype not in _DTYPES:
+            raise QuantscopeError(
+                f"engine option dtype={self.options.dtype!r}: use one of {', '.join(_DTYPES)}"
+            )
+        if self.options.batch_size < 1:
+            raise QuantscopeError(f"engine option batch_size={self.options.batch_size}: must be at least 1")
+        self.device = torch.device(_resolve_device(self.options.device))
+        self.tokenizer, self.model = _load(model, self.options, self.device)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        # Hub checkpoints ship sampling defaults (temperature, top_k, repetition penalty) in
+        # generation_config.json; sampling is ours, so generate starts from a clean config.
+        self.model.generation_config = GenerationConfig()
+        self.close_id = think_close_id(self.tokenizer)
+
+    def generate(
+        self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
+    ) -> list[Generation]:
+        """Complete every request (in batches of similar prompt length); the result is in request order."""
+        prompts = [
+            self.tokenizer(chat_prompt(self.tokenizer, r), add_special_tokens=False).input_ids
+            for r in requests
+        ]
+        results: list[Generation | None] = [None] * len(requests)
+        for batch in _batches(requests, prompts, self.options.batch_size):
+            outputs = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
+            for i, generation in zip(batch, outputs, strict=True):
+                results[i] = generation
+            if progress is not None:
+                progress(len(batch))
+        return [g for g in results if g is not None]
+
+    def _generate_batch(self, requests: list[ChatRequest], prompts: list[list[int]]) -> list[Generation]:
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampler = _RowSampler([r.sampling for r in requests], self.eos_ids, self.device)
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=requests[0].sampling.max_tokens,
+            eos_token_id=sorted(self.eos_ids),
+            pad_token_id=pad,
+        )
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                logits_processor=[sampler],
+            )
+        end = time.perf_counter()
+        return [
+            self._record(request, out[row, width:].tolist(), (sampler.finished_at[row] or end) - start)
+            for row, request in enumerate(requests)
+        ]
+
+    def _record(self, request: ChatRequest, new_ids: list[int], seconds: float) -> Generation:
+        stop = next((i for i, t in enumerate(new_ids) if t in self.eos_ids), None)
+        ids = new_ids if stop is None else new_ids[:stop]
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        thinking, answer = split_thinking(text, request.enable_thinking)
+        return Generation(
+            text=text,
+            thinking=thinking,
+            answer=answer,
+            completion_tokens=len(ids) + (stop is not None),
+            thinking_tokens=_thinking_tokens(self.tokenizer, self.close_id, ids, thinking, request),
+            finish_reason="length" if stop is None else "stop",
+            seconds=seconds,
+        )
+
+    def close(self) -> None:
+        """Drop the model so its memory can be reclaimed."""
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _thinking_tokens(
+    tokenizer: Any, close_id: int | None, ids: list[int], thinking: str, req: ChatRequest
+) -> int:
+    if close_id is not None:
+        return count_thinking_tokens(ids, close_id, req.enable_thinking)
+    return len(tokenizer.encode(thinking, add_special_tokens=False)) if thinking else 0
+
+
+def _batches(requests: Sequence[ChatRequest], prompts: list[list[int]], size: int) -> list[list[int]]:
+    """Request indices grouped by max_tokens, sorted by prompt length, cut into batches of `size`."""
+    order = sorted(range(len(requests)), key=lambda i: (requests[i].sampling.max_tokens, len(prompts[i])))
+    batches: list[list[int]] = []
+    for i in order:
+        last = batches[-1] if batches else None
+        same_cap = (
+            last is not None and requests[last[0]].sampling.max_tokens == requests[i].sampling.max_tokens
+        )
+        if last is not None and same_cap and len(last) < size:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise QuantscopeError(f"engine option device={device!r}: no CUDA device is visible; use device=cpu")
+    return device
+
+
+def _load(model: str, options: TransformersOptions, device: torch.device) -> tuple[Any, Any]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model, revision=options.revision, trust_remote_code=options.trust_remote_code
+        )
+        lm = AutoModelForCausalLM.from_pretrained(
+            model,
+            revision=options.revision,
+            dtype=_DTYPES[options.dtype],
+            trust_remote_code=options.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise QuantscopeError(f"transformers engine cannot load model {model!r}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise QuantscopeError(
+            f"model {model!r}: the tokenizer has no chat template; use an instruct/chat checkpoint"
+        )
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, lm.to(device).eval()
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token that ends a turn: the tokenizer's eos and the checkpoint's generation eos ids."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for source in (model.config, model.generation_config):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
