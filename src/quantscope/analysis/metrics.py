@@ -1,0 +1,337 @@
+"""Reasoning-aware metrics per (variant, task), computed from the store's recorded token counts.
+
+Everything here is a pure function over numpy arrays (plus `load_results`, which reads them out
+of a `Store` without touching the generated text). Definitions:
+
+- accuracy (avg@k): the mean over items of each item's fraction of correct samples, so an item
+  with more samples does not weigh more; its 95% CI is a seeded bootstrap over items.
+- pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) per item (n samples, c correct),
+  averaged over items.
+- truncation rate: the fraction of samples whose finish_reason is "length" (hit the cap).
+- accuracy at budget B (B <= the run's cap, tokens): a sample counts as correct at B only when it
+  was correct and finished within B completion tokens; anything longer would have been cut at B.
+  No re-generation is needed: with the same seed, a run capped at B produces the same prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from quantscope.errors import QuantscopeError
+
+if TYPE_CHECKING:
+    from quantscope.store import Store
+
+DEFAULT_BOOTSTRAP = 1000
+DEFAULT_BUDGET_POINTS = 16
+
+
+@dataclass(frozen=True, eq=False)
+class Results:
+    """A columnar view of result rows: one array entry per (variant, task, item, sample).
+
+    Token counts are int64 tokens; `max_tokens` is each row's generation cap; `seconds` float.
+    """
+
+    variant: np.ndarray
+    task: np.ndarray
+    item_id: np.ndarray
+    sample: np.ndarray
+    correct: np.ndarray
+    truncated: np.ndarray
+    completion_tokens: np.ndarray
+    thinking_tokens: np.ndarray
+    answer_tokens: np.ndarray
+    max_tokens: np.ndarray
+    seconds: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.correct.shape[0])
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The distinct (variant, task) pairs present, sorted."""
+        return sorted({(str(v), str(t)) for v, t in zip(self.variant, self.task, strict=True)})
+
+    def select(self, variant: str | None = None, task: str | None = None) -> Results:
+        """The rows of one variant and/or task."""
+        mask = np.ones(len(self), dtype=bool)
+        if variant is not None:
+            mask &= self.variant == variant
+        if task is not None:
+            mask &= self.task == task
+        return self.take(mask)
+
+    def take(self, index: np.ndarray) -> Results:
+        """The rows picked by a boolean mask or an index array."""
+        return Results(**{name: getattr(self, name)[index] for name in _FIELDS})
+
+
+_FIELDS = tuple(Results.__dataclass_fields__)
+
+
+def results_from_columns(columns: dict[str, Sequence]) -> Results:
+    """Build `Results` from plain columns (as `Store.columns` returns them, or from a test).
+
+    Needs variant, task, item_id, sample, correct, finish_reason, completion_tokens,
+    thinking_tokens, answer_tokens, max_tokens, seconds.
+    """
+    finish = np.asarray(columns["finish_reason"], dtype=object)
+    return Results(
+        variant=np.asarray(columns["variant"], dtype=object),
+        task=np.asarray(columns["task"], dtype=object),
+        item_id=np.asarray(columns["item_id"], dtype=object),
+        sample=np.asarray(columns["sample"], dtype=np.int64),
+        correct=np.asarray(columns["correct"], dtype=bool),
+        truncated=finish == "length",
+        completion_tokens=np.asarray(columns["completion_tokens"], dtype=np.int64),
+        thinking_tokens=np.asarray(columns["thinking_tokens"], dtype=np.int64),
+        answer_tokens=np.asarray(columns["answer_tokens"], dtype=np.int64),
+        max_tokens=np.asarray(columns["max_tokens"], dtype=np.int64),
+        seconds=np.asarray(columns["seconds"], dtype=np.float64),
+    )
+
+
+def load_results(store: Store, variant: str | None = None, task: str | None = None) -> Results:
+    """Read the numeric columns of the store's rows (optionally one variant / task) into `Results`."""
+    names = (
+        "variant",
+        "task",
+        "item_id",
+        "sample",
+        "correct",
+        "finish_reason",
+        "completion_tokens",
+        "thinking_tokens",
+        "answer_tokens",
+        "max_tokens",
+        "seconds",
+    )
+    return results_from_columns(store.columns(names, variant=variant, task=task))
+
+
+# ---- records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Mean, median and 90th percentile of a token count over samples (tokens; NaN when empty)."""
+
+    mean: float
+    median: float
+    p90: float
+
+
+@dataclass(frozen=True)
+class BudgetCurve:
+    """Accuracy (avg@k) and truncation rate had generation been capped at each budget (tokens)."""
+
+    budgets: tuple[int, ...]
+    accuracy: tuple[float, ...]
+    truncation_rate: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """The metrics of one (variant, task).
+
+    `k` is the smallest number of samples any item has (pass@k uses it); `max_tokens` the
+    generation cap (tokens); accuracies are fractions in [0, 1]; `accuracy_finished` is the
+    accuracy among samples that were not truncated (NaN when all were); token statistics are
+    over all samples, truncated ones included.
+    """
+
+    variant: str
+    task: str
+    n_items: int
+    n_samples: int
+    k: int
+    max_tokens: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    pass_at_k: float
+    truncation_rate: float
+    accuracy_finished: float
+    thinking_tokens: TokenStats
+    answer_tokens: TokenStats
+    completion_tokens: TokenStats
+    mean_seconds: float
+    budget_curve: BudgetCurve = field(default_factory=lambda: BudgetCurve((), (), ()))
+
+
+# ---- pure functions -----------------------------------------------------------------------
+
+
+def item_index(item_ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map each row's item id to 0..n_items-1; returns (index per row, n_items)."""
+    _, inverse = np.unique(item_ids.astype(str), return_inverse=True)
+    return inverse.reshape(-1), int(inverse.max()) + 1 if inverse.size else 0
+
+
+def per_item_mean(values: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Each item's mean of `values` (rows grouped by the `items` index)."""
+    counts = np.bincount(items, minlength=n_items)
+    sums = np.bincount(items, weights=values.astype(np.float64), minlength=n_items)
+    return sums / np.maximum(counts, 1)
+
+
+def avg_at_k(correct: np.ndarray, items: np.ndarray, n_items: int) -> float:
+    """Accuracy as the mean over items of each item's fraction of correct samples (NaN: no rows)."""
+    if n_items == 0:
+        return float("nan")
+    return float(per_item_mean(correct, items, n_items).mean())
+
+
+def bootstrap_ci(
+    item_scores: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """A percentile bootstrap CI of the mean of per-item scores, resampling items (seeded).
+
+    Returns (low, high); (NaN, NaN) when there are no items.
+    """
+    n = item_scores.shape[0]
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = item_scores[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """Unbiased pass@k per item: 1 - C(n-c, k) / C(n, k) for n samples of which c are correct.
+
+    Computed as a running product, so it stays exact-ish for any n; every n must be >= k.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    c = np.asarray(c, dtype=np.float64)
+    if k < 1 or np.any(n < k):
+        raise QuantscopeError(f"pass@{k} needs at least {k} samples per item (k >= 1)")
+    miss = np.ones_like(n)
+    for i in range(k):
+        miss *= np.clip(n - c - i, 0.0, None) / (n - i)
+    return 1.0 - miss
+
+
+def truncation_rate(truncated: np.ndarray) -> float:
+    """Fraction of samples that hit the token cap (NaN when there are none)."""
+    return float(truncated.mean()) if truncated.size else float("nan")
+
+
+def token_stats(tokens: np.ndarray) -> TokenStats:
+    """Mean / median / p90 of token counts (tokens)."""
+    if tokens.size == 0:
+        nan = float("nan")
+        return TokenStats(nan, nan, nan)
+    mean = float(tokens.mean())
+    median, p90 = np.percentile(tokens, [50.0, 90.0])
+    return TokenStats(mean, float(median), float(p90))
+
+
+def correct_at_budget(results: Results, budget: int) -> np.ndarray:
+    """Per row: would this sample have been correct had generation been capped at `budget` tokens?
+
+    Only rows that finished within `budget` completion tokens keep their judgement. `budget`
+    may not exceed any row's cap: what a longer generation would have said is unknown.
+    """
+    _check_budget(results, budget)
+    return results.correct & ~results.truncated & (results.completion_tokens <= budget)
+
+
+def truncated_at_budget(results: Results, budget: int) -> np.ndarray:
+    """Per row: would this sample have been cut had generation been capped at `budget` tokens?"""
+    _check_budget(results, budget)
+    return results.truncated | (results.completion_tokens > budget)
+
+
+def accuracy_at_budget(results: Results, budget: int) -> float:
+    """Accuracy (avg@k) of one (variant, task) had generation been capped at `budget` tokens."""
+    items, n_items = item_index(results.item_id)
+    return avg_at_k(correct_at_budget(results, budget), items, n_items)
+
+
+def default_budgets(cap: int, points: int = DEFAULT_BUDGET_POINTS) -> tuple[int, ...]:
+    """An evenly spaced grid of `points` budgets from cap/points up to the cap (tokens)."""
+    grid = np.rint(np.linspace(cap / points, cap, points)).astype(np.int64)
+    return tuple(sorted({max(1, int(b)) for b in grid}))
+
+
+def budget_curve(results: Results, budgets: Sequence[int] | None = None) -> BudgetCurve:
+    """Accuracy and truncation rate at each budget (default: `default_budgets` of the cap)."""
+    if len(results) == 0:
+        return BudgetCurve((), (), ())
+    cap = int(results.max_tokens.min())
+    grid = tuple(int(b) for b in (budgets if budgets is not None else default_budgets(cap)))
+    items, n_items = item_index(results.item_id)
+    accuracy = tuple(avg_at_k(correct_at_budget(results, b), items, n_items) for b in grid)
+    truncation = tuple(truncation_rate(truncated_at_budget(results, b)) for b in grid)
+    return BudgetCurve(grid, accuracy, truncation)
+
+
+def summarize(
+    results: Results,
+    variant: str | None = None,
+    task: str | None = None,
+    *,
+    budgets: Sequence[int] | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    level: float = 0.95,
+) -> TaskMetrics:
+    """All metrics of one (variant, task); `results` may hold more, `variant`/`task` pick one.
+
+    `budgets` sets the budget curve's grid (tokens, each at most the cap); the CI uses `n_boot`
+    bootstrap resamples of items seeded by `seed`.
+    """
+    results = results.select(variant, task)
+    found = results.pairs()
+    if len(found) != 1:
+        what = "no rows" if not found else f"{len(found)} (variant, task) pairs"
+        raise QuantscopeError(f"summarize needs the rows of exactly one variant and task, got {what}")
+    ((name, task_name),) = found
+    items, n_items = item_index(results.item_id)
+    scores = per_item_mean(results.correct, items, n_items)
+    counts = np.bincount(items, minlength=n_items)
+    hits = np.bincount(items, weights=results.correct.astype(np.float64), minlength=n_items)
+    k = int(counts.min())
+    low, high = bootstrap_ci(scores, n_boot=n_boot, seed=seed, level=level)
+    finished = ~results.truncated
+    return TaskMetrics(
+        variant=name,
+        task=task_name,
+        n_items=n_items,
+        n_samples=len(results),
+        k=k,
+        max_tokens=int(results.max_tokens.min()),
+        accuracy=float(scores.mean()),
+        ci_low=low,
+        ci_high=high,
+        pass_at_k=float(pass_at_k(counts, hits, k).mean()),
+        truncation_rate=truncation_rate(results.truncated),
+        accuracy_finished=float(results.correct[finished].mean()) if finished.any() else float("nan"),
+        thinking_tokens=token_stats(results.thinking_tokens),
+        answer_tokens=token_stats(results.answer_tokens),
+        completion_tokens=token_stats(results.completion_tokens),
+        mean_seconds=float(results.seconds.mean()),
+        budget_curve=budget_curve(results, budgets),
+    )
+
+
+def summarize_all(results: Results, **options: object) -> list[TaskMetrics]:
+    """`summarize` for every (variant, task) pair in `results`, sorted by variant then task."""
+    return [summarize(results, v, t, **options) for v, t in results.pairs()]  # type: ignore[arg-type]
+
+
+def _check_budget(results: Results, budget: int) -> None:
+    if budget < 1:
+        raise QuantscopeError(f"budget {budget} must be a positive number of tokens")
+    if len(results) and budget > int(results.max_tokens.min()):
+        raise QuantscopeError(
+            f"budget {budget} tokens exceeds the run's cap of {int(results.max_tokens.min())}: "
+            "accuracy above the cap is unknown without re-running with a larger --max-tokens"
+        )

@@ -1,0 +1,547 @@
+"""The results database: one SQLite file per project directory, the single source for all analysis.
+
+`Store(directory)` (or `Store.open(directory)`) opens `directory/quantscope.db`, creating it and
+its schema when missing. The database runs in WAL mode and every batch of results is written in
+one transaction, so a run killed at any moment (even `kill -9`) leaves only whole batches
+behind; the UNIQUE key on (variant, task, item_id, sample) makes a resumed run unable to write a
+row twice.
+
+Schema (version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
+
+``variants`` — one row per evaluated model variant
+    name TEXT PRIMARY KEY, model_path TEXT, memory_bytes INTEGER (weights on disk, bytes; NULL
+    when unknown), recipe TEXT (recipe name or NULL), is_baseline INTEGER (0/1), created REAL
+    (unix seconds).
+
+``runs`` — the generation settings rows were produced under, one row per spec hash
+    spec_hash TEXT PRIMARY KEY (hash of everything that changes a generation: model, engine,
+    task, thinking, sampling, max_tokens, seed), variant, task, engine, model_path,
+    thinking_mode INTEGER (0/1), temperature REAL, top_p REAL, top_k INTEGER (0 = off),
+    max_tokens INTEGER (the cap, tokens), seed INTEGER (base seed; sample j uses seed + j),
+    spec_json TEXT (the full run spec), created REAL.
+
+``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns
+    spec_hash (-> runs), seed INTEGER (this sample's seed), target TEXT (gold answer),
+    text / thinking / answer TEXT (whole completion, reasoning before `</think>`, final answer),
+    completion_tokens / thinking_tokens / answer_tokens INTEGER (tokens; answer_tokens =
+    completion_tokens - thinking_tokens, so it holds the `</think>` tag and end-of-turn token),
+    finish_reason TEXT ("stop" | "length"), seconds REAL (request latency), correct INTEGER
+    (0/1), extracted TEXT (the answer the judge read, NULL when none), created REAL.
+
+``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
+    what `export` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from quantscope.errors import QuantscopeError
+
+SCHEMA_VERSION = 1
+DB_NAME = "quantscope.db"
+STORE_ENV = "QUANTSCOPE_STORE"
+
+_SCHEMA = """
+CREATE TABLE variants (
+    name TEXT PRIMARY KEY,
+    model_path TEXT NOT NULL,
+    memory_bytes INTEGER,
+    recipe TEXT,
+    is_baseline INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE runs (
+    spec_hash TEXT PRIMARY KEY,
+    variant TEXT NOT NULL REFERENCES variants(name),
+    task TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    model_path TEXT NOT NULL,
+    thinking_mode INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    top_p REAL NOT NULL,
+    top_k INTEGER NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    spec_json TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE results (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL REFERENCES runs(spec_hash),
+    seed INTEGER,
+    target TEXT NOT NULL,
+    text TEXT NOT NULL,
+    thinking TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    thinking_tokens INTEGER NOT NULL,
+    answer_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    correct INTEGER NOT NULL,
+    extracted TEXT,
+    created REAL NOT NULL,
+    UNIQUE (variant, task, item_id, sample)
+);
+CREATE VIEW results_full AS
+SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
+       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
+       r.correct, r.extracted, r.created, r.spec_hash,
+       u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
+       v.memory_bytes, v.recipe, v.is_baseline
+FROM results r JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.name = r.variant;
+"""
+
+_RESULT_COLUMNS = (
+    "variant",
+    "task",
+    "item_id",
+    "sample",
+    "spec_hash",
+    "seed",
+    "target",
+    "text",
+    "thinking",
+    "answer",
+    "completion_tokens",
+    "thinking_tokens",
+    "answer_tokens",
+    "finish_reason",
+    "seconds",
+    "correct",
+    "extracted",
+    "created",
+)
+_RUN_COLUMNS = (
+    "spec_hash",
+    "variant",
+    "task",
+    "engine",
+    "model_path",
+    "thinking_mode",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "seed",
+    "spec_json",
+    "created",
+)
+# Columns of `results_full` that analysis may read without touching the (large) text columns.
+NUMERIC_COLUMNS = frozenset(
+    {
+        "sample",
+        "seed",
+        "completion_tokens",
+        "thinking_tokens",
+        "answer_tokens",
+        "seconds",
+        "correct",
+        "created",
+        "thinking_mode",
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "memory_bytes",
+        "is_baseline",
+    }
+)
+TEXT_KEY_COLUMNS = frozenset({"variant", "task", "item_id", "finish_reason", "spec_hash", "engine", "recipe"})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model variant under evaluation: its name, where it lives, and what it costs in memory.
+
+    `memory_bytes` is the weights' size on disk in bytes (None when unknown); `recipe` the
+    quantization recipe name (None for an original checkpoint); `is_baseline` marks the
+    reference the others are compared against.
+    """
+
+    name: str
+    model_path: str
+    memory_bytes: int | None = None
+    recipe: str | None = None
+    is_baseline: bool = False
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The settings a (variant, task)'s rows were generated under; `spec_hash` names them.
+
+    `max_tokens` is the generation cap (tokens); `seed` the base seed (sample j used seed + j);
+    `spec_json` the whole run spec as JSON; `created` unix seconds.
+    """
+
+    spec_hash: str
+    variant: str
+    task: str
+    engine: str
+    model_path: str
+    thinking_mode: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int
+    spec_json: str
+    created: float
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One generation of one benchmark item and its judgement (see the module docstring for units)."""
+
+    variant: str
+    task: str
+    item_id: str
+    sample: int
+    spec_hash: str
+    seed: int | None
+    target: str
+    text: str
+    thinking: str
+    answer: str
+    completion_tokens: int
+    thinking_tokens: int
+    answer_tokens: int
+    finish_reason: str
+    seconds: float
+    correct: bool
+    extracted: str | None
+    created: float
+
+
+def default_store_dir() -> Path:
+    """The store directory used when none is given: `$QUANTSCOPE_STORE`, else the current directory."""
+    return Path(os.environ.get(STORE_ENV) or ".")
+
+
+class Store:
+    """The project's results database (`<directory>/quantscope.db`, SQLite in WAL mode).
+
+    Open with `Store(directory)`; a path ending in `.db` is taken as the database file itself.
+    Use as a context manager or call `close()`. One Store object belongs to one thread.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix != ".db":
+            if path.exists() and not path.is_dir():
+                raise QuantscopeError(
+                    f"store {path} is a file, not a directory: pass a directory or a .db file"
+                )
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / DB_NAME
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            # isolation_level=None: we open and commit transactions ourselves, one per batch.
+            self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (not a power cut) and is much faster.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._ensure_schema()
+        except (sqlite3.DatabaseError, QuantscopeError) as error:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if isinstance(error, QuantscopeError):
+                raise
+            raise QuantscopeError(f"cannot open the store {path}: {error}") from error
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Store:
+        """Open (creating when missing) the store of a project directory."""
+        return cls(directory)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_schema(self) -> None:
+        if self._schema_version() == SCHEMA_VERSION:
+            return
+        # Check again under the write lock: two runs may open a fresh store at the same moment.
+        with self._write():
+            version = self._schema_version()
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise QuantscopeError(
+                    f"store {self.path} has schema version {version}, newer than this quantscope "
+                    f"({SCHEMA_VERSION}): upgrade quantscope"
+                )
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            if tables:
+                raise QuantscopeError(
+                    f"{self.path} is an SQLite file but not a quantscope store: use another directory"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _write(self) -> _WriteTransaction:
+        return _WriteTransaction(self._db)
+
+    # ---- variants -------------------------------------------------------------------------
+
+    def put_variant(self, variant: Variant) -> None:
+        """Register a variant, or update a registered one.
+
+        Fields given as None keep their stored value, and `is_baseline` only ever turns on here
+        (use `set_baseline` to move it). A different `model_path` for an existing name is an
+        error: the name's rows came from the other model.
+        """
+        existing = self.variant(variant.name)
+        if existing is not None and existing.model_path != variant.model_path:
+            raise QuantscopeError(
+                f"variant {variant.name!r} is already stored for model {existing.model_path}, not "
+                f"{variant.model_path}: choose another --variant name"
+            )
+        with self._write():
+            self._db.execute(
+                "INSERT INTO variants (name, model_path, memory_bytes, recipe, is_baseline, created) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "memory_bytes = coalesce(excluded.memory_bytes, memory_bytes), "
+                "recipe = coalesce(excluded.recipe, recipe), "
+                "is_baseline = max(excluded.is_baseline, is_baseline)",
+                (
+                    variant.name,
+                    variant.model_path,
+                    variant.memory_bytes,
+                    variant.recipe,
+                    int(variant.is_baseline),
+                    time.time(),
+                ),
+            )
+
+    def set_baseline(self, name: str) -> None:
+        """Make `name` the only baseline variant."""
+        if self.variant(name) is None:
+            raise QuantscopeError(
+                f"no variant {name!r} in the store {self.path}: run `quantscope runs` to list them"
+            )
+        with self._write():
+            self._db.execute("UPDATE variants SET is_baseline = (name = ?)", (name,))
+
+    def variant(self, name: str) -> Variant | None:
+        """The stored variant called `name`, or None."""
+        row = self._db.execute(
+            "SELECT name, model_path, memory_bytes, recipe, is_baseline FROM variants WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else Variant(row[0], row[1], row[2], row[3], bool(row[4]))
+
+    def variants(self) -> list[Variant]:
+        """Every stored variant, by name."""
+        rows = self._db.execute(
+            "SELECT name, model_path, memory_bytes, recipe, is_baseline FROM variants ORDER BY name"
+        ).fetchall()
+        return [Variant(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+
+    # ---- runs -----------------------------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        """Store the settings behind a spec hash (a no-op when that hash is already stored)."""
+        row = asdict(run)
+        row["thinking_mode"] = int(run.thinking_mode)
+        names = ", ".join(_RUN_COLUMNS)
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        with self._write():
+            self._db.execute(
+                f"INSERT INTO runs ({names}) VALUES ({marks}) ON CONFLICT (spec_hash) DO NOTHING",
+                [row[c] for c in _RUN_COLUMNS],
+            )
+
+    def run(self, spec_hash: str) -> RunRecord | None:
+        """The settings stored under `spec_hash`, or None."""
+        row = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE spec_hash = ?", (spec_hash,)
+        ).fetchone()
+        if row is None:
+            return None
+        values = dict(zip(_RUN_COLUMNS, row, strict=True))
+        values["thinking_mode"] = bool(values["thinking_mode"])
+        return RunRecord(**values)
+
+    def spec_hashes(self, variant: str, task: str) -> set[str]:
+        """The spec hashes of the rows stored for (variant, task)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT spec_hash FROM results WHERE variant = ? AND task = ?", (variant, task)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    # ---- results --------------------------------------------------------------------------
+
+    def done_keys(self, variant: str, task: str) -> set[tuple[str, int]]:
+        """The (item_id, sample) pairs already stored for (variant, task)."""
+        rows = self._db.execute(
+            "SELECT item_id, sample FROM results WHERE variant = ? AND task = ?", (variant, task)
+        ).fetchall()
+        return {(r[0], int(r[1])) for r in rows}
+
+    def write_results(self, rows: Iterable[ResultRow]) -> int:
+        """Insert rows in one transaction; rows whose key is already stored are skipped.
+
+        Returns the number of rows inserted. Either the whole batch is committed or none of it.
+        """
+        values = []
+        for row in rows:
+            record = asdict(row)
+            record["correct"] = int(row.correct)
+            values.append([record[c] for c in _RESULT_COLUMNS])
+        if not values:
+            return 0
+        names = ", ".join(_RESULT_COLUMNS)
+        marks = ", ".join("?" for _ in _RESULT_COLUMNS)
+        with self._write():
+            before = self._db.total_changes
+            self._db.executemany(
+                f"INSERT INTO results ({names}) VALUES ({marks}) "
+                "ON CONFLICT (variant, task, item_id, sample) DO NOTHING",
+                values,
+            )
+            return self._db.total_changes - before
+
+    def count(self, variant: str | None = None, task: str | None = None) -> int:
+        """Number of result rows, optionally for one variant and/or task."""
+        where, params = _filters(variant, task)
+        return int(self._db.execute(f"SELECT count(*) FROM results{where}", params).fetchone()[0])
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (variant, task) pairs that have results, sorted."""
+        rows = self._db.execute(
+            "SELECT DISTINCT variant, task FROM results ORDER BY variant, task"
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def columns(
+        self, names: Sequence[str], variant: str | None = None, task: str | None = None
+    ) -> dict[str, list[Any]]:
+        """Selected columns of `results_full` as lists (one entry per row), ordered by key.
+
+        Only the numeric and key columns may be asked for (`NUMERIC_COLUMNS`,
+        `TEXT_KEY_COLUMNS`): analysis never needs to read the generated text.
+        """
+        allowed = NUMERIC_COLUMNS | TEXT_KEY_COLUMNS
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise QuantscopeError(f"unknown result columns {unknown}; choose from {sorted(allowed)}")
+        where, params = _filters(variant, task)
+        rows = self._db.execute(
+            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
+            params,
+        ).fetchall()
+        if not rows:
+            return {n: [] for n in names}
+        return {n: list(col) for n, col in zip(names, zip(*rows, strict=True), strict=True)}
+
+    def rows(self, variant: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        """Whole rows of `results_full` (text included) as dicts, ordered by key."""
+        where, params = _filters(variant, task)
+        cursor = self._db.execute(
+            f"SELECT * FROM results_full{where} ORDER BY variant, task, item_id, sample", params
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def export(
+        self,
+        out: str | Path,
+        fmt: Literal["parquet", "csv"] = "parquet",
+        variant: str | None = None,
+        task: str | None = None,
+    ) -> int:
+        """Write `results_full` (optionally one variant/task) to a Parquet or CSV file.
+
+        The file is written beside `out` and renamed into place, so a reader never sees half a
+        file. Returns the number of rows written.
+        """
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+
+        if fmt not in ("parquet", "csv"):
+            raise QuantscopeError(f"unknown export format {fmt!r}: use parquet or csv")
+        where, params = _filters(variant, task)
+        cursor = self._db.execute(
+            f"SELECT * FROM results_full{where} ORDER BY variant, task, item_id, sample", params
+        )
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        table = pa.table(
+            {n: pa.array(list(c), type=_arrow_type(n)) for n, c in zip(names, columns, strict=True)}
+        )
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        if fmt == "parquet":
+            pq.write_table(table, partial)
+        else:
+            pa_csv.write_csv(table, partial)
+        os.replace(partial, out)
+        return table.num_rows
+
+
+def _arrow_type(column: str) -> Any:
+    import pyarrow as pa
+
+    if column in ("seconds", "created", "temperature", "top_p"):
+        return pa.float64()
+    if column in ("correct", "thinking_mode", "is_baseline"):
+        return pa.int8()
+    if column in NUMERIC_COLUMNS:
+        return pa.int64()
+    return pa.string()
+
+
+def _filters(variant: str | None, task: str | None) -> tuple[str, list[str]]:
+    clauses, params = [], []
+    if variant is not None:
+        clauses.append("variant = ?")
+        params.append(variant)
+    if task is not None:
+        clauses.append("task = ?")
+        params.append(task)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+class _WriteTransaction:
+    """BEGIN IMMEDIATE (take the write lock up front), COMMIT on success, ROLLBACK on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self._db.in_transaction:
+            return
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

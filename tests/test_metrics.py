@@ -1,0 +1,231 @@
+"""Metrics: avg@k, bootstrap CI, pass@k, truncation, token stats, accuracy at a budget."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantscope.analysis import load_results, summarize, summarize_all
+from quantscope.analysis.metrics import (
+    accuracy_at_budget,
+    bootstrap_ci,
+    budget_curve,
+    default_budgets,
+    pass_at_k,
+    results_from_columns,
+    token_stats,
+)
+from quantscope.errors import QuantscopeError
+from quantscope.store import ResultRow, RunRecord, Store, Variant
+
+
+def make_results(rows: list[tuple[str, int, bool, str, int]], cap: int = 100, variant: str = "v"):
+    """rows: (item, sample, correct, finish_reason, completion_tokens); thinking = 3/4 of them."""
+    items, samples, correct, finish, tokens = zip(*rows, strict=True)
+    thinking = [t * 3 // 4 for t in tokens]
+    return results_from_columns(
+        {
+            "variant": [variant] * len(rows),
+            "task": ["t"] * len(rows),
+            "item_id": items,
+            "sample": samples,
+            "correct": correct,
+            "finish_reason": finish,
+            "completion_tokens": tokens,
+            "thinking_tokens": thinking,
+            "answer_tokens": [t - h for t, h in zip(tokens, thinking, strict=True)],
+            "max_tokens": [cap] * len(rows),
+            "seconds": [1.0] * len(rows),
+        }
+    )
+
+
+# Item a: both right (20, 60 tokens); item b: one right at 90 tokens, one cut at the cap;
+# item c: both wrong, finished.
+ROWS = [
+    ("a", 0, True, "stop", 20),
+    ("a", 1, True, "stop", 60),
+    ("b", 0, True, "stop", 90),
+    ("b", 1, False, "length", 100),
+    ("c", 0, False, "stop", 30),
+    ("c", 1, False, "stop", 40),
+]
+
+
+def test_summary_of_a_hand_computed_run() -> None:
+    metrics = summarize(make_results(ROWS))
+    assert (metrics.variant, metrics.task, metrics.n_items, metrics.n_samples, metrics.k) == (
+        "v",
+        "t",
+        3,
+        6,
+        2,
+    )
+    assert metrics.max_tokens == 100
+    assert metrics.accuracy == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert metrics.pass_at_k == pytest.approx(2 / 3)  # a and b have a right answer among 2
+    assert metrics.truncation_rate == pytest.approx(1 / 6)
+    assert metrics.accuracy_finished == pytest.approx(3 / 5)
+    assert metrics.completion_tokens.mean == pytest.approx(340 / 6)
+    assert metrics.completion_tokens.median == pytest.approx(50.0)
+    assert metrics.thinking_tokens.mean == pytest.approx(sum(t * 3 // 4 for *_, t in ROWS) / 6)
+    assert metrics.ci_low <= metrics.accuracy <= metrics.ci_high
+    assert metrics.budget_curve.budgets[-1] == 100
+    assert metrics.budget_curve.accuracy[-1] == pytest.approx(metrics.accuracy)
+
+
+def test_accuracy_at_budget_counts_longer_generations_as_cut() -> None:
+    results = make_results(ROWS)
+    assert accuracy_at_budget(results, 100) == pytest.approx(0.5)
+    assert accuracy_at_budget(results, 89) == pytest.approx((1.0 + 0.0 + 0.0) / 3)  # b's 90-token answer cut
+    assert accuracy_at_budget(results, 59) == pytest.approx((0.5 + 0 + 0) / 3)
+    assert accuracy_at_budget(results, 19) == 0.0
+    curve = budget_curve(results, [20, 60, 90, 100])
+    assert curve.accuracy == pytest.approx((1 / 6, 1 / 3, 0.5, 0.5))
+    assert curve.truncation_rate == pytest.approx((5 / 6, 2 / 6, 1 / 6, 1 / 6))
+    with pytest.raises(QuantscopeError, match="exceeds the run's cap"):
+        accuracy_at_budget(results, 101)
+    with pytest.raises(QuantscopeError, match="positive"):
+        accuracy_at_budget(results, 0)
+
+
+def test_default_budget_grid_ends_at_the_cap() -> None:
+    assert default_budgets(32768)[-1] == 32768
+    assert default_budgets(32768)[0] == 2048
+    assert len(default_budgets(32768)) == 16
+    assert default_budgets(4, points=16) == (1, 2, 3, 4)
+
+
+def test_avg_at_k_weighs_items_equally_when_sample_counts_differ() -> None:
+    rows = [("a", 0, True, "stop", 5)] + [("b", j, False, "stop", 5) for j in range(3)]
+    metrics = summarize(make_results(rows))
+    assert metrics.accuracy == pytest.approx(0.5)  # not 1/4
+    assert metrics.k == 1
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(5, 0, 1), (5, 2, 1), (5, 2, 3), (6, 5, 2), (8, 3, 8), (4, 4, 2)])
+def test_pass_at_k_matches_counting_subsets(n: int, c: int, k: int) -> None:
+    outcomes = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(outcomes, k))
+    expected = sum(any(s) for s in subsets) / len(subsets)
+    assert pass_at_k(np.array([n]), np.array([c]), k)[0] == pytest.approx(expected)
+    assert math.comb(n, k) == len(subsets)
+
+
+def test_pass_at_k_needs_enough_samples() -> None:
+    with pytest.raises(QuantscopeError, match="at least 3 samples"):
+        pass_at_k(np.array([2]), np.array([1]), 3)
+
+
+def test_bootstrap_ci_is_seeded_and_sensible() -> None:
+    scores = np.random.default_rng(1).random(200) < 0.3
+    scores = scores.astype(float)
+    first, second = bootstrap_ci(scores, seed=5), bootstrap_ci(scores, seed=5)
+    assert first == second
+    low, high = first
+    assert low < scores.mean() < high
+    assert 0.08 < high - low < 0.16  # about ±1.96·sqrt(.3·.7/200) ≈ ±0.064
+    assert bootstrap_ci(np.ones(10)) == (1.0, 1.0)
+    assert all(math.isnan(x) for x in bootstrap_ci(np.array([])))
+
+
+def test_token_stats_and_empty_selection() -> None:
+    stats = token_stats(np.arange(1, 11))
+    assert (stats.mean, stats.median, stats.p90) == pytest.approx((5.5, 5.5, 9.1))
+    with pytest.raises(QuantscopeError, match="no rows"):
+        summarize(make_results(ROWS), variant="other")
+
+
+def test_summarize_all_splits_pairs_and_accuracy_finished_is_nan_when_all_cut() -> None:
+    cut = make_results([("a", 0, False, "length", 100)], variant="w")
+    both = make_results(ROWS)
+    merged = results_from_columns(
+        {
+            name: list(getattr(both, field)) + list(getattr(cut, field))
+            for name, field in [
+                ("variant", "variant"),
+                ("task", "task"),
+                ("item_id", "item_id"),
+                ("sample", "sample"),
+                ("correct", "correct"),
+                ("completion_tokens", "completion_tokens"),
+                ("thinking_tokens", "thinking_tokens"),
+                ("answer_tokens", "answer_tokens"),
+                ("max_tokens", "max_tokens"),
+                ("seconds", "seconds"),
+            ]
+        }
+        | {"finish_reason": ["length" if t else "stop" for t in list(both.truncated) + list(cut.truncated)]}
+    )
+    metrics = summarize_all(merged)
+    assert [(m.variant, m.n_samples) for m in metrics] == [("v", 6), ("w", 1)]
+    assert math.isnan(metrics[1].accuracy_finished)
+    assert metrics[1].truncation_rate == 1.0
+    with pytest.raises(QuantscopeError, match="2 \\(variant, task\\) pairs"):
+        summarize(merged)
+
+
+def _fill_store(store: Store, variants: int, items: int, k: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    cap = 4096
+    for v in range(variants):
+        name, spec_hash = f"v{v}", f"h{v}"
+        store.put_variant(Variant(name, f"/m/{name}"))
+        run = RunRecord(
+            spec_hash, name, "t", "transformers", f"/m/{name}", True, 0.6, 0.95, 20, cap, 0, "{}", 0.0
+        )
+        store.record_run(run)
+        rows = []
+        for i, j in itertools.product(range(items), range(k)):
+            tokens = int(rng.integers(100, cap + 1))
+            finish = "length" if tokens == cap else "stop"
+            generation = dict(text="x" * 50, thinking="x" * 40, answer="x" * 10)
+            rows.append(
+                ResultRow(
+                    **generation,
+                    variant=name,
+                    task="t",
+                    item_id=f"q{i:04d}",
+                    sample=j,
+                    spec_hash=spec_hash,
+                    seed=j,
+                    target="1",
+                    completion_tokens=tokens,
+                    thinking_tokens=tokens // 2,
+                    answer_tokens=tokens - tokens // 2,
+                    finish_reason=finish,
+                    seconds=1.0,
+                    correct=bool(rng.random() < 0.5),
+                    extracted="1",
+                    created=0.0,
+                )
+            )
+        store.write_results(rows)
+
+
+def test_load_results_reads_the_store(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        _fill_store(store, variants=2, items=5, k=3)
+        results = load_results(store)
+        assert len(results) == 30
+        assert results.pairs() == [("v0", "t"), ("v1", "t")]
+        only = load_results(store, variant="v1")
+        assert len(only) == 15 and set(only.variant) == {"v1"}
+        metrics = summarize(only)
+        assert metrics.n_items == 5 and metrics.k == 3 and metrics.max_tokens == 4096
+        assert metrics.accuracy == pytest.approx(float(np.mean(only.correct)))
+
+
+def test_ten_variants_of_a_thousand_samples_analyse_in_under_five_seconds(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        _fill_store(store, variants=10, items=250, k=4)
+        start = time.perf_counter()
+        metrics = summarize_all(load_results(store))
+        elapsed = time.perf_counter() - start
+    assert len(metrics) == 10 and all(m.n_samples == 1000 for m in metrics)
+    assert elapsed < 5.0, f"analysis took {elapsed:.2f} s"

@@ -1,0 +1,181 @@
+"""The results store: schema, variants, crash-safe batches, resume keys, export."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from quantscope.errors import QuantscopeError
+from quantscope.store import DB_NAME, SCHEMA_VERSION, ResultRow, RunRecord, Store, Variant
+
+
+def make_run(spec_hash: str = "h1", variant: str = "v", task: str = "t") -> RunRecord:
+    return RunRecord(
+        spec_hash=spec_hash,
+        variant=variant,
+        task=task,
+        engine="transformers",
+        model_path="/models/v",
+        thinking_mode=True,
+        temperature=0.6,
+        top_p=0.95,
+        top_k=20,
+        max_tokens=64,
+        seed=7,
+        spec_json="{}",
+        created=1.0,
+    )
+
+
+def make_row(item: str, sample: int = 0, variant: str = "v", task: str = "t", **fields: object) -> ResultRow:
+    row = ResultRow(
+        variant=variant,
+        task=task,
+        item_id=item,
+        sample=sample,
+        spec_hash="h1",
+        seed=7 + sample,
+        target="42",
+        text="think</think>\\boxed{42}",
+        thinking="think",
+        answer="\\boxed{42}",
+        completion_tokens=10,
+        thinking_tokens=6,
+        answer_tokens=4,
+        finish_reason="stop",
+        seconds=0.5,
+        correct=True,
+        extracted="42",
+        created=2.0,
+    )
+    return replace(row, **fields)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    with Store.open(tmp_path / "project") as opened:
+        opened.put_variant(Variant("v", "/models/v", memory_bytes=1000, recipe="w4a16"))
+        opened.record_run(make_run())
+        yield opened
+
+
+def test_open_creates_a_wal_database_with_the_schema_version(tmp_path: Path) -> None:
+    with Store(tmp_path / "p") as store:
+        assert store.path == tmp_path / "p" / DB_NAME
+    db = sqlite3.connect(tmp_path / "p" / DB_NAME)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert {"variants", "runs", "results", "results_full"} <= tables
+
+
+def test_a_db_path_is_used_as_is(tmp_path: Path) -> None:
+    with Store(tmp_path / "x" / "mine.db") as store:
+        assert store.path == tmp_path / "x" / "mine.db"
+    assert (tmp_path / "x" / "mine.db").is_file()
+
+
+def test_a_newer_schema_or_a_foreign_database_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "new").close()
+    db = sqlite3.connect(tmp_path / "new" / DB_NAME)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(QuantscopeError, match="newer"):
+        Store(tmp_path / "new")
+    foreign = tmp_path / "other.db"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE t (x)")
+    db.close()
+    with pytest.raises(QuantscopeError, match="not a quantscope store"):
+        Store(foreign)
+
+
+def test_variants_update_without_losing_known_fields(store: Store) -> None:
+    store.put_variant(Variant("v", "/models/v"))  # a resume that knows less keeps what is stored
+    assert store.variant("v") == Variant("v", "/models/v", memory_bytes=1000, recipe="w4a16")
+    store.put_variant(Variant("base", "/models/base", is_baseline=True))
+    store.put_variant(Variant("v", "/models/v", memory_bytes=900, is_baseline=True))
+    assert store.variant("v") == Variant("v", "/models/v", 900, "w4a16", True)
+    store.set_baseline("base")
+    assert [v.name for v in store.variants() if v.is_baseline] == ["base"]
+    assert store.variant("missing") is None
+
+
+def test_a_variant_name_cannot_move_to_another_model(store: Store) -> None:
+    with pytest.raises(QuantscopeError, match="another --variant name"):
+        store.put_variant(Variant("v", "/models/other"))
+    with pytest.raises(QuantscopeError, match="no variant"):
+        store.set_baseline("nope")
+
+
+def test_runs_round_trip(store: Store) -> None:
+    assert store.run("h1") == make_run()
+    store.record_run(replace(make_run(), max_tokens=1))  # same hash: the first record stays
+    assert store.run("h1").max_tokens == 64
+    assert store.run("absent") is None
+
+
+def test_rows_are_written_once_and_resume_keys_list_them(store: Store) -> None:
+    assert store.write_results([make_row("a", 0), make_row("a", 1), make_row("b", 0)]) == 3
+    assert store.write_results([make_row("a", 1), make_row("c", 0)]) == 1  # (a, 1) is already there
+    assert store.count() == 4
+    assert store.count(variant="v", task="t") == 4
+    assert store.count(task="other") == 0
+    assert store.done_keys("v", "t") == {("a", 0), ("a", 1), ("b", 0), ("c", 0)}
+    assert store.spec_hashes("v", "t") == {"h1"}
+    assert store.pairs() == [("v", "t")]
+    assert store.write_results([]) == 0
+
+
+def test_a_failing_batch_leaves_nothing_behind(store: Store) -> None:
+    store.write_results([make_row("a")])
+    bad = make_row("z", text=None)  # NOT NULL violated in the middle of the batch
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write_results([make_row("b"), bad, make_row("c")])
+    assert store.count() == 1
+    assert store.write_results([make_row("b")]) == 1  # the store is usable afterwards
+
+
+def test_rows_survive_reopening_and_join_their_run_and_variant(store: Store, tmp_path: Path) -> None:
+    store.write_results([make_row("a", correct=False, extracted=None, finish_reason="length")])
+    with Store(tmp_path / "project") as again:
+        (row,) = again.rows()
+    assert row["item_id"] == "a" and row["correct"] == 0 and row["extracted"] is None
+    assert row["finish_reason"] == "length" and row["max_tokens"] == 64 and row["memory_bytes"] == 1000
+    assert row["engine"] == "transformers" and row["recipe"] == "w4a16" and row["thinking"] == "think"
+
+
+def test_columns_read_numbers_but_not_text(store: Store) -> None:
+    store.write_results([make_row("b", completion_tokens=3), make_row("a", completion_tokens=5)])
+    columns = store.columns(["item_id", "completion_tokens", "max_tokens"])
+    assert columns == {"item_id": ["a", "b"], "completion_tokens": [5, 3], "max_tokens": [64, 64]}
+    assert store.columns(["sample"], task="none") == {"sample": []}
+    with pytest.raises(QuantscopeError, match="unknown result columns"):
+        store.columns(["text"])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_export_writes_every_row_with_its_metadata(store: Store, tmp_path: Path, fmt: str) -> None:
+    store.write_results([make_row("a", 0), make_row("a", 1, correct=False), make_row("b", 0)])
+    out = tmp_path / "out" / f"results.{fmt}"
+    assert store.export(out, fmt) == 3
+    table = pq.read_table(out) if fmt == "parquet" else pa_csv.read_csv(out)
+    assert table.num_rows == 3
+    assert table.column("correct").to_pylist() == [1, 0, 1]
+    assert set(table.column("max_tokens").to_pylist()) == {64}
+    assert {"text", "thinking", "answer", "spec_hash", "engine", "model_path", "memory_bytes"} <= set(
+        table.column_names
+    )
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no partial file left behind
+
+
+def test_export_of_an_empty_selection_and_bad_format(store: Store, tmp_path: Path) -> None:
+    assert store.export(tmp_path / "e.parquet", "parquet", variant="none") == 0
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
+    with pytest.raises(QuantscopeError, match="format"):
+        store.export(tmp_path / "e.json", "json")  # type: ignore[arg-type]
