@@ -1,0 +1,56 @@
+"""AIME 2025: 30 problems with integer answers 0–999 (AIME I and II), judged on the last `\\boxed{}`.
+
+Hub source: `math-ai/aime25`, split `test`, one config. Fields: `problem` (str, LaTeX),
+`answer` (str, e.g. "70"), `id` (str; optional in local files, the row index is used then).
+A local `path=` file (JSONL or Parquet) must have the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantscope.errors import QuantscopeError
+from quantscope.tasks.answers import parse_integer
+from quantscope.tasks.base import Judgement, Sample
+from quantscope.tasks.loading import HubDataset, load_rows, row_id
+from quantscope.tasks.math_check import judge_integer
+from quantscope.tasks.prompts import math_prompt
+
+HUB = HubDataset(repo_id="math-ai/aime25", split="test", required=("problem", "answer"))
+
+
+@dataclass(frozen=True)
+class AIME25Task:
+    """AIME 2025 (30 items). `path`: a local file in the hub schema instead of the hub.
+
+    `seed` is accepted so every task takes the same options; AIME items and prompts do not depend on it.
+    """
+
+    path: str | Path | None = None
+    seed: int = 0
+    name: str = field(default="aime25", init=False)
+
+    def load(self, limit: int | None = None) -> list[Sample]:
+        """The problems in dataset order (the first `limit` when given); the target is the integer answer."""
+        loaded = load_rows(HUB, self.path, limit)
+        samples = []
+        for index, row in enumerate(loaded.rows):
+            answer = parse_integer(str(row["answer"]))
+            if answer is None:
+                raise QuantscopeError(
+                    f"{loaded.source}: row {index} has answer {row['answer']!r}; AIME answers are integers"
+                )
+            samples.append(
+                Sample(
+                    id=row_id(row, "id", index),
+                    prompt=math_prompt(str(row["problem"])),
+                    target=str(answer),
+                    metadata={"source": loaded.source},
+                )
+            )
+        return samples
+
+    def judge(self, sample: Sample, answer: str) -> Judgement:
+        """Correct when the last `\\boxed{}` of the answer equals the integer target (`042` == `42`)."""
+        return judge_integer(int(sample.target), answer)

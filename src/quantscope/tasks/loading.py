@@ -1,0 +1,115 @@
+"""Reading benchmark rows with HF `datasets`, from the Hub or from a local JSONL/Parquet file.
+
+Both routes go through `datasets` and the same schema check, so a local file in the hub
+schema behaves exactly like the hub copy (tests and offline machines use local files).
+Rows keep the file's order; `limit` takes the first rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantscope.errors import QuantscopeError
+
+_LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """Where a benchmark lives on the Hugging Face Hub and which fields each row must have."""
+
+    repo_id: str
+    split: str
+    required: tuple[str, ...]
+    config: str | None = None
+    access_note: str = ""
+    """Extra advice when the hub load fails (e.g. how to get access to a gated dataset)."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Validated rows of one benchmark and where they came from (a hub id or a file path)."""
+
+    rows: tuple[Mapping[str, Any], ...]
+    source: str
+
+
+def load_rows(hub: HubDataset, path: str | Path | None = None, limit: int | None = None) -> Rows:
+    """The first `limit` rows (all when None) of `hub`, or of the local file `path` in the same schema.
+
+    Raises QuantscopeError when the hub cannot be reached (naming `path=` as the fix), when the
+    file is missing or unreadable, or when a required field is absent or empty (naming the
+    source, the row and the field).
+    """
+    if limit is not None and limit < 0:
+        raise QuantscopeError(f"limit must be 0 or more, got {limit}")
+    if path is not None:
+        dataset, source = _load_local(Path(path)), str(path)
+    else:
+        dataset, source = _load_hub(hub), hub.repo_id
+    _check_columns(dataset.column_names, hub.required, source)
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    rows = tuple(dataset)
+    for index, row in enumerate(rows):
+        _check_row(row, index, hub.required, source)
+    return Rows(rows=rows, source=source)
+
+
+def _load_local(path: Path) -> Any:
+    """A `datasets.Dataset` read from a local JSONL/JSON/Parquet file."""
+    builder = _LOCAL_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise QuantscopeError(
+            f"{path}: unsupported file type {path.suffix!r}; pass a .jsonl, .json or .parquet file"
+        )
+    if not path.is_file():
+        raise QuantscopeError(f"{path}: no such file; pass path= an existing JSONL or Parquet file")
+    import datasets
+
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as error:  # datasets wraps parse errors; show the root cause
+        cause = error.__cause__ or error
+        raise QuantscopeError(f"{path}: could not read it as {builder}: {cause}") from error
+
+
+def _load_hub(hub: HubDataset) -> Any:
+    """A `datasets.Dataset` downloaded from (or cached from) the Hub."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub.repo_id, hub.config, split=hub.split)
+    except Exception as error:  # offline, gated, renamed, no network: all end the same way
+        where = hub.repo_id + (f" (config {hub.config!r})" if hub.config else "") + f", split {hub.split!r}"
+        note = f" {hub.access_note}" if hub.access_note else ""
+        raise QuantscopeError(
+            f"could not load {where} from the Hugging Face Hub: {error}.{note} Offline, pass path= a local "
+            f"JSONL or Parquet file with the fields {', '.join(hub.required)}."
+        ) from error
+
+
+def _check_columns(columns: Sequence[str], required: tuple[str, ...], source: str) -> None:
+    """Raise naming the first required field the dataset lacks."""
+    missing = [name for name in required if name not in columns]
+    if missing:
+        raise QuantscopeError(
+            f"{source}: missing field {missing[0]!r} (needs {', '.join(required)}; has {', '.join(columns)})"
+        )
+
+
+def _check_row(row: Mapping[str, Any], index: int, required: tuple[str, ...], source: str) -> None:
+    """Raise naming the row and field when a required value is null or blank."""
+    for name in required:
+        value = row.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise QuantscopeError(f"{source}: row {index} has an empty {name!r}; every row needs one")
+
+
+def row_id(row: Mapping[str, Any], key: str, index: int) -> str:
+    """The row's own id from field `key` when it has one, else its 0-based position in the file."""
+    value = row.get(key)
+    return str(index) if value is None or str(value).strip() == "" else str(value).strip()
