@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -283,3 +284,22 @@ def test_judge_integer_forms(checker: MathChecker) -> None:
     assert judge_integer(42, "no box", checker) == Judgement(correct=False, extracted=None)
     long_box = judge_integer(42, "\\boxed{" + "9" * 100_000 + "}", checker)
     assert not long_box.correct and long_box.extracted is not None and len(long_box.extracted) < 300
+
+
+def test_forked_child_gets_its_own_worker(checker: MathChecker) -> None:
+    assert checker.equivalent("2", "2.0")  # the parent's worker is running
+    parent_pid = checker._process.pid if checker._process else None
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        same = checker.equivalent("\\frac{1}{2}", "0.5")
+        fresh = checker._process is not None and checker._process.pid != parent_pid
+        os.write(write_end, b"ok" if same and fresh else b"no")
+        checker.close()
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    assert os.read(read_end, 2) == b"ok"
+    os.close(read_end)
+    assert checker.equivalent("\\frac{1}{2}", "0.5")  # the parent's worker was not disturbed
+    assert checker._process is not None and checker._process.pid == parent_pid

@@ -6,7 +6,8 @@ uses `signal.alarm`, which only works in the main thread and cannot interrupt C 
 integer power), so a model answer like `10^{10^{10}}` could hang an evaluation. Here the
 comparison runs in a worker process (`math_worker.py`): the parent waits at most `timeout_s`,
 then kills the worker, scores the answer wrong and starts a fresh worker for the next one.
-Answers longer than `MAX_ANSWER_CHARS` are wrong without being parsed.
+Answers longer than `MAX_ANSWER_CHARS` are wrong without being parsed. POSIX only (the wait
+uses `select` on the worker's pipe).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class MathChecker:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
+        self._owner_pid = os.getpid()
         self._pending = b""
 
     def equivalent(self, gold: str, predicted: str) -> bool:
@@ -90,6 +92,9 @@ class MathChecker:
 
     def _running_worker(self) -> subprocess.Popen[bytes]:
         """The live worker, started (and waited for until ready) when there is none."""
+        if self._owner_pid != os.getpid():
+            # A forked copy of this checker: the worker's pipes belong to the parent process.
+            self._process, self._pending, self._owner_pid = None, b"", os.getpid()
         if self._process is not None and self._process.poll() is None:
             return self._process
         self._stop_worker()
