@@ -63,6 +63,16 @@ def test_unknown_option_lists_the_accepted_ones() -> None:
         get_task("aime25", dataset="x")
 
 
+def test_registry_imports_nothing_heavy_until_load() -> None:
+    script = (
+        "import sys\n"
+        "from quantscope.tasks import get_task, list_tasks\n"
+        "list_tasks(); get_task('math500'); get_task('gpqa_diamond')\n"
+        "print(sorted(m for m in ('datasets', 'math_verify', 'sympy', 'torch') if m in sys.modules))\n"
+    )
+    assert run_python(script, dict(os.environ)).stdout.strip() == "[]"
+
+
 def test_get_task_builds_with_options() -> None:
     task = get_task("gpqa_diamond", path=FIXTURES["gpqa_diamond"], seed=3)
     assert isinstance(task, GPQADiamondTask)
