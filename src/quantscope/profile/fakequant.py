@@ -71,12 +71,24 @@ UNQUANTIZED = frozenset({"bf16", "fp16", "fp32"})
 
 
 def qdq_spec(format_name: str) -> QdqSpec:
-    """The QdqSpec for a quantscope format name; raises QuantscopeError naming the known ones."""
-    try:
+    """The QdqSpec of a quantscope format name (`quantscope.formats.get_format`).
+
+    Raises QuantscopeError for unknown names and for 16-bit formats (nothing to quantize).
+    """
+    if format_name in SPECS:
         return SPECS[format_name]
-    except KeyError:
-        known = ", ".join(sorted(SPECS))
-        raise QuantscopeError(f"no fake quantizer for format {format_name!r}; known: {known}") from None
+    from quantscope.formats import get_format
+
+    fmt = get_format(format_name)
+    if not fmt.is_quantized:
+        raise QuantscopeError(f"format {format_name!r} is 16-bit: there is nothing to fake-quantize")
+    if fmt.data_type == "int":
+        return QdqSpec("int", fmt.weight_bits, fmt.group_size or -1, sym=fmt.sym)
+    if fmt.data_type == "fp8":
+        return QdqSpec("fp8", 8, 0 if fmt.block else -1, block=fmt.block)
+    if fmt.data_type in ("nvfp4", "mxfp4"):
+        return QdqSpec(fmt.data_type, 4, fmt.group_size or (16 if fmt.data_type == "nvfp4" else 32))
+    raise QuantscopeError(f"format {format_name!r} ({fmt.data_type}) has no fake quantizer")
 
 
 # ---------------------------------------------------------------- element rounding
@@ -377,31 +389,54 @@ def checkpoint_dtype(safetensors_dtype: str) -> torch.dtype | None:
     return _SAFETENSORS_DTYPES.get(safetensors_dtype)
 
 
+def _expert_pair(tensor: str) -> tuple[str, str] | None:
+    """(expert module, "gate_up") for an expert's gate/up shard, which share an NVFP4 global scale."""
+    match = _EXPERT.match(tensor)
+    if match is None or match["proj"] == "down_proj":
+        return None
+    return f"{match['prefix']}.{match['index']}", "gate_up"
+
+
 def shared_amax(
     model: torch.nn.Module, targets: Sequence[QdqTarget], fused_sets: Iterable[Sequence[str]]
 ) -> dict[str, torch.Tensor]:
-    """NVFP4 global |max| per checkpoint tensor, shared across members of each fused set.
+    """NVFP4 global |max| per 2D checkpoint tensor, shared across the members of a fused layer.
 
-    `fused_sets` lists module-name tuples (anatomy FusedSet members). vLLM runs a fused layer
-    with one global scale, so exporters give every shard the scale of the set's largest value.
-    Per-expert gate/up shards of one expert count as one set, as AutoRound pairs them.
+    `fused_sets` lists module-name tuples (anatomy FusedSet members). vLLM runs a fused linear
+    (qkv, gate_up, in_proj_qkvz, in_proj_ba) with one global scale, so the exporter gives every
+    shard the scale of the set's largest value. A MoE layer's expert set is not one such layer:
+    there each expert's gate and up share a scale (vLLM's w13), and down keeps its own.
     """
-    module_of = {t.where.tensor.removesuffix(".weight"): t for t in targets if t.format == "nvfp4"}
-    amax = {t.where.tensor: t.where.view(model).abs().amax().float() for t in module_of.values()}
-    sets = [tuple(m for m in members if m in module_of) for members in fused_sets]
-    experts: dict[tuple[str, int], list[str]] = {}
-    for target in module_of.values():
-        where = target.where
-        if where.expert is not None and where.rows is not None:
-            experts.setdefault((where.param, where.expert), []).append(where.tensor.removesuffix(".weight"))
-    sets.extend(tuple(members) for members in experts.values())
-    for members in sets:
-        if len(members) < 2:
-            continue
-        joint = torch.stack([amax[m + ".weight"].cpu() for m in members]).amax()
-        for member in members:
-            amax[member + ".weight"] = joint
+    nvfp4 = [t for t in targets if t.format == "nvfp4" and t.where.view(model).ndim == 2]
+    amax = {t.where.tensor: t.where.view(model).abs().amax().float().cpu() for t in nvfp4}
+    by_module = {t.where.tensor.removesuffix(".weight"): t.where.tensor for t in nvfp4}
+    groups: list[list[str]] = [
+        [by_module[m] for m in members if m in by_module]
+        for members in fused_sets
+        if not any(".experts." in f"{m}." for m in members)
+    ]
+    experts: dict[tuple[str, str], list[str]] = {}
+    for tensor in amax:
+        pair = _expert_pair(tensor)
+        if pair is not None:
+            experts.setdefault(pair, []).append(tensor)
+    groups.extend(experts.values())
+    for members in groups:
+        if len(members) > 1:
+            joint = torch.stack([amax[m] for m in members]).amax()
+            amax.update(dict.fromkeys(members, joint))
     return amax
+
+
+def _qdq_into(view: torch.Tensor, target: QdqTarget, amax: torch.Tensor | None) -> None:
+    """Overwrite `view` with its fake-quantized value; 3D fused experts go expert by expert."""
+    spec = qdq_spec(target.format)
+    source = view if target.source_dtype is None else view.to(target.source_dtype)
+    if view.ndim == 3:
+        for expert in range(view.shape[0]):
+            view[expert].copy_(quantize_dequantize(source[expert], spec))
+    else:
+        view.copy_(quantize_dequantize(source, spec, amax))
 
 
 @contextmanager
@@ -411,7 +446,8 @@ def fake_quantized(
     """Fake-quantize `targets` in place for the duration of the `with` block, then restore them.
 
     Weights are processed one at a time and only their originals are kept (on the CPU), so the
-    extra memory is the size of the targets, not of the model. Restoration is bit-exact.
+    extra memory is the size of the targets, not of the model. Restoration is bit-exact, also
+    when the block raises. 16-bit targets are left alone.
     """
     amax = shared_amax(model, targets, fused_sets)
     originals: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -422,9 +458,7 @@ def fake_quantized(
                     continue
                 view = target.where.view(model)
                 originals.append((view, view.detach().to("cpu", copy=True)))
-                source = view if target.source_dtype is None else view.to(target.source_dtype)
-                spec = qdq_spec(target.format)
-                view.copy_(quantize_dequantize(source, spec, amax.get(target.where.tensor)))
+                _qdq_into(view, target, amax.get(target.where.tensor))
         yield
     finally:
         with torch.no_grad():
