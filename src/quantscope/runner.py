@@ -1,0 +1,429 @@
+"""The eval runner: (variant × task × k samples) -> one judged row per generation in the store.
+
+A `RunSpec` says what to evaluate and how (model, engine, tasks, thinking, sampling, cap, k,
+seed, limit). `run_eval` registers the variant, loads every task, and generates only the
+(item, sample) pairs the store does not hold yet, in chunks of `batch_size` requests; each
+chunk's rows are judged and committed in one transaction. Killing a run loses at most the chunk
+in flight, and running the same spec again resumes where it stopped.
+
+Seeds: sample j of every item is generated with seed `spec.seed + j`, so raising `k` later adds
+new samples without changing the existing ones, and the same spec regenerates the same rows.
+
+Resuming is only allowed under the same generation settings: rows of a (variant, task) carry
+the hash of model, engine, task, thinking, sampling, max_tokens and seed (`generation_hash`);
+a spec that differs in any of them is refused rather than mixed in. `k` and `limit` are not in
+the hash: raising them extends a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from quantscope.engines.base import ChatRequest, Engine, Generation, Message, SamplingParams
+from quantscope.errors import QuantscopeError
+from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.tasks.base import Sample, Task
+
+DEFAULT_MAX_TOKENS = 32768
+DEFAULT_BATCH_SIZE = 32
+
+# Qwen3.5 model card recommendations (presence_penalty 1.5 / 2.0 of the "general" presets is not
+# part of our SamplingParams, so it is not applied). "greedy" is for debugging and smoke tests;
+# the card warns greedy decoding makes thinking models loop.
+SAMPLING_PRESETS: dict[str, SamplingParams] = {
+    "qwen3.5-thinking": SamplingParams(temperature=1.0, top_p=0.95, top_k=20),
+    "qwen3.5-thinking-precise": SamplingParams(temperature=0.6, top_p=0.95, top_k=20),
+    "qwen3.5-instruct": SamplingParams(temperature=0.7, top_p=0.8, top_k=20),
+    "qwen3.5-instruct-reasoning": SamplingParams(temperature=1.0, top_p=1.0, top_k=40),
+    "qwen3-thinking": SamplingParams(temperature=0.6, top_p=0.95, top_k=20),
+    "qwen3-instruct": SamplingParams(temperature=0.7, top_p=0.8, top_k=20),
+    "greedy": SamplingParams(temperature=0.0, top_p=1.0, top_k=0),
+}
+DEFAULT_THINKING_PRESET = "qwen3.5-thinking"
+DEFAULT_INSTRUCT_PRESET = "qwen3.5-instruct"
+
+
+class TaskSpec(BaseModel):
+    """One benchmark of a run: its registry name, an optional local file, and task options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    path: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> TaskSpec:
+        """`NAME` or `NAME=PATH` (a local JSONL/Parquet file in the task's schema)."""
+        name, _, path = text.partition("=")
+        return cls(name=name.strip(), path=path.strip() or None)
+
+
+class RunSpec(BaseModel):
+    """What to evaluate and how. Defaults: transformers engine, thinking on with the
+    `qwen3.5-thinking` preset (`qwen3.5-instruct` with thinking off), max_tokens 32768, k 1,
+    seed 0, every item, chunks of 32 requests. `temperature` / `top_p` / `top_k` override the
+    preset's values; `engine_options` go to the engine (e.g. dtype, batch_size); `recipe`,
+    `baseline` and `memory_bytes` describe the variant for later comparison.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1)
+    tasks: tuple[TaskSpec, ...] = Field(min_length=1)
+    variant: str | None = None
+    engine: str = "transformers"
+    thinking: bool = True
+    preset: str | None = None
+    temperature: float | None = Field(default=None, ge=0.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    k: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    base_url: str | None = None
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    recipe: str | None = None
+    baseline: bool = False
+    memory_bytes: int | None = Field(default=None, ge=0)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _tasks_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, str | dict):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(TaskSpec.parse(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in SAMPLING_PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(SAMPLING_PRESETS)}")
+        return value
+
+    @property
+    def variant_name(self) -> str:
+        """The variant's name: `variant`, else the model directory's (or hub id's) last part."""
+        return self.variant or self.model.rstrip("/").split("/")[-1]
+
+    @property
+    def model_ref(self) -> str:
+        """The model as stored: an absolute path for a local directory, else the id as given."""
+        path = Path(self.model).expanduser()
+        return str(path.resolve()) if path.exists() else self.model
+
+    def sampling(self) -> SamplingParams:
+        """The resolved sampling settings (preset, then explicit overrides; seed left unset)."""
+        name = self.preset or (DEFAULT_THINKING_PRESET if self.thinking else DEFAULT_INSTRUCT_PRESET)
+        base = SAMPLING_PRESETS[name]
+        return SamplingParams(
+            temperature=base.temperature if self.temperature is None else self.temperature,
+            top_p=base.top_p if self.top_p is None else self.top_p,
+            top_k=base.top_k if self.top_k is None else self.top_k,
+            max_tokens=self.max_tokens,
+            seed=None,
+        )
+
+    def generation_hash(self, task: TaskSpec) -> str:
+        """A short hash of everything that changes what (variant, task) generates."""
+        sampling = self.sampling()
+        key = {
+            "model": self.model_ref,
+            "engine": self.engine,
+            "task": task.name,
+            "task_path": str(Path(task.path).expanduser().resolve()) if task.path else None,
+            "task_options": task.options,
+            "thinking": self.thinking,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        text = json.dumps(key, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Build a RunSpec from a YAML file (optional) with `overrides` (e.g. CLI flags) on top.
+
+    Override values that are None are ignored, so unset flags keep the file's values. Unknown
+    keys and bad values raise QuantscopeError naming the file and field.
+    """
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as error:
+            raise QuantscopeError(f"cannot read run spec {path}: {error.strerror}") from error
+        except yaml.YAMLError as error:
+            raise QuantscopeError(f"run spec {path} is not valid YAML: {error}") from error
+        if loaded is not None and not isinstance(loaded, dict):
+            raise QuantscopeError(f"run spec {path} must be a mapping of fields (model:, tasks:, ...)")
+        data = dict(loaded or {})
+    data.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
+        )
+        raise QuantscopeError(f"invalid run spec ({source}): {problems}") from None
+
+
+# ---- records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """Where a task's run stands: `done` of `total` (item, sample) generations (stored ones
+    included), `tokens` completion tokens generated by this run, over `seconds` of this run."""
+
+    task: str
+    done: int
+    total: int
+    tokens: int
+    seconds: float
+
+
+RunProgress = Callable[[ProgressUpdate], None]
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What a run did for one task: `expected` = items × k rows, `stored_before` already there,
+    `generated` now; `tokens` completion tokens generated over `seconds` of wall time."""
+
+    task: str
+    spec_hash: str
+    items: int
+    expected: int
+    stored_before: int
+    generated: int
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The result of `run_eval`: the variant name and one `TaskRun` per task, in spec order."""
+
+    variant: str
+    tasks: tuple[TaskRun, ...]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    spec: TaskSpec
+    task: Task
+    samples: tuple[Sample, ...]
+    spec_hash: str
+    pending: tuple[tuple[Sample, int], ...]
+
+
+# ---- running ------------------------------------------------------------------------------
+
+
+def run_eval(
+    spec: RunSpec, store: Store, engine: Engine | None = None, progress: RunProgress | None = None
+) -> RunSummary:
+    """Generate, judge and store every (item, sample) of every task that the store lacks.
+
+    `engine` is used as given (and left open) when passed; otherwise one is built from the spec
+    only if there is work to do, and closed at the end. `progress` receives `ProgressUpdate`s.
+    All tasks are loaded and checked against the store before anything is generated.
+    """
+    variant = spec.variant_name
+    store.put_variant(
+        Variant(
+            name=variant,
+            model_path=spec.model_ref,
+            memory_bytes=spec.memory_bytes if spec.memory_bytes is not None else weights_bytes(spec.model),
+            recipe=spec.recipe,
+            is_baseline=spec.baseline,
+        )
+    )
+    plans = [_plan(spec, task_spec, store) for task_spec in spec.tasks]
+    owned: Engine | None = None
+    try:
+        runs = []
+        for plan in plans:
+            if plan.pending and engine is None:
+                engine = owned = _build_engine(spec)
+            runs.append(_run_task(spec, plan, store, engine, progress))
+    finally:
+        if owned is not None:
+            owned.close()
+    return RunSummary(variant=variant, tasks=tuple(runs))
+
+
+def weights_bytes(model: str) -> int | None:
+    """Bytes of the weight files of a local checkpoint directory (None for a hub id / no weights)."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
+    return sum(f.stat().st_size for f in files) if files else None
+
+
+def _build_engine(spec: RunSpec) -> Engine:
+    from quantscope.engines import get_engine
+
+    options = dict(spec.engine_options)
+    if spec.base_url is not None:
+        options["base_url"] = spec.base_url
+    return get_engine(spec.engine, spec.model, **options)
+
+
+def _load_task(task_spec: TaskSpec) -> Task:
+    from quantscope.tasks import get_task
+
+    options = dict(task_spec.options)
+    if task_spec.path is not None:
+        options["path"] = task_spec.path
+    return get_task(task_spec.name, **options)
+
+
+def _plan(spec: RunSpec, task_spec: TaskSpec, store: Store) -> _Plan:
+    task = _load_task(task_spec)
+    samples = tuple(task.load(limit=spec.limit))
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        raise QuantscopeError(f"task {task_spec.name!r} has duplicate item ids; each item needs a unique id")
+    spec_hash = spec.generation_hash(task_spec)
+    _check_resumable(spec, task_spec, store, spec_hash)
+    store.record_run(_run_record(spec, task_spec, spec_hash))
+    done = store.done_keys(spec.variant_name, task_spec.name)
+    pending = tuple((s, j) for s in samples for j in range(spec.k) if (s.id, j) not in done)
+    return _Plan(task_spec, task, samples, spec_hash, pending)
+
+
+def _check_resumable(spec: RunSpec, task_spec: TaskSpec, store: Store, spec_hash: str) -> None:
+    others = store.spec_hashes(spec.variant_name, task_spec.name) - {spec_hash}
+    if not others:
+        return
+    stored = store.run(sorted(others)[0])
+    new = _run_record(spec, task_spec, spec_hash)
+    fields = ("model_path", "engine", "thinking_mode", "temperature", "top_p", "top_k", "max_tokens", "seed")
+    changed = [
+        f"{f} {getattr(stored, f)} -> {getattr(new, f)}"
+        for f in fields
+        if stored is not None and getattr(stored, f) != getattr(new, f)
+    ]
+    detail = ", ".join(changed) or "task file or options"
+    raise QuantscopeError(
+        f"variant {spec.variant_name!r} already has {task_spec.name!r} rows generated with other settings "
+        f"({detail}): rerun with the same settings to resume, or pick a new --variant name"
+    )
+
+
+def _run_record(spec: RunSpec, task_spec: TaskSpec, spec_hash: str) -> RunRecord:
+    sampling = spec.sampling()
+    return RunRecord(
+        spec_hash=spec_hash,
+        variant=spec.variant_name,
+        task=task_spec.name,
+        engine=spec.engine,
+        model_path=spec.model_ref,
+        thinking_mode=spec.thinking,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_tokens=spec.max_tokens,
+        seed=spec.seed,
+        spec_json=spec.model_dump_json(),
+        created=time.time(),
+    )
+
+
+def _run_task(
+    spec: RunSpec, plan: _Plan, store: Store, engine: Engine | None, progress: RunProgress | None
+) -> TaskRun:
+    total = len(plan.samples) * spec.k
+    done = total - len(plan.pending)
+    stored_before, tokens, start = done, 0, time.perf_counter()
+
+    def report(finished: int = 0) -> None:
+        nonlocal done
+        done += finished
+        if progress is not None:
+            progress(ProgressUpdate(plan.spec.name, done, total, tokens, time.perf_counter() - start))
+
+    report()
+    for offset in range(0, len(plan.pending), spec.batch_size):
+        chunk = plan.pending[offset : offset + spec.batch_size]
+        assert engine is not None  # run_eval builds one whenever something is pending
+        generations = engine.generate([_request(spec, s, j) for s, j in chunk], progress=report)
+        if len(generations) != len(chunk):
+            raise QuantscopeError(
+                f"engine {spec.engine!r} returned {len(generations)} generations for {len(chunk)} requests"
+            )
+        store.write_results(_row(spec, plan, s, j, g) for (s, j), g in zip(chunk, generations, strict=True))
+        tokens += sum(g.completion_tokens for g in generations)
+        # Engines may report progress in their own batch sizes; after a chunk `done` is exact.
+        done = stored_before + offset + len(chunk)
+        report()
+    return TaskRun(
+        task=plan.spec.name,
+        spec_hash=plan.spec_hash,
+        items=len(plan.samples),
+        expected=total,
+        stored_before=stored_before,
+        generated=len(plan.pending),
+        tokens=tokens,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _request(spec: RunSpec, sample: Sample, index: int) -> ChatRequest:
+    sampling = spec.sampling()
+    return ChatRequest(
+        messages=(Message(role="user", content=sample.prompt),),
+        sampling=SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_tokens,
+            seed=spec.seed + index,
+        ),
+        enable_thinking=spec.thinking,
+    )
+
+
+def _row(spec: RunSpec, plan: _Plan, sample: Sample, index: int, generation: Generation) -> ResultRow:
+    judgement = plan.task.judge(sample, generation.answer)
+    return ResultRow(
+        variant=spec.variant_name,
+        task=plan.spec.name,
+        item_id=sample.id,
+        sample=index,
+        spec_hash=plan.spec_hash,
+        seed=spec.seed + index,
+        target=sample.target,
+        text=generation.text,
+        thinking=generation.thinking,
+        answer=generation.answer,
+        completion_tokens=generation.completion_tokens,
+        thinking_tokens=generation.thinking_tokens,
+        answer_tokens=max(generation.completion_tokens - generation.thinking_tokens, 0),
+        finish_reason=generation.finish_reason,
+        seconds=generation.seconds,
+        correct=judgement.correct,
+        extracted=judgement.extracted,
+        created=time.time(),
+    )
