@@ -1,0 +1,484 @@
+"""A checkpoint's anatomy: every tensor, its shape, dtype, bytes and role, from headers only.
+
+`load_anatomy` reads `config.json` and the safetensors headers (the 8-byte length plus the JSON
+header at the start of each shard) of a local directory or a Hugging Face model id, and never a
+byte of weight data, so it answers in seconds for a 400B-parameter model. Each tensor lands in one
+of `GROUPS`; names the rules do not recognise land in `other` and are reported, never dropped.
+
+It also records the *fused sets*: modules vLLM loads into one fused layer (q/k/v, gate/up,
+Gated DeltaNet in_proj_qkv+in_proj_z and in_proj_b+in_proj_a, all experts of one MoE layer).
+vLLM gives a fused layer one quantization scheme, so a recipe must not split a set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from quantscope.errors import QuantscopeError
+
+GROUPS: tuple[str, ...] = (
+    "embed",
+    "lm_head",
+    "full_attn",
+    "linear_attn",
+    "dense_mlp",
+    "routed_experts",
+    "shared_expert",
+    "shared_expert_gate",
+    "router",
+    "mtp",
+    "vision",
+    "norm",
+    "other",
+)
+
+# Bytes per element of each safetensors dtype; sub-byte dtypes are stored packed.
+DTYPE_BITS: dict[str, int] = {
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F32": 32,
+    "I32": 32,
+    "U32": 32,
+    "F16": 16,
+    "BF16": 16,
+    "I16": 16,
+    "U16": 16,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "I8": 8,
+    "U8": 8,
+    "BOOL": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+
+# Suffixes naming a parameter (or a quantization artifact) of a module rather than a module.
+PARAM_SUFFIXES: tuple[str, ...] = (
+    "weight",
+    "bias",
+    "qweight",
+    "qzeros",
+    "scales",
+    "g_idx",
+    "weight_packed",
+    "weight_scale",
+    "weight_scale_inv",
+    "weight_scale_2",
+    "weight_global_scale",
+    "weight_zero_point",
+    "weight_shape",
+    "input_scale",
+    "input_global_scale",
+    "input_scale_inv",
+)
+
+# Tensors a quantizer writes next to a weight; a plan counts the logical weight only.
+QUANT_ARTIFACT_SUFFIXES: frozenset[str] = frozenset(PARAM_SUFFIXES) - {"weight", "bias"}
+
+# The largest header we accept: real headers of 400B models are a few MB.
+_MAX_HEADER_BYTES = 256 * 1024 * 1024
+
+_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_EXPERT_RE = re.compile(r"^(?P<experts>.*\.experts)\.\d+\.")
+_VISION_RE = re.compile(
+    r"(^|\.)(visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|mm_projector|"
+    r"image_newline|patch_embed|merger)\."
+)
+# Leaf modules vLLM fuses into one layer, and the name of the fused layer.
+_FUSION_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("q_proj", "k_proj", "v_proj"), "qkv_proj"),
+    (("gate_proj", "up_proj"), "gate_up_proj"),
+    (("in_proj_qkv", "in_proj_z"), "in_proj_qkvz"),
+    (("in_proj_b", "in_proj_a"), "in_proj_ba"),
+)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor: its checkpoint name, shape, safetensors dtype, role and bytes on disk."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    group: str
+    nbytes: int
+
+    @property
+    def module(self) -> str:
+        """The module the tensor belongs to: the name minus a parameter suffix like `.weight`."""
+        return module_name(self.name)
+
+    @property
+    def param(self) -> str:
+        """The parameter suffix (`weight`, `bias`, `qweight`…), or "" for a bare parameter."""
+        head, _, tail = self.name.rpartition(".")
+        return tail if head and tail in PARAM_SUFFIXES else ""
+
+    @property
+    def numel(self) -> int:
+        """Number of elements (parameters)."""
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+    @property
+    def layer(self) -> int | None:
+        """The decoder layer index (`layers.N.`), or None outside the layer stack."""
+        match = _LAYER_RE.search(self.name)
+        return int(match.group(1)) if match else None
+
+    @property
+    def is_linear_weight(self) -> bool:
+        """True for the weight of a linear layer a weight quantizer can compress.
+
+        That is a 2-D `.weight` outside embeddings, norms and convolutions, or a fused 3-D expert
+        tensor `[experts, out, in]` (transformers v5 `mlp.experts.gate_up_proj` / `down_proj`).
+        """
+        if self.group in ("embed", "norm") or self.dtype not in ("BF16", "F16", "F32", "F8_E4M3"):
+            return False
+        leaf = self.module.rsplit(".", 1)[-1]
+        if "norm" in leaf or "conv" in leaf or "embed" in leaf:
+            return False
+        if self.param == "weight" and len(self.shape) == 2:
+            return True
+        return self.param == "" and len(self.shape) == 3 and ".experts." in f"{self.name}."
+
+    @property
+    def is_quant_artifact(self) -> bool:
+        """True for scales, zeros, packed weights and other tensors a quantizer added."""
+        return self.param in QUANT_ARTIFACT_SUFFIXES
+
+
+@dataclass(frozen=True)
+class FusedSet:
+    """Modules vLLM loads as one fused layer; they must share one quantization scheme."""
+
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Every tensor of a checkpoint, classified, plus its config and fused sets."""
+
+    source: str
+    model_type: str
+    config: Mapping[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    fused_sets: tuple[FusedSet, ...]
+    files: tuple[str, ...] = field(default=())
+
+    def by_group(self) -> dict[str, list[TensorInfo]]:
+        """Tensors per group, in `GROUPS` order; every group is present (possibly empty)."""
+        groups: dict[str, list[TensorInfo]] = {group: [] for group in GROUPS}
+        for tensor in self.tensors:
+            groups[tensor.group].append(tensor)
+        return groups
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of all tensors on disk (headers excluded)."""
+        return sum(tensor.nbytes for tensor in self.tensors)
+
+    @property
+    def total_params(self) -> int:
+        """Number of stored elements across all tensors."""
+        return sum(tensor.numel for tensor in self.tensors)
+
+    @property
+    def unknown(self) -> tuple[TensorInfo, ...]:
+        """Tensors no rule recognised (group `other`)."""
+        return tuple(tensor for tensor in self.tensors if tensor.group == "other")
+
+    @property
+    def is_quantized(self) -> bool:
+        """True when the checkpoint already holds quantized weights (a quantization_config or artifacts)."""
+        return "quantization_config" in self.config or any(t.is_quant_artifact for t in self.tensors)
+
+    @cached_property
+    def _index(self) -> dict[str, TensorInfo]:
+        return {tensor.name: tensor for tensor in self.tensors}
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The tensor stored under `name`; raises QuantscopeError naming the checkpoint if absent."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise QuantscopeError(f"{self.source}: no tensor named {name!r}") from None
+
+    def fused_set_of(self, module: str) -> FusedSet | None:
+        """The fused set containing `module`, or None."""
+        return self._fused_index.get(module)
+
+    @cached_property
+    def _fused_index(self) -> dict[str, FusedSet]:
+        return {member: fused for fused in self.fused_sets for member in fused.members}
+
+
+def module_name(tensor_name: str) -> str:
+    """The module a tensor belongs to: `a.b.weight` -> `a.b`; names without a known suffix stay whole."""
+    head, _, tail = tensor_name.rpartition(".")
+    return head if head and tail in PARAM_SUFFIXES else tensor_name
+
+
+def _text_name(name: str) -> str:
+    """Strip the text-model prefixes so rules see `layers.N.…`, `embed_tokens…`, `lm_head…`."""
+    for prefix in ("model.language_model.", "language_model.model.", "language_model.", "model."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def _is_mtp(name: str, config: Mapping[str, Any]) -> bool:
+    if name.startswith("mtp.") or ".mtp." in name or name.startswith(("model.mtp", "mtp_")):
+        return True
+    # DeepSeek-style checkpoints append the MTP block(s) after the last decoder layer.
+    num_layers = _text_config(config).get("num_hidden_layers")
+    match = _LAYER_RE.search(name)
+    return bool(match and isinstance(num_layers, int) and int(match.group(1)) >= num_layers)
+
+
+def classify_tensor(name: str, config: Mapping[str, Any] | None = None) -> str:
+    """The group (one of `GROUPS`) of a tensor, from its checkpoint name and the model config."""
+    config = config or {}
+    if _VISION_RE.search(f".{name}") or name.startswith(("visual.", "vision_")):
+        return "vision"
+    if _is_mtp(name, config):
+        return "mtp"
+    text = _text_name(name)
+    module = module_name(text)
+    leaf = module.rsplit(".", 1)[-1]
+    if leaf in ("embed_tokens", "wte", "word_embeddings", "tok_embeddings", "embeddings"):
+        return "embed"
+    if leaf in ("lm_head", "output") and "layers." not in module:
+        return "lm_head"
+    return _classify_layer_module(module, leaf)
+
+
+def _classify_layer_module(module: str, leaf: str) -> str:
+    parts = module.split(".")
+    if "linear_attn" in parts:
+        return "linear_attn"
+    if {"self_attn", "attention", "attn"} & set(parts):
+        return "full_attn"
+    if "shared_expert_gate" in parts:
+        return "shared_expert_gate"
+    if {"shared_expert", "shared_experts", "shared_mlp"} & set(parts):
+        return "shared_expert"
+    if "experts" in parts:
+        return "routed_experts"
+    if {"mlp", "block_sparse_moe", "feed_forward", "moe"} & set(parts):
+        if leaf in ("gate", "router", "e_score_correction_bias") or parts[-2:] == [
+            "gate",
+            "e_score_correction_bias",
+        ]:
+            return "router"
+        if leaf in ("gate_proj", "up_proj", "down_proj", "gate_up_proj", "fc1", "fc2", "w1", "w2", "w3"):
+            return "dense_mlp"
+    if "norm" in leaf or leaf.endswith("layernorm"):
+        return "norm"
+    return "other"
+
+
+def find_fused_sets(modules: Iterable[str]) -> tuple[FusedSet, ...]:
+    """Fused sets among linear module names: q/k/v, gate/up, in_proj_qkv+z, in_proj_b+a, experts.
+
+    All routed experts of one MoE layer form one set, because vLLM's FusedMoE layer holds them
+    in one quantization method. Only sets with at least two present members are returned.
+    """
+    modules = list(dict.fromkeys(modules))
+    experts: dict[str, list[str]] = {}
+    siblings: dict[str, set[str]] = {}
+    for module in modules:
+        match = _EXPERT_RE.match(module)
+        parent, _, leaf = module.rpartition(".")
+        if match or parent.endswith(".experts"):
+            experts.setdefault(match.group("experts") if match else parent, []).append(module)
+        else:
+            siblings.setdefault(parent, set()).add(leaf)
+    sets = [FusedSet(name, tuple(members)) for name, members in experts.items() if len(members) > 1]
+    for parent, leaves in siblings.items():
+        for members, fused in _FUSION_RULES:
+            present = tuple(f"{parent}.{leaf}" for leaf in members if leaf in leaves)
+            if len(present) > 1:
+                sets.append(FusedSet(f"{parent}.{fused}", present))
+    return tuple(sorted(sets, key=lambda s: s.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_anatomy(source: str | Path, revision: str | None = None) -> Anatomy:
+    """Read a checkpoint's anatomy from headers only: a local dir / .safetensors file, or a hub id.
+
+    Local: parses `config.json` and each shard's safetensors header (reads no weight bytes).
+    Hub: downloads `config.json` and fetches the headers with `HfApi.get_safetensors_metadata`
+    (HTTP range requests). Raises QuantscopeError when the source has no safetensors weights.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return _load_local(path)
+    if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+        raise QuantscopeError(f"{source}: no such file or directory (give a checkpoint dir or a hub id)")
+    return _load_hub(str(source), revision)
+
+
+def build_anatomy(
+    source: str,
+    config: Mapping[str, Any],
+    headers: Iterable[tuple[str, str, tuple[int, ...], int]],
+    files: Iterable[str] = (),
+) -> Anatomy:
+    """Build an Anatomy from `(name, dtype, shape, nbytes)` header entries and a config dict."""
+    tensors = tuple(
+        TensorInfo(name=name, shape=shape, dtype=dtype, group=classify_tensor(name, config), nbytes=nbytes)
+        for name, dtype, shape, nbytes in sorted(headers, key=lambda entry: _natural_key(entry[0]))
+    )
+    linear_modules = (tensor.module for tensor in tensors if tensor.is_linear_weight)
+    return Anatomy(
+        source=source,
+        model_type=_model_type(config),
+        config=config,
+        tensors=tensors,
+        fused_sets=find_fused_sets(linear_modules),
+        files=tuple(files),
+    )
+
+
+def _natural_key(name: str) -> tuple[Any, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    text = config.get("text_config")
+    return text if isinstance(text, Mapping) else config
+
+
+def _model_type(config: Mapping[str, Any]) -> str:
+    return str(config.get("model_type") or _text_config(config).get("model_type") or "unknown")
+
+
+def _load_local(path: Path) -> Anatomy:
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise QuantscopeError(f"{path}: not a .safetensors file or checkpoint directory")
+        shards, config_path = [path], path.parent / "config.json"
+    else:
+        shards, config_path = _local_shards(path), path / "config.json"
+    config = _read_json(config_path) if config_path.exists() else {}
+    headers = [entry for shard in shards for entry in read_safetensors_header(shard)]
+    _check_unique(headers, path)
+    return build_anatomy(str(path), config, headers, files=[shard.name for shard in shards])
+
+
+def _local_shards(directory: Path) -> list[Path]:
+    index_path = directory / "model.safetensors.index.json"
+    if index_path.exists():
+        weight_map = _read_json(index_path).get("weight_map")
+        if not isinstance(weight_map, Mapping) or not weight_map:
+            raise QuantscopeError(f"{index_path}: missing or empty 'weight_map'")
+        shards = [directory / name for name in dict.fromkeys(weight_map.values())]
+        missing = [shard.name for shard in shards if not shard.exists()]
+        if missing:
+            raise QuantscopeError(f"{index_path}: shard files missing: {', '.join(missing[:5])}")
+        return shards
+    shards = sorted(directory.glob("*.safetensors"))
+    if not shards:
+        raise QuantscopeError(
+            f"{directory}: no *.safetensors files (quantscope reads safetensors checkpoints only)"
+        )
+    return shards
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise QuantscopeError(f"{path}: cannot read JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise QuantscopeError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_safetensors_header(path: Path) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """`(name, dtype, shape, nbytes)` for each tensor in one safetensors file, from its header only.
+
+    Reads the 8-byte little-endian header length and the JSON header; never the data section,
+    so a shard that holds only a header (declared sizes, no data) reads the same as a full one.
+    """
+    try:
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) != 8:
+                raise QuantscopeError(f"{path}: too short to be a safetensors file")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > _MAX_HEADER_BYTES:
+                raise QuantscopeError(f"{path}: header length {length} is implausible; not safetensors?")
+            raw = handle.read(length)
+    except OSError as error:
+        raise QuantscopeError(f"{path}: cannot read ({error})") from None
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise QuantscopeError(f"{path}: the safetensors header is not valid JSON ({error})") from None
+    return _header_entries(header, str(path))
+
+
+def _header_entries(header: Mapping[str, Any], where: str) -> list[tuple[str, str, tuple[int, ...], int]]:
+    entries = []
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = str(meta["dtype"]), tuple(int(d) for d in meta["shape"])
+            start, end = (int(offset) for offset in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise QuantscopeError(f"{where}: malformed header entry for tensor {name!r}") from None
+        entries.append((name, dtype, shape, end - start))
+    return entries
+
+
+def _check_unique(headers: list[tuple[str, str, tuple[int, ...], int]], where: Path | str) -> None:
+    seen: set[str] = set()
+    for name, *_ in headers:
+        if name in seen:
+            raise QuantscopeError(f"{where}: tensor {name!r} appears in more than one shard")
+        seen.add(name)
+
+
+def _load_hub(repo_id: str, revision: str | None) -> Anatomy:
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        config = _read_json(Path(hf_hub_download(repo_id, "config.json", revision=revision)))
+        metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
+    except HfHubHTTPError as error:
+        raise QuantscopeError(f"{repo_id}: cannot read from the Hugging Face hub ({error})") from None
+    except (OSError, ValueError) as error:
+        raise QuantscopeError(f"{repo_id}: not a local path, and the hub lookup failed ({error})") from None
+    return anatomy_from_hub_metadata(repo_id, config, metadata)
+
+
+def anatomy_from_hub_metadata(repo_id: str, config: Mapping[str, Any], metadata: Any) -> Anatomy:
+    """Build an Anatomy from a `huggingface_hub.SafetensorsRepoMetadata` and the repo's config."""
+    headers = []
+    for file_meta in metadata.files_metadata.values():
+        for name, info in file_meta.tensors.items():
+            start, end = info.data_offsets
+            headers.append((name, str(info.dtype), tuple(int(d) for d in info.shape), end - start))
+    _check_unique(headers, repo_id)
+    return build_anatomy(repo_id, config, headers, files=sorted(metadata.files_metadata))

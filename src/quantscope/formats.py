@@ -1,0 +1,253 @@
+"""Storage formats: exactly which tensors a quantized linear weight becomes, and their bytes.
+
+Each `Format` knows the tensors AutoRound 0.16 exports for one linear weight `[out, in]` (the
+format vLLM then loads): e.g. W4A16 in the `auto_round` (auto_gptq-packed) format is
+`qweight int32 [in/8, out]`, `qzeros int32 [in/g, out/8]`, `scales fp16 [in/g, out]`; NVFP4
+in the `llm_compressor` format is `weight_packed uint8 [out, in/2]`, `weight_scale fp8 [out, in/16]`
+plus two fp32 global scales. `stored_bytes` sums them, so a footprint is exact, not "bits × params".
+
+`can_quantize` applies AutoRound's shape rules: a layer whose shape the scheme cannot hold is
+left in 16-bit (the reason a "4-bit" checkpoint can be nearly as large as FP8).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from quantscope.errors import QuantscopeError
+
+# Bytes per element of the dtypes the exports use.
+_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E8M0": 1}
+
+
+@dataclass(frozen=True)
+class ExportedTensor:
+    """One tensor a format writes for a quantized weight: name suffix, safetensors dtype, shape."""
+
+    suffix: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor on disk."""
+        return math.prod(self.shape) * _DTYPE_BYTES[self.dtype]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A storage format for linear weights.
+
+    `weight_bits`: bits per stored weight element (16 = unquantized). `group_size`: weights sharing
+    one scale along the input dim (None: one scale per output channel, or no scale at all);
+    `block`: 2-D scale block `(rows, cols)` for block-scaled FP8. `data_type`: "float", "int",
+    "fp8", "nvfp4" or "mxfp4". `autoround_scheme` / `export_format`: how AutoRound produces it.
+    """
+
+    name: str
+    weight_bits: int
+    group_size: int | None
+    data_type: str
+    sym: bool = True
+    block: tuple[int, int] | None = None
+    act_bits: int = 16
+    autoround_scheme: str | None = None
+    export_format: str | None = None
+    description: str = ""
+
+    @property
+    def is_quantized(self) -> bool:
+        """True unless this is a 16-bit passthrough format."""
+        return self.weight_bits < 16
+
+
+_BASE_FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("bf16", 16, None, "float", description="bfloat16, unquantized"),
+        Format("fp16", 16, None, "float", description="float16, unquantized"),
+        Format(
+            "fp8",
+            8,
+            None,
+            "fp8",
+            act_bits=8,
+            autoround_scheme="FP8_STATIC",
+            export_format="auto_round",
+            description="FP8 E4M3 weights, one scale per output channel, static FP8 activations",
+        ),
+        Format(
+            "fp8_block",
+            8,
+            None,
+            "fp8",
+            block=(128, 128),
+            act_bits=8,
+            autoround_scheme="FP8_BLOCK",
+            export_format="auto_round",
+            description="FP8 E4M3 weights, one scale per 128×128 block, dynamic FP8 activations",
+        ),
+        Format(
+            "nvfp4",
+            4,
+            16,
+            "nvfp4",
+            act_bits=4,
+            autoround_scheme="NVFP4",
+            export_format="llm_compressor",
+            description="FP4 E2M1 weights, FP8 E4M3 scale per 16, fp32 global scale (native on Blackwell)",
+        ),
+        Format(
+            "mxfp4",
+            4,
+            32,
+            "mxfp4",
+            act_bits=4,
+            autoround_scheme="MXFP4",
+            export_format="llm_compressor",
+            description="FP4 E2M1 weights, E8M0 power-of-two scale per 32",
+        ),
+    )
+}
+
+_INT_RE = re.compile(r"^w(?P<bits>[48])a16(?:_g(?P<group>\d+))?(?P<asym>_asym)?$")
+
+
+def get_format(name: str) -> Format:
+    """The Format called `name`.
+
+    Names: "bf16", "fp16", "fp8", "fp8_block", "nvfp4", "mxfp4", and the integer weight-only
+    family "w4a16" / "w8a16" (group 128, symmetric) with optional `_g32` / `_g64` / `_g128`
+    and `_asym`, e.g. "w4a16_g32_asym". Raises QuantscopeError listing the valid names.
+    """
+    key = name.strip().lower().replace("-", "_")
+    if key in _BASE_FORMATS:
+        return _BASE_FORMATS[key]
+    match = _INT_RE.match(key)
+    if match:
+        return _int_format(
+            int(match.group("bits")), int(match.group("group") or 128), not match.group("asym")
+        )
+    raise QuantscopeError(
+        f"unknown scheme {name!r}; use one of: {', '.join(FORMAT_NAMES)} "
+        "(integer schemes take _g32/_g64/_g128 and _asym, e.g. w4a16_g32_asym)"
+    )
+
+
+def _int_format(bits: int, group: int, sym: bool) -> Format:
+    if group not in (32, 64, 128):
+        raise QuantscopeError(f"w{bits}a16 group size must be 32, 64 or 128, not {group}")
+    name = f"w{bits}a16" + ("" if group == 128 else f"_g{group}") + ("" if sym else "_asym")
+    return Format(
+        name,
+        bits,
+        group,
+        "int",
+        sym=sym,
+        autoround_scheme=f"W{bits}A16",
+        export_format="auto_round",
+        description=f"INT{bits} weights, fp16 scale + packed zero point per {group}, 16-bit activations",
+    )
+
+
+FORMAT_NAMES: tuple[str, ...] = (*_BASE_FORMATS, "w8a16", "w4a16", "w4a16_g64", "w4a16_g32")
+
+
+def _matrix_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(copies, out, in) of a linear weight `[out, in]` or fused experts `[experts, out, in]`."""
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2]
+    raise QuantscopeError(f"a linear weight has 2 or 3 dims ([out, in] or [experts, out, in]), got {shape}")
+
+
+def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
+    """Whether AutoRound quantizes a linear weight of this shape in `fmt` (else it stays 16-bit).
+
+    AutoRound 0.16 rules: integer weight-only schemes need both dims divisible by 32 (the
+    auto_gptq packing; the input dim is padded up to the group size otherwise); NVFP4/MXFP4 need
+    the input dim divisible by the group size. FP8 has no shape rule. 16-bit formats are no-ops.
+    """
+    if not fmt.is_quantized:
+        return True
+    _, out_features, in_features = _matrix_dims(shape)
+    if fmt.data_type == "int":
+        return out_features % 32 == 0 and in_features % 32 == 0
+    if fmt.data_type in ("nvfp4", "mxfp4"):
+        return in_features % (fmt.group_size or 1) == 0
+    return True
+
+
+def exported_tensors(shape: tuple[int, ...], fmt: Format) -> tuple[ExportedTensor, ...]:
+    """The tensors `fmt` stores for one linear weight `[out, in]` (per expert for 3-D experts).
+
+    Assumes `can_quantize(shape, fmt)`; for 16-bit formats it is the weight itself.
+    """
+    _, out_features, in_features = _matrix_dims(shape)
+    if fmt.data_type == "float":
+        return (
+            ExportedTensor("weight", "BF16" if fmt.name == "bf16" else "F16", (out_features, in_features)),
+        )
+    if fmt.data_type == "int":
+        return _int_tensors(out_features, in_features, fmt)
+    if fmt.data_type == "fp8":
+        return _fp8_tensors(out_features, in_features, fmt)
+    if fmt.data_type == "nvfp4":
+        return (
+            ExportedTensor("weight_packed", "U8", (out_features, in_features // 2)),
+            ExportedTensor("weight_scale", "F8_E4M3", (out_features, in_features // 16)),
+            ExportedTensor("weight_global_scale", "F32", (1,)),
+            ExportedTensor("input_global_scale", "F32", (1,)),
+        )
+    if fmt.data_type == "mxfp4":
+        return (
+            ExportedTensor("weight_packed", "U8", (out_features, in_features // 2)),
+            ExportedTensor("weight_scale", "U8", (out_features, in_features // 32)),
+        )
+    raise QuantscopeError(f"format {fmt.name!r} has no export layout")
+
+
+def _int_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[ExportedTensor, ...]:
+    # auto_gptq packing: 32 // bits values per int32 along the input dim (qweight) and the
+    # output dim (qzeros); zero points are stored even for symmetric schemes.
+    per_int = 32 // fmt.weight_bits
+    groups = math.ceil(in_features / (fmt.group_size or in_features))
+    return (
+        ExportedTensor("qweight", "I32", (math.ceil(in_features / per_int), out_features)),
+        ExportedTensor("qzeros", "I32", (groups, math.ceil(out_features / per_int))),
+        ExportedTensor("scales", "F16", (groups, out_features)),
+    )
+
+
+def _fp8_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[ExportedTensor, ...]:
+    # AutoRound writes FP8 scales in the model's 16-bit dtype (BF16 for Qwen checkpoints).
+    weight = ExportedTensor("weight", "F8_E4M3", (out_features, in_features))
+    if fmt.block:
+        rows, cols = fmt.block
+        scale_shape = (math.ceil(out_features / rows), math.ceil(in_features / cols))
+        return (weight, ExportedTensor("weight_scale_inv", "BF16", scale_shape))
+    return (
+        weight,
+        ExportedTensor("weight_scale", "BF16", (out_features,)),
+        ExportedTensor("input_scale", "BF16", (1,)),
+    )
+
+
+def stored_bytes(shape: tuple[int, ...], fmt: Format) -> int:
+    """Exact bytes on disk of one linear weight (`[out, in]` or `[experts, out, in]`) stored in `fmt`.
+
+    Counts every exported tensor (packed weight, scales, zeros, global scales). A shape the format
+    cannot hold (see `can_quantize`) is counted as the 16-bit weight AutoRound leaves behind.
+    """
+    copies, _, _ = _matrix_dims(shape)
+    effective = fmt if can_quantize(shape, fmt) else _BASE_FORMATS["bf16"]
+    return copies * sum(tensor.nbytes for tensor in exported_tensors(shape, effective))
+
+
+def bits_per_weight(shape: tuple[int, ...], fmt: Format) -> float:
+    """Average stored bits per weight element, scales and zeros included."""
+    copies, out_features, in_features = _matrix_dims(shape)
+    return 8 * stored_bytes(shape, fmt) / (copies * out_features * in_features)
