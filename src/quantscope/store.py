@@ -267,6 +267,18 @@ class Store:
         """Open (creating when missing) the store of a project directory."""
         return cls(directory)
 
+    @classmethod
+    def existing(cls, path: str | Path) -> Store:
+        """Open a store that must already exist (for reading); QuantscopeError when there is none."""
+        path = Path(path)
+        database = path if path.suffix == ".db" else path / DB_NAME
+        if not database.is_file():
+            raise QuantscopeError(
+                f"no quantscope store at {path} (no {database.name}): run "
+                f"`quantscope eval ... --store {path}` first, or pass the right --store"
+            )
+        return cls(path)
+
     def close(self) -> None:
         """Close the database connection."""
         self._db.close()
