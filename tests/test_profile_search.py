@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from quantscope.anatomy import load_anatomy
 from quantscope.errors import QuantscopeError
-from quantscope.profile.search import solve_knapsack
+from quantscope.profile.search import search_recipe, solve_knapsack, unit_damage
+from quantscope.profile.sensitivity import Profiler, SensitivityProfile, load_profile
+from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint, save_recipe
 
 
 def _brute_force(options: list[list[tuple[int, float]]], capacity: int) -> float:
@@ -53,3 +59,155 @@ def test_knapsack_prefers_free_savings_and_rejects_impossible_budgets() -> None:
     assert solve_knapsack(items, 10_000) == [1, 0]  # no damage -> take the bytes
     with pytest.raises(QuantscopeError, match="smallest needs 500 bytes"):
         solve_knapsack(items, 499)
+
+
+# ---------------------------------------------------------------- search on a real profile
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = random.Random(0)
+    words = ["carry", "the", "digit", "then", "add", "the", "next", "column", "and", "check", "the", "sum"]
+    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
+    lines = [json.dumps({"text": " ".join(rng.choice(words) for _ in range(60))}) for _ in range(20)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def profiler(tiny_qwen35_moe_dir: Path, calibration: Path) -> Profiler:
+    return Profiler(tiny_qwen35_moe_dir, calibration, n_sequences=2, seq_len=64, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def group_profile(profiler: Profiler) -> SensitivityProfile:
+    return profiler.profile("nvfp4", ("fp8",))
+
+
+@pytest.fixture(scope="module")
+def layer_profile(profiler: Profiler) -> SensitivityProfile:
+    return profiler.profile("w4a16", per_layer=True)
+
+
+def test_profile_is_deterministic_and_covers_the_groups(profiler: Profiler, group_profile) -> None:
+    again = profiler.profile("nvfp4", ("fp8",))
+    assert replace(again, seconds=0) == replace(group_profile, seconds=0)
+    names = [unit.name for unit in group_profile.units]
+    assert names == ["lm_head", "full_attn", "linear_attn", "routed_experts", "shared_expert"]
+    for unit in group_profile.units:
+        assert unit.damage_for("nvfp4").kl > unit.damage_for("fp8").kl > 0
+        assert unit.bytes_16bit > unit.bytes_by_scheme["fp8"] > unit.bytes_by_scheme["nvfp4"]
+        assert len(unit.damage_for("nvfp4").kl_by_bucket) == len(group_profile.buckets) - 1
+    # the router and shared-expert gate are never quantized, so they are no unit
+    assert not any(
+        "mlp.gate." in t or "shared_expert_gate" in t for u in group_profile.units for t in u.tensors
+    )
+
+
+def test_per_layer_units_keep_fused_sets_whole(layer_profile, tiny_qwen35_moe_dir: Path) -> None:
+    anatomy = load_anatomy(tiny_qwen35_moe_dir)
+    assert "linear_attn:0" in [u.name for u in layer_profile.units]
+    unit_of = {t: u.name for u in layer_profile.units for t in u.tensors}
+    for fused in anatomy.fused_sets:
+        owners = {unit_of.get(member + ".weight") for member in fused.members}
+        assert len(owners) == 1, fused.name
+
+
+def _preset_choices(profile: SensitivityProfile, keep: tuple[str, ...]) -> float:
+    return sum(unit_damage(u, profile.scheme) for u in profile.units if u.group not in keep)
+
+
+@pytest.mark.parametrize("fixture", ["group_profile", "layer_profile"])
+def test_searched_recipes_fit_every_budget_and_never_split_fused_sets(
+    request: pytest.FixtureRequest, fixture: str, tiny_qwen35_moe_dir: Path, tmp_path: Path
+) -> None:
+    profile = request.getfixturevalue(fixture)
+    anatomy = load_anatomy(tiny_qwen35_moe_dir)
+    smallest = predict_footprint(anatomy, Recipe("all", profile.scheme, quantize_lm_head=True)).total_bytes
+    largest = predict_footprint(anatomy, Recipe("none", "bf16")).total_bytes
+    previous = float("inf")
+    for step in range(6):
+        budget = smallest + (largest - smallest) * step // 5
+        result = search_recipe(profile, anatomy, budget_bytes=budget)
+        path = tmp_path / f"{step}.yaml"
+        save_recipe(result.recipe, path)
+        reloaded = load_recipe(path)
+        assert reloaded == result.recipe
+        assigned = assign_schemes(anatomy, reloaded)  # raises on a split fused set
+        for fused in anatomy.fused_sets:
+            assert len({assigned[m] for m in fused.members}) == 1, fused.name
+        footprint = predict_footprint(anatomy, reloaded).total_bytes
+        assert footprint == result.total_bytes <= budget
+        assert result.predicted_damage <= previous  # more memory never costs accuracy
+        previous = result.predicted_damage
+    assert previous == 0.0  # the full 16-bit budget keeps everything
+
+
+def test_search_beats_naive_presets_of_the_same_size(group_profile, tiny_qwen35_moe_dir: Path) -> None:
+    anatomy = load_anatomy(tiny_qwen35_moe_dir)
+    for preset in ("nvfp4", "nvfp4-keep-shared", "nvfp4-keep-linear-attn", "nvfp4-safe"):
+        recipe = load_recipe(preset)
+        budget = predict_footprint(anatomy, recipe).total_bytes
+        result = search_recipe(group_profile, anatomy, budget_bytes=budget)
+        naive = _preset_choices(group_profile, (*recipe.keep_groups, "lm_head"))
+        assert result.total_bytes <= budget
+        assert result.predicted_damage <= naive + 1e-15, preset
+
+
+def test_search_measured_damage_is_close_to_its_prediction(profiler: Profiler, group_profile) -> None:
+    result = search_recipe(group_profile, profiler.anatomy, avg_bits=10.0)
+    measured = profiler.measure_recipe(result.recipe)
+    assert measured.kl > 0
+    assert measured.kl == pytest.approx(result.predicted_damage, rel=0.5)
+
+
+def test_search_objectives_and_errors(group_profile, tiny_qwen35_moe_dir: Path) -> None:
+    anatomy = load_anatomy(tiny_qwen35_moe_dir)
+    late = search_recipe(group_profile, anatomy, avg_bits=8.0, objective="late")
+    assert late.objective == "late"
+    assert late.predicted_damage == pytest.approx(
+        sum(unit_damage(group_profile.unit(c.unit), c.scheme, "late") for c in late.choices)
+    )
+    with pytest.raises(QuantscopeError, match="below the smallest recipe"):
+        search_recipe(group_profile, anatomy, budget_bytes=1000)
+    with pytest.raises(QuantscopeError, match="exactly one of"):
+        search_recipe(group_profile, anatomy)
+    with pytest.raises(QuantscopeError, match="--objective"):
+        search_recipe(group_profile, anatomy, avg_bits=8.0, objective="median")
+    with pytest.raises(QuantscopeError, match="not in the profile"):
+        search_recipe(group_profile, anatomy, avg_bits=8.0, schemes=("mxfp4",))
+
+
+def test_profile_command_writes_profile_and_recipe(
+    tiny_qwen35_moe_dir: Path, calibration: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+
+    out, recipe_out = tmp_path / "profile.json", tmp_path / "recipe.yaml"
+    args = [
+        "profile",
+        str(tiny_qwen35_moe_dir),
+        "--data",
+        str(calibration),
+        "--samples",
+        "2",
+        "--seq-len",
+        "64",
+    ]
+    args += ["--budget", "2.5MB", "--out", str(out), "--recipe-out", str(recipe_out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "measured KL of the searched recipe" in result.output
+    recipe = load_recipe(recipe_out)
+    assert predict_footprint(load_anatomy(tiny_qwen35_moe_dir), recipe).total_bytes <= 2_500_000
+    assert load_profile(out).scheme == "nvfp4"
+    again = CliRunner().invoke(app, ["profile", str(tiny_qwen35_moe_dir), "--from-profile", str(out)])
+    assert again.exit_code == 0, again.output
+    missing = CliRunner().invoke(
+        app, ["profile", str(tiny_qwen35_moe_dir), "--data", str(tmp_path / "nope.txt")]
+    )
+    assert missing.exit_code == 2
+    assert "nope.txt: no such file" in " ".join(missing.output.split())
+    assert "Loading weights" not in missing.output  # the data file is checked before the model loads

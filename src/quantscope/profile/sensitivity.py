@@ -517,9 +517,10 @@ class Profiler:
     ) -> None:
         self.started = time.perf_counter()
         self.source, self.data = str(source), str(data)
+        documents = read_documents(Path(data))  # fail on a bad file before loading the model
         self.anatomy = load_anatomy(source)
         self.model, self.tokenizer = load_causal_lm(source, device, dtype)
-        self.tokens = calibration_tokens(read_documents(Path(data)), self.tokenizer, n_sequences, seq_len)
+        self.tokens = calibration_tokens(documents, self.tokenizer, n_sequences, seq_len)
         self.buckets = make_buckets(self.tokens.shape[1], bucket_edges)
         fused = [fused.members for fused in self.anatomy.fused_sets]
         self.meter = KLMeter(self.model, self.tokens, self.buckets, batch_size, fused)
