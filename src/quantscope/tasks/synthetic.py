@@ -1,0 +1,73 @@
+"""The toy reasoner's benchmark: held-out column-addition problems at several difficulty levels.
+
+Problems come from `quantscope.toy.problems.benchmark_problems` (fixed seed, deterministic), so
+the task needs no download. Level n has two operands of `LEVELS[n-1].digits` digits each; the
+answer is judged on the integer in the last `\\boxed{}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from quantscope.errors import QuantscopeError
+from quantscope.tasks.answers import last_boxed, parse_integer
+from quantscope.tasks.base import Judgement, Sample
+from quantscope.toy.problems import LEVELS, Problem, benchmark_problems, get_level
+
+DEFAULT_PER_LEVEL = 50
+DEFAULT_SEED = 1234
+
+
+@dataclass(frozen=True)
+class SyntheticTask:
+    """Column addition for the toy model: `per_level` problems per level, drawn with `seed`.
+
+    `levels` picks difficulty levels (1 = easiest; all when empty). `path` is accepted so every
+    task takes the same options, but this task generates its items and rejects a path.
+    """
+
+    per_level: int = DEFAULT_PER_LEVEL
+    seed: int = DEFAULT_SEED
+    levels: Sequence[int] = ()
+    path: str | None = None
+    name: str = field(default="synthetic", init=False)
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            raise QuantscopeError(
+                f"task 'synthetic' generates its problems and reads no file (got path={self.path!r}); "
+                "drop the path option"
+            )
+        if self.per_level < 1:
+            raise QuantscopeError(f"task 'synthetic': per_level must be at least 1 (got {self.per_level})")
+        for number in self.levels:
+            get_level(int(number))
+
+    def problems(self) -> list[Problem]:
+        """The benchmark problems, level by level."""
+        levels = tuple(int(n) for n in self.levels)
+        return benchmark_problems(per_level=self.per_level, seed=self.seed, levels=levels)
+
+    def load(self, limit: int | None = None) -> list[Sample]:
+        """The problems as samples (ids `L<level>-<index>`), level by level; the first `limit` when given."""
+        samples = []
+        counters = {level.number: 0 for level in LEVELS}
+        for problem in self.problems():
+            index = counters[problem.level]
+            counters[problem.level] += 1
+            samples.append(
+                Sample(
+                    id=f"L{problem.level}-{index:03d}",
+                    prompt=problem.prompt,
+                    target=str(problem.answer),
+                    metadata={"level": problem.level, "operands": list(problem.operands)},
+                )
+            )
+        return samples if limit is None else samples[:limit]
+
+    def judge(self, sample: Sample, answer: str) -> Judgement:
+        """Correct when the last `\\boxed{}` of `answer` holds the exact sum (`05758` counts as 5758)."""
+        boxed = last_boxed(answer)
+        value = parse_integer(boxed) if boxed is not None else None
+        return Judgement(correct=value is not None and value == int(sample.target), extracted=boxed)

@@ -1,0 +1,216 @@
+"""The toy reasoning task: column addition, worked digit by digit, checked, redone on a slip.
+
+A trace adds the operands column by column (ones first, carry written out), then checks the
+sum by adding the operands again in reverse order. When the two sums disagree the trace says
+"wait" and redoes the addition until it agrees with the check. Training traces contain
+deliberate slips (one column summed wrong, or a carry dropped) so the model learns the check;
+a model that slips more often (after quantization, say) retries more and thinks longer.
+
+Example (no slip)::
+
+    4821+937
+    1+7=8
+    2+3=5
+    8+9=17
+    4+0+1=5
+    sum 5758
+    check 937+4821
+    7+1=8
+    3+2=5
+    9+8=17
+    0+4+1=5
+    sum 5758
+    5758 = 5758 ok
+
+A column line adds the carry (`+1`) only when there is one; "forgetting the carry" is one of
+the slips.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from quantscope.errors import QuantscopeError
+
+MAX_TRAIN_DIGITS = 7
+"""Training operands have 1..MAX_TRAIN_DIGITS digits; the hardest level sits at this edge."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """A difficulty level: `operands` numbers of exactly `digits` digits each."""
+
+    number: int
+    operands: int
+    digits: int
+
+
+LEVELS: tuple[Level, ...] = (
+    Level(1, operands=2, digits=2),
+    Level(2, operands=2, digits=3),
+    Level(3, operands=2, digits=4),
+    Level(4, operands=2, digits=5),
+    Level(5, operands=2, digits=7),
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One addition problem; `level` is 0 for training problems drawn outside the levels."""
+
+    operands: tuple[int, ...]
+    level: int = 0
+
+    @property
+    def answer(self) -> int:
+        """The exact sum."""
+        return sum(self.operands)
+
+    @property
+    def expression(self) -> str:
+        """The operands joined by `+`, e.g. `4821+937`."""
+        return "+".join(str(n) for n in self.operands)
+
+    @property
+    def prompt(self) -> str:
+        """The user message."""
+        return f"What is {' + '.join(str(n) for n in self.operands)}?"
+
+
+def get_level(number: int) -> Level:
+    """The level with this number (1 = easiest), or a QuantscopeError listing the valid ones."""
+    for level in LEVELS:
+        if level.number == number:
+            return level
+    valid = ", ".join(str(lv.number) for lv in LEVELS)
+    raise QuantscopeError(f"synthetic task: no difficulty level {number}; choose one of {valid}")
+
+
+def _number(rng: random.Random, digits: int) -> int:
+    low = 0 if digits == 1 else 10 ** (digits - 1)
+    return rng.randint(low, 10**digits - 1)
+
+
+def level_problem(rng: random.Random, level: Level) -> Problem:
+    """A random problem of `level` (every operand has exactly `level.digits` digits)."""
+    return Problem(tuple(_number(rng, level.digits) for _ in range(level.operands)), level.number)
+
+
+def training_problem(rng: random.Random) -> Problem:
+    """A random training problem: 2 operands, each of 1..MAX_TRAIN_DIGITS digits (independently)."""
+    return Problem(tuple(_number(rng, rng.randint(1, MAX_TRAIN_DIGITS)) for _ in range(2)))
+
+
+def benchmark_problems(per_level: int = 50, seed: int = 1234, levels: tuple[int, ...] = ()) -> list[Problem]:
+    """The held-out benchmark: `per_level` problems per level (all levels unless `levels` names some).
+
+    Deterministic in (`per_level`, `seed`): each level draws from its own generator seeded with
+    `seed` and the level number, so asking for fewer levels does not change the others' problems.
+    """
+    chosen = [get_level(n) for n in levels] if levels else list(LEVELS)
+    problems = []
+    for level in chosen:
+        rng = random.Random(seed * 1000 + level.number)
+        problems.extend(level_problem(rng, level) for _ in range(per_level))
+    return problems
+
+
+@dataclass(frozen=True)
+class Slip:
+    """A deliberate mistake in one column of a pass: a wrong sum (`delta` ±1) or a dropped carry."""
+
+    column: int
+    kind: str  # "sum" or "carry"
+    delta: int = 0
+
+
+def _digit(n: int, column: int) -> int:
+    return (n // 10**column) % 10
+
+
+def column_pass(operands: tuple[int, ...], slip: Slip | None = None) -> tuple[list[str], int]:
+    """The column lines adding `operands` ones-first, and the sum they produce (wrong when slipped).
+
+    A slip changes one line; the following columns take the carry that line wrote, so the
+    pass stays self-consistent and only the check can reveal the mistake.
+    """
+    columns = max(len(str(n)) for n in operands)
+    lines, carry, total = [], 0, 0
+    for column in range(columns):
+        digits = [_digit(n, column) for n in operands]
+        if slip is not None and slip.column == column and slip.kind == "carry" and carry > 0:
+            carry = 0
+        value = sum(digits) + carry
+        if slip is not None and slip.column == column and slip.kind == "sum":
+            value = value + slip.delta if value + slip.delta >= 0 else value + 1
+        terms = [*digits, carry] if carry else digits
+        lines.append("+".join(str(d) for d in terms) + f"={value}")
+        total += (value % 10) * 10**column
+        carry = value // 10
+    total += carry * 10**columns
+    return lines, total
+
+
+def random_slip(rng: random.Random, operands: tuple[int, ...]) -> Slip:
+    """A slip in a random column: usually a sum off by one, sometimes a dropped carry."""
+    columns = max(len(str(n)) for n in operands)
+    column = rng.randrange(columns)
+    if column > 0 and rng.random() < 0.3:
+        correct, _ = column_pass(operands)
+        previous = correct[column - 1].split("=")[1]
+        if int(previous) >= 10:
+            return Slip(column, "carry")
+    return Slip(column, "sum", rng.choice((-1, 1)))
+
+
+def _pass_text(header: str, operands: tuple[int, ...], slip: Slip | None) -> tuple[str, int]:
+    lines, total = column_pass(operands, slip)
+    return "\n".join([header, *lines, f"sum {total}"]), total
+
+
+def write_trace(problem: Problem, slips: int = 0, rng: random.Random | None = None) -> str:
+    """The thinking for `problem` (without the `<think>` tags), with `slips` deliberate mistakes.
+
+    The first slip goes into the first pass, later ones into the redos; the check pass is always
+    right, so the trace ends with a redo that agrees with it. `rng` picks the slipped columns.
+    """
+    rng = rng or random.Random(0)
+    operands = problem.operands
+    check_operands = tuple(reversed(operands))
+    check_header = "check " + "+".join(str(n) for n in check_operands)
+    check_text, check_total = _pass_text(check_header, check_operands, None)
+
+    slip = random_slip(rng, operands) if slips > 0 else None
+    text, total = _pass_text(problem.expression, operands, slip)
+    parts = [text, check_text]
+    redo = 0
+    while total != check_total:
+        parts.append(f"{total} != {check_total} wait")
+        redo += 1
+        slip = random_slip(rng, operands) if redo < slips else None
+        text, total = _pass_text("redo " + problem.expression, operands, slip)
+        parts.append(text)
+    parts.append(f"{total} = {check_total} ok")
+    return "\n".join(parts)
+
+
+def final_answer(value: int) -> str:
+    """The answer text after the thinking."""
+    return f"\\boxed{{{value}}}"
+
+
+def training_example(
+    rng: random.Random, slip_rate: float = 0.25, no_think_rate: float = 0.1
+) -> tuple[Problem, str | None]:
+    """A training problem and its thinking (None: a thinking-off example that answers directly).
+
+    `slip_rate` is the fraction of traces with at least one slip; a fifth of those slip twice.
+    """
+    problem = training_problem(rng)
+    if rng.random() < no_think_rate:
+        return problem, None
+    slips = 0
+    if rng.random() < slip_rate:
+        slips = 2 if rng.random() < 0.2 else 1
+    return problem, write_trace(problem, slips, rng)
