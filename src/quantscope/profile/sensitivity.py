@@ -585,27 +585,31 @@ class Profiler:
             seconds=round(time.perf_counter() - self.started, 3),
         )
 
-    def recipe_targets(self, recipe: Any) -> list[QdqTarget]:
-        """QdqTargets for every loaded weight `recipe` quantizes (per `assign_schemes`)."""
-        from quantscope.recipe import assign_schemes
-
-        assigned = assign_schemes(self.anatomy, recipe)
+    def assignment_targets(self, formats: Mapping[str, str]) -> list[QdqTarget]:
+        """QdqTargets for a module-name -> format mapping (e.g. `assign_schemes` output, or a
+        per-layer config from another tool); modules absent, 16-bit or not loaded are skipped."""
         tensors = [
             t
             for t in self.anatomy.tensors
-            if t.is_linear_weight and get_format(assigned.get(t.module, "bf16")).is_quantized
+            if t.is_linear_weight and get_format(formats.get(t.module, "bf16")).is_quantized
         ]
         present = loaded_tensors(self.model, [t.name for t in tensors])
         tensors = [t for t in tensors if t.name in present]
         slices = resolve_targets(self.model, [(t.name, t.shape) for t in tensors])
         return [
-            QdqTarget(where, assigned[t.module], checkpoint_dtype(t.dtype))
+            QdqTarget(where, formats[t.module], checkpoint_dtype(t.dtype))
             for t, where in zip(tensors, slices, strict=True)
         ]
 
+    def measure_assignment(self, formats: Mapping[str, str], label: str) -> Damage:
+        """Damage of storing each module in the format `formats` gives it, all at once."""
+        return self.meter.measure(self.assignment_targets(formats), label)
+
     def measure_recipe(self, recipe: Any) -> Damage:
         """Damage of applying the whole `recipe` at once (labelled with the recipe's name)."""
-        return self.meter.measure(self.recipe_targets(recipe), recipe.name)
+        from quantscope.recipe import assign_schemes
+
+        return self.measure_assignment(assign_schemes(self.anatomy, recipe), recipe.name)
 
 
 def profile_model(

@@ -1,0 +1,199 @@
+"""Searched recipe vs uniform, naive presets and AutoRound's AutoScheme at about the same size.
+
+    OMP_NUM_THREADS=1 python benchmarks/profile_vs_autoscheme.py [--model DIR] [--scheme nvfp4]
+        [--avg-bits 6 --avg-bits 8] [--eval-per-level 20]
+
+For each candidate it prints the exact footprint, the measured KL against the original (overall
+and in the last position bucket, on the same calibration windows for everyone), whether it splits
+a vLLM fused set, and with `--eval-per-level N` the toy task's accuracy, truncation rate and mean
+thinking tokens (greedy, fake-quantized weights: bit-identical to AutoRound's RTN export).
+
+AutoScheme picks a per-layer scheme from `options` (the 4-bit scheme and BF16) for an average bit
+target; its choice is then priced with quantscope's byte accounting, and our search is run at that
+exact byte budget, so both are compared at the same memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from profile_speed import bundled_checkpoint, write_toy_calibration
+from quantscope.anatomy import Anatomy
+from quantscope.formats import get_format, stored_bytes
+
+_AUTOROUND_NAMES = {
+    "nvfp4": "NVFP4",
+    "mxfp4": "MXFP4",
+    "w4a16": "W4A16",
+    "fp8": "FP8_STATIC",
+    "w8a16": "W8A16",
+}
+
+
+def assignment_bytes(anatomy: Anatomy, formats: dict[str, str]) -> int:
+    """Checkpoint bytes when each linear module is stored in `formats[module]` (others as stored)."""
+    total = 0
+    for tensor in anatomy.tensors:
+        fmt = formats.get(tensor.module, "bf16") if tensor.is_linear_weight else "bf16"
+        if tensor.is_linear_weight and get_format(fmt).is_quantized:
+            total += stored_bytes(tensor.shape, get_format(fmt))
+        else:
+            total += tensor.nbytes
+    return total
+
+
+def split_fused_sets(anatomy: Anatomy, formats: dict[str, str]) -> list[str]:
+    """Names of fused sets whose members `formats` stores differently (vLLM cannot load those)."""
+    return [
+        fused.name
+        for fused in anatomy.fused_sets
+        if len({formats.get(member, "bf16") for member in fused.members}) > 1
+    ]
+
+
+def autoscheme_formats(
+    model_dir: Path, text_data: Path, scheme: str, avg_bits: float, samples: int, seq_len: int
+):
+    """Run AutoScheme (options: `scheme`, BF16) and return (module -> format, seconds)."""
+    from auto_round import AutoRound, AutoScheme
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    options = (_AUTOROUND_NAMES[scheme], "BF16")
+    auto = AutoScheme(
+        avg_bits=avg_bits,
+        options=options,
+        dataset=str(text_data),
+        nsamples=samples,
+        seqlen=seq_len,
+        device_map="cpu",
+        enable_torch_compile=False,
+    )
+    started = time.perf_counter()
+    rounder = AutoRound(
+        model,
+        tokenizer,
+        scheme=auto,
+        iters=0,
+        dataset=str(text_data),
+        nsamples=samples,
+        seqlen=seq_len,
+        device_map="cpu",
+        enable_torch_compile=False,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        rounder.quantize_and_save(out, format="fake")
+    seconds = time.perf_counter() - started
+    formats = {
+        name: (scheme if int(config.get("bits", 16)) < 16 else "bf16")
+        for name, config in rounder.layer_config.items()
+    }
+    return formats, seconds
+
+
+def render_text_calibration(chat_jsonl: Path, tokenizer, seq_len: int, out: Path) -> Path:
+    """The chat calibration rendered to `{"text": …}` lines of at least `seq_len` tokens each.
+
+    AutoRound drops samples shorter than its seqlen, while the profiler packs documents; joining
+    consecutive chats the same way gives both the same text.
+    """
+    with out.open("w") as handle:
+        pending: list[str] = []
+        for line in chat_jsonl.read_text().splitlines():
+            pending.append(tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=False))
+            text = "".join(pending)
+            if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > seq_len:
+                handle.write(json.dumps({"text": text}) + "\n")
+                pending = []
+    return out
+
+
+def toy_accuracy(profiler, formats: dict[str, str], per_level: int) -> str:
+    """Greedy toy-benchmark accuracy / truncation / mean thinking tokens with `formats` applied."""
+    from quantscope.profile.fakequant import fake_quantized
+    from quantscope.toy.evaluate import generate_outcomes
+    from quantscope.toy.problems import benchmark_problems
+
+    problems = benchmark_problems(per_level=per_level)
+    fused = [f.members for f in profiler.anatomy.fused_sets]
+    with fake_quantized(profiler.model, profiler.assignment_targets(formats), fused):
+        outcomes = generate_outcomes(profiler.model, problems, batch_size=32)
+    correct = sum(o.correct for o in outcomes) / len(outcomes)
+    truncated = sum(o.truncated for o in outcomes) / len(outcomes)
+    thinking = sum(o.thinking_tokens for o in outcomes) / len(outcomes)
+    return f"{correct:6.1%} {truncated:6.1%} {thinking:7.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint dir (default: the bundled toy)")
+    parser.add_argument("--scheme", default="nvfp4", choices=sorted(_AUTOROUND_NAMES))
+    parser.add_argument("--avg-bits", type=float, action="append", default=[], help="AutoScheme targets")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--objective", default="mean", choices=("mean", "late", "worst"))
+    parser.add_argument("--eval-per-level", type=int, default=0, help="toy problems per level (0: no eval)")
+    parser.add_argument("--no-autoscheme", action="store_true")
+    args = parser.parse_args()
+
+    from quantscope.profile.search import search_recipe
+    from quantscope.profile.sensitivity import Profiler
+    from quantscope.recipe import PRESETS, assign_schemes, predict_footprint
+
+    model_dir = args.model or bundled_checkpoint()
+    print(f"model {model_dir}, scheme {args.scheme}, {torch.get_num_threads()} thread(s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        chats = write_toy_calibration(Path(tmp) / "chats.jsonl")
+        started = time.perf_counter()
+        profiler = Profiler(model_dir, chats, n_sequences=args.samples, seq_len=args.seq_len)
+        group_profile = profiler.profile(args.scheme)
+        group_seconds = time.perf_counter() - started
+        layer_profile = profiler.profile(args.scheme, per_layer=True)
+        layer_seconds = time.perf_counter() - started - group_seconds
+        print(f"profile: groups {group_seconds:.1f} s, per layer {layer_seconds:.1f} s")
+        anatomy = profiler.anatomy
+        candidates: list[tuple[str, dict[str, str], str]] = []
+        names = [n for n, r in PRESETS.items() if r.scheme == args.scheme or n == "bf16"]
+        for name in names:
+            candidates.append((f"preset {name}", assign_schemes(anatomy, PRESETS[name]), ""))
+        budgets = [predict_footprint(anatomy, PRESETS[n]).total_bytes for n in names if n != "bf16"]
+        if not args.no_autoscheme:
+            text = render_text_calibration(chats, profiler.tokenizer, args.seq_len, Path(tmp) / "text.jsonl")
+            for bits in args.avg_bits:
+                formats, seconds = autoscheme_formats(
+                    model_dir, text, args.scheme, bits, args.samples, args.seq_len
+                )
+                candidates.append((f"autoscheme {bits:g} bits", formats, f"{seconds:.1f} s"))
+                budgets.append(assignment_bytes(anatomy, formats))
+        for budget in sorted(set(budgets)):
+            for label, profile in (("groups", group_profile), ("per-layer", layer_profile)):
+                result = search_recipe(profile, anatomy, budget_bytes=budget, objective=args.objective)
+                formats = assign_schemes(anatomy, result.recipe)
+                candidates.append((f"searched {label} @{budget / 1e6:.3f}MB", formats, ""))
+        header = f"{'candidate':34s} {'MB':>8s} {'KL':>9s} {'KL late':>9s} {'splits':>6s} {'time':>7s}"
+        if args.eval_per_level:
+            header += f" {'acc':>6s} {'trunc':>6s} {'think':>7s}"
+        print(header)
+        for label, formats, seconds in candidates:
+            damage = profiler.measure_assignment(formats, label)
+            row = (
+                f"{label:34s} {assignment_bytes(anatomy, formats) / 1e6:8.3f} {damage.kl:9.2e} "
+                f"{damage.kl_by_bucket[-1]:9.2e} {len(split_fused_sets(anatomy, formats)):6d} {seconds:>7s}"
+            )
+            if args.eval_per_level:
+                row += " " + toy_accuracy(profiler, formats, args.eval_per_level)
+            print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
