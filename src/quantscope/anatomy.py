@@ -13,11 +13,12 @@ vLLM gives a fused layer one quantization scheme, so a recipe must not split a s
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ QUANT_ARTIFACT_SUFFIXES: frozenset[str] = frozenset(PARAM_SUFFIXES) - {"weight",
 _MAX_HEADER_BYTES = 256 * 1024 * 1024
 
 _LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_EXPERT_RE = re.compile(r"^(?P<experts>.*\.experts)\.\d+\.")
+_INDEX_RE = re.compile(r"\.\d+\.")
 _VISION_RE = re.compile(
     r"(^|\.)(visual|vision_tower|vision_model|vision_encoder|multi_modal_projector|mm_projector|"
     r"image_newline|patch_embed|merger)\."
@@ -105,13 +106,17 @@ _FUSION_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One stored tensor: its checkpoint name, shape, safetensors dtype, role and bytes on disk."""
+    """One stored tensor: its checkpoint name, shape, safetensors dtype, role and bytes on disk.
+
+    `linear` caches `is_linear_weight` (filled by `load_anatomy`; computed when left None).
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     group: str
     nbytes: int
+    linear: bool | None = field(default=None, compare=False, repr=False)
 
     @property
     def module(self) -> str:
@@ -127,10 +132,7 @@ class TensorInfo:
     @property
     def numel(self) -> int:
         """Number of elements (parameters)."""
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
     @property
     def layer(self) -> int | None:
@@ -145,19 +147,34 @@ class TensorInfo:
         That is a 2-D `.weight` outside embeddings, norms and convolutions, or a fused 3-D expert
         tensor `[experts, out, in]` (transformers v5 `mlp.experts.gate_up_proj` / `down_proj`).
         """
-        if self.group in ("embed", "norm") or self.dtype not in ("BF16", "F16", "F32", "F8_E4M3"):
-            return False
-        leaf = self.module.rsplit(".", 1)[-1]
-        if "norm" in leaf or "conv" in leaf or "embed" in leaf:
-            return False
-        if self.param == "weight" and len(self.shape) == 2:
-            return True
-        return self.param == "" and len(self.shape) == 3 and ".experts." in f"{self.name}."
+        if self.linear is not None:
+            return self.linear
+        return _is_linear(self.dtype, len(self.shape), self.group, *_linear_name_rule(self.name))
 
     @property
     def is_quant_artifact(self) -> bool:
         """True for scales, zeros, packed weights and other tensors a quantizer added."""
         return self.param in QUANT_ARTIFACT_SUFFIXES
+
+
+_LINEAR_DTYPES = frozenset({"BF16", "F16", "F32", "F8_E4M3"})
+
+
+def _linear_name_rule(name: str) -> tuple[bool, bool]:
+    """Whether a tensor with this name is a linear weight if it is 2-D, and if it is 3-D."""
+    module, _, param = name.rpartition(".")
+    if param not in PARAM_SUFFIXES:
+        module, param = name, ""
+    leaf = module.rpartition(".")[2]
+    if "norm" in leaf or "conv" in leaf or "embed" in leaf:
+        return False, False
+    return param == "weight", param == "" and ".experts." in f"{name}."
+
+
+def _is_linear(dtype: str, ndim: int, group: str, as_2d: bool, as_3d: bool) -> bool:
+    if group in ("embed", "norm") or dtype not in _LINEAR_DTYPES:
+        return False
+    return (ndim == 2 and as_2d) or (ndim == 3 and as_3d)
 
 
 @dataclass(frozen=True)
@@ -207,6 +224,30 @@ class Anatomy:
         return "quantization_config" in self.config or any(t.is_quant_artifact for t in self.tensors)
 
     @cached_property
+    def linear_weights(self) -> dict[str, TensorInfo]:
+        """Module name -> weight tensor of every linear layer (see `TensorInfo.is_linear_weight`)."""
+        return {module_name(t.name): t for t in self.tensors if t.is_linear_weight}
+
+    @cached_property
+    def params_by_group(self) -> dict[str, int]:
+        """Parameters per group, quantization artifacts (scales, zeros…) excluded."""
+        params = dict.fromkeys(GROUPS, 0)
+        for tensor in self.tensors:
+            if not tensor.is_quant_artifact:
+                params[tensor.group] += tensor.numel
+        return params
+
+    @cached_property
+    def fixed_bytes_by_group(self) -> dict[str, int]:
+        """Bytes per group of the tensors no weight quantizer changes: all but linear weights
+        and quantization artifacts (norms, embeddings, biases, convolutions, A_log…)."""
+        fixed = dict.fromkeys(GROUPS, 0)
+        for tensor in self.tensors:
+            if not tensor.is_linear_weight and not tensor.is_quant_artifact:
+                fixed[tensor.group] += tensor.nbytes
+        return fixed
+
+    @cached_property
     def _index(self) -> dict[str, TensorInfo]:
         return {tensor.name: tensor for tensor in self.tensors}
 
@@ -216,6 +257,24 @@ class Anatomy:
             return self._index[name]
         except KeyError:
             raise QuantscopeError(f"{self.source}: no tensor named {name!r}") from None
+
+    def weight_shape(self, tensor: TensorInfo) -> tuple[int, ...]:
+        """A linear weight's shape as `[out, in]`, or `[experts, out, in]` for fused experts.
+
+        Fused expert tensors come in two layouts: transformers v5 `gate_up_proj [E, 2I, H]` /
+        `down_proj [E, H, I]`, and the transposed `[E, H, 2I]` / `[E, I, H]` of some checkpoints
+        (e.g. Qwen3-VL-MoE). The hidden size tells them apart: gate/up read it, down writes it.
+        """
+        if len(tensor.shape) != 3:
+            return tensor.shape
+        experts, rows, cols = tensor.shape
+        hidden = _text_config(self.config).get("hidden_size")
+        leaf = tensor.module.rsplit(".", 1)[-1]
+        reads_hidden = "down" not in leaf
+        transposed = (
+            (rows == hidden and cols != hidden) if reads_hidden else (cols == hidden and rows != hidden)
+        )
+        return (experts, cols, rows) if transposed else tensor.shape
 
     def fused_set_of(self, module: str) -> FusedSet | None:
         """The fused set containing `module`, or None."""
@@ -241,22 +300,24 @@ def _text_name(name: str) -> str:
 
 
 def _is_mtp(name: str, config: Mapping[str, Any]) -> bool:
-    if name.startswith("mtp.") or ".mtp." in name or name.startswith(("model.mtp", "mtp_")):
+    if name.startswith(("mtp.", "mtp_", "model.mtp")) or ".mtp." in name:
         return True
-    # DeepSeek-style checkpoints append the MTP block(s) after the last decoder layer.
-    num_layers = _text_config(config).get("num_hidden_layers")
-    match = _LAYER_RE.search(name)
-    return bool(match and isinstance(num_layers, int) and int(match.group(1)) >= num_layers)
+    first_mtp_layer = _mtp_in_stack_from(config)
+    return first_mtp_layer is not None and _beyond_stack(name, first_mtp_layer)
 
 
 def classify_tensor(name: str, config: Mapping[str, Any] | None = None) -> str:
     """The group (one of `GROUPS`) of a tensor, from its checkpoint name and the model config."""
-    config = config or {}
     if _VISION_RE.search(f".{name}") or name.startswith(("visual.", "vision_")):
         return "vision"
-    if _is_mtp(name, config):
+    if _is_mtp(name, config or {}):
         return "mtp"
-    text = _text_name(name)
+    # Names differ mostly by layer and expert index: classify each name shape once.
+    return _classify_text(_INDEX_RE.sub(".0.", _text_name(name)))
+
+
+@lru_cache(maxsize=4096)
+def _classify_text(text: str) -> str:
     module = module_name(text)
     leaf = module.rsplit(".", 1)[-1]
     if leaf in ("embed_tokens", "wte", "word_embeddings", "tok_embeddings", "embeddings"):
@@ -297,15 +358,14 @@ def find_fused_sets(modules: Iterable[str]) -> tuple[FusedSet, ...]:
     All routed experts of one MoE layer form one set, because vLLM's FusedMoE layer holds them
     in one quantization method. Only sets with at least two present members are returned.
     """
-    modules = list(dict.fromkeys(modules))
     experts: dict[str, list[str]] = {}
     siblings: dict[str, set[str]] = {}
-    for module in modules:
-        match = _EXPERT_RE.match(module)
-        parent, _, leaf = module.rpartition(".")
-        if match or parent.endswith(".experts"):
-            experts.setdefault(match.group("experts") if match else parent, []).append(module)
+    for module in dict.fromkeys(modules):
+        head, found, _ = module.partition(".experts.")
+        if found:
+            experts.setdefault(f"{head}.experts", []).append(module)
         else:
+            parent, _, leaf = module.rpartition(".")
             siblings.setdefault(parent, set()).add(leaf)
     sets = [FusedSet(name, tuple(members)) for name, members in experts.items() if len(members) > 1]
     for parent, leaves in siblings.items():
@@ -342,24 +402,50 @@ def build_anatomy(
     headers: Iterable[tuple[str, str, tuple[int, ...], int]],
     files: Iterable[str] = (),
 ) -> Anatomy:
-    """Build an Anatomy from `(name, dtype, shape, nbytes)` header entries and a config dict."""
-    tensors = tuple(
-        TensorInfo(name=name, shape=shape, dtype=dtype, group=classify_tensor(name, config), nbytes=nbytes)
-        for name, dtype, shape, nbytes in sorted(headers, key=lambda entry: _natural_key(entry[0]))
-    )
-    linear_modules = (tensor.module for tensor in tensors if tensor.is_linear_weight)
+    """Build an Anatomy from `(name, dtype, shape, nbytes)` header entries and a config dict.
+
+    Tensor names differ mostly by layer and expert index, so each name *shape* (indices replaced)
+    is classified once; a 400B MoE's ~95k tensors collapse to about a hundred shapes.
+    """
+    num_layers = _mtp_in_stack_from(config)
+    rules: dict[str, tuple[str, bool, bool]] = {}
+    tensors = []
+    for name, dtype, shape, nbytes in headers:
+        key = _INDEX_RE.sub(".0.", name)
+        rule = rules.get(key)
+        if rule is None:
+            rule = rules[key] = (classify_tensor(key, {}), *_linear_name_rule(key))
+        group = rule[0]
+        if num_layers is not None and group not in ("vision", "mtp") and _beyond_stack(name, num_layers):
+            group = "mtp"
+        linear = _is_linear(dtype, len(shape), group, rule[1], rule[2])
+        tensors.append(TensorInfo(name, shape, dtype, group, nbytes, linear))
     return Anatomy(
         source=source,
         model_type=_model_type(config),
         config=config,
-        tensors=tensors,
-        fused_sets=find_fused_sets(linear_modules),
+        tensors=tuple(tensors),
+        fused_sets=find_fused_sets(module_name(t.name) for t in tensors if t.linear),
         files=tuple(files),
     )
 
 
-def _natural_key(name: str) -> tuple[Any, ...]:
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+def _mtp_in_stack_from(config: Mapping[str, Any]) -> int | None:
+    """The first layer index that is an MTP block in DeepSeek-style checkpoints, else None.
+
+    DeepSeek V3 stores its `num_nextn_predict_layers` MTP blocks as `model.layers.N` right after
+    the last decoder layer.
+    """
+    text = _text_config(config)
+    num_layers = text.get("num_hidden_layers")
+    if isinstance(num_layers, int) and text.get("num_nextn_predict_layers"):
+        return num_layers
+    return None
+
+
+def _beyond_stack(name: str, num_layers: int) -> bool:
+    match = _LAYER_RE.search(name)
+    return bool(match and int(match.group(1)) >= num_layers)
 
 
 def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -443,17 +529,22 @@ def _header_entries(header: Mapping[str, Any], where: str) -> list[tuple[str, st
         if name == "__metadata__":
             continue
         try:
-            dtype, shape = str(meta["dtype"]), tuple(int(d) for d in meta["shape"])
-            start, end = (int(offset) for offset in meta["data_offsets"])
+            start, end = meta["data_offsets"]
+            dtype = meta["dtype"]
+            if type(dtype) is not str:
+                raise TypeError(dtype)
+            entries.append((name, dtype, tuple(meta["shape"]), end - start))
         except (KeyError, TypeError, ValueError):
             raise QuantscopeError(f"{where}: malformed header entry for tensor {name!r}") from None
-        entries.append((name, dtype, shape, end - start))
     return entries
 
 
 def _check_unique(headers: list[tuple[str, str, tuple[int, ...], int]], where: Path | str) -> None:
+    names = [entry[0] for entry in headers]
+    if len(set(names)) == len(names):
+        return
     seen: set[str] = set()
-    for name, *_ in headers:
+    for name in names:
         if name in seen:
             raise QuantscopeError(f"{where}: tensor {name!r} appears in more than one shard")
         seen.add(name)

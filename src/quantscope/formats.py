@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from quantscope.errors import QuantscopeError
 
@@ -115,6 +116,7 @@ _BASE_FORMATS: dict[str, Format] = {
 _INT_RE = re.compile(r"^w(?P<bits>[48])a16(?:_g(?P<group>\d+))?(?P<asym>_asym)?$")
 
 
+@lru_cache(maxsize=256)
 def get_format(name: str) -> Format:
     """The Format called `name`.
 
@@ -164,6 +166,7 @@ def _matrix_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise QuantscopeError(f"a linear weight has 2 or 3 dims ([out, in] or [experts, out, in]), got {shape}")
 
 
+@lru_cache(maxsize=4096)
 def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
     """Whether AutoRound quantizes a linear weight of this shape in `fmt` (else it stays 16-bit).
 
@@ -236,6 +239,7 @@ def _fp8_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[Expo
     )
 
 
+@lru_cache(maxsize=4096)
 def stored_bytes(shape: tuple[int, ...], fmt: Format) -> int:
     """Exact bytes on disk of one linear weight (`[out, in]` or `[experts, out, in]`) stored in `fmt`.
 

@@ -241,7 +241,7 @@ def save_recipe(recipe: Recipe, path: Path) -> None:
 
 def linear_modules(anatomy: Anatomy) -> dict[str, TensorInfo]:
     """Module name -> weight tensor, for every linear layer in the checkpoint (in order)."""
-    return {tensor.module: tensor for tensor in anatomy.tensors if tensor.is_linear_weight}
+    return anatomy.linear_weights
 
 
 def _tied(anatomy: Anatomy) -> bool:
@@ -262,7 +262,7 @@ def _eligible(tensor: TensorInfo, fmt: Format, recipe: Recipe, tied: bool) -> bo
             and ".layers." in tensor.name
             and not any(ignored in tensor.name for ignored in _MTP_IGNORED)
         )
-    return tensor.layer is not None
+    return "layers." in tensor.name  # inside the decoder stack AutoRound quantizes block by block
 
 
 def assign_schemes(anatomy: Anatomy, recipe: Recipe) -> dict[str, str]:
@@ -275,10 +275,16 @@ def assign_schemes(anatomy: Anatomy, recipe: Recipe) -> dict[str, str]:
     wanted = _wanted_schemes(modules, recipe, anatomy.source)
     _check_fused_sets(anatomy, wanted, recipe)
     tied = _tied(anatomy)
+    fits: dict[tuple[tuple[int, ...], str], bool] = {}  # many layers share a shape
     assigned: dict[str, str] = {}
     for module, tensor in modules.items():
         fmt = get_format(wanted[module])
-        ok = fmt.is_quantized and _eligible(tensor, fmt, recipe, tied) and can_quantize(tensor.shape, fmt)
+        ok = fmt.is_quantized and _eligible(tensor, fmt, recipe, tied)
+        if ok:
+            key = (tensor.shape, fmt.name)
+            if key not in fits:
+                fits[key] = can_quantize(anatomy.weight_shape(tensor), fmt)
+            ok = fits[key]
         assigned[module] = fmt.name if ok else KEPT
     return _unsplit_fused_sets(anatomy, assigned)
 
@@ -385,19 +391,19 @@ def predict_footprint(anatomy: Anatomy, recipe: Recipe) -> Footprint:
     schemes = assign_schemes(anatomy, recipe)
     by_group = dict.fromkeys(GROUPS, 0)
     kept = dict.fromkeys(GROUPS, 0)
-    params = dict.fromkeys(GROUPS, 0)
-    for tensor in anatomy.tensors:
-        if tensor.is_quant_artifact:
-            continue
-        params[tensor.group] += tensor.numel
-        scheme = schemes.get(tensor.module) if tensor.is_linear_weight else None
-        if scheme is None:
-            by_group[tensor.group] += _kept_nbytes(tensor)
-        elif scheme == KEPT:
-            by_group[tensor.group] += _kept_nbytes(tensor)
+    sizes: dict[tuple[tuple[int, ...], str], int] = {}  # many layers share a shape
+    for module, tensor in anatomy.linear_weights.items():
+        scheme = schemes[module]
+        if scheme == KEPT:
             kept[tensor.group] += _kept_nbytes(tensor)
-        else:
-            by_group[tensor.group] += stored_bytes(tensor.shape, get_format(scheme))
+            by_group[tensor.group] += _kept_nbytes(tensor)
+            continue
+        key = (tensor.shape, scheme)
+        if key not in sizes:
+            sizes[key] = stored_bytes(anatomy.weight_shape(tensor), get_format(scheme))
+        by_group[tensor.group] += sizes[key]
+    for group, nbytes in anatomy.fixed_bytes_by_group.items():
+        by_group[group] += nbytes
     counts: dict[str, int] = {}
     for scheme in schemes.values():
         counts[scheme] = counts.get(scheme, 0) + 1
@@ -406,7 +412,7 @@ def predict_footprint(anatomy: Anatomy, recipe: Recipe) -> Footprint:
         source=anatomy.source,
         bytes_by_group=by_group,
         kept_bytes_by_group=kept,
-        params_by_group=params,
+        params_by_group=anatomy.params_by_group,
         modules_by_scheme=counts,
         total_bytes=sum(by_group.values()),
         original_bytes=anatomy.total_bytes,
