@@ -176,3 +176,29 @@ def test_resolve_targets_handles_prefixes_and_rejects_wrong_shapes(tiny_qwen35_m
         resolve_targets(model, [("model.layers.3.self_attn.q_proj.weight", (128, 256))])
     with pytest.raises(QuantscopeError, match="mtp"):
         resolve_targets(model, [("mtp.layers.0.mlp.gate_proj.weight", (128, 128))])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_qdq_on_cuda_equals_cpu(name: str) -> None:
+    weight = (torch.randn(300, 520, generator=torch.Generator().manual_seed(2)) * 0.05).to(torch.bfloat16)
+    on_gpu = quantize_dequantize(weight.cuda(), SPECS[name])
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.cpu(), quantize_dequantize(weight, SPECS[name]))
+
+
+@pytest.mark.gpu
+def test_fake_quantized_model_on_cuda_restores(tiny_qwen35_moe_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen35_moe_dir, dtype=torch.bfloat16).cuda()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    names = [(f"model.layers.1.mlp.experts.{e}.gate_proj.weight", (128, 128)) for e in range(4)]
+    targets = [QdqTarget(where, "nvfp4") for where in resolve_targets(model, names)]
+    with fake_quantized(model, targets):
+        assert not torch.equal(
+            model.get_parameter("model.layers.1.mlp.experts.gate_up_proj"),
+            before["model.layers.1.mlp.experts.gate_up_proj"],
+        )
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name
