@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from quantscope.cli import app
 from quantscope.store import DB_NAME
 
-AIME = Path(__file__).parent / "data" / "aime25.jsonl"
 runner = CliRunner()
 
 
@@ -35,7 +34,7 @@ def eval_args(model: Path, store: Path, *extra: str) -> list[str]:
         "eval",
         str(model),
         "--task",
-        f"aime25={AIME}",
+        "synthetic",
         "--engine",
         "transformers",
         "--variant",
@@ -63,7 +62,7 @@ def test_eval_runs_exports_and_resumes_on_a_tiny_model(tiny_qwen35_dir: Path, tm
     store = tmp_path / "store"
     result = runner.invoke(app, eval_args(tiny_qwen35_dir, store, "-k", "2", "--limit", "3", "--seed", "5"))
     assert result.exit_code == 0, result.output
-    assert "aime25: 6 generated, 0 already stored" in result.output
+    assert "synthetic: 6 generated, 0 already stored" in result.output
     assert "accuracy" in result.output and "tiny" in result.output
 
     db = sqlite3.connect(store / DB_NAME)
@@ -83,7 +82,7 @@ def test_eval_runs_exports_and_resumes_on_a_tiny_model(tiny_qwen35_dir: Path, tm
     db.close()
 
     listed = runner.invoke(app, ["runs", "--store", str(store)])
-    assert listed.exit_code == 0 and "tiny" in listed.output and "aime25" in listed.output
+    assert listed.exit_code == 0 and "tiny" in listed.output and "synthetic" in listed.output
 
     out = tmp_path / "export" / "rows.parquet"
     exported = runner.invoke(app, ["export", "--out", str(out), "--store", str(store)])
@@ -96,13 +95,17 @@ def test_eval_runs_exports_and_resumes_on_a_tiny_model(tiny_qwen35_dir: Path, tm
 
 def test_spec_file_with_flag_overrides(tiny_qwen35_dir: Path, tmp_path: Path) -> None:
     spec = tmp_path / "run.yaml"
-    spec.write_text(f"model: {tiny_qwen35_dir}\ntasks: ['aime25={AIME}']\nk: 1\nlimit: 2\npreset: greedy\n")
+    spec.write_text(
+        f"model: {tiny_qwen35_dir}\n"
+        "tasks: [{name: synthetic, options: {per_level: 1, levels: [2, 3]}}]\n"
+        "k: 1\npreset: greedy\n"
+    )
     result = runner.invoke(
         app, ["eval", "--spec", str(spec), "-k", "2", "--max-tokens", "8", "--store", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
     rows = stored_rows(tmp_path)
-    assert [(r[0], r[1]) for r in rows] == [("0", 0), ("0", 1), ("1", 0), ("1", 1)]
+    assert [(r[0], r[1]) for r in rows] == [("L2-000", 0), ("L2-000", 1), ("L3-000", 0), ("L3-000", 1)]
     assert rows[0][2] == rows[1][2]  # greedy from the file: both samples are the same text
 
 
@@ -166,5 +169,29 @@ def test_sigkill_mid_run_then_resume_gives_every_row_once(tiny_qwen35_dir: Path,
     after = stored_rows(store)
     assert len(after) == expected
     assert len({(r[0], r[1]) for r in after}) == expected
-    assert {(r[0], r[1]) for r in after} == {(str(i), j) for i in range(6) for j in range(4)}
+    assert {(r[0], r[1]) for r in after} == {(f"L1-{i:03d}", j) for i in range(6) for j in range(4)}
     assert set(before) <= set(after)  # rows committed before the kill were kept, not regenerated
+
+
+def test_the_trained_toy_reasoner_scores_and_thinks(tmp_path: Path) -> None:
+    """With a model that really reasons, rows carry split thinking, boxed answers and right judgements."""
+    from quantscope.errors import QuantscopeError
+    from quantscope.toy import checkpoint_dir
+
+    try:
+        toy = checkpoint_dir()
+    except QuantscopeError:
+        pytest.skip("the trained toy checkpoint has not been shipped into src/quantscope/toy/checkpoint yet")
+    args = ["eval", str(toy), "--task", "synthetic", "--limit", "4", "--preset", "greedy"]
+    result = runner.invoke(app, [*args, "--max-tokens", "512", "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    rows = db.execute(
+        "SELECT thinking, answer, thinking_tokens, answer_tokens, correct, extracted FROM results"
+    )
+    rows = rows.fetchall()
+    assert len(rows) == 4
+    assert sum(r[4] for r in rows) >= 2  # the model card reports near-perfect level-1 accuracy
+    for thinking, answer, thinking_tokens, answer_tokens, correct, extracted in rows:
+        assert thinking and thinking_tokens > 0 and answer_tokens > 0
+        assert "\\boxed{" in answer and (extracted is not None or not correct)
