@@ -211,3 +211,23 @@ def test_profile_command_writes_profile_and_recipe(
     assert missing.exit_code == 2
     assert "nope.txt: no such file" in " ".join(missing.output.split())
     assert "Loading weights" not in missing.output  # the data file is checked before the model loads
+
+
+def test_modules_pattern_matches_exactly_the_chosen_modules(tiny_qwen35_moe_dir: Path) -> None:
+    import re
+
+    from quantscope.profile.search import modules_pattern
+
+    anatomy = load_anatomy(tiny_qwen35_moe_dir)
+    modules = {t.module for t in anatomy.tensors if t.is_linear_weight}
+    cases = [
+        {m for m in modules if ".linear_attn." in m and ".layers.2." in m},
+        {m for m in modules if ".experts." in m and (".layers.0." in m or ".layers.3." in m)},
+        {m for m in modules if ".shared_expert." in m},
+        {"lm_head", "model.layers.1.mlp.experts.2.up_proj"},
+    ]
+    for wanted in cases:
+        pattern = modules_pattern(anatomy, sorted(wanted))
+        assert {m for m in modules if re.search(pattern, m)} == wanted, pattern
+    compact = modules_pattern(anatomy, sorted(cases[2]))
+    assert r"\d+" in compact and len(compact) < 150  # every layer: the index collapses

@@ -300,12 +300,16 @@ def modules_pattern(anatomy: Anatomy, modules: Sequence[str]) -> str:
         template, layer = _template(tensor.module)
         if template in templates:
             everywhere.setdefault(template, set()).add(layer)
-    parts = []
+    leaves: dict[str, list[str]] = {}
     for template, layers in sorted(templates.items()):
-        layer_re = (
-            r"\d+" if layers == everywhere[template] else "(?:" + "|".join(sorted(layers, key=_num)) + ")"
-        )
-        parts.append(template.replace("<L>", layer_re))
+        chosen = "(?:" + "|".join(sorted(layers, key=_num)) + ")"
+        layer_re = r"\d+" if layers == everywhere[template] else chosen
+        prefix, dot, leaf = template.replace("<L>", layer_re).rpartition(r"\.")
+        leaves.setdefault(prefix + dot, []).append(leaf)
+    parts = [
+        prefix + (names[0] if len(names) == 1 else f"(?:{'|'.join(names)})")
+        for prefix, names in leaves.items()
+    ]
     pattern = "^(?:" + "|".join(parts) + ")$"
     compiled = re.compile(pattern)
     matched = {t.module for t in anatomy.tensors if compiled.match(t.module)}
