@@ -129,7 +129,7 @@ def profile(
         Path | None, typer.Option(help="Reuse a saved profile JSON; measure nothing.")
     ] = None,
     validate: Annotated[bool, typer.Option(help="Measure the searched recipe's KL for real.")] = True,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1…")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1…, or auto (shard over all GPUs).")] = "cpu",
     dtype: Annotated[
         str | None, typer.Option(help="float32 (CPU default) or bfloat16 (GPU default).")
     ] = None,

@@ -302,7 +302,8 @@ def modules_pattern(anatomy: Anatomy, modules: Sequence[str]) -> str:
             everywhere.setdefault(template, set()).add(layer)
     leaves: dict[str, list[str]] = {}
     for template, layers in sorted(templates.items()):
-        chosen = "(?:" + "|".join(sorted(layers, key=_num)) + ")"
+        ordered = sorted(layers, key=_num)
+        chosen = ordered[0] if len(ordered) == 1 else "(?:" + "|".join(ordered) + ")"
         layer_re = r"\d+" if layers == everywhere[template] else chosen
         prefix, dot, leaf = template.replace("<L>", layer_re).rpartition(r"\.")
         leaves.setdefault(prefix + dot, []).append(leaf)

@@ -36,7 +36,7 @@ from quantscope.profile.fakequant import (
 )
 
 PROFILE_VERSION = 1
-_LOGIT_CHUNK_ELEMENTS = 1 << 24  # positions x vocab per logits chunk (64 MB in float32)
+_LOGIT_CHUNK_ELEMENTS = 1 << 24  # positions x vocab per logits chunk (128 MB in float64)
 
 Progress = Callable[[str, int, int], None]
 
@@ -435,8 +435,10 @@ class KLMeter:
         for start in range(0, n * t, chunk):
             # float64: per-token KLs of 1e-6 are differences of nearly equal log-probabilities.
             window = slice(start, start + chunk)
-            ref_logits = torch.nn.functional.linear(flat_ref[window], ref_weight, bias).double()
-            var_logits = self.head(flat_var[window]).double()
+            head_device = ref_weight.device  # a sharded model's head may sit on another GPU
+            ref_hidden, var_hidden = flat_ref[window].to(head_device), flat_var[window].to(head_device)
+            ref_logits = torch.nn.functional.linear(ref_hidden, ref_weight, bias).double()
+            var_logits = self.head(var_hidden).double()
             ref_logp = torch.log_softmax(ref_logits, dim=-1)
             var_logp = torch.log_softmax(var_logits, dim=-1)
             kl[start : start + chunk] = (ref_logp.exp() * (ref_logp - var_logp)).sum(-1).clamp(min=0).cpu()
@@ -456,8 +458,11 @@ class KLMeter:
 def load_causal_lm(source: str | Path, device: str = "cpu", dtype: str | None = None) -> tuple[Any, Any]:
     """Load `(model, tokenizer)` with transformers (no remote code) for profiling.
 
-    `dtype` "float32" / "bfloat16" / "float16"; default float32 on CPU (bf16 matmuls are slow
-    there) and bfloat16 elsewhere. Quantization still rounds from the checkpoint's own dtype.
+    `device` "cpu", "cuda", "cuda:1"…, or "auto" to shard a model too big for one GPU across all
+    visible GPUs (accelerate's device map; CPU/disk offload is refused, since offloaded weights
+    cannot be fake-quantized in place). `dtype` "float32" / "bfloat16" / "float16"; default
+    float32 on CPU (bf16 matmuls are slow there) and bfloat16 elsewhere. Quantization still
+    rounds from the checkpoint's own dtype.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -465,12 +470,21 @@ def load_causal_lm(source: str | Path, device: str = "cpu", dtype: str | None = 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(name)
     if torch_dtype is None:
         raise QuantscopeError(f"--dtype {name!r}: use float32, bfloat16 or float16")
+    placement = {"device_map": "auto"} if device == "auto" else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, **placement)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, ImportError) as error:
         raise QuantscopeError(f"{source}: cannot load the model with transformers ({error})") from None
-    return model.to(device).eval(), tokenizer
+    if device != "auto":
+        model = model.to(device)
+    offloaded = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise QuantscopeError(
+            f"{source}: --device auto offloaded {offloaded[0]} (and {len(offloaded) - 1} more) off the GPUs; "
+            "profile on more GPU memory or on --device cpu"
+        )
+    return model.eval(), tokenizer
 
 
 def unit_targets(
