@@ -249,7 +249,7 @@ def choices_to_recipe(
         whole, partial = _whole_groups(profile, unit_names)
         modules = [_module(t) for u in partial for t in by_unit[u].tensors]
         if scheme == "bf16":
-            keep_groups += whole
+            keep_groups += _split_groups(whole)
             keep_modules += modules
         else:
             modules += [_module(t) for g in whole for u in profile.units if u.group == g for t in u.tensors]
@@ -275,12 +275,12 @@ def _module(tensor_name: str) -> str:
 
 
 def _whole_groups(profile: SensitivityProfile, unit_names: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split chosen units into groups chosen entirely and units of partially chosen groups."""
+    """Split chosen units into unit groups chosen entirely and units of partially chosen groups."""
     chosen = set(unit_names)
     groups = dict.fromkeys(u.group for u in profile.units if u.name in chosen)
     whole = [g for g in groups if all(u.name in chosen for u in profile.units if u.group == g)]
     partial = [u.name for u in profile.units if u.name in chosen and u.group not in whole]
-    return [part for g in whole for part in g.split("+")], partial
+    return whole, partial
 
 
 def modules_pattern(anatomy: Anatomy, modules: Sequence[str]) -> str:
