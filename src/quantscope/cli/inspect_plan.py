@@ -41,9 +41,12 @@ def inspect(
         return
     console.print(
         f"[bold]{anatomy.source}[/]  model_type={anatomy.model_type}  tensors={len(anatomy.tensors)}  "
-        f"params={anatomy.total_params / 1e9:.3f} B  size={format_size(anatomy.total_bytes)}  "
+        f"params={_count(anatomy.total_params)}  size={format_size(anatomy.total_bytes)}  "
         f"fused sets={len(anatomy.fused_sets)}"
     )
+    layers = _layer_summary(anatomy)
+    if layers:
+        console.print(layers, highlight=False)
     console.print(_groups_table(anatomy))
     if tensors:
         console.print(_tensors_table(anatomy))
@@ -51,6 +54,22 @@ def inspect(
         console.print(f"[yellow]{len(anatomy.unknown)} tensors match no group (counted under 'other'):[/]")
         for tensor in anatomy.unknown[:50]:
             console.print(f"  {tensor.name}  {tensor.dtype} {list(tensor.shape)}", highlight=False)
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _layer_summary(anatomy: Anatomy) -> str:
+    text = anatomy.config.get("text_config", anatomy.config)
+    kinds = text.get("layer_types") if isinstance(text, dict) else None
+    if not isinstance(kinds, list) or not kinds:
+        return ""
+    counts = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
+    return f"{len(kinds)} layers: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
 
 def _groups_table(anatomy: Anatomy) -> Table:
@@ -124,7 +143,9 @@ def plan(
     console.print(_plan_table(anatomy, recipes, footprints, budget_bytes))
 
 
-def _kept_summary(footprint: Footprint) -> str:
+def _kept_summary(recipe: Recipe, footprint: Footprint) -> str:
+    if not recipe.format.is_quantized:
+        return "all (unquantized)"
     kept = [(g, b) for g, b in footprint.kept_bytes_by_group.items() if b]
     return ", ".join(f"{group} {format_size(nbytes)}" for group, nbytes in kept) or "-"
 
@@ -141,7 +162,7 @@ def _plan_table(
             recipe.scheme,
             format_size(footprint.total_bytes),
             f"{footprint.ratio:.1%}",
-            _kept_summary(footprint),
+            _kept_summary(recipe, footprint),
         ]
         if budget is not None:
             row.append("[green]yes[/]" if footprint.fits(budget) else "[red]no[/]")
