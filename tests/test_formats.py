@@ -124,6 +124,34 @@ def odd_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_qwen3_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3-MoE (4 experts, router): the MoE architecture AutoRound 0.16 exports on CPU."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    from tests.tiny_models import save_char_tokenizer
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(
+        vocab_size=256,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=64,
+        num_experts=4,
+        num_experts_per_tok=2,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+    path = tmp_path_factory.mktemp("qwen3_moe")
+    Qwen3MoeForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
+    save_char_tokenizer(path)
+    return path
+
+
 def _autoround_export(source: Path, out: Path, scheme: str, export_format: str, layer_config: dict) -> Path:
     from auto_round import AutoRound
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -150,6 +178,8 @@ _CASES = [
     pytest.param("tiny_qwen3_dir", "w4a16", id="qwen3-w4a16"),
     pytest.param("odd_qwen3_dir", "w4a16", id="odd-w4a16"),
     pytest.param("odd_qwen3_dir", "nvfp4", id="odd-nvfp4"),
+    pytest.param("tiny_qwen3_moe_dir", "w4a16", id="qwen3moe-w4a16"),
+    pytest.param("tiny_qwen3_moe_dir", "nvfp4", marks=pytest.mark.slow, id="qwen3moe-nvfp4"),
     pytest.param("odd_qwen3_dir", "mxfp4", marks=pytest.mark.slow, id="odd-mxfp4"),
     pytest.param("odd_qwen3_dir", "fp8", marks=pytest.mark.slow, id="odd-fp8"),
     pytest.param("odd_qwen3_dir", "fp8-block", marks=pytest.mark.slow, id="odd-fp8-block"),
