@@ -407,7 +407,7 @@ def build_anatomy(
     Tensor names differ mostly by layer and expert index, so each name *shape* (indices replaced)
     is classified once; a 400B MoE's ~95k tensors collapse to about a hundred shapes.
     """
-    num_layers = _mtp_in_stack_from(config)
+    first_mtp_layer = _mtp_in_stack_from(config)
     rules: dict[str, tuple[str, bool, bool]] = {}
     tensors = []
     for name, dtype, shape, nbytes in headers:
@@ -416,7 +416,11 @@ def build_anatomy(
         if rule is None:
             rule = rules[key] = (classify_tensor(key, {}), *_linear_name_rule(key))
         group = rule[0]
-        if num_layers is not None and group not in ("vision", "mtp") and _beyond_stack(name, num_layers):
+        if (
+            first_mtp_layer is not None
+            and group not in ("vision", "mtp")
+            and _beyond_stack(name, first_mtp_layer)
+        ):
             group = "mtp"
         linear = _is_linear(dtype, len(shape), group, rule[1], rule[2])
         tensors.append(TensorInfo(name, shape, dtype, group, nbytes, linear))

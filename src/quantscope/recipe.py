@@ -313,9 +313,15 @@ def _wanted_schemes(modules: Mapping[str, TensorInfo], recipe: Recipe, source: s
 
 def _check_fused_sets(anatomy: Anatomy, wanted: Mapping[str, str], recipe: Recipe) -> None:
     for fused in anatomy.fused_sets:
-        schemes = {wanted[member] for member in fused.members if member in wanted}
-        if len(schemes) > 1:
-            detail = ", ".join(f"{m.rsplit('.', 1)[-1]}={wanted[m]}" for m in fused.members[:6])
+        parent = fused.name.rpartition(".")[0] + "."
+        by_scheme: dict[str, list[str]] = {}
+        for member in fused.members:
+            by_scheme.setdefault(wanted[member], []).append(member.removeprefix(parent))
+        if len(by_scheme) > 1:
+            detail = "; ".join(
+                f"{scheme}: {', '.join(names[:2])}{f' +{len(names) - 2} more' if len(names) > 2 else ''}"
+                for scheme, names in by_scheme.items()
+            )
             raise QuantscopeError(
                 f"recipe {recipe.name!r} splits the fused set {fused.name} ({detail}): vLLM loads it as one "
                 "layer with one scheme; keep or override all of its members together"
