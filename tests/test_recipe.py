@@ -270,3 +270,22 @@ def test_format_size():
 
 def test_groups_are_the_contract():
     assert GROUPS[0] == "embed" and GROUPS[-1] == "other" and len(GROUPS) == 13
+
+
+def test_fp8_source_checkpoint_plans_from_logical_shapes(tmp_path: Path):
+    # Official FP8 checkpoints store F8_E4M3 weights plus block scales (`weight_scale_inv`).
+    directory = tmp_path / "fp8"
+    directory.mkdir()
+    entries = [
+        ("model.layers.0.mlp.down_proj.weight", (128, 256)),
+        ("model.layers.0.mlp.down_proj.weight_scale_inv", (1, 2)),
+    ]
+    write_header_only_shard(directory / "model.safetensors", entries[:1], dtype="F8_E4M3", itemsize=1)
+    write_header_only_shard(directory / "scales.safetensors", entries[1:], dtype="F32", itemsize=4)
+    (directory / "config.json").write_text(json.dumps({"model_type": "qwen3", "num_hidden_layers": 1}))
+    anatomy = load_anatomy(directory)
+    assert anatomy.total_bytes == 128 * 256 + 2 * 4
+    # Unquantized means dequantized to 16-bit; the source's scales are not carried over.
+    assert predict_footprint(anatomy, PRESETS["bf16"]).total_bytes == 128 * 256 * 2
+    w4 = predict_footprint(anatomy, PRESETS["w4a16"]).total_bytes
+    assert w4 == stored_bytes((128, 256), get_format("w4a16"))

@@ -123,7 +123,10 @@ def _anatomy_json(anatomy: Anatomy, with_tensors: bool) -> dict[str, object]:
 def plan(
     model: ModelArg,
     budget: Annotated[
-        str | None, typer.Option(help="GPU memory for the weights, e.g. 24GB (10^9 B), 24GiB (2^30 B), 80e9.")
+        str | None,
+        typer.Option(
+            help="GPU memory for the weights (KV cache not included): 24GB (10^9 B), 24GiB (2^30 B), 80e9."
+        ),
     ] = None,
     recipe: Annotated[
         list[Path] | None,
