@@ -1,0 +1,142 @@
+"""`quantscope quantize` and `quantscope verify`: AutoRound from a recipe, then a checked export."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from quantscope.cli.app import app, console, err_console, friendly_errors
+from quantscope.recipe import format_size
+
+_FORMAT_HELP = (
+    "AutoRound export format: auto_round (INT / FP8, vLLM 'auto-round'), llm_compressor "
+    "(compressed-tensors; the vLLM-native route for NVFP4 / MXFP4), auto_gptq (INT only). "
+    "Default: the scheme's vLLM default."
+)
+_DATASET_HELP = (
+    "Calibration text: a .txt/.md file (paragraphs), a .jsonl/.json file ('text', 'messages' or "
+    "'prompt'+'completion'), a Hugging Face dataset id, or 'toy'. Required for any model but the "
+    "bundled toy model; nothing is downloaded by default."
+)
+
+
+@app.command()
+@friendly_errors
+def quantize(
+    model: Annotated[str, typer.Argument(help="Source checkpoint: a local directory or a hub model id.")],
+    recipe: Annotated[
+        str, typer.Option("--recipe", "-r", help="Preset name (see `quantscope plan`) or recipe YAML.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory (must not exist, see --overwrite).")
+    ],
+    iters: Annotated[int, typer.Option(help="AutoRound tuning steps per block; 0 = RTN (fast).")] = 200,
+    nsamples: Annotated[int, typer.Option(help="Calibration windows.")] = 128,
+    seqlen: Annotated[int, typer.Option(help="Tokens per calibration window.")] = 2048,
+    dataset: Annotated[str | None, typer.Option(help=_DATASET_HELP)] = None,
+    split: Annotated[str, typer.Option(help="Split of a Hugging Face dataset.")] = "train",
+    text_field: Annotated[
+        str | None, typer.Option(help="Record field holding the text (JSONL / datasets).")
+    ] = None,
+    export_format: Annotated[str | None, typer.Option("--format", help=_FORMAT_HELP)] = None,
+    device: Annotated[str, typer.Option(help="AutoRound device map: cpu, cuda, cuda:0, auto …")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed for AutoRound and the calibration shuffle.")] = 42,
+    verify: Annotated[bool, typer.Option(help="Load, generate and measure KL before publishing.")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing quantscope checkpoint at --out.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and report as JSON.")] = False,
+) -> None:
+    """Quantize MODEL with AutoRound following a recipe; write a verified checkpoint to --out."""
+    from quantscope.quantize import QuantizeOptions
+    from quantscope.quantize import quantize as run_quantize
+
+    options = QuantizeOptions(
+        iters=iters,
+        nsamples=nsamples,
+        seqlen=seqlen,
+        dataset=dataset,
+        split=split,
+        text_field=text_field,
+        export_format=export_format,
+        device=device,
+        seed=seed,
+        verify=verify,
+        overwrite=overwrite,
+    )
+    result = run_quantize(model, recipe, out, options, progress=_stage_printer())
+    if as_json:
+        data = {
+            "manifest": result.manifest.to_dict(),
+            "report": asdict(result.report) if result.report else None,
+        }
+        data["manifest"].pop("probe")
+        console.print_json(json.dumps(data))
+        return
+    manifest = result.manifest
+    console.print(
+        f"[bold green]wrote[/] {result.directory}  recipe={manifest.recipe['name']}  "
+        f"format={manifest.export_format}  "
+        f"kept 16-bit={len(manifest.kept)}/{len(manifest.assignment)} linear modules  "
+        f"time={manifest.wall_seconds:.1f}s  peak RSS={format_size(manifest.peak_rss_bytes)}",
+        highlight=False,
+    )
+    if result.report:
+        console.print(_report_table(result.report))
+
+
+@app.command()
+@friendly_errors
+def verify(
+    directory: Annotated[Path, typer.Argument(help="A checkpoint written by `quantscope quantize`.")],
+    source: Annotated[
+        str | None, typer.Option(help="Source model for the KL check (default: the manifest's).")
+    ] = None,
+    load: Annotated[
+        bool, typer.Option(help="Also load, generate and measure KL (else headers only).")
+    ] = True,
+    device: Annotated[str, typer.Option(help="Device to load the models on.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a quantized checkpoint: kept layers, fused sets, size, loading, KL; exit 1 on failure."""
+    from quantscope.quantize import verify as run_verify
+
+    report = run_verify(directory, source=source, load=load, device=device, progress=_stage_printer())
+    if as_json:
+        console.print_json(json.dumps(asdict(report)))
+    else:
+        console.print(_report_table(report))
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _stage_printer():
+    started = time.monotonic()
+
+    def show(stage: str) -> None:
+        err_console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {stage} …", highlight=False)
+
+    return show
+
+
+def _report_table(report) -> Table:
+    verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
+    table = Table("check", "result", "detail", title=f"{verdict} {report.directory}", title_justify="left")
+    for check in report.checks:
+        mark = "[yellow]skip[/]" if check.skipped else ("[green]ok[/]" if check.ok else "[red]FAIL[/]")
+        table.add_row(check.name, mark, check.detail)
+    sizes = f"tensors {format_size(report.tensor_bytes)}, files {format_size(report.file_bytes)}"
+    table.add_row(
+        "size", "", f"{sizes}; predicted {format_size(report.predicted_bytes)} ({report.size_error:+.3%})"
+    )
+    if report.sample:
+        table.add_row("sample", "", repr(report.sample))
+    for warning in report.warnings:
+        table.add_row("note", "", warning)
+    return table

@@ -1,0 +1,291 @@
+"""Quantize a checkpoint with AutoRound from a recipe, export it for vLLM, and verify it.
+
+`quantize(model, recipe, out, options)` resolves the recipe against the checkpoint's anatomy,
+runs AutoRound block by block (so the model need not fit on the accelerator), normalises the
+export to exactly `out`, writes the `quantscope.json` manifest and verifies the result before the
+directory gets its final name: an interrupted or failed run leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from quantscope.anatomy import Anatomy, load_anatomy
+from quantscope.errors import QuantscopeError
+from quantscope.quantize.autoround import (
+    AutoRoundPlan,
+    RunSettings,
+    plan_autoround,
+    run_autoround,
+    transformers_load_problem,
+)
+from quantscope.quantize.calibration import (
+    CalibrationSet,
+    CalibrationSource,
+    build_calibration,
+    load_documents,
+)
+from quantscope.quantize.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    directory_files,
+    peak_rss_bytes,
+    read_manifest,
+    source_config_sha256,
+    tool_versions,
+    write_manifest,
+)
+from quantscope.quantize.verify import VerifyReport, check_loading, load_model, next_token_logprobs, verify
+from quantscope.recipe import Recipe, load_recipe, predict_footprint
+
+__all__ = [
+    "Manifest",
+    "QuantizeOptions",
+    "QuantizeResult",
+    "VerifyReport",
+    "plan_autoround",
+    "quantize",
+    "read_manifest",
+    "verify",
+]
+
+Progress = Callable[[str], None]
+_PARTIAL = ".partial-"
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Settings of one quantization run; defaults are AutoRound's, except the data (none by default).
+
+    `iters`: AutoRound tuning steps per block (0 = RTN, the fast path). `nsamples` × `seqlen`:
+    calibration windows × tokens. `dataset`: see `calibration.load_documents` (None = the toy
+    task's text for the toy model, an error otherwise). `export_format`: AutoRound `format=`
+    (None = the scheme's vLLM default). `kl_samples` windows of at most `kl_tokens` tokens are
+    kept in the manifest for the KL check. `overwrite` replaces an existing quantscope checkpoint.
+    """
+
+    iters: int = 200
+    nsamples: int = 128
+    seqlen: int = 2048
+    dataset: CalibrationSource = None
+    split: str = "train"
+    text_field: str | None = None
+    export_format: str | None = None
+    batch_size: int = 8
+    seed: int = 42
+    device: str = "cpu"
+    kl_samples: int = 4
+    kl_tokens: int = 128
+    verify: bool = True
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """A finished checkpoint: its directory, manifest and verification report (None if skipped)."""
+
+    directory: Path
+    manifest: Manifest
+    report: VerifyReport | None = field(default=None)
+
+
+def quantize(
+    model: str | Path,
+    recipe: str | Path | Recipe,
+    out: str | Path,
+    options: QuantizeOptions | None = None,
+    progress: Progress | None = None,
+) -> QuantizeResult:
+    """Quantize `model` (local dir or hub id) with `recipe` (preset, YAML file or Recipe) into `out`.
+
+    Everything is written to a hidden sibling temp folder and renamed to `out` only after the
+    manifest is written and verification passed. A checkpoint that fails verification is moved to
+    `<out>.rejected` and a QuantscopeError lists the failed checks. Raises QuantscopeError before
+    any heavy work when the recipe cannot be exported in the chosen format, `out` exists (without
+    `overwrite`), or there is no calibration data.
+    """
+    started = time.monotonic()
+    options = options or QuantizeOptions()
+    progress = progress or (lambda _stage: None)
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out).expanduser().resolve()
+    _check_destination(out, options.overwrite)
+    anatomy = load_anatomy(model)
+    if anatomy.is_quantized:
+        raise QuantscopeError(f"{model}: already quantized; quantize from the original 16-bit checkpoint")
+    plan = plan_autoround(anatomy, recipe, options.export_format)
+    problem = transformers_load_problem(plan) if options.verify else None
+    if problem:
+        raise QuantscopeError(f"recipe {recipe.name!r} in format {plan.export_format!r}: {problem}")
+    predicted = predict_footprint(anatomy, recipe).total_bytes
+
+    from transformers import AutoTokenizer
+
+    progress("tokenizing calibration data")
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    calibration = _calibration(tokenizer, model, options)
+    progress("loading the source model")
+    source_model = _load_source(model, options.device)
+    probe = tuple(window[: options.kl_tokens] for window in calibration.windows[: options.kl_samples])
+    reference = next_token_logprobs(source_model, probe) if options.verify else None
+
+    _remove_stale_partials(out)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
+    try:
+        progress("quantizing block by block")
+        checkpoint = _export(source_model, tokenizer, plan, calibration, options, work)
+        del source_model
+        manifest = _manifest(
+            anatomy, recipe, plan, calibration, options, checkpoint, predicted, probe, started
+        )
+        write_manifest(checkpoint, manifest)
+        report = None
+        if options.verify:
+            report = verify(checkpoint, reference=reference, device=options.device, progress=progress)
+            if not report.ok:
+                _reject(checkpoint, out, report)
+        _publish(checkpoint, out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = replace(report, directory=str(out)) if report else None
+    return QuantizeResult(directory=out, manifest=manifest, report=report)
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        raise QuantscopeError(f"{out} already exists; choose another --out or pass --overwrite")
+    if out.is_dir() and ((out / MANIFEST_NAME).is_file() or not any(out.iterdir())):
+        return
+    raise QuantscopeError(f"{out} exists and is not a quantscope checkpoint; refusing to overwrite it")
+
+
+def _calibration(tokenizer: Any, model: str | Path, options: QuantizeOptions) -> CalibrationSet:
+    source, documents = load_documents(
+        options.dataset, model=model, split=options.split, text_field=options.text_field, seed=options.seed
+    )
+    return build_calibration(
+        tokenizer,
+        documents,
+        nsamples=options.nsamples,
+        seqlen=options.seqlen,
+        source=source,
+        shuffle_seed=options.seed,
+    )
+
+
+def _load_source(model: str | Path, device: str) -> Any:
+    loaded, info = load_model(model, device)
+    check, _ = check_loading(info)
+    if not check.ok:
+        raise QuantscopeError(
+            f"{model}: the source model does not load cleanly with transformers: {check.detail}"
+        )
+    return loaded
+
+
+def _export(
+    source_model: Any,
+    tokenizer: Any,
+    plan: AutoRoundPlan,
+    calibration: CalibrationSet,
+    options: QuantizeOptions,
+    work: Path,
+) -> Path:
+    settings = RunSettings(
+        iters=options.iters,
+        nsamples=len(calibration.windows),
+        seqlen=calibration.seqlen,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        device_map=options.device,
+    )
+    exported = run_autoround(
+        source_model, tokenizer, plan, calibration.autoround_samples(), settings, work / "stage"
+    )
+    checkpoint = work / "checkpoint"
+    exported.rename(checkpoint)  # AutoRound's <model>-<scheme> sub-folder becomes exactly --out
+    return checkpoint
+
+
+def _manifest(
+    anatomy: Anatomy,
+    recipe: Recipe,
+    plan: AutoRoundPlan,
+    calibration: CalibrationSet,
+    options: QuantizeOptions,
+    checkpoint: Path,
+    predicted: int,
+    probe: tuple[tuple[int, ...], ...],
+    started: float,
+) -> Manifest:
+    return Manifest(
+        source=anatomy.source,
+        source_config_sha256=source_config_sha256(anatomy.source),
+        model_type=anatomy.model_type,
+        recipe=recipe.to_dict(),
+        export_format=plan.export_format,
+        assignment=dict(sorted(plan.assignment.items())),
+        autoround={
+            "scheme": plan.scheme,
+            "layer_config": dict(plan.layer_config),
+            "quant_lm_head": plan.quant_lm_head,
+            "iters": options.iters,
+            "nsamples": len(calibration.windows),
+            "seqlen": calibration.seqlen,
+            "batch_size": options.batch_size,
+            "seed": options.seed,
+            "device": options.device,
+        },
+        calibration={
+            "source": calibration.source,
+            "windows": len(calibration.windows),
+            "requested": calibration.requested,
+            "seqlen": calibration.seqlen,
+            "sha256": calibration.sha256,
+        },
+        tools=tool_versions(),
+        wall_seconds=round(time.monotonic() - started, 3),
+        peak_rss_bytes=peak_rss_bytes(),
+        predicted_bytes=predicted,
+        tensor_bytes=load_anatomy(checkpoint).total_bytes,
+        files=directory_files(checkpoint),
+        probe=probe,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _reject(checkpoint: Path, out: Path, report: VerifyReport) -> None:
+    rejected = out.with_name(f"{out.name}.rejected")
+    shutil.rmtree(rejected, ignore_errors=True)
+    checkpoint.rename(rejected)
+    failed = "; ".join(f"{check.name}: {check.detail}" for check in report.failures)
+    raise QuantscopeError(f"the export failed verification and was moved to {rejected}: {failed}")
+
+
+def _publish(checkpoint: Path, out: Path, work: Path) -> None:
+    if out.exists():
+        out.rename(work / "previous")  # removed with `work`; only a quantscope checkpoint gets here
+    checkpoint.rename(out)
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete temp folders left by killed runs for the same `out` (their process is gone)."""
+    import psutil
+
+    for path in out.parent.glob(f".{out.name}{_PARTIAL}*"):
+        pid = path.name.removeprefix(f".{out.name}{_PARTIAL}").split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(path)

@@ -1,0 +1,368 @@
+"""Recipe → AutoRound run: the argument mapping (pure, unit-tested) and the run itself.
+
+`plan_autoround` turns a recipe resolved against a checkpoint's anatomy (`recipe.assign_schemes`)
+into AutoRound 0.16 arguments: the recipe's main scheme, and one exact `layer_config` entry for
+every linear module stored in another format (16-bit or an override). Entries are complete
+(16-bit: `bits`, `act_bits`, `data_type`, `act_data_type`): AutoRound fills missing keys from the
+main scheme, so a bare `{"bits": 16}` under NVFP4 becomes `nv_fp` at 16 bits and fails with
+"No quantization function found for dtype=nv_fp, bits=16".
+
+`hybrid_attention_masks` fixes AutoRound on hybrid linear/full-attention stacks (Qwen3.5,
+Qwen3-Next); see its docstring for the root cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantscope.anatomy import Anatomy, TensorInfo
+from quantscope.errors import QuantscopeError
+from quantscope.formats import Format, get_format
+from quantscope.recipe import Recipe, assign_schemes
+
+# Export formats (AutoRound `format=` values) per weight family, the default first. "auto_round"
+# is AutoRound's own layout (vLLM: quant_method "auto-round", INC loader); "llm_compressor" is
+# compressed-tensors. Every route here loads in transformers, so `verify` can check it:
+# - nvfp4 defaults to auto_round: transformers (<= 5.19) drops the per-expert
+#   `weight_global_scale` when it merges compressed-tensors NVFP4 experts (weights ~1e4x off);
+# - fp8 (per-channel) has no llm_compressor route: AutoRound 0.16.1 leaves lm_head out of the
+#   compressed-tensors `ignore` list, so loaders build it as FP8 without scales (NaN logits);
+# - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`).
+EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
+    "int": ("auto_round", "llm_compressor"),
+    "nvfp4": ("auto_round", "llm_compressor"),
+    "mxfp4": ("llm_compressor", "auto_round"),
+    "fp8": ("auto_round",),
+    "fp8_block": ("llm_compressor", "auto_round"),
+}
+
+# A complete 16-bit layer_config entry (see the module docstring for why every key is needed).
+KEEP_16BIT: Mapping[str, Any] = {"bits": 16, "act_bits": 16, "data_type": "float", "act_data_type": "float"}
+
+# transformers v5 stores a Qwen-style MoE layer's experts as two 3-D parameters; AutoRound splits
+# them into per-expert linears (`experts.{i}.gate_proj/up_proj/down_proj`) and exports those names.
+_FUSED_EXPERTS = {"gate_up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}
+
+
+@dataclass(frozen=True)
+class AutoRoundPlan:
+    """Everything AutoRound needs from a recipe, in AutoRound's terms.
+
+    `scheme`: a preset name ("W4A16", "NVFP4", …) or a scheme dict for integer variants.
+    `layer_config`: exported module name -> AutoRound layer config, for every linear module not
+    stored in the main scheme. `assignment`: every exported linear module -> quantscope format name.
+    `export_format`: the AutoRound `format=` value.
+    """
+
+    recipe: str
+    main_format: str
+    scheme: str | Mapping[str, Any]
+    layer_config: Mapping[str, Any]
+    quant_lm_head: bool
+    export_format: str
+    assignment: Mapping[str, str] = field(repr=False)
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """Exported linear modules the recipe leaves in 16-bit, sorted."""
+        return tuple(
+            sorted(name for name, fmt in self.assignment.items() if not get_format(fmt).is_quantized)
+        )
+
+
+def export_module_names(tensor: TensorInfo) -> tuple[str, ...]:
+    """The module names AutoRound exports for one checkpoint linear weight.
+
+    The identity, except for fused 3-D experts (`…experts.gate_up_proj` `[E, 2I, H]`), which are
+    exported per expert (`…experts.{i}.gate_proj` and `…experts.{i}.up_proj` for i < E).
+    """
+    module = tensor.module
+    parent, _, leaf = module.rpartition(".")
+    if len(tensor.shape) == 3 and parent.endswith(".experts") and leaf in _FUSED_EXPERTS:
+        return tuple(f"{parent}.{i}.{part}" for i in range(tensor.shape[0]) for part in _FUSED_EXPERTS[leaf])
+    return (module,)
+
+
+def exported_assignment(anatomy: Anatomy, assignment: Mapping[str, str]) -> dict[str, str]:
+    """`assign_schemes` output re-keyed by exported module name (fused experts split per expert)."""
+    weights = {tensor.module: tensor for tensor in anatomy.tensors if tensor.is_linear_weight}
+    exported: dict[str, str] = {}
+    for module, fmt in assignment.items():
+        for name in export_module_names(weights[module]):
+            exported[name] = fmt
+    return exported
+
+
+def layer_config_entry(fmt: Format) -> Any:
+    """The AutoRound layer_config value storing one module in `fmt`."""
+    if not fmt.is_quantized:
+        return dict(KEEP_16BIT)
+    if fmt.data_type == "int":
+        return {
+            "bits": fmt.weight_bits,
+            "group_size": fmt.group_size,
+            "sym": fmt.sym,
+            "data_type": "int",
+            "act_bits": 16,
+        }
+    return fmt.autoround_scheme
+
+
+def autoround_scheme(fmt: Format) -> str | dict[str, Any]:
+    """The AutoRound `scheme=` value for a recipe's main format; raises for 16-bit formats."""
+    if not fmt.is_quantized or fmt.autoround_scheme is None:
+        raise QuantscopeError(
+            f"scheme {fmt.name!r} quantizes nothing: there is no AutoRound run to do; "
+            "use the source checkpoint as the 16-bit variant"
+        )
+    if fmt.data_type == "int" and (fmt.group_size != 128 or not fmt.sym):
+        return layer_config_entry(fmt)
+    return fmt.autoround_scheme
+
+
+def format_family(fmt: Format) -> str:
+    """The export family of a quantized format: "int", "nvfp4", "mxfp4", "fp8" or "fp8_block"."""
+    return "fp8_block" if fmt.data_type == "fp8" and fmt.block else fmt.data_type
+
+
+def choose_export_format(formats: Sequence[Format], requested: str | None) -> str:
+    """The AutoRound export format for a set of stored formats, checking it can hold all of them.
+
+    `requested` None picks the main (first) format's default. Raises QuantscopeError naming the
+    scheme and the export formats that would work.
+    """
+    quantized = [fmt for fmt in formats if fmt.is_quantized]
+    chosen = requested or EXPORT_FORMATS[format_family(quantized[0])][0]
+    for fmt in quantized:
+        allowed = EXPORT_FORMATS.get(format_family(fmt), ())
+        if chosen not in allowed:
+            raise QuantscopeError(
+                f"scheme {fmt.name!r} cannot be exported in format {chosen!r}; "
+                f"use --format {' or '.join(allowed) or '(none available)'}"
+            )
+    return chosen
+
+
+def transformers_load_problem(plan: AutoRoundPlan) -> str | None:
+    """Why transformers would load this export wrongly (so it cannot be verified), or None."""
+    nvfp4_experts = any(
+        ".experts." in module and format_family(get_format(fmt)) == "nvfp4"
+        for module, fmt in plan.assignment.items()
+    )
+    if nvfp4_experts and plan.export_format == "llm_compressor":
+        return (
+            "transformers drops the per-expert NVFP4 global scales of compressed-tensors MoE checkpoints, "
+            "so this export cannot be verified; use --format auto_round (or --no-verify: export unchecked)"
+        )
+    if any(format_family(get_format(fmt)) == "fp8_block" for fmt in plan.assignment.values()):
+        return (
+            "transformers cannot load FP8 block-scaled exports (auto_round: its AutoRoundConfig rejects a "
+            "2-D group_size; llm_compressor: compressed-tensors fails to dequantize block scales), so this "
+            "export cannot be verified here; pass --no-verify and check it on vLLM"
+        )
+    return None
+
+
+def plan_autoround(anatomy: Anatomy, recipe: Recipe, export_format: str | None = None) -> AutoRoundPlan:
+    """Resolve `recipe` on `anatomy` and express it as AutoRound arguments.
+
+    Every exported linear module whose format differs from the recipe's main scheme gets an exact
+    `layer_config` entry (so the kept-16-bit set is exactly the recipe's, never a substring match).
+    The lm_head is quantized only when the recipe's resolution says so.
+    """
+    main = recipe.format
+    scheme = autoround_scheme(main)
+    assignment = exported_assignment(anatomy, assign_schemes(anatomy, recipe))
+    formats = [main, *(get_format(name) for name in sorted(set(assignment.values())))]
+    chosen = choose_export_format(formats, export_format)
+    lm_heads = {t.module for t in anatomy.tensors if t.group == "lm_head"}
+    layer_config: dict[str, Any] = {}
+    quant_lm_head = False
+    for module, fmt_name in assignment.items():
+        fmt = get_format(fmt_name)
+        if module in lm_heads:
+            quant_lm_head = fmt.is_quantized
+            if not quant_lm_head:
+                continue  # AutoRound leaves lm_head alone unless asked; an entry would switch it on
+        if fmt.name != main.name:
+            layer_config[module] = layer_config_entry(fmt)
+    return AutoRoundPlan(
+        recipe=recipe.name,
+        main_format=main.name,
+        scheme=scheme,
+        layer_config=layer_config,
+        quant_lm_head=quant_lm_head,
+        export_format=chosen,
+        assignment=assignment,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hybrid linear / full attention
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_full_attention_layer(module: Any) -> bool:
+    return getattr(module, "self_attn", None) is not None and getattr(module, "linear_attn", None) is None
+
+
+def _rebuild_causal_mask(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    import torch
+    from transformers.masking_utils import create_causal_mask
+
+    mask = kwargs.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2:
+        return None
+    hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+    kwargs["attention_mask"] = create_causal_mask(
+        config=module.self_attn.config, inputs_embeds=hidden, attention_mask=mask, past_key_values=None
+    )
+    return args, kwargs
+
+
+def is_hybrid_attention(model: Any) -> bool:
+    """True for models mixing linear-attention and full-attention decoder layers (Qwen3.5, Qwen3-Next)."""
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    return {"linear_attention", "full_attention"} <= layer_types
+
+
+@contextlib.contextmanager
+def hybrid_attention_masks(model: Any) -> Iterator[int]:
+    """Give every full-attention layer a causal mask while AutoRound replays cached block inputs.
+
+    Root cause: AutoRound caches the keyword inputs of the *first* decoder block only and replays
+    them to every block. Qwen3.5's model forward builds two masks (`causal_mask_mapping`): a 4-D
+    causal mask for full-attention layers and the raw 2-D padding mask for linear-attention (Gated
+    DeltaNet) layers. Block 0 is linear attention, so the cached `attention_mask` is the 2-D
+    integer padding mask, and the first full-attention block hands it to SDPA ("Expected attn_mask
+    dtype to be bool or float … got long int"). With user data AutoRound always passes a padding
+    mask (it zeroes the last position so the mask is never all ones), so this hits every run
+    that does not use its default hub dataset.
+
+    The fix: a forward pre-hook on each full-attention decoder layer that turns a 2-D mask into
+    the layer's causal mask with transformers' own `create_causal_mask`, exactly what the model
+    forward would have passed. A normal forward never hands a 2-D mask to a decoder layer, so
+    the hook is a no-op outside the replay. Yields the number of hooked layers; removes the hooks
+    on exit. Models without hybrid attention get no hooks.
+    """
+    handles = []
+    if is_hybrid_attention(model):
+        for module in model.modules():
+            if _is_full_attention_layer(module) and hasattr(module, "mlp"):
+                handles.append(module.register_forward_pre_hook(_rebuild_causal_mask, with_kwargs=True))
+    try:
+        yield len(handles)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running AutoRound
+# ---------------------------------------------------------------------------------------------
+
+
+def runtime_layer_config(plan: AutoRoundPlan, model: Any) -> dict[str, Any]:
+    """`plan.layer_config` without entries for modules AutoRound cannot quantize anyway.
+
+    A name that resolves to a module which is not `torch.nn.Linear` (e.g. Qwen3.5's MoE router,
+    a custom `TopKRouter` that stays 16-bit) would only make AutoRound warn; names that do not
+    resolve yet (per-expert linears AutoRound creates when it splits fused experts) are kept.
+    """
+    import torch
+
+    kept: dict[str, Any] = {}
+    for name, entry in plan.layer_config.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            kept[name] = entry
+            continue
+        if isinstance(module, torch.nn.Linear):
+            kept[name] = entry
+    return kept
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """AutoRound tuning settings: `iters` (0 = RTN), calibration `nsamples` × `seqlen` tokens."""
+
+    iters: int = 200
+    nsamples: int = 128
+    seqlen: int = 2048
+    batch_size: int = 8
+    seed: int = 42
+    device_map: str = "cpu"
+    low_gpu_mem_usage: bool = False
+
+
+def run_autoround(
+    model: Any,
+    tokenizer: Any,
+    plan: AutoRoundPlan,
+    samples: Sequence[Any],
+    settings: RunSettings,
+    stage_dir: Path,
+) -> Path:
+    """Quantize `model` in place with AutoRound and export it under `stage_dir`.
+
+    `samples` are AutoRound dataset items (here: dicts with `input_ids` `[1, seqlen]`). Returns the
+    folder AutoRound wrote (it names a sub-folder after the model and scheme). AutoRound errors
+    are re-raised as QuantscopeError with the recipe named.
+    """
+    from auto_round import AutoRound
+
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with hybrid_attention_masks(model):
+        try:
+            rounder = AutoRound(
+                model,
+                tokenizer,
+                scheme=_as_plain(plan.scheme),
+                layer_config=runtime_layer_config(plan, model),
+                quant_lm_head=plan.quant_lm_head,
+                dataset=list(samples),
+                iters=settings.iters,
+                nsamples=settings.nsamples,
+                seqlen=settings.seqlen,
+                batch_size=min(settings.batch_size, max(1, len(samples))),
+                seed=settings.seed,
+                device_map=settings.device_map,
+                low_gpu_mem_usage=settings.low_gpu_mem_usage,
+            )
+            rounder.quantize_and_save(str(stage_dir), format=plan.export_format)
+        except (ValueError, RuntimeError, NotImplementedError) as error:
+            raise QuantscopeError(f"AutoRound failed on recipe {plan.recipe!r}: {error}") from error
+    return find_export_dir(stage_dir)
+
+
+def _as_plain(scheme: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    return scheme if isinstance(scheme, str) else dict(scheme)
+
+
+def find_export_dir(stage_dir: Path) -> Path:
+    """The folder holding AutoRound's export: `stage_dir` itself or its one sub-folder with a config."""
+    if (stage_dir / "config.json").is_file():
+        return stage_dir
+    found = [path.parent for path in sorted(stage_dir.glob("*/config.json"))]
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise QuantscopeError(
+            f"{stage_dir}: expected one exported model folder from AutoRound, found {names}"
+        )
+    return found[0]
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def stage_name(source: str) -> str:
+    """A filesystem-safe name for a source model (used for temp folders)."""
+    return _SAFE_NAME.sub("_", Path(source).name or "model")[:80]
