@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from profile_speed import bundled_checkpoint, write_toy_calibration
 from quantscope.anatomy import Anatomy
+from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format, stored_bytes
 
 _AUTOROUND_NAMES = {
@@ -142,7 +143,9 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--objective", default="mean", choices=("mean", "late", "worst"))
     parser.add_argument("--eval-per-level", type=int, default=0, help="toy problems per level (0: no eval)")
+    parser.add_argument("--also", action="append", default=[], help="extra profiled schemes, e.g. fp8")
     parser.add_argument("--no-autoscheme", action="store_true")
+    parser.add_argument("--per-layer", action="store_true", help="also search per-layer units")
     args = parser.parse_args()
 
     from quantscope.profile.search import search_recipe
@@ -155,14 +158,16 @@ def main() -> int:
         chats = write_toy_calibration(Path(tmp) / "chats.jsonl")
         started = time.perf_counter()
         profiler = Profiler(model_dir, chats, n_sequences=args.samples, seq_len=args.seq_len)
-        group_profile = profiler.profile(args.scheme)
-        group_seconds = time.perf_counter() - started
-        layer_profile = profiler.profile(args.scheme, per_layer=True)
-        layer_seconds = time.perf_counter() - started - group_seconds
-        print(f"profile: groups {group_seconds:.1f} s, per layer {layer_seconds:.1f} s")
+        profiles = {"groups": profiler.profile(args.scheme, args.also)}
+        print(f"profile (groups, incl. load): {time.perf_counter() - started:.1f} s")
+        if args.per_layer:
+            started = time.perf_counter()
+            profiles["per-layer"] = profiler.profile(args.scheme, args.also, per_layer=True)
+            print(f"profile (per layer): {time.perf_counter() - started:.1f} s")
         anatomy = profiler.anatomy
         candidates: list[tuple[str, dict[str, str], str]] = []
-        names = [n for n, r in PRESETS.items() if r.scheme == args.scheme or n == "bf16"]
+        schemes = {args.scheme, *args.also, "bf16"}
+        names = [n for n, r in PRESETS.items() if r.scheme in schemes and not r.overrides]
         for name in names:
             candidates.append((f"preset {name}", assign_schemes(anatomy, PRESETS[name]), ""))
         budgets = [predict_footprint(anatomy, PRESETS[n]).total_bytes for n in names if n != "bf16"]
@@ -175,8 +180,12 @@ def main() -> int:
                 candidates.append((f"autoscheme {bits:g} bits", formats, f"{seconds:.1f} s"))
                 budgets.append(assignment_bytes(anatomy, formats))
         for budget in sorted(set(budgets)):
-            for label, profile in (("groups", group_profile), ("per-layer", layer_profile)):
-                result = search_recipe(profile, anatomy, budget_bytes=budget, objective=args.objective)
+            for label, profile in profiles.items():
+                try:
+                    result = search_recipe(profile, anatomy, budget_bytes=budget, objective=args.objective)
+                except QuantscopeError as error:
+                    print(f"searched {label} @{budget / 1e6:.3f}MB: {error}")
+                    continue
                 formats = assign_schemes(anatomy, result.recipe)
                 candidates.append((f"searched {label} @{budget / 1e6:.3f}MB", formats, ""))
         header = f"{'candidate':34s} {'MB':>8s} {'KL':>9s} {'KL late':>9s} {'splits':>6s} {'time':>7s}"
