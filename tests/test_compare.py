@@ -1,0 +1,294 @@
+"""Compare: paired accuracy deltas, truncation, thinking inflation, baseline and memory, over real stores."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantscope.analysis.compare import (
+    VERDICT_BETTER,
+    VERDICT_SAME,
+    VERDICT_TRUNCATION,
+    VERDICT_WORSE,
+    VariantInfo,
+    analyze,
+    choose_baseline,
+    paired_delta,
+    truncation_explains,
+)
+from quantscope.analysis.metrics import load_results
+from quantscope.errors import QuantscopeError
+from quantscope.store import ResultRow, RunRecord, Store, Variant
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One stored generation as a test describes it (tokens are completion tokens)."""
+
+    item: str
+    sample: int
+    correct: bool
+    truncated: bool = False
+    tokens: int = 100
+    thinking: int | None = None
+    text: str = "<think>1+1=2</think>\\boxed{2}"
+
+
+def add_variant(
+    store: Store,
+    name: str,
+    outcomes: Sequence[Outcome],
+    *,
+    memory: int | None,
+    recipe: str | None = None,
+    baseline: bool = False,
+    task: str = "synthetic",
+    cap: int = 400,
+    model_path: str | None = None,
+) -> None:
+    """Write a variant, its run record and its rows through the Store API."""
+    store.put_variant(Variant(name, model_path or f"/models/{name}", memory, recipe, baseline))
+    spec_hash = f"{name}-{task}"
+    store.record_run(
+        RunRecord(
+            spec_hash,
+            name,
+            task,
+            "transformers",
+            model_path or f"/models/{name}",
+            True,
+            1.0,
+            0.95,
+            20,
+            cap,
+            0,
+            "{}",
+            0.0,
+        )
+    )
+    rows = []
+    for o in outcomes:
+        tokens = cap if o.truncated else o.tokens
+        thinking = tokens if o.truncated else (o.thinking if o.thinking is not None else tokens - 10)
+        rows.append(
+            ResultRow(
+                variant=name,
+                task=task,
+                item_id=o.item,
+                sample=o.sample,
+                spec_hash=spec_hash,
+                seed=o.sample,
+                target="2",
+                text=o.text,
+                thinking=o.text.partition("</think>")[0],
+                answer=o.text.partition("</think>")[2],
+                completion_tokens=tokens,
+                thinking_tokens=thinking,
+                answer_tokens=tokens - thinking,
+                finish_reason="length" if o.truncated else "stop",
+                seconds=0.5,
+                correct=o.correct and not o.truncated,
+                extracted="2" if o.correct else None,
+                created=0.0,
+            )
+        )
+    store.write_results(rows)
+
+
+def outcomes(
+    n_items: int, k: int, correct, truncated=lambda i, j: False, tokens=lambda i, j: 100
+) -> list[Outcome]:
+    """n_items × k outcomes from per-(item, sample) rules."""
+    return [
+        Outcome(f"i{i:03d}", j, bool(correct(i, j)), bool(truncated(i, j)), int(tokens(i, j)))
+        for i in range(n_items)
+        for j in range(k)
+    ]
+
+
+N = 60
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store shaped like the seed study: bf16, an FP8 twin, a variant losing accuracy to
+    truncation (thinks 1.5x longer, finished answers as good), and a broken one (no truncation)."""
+    path = tmp_path_factory.mktemp("study")
+    with Store(path) as store:
+        add_variant(store, "bf16", outcomes(N, 2, lambda i, j: i % 10 != 0), memory=16_000, recipe="bf16")
+        add_variant(store, "fp8", outcomes(N, 2, lambda i, j: i % 10 != 0), memory=8_500, recipe="fp8")
+        add_variant(
+            store,
+            "w4-long",
+            outcomes(
+                N, 2, lambda i, j: i % 10 != 0, truncated=lambda i, j: i % 3 == 1, tokens=lambda i, j: 150
+            ),
+            memory=4_600,
+            recipe="w4a16",
+        )
+        add_variant(store, "w4-broken", outcomes(N, 2, lambda i, j: i % 2 == 0), memory=4_500, recipe="w4a16")
+        add_variant(store, "big-better", outcomes(N, 2, lambda i, j: True), memory=30_000)
+    return path
+
+
+def test_identical_variant_has_zero_delta_and_no_verdict(study: Path) -> None:
+    with Store(study) as store:
+        analysis = analyze(store)
+    assert analysis.baseline == "bf16"
+    c = analysis.comparison("fp8", "synthetic")
+    assert c is not None
+    assert c.paired_items == N
+    assert c.delta == 0.0 and c.delta_ci_low == 0.0 and c.delta_ci_high == 0.0
+    assert not c.significant and c.verdict == VERDICT_SAME
+    assert c.inflation.median_all == pytest.approx(1.0)
+
+
+def test_truncation_explains_the_loss(study: Path) -> None:
+    with Store(study) as store:
+        c = analyze(store).comparison("w4-long", "synthetic")
+    assert c is not None
+    # a third of items are cut at the cap: 20 of 60 items; 2 of those 20 were wrong anyway.
+    assert c.truncation_rate == pytest.approx(20 / 60)
+    assert c.truncation_delta == pytest.approx(20 / 60)
+    assert c.delta == pytest.approx(-18 / 60)
+    assert c.significant and c.delta_ci_high < 0
+    # among finished generations the variant is exactly as good as the baseline
+    assert c.accuracy_finished == pytest.approx(36 / 40)
+    assert c.baseline_accuracy_finished == pytest.approx(0.9)
+    assert c.explained_by_truncation and c.verdict == VERDICT_TRUNCATION
+    # finished thinking 140 vs 90 tokens; all includes 400-token truncated ones
+    assert c.inflation.median_finished == pytest.approx(140 / 90)
+    assert c.inflation.mean_finished == pytest.approx(140 / 90)
+    assert c.inflation.mean_all == pytest.approx((40 * 140 + 20 * 400) / 60 / 90)
+
+
+def test_real_accuracy_loss_is_not_blamed_on_truncation(study: Path) -> None:
+    with Store(study) as store:
+        analysis = analyze(store)
+    broken = analysis.comparison("w4-broken", "synthetic")
+    better = analysis.comparison("big-better", "synthetic")
+    assert broken is not None and better is not None
+    assert broken.delta == pytest.approx(0.5 - 0.9)
+    assert broken.verdict == VERDICT_WORSE and not broken.explained_by_truncation
+    assert broken.truncation_delta == 0.0
+    assert better.delta == pytest.approx(0.1) and better.verdict == VERDICT_BETTER
+    assert better.delta_ci_low > 0
+
+
+def test_ci_matches_an_independent_bootstrap(study: Path) -> None:
+    with Store(study) as store:
+        results = load_results(store)
+    ours = results.select("w4-broken", "synthetic")
+    theirs = results.select("bf16", "synthetic")
+    delta, low, high, paired = paired_delta(ours, theirs, n_boot=2000, seed=3)
+    # per-item differences are exactly -1 (30 items), +1 (6 items) or 0; resample them by hand
+    diff = np.array([float(i % 2 == 0) - float(i % 10 != 0) for i in range(N)])
+    rng = np.random.default_rng(3)
+    means = diff[rng.integers(0, N, size=(2000, N))].mean(axis=1)
+    assert (delta, low, high, paired) == pytest.approx((diff.mean(), *np.percentile(means, [2.5, 97.5]), N))
+
+
+def test_pairing_uses_only_shared_items(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        add_variant(store, "base", outcomes(10, 1, lambda i, j: i < 5), memory=10, baseline=True)
+        # the variant ran only the first 4 items, all right; the baseline got those right too
+        add_variant(store, "v", outcomes(4, 1, lambda i, j: True), memory=5)
+        c = analyze(store).comparison("v", "synthetic")
+    assert c is not None
+    assert c.paired_items == 4
+    assert c.delta == 0.0
+    assert c.baseline_accuracy == pytest.approx(0.5)  # its own accuracy over all of its items
+
+
+def test_truncation_rule_edges() -> None:
+    # loss of 10 points, 10 more points truncated, finished accuracy holds: explained
+    assert truncation_explains(-0.10, 0.10, 0.9, 0.9)[0]
+    # the same truncation but finished accuracy collapsed: the model is broken, not just long-winded
+    assert not truncation_explains(-0.10, 0.10, 0.9, 0.6)[0]
+    # truncation too small to account for half the loss
+    assert not truncation_explains(-0.30, 0.05, 0.9, 0.9)[0]
+    # no loss, nothing to explain
+    assert not truncation_explains(0.02, 0.10, 0.9, 0.9)[0]
+    # everything truncated: finished accuracy unknown, so it cannot be said to hold
+    assert not truncation_explains(-0.5, 0.6, 0.9, math.nan)[0]
+
+
+def test_baseline_choice() -> None:
+    def info(
+        name: str, recipe: str | None = None, memory: int | None = None, marked: bool = False
+    ) -> VariantInfo:
+        return VariantInfo(name, "/m", recipe, memory, "store" if memory else None, marked)
+
+    assert choose_baseline([info("a", "w4a16", 5), info("b", "bf16", 10)]) == "b"
+    assert choose_baseline([info("a", "bf16", 5), info("b", None, 3, marked=True)]) == "b"
+    assert choose_baseline([info("a", None, 5), info("b", None, 10)]) == "b"
+    assert choose_baseline([info("a", "bf16", 5), info("b")], requested="b") == "b"
+    with pytest.raises(QuantscopeError, match="--baseline 'c' is not in the store"):
+        choose_baseline([info("a"), info("b")], requested="c")
+    with pytest.raises(QuantscopeError, match="pass --baseline"):
+        choose_baseline([info("a"), info("b")])
+
+
+def test_memory_from_the_manifest_or_the_files(tmp_path: Path) -> None:
+    quantized = tmp_path / "q"
+    quantized.mkdir()
+    (quantized / "quantscope.json").write_text(json.dumps({"tensor_bytes": 1234}))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "model.safetensors").write_bytes(b"x" * 777)
+    with Store(tmp_path / "store") as store:
+        add_variant(
+            store,
+            "base",
+            outcomes(3, 1, lambda i, j: True),
+            memory=None,
+            baseline=True,
+            model_path=str(plain),
+        )
+        add_variant(store, "q", outcomes(3, 1, lambda i, j: True), memory=None, model_path=str(quantized))
+        add_variant(store, "given", outcomes(3, 1, lambda i, j: True), memory=99)
+        add_variant(store, "unknown", outcomes(3, 1, lambda i, j: True), memory=None)
+        analysis = analyze(store)
+    found = {v.name: (v.memory_bytes, v.memory_source) for v in analysis.variants}
+    assert found == {
+        "base": (777, "files"),
+        "q": (1234, "manifest"),
+        "given": (99, "store"),
+        "unknown": (None, None),
+    }
+
+
+def test_budget_curves_share_one_grid_per_task(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        add_variant(
+            store,
+            "base",
+            outcomes(8, 1, lambda i, j: True, tokens=lambda i, j: 50 + 10 * i),
+            memory=10,
+            baseline=True,
+            cap=400,
+        )
+        add_variant(
+            store, "v", outcomes(8, 1, lambda i, j: True, tokens=lambda i, j: 100 + 10 * i), memory=5, cap=200
+        )
+        analysis = analyze(store)
+    base, v = (analysis.metric(n, "synthetic") for n in ("base", "v"))
+    assert base is not None and v is not None
+    assert base.budget_curve.budgets == v.budget_curve.budgets == analysis.budgets["synthetic"]
+    assert max(analysis.budgets["synthetic"]) == 200  # the smaller cap: above it v's accuracy is unknown
+    assert base.budget_curve.accuracy[-1] == 1.0  # all base finish within 120 tokens
+
+
+def test_empty_store_and_unknown_task_are_clear_errors(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        with pytest.raises(QuantscopeError, match="holds no results"):
+            analyze(store)
+        add_variant(store, "base", outcomes(2, 1, lambda i, j: True), memory=1, baseline=True)
+        with pytest.raises(QuantscopeError, match="no results for task"):
+            analyze(store, tasks=["aime25"])
