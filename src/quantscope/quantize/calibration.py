@@ -103,7 +103,7 @@ def load_documents(
     path = Path(dataset).expanduser()
     if path.is_file():
         return str(path), _file_documents(path, text_field)
-    if path.is_absolute() or str(dataset).startswith((".", "~")):
+    if not path.is_dir() and (path.is_absolute() or str(dataset).startswith((".", "~"))):
         raise QuantscopeError(f"calibration dataset {dataset}: no such file")
     return _hub_documents(str(dataset), path, split, text_field, seed)
 
