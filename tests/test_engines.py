@@ -422,3 +422,23 @@ def test_backoff_doubles_and_caps() -> None:
     assert 0.75 <= backoff_delay(1.0, 0) <= 1.25
     assert 6.0 <= backoff_delay(1.0, 3) <= 10.0
     assert backoff_delay(1.0, 20) <= 75.0
+
+
+def test_filter_logits_top_k_and_top_p() -> None:
+    from quantscope.engines.transformers import _filter_logits
+
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    kept = _filter_logits(logits, top_k=2, top_p=1.0).isfinite()
+    assert kept.tolist() == [[True, True, False, False], [False, False, True, True]]
+    # softmax of [3,2,1,0] is [.64,.24,.09,.03]: a 0.8 nucleus needs the first two
+    kept = _filter_logits(logits, top_k=0, top_p=0.8).isfinite()
+    assert kept.tolist() == [[True, True, False, False], [False, False, True, True]]
+    assert _filter_logits(logits, top_k=0, top_p=0.5).isfinite().sum().item() == 2
+
+
+def test_top_k_one_sampling_is_greedy(random_model: tuple[str, TransformersEngine]) -> None:
+    _, engine = random_model
+    greedy, sampled = engine.generate(
+        [ask(PROMPTS[1], max_tokens=24), ask(PROMPTS[1], temperature=1.5, top_k=1, seed=3, max_tokens=24)]
+    )
+    assert sampled.text == greedy.text

@@ -49,31 +49,34 @@ class TransformersOptions:
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Mask (to -inf) everything outside the top-k tokens and the top-p nucleus of a 1-D logit row."""
-    if 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
+    """Mask (to -inf) everything outside each row's top-k tokens and top-p nucleus ([rows, vocab])."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, dim=-1)
         # drop a token when the tokens ranked above it already cover top_p (the first always stays)
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-        logits = logits.masked_fill(
-            torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), float("-inf")
-        )
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
     return logits
 
 
 class _RowSampler(LogitsProcessor):
     """Picks each row's next token with its own sampling params and seeded generator.
 
+    Rows with the same (temperature, top_k, top_p) are filtered together; each draws from its
+    own generator, so its tokens depend on its seed only. Greedy rows keep `generate`'s argmax.
     Also notes when each row first emits an end-of-sequence token, for per-request latency.
     """
 
     def __init__(self, params: Sequence[SamplingParams], eos_ids: set[int], device: torch.device) -> None:
-        self.params = list(params)
-        self.eos_ids = eos_ids
         self.generators = [self._generator(p, device) for p in params]
+        self.groups: dict[tuple[float, int, float], list[int]] = {}
+        for row, p in enumerate(params):
+            if p.temperature > 0:
+                self.groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(row)
+        self.eos = torch.tensor(sorted(eos_ids), device=device)
         self.finished_at: list[float | None] = [None] * len(params)
 
     @staticmethod
@@ -85,18 +88,23 @@ class _RowSampler(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         chosen = scores.argmax(dim=-1)
-        for row, (params, generator) in enumerate(zip(self.params, self.generators, strict=True)):
-            if generator is not None:
-                logits = _filter_logits(scores[row].float() / params.temperature, params.top_k, params.top_p)
-                probs = torch.softmax(logits, dim=-1)
-                chosen[row] = torch.multinomial(probs, 1, generator=generator)[0]
-        now = time.perf_counter()
-        for row, token in enumerate(chosen.tolist()):
-            if self.finished_at[row] is None and token in self.eos_ids:
-                self.finished_at[row] = now
+        for (temperature, top_k, top_p), rows in self.groups.items():
+            probs = torch.softmax(_filter_logits(scores[rows].float() / temperature, top_k, top_p), dim=-1)
+            for i, row in enumerate(rows):
+                chosen[row] = torch.multinomial(probs[i], 1, generator=self.generators[row])[0]
+        self._note_finished(chosen)
+        if not self.groups:
+            return scores
         onehot = torch.full_like(scores, float("-inf"))
-        onehot.scatter_(1, chosen.unsqueeze(1), 0.0)
-        return onehot
+        return onehot.scatter_(1, chosen.unsqueeze(1), 0.0)
+
+    def _note_finished(self, chosen: torch.Tensor) -> None:
+        hits = torch.isin(chosen, self.eos)
+        if bool(hits.any()):
+            now = time.perf_counter()
+            for row in hits.nonzero().flatten().tolist():
+                if self.finished_at[row] is None:
+                    self.finished_at[row] = now
 
 
 class TransformersEngine:
