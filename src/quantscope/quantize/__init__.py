@@ -118,10 +118,13 @@ def quantize(
     progress = progress or (lambda _stage: None)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out).expanduser().resolve()
+    if Path(model).expanduser().exists():
+        model = Path(model).expanduser().resolve()  # the manifest must name it from anywhere
     _check_destination(out, options.overwrite)
     anatomy = load_anatomy(model)
     if anatomy.is_quantized:
         raise QuantscopeError(f"{model}: already quantized; quantize from the original 16-bit checkpoint")
+    _check_text_only(anatomy)
     plan = plan_autoround(anatomy, recipe, options.export_format)
     problem = transformers_load_problem(plan) if options.verify else None
     if problem:
@@ -134,9 +137,12 @@ def quantize(
     tokenizer = AutoTokenizer.from_pretrained(str(model))
     calibration = _calibration(tokenizer, model, options)
     progress("loading the source model")
-    source_model = _load_source(model, options.device)
+    # On the CPU: AutoRound moves one block at a time to `options.device`, so the model need not fit there.
+    source_model = _load_source(model, "cpu")
     probe = tuple(window[: options.kl_tokens] for window in calibration.windows[: options.kl_samples])
-    reference = next_token_logprobs(source_model, probe) if options.verify else None
+    reference = (
+        next_token_logprobs(source_model, probe) if options.verify else None
+    )  # before AutoRound edits it
 
     _remove_stale_partials(out)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
@@ -169,6 +175,17 @@ def _check_destination(out: Path, overwrite: bool) -> None:
     if out.is_dir() and ((out / MANIFEST_NAME).is_file() or not any(out.iterdir())):
         return
     raise QuantscopeError(f"{out} exists and is not a quantscope checkpoint; refusing to overwrite it")
+
+
+def _check_text_only(anatomy: Anatomy) -> None:
+    # A multimodal checkpoint loads as a text-only CausalLM (vision dropped, names changed) or
+    # sends AutoRound down its multimodal path, which needs an image processor; neither export
+    # would match the recipe's module names or the footprint prediction.
+    if "vision_config" in anatomy.config or anatomy.by_group()["vision"]:
+        raise QuantscopeError(
+            f"{anatomy.source}: a multimodal checkpoint (vision tower); `quantscope quantize` handles "
+            "text-only causal LMs for now; plan it with `quantscope plan`, or quantize its text model"
+        )
 
 
 def _calibration(tokenizer: Any, model: str | Path, options: QuantizeOptions) -> CalibrationSet:

@@ -14,7 +14,6 @@ Qwen3-Next); see its docstring for the root cause.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,8 +337,12 @@ def run_autoround(
                 low_gpu_mem_usage=settings.low_gpu_mem_usage,
             )
             rounder.quantize_and_save(str(stage_dir), format=plan.export_format)
-        except (ValueError, RuntimeError, NotImplementedError) as error:
+        except (ValueError, RuntimeError, NotImplementedError, AssertionError) as error:
             raise QuantscopeError(f"AutoRound failed on recipe {plan.recipe!r}: {error}") from error
+        except SystemExit as exit_:  # AutoRound calls sys.exit() on some input errors
+            raise QuantscopeError(
+                f"AutoRound stopped (exit {exit_.code}) on recipe {plan.recipe!r}"
+            ) from None
     return find_export_dir(stage_dir)
 
 
@@ -358,11 +361,3 @@ def find_export_dir(stage_dir: Path) -> Path:
             f"{stage_dir}: expected one exported model folder from AutoRound, found {names}"
         )
     return found[0]
-
-
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def stage_name(source: str) -> str:
-    """A filesystem-safe name for a source model (used for temp folders)."""
-    return _SAFE_NAME.sub("_", Path(source).name or "model")[:80]
