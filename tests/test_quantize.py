@@ -23,6 +23,7 @@ from quantscope.cli import app
 from quantscope.errors import QuantscopeError
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
 from quantscope.quantize.manifest import MANIFEST_NAME
+from quantscope.quantize.verify import load_model
 from quantscope.recipe import KEPT, load_recipe, predict_footprint
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
@@ -93,6 +94,21 @@ def test_w4a16_safe_on_the_hybrid_moe_is_exact_verified_and_reloads(
     generated = model.generate(torch.tensor([[20, 21, 22]]), max_new_tokens=5, do_sample=False)
     assert generated.shape == (1, 8)
     assert moe_safe.report.kl is not None and 0 <= moe_safe.report.kl.mean < 0.05
+
+
+def test_loading_an_autoround_moe_does_not_break_later_source_loads(
+    moe_safe: QuantizeResult, tiny_qwen35_moe_dir
+):
+    # Upstream: AutoRound's loader re-registers the MoE conversion mapping without the expert
+    # merge for the whole process, so a plain reload of the 16-bit source leaves experts random.
+    AutoModelForCausalLM.from_pretrained(moe_safe.directory)
+    _, polluted = AutoModelForCausalLM.from_pretrained(tiny_qwen35_moe_dir, output_loading_info=True)
+    assert any(".experts." in key for key in polluted["missing_keys"]), "upstream fixed: drop the workaround"
+    _, info = load_model(tiny_qwen35_moe_dir)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    _, info = load_model(moe_safe.directory)  # guarded: leaves the mappings as they were
+    _, clean = AutoModelForCausalLM.from_pretrained(tiny_qwen35_moe_dir, output_loading_info=True)
+    assert not clean["missing_keys"]
 
 
 def test_the_manifest_records_source_recipe_tools_and_costs(moe_safe: QuantizeResult, tiny_qwen35_moe_dir):

@@ -329,6 +329,24 @@ def preserve_conversion_mappings(model_types: Sequence[str]) -> Iterator[None]:
                 register_checkpoint_conversion_mapping(name, mapping, overwrite=True)
 
 
+def restore_default_conversion_mappings(model_types: Sequence[str]) -> None:
+    """Re-register transformers' built-in conversion mappings for `model_types`.
+
+    Heals a process in which an AutoRound MoE checkpoint was already loaded without
+    `preserve_conversion_mappings` (see there); used before loading an unquantized source model.
+    Relies on transformers' private mapping builder and does nothing where it does not exist.
+    """
+    from transformers import conversion_mapping
+
+    build = getattr(conversion_mapping, "_build_checkpoint_conversion_mapping", None)
+    if build is None:
+        return
+    defaults = build()
+    for name in dict.fromkeys(model_types):
+        if name in defaults:
+            conversion_mapping.register_checkpoint_conversion_mapping(name, defaults[name], overwrite=True)
+
+
 def _model_types(config: Mapping[str, Any]) -> list[str]:
     text = config.get("text_config")
     types = [config.get("model_type"), text.get("model_type") if isinstance(text, Mapping) else None]
@@ -336,11 +354,17 @@ def _model_types(config: Mapping[str, Any]) -> list[str]:
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Load a checkpoint with transformers; returns (model in eval mode, loading info)."""
+    """Load a checkpoint with transformers; returns (model in eval mode, loading info).
+
+    The process-wide conversion mappings are left as they were (`preserve_conversion_mappings`);
+    an unquantized checkpoint is loaded with transformers' built-in mappings.
+    """
     from transformers import AutoModelForCausalLM
 
     config_path = Path(path) / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if "quantization_config" not in config:
+        restore_default_conversion_mappings(_model_types(config))
     with preserve_conversion_mappings(_model_types(config)):
         model, info = AutoModelForCausalLM.from_pretrained(
             str(path), dtype="auto", device_map=device, output_loading_info=True
@@ -395,7 +419,8 @@ def check_loading(info: Mapping[str, Any]) -> tuple[Check, tuple[str, ...]]:
         if activation
         else ()
     )
-    return Check("loads with transformers", not problems, _detail("all weights loaded", problems)), warnings
+    summary = f"{len(problems)} weights not loaded" if problems else "all weights loaded"
+    return Check("loads with transformers", not problems, _detail(summary, problems)), warnings
 
 
 def generate_sample(model: Any, prompt: Sequence[int], max_new_tokens: int = 8) -> tuple[Check, list[int]]:
