@@ -60,16 +60,29 @@ def split_fused_sets(anatomy: Anatomy, formats: dict[str, str]) -> list[str]:
     ]
 
 
+def _format_of(config: dict, schemes: list[str]) -> str:
+    """The quantscope format of one AutoRound layer config among the offered `schemes`."""
+    bits, data_type = int(config.get("bits", 16)), str(config.get("data_type", ""))
+    if bits >= 16:
+        return "bf16"
+    for scheme in schemes:
+        fmt = get_format(scheme)
+        kind = {"nvfp4": "nv_fp", "mxfp4": "mx_fp", "int": "int", "fp8": "fp"}[fmt.data_type]
+        if fmt.weight_bits == bits and data_type.startswith(kind):
+            return scheme
+    raise ValueError(f"AutoScheme chose {bits}-bit {data_type}, none of {schemes}")
+
+
 def autoscheme_formats(
-    model_dir: Path, text_data: Path, scheme: str, avg_bits: float, samples: int, seq_len: int
+    model_dir: Path, text_data: Path, schemes: list[str], avg_bits: float, samples: int, seq_len: int
 ):
-    """Run AutoScheme (options: `scheme`, BF16) and return (module -> format, seconds)."""
+    """Run AutoScheme (options: `schemes` and BF16) and return (module -> format, seconds)."""
     from auto_round import AutoRound, AutoScheme
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    options = (_AUTOROUND_NAMES[scheme], "BF16")
+    options = (*(_AUTOROUND_NAMES[scheme] for scheme in schemes), "BF16")
     auto = AutoScheme(
         avg_bits=avg_bits,
         options=options,
@@ -94,10 +107,7 @@ def autoscheme_formats(
     with tempfile.TemporaryDirectory() as out:
         rounder.quantize_and_save(out, format="fake")
     seconds = time.perf_counter() - started
-    formats = {
-        name: (scheme if int(config.get("bits", 16)) < 16 else "bf16")
-        for name, config in rounder.layer_config.items()
-    }
+    formats = {name: _format_of(config, schemes) for name, config in rounder.layer_config.items()}
     return formats, seconds
 
 
@@ -175,7 +185,7 @@ def main() -> int:
             text = render_text_calibration(chats, profiler.tokenizer, args.seq_len, Path(tmp) / "text.jsonl")
             for bits in args.avg_bits:
                 formats, seconds = autoscheme_formats(
-                    model_dir, text, args.scheme, bits, args.samples, args.seq_len
+                    model_dir, text, [args.scheme, *args.also], bits, args.samples, args.seq_len
                 )
                 candidates.append((f"autoscheme {bits:g} bits", formats, f"{seconds:.1f} s"))
                 budgets.append(assignment_bytes(anatomy, formats))
