@@ -1,0 +1,52 @@
+"""The report stage: one self-contained HTML file and rich terminal tables from a results store.
+
+`build_report(store_dir, out)` analyses the store (`quantscope.analysis.compare.analyze`),
+recommends a variant (`quantscope.analysis.recommend.recommend`), picks example generations and
+writes the HTML report atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantscope.analysis.compare import Analysis, analyze
+from quantscope.analysis.recommend import DEFAULT_TIE_TOLERANCE, Recommendation, recommend
+from quantscope.report.html import Example, render, select_examples, write_atomic
+from quantscope.store import Store
+
+__all__ = ["ReportResult", "build_report", "render", "select_examples", "write_atomic"]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """A written report: its path, size in bytes, and the analysis and recommendation it shows."""
+
+    path: Path
+    nbytes: int
+    analysis: Analysis
+    recommendation: Recommendation
+    examples: dict[str, list[Example]]
+
+
+def build_report(
+    store_dir: str | Path,
+    out: str | Path,
+    *,
+    baseline: str | None = None,
+    budget_bytes: int | None = None,
+    examples_per_variant: int = 3,
+    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
+    title: str = "quantscope report",
+) -> ReportResult:
+    """Analyse the store at `store_dir`, recommend for `budget_bytes` (bytes, None = no limit) and
+    write the HTML report to `out` (temp file + rename). QuantscopeError when the store is missing
+    or empty."""
+    with Store.existing(store_dir) as store:
+        analysis = analyze(store, baseline)
+        path = store.path
+    recommendation = recommend(analysis, budget_bytes, tie_tolerance=tie_tolerance)
+    examples = select_examples(path, analysis, examples_per_variant)
+    page = render(analysis, recommendation, examples, title=title, source=str(path))
+    written = write_atomic(page, out)
+    return ReportResult(written, written.stat().st_size, analysis, recommendation, examples)
