@@ -111,6 +111,15 @@ def test_loading_an_autoround_moe_does_not_break_later_source_loads(
     assert not clean["missing_keys"]
 
 
+def test_standalone_verify_reruns_the_source_for_the_same_kl(moe_safe: QuantizeResult, tmp_path: Path):
+    report = verify(moe_safe.directory)
+    assert report.ok and report.kl is not None
+    assert report.kl.mean == pytest.approx(moe_safe.report.kl.mean, rel=1e-4, abs=1e-7)
+    elsewhere = verify(moe_safe.directory, source=tmp_path / "gone")
+    kl_check = next(check for check in elsewhere.checks if check.name.startswith("KL"))
+    assert elsewhere.ok and kl_check.skipped and "cannot be loaded" in kl_check.detail
+
+
 def test_the_manifest_records_source_recipe_tools_and_costs(moe_safe: QuantizeResult, tiny_qwen35_moe_dir):
     manifest = read_manifest(moe_safe.directory)
     assert manifest == moe_safe.manifest

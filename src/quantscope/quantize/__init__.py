@@ -116,6 +116,56 @@ def quantize(
     started = time.monotonic()
     options = options or QuantizeOptions()
     progress = progress or (lambda _stage: None)
+    job = _prepare(model, recipe, out, options)
+
+    from transformers import AutoTokenizer
+
+    progress("tokenizing calibration data")
+    tokenizer = AutoTokenizer.from_pretrained(str(job.model))
+    calibration = _calibration(tokenizer, job.model, options)
+    progress("loading the source model")
+    # On the CPU: AutoRound moves one block at a time to `options.device`, so the model need not fit there.
+    source_model = _load_source(job.model, "cpu")
+    probe = tuple(window[: options.kl_tokens] for window in calibration.windows[: options.kl_samples])
+    # The reference is taken now: AutoRound quantizes `source_model` in place.
+    reference = next_token_logprobs(source_model, probe) if options.verify else None
+
+    _remove_stale_partials(job.out)
+    work = Path(tempfile.mkdtemp(dir=job.out.parent, prefix=f".{job.out.name}{_PARTIAL}{os.getpid()}-"))
+    try:
+        progress("quantizing block by block")
+        checkpoint = _export(source_model, tokenizer, job.plan, calibration, options, work)
+        del source_model
+        manifest = _manifest(job, calibration, options, checkpoint, probe, started)
+        write_manifest(checkpoint, manifest)
+        report = None
+        if options.verify:
+            report = verify(checkpoint, reference=reference, device=options.device, progress=progress)
+            if not report.ok:
+                _reject(checkpoint, job.out, report)
+            report = replace(report, directory=str(job.out))
+        _publish(checkpoint, job.out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return QuantizeResult(directory=job.out, manifest=manifest, report=report)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A checked quantization request: absolute paths, the resolved recipe and its AutoRound plan."""
+
+    model: str | Path
+    out: Path
+    recipe: Recipe
+    anatomy: Anatomy
+    plan: AutoRoundPlan
+    predicted_bytes: int
+
+
+def _prepare(
+    model: str | Path, recipe: str | Path | Recipe, out: str | Path, options: QuantizeOptions
+) -> _Job:
+    """Every check that needs no weights: destination, recipe, anatomy, exportability."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out).expanduser().resolve()
     if Path(model).expanduser().exists():
@@ -130,40 +180,7 @@ def quantize(
     if problem:
         raise QuantscopeError(f"recipe {recipe.name!r} in format {plan.export_format!r}: {problem}")
     predicted = predict_footprint(anatomy, recipe).total_bytes
-
-    from transformers import AutoTokenizer
-
-    progress("tokenizing calibration data")
-    tokenizer = AutoTokenizer.from_pretrained(str(model))
-    calibration = _calibration(tokenizer, model, options)
-    progress("loading the source model")
-    # On the CPU: AutoRound moves one block at a time to `options.device`, so the model need not fit there.
-    source_model = _load_source(model, "cpu")
-    probe = tuple(window[: options.kl_tokens] for window in calibration.windows[: options.kl_samples])
-    reference = (
-        next_token_logprobs(source_model, probe) if options.verify else None
-    )  # before AutoRound edits it
-
-    _remove_stale_partials(out)
-    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
-    try:
-        progress("quantizing block by block")
-        checkpoint = _export(source_model, tokenizer, plan, calibration, options, work)
-        del source_model
-        manifest = _manifest(
-            anatomy, recipe, plan, calibration, options, checkpoint, predicted, probe, started
-        )
-        write_manifest(checkpoint, manifest)
-        report = None
-        if options.verify:
-            report = verify(checkpoint, reference=reference, device=options.device, progress=progress)
-            if not report.ok:
-                _reject(checkpoint, out, report)
-        _publish(checkpoint, out, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report = replace(report, directory=str(out)) if report else None
-    return QuantizeResult(directory=out, manifest=manifest, report=report)
+    return _Job(model=model, out=out, recipe=recipe, anatomy=anatomy, plan=plan, predicted_bytes=predicted)
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
@@ -237,21 +254,19 @@ def _export(
 
 
 def _manifest(
-    anatomy: Anatomy,
-    recipe: Recipe,
-    plan: AutoRoundPlan,
+    job: _Job,
     calibration: CalibrationSet,
     options: QuantizeOptions,
     checkpoint: Path,
-    predicted: int,
     probe: tuple[tuple[int, ...], ...],
     started: float,
 ) -> Manifest:
+    anatomy, plan = job.anatomy, job.plan
     return Manifest(
         source=anatomy.source,
         source_config_sha256=source_config_sha256(anatomy.source),
         model_type=anatomy.model_type,
-        recipe=recipe.to_dict(),
+        recipe=job.recipe.to_dict(),
         export_format=plan.export_format,
         assignment=dict(sorted(plan.assignment.items())),
         autoround={
@@ -275,7 +290,7 @@ def _manifest(
         tools=tool_versions(),
         wall_seconds=round(time.monotonic() - started, 3),
         peak_rss_bytes=peak_rss_bytes(),
-        predicted_bytes=predicted,
+        predicted_bytes=job.predicted_bytes,
         tensor_bytes=load_anatomy(checkpoint).total_bytes,
         files=directory_files(checkpoint),
         probe=probe,

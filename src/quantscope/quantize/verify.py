@@ -468,32 +468,35 @@ def model_checks(
     progress("generating")
     gen_check, tokens = generate_sample(model, probe[0][:16] if probe else [0])
     checks.append(gen_check)
-    kl = None
-    if not gen_check.ok:
-        checks.append(Check("KL vs source is finite", False, "not measured: the model does not run"))
-    elif reference is not None and probe:
+    if gen_check.ok and reference is not None and probe:
         progress("measuring KL divergence")
-        kl = kl_divergence(reference, next_token_logprobs(model, probe))
-        finite = math.isfinite(kl.mean)
-        checks.append(
-            Check(
-                "KL vs source is finite",
-                finite,
-                f"mean {kl.mean:.4f} nats, max {kl.max:.4f} over {kl.tokens} tokens",
-            )
-        )
-    else:
-        checks.append(Check("KL vs source is finite", True, f"not measured: {skipped}", skipped=True))
+    kl_check, kl = _kl_check(model, probe, reference, gen_check.ok, skipped)
     del model
-    return checks, kl, tokens, warnings
+    return [*checks, kl_check], kl, tokens, warnings
+
+
+def _kl_check(
+    model: Any, probe: Sequence[Sequence[int]], reference: Sequence[Any] | None, runs: bool, skipped: str
+) -> tuple[Check, KLResult | None]:
+    name = "KL vs source is finite"
+    if not runs:
+        return Check(name, False, "not measured: the model does not run"), None
+    if reference is None or not probe:
+        return Check(name, True, f"not measured: {skipped}", skipped=True), None
+    kl = kl_divergence(reference, next_token_logprobs(model, probe))
+    detail = f"mean {kl.mean:.4f} nats, max {kl.max:.4f} over {kl.tokens} tokens"
+    return Check(name, math.isfinite(kl.mean), detail), kl
 
 
 def source_reference(source: str, probe: Sequence[Sequence[int]], device: str = "cpu") -> list[Any]:
     """Log-probs of the source model on the probe windows (raises QuantscopeError when it cannot load)."""
     try:
-        model, _ = load_model(source, device)
+        model, info = load_model(source, device)
     except (OSError, ValueError, TypeError) as error:
         raise QuantscopeError(f"source model {source} cannot be loaded for the KL check ({error})") from None
+    loaded, _ = check_loading(info)
+    if not loaded.ok:
+        raise QuantscopeError(f"source model {source} does not load cleanly: {loaded.detail}")
     try:
         return next_token_logprobs(model, probe)
     finally:
