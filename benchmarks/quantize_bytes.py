@@ -51,7 +51,11 @@ def _model(path: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     torch.set_num_threads(1)
-    model = _model(args.model)
+    try:
+        model = _model(args.model)
+    except QuantscopeError as error:
+        print(f"error: {error}; or pass --model DIR --dataset FILE", file=sys.stderr)
+        return 2
     anatomy = load_anatomy(model)
     names = (
         args.presets.split(",") if args.presets else [n for n, r in PRESETS.items() if r.format.is_quantized]
