@@ -137,6 +137,13 @@ def quick_eval(model, per_level: int, max_new_tokens: int) -> str:
     return format_summary(summarize(outcomes))
 
 
+def _load(path: Path):
+    """A checkpoint to continue from, as fp32 master weights."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,6 +152,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = TrainConfig()
     for field, value in asdict(defaults).items():
         parser.add_argument("--" + field.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--init", type=Path, default=None, help="continue from this checkpoint")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when visible)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument(
@@ -153,6 +161,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-per-level", type=int, default=16)
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument(
+        "--stop-after", type=int, default=0, help="save and stop after this many steps (0: run all --steps)"
+    )
     return parser.parse_args(argv)
 
 
@@ -167,7 +178,8 @@ def train(args: argparse.Namespace) -> None:
     )
     torch.backends.cuda.matmul.allow_tf32 = True
     tokenizer = build_tokenizer()
-    model = build_model(config.seed).to(device)
+    model = build_model(config.seed) if args.init is None else _load(args.init)
+    model = model.to(device)
     print(f"params {count_parameters(model)} device {device} config {asdict(config)}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
@@ -178,6 +190,9 @@ def train(args: argparse.Namespace) -> None:
     )
     batches = Batches(config, tokenizer)
     meta = {"config": asdict(config), "device": str(device), "torch": torch.__version__}
+    if args.init is not None:
+        previous = args.init / "training.json"
+        meta["init"] = json.loads(previous.read_text()) if previous.is_file() else str(args.init)
     model.train()
     start = time.perf_counter()
     for step in range(config.steps):
@@ -198,12 +213,15 @@ def train(args: argparse.Namespace) -> None:
                 flush=True,
             )
         if args.eval_every and done % args.eval_every == 0:
-            print(quick_eval(model, args.eval_per_level, 448), flush=True)
-        if done % args.save_every == 0 or done == config.steps:
+            print(quick_eval(model, args.eval_per_level, 384), flush=True)
+        last = done == config.steps or done == args.stop_after
+        if done % args.save_every == 0 or last:
             meta.update(
                 steps_done=done, seconds=round(time.perf_counter() - start, 1), final_loss=out.loss.item()
             )
             save_checkpoint(model, args.out, meta)
+        if last:
+            break
     print(f"done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
