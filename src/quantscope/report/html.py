@@ -238,7 +238,8 @@ def _summary_section(analysis: Analysis, rec: Recommendation) -> str:
         comps = [c for c in comps if c is not None]
         cand: Candidate | None = standing.get(info.name)
         delta = float(np.mean([c.delta for c in comps])) if comps else math.nan
-        infl = float(np.nanmean([c.inflation.median_finished for c in comps])) if comps else math.nan
+        ratios = [c.inflation.median_finished for c in comps if not math.isnan(c.inflation.median_finished)]
+        infl = float(np.mean(ratios)) if ratios else math.nan
         verdicts = sorted({c.verdict for c in comps})
         verdict = "; ".join(verdicts) if comps else "reference"
         cls = "baseline" if info.name == analysis.baseline else ""

@@ -1,0 +1,316 @@
+"""`quantscope demo`: the whole loop, offline, on the bundled tiny reasoner.
+
+plan (predicted footprint per preset) → quantize each preset with AutoRound RTN (`iters=0`) →
+evaluate every variant on the `synthetic` task with thinking on (transformers engine) → store →
+compare, recommend and write the HTML report. Everything lands in one folder:
+
+    <out>/checkpoints/<preset>/   quantized checkpoints (each with its quantscope.json manifest)
+    <out>/quantscope.db           the results store
+    <out>/report.html             the report
+
+    <out>/eval/<preset>/          the float32 evaluation twin of each export (see below)
+
+Rerunning resumes: a checkpoint with a manifest is reused, and the runner generates only the
+(item, sample) pairs the store lacks. A preset that cannot be exported or loaded on this machine
+is reported as failed and left out; the demo goes on with the others.
+
+Why a twin: on a CPU, transformers runs AutoRound's 4-bit / FP4 / FP8 layers through reference
+kernels at about 8 tokens/s (measured on the toy model, 2 cores), far too slow for a 10-minute
+demo. So each export is evaluated through its twin: the source weights quantized-dequantized with
+`quantscope.profile.fakequant` in exactly the per-module formats the export's manifest records
+(the rounding of AutoRound's RTN quantizers), saved as plain float32. Memory numbers always come
+from the real export's manifest. AutoRound's default RTN at iters=0 searches a slightly better
+scale per group, so the twin's damage is an upper bound of the export's; on a GPU, evaluate the
+exported checkpoints themselves with `quantscope eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quantscope.errors import QuantscopeError
+
+if TYPE_CHECKING:
+    from quantscope.report import ReportResult
+    from quantscope.runner import ProgressUpdate, RunSpec
+    from quantscope.store import Store
+
+FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe")
+QUICK_PRESETS = ("bf16", "w4a16", "w4a16-safe", "nvfp4")
+TWIN_MARKER = "twin.json"
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+DEFAULT_BUDGET_FRACTION = 0.5
+"""The demo's default memory budget: this fraction of the BF16 weights (as if the GPU held only half)."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs: `presets` (recipe names; "bf16" is the baseline and is not quantized),
+    `per_level` synthetic problems per difficulty level, `k` samples per problem, `max_tokens` the
+    generation cap (tokens), `batch_size` requests per generate call, and the RTN calibration
+    size (`calib_samples` windows of `calib_seqlen` tokens)."""
+
+    presets: tuple[str, ...]
+    per_level: int
+    k: int
+    max_tokens: int = 512
+    batch_size: int = 48
+    calib_samples: int = 16
+    calib_seqlen: int = 256
+    sampling_preset: str = "qwen3.5-thinking-precise"
+    seed: int = 0
+
+
+FULL = DemoSettings(presets=FULL_PRESETS, per_level=24, k=2)
+QUICK = DemoSettings(presets=QUICK_PRESETS, per_level=6, k=1)
+
+
+@dataclass(frozen=True)
+class DemoProgress:
+    """A progress event: `stage` ("plan" | "quantize" | "eval" | "report"), the variant it is about
+    (None for whole-demo stages), `done` of `total` steps, and a short `message`."""
+
+    stage: str
+    variant: str | None
+    done: int
+    total: int
+    message: str = ""
+
+
+DemoCallback = Callable[[DemoProgress], None]
+
+
+@dataclass(frozen=True)
+class DemoVariant:
+    """One preset's fate: `status` is "original" (bf16), "quantized", "reused" or "failed";
+    `directory` the checkpoint evaluated; `predicted_bytes` the footprint prediction and
+    `memory_bytes` the stored tensor bytes (the manifest's, else the prediction); `detail` the
+    error for a failed preset; `seconds` spent quantizing."""
+
+    preset: str
+    status: str
+    directory: Path | None
+    predicted_bytes: int
+    memory_bytes: int | None
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What a demo run produced: its folder and store, every variant, the report (with the analysis
+    and the recommendation) and the wall time in seconds."""
+
+    out_dir: Path
+    store_dir: Path
+    variants: tuple[DemoVariant, ...]
+    report: ReportResult
+    seconds: float
+
+
+def run_demo(
+    out_dir: str | Path,
+    quick: bool = False,
+    progress: DemoCallback | None = None,
+    *,
+    model: str | Path | None = None,
+    budget_bytes: int | None = None,
+    settings: DemoSettings | None = None,
+) -> DemoResult:
+    """Run (or resume) the demo into `out_dir` and return what it produced.
+
+    `model` defaults to the bundled toy checkpoint; `settings` to `QUICK` or `FULL` by `quick`;
+    `budget_bytes` (bytes) to `DEFAULT_BUDGET_FRACTION` of the BF16 weights.
+    """
+    from quantscope.report import build_report
+    from quantscope.store import Store
+
+    started = time.perf_counter()
+    notify = progress or (lambda _event: None)
+    settings = settings or (QUICK if quick else FULL)
+    source = Path(model) if model is not None else _toy_checkpoint()
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    planned = plan_presets(source, settings.presets, notify)
+    variants = [
+        prepare_variant(source, preset, predicted, out, settings, notify) for preset, predicted in planned
+    ]
+    ready = [v for v in variants if v.status != "failed"]
+    if not any(v.preset == "bf16" for v in ready):
+        raise QuantscopeError(f"the demo needs the bf16 baseline; presets were {', '.join(settings.presets)}")
+    with Store.open(out) as store:
+        for variant in ready:
+            evaluate_variant(variant, store, settings, notify)
+    baseline_bytes = next(v.predicted_bytes for v in variants if v.preset == "bf16")
+    budget = budget_bytes if budget_bytes is not None else int(DEFAULT_BUDGET_FRACTION * baseline_bytes)
+    notify(DemoProgress("report", None, 0, 1, "analysing"))
+    written = build_report(
+        out, out / "report.html", baseline="bf16", budget_bytes=budget, title=_title(settings)
+    )
+    notify(DemoProgress("report", None, 1, 1, str(written.path.name)))
+    return DemoResult(out, out, tuple(variants), written, time.perf_counter() - started)
+
+
+def _toy_checkpoint() -> Path:
+    from quantscope.toy import checkpoint_dir
+
+    return checkpoint_dir()
+
+
+def _title(settings: DemoSettings) -> str:
+    return (
+        f"quantscope demo — toy reasoner, {len(settings.presets)} recipes, synthetic task "
+        f"({settings.per_level}/level × k={settings.k}, cap {settings.max_tokens} tokens)"
+    )
+
+
+def plan_presets(source: Path, presets: tuple[str, ...], notify: DemoCallback) -> list[tuple[str, int]]:
+    """Each preset with its predicted weight footprint in bytes (headers only, nothing loaded)."""
+    from quantscope.anatomy import load_anatomy
+    from quantscope.recipe import load_recipe, predict_footprint
+
+    anatomy = load_anatomy(source)
+    planned = []
+    for i, preset in enumerate(presets):
+        planned.append((preset, predict_footprint(anatomy, load_recipe(preset)).total_bytes))
+        notify(DemoProgress("plan", None, i + 1, len(presets), preset))
+    return planned
+
+
+def prepare_variant(
+    source: Path, preset: str, predicted: int, out: Path, settings: DemoSettings, notify: DemoCallback
+) -> DemoVariant:
+    """The checkpoint for `preset`: the source for bf16, a reused finished export, or a new RTN export.
+
+    A QuantscopeError from quantization (a format this machine cannot export or load) makes the
+    variant "failed" instead of stopping the demo.
+    """
+    from quantscope.quantize import QuantizeOptions, quantize, read_manifest
+
+    if preset == "bf16":
+        return DemoVariant(preset, "original", source, predicted, predicted)
+    directory = out / "checkpoints" / preset
+    if (directory / "quantscope.json").is_file():
+        manifest = read_manifest(directory)
+        notify(DemoProgress("quantize", preset, 1, 1, "reused"))
+        twin = evaluation_twin(source, directory, out / "eval" / preset)
+        return DemoVariant(preset, "reused", twin, predicted, manifest.tensor_bytes)
+    options = QuantizeOptions(
+        iters=0,
+        nsamples=settings.calib_samples,
+        seqlen=settings.calib_seqlen,
+        dataset="toy",
+        seed=settings.seed,
+    )
+    started = time.perf_counter()
+    notify(DemoProgress("quantize", preset, 0, 1, "RTN"))
+    try:
+        result = quantize(
+            source,
+            preset,
+            directory,
+            options,
+            progress=lambda stage: notify(DemoProgress("quantize", preset, 0, 1, stage)),
+        )
+    except QuantscopeError as error:
+        notify(DemoProgress("quantize", preset, 1, 1, "failed"))
+        return DemoVariant(preset, "failed", None, predicted, None, str(error), time.perf_counter() - started)
+    notify(DemoProgress("quantize", preset, 1, 1, "evaluation twin"))
+    twin = evaluation_twin(source, directory, out / "eval" / preset)
+    notify(DemoProgress("quantize", preset, 1, 1, "done"))
+    seconds = time.perf_counter() - started
+    return DemoVariant(preset, "quantized", twin, predicted, result.manifest.tensor_bytes, "", seconds)
+
+
+def evaluation_twin(source: Path, export: Path, twin: Path) -> Path:
+    """A float32 checkpoint of `source` whose weights are fake-quantized exactly as the manifest of
+    `export` assigns formats (module by module); reused when `twin` already has its marker file.
+
+    Written to a temp folder and renamed, with `twin.json` (naming the export) written last.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quantscope.anatomy import load_anatomy
+    from quantscope.formats import get_format
+    from quantscope.profile.fakequant import QdqTarget, checkpoint_dtype, fake_quantized, resolve_targets
+    from quantscope.quantize import read_manifest
+
+    if (twin / TWIN_MARKER).is_file():
+        return twin
+    assignment = read_manifest(export).assignment
+    anatomy = load_anatomy(source)
+    tensors = [
+        t
+        for t in anatomy.tensors
+        if t.is_linear_weight and get_format(assignment.get(t.module, "bf16")).is_quantized
+    ]
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    slices = resolve_targets(model, [(t.name, t.shape) for t in tensors])
+    targets = [
+        QdqTarget(where, assignment[t.module], checkpoint_dtype(t.dtype))
+        for t, where in zip(tensors, slices, strict=True)
+    ]
+    twin.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=twin.parent, prefix=f".{twin.name}.partial-"))
+    try:
+        with fake_quantized(model, targets, [f.members for f in anatomy.fused_sets]):
+            model.save_pretrained(work)
+        for name in _TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, work / name)
+        marker = {"export": str(export), "source": str(source), "quantized_tensors": len(targets)}
+        (work / TWIN_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        shutil.rmtree(twin, ignore_errors=True)
+        work.rename(twin)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return twin
+
+
+def run_spec(variant: DemoVariant, settings: DemoSettings) -> RunSpec:
+    """The run spec that evaluates `variant` on the synthetic task with thinking on."""
+    from quantscope.runner import RunSpec, TaskSpec
+
+    return RunSpec(
+        model=str(variant.directory),
+        tasks=(TaskSpec(name="synthetic", options={"per_level": settings.per_level}),),
+        variant=variant.preset,
+        engine="transformers",
+        thinking=True,
+        preset=settings.sampling_preset,
+        max_tokens=settings.max_tokens,
+        k=settings.k,
+        seed=settings.seed,
+        batch_size=settings.batch_size * 2,
+        engine_options={"batch_size": settings.batch_size, "device": "cpu", "dtype": "float32"},
+        recipe=variant.preset,
+        baseline=variant.preset == "bf16",
+        memory_bytes=variant.memory_bytes,
+    )
+
+
+def evaluate_variant(
+    variant: DemoVariant, store: Store, settings: DemoSettings, notify: DemoCallback
+) -> None:
+    """Generate and judge whatever the store still lacks for `variant` (resumes a killed run)."""
+    from quantscope.runner import run_eval
+
+    def relay(update: ProgressUpdate) -> None:
+        rate = f"{update.tokens / update.seconds:,.0f} tok/s" if update.seconds > 0 and update.tokens else ""
+        notify(DemoProgress("eval", variant.preset, update.done, update.total, rate))
+
+    run_eval(run_spec(variant, settings), store, progress=relay)
