@@ -76,7 +76,7 @@ def unit_damage(unit: UnitProfile, scheme: str, objective: str = "mean") -> floa
 
 
 def _options(unit: UnitProfile, schemes: Sequence[str], objective: str) -> list[tuple[str, int, float]]:
-    options = [("bf16", unit.bytes_16bit, 0.0)]
+    options = [("bf16", unit.bytes_kept, 0.0)]
     options += [(s, unit.bytes_by_scheme[s], unit_damage(unit, s, objective)) for s in schemes]
     return options
 
@@ -214,7 +214,7 @@ def _fixed_bytes(profile: SensitivityProfile, anatomy: Anatomy) -> int:
 
     groups = tuple(dict.fromkeys([*(u.group for u in profile.units), *profile.unmeasured]))
     keep_all = Recipe(name="keep-all", scheme=profile.scheme, keep_groups=_split_groups(groups))
-    return _footprint(anatomy, keep_all) - sum(u.bytes_16bit for u in profile.units)
+    return _footprint(anatomy, keep_all) - sum(u.bytes_kept for u in profile.units)
 
 
 def _split_groups(groups: Sequence[str]) -> tuple[str, ...]:

@@ -63,16 +63,18 @@ class Damage:
 class UnitProfile:
     """One unit of the profile: its weights, their bytes per scheme, and its measured damage.
 
-    `name` is the group ("linear_attn") or group and layer ("linear_attn:3"). `bytes_16bit` is
-    the unit's weights stored in bf16; `bytes_by_scheme` maps each measured scheme to the bytes
-    the same weights take in it (scales included; shapes a scheme cannot hold count as 16-bit).
+    `name` is the group ("linear_attn") or group and layer ("linear_attn:3"). `bytes_kept` is
+    what the unit's weights take left unquantized (as stored; an FP8 source is rewritten in
+    16-bit), as `recipe.predict_footprint` counts kept layers; `bytes_by_scheme` maps each
+    measured scheme to the bytes the same weights take in it (scales included; weights that
+    scheme's recipe leaves unquantized count as kept).
     """
 
     name: str
     group: str
     layer: int | None
     tensors: tuple[str, ...]
-    bytes_16bit: int
+    bytes_kept: int
     bytes_by_scheme: Mapping[str, int]
     damage: tuple[Damage, ...]
 
@@ -84,8 +86,8 @@ class UnitProfile:
         raise QuantscopeError(f"unit {self.name}: scheme {scheme!r} was not profiled")
 
     def bytes_saved(self, scheme: str) -> int:
-        """Bytes saved by storing this unit in `scheme` instead of bf16."""
-        return self.bytes_16bit - self.bytes_by_scheme[scheme]
+        """Bytes saved by storing this unit in `scheme` instead of leaving it unquantized."""
+        return self.bytes_kept - self.bytes_by_scheme[scheme]
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def profile_from_dict(data: Mapping[str, Any], where: str = "profile") -> Sensit
                 group=u["group"],
                 layer=u["layer"],
                 tensors=tuple(u["tensors"]),
-                bytes_16bit=int(u["bytes_16bit"]),
+                bytes_kept=int(u["bytes_kept"]),
                 bytes_by_scheme={k: int(v) for k, v in u["bytes_by_scheme"].items()},
                 damage=tuple(_damage(d) for d in u["damage"]),
             )
@@ -504,9 +506,20 @@ def unit_targets(
 
 
 def unit_bytes(unit: Unit, assignment: Mapping[str, str] | None = None) -> int:
-    """Bytes of the unit's weights in their own formats, or in `assignment`'s ({}: all bf16)."""
+    """Bytes of the unit's weights in their own formats, or in `assignment`'s ({}: all kept).
+
+    A weight left unquantized counts as `recipe.predict_footprint` counts it: its bytes on disk,
+    or 2 bytes per element for an FP8 source (rewritten in 16-bit).
+    """
     formats = unit.formats if assignment is None else assignment
-    return sum(stored_bytes(t.shape, get_format(formats.get(t.name, "bf16"))) for t in unit.tensors)
+    total = 0
+    for tensor in unit.tensors:
+        fmt = get_format(formats.get(tensor.name, "bf16"))
+        if fmt.is_quantized:
+            total += stored_bytes(tensor.shape, fmt)
+        else:
+            total += tensor.numel * 2 if tensor.dtype.startswith("F8") else tensor.nbytes
+    return total
 
 
 class Profiler:
@@ -667,7 +680,7 @@ def _unit_profile(
         group=unit.group,
         layer=unit.layer,
         tensors=tuple(t.name for t in unit.tensors),
-        bytes_16bit=unit_bytes(unit, {}),
+        bytes_kept=unit_bytes(unit, {}),
         bytes_by_scheme={option: unit_bytes(unit, formats) for option, formats in assignments.items()},
         damage=tuple(damages),
     )
