@@ -14,7 +14,7 @@ import math
 import os
 import sqlite3
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -186,9 +186,10 @@ def _verdict_cell(c: Comparison | None) -> str:
     return f"<td class='text {cls}'>{escape(c.verdict)}</td>"
 
 
-def _table(head: Sequence[str], rows: Sequence[str], text_columns: int = 1) -> str:
+def _table(head: Sequence[str], rows: Sequence[str], text_columns: Collection[int] = (0,)) -> str:
+    """A table; header cells of `text_columns` (indices) are left-aligned like their text cells."""
     cells = "".join(
-        f"<th class='text'>{escape(h)}</th>" if i < text_columns else f"<th>{escape(h)}</th>"
+        f"<th class='text'>{escape(h)}</th>" if i in text_columns else f"<th>{escape(h)}</th>"
         for i, h in enumerate(head)
     )
     return f"<table><thead><tr>{cells}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
@@ -207,7 +208,7 @@ def _recommendation_section(rec: Recommendation) -> str:
             f"<td>{'yes' if c.fits else 'no'}</td><td>{'yes' if c.on_frontier else ''}</td>"
             f"<td class='text'>{escape(c.reason)}</td></tr>"
         )
-    table = _table(["variant", "memory", "accuracy", "truncated", "fits", "frontier", "why"], rows)
+    table = _table(["variant", "memory", "accuracy", "truncated", "fits", "frontier", "why"], rows, (0, 6))
     return (
         "<section id='recommendation'><h2>Recommendation</h2><div class='reco'>"
         f"<p class='pick'>{escape(rec.summary())}</p>{table}"
@@ -257,7 +258,7 @@ def _summary_section(analysis: Analysis, rec: Recommendation) -> str:
             f"<td class='text'>{escape(verdict)}</td></tr>"
         )
     head = ["variant", "recipe", "weight memory", "accuracy", "Δ vs baseline (pts)", "truncated"]
-    table = _table([*head, "thinking × (median, finished)", "verdict"], rows, text_columns=2)
+    table = _table([*head, "thinking × (median, finished)", "verdict"], rows, (0, 1, 7))
     return (
         f"<section id='summary'><h2>Summary</h2>{table}<p class='note'>Accuracy and truncation are "
         f"means over tasks ({escape(', '.join(analysis.tasks))}); Δ is the mean paired difference against "
@@ -302,7 +303,7 @@ def _tasks_section(analysis: Analysis) -> str:
         caps = {m.max_tokens for m in analysis.metrics if m.task == task}
         parts.append(
             f"<h3>{escape(task)} <span class='muted'>(cap {', '.join(f'{c:,}' for c in sorted(caps))} tokens)"
-            f"</span></h3>{_table(head, _task_rows(analysis, task))}"
+            f"</span></h3>{_table(head, _task_rows(analysis, task), (0, len(head) - 1))}"
         )
     parts.append(
         "<p class='note'>* significant: the paired bootstrap 95% CI over items excludes 0. Thinking × is "

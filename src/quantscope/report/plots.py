@@ -141,6 +141,8 @@ def truncation_figure(analysis: Analysis) -> dict[str, Any]:
     """Truncation rate (% of samples that hit the cap) per variant, one bar group per task."""
     fig = go.Figure()
     names = list(analysis.variant_names)
+    colors = variant_colors(analysis)
+    single = len(analysis.tasks) == 1
     for task in analysis.tasks:
         rates = [analysis.metric(v, task) for v in names]
         fig.add_trace(
@@ -148,6 +150,7 @@ def truncation_figure(analysis: Analysis) -> dict[str, Any]:
                 x=names,
                 y=[100 * m.truncation_rate if m else None for m in rates],
                 name=task,
+                marker={"color": [colors[v] for v in names]} if single else None,
                 text=[f"{100 * m.truncation_rate:.0f}%" if m else "" for m in rates],
                 textposition="outside",
                 hovertemplate="%{x}: %{y:.1f}% truncated<extra>" + _hover(task) + "</extra>",
