@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 from quantscope.errors import QuantscopeError
 from quantscope.tasks.answers import last_boxed, parse_integer
 from quantscope.tasks.base import Judgement, Sample
-from quantscope.toy.problems import LEVELS, Problem, benchmark_problems, get_level
-
-DEFAULT_PER_LEVEL = 50
-DEFAULT_SEED = 1234
+from quantscope.toy.problems import (
+    BENCHMARK_PER_LEVEL,
+    BENCHMARK_SEED,
+    LEVELS,
+    Problem,
+    benchmark_problems,
+    get_level,
+)
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,8 @@ class SyntheticTask:
     task takes the same options, but this task generates its items and rejects a path.
     """
 
-    per_level: int = DEFAULT_PER_LEVEL
-    seed: int = DEFAULT_SEED
+    per_level: int = BENCHMARK_PER_LEVEL
+    seed: int = BENCHMARK_SEED
     levels: Sequence[int] = ()
     path: str | None = None
     name: str = field(default="synthetic", init=False)

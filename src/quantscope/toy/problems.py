@@ -33,8 +33,13 @@ from dataclasses import dataclass
 
 from quantscope.errors import QuantscopeError
 
-MAX_TRAIN_DIGITS = 7
-"""Training operands have 1..MAX_TRAIN_DIGITS digits; the hardest level sits at this edge."""
+MAX_TRAIN_DIGITS = 5
+"""Training operands have 1..MAX_TRAIN_DIGITS digits by default; the hardest level sits at this edge."""
+
+
+BENCHMARK_PER_LEVEL = 50
+BENCHMARK_SEED = 1234
+"""The held-out benchmark's defaults; training never draws one of these problems."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +52,11 @@ class Level:
 
 
 LEVELS: tuple[Level, ...] = (
-    Level(1, operands=2, digits=2),
-    Level(2, operands=2, digits=3),
-    Level(3, operands=2, digits=4),
-    Level(4, operands=2, digits=5),
-    Level(5, operands=2, digits=7),
+    Level(1, operands=2, digits=1),
+    Level(2, operands=2, digits=2),
+    Level(3, operands=2, digits=3),
+    Level(4, operands=2, digits=4),
+    Level(5, operands=2, digits=5),
 )
 
 
@@ -97,12 +102,14 @@ def level_problem(rng: random.Random, level: Level) -> Problem:
     return Problem(tuple(_number(rng, level.digits) for _ in range(level.operands)), level.number)
 
 
-def training_problem(rng: random.Random) -> Problem:
-    """A random training problem: 2 operands, each of 1..MAX_TRAIN_DIGITS digits (independently)."""
-    return Problem(tuple(_number(rng, rng.randint(1, MAX_TRAIN_DIGITS)) for _ in range(2)))
+def training_problem(rng: random.Random, max_digits: int = MAX_TRAIN_DIGITS) -> Problem:
+    """A random training problem: 2 operands, each of 1..`max_digits` digits (independently)."""
+    return Problem(tuple(_number(rng, rng.randint(1, max_digits)) for _ in range(2)))
 
 
-def benchmark_problems(per_level: int = 50, seed: int = 1234, levels: tuple[int, ...] = ()) -> list[Problem]:
+def benchmark_problems(
+    per_level: int = BENCHMARK_PER_LEVEL, seed: int = BENCHMARK_SEED, levels: tuple[int, ...] = ()
+) -> list[Problem]:
     """The held-out benchmark: `per_level` problems per level (all levels unless `levels` names some).
 
     Deterministic in (`per_level`, `seed`): each level draws from its own generator seeded with
@@ -201,13 +208,16 @@ def final_answer(value: int) -> str:
 
 
 def training_example(
-    rng: random.Random, slip_rate: float = 0.25, no_think_rate: float = 0.1
+    rng: random.Random,
+    slip_rate: float = 0.25,
+    no_think_rate: float = 0.1,
+    max_digits: int = MAX_TRAIN_DIGITS,
 ) -> tuple[Problem, str | None]:
     """A training problem and its thinking (None: a thinking-off example that answers directly).
 
     `slip_rate` is the fraction of traces with at least one slip; a fifth of those slip twice.
     """
-    problem = training_problem(rng)
+    problem = training_problem(rng, max_digits)
     if rng.random() < no_think_rate:
         return problem, None
     slips = 0

@@ -26,10 +26,15 @@ from transformers import GenerationConfig
 
 from quantscope.toy.evaluate import format_summary, generate_outcomes, summarize
 from quantscope.toy.model import build_model, count_parameters
-from quantscope.toy.problems import Problem, benchmark_problems, final_answer, training_example
+from quantscope.toy.problems import (
+    MAX_TRAIN_DIGITS,
+    Problem,
+    benchmark_problems,
+    final_answer,
+    training_example,
+)
 from quantscope.toy.tokenizer import IM_END, build_tokenizer, save_tokenizer
 
-BENCHMARK_SEED = 1234
 VALIDATION_SEED = 999
 
 
@@ -45,6 +50,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     slip_rate: float = 0.3
     no_think_rate: float = 0.1
+    max_digits: int = MAX_TRAIN_DIGITS
     seed: int = 0
 
 
@@ -64,13 +70,15 @@ class Batches:
         self.config = config
         self.tokenizer = tokenizer
         self.rng = random.Random(config.seed)
-        held_out = benchmark_problems(per_level=500, seed=BENCHMARK_SEED)
+        held_out = benchmark_problems()
         self.held_out = {p.operands for p in held_out}
         self.queue: list[list[tuple[list[int], list[int]]]] = []
 
     def _example(self) -> tuple[list[int], list[int]]:
         while True:
-            problem, thinking = training_example(self.rng, self.config.slip_rate, self.config.no_think_rate)
+            problem, thinking = training_example(
+                self.rng, self.config.slip_rate, self.config.no_think_rate, self.config.max_digits
+            )
             if problem.operands in self.held_out:
                 continue
             prompt, completion = example_text(problem, thinking)
