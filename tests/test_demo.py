@@ -107,3 +107,35 @@ def test_twin_holds_the_exported_formats(demo_run, toy_dir: Path) -> None:
     before = (out / "eval" / "w4a16" / "model.safetensors").stat().st_mtime_ns
     evaluation_twin(toy_dir, out / "checkpoints" / "w4a16", out / "eval" / "w4a16")
     assert (out / "eval" / "w4a16" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def _bundled_checkpoint() -> Path | None:
+    from quantscope.errors import QuantscopeError
+    from quantscope.toy import checkpoint_dir
+
+    try:
+        return checkpoint_dir()
+    except QuantscopeError:
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _bundled_checkpoint() is None, reason="the bundled toy checkpoint is not in this checkout yet"
+)
+def test_cli_quick_demo_on_the_bundled_reasoner(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "recommendation" in result.output and f"report: {out / 'report.html'}" in result.output
+    with Store(out) as store:
+        names = {v.name for v in store.variants()}
+        assert {"bf16", "w4a16"} <= names
+        for name in names:
+            assert store.count(name, "synthetic") == 6 * 5  # QUICK: 6 problems per level, 5 levels, k=1
+    page = (out / "report.html").read_text()
+    assert "quantscope demo — toy reasoner" in page

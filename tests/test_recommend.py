@@ -89,3 +89,13 @@ def test_variants_missing_a_task_or_memory_are_not_candidates(tmp_path: Path) ->
         "half": "not evaluated on b",
         "nomem": "memory unknown (evaluate a quantscope checkpoint, or pass memory_bytes)",
     }
+
+
+def test_a_single_variant_is_its_own_baseline_and_unknown_memory_is_said(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        add_variant(store, "only", outcomes(5, 1, lambda i, j: True), memory=None)
+        analysis = analyze(store)
+    assert analysis.baseline == "only" and analysis.comparisons == ()
+    rec = recommend(analysis)
+    assert rec.pick is None
+    assert rec.summary().startswith("No variant can be recommended (memory unknown")

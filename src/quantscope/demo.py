@@ -71,7 +71,7 @@ class DemoSettings:
     seed: int = 0
 
 
-FULL = DemoSettings(presets=FULL_PRESETS, per_level=24, k=2)
+FULL = DemoSettings(presets=FULL_PRESETS, per_level=20, k=2)
 QUICK = DemoSettings(presets=QUICK_PRESETS, per_level=6, k=1)
 
 

@@ -309,8 +309,9 @@ def variant_memory(variant: Variant) -> tuple[int | None, str | None]:
 
 
 def choose_baseline(variants: Sequence[VariantInfo], requested: str | None = None) -> str:
-    """The baseline's name: `requested`, else the variant marked baseline, else a bf16/fp16 recipe,
-    else the largest variant. QuantscopeError when `requested` is unknown or nothing qualifies."""
+    """The baseline's name: `requested`, else the only variant, else the one marked baseline, else a
+    bf16/fp16 recipe, else the largest variant. QuantscopeError when `requested` is unknown or
+    nothing qualifies."""
     names = [v.name for v in variants]
     if requested is not None:
         if requested not in names:
@@ -320,6 +321,8 @@ def choose_baseline(variants: Sequence[VariantInfo], requested: str | None = Non
         return requested
     if not variants:
         raise QuantscopeError("the store holds no variants: run `quantscope eval` first")
+    if len(variants) == 1:
+        return variants[0].name
     for rule in (
         lambda v: v.is_baseline,
         lambda v: (v.recipe or "").lower() in BASELINE_RECIPES or v.name.lower() in BASELINE_RECIPES,

@@ -63,7 +63,10 @@ class Recommendation:
         """One sentence: what to run and why (or why nothing fits)."""
         budget = "any budget" if self.budget_bytes is None else f"a {format_size(self.budget_bytes)} budget"
         if self.pick is None:
-            return f"No evaluated variant fits {budget}."
+            if self.budget_bytes is not None and any(c.memory_bytes is not None for c in self.runners_up):
+                return f"No evaluated variant fits {budget}."
+            reason = self.runners_up[0].reason if self.runners_up else "no variants"
+            return f"No variant can be recommended ({reason})."
         size = format_size(self.pick.memory_bytes) if self.pick.memory_bytes is not None else "unknown size"
         accuracy = f"{100 * self.pick.accuracy:.1f}% accuracy"
         return f"For {budget}: run {self.pick.variant} ({size}, {accuracy}) — {self.pick.reason}."

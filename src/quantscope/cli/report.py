@@ -115,6 +115,19 @@ def report(
     console.print(f"wrote {written.path} ({written.nbytes / 1e6:.1f} MB)")
 
 
+def _quiet_libraries() -> None:
+    """Keep the demo's own progress bars readable: AutoRound logs only warnings, and the libraries'
+    tqdm bars and transformers' info messages are off (a user's own settings win)."""
+    import os
+
+    os.environ.setdefault("AR_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 class _DemoBars:
     """One bar per (stage, variant), fed by the demo's progress events."""
 
@@ -144,12 +157,20 @@ def demo(
         str | None,
         typer.Option(help="Memory budget for the recommendation (default: half the BF16 weights)."),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option(help="Show AutoRound's and transformers' own logs and bars.")
+    ] = False,
 ) -> None:
     """The whole loop offline on the bundled tiny reasoner: plan, quantize, evaluate, report, recommend.
 
     Rerunning with the same --out resumes: finished checkpoints and stored generations are reused.
     """
+    if not verbose:
+        _quiet_libraries()
+    from rich.table import Table
+
     from quantscope.demo import run_demo
+    from quantscope.recipe import format_size
     from quantscope.report.terminal import comparison_table, recommendation_panel
 
     progress = Progress(
@@ -162,6 +183,14 @@ def demo(
     )
     with progress:
         result = run_demo(out, quick=quick, progress=_DemoBars(progress), budget_bytes=_budget(budget))
+    plan = Table(title="variants", title_justify="left")
+    for name in ("recipe", "status", "predicted", "exported", "quantize s"):
+        plan.add_column(name, justify="left" if name in ("recipe", "status") else "right")
+    for variant in result.variants:
+        exported = "–" if variant.memory_bytes is None else format_size(variant.memory_bytes)
+        seconds = f"{variant.seconds:.0f}" if variant.seconds else "–"
+        plan.add_row(variant.preset, variant.status, format_size(variant.predicted_bytes), exported, seconds)
+    console.print(plan)
     for variant in result.variants:
         if variant.status == "failed":
             console.print(f"[yellow]skipped {variant.preset}:[/] {variant.detail}", highlight=False)
