@@ -45,8 +45,10 @@ def comparison_table(analysis: Analysis) -> Table:
     """Per task and variant: memory, accuracy with its CI, the paired delta against the baseline
     (* = significant), truncation and its delta, accuracy among finished samples, thinking
     inflation (median, all / finished samples) and the verdict."""
-    table = Table(title=f"vs baseline {analysis.baseline}", title_justify="left")
-    for name in ("task", "variant"):
+    single = len(analysis.tasks) == 1
+    title = f"vs baseline {analysis.baseline}" + (f" on {analysis.tasks[0]}" if single else "")
+    table = Table(title=title, title_justify="left")
+    for name in ("variant",) if single else ("task", "variant"):
         table.add_column(name)
     for name in ("memory", "accuracy [95% CI]", "Δ pts [95% CI]", "truncated (Δ)", "acc finished", "think ×"):
         table.add_column(name, justify="right")
@@ -64,7 +66,7 @@ def comparison_table(analysis: Analysis) -> Table:
                 else f"{_ratio(c.inflation.median_all)}/{_ratio(c.inflation.median_finished)}"
             )
             table.add_row(
-                task,
+                *(() if single else (task,)),
                 Text(info.name, style="bold" if c is None else ""),
                 "?" if info.memory_bytes is None else format_size(info.memory_bytes),
                 f"{_pct(m.accuracy)} [{_pct(m.ci_low)}, {_pct(m.ci_high)}]",
