@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from quantscope.anatomy import load_anatomy
 from quantscope.cli import app
+from quantscope.cli.app import console
 from quantscope.recipe import PRESETS, load_recipe, predict_footprint
 
 runner = CliRunner()
@@ -57,8 +59,12 @@ def test_plan_json_with_budget_and_a_user_recipe(tiny_qwen35_moe_dir: Path, tmp_
     assert rows["mine"]["kept_bytes_by_group"]["linear_attn"] > 0
 
 
-def test_plan_table_shows_what_stays_16_bit_and_the_fit(tiny_qwen3_dir: Path):
-    result = runner.invoke(app, ["plan", str(tiny_qwen3_dir), "--budget", "1GB"], env={"COLUMNS": "200"})
+def test_plan_table_shows_what_stays_16_bit_and_the_fit(
+    tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The shared rich console fixed its width when it was created, so COLUMNS set now is too late.
+    monkeypatch.setattr(console, "width", 200)
+    result = runner.invoke(app, ["plan", str(tiny_qwen3_dir), "--budget", "1GB"])
     assert result.exit_code == 0, result.output
     assert "w4a16-safe" in result.output and "fits 1.00 GB" in result.output
     assert "lm_head" in result.output and "all (unquantized)" in result.output
