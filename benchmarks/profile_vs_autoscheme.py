@@ -128,13 +128,13 @@ def render_text_calibration(chat_jsonl: Path, tokenizer, seq_len: int, out: Path
     return out
 
 
-def toy_accuracy(profiler, formats: dict[str, str], per_level: int) -> str:
+def toy_accuracy(profiler, formats: dict[str, str], per_level: int, levels: tuple[int, ...] = ()) -> str:
     """Greedy toy-benchmark accuracy / truncation / mean thinking tokens with `formats` applied."""
     from quantscope.profile.fakequant import fake_quantized
     from quantscope.toy.evaluate import generate_outcomes
     from quantscope.toy.problems import benchmark_problems
 
-    problems = benchmark_problems(per_level=per_level)
+    problems = benchmark_problems(per_level=per_level, levels=levels)
     fused = [f.members for f in profiler.anatomy.fused_sets]
     with fake_quantized(profiler.model, profiler.assignment_targets(formats), fused):
         outcomes = generate_outcomes(profiler.model, problems, batch_size=32)
@@ -153,6 +153,9 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--objective", default="mean", choices=("mean", "late", "worst"))
     parser.add_argument("--eval-per-level", type=int, default=0, help="toy problems per level (0: no eval)")
+    parser.add_argument(
+        "--eval-level", type=int, action="append", default=[], help="toy levels (default all)"
+    )
     parser.add_argument("--also", action="append", default=[], help="extra profiled schemes, e.g. fp8")
     parser.add_argument("--no-autoscheme", action="store_true")
     parser.add_argument("--per-layer", action="store_true", help="also search per-layer units")
@@ -209,7 +212,7 @@ def main() -> int:
                 f"{damage.kl_by_bucket[-1]:9.2e} {len(split_fused_sets(anatomy, formats)):6d} {seconds:>7s}"
             )
             if args.eval_per_level:
-                row += " " + toy_accuracy(profiler, formats, args.eval_per_level)
+                row += " " + toy_accuracy(profiler, formats, args.eval_per_level, tuple(args.eval_level))
             print(row, flush=True)
     return 0
 
