@@ -139,3 +139,14 @@ def test_cli_quick_demo_on_the_bundled_reasoner(tmp_path: Path) -> None:
             assert store.count(name, "synthetic") == 6 * 5  # QUICK: 6 problems per level, 5 levels, k=1
     page = (out / "report.html").read_text()
     assert "quantscope demo — toy reasoner" in page
+
+
+@pytest.mark.slow
+def test_other_settings_in_the_same_folder_are_refused(demo_run, toy_dir: Path) -> None:
+    from dataclasses import replace
+
+    from quantscope.errors import QuantscopeError
+
+    out, _, _ = demo_run
+    with pytest.raises(QuantscopeError, match="holds a demo run with other settings"):
+        run_demo(out, model=toy_dir, settings=replace(SETTINGS, per_level=2))

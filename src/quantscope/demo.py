@@ -309,8 +309,16 @@ def evaluate_variant(
     """Generate and judge whatever the store still lacks for `variant` (resumes a killed run)."""
     from quantscope.runner import run_eval
 
+    spec = run_spec(variant, settings)
+    (task,) = spec.tasks
+    if store.spec_hashes(spec.variant_name, task.name) - {spec.generation_hash(task)}:
+        raise QuantscopeError(
+            f"{store.path.parent} holds a demo run with other settings (quick vs full, or another model): "
+            "pass a different --out"
+        )
+
     def relay(update: ProgressUpdate) -> None:
         rate = f"{update.tokens / update.seconds:,.0f} tok/s" if update.seconds > 0 and update.tokens else ""
         notify(DemoProgress("eval", variant.preset, update.done, update.total, rate))
 
-    run_eval(run_spec(variant, settings), store, progress=relay)
+    run_eval(spec, store, progress=relay)

@@ -147,9 +147,10 @@ class _DemoBars:
 @app.command()
 @friendly_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for checkpoints, the store and the report.")] = Path(
-        "quantscope-demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for checkpoints, store and report (default: quantscope-demo[-quick])."),
+    ] = None,
     quick: Annotated[
         bool, typer.Option(help="Fewer variants and items (about 2-3 minutes on a CPU).")
     ] = False,
@@ -181,6 +182,7 @@ def demo(
         TimeElapsedColumn(),
         console=console,
     )
+    out = out if out is not None else Path("quantscope-demo-quick" if quick else "quantscope-demo")
     with progress:
         result = run_demo(out, quick=quick, progress=_DemoBars(progress), budget_bytes=_budget(budget))
     plan = Table(title="variants", title_justify="left")
