@@ -116,11 +116,11 @@ def report(
 
 
 def _quiet_libraries() -> None:
-    """Keep the demo's own progress bars readable: AutoRound logs only warnings, and the libraries'
+    """Keep the demo's own progress bars readable: AutoRound logs only errors, and the libraries'
     tqdm bars and transformers' info messages are off (a user's own settings win)."""
     import os
 
-    os.environ.setdefault("AR_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("AR_LOG_LEVEL", "ERROR")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers.utils import logging as transformers_logging
 
