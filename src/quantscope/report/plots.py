@@ -156,10 +156,9 @@ def truncation_figure(analysis: Analysis) -> dict[str, Any]:
                 hovertemplate="%{x}: %{y:.1f}% truncated<extra>" + _hover(task) + "</extra>",
             )
         )
-    fig.update_layout(
-        **_layout("Truncated at the token cap", "variant", "samples truncated (%)", barmode="group"),
-        showlegend=len(analysis.tasks) > 1,
-    )
+    layout = _layout("Truncated at the token cap", "variant", "samples truncated (%)", barmode="group")
+    layout["yaxis"]["rangemode"] = "tozero"
+    fig.update_layout(**layout, showlegend=len(analysis.tasks) > 1)
     return _plain(fig)
 
 
