@@ -1,6 +1,10 @@
-"""The toy reasoner's character-level tokenizer, saved as a standard HF `tokenizer.json`.
+"""The toy reasoner's character-level tokenizer: a Qwen3.5 tokenizer with a character vocabulary.
 
-One token per printable ASCII character, plus Qwen's chat tokens as single tokens. The chat
+One token per printable ASCII character, plus Qwen's chat tokens as single tokens. It is
+transformers' own `Qwen3_5Tokenizer` (byte-level BPE, Qwen's pre-tokenizer) with no merges, so
+every character stays a token. That matters: for a `qwen3_5_moe_text` checkpoint, transformers'
+`AutoTokenizer` always builds `Qwen3_5Tokenizer` from `tokenizer.json`, whatever class the file
+names, and a plain character tokenizer loaded that way loses its spaces and newlines. The chat
 template follows Qwen3 / Qwen3.5: the generation prompt opens `<think>\\n`, and
 `enable_thinking=False` closes an empty think block so the model answers at once.
 """
@@ -8,10 +12,12 @@ template follows Qwen3 / Qwen3.5: the generation prompt opens `<think>\\n`, and
 from __future__ import annotations
 
 import string
+from functools import cache
 from pathlib import Path
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from tokenizers import AddedToken
+from transformers import PreTrainedTokenizerBase
+from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
 
 VOCAB_SIZE = 128
 PAD, UNK, IM_START, IM_END, THINK, THINK_END = (
@@ -40,35 +46,52 @@ CHAT_TEMPLATE = (
 )
 
 
+@cache
+def _byte_symbols() -> dict[int, str]:
+    """GPT-2's byte -> printable symbol table that byte-level BPE vocabularies are written in."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    symbols, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + extra)
+            extra += 1
+    return symbols
+
+
 def vocabulary() -> dict[str, int]:
-    """Token -> id: the specials first (pad is 0, `<|im_end|>` is 3), then the characters, then fillers."""
-    vocab = {tok: i for i, tok in enumerate((*SPECIALS, *CHARS))}
+    """Token -> id: the specials first (pad is 0, `<|im_end|>` is 3), then the characters, then fillers.
+
+    Characters are written as byte-level symbols (a space is "Ġ", a newline "Ċ"), as in Qwen's vocab.
+    """
+    symbols = _byte_symbols()
+    tokens = (*SPECIALS, *(symbols[ord(c)] for c in CHARS))
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     for i in range(len(vocab), VOCAB_SIZE):
         vocab[f"<|extra_{i}|>"] = i
     return vocab
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer() -> PreTrainedTokenizerBase:
     """A fresh tokenizer object (deterministic; nothing is read from disk or the network)."""
-    backend = Tokenizer(models.WordLevel(vocab=vocabulary(), unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    # The think tags stay visible in decoded text (special=False), as in Qwen's tokenizer.
-    backend.add_tokens([AddedToken(THINK, special=False), AddedToken(THINK_END, special=False)])
-    backend.add_special_tokens([AddedToken(tok, special=True) for tok in (PAD, UNK, IM_START, IM_END)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
+    tokenizer = Qwen3_5Tokenizer(
+        vocab=vocabulary(),
+        merges=[],
         unk_token=UNK,
         eos_token=IM_END,
+        pad_token=PAD,
         padding_side="left",
         model_max_length=2048,
     )
+    # The think tags stay visible in decoded text (special=False), as in Qwen's tokenizer.
+    tokenizer.add_tokens([AddedToken(THINK, special=False), AddedToken(THINK_END, special=False)])
+    tokenizer.add_special_tokens({"additional_special_tokens": [IM_START]})
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
-def save_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+def save_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """Write `tokenizer.json`, `tokenizer_config.json` (with the chat template) into directory `path`."""
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(path)
