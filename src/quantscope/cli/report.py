@@ -112,7 +112,7 @@ def report(
     )
     console.print(comparison_table(written.analysis))
     console.print(recommendation_panel(written.recommendation))
-    console.print(f"wrote {written.path} ({written.nbytes / 1e6:.1f} MB)")
+    console.print(f"wrote {written.path} ({written.nbytes / 1e6:.1f} MB)", soft_wrap=True, highlight=False)
 
 
 def _quiet_libraries() -> None:
@@ -198,4 +198,9 @@ def demo(
             console.print(f"[yellow]skipped {variant.preset}:[/] {variant.detail}", highlight=False)
     console.print(comparison_table(result.report.analysis))
     console.print(recommendation_panel(result.report.recommendation))
-    console.print(f"report: {result.report.path}   store: {result.store_dir}   ({result.seconds:.0f} s)")
+    # Paths are printed unwrapped so they can be copied whatever the terminal's width.
+    console.print(
+        f"report: {result.report.path}   store: {result.store_dir}   ({result.seconds:.0f} s)",
+        soft_wrap=True,
+        highlight=False,
+    )
