@@ -58,11 +58,11 @@ def quantize_rtn(model: torch.nn.Module, bits: int = 4, group_size: int = 128) -
     return sorted(weights)
 
 
-def run_variant(model, problems, args: argparse.Namespace) -> tuple[list, float]:
+def run_variant(model, problems, args: argparse.Namespace, thinking: bool = True) -> tuple[list, float]:
     """Generate every problem; the outcomes and the wall time in seconds."""
     start = time.perf_counter()
     outcomes = generate_outcomes(
-        model, problems, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        model, problems, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, thinking=thinking
     )
     return outcomes, time.perf_counter() - start
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype", default="float32", help="compute dtype: float32 (bf16 weights, exact) or bfloat16"
     )
     parser.add_argument("--skip-rtn", action="store_true")
+    parser.add_argument("--no-thinking", action="store_true", help="also run BF16 with thinking off")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -107,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = {}
     variants = ["bf16"] if args.skip_rtn else ["bf16", f"rtn{args.bits}"]
-    for variant in variants:
+    for variant in [*variants, *(["bf16-nothink"] if args.no_thinking else [])]:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
-        if variant != "bf16":
+        if variant.startswith("rtn"):
             touched = quantize_rtn(model, args.bits)
             print(f"RTN-{args.bits} g128 on {len(touched)} tensors")
         model = model.to(dtype)
-        outcomes, seconds = run_variant(model, problems, args)
+        outcomes, seconds = run_variant(model, problems, args, thinking=variant != "bf16-nothink")
         summaries = summarize(outcomes)
         print(f"\n== {variant} ==\n{format_summary(summaries, seconds)}")
         results[variant] = {"seconds": round(seconds, 1), "levels": [_row(s) for s in summaries]}

@@ -1,8 +1,8 @@
 """The toy reasoner's benchmark: held-out column-addition problems at several difficulty levels.
 
 Problems come from `quantscope.toy.problems.benchmark_problems` (fixed seed, deterministic), so
-the task needs no download. Level n has two operands of `LEVELS[n-1].digits` digits each; the
-answer is judged on the integer in the last `\\boxed{}`.
+the task needs no download. Levels 1-5 add two numbers of 1-5 digits; level 6 adds two 5-digit
+numbers whose every column carries. The answer is judged on the integer in the last `\\boxed{}`.
 """
 
 from __future__ import annotations

@@ -69,12 +69,17 @@ def judge(problem: Problem, answer: str) -> bool:
     return boxed is not None and parse_integer(boxed) == problem.answer
 
 
-def _outcome(tokenizer, problem: Problem, new_ids: list[int], cap: int, close_id: int) -> Outcome:
+def _outcome(
+    tokenizer, problem: Problem, new_ids: list[int], cap: int, close_id: int, thinking_on: bool
+) -> Outcome:
     eos = tokenizer.eos_token_id
     ids = new_ids[: new_ids.index(eos) + 1] if eos in new_ids else new_ids
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    thinking_tokens = ids.index(close_id) if close_id in ids else len(ids)
-    thinking, closed, answer = text.partition(THINK_END)
+    if thinking_on:
+        thinking_tokens = ids.index(close_id) if close_id in ids else len(ids)
+        thinking, closed, answer = text.partition(THINK_END)
+    else:  # the prompt already closed the think block: everything is answer
+        thinking_tokens, thinking, closed, answer = 0, "", "closed", text
     return Outcome(
         problem=problem,
         text=text,
@@ -128,7 +133,7 @@ def generate_outcomes(
         )
         for row, index in enumerate(chunk):
             new_ids = out[row, width:].tolist()
-            results[index] = _outcome(tokenizer, problems[index], new_ids, max_new_tokens, close_id)
+            results[index] = _outcome(tokenizer, problems[index], new_ids, max_new_tokens, close_id, thinking)
         if progress is not None:
             progress(len(chunk))
     return [results[i] for i in range(len(problems))]

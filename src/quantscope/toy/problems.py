@@ -3,8 +3,9 @@
 A trace adds the operands column by column (ones first, carry written out), then checks the
 sum by adding the operands again in reverse order. When the two sums disagree the trace says
 "wait" and redoes the addition until it agrees with the check. Training traces contain
-deliberate slips (one column summed wrong, or a carry dropped) so the model learns the check;
-a model that slips more often (after quantization, say) retries more and thinks longer.
+deliberate slips (a column summed wrong, a carry dropped, a digit misread or miswritten) so the
+model learns the check; a model that slips more often (after quantization, say) retries more and
+thinks longer.
 
 Example (no slip)::
 
@@ -20,7 +21,11 @@ Example (no slip)::
     9+8=17
     0+4+1=5
     sum 5758
-    5758 = 5758 ok
+    compare 88 55 77 55 ok
+
+The compare line pairs the two sums' digits ones first and stops at the first pair that differs
+("compare 88 55 07 wait"), so each verdict depends on two neighbouring characters — a comparison
+a model this small can learn, where a verdict on two whole numbers ("5058 vs 5758") it did not.
 
 A column line adds the carry (`+1`) only when there is one; "forgetting the carry" is one of
 the slips.
@@ -44,11 +49,13 @@ BENCHMARK_SEED = 1234
 
 @dataclass(frozen=True)
 class Level:
-    """A difficulty level: `operands` numbers of exactly `digits` digits each."""
+    """A difficulty level: `operands` numbers of exactly `digits` digits each; with `carries`, every
+    column's sum is at least 10, so a carry runs through the whole addition (the model's weak spot)."""
 
     number: int
     operands: int
     digits: int
+    carries: bool = False
 
 
 LEVELS: tuple[Level, ...] = (
@@ -57,6 +64,7 @@ LEVELS: tuple[Level, ...] = (
     Level(3, operands=2, digits=3),
     Level(4, operands=2, digits=4),
     Level(5, operands=2, digits=5),
+    Level(6, operands=2, digits=5, carries=True),
 )
 
 
@@ -97,8 +105,24 @@ def _number(rng: random.Random, digits: int) -> int:
     return rng.randint(low, 10**digits - 1)
 
 
+def _carrying_pair(rng: random.Random, digits: int) -> tuple[int, int]:
+    """Two `digits`-digit numbers whose every column sums to 10 or more (carry included)."""
+    first = second = 0
+    for column in range(digits):
+        lowest = 1 if column == digits - 1 and digits > 1 else 0
+        needed = 10 if column == 0 else 9  # columns after the first receive a carry of 1
+        x = rng.randint(max(lowest, needed - 9), 9)
+        y = rng.randint(max(lowest, needed - x), 9)
+        first, second = first + x * 10**column, second + y * 10**column
+    return first, second
+
+
 def level_problem(rng: random.Random, level: Level) -> Problem:
     """A random problem of `level` (every operand has exactly `level.digits` digits)."""
+    if level.carries:
+        if level.operands != 2:
+            raise QuantscopeError(f"level {level.number}: carry-chain levels take two operands")
+        return Problem(_carrying_pair(rng, level.digits), level.number)
     return Problem(tuple(_number(rng, level.digits) for _ in range(level.operands)), level.number)
 
 
@@ -125,11 +149,23 @@ def benchmark_problems(
 
 @dataclass(frozen=True)
 class Slip:
-    """A deliberate mistake in one column of a pass: a wrong sum (`delta` ±1) or a dropped carry."""
+    """A deliberate mistake in one column of a pass.
+
+    `kind` is "sum" (the column's sum off by `delta`), "carry" (the incoming carry dropped),
+    "read" (operand number `operand`'s digit misread as digit + `delta`, mod 10, and added
+    consistently) or "write" (the column's digit written into the sum line off by `delta`, mod 10).
+    "sum" and "carry" leave a visibly wrong column line; "read" and "write" leave every column line
+    self-consistent, so only comparing the sum with the check's reveals them — the mistakes a
+    small model makes by itself (copying the wrong digit) look like these.
+    """
 
     column: int
-    kind: str  # "sum" or "carry"
+    kind: str
     delta: int = 0
+    operand: int = 0
+
+
+SLIP_KINDS = ("sum", "carry", "read", "write")
 
 
 def _digit(n: int, column: int) -> int:
@@ -139,36 +175,62 @@ def _digit(n: int, column: int) -> int:
 def column_pass(operands: tuple[int, ...], slip: Slip | None = None) -> tuple[list[str], int]:
     """The column lines adding `operands` ones-first, and the sum they produce (wrong when slipped).
 
-    A slip changes one line; the following columns take the carry that line wrote, so the
+    A slip changes one column; the following columns take the carry that column produced, so the
     pass stays self-consistent and only the check can reveal the mistake.
     """
     columns = max(len(str(n)) for n in operands)
     lines, carry, total = [], 0, 0
     for column in range(columns):
+        hit = slip is not None and slip.column == column
         digits = [_digit(n, column) for n in operands]
-        if slip is not None and slip.column == column and slip.kind == "carry" and carry > 0:
+        if hit and slip.kind == "read":
+            digits[slip.operand] = (digits[slip.operand] + slip.delta) % 10
+        if hit and slip.kind == "carry" and carry > 0:
             carry = 0
         value = sum(digits) + carry
-        if slip is not None and slip.column == column and slip.kind == "sum":
+        if hit and slip.kind == "sum":
             value = value + slip.delta if value + slip.delta >= 0 else value + 1
         terms = [*digits, carry] if carry else digits
         lines.append("+".join(str(d) for d in terms) + f"={value}")
-        total += (value % 10) * 10**column
+        written = (value + slip.delta) % 10 if hit and slip.kind == "write" else value % 10
+        total += written * 10**column
         carry = value // 10
     total += carry * 10**columns
     return lines, total
 
 
 def random_slip(rng: random.Random, operands: tuple[int, ...]) -> Slip:
-    """A slip in a random column: usually a sum off by one, sometimes a dropped carry."""
+    """A slip in a random column, of a random kind (a dropped carry only where a carry comes in).
+
+    The result always differs from the right sum, so the check catches it.
+    """
     columns = max(len(str(n)) for n in operands)
     column = rng.randrange(columns)
-    if column > 0 and rng.random() < 0.3:
+    kind = rng.choices(SLIP_KINDS, weights=(35, 15, 30, 20))[0]
+    if kind == "carry":
         correct, _ = column_pass(operands)
-        previous = correct[column - 1].split("=")[1]
-        if int(previous) >= 10:
-            return Slip(column, "carry")
-    return Slip(column, "sum", rng.choice((-1, 1)))
+        if column == 0 or int(correct[column - 1].split("=")[1]) < 10:
+            kind = "sum"
+    if kind == "sum":
+        return Slip(column, "sum", rng.choice((-1, 1)))
+    if kind == "carry":
+        return Slip(column, "carry")
+    delta = rng.choice((-3, -2, -1, 1, 2, 3))
+    return Slip(column, kind, delta, operand=rng.randrange(len(operands)) if kind == "read" else 0)
+
+
+def compare_line(total: int, check_total: int) -> str:
+    """The check's verdict: digit pairs (sum, check) ones first, ending "ok", or "wait" at a mismatch.
+
+    The shorter number counts as zero-padded, so every pair has two digits.
+    """
+    pairs = []
+    for column in range(max(len(str(total)), len(str(check_total)))):
+        ours, theirs = _digit(total, column), _digit(check_total, column)
+        pairs.append(f"{ours}{theirs}")
+        if ours != theirs:
+            return "compare " + " ".join(pairs) + " wait"
+    return "compare " + " ".join(pairs) + " ok"
 
 
 def _pass_text(header: str, operands: tuple[int, ...], slip: Slip | None) -> tuple[str, int]:
@@ -193,12 +255,12 @@ def write_trace(problem: Problem, slips: int = 0, rng: random.Random | None = No
     parts = [text, check_text]
     redo = 0
     while total != check_total:
-        parts.append(f"{total} != {check_total} wait")
+        parts.append(compare_line(total, check_total))
         redo += 1
         slip = random_slip(rng, operands) if redo < slips else None
         text, total = _pass_text("redo " + problem.expression, operands, slip)
         parts.append(text)
-    parts.append(f"{total} = {check_total} ok")
+    parts.append(compare_line(total, check_total))
     return "\n".join(parts)
 
 

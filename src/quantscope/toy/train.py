@@ -2,10 +2,13 @@
 
 Seeded and self-contained: training problems are drawn on the fly (held-out benchmark
 problems are never drawn), the loss covers only the assistant turn, AdamW with warm-up and a
-cosine decay, fp32 master weights, bf16 checkpoint. Runs on CPU (slow) or on a GPU when
-`--device cuda`. Every `--eval-every` steps a quick greedy check on a validation set (its own
-seed, not the benchmark's) prints per-level accuracy; a checkpoint is written every `--save-every`
-steps and at the end, each time to a temporary folder renamed into place.
+cosine decay, fp32 master weights, bf16 checkpoint. The verdicts of each check (the token after
+every digit pair of a "compare" line: the next pair, "ok" or "wait") weigh `--check-weight` times
+a normal token, so the few tokens that decide a retry are not drowned by the many that copy.
+Runs on CPU (slow) or on a GPU when `--device cuda`. Every `--eval-every` steps a quick greedy
+check on a validation set (its own seed, not the benchmark's) prints per-level accuracy; a
+checkpoint is written every `--save-every` steps and at the end, each time to a temporary folder
+renamed into place.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import copy
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import time
@@ -44,13 +48,14 @@ class TrainConfig:
 
     steps: int = 3000
     batch_size: int = 32
-    max_len: int = 384
+    max_len: int = 448  # room for 5-digit traces with two redos
     lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.05
-    slip_rate: float = 0.3
+    slip_rate: float = 0.4
     no_think_rate: float = 0.1
     max_digits: int = MAX_TRAIN_DIGITS
+    check_weight: float = 5.0
     seed: int = 0
 
 
@@ -63,8 +68,27 @@ def example_text(problem: Problem, thinking: str | None) -> tuple[str, str]:
     return prompt, f"{thinking}\n</think>\n\n{answer}"
 
 
+_COMPARE = re.compile(r"compare ((?:\d\d )+)(?:ok|wait)")
+
+
+def check_positions(completion: str) -> list[int]:
+    """Character offsets in `completion` of each check verdict: the token after every digit pair.
+
+    The thinking is plain characters (one token each), so these are also token offsets.
+    """
+    positions = []
+    for match in _COMPARE.finditer(completion):
+        pairs = len(match.group(1)) // 3
+        positions.extend(match.start(1) + 3 * (k + 1) for k in range(pairs))
+    return positions
+
+
 class Batches:
-    """Endless seeded stream of (input_ids, labels) batches; labels are -100 outside the completion."""
+    """Endless seeded stream of (input_ids, labels, weights) batches.
+
+    Labels are -100 outside the completion; weights are 1 per completion token and
+    `config.check_weight` on each check's ok/wait token (0 on padding).
+    """
 
     def __init__(self, config: TrainConfig, tokenizer) -> None:
         self.config = config
@@ -72,9 +96,9 @@ class Batches:
         self.rng = random.Random(config.seed)
         held_out = benchmark_problems()
         self.held_out = {p.operands for p in held_out}
-        self.queue: list[list[tuple[list[int], list[int]]]] = []
+        self.queue: list[list[tuple[list[int], list[int], list[float]]]] = []
 
-    def _example(self) -> tuple[list[int], list[int]]:
+    def _example(self) -> tuple[list[int], list[int], list[float]]:
         while True:
             problem, thinking = training_example(
                 self.rng, self.config.slip_rate, self.config.no_think_rate, self.config.max_digits
@@ -85,7 +109,10 @@ class Batches:
             p_ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
             c_ids = self.tokenizer(completion, add_special_tokens=False).input_ids
             if len(p_ids) + len(c_ids) <= self.config.max_len:
-                return p_ids + c_ids, [-100] * len(p_ids) + c_ids
+                weights = [0.0] * len(p_ids) + [1.0] * len(c_ids)
+                for offset in check_positions(completion):
+                    weights[len(p_ids) + offset] = self.config.check_weight
+                return p_ids + c_ids, [-100] * len(p_ids) + c_ids, weights
 
     def _refill(self) -> None:
         # Draw 8 batches at once and group examples of similar length, so little is padding.
@@ -95,16 +122,29 @@ class Batches:
         self.rng.shuffle(chunks)
         self.queue.extend(chunks)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One batch, right-padded to its longest example."""
         if not self.queue:
             self._refill()
         rows = self.queue.pop()
-        width = max(len(ids) for ids, _ in rows)
+        width = max(len(ids) for ids, _, _ in rows)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in rows])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-        return ids, labels
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _, _ in rows])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab, _ in rows])
+        weights = torch.tensor([w + [0.0] * (width - len(w)) for _, _, w in rows])
+        return ids, labels, weights
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, each target weighted, normalised by the number of targets.
+
+    With all weights 1 this is the mean loss transformers computes from `labels`.
+    """
+    targets, weights = labels[:, 1:], weights[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none"
+    )
+    return (losses * weights.flatten()).sum() / (targets != -100).sum().clamp(min=1)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -204,19 +244,21 @@ def train(args: argparse.Namespace) -> None:
     model.train()
     start = time.perf_counter()
     for step in range(config.steps):
-        ids, labels = batches.next()
+        ids, labels, weights = batches.next()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        out = model(input_ids=ids.to(device), labels=labels.to(device), output_router_logits=True)
+        out = model(input_ids=ids.to(device), output_router_logits=True)
+        loss = weighted_loss(out.logits, labels.to(device), weights.to(device))
+        loss = loss + model.config.router_aux_loss_coef * out.aux_loss
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         done = step + 1
         if done % args.log_every == 0 or done == 1:
             elapsed = time.perf_counter() - start
             print(
-                f"step {done} loss {out.loss.item():.4f} aux {out.aux_loss.item():.3f} "
+                f"step {done} loss {loss.item():.4f} aux {out.aux_loss.item():.3f} "
                 f"lr {learning_rate(step, config):.2e} {elapsed / done:.3f} s/step",
                 flush=True,
             )
@@ -225,7 +267,7 @@ def train(args: argparse.Namespace) -> None:
         last = done == config.steps or done == args.stop_after
         if done % args.save_every == 0 or last:
             meta.update(
-                steps_done=done, seconds=round(time.perf_counter() - start, 1), final_loss=out.loss.item()
+                steps_done=done, seconds=round(time.perf_counter() - start, 1), final_loss=loss.item()
             )
             save_checkpoint(model, args.out, meta)
         if last:
