@@ -134,9 +134,9 @@ def quantize(
     work = Path(tempfile.mkdtemp(dir=job.out.parent, prefix=f".{job.out.name}{_PARTIAL}{os.getpid()}-"))
     try:
         progress("quantizing block by block")
-        checkpoint = _export(source_model, tokenizer, job.plan, calibration, options, work)
+        checkpoint, notes = _export(source_model, tokenizer, job.plan, calibration, options, work)
         del source_model
-        manifest = _manifest(job, calibration, options, checkpoint, probe, started)
+        manifest = _manifest(job, calibration, options, checkpoint, probe, started, notes)
         write_manifest(checkpoint, manifest)
         report = None
         if options.verify:
@@ -236,7 +236,7 @@ def _export(
     calibration: CalibrationSet,
     options: QuantizeOptions,
     work: Path,
-) -> Path:
+) -> tuple[Path, tuple[str, ...]]:
     settings = RunSettings(
         iters=options.iters,
         nsamples=len(calibration.windows),
@@ -249,8 +249,15 @@ def _export(
         source_model, tokenizer, plan, calibration.autoround_samples(), settings, work / "stage"
     )
     checkpoint = work / "checkpoint"
-    exported.rename(checkpoint)  # AutoRound's <model>-<scheme> sub-folder becomes exactly --out
-    return checkpoint
+    exported.directory.rename(checkpoint)  # AutoRound's <model>-<scheme> sub-folder becomes exactly --out
+    notes = ()
+    if exported.restored_tensors:
+        notes = (
+            f"AutoRound computed in float32 (this CPU has no native bf16) and saved "
+            f"{exported.restored_tensors} unquantized tensors as float32; they were restored to the "
+            "source's 16-bit dtype",
+        )
+    return checkpoint, notes
 
 
 def _manifest(
@@ -260,6 +267,7 @@ def _manifest(
     checkpoint: Path,
     probe: tuple[tuple[int, ...], ...],
     started: float,
+    notes: tuple[str, ...] = (),
 ) -> Manifest:
     anatomy, plan = job.anatomy, job.plan
     return Manifest(
@@ -295,6 +303,7 @@ def _manifest(
         files=directory_files(checkpoint),
         probe=probe,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
+        notes=notes,
     )
 
 

@@ -8,7 +8,8 @@ main scheme, so a bare `{"bits": 16}` under NVFP4 becomes `nv_fp` at 16 bits and
 "No quantization function found for dtype=nv_fp, bits=16".
 
 `hybrid_attention_masks` fixes AutoRound on hybrid linear/full-attention stacks (Qwen3.5,
-Qwen3-Next); see its docstring for the root cause.
+Qwen3-Next); see its docstring for the root cause. `restore_source_dtypes` undoes AutoRound's
+float32 upcast of the layers it leaves unquantized on CPUs without native bf16.
 """
 
 from __future__ import annotations
@@ -302,6 +303,15 @@ class RunSettings:
     low_gpu_mem_usage: bool = False
 
 
+@dataclass(frozen=True)
+class AutoRoundExport:
+    """What `run_autoround` wrote: the export folder, and how many tensors `restore_source_dtypes`
+    put back from float32 into the source's 16-bit dtype (0 on CPUs with native bf16, and on GPUs)."""
+
+    directory: Path
+    restored_tensors: int = 0
+
+
 def run_autoround(
     model: Any,
     tokenizer: Any,
@@ -309,16 +319,19 @@ def run_autoround(
     samples: Sequence[Any],
     settings: RunSettings,
     stage_dir: Path,
-) -> Path:
+) -> AutoRoundExport:
     """Quantize `model` in place with AutoRound and export it under `stage_dir`.
 
     `samples` are AutoRound dataset items (here: dicts with `input_ids` `[1, seqlen]`). Returns the
-    folder AutoRound wrote (it names a sub-folder after the model and scheme). AutoRound errors
-    are re-raised as QuantscopeError with the recipe named.
+    folder AutoRound wrote (it names a sub-folder after the model and scheme), with unquantized
+    tensors in the source's dtype. AutoRound errors are re-raised as QuantscopeError with the
+    recipe named.
     """
     from auto_round import AutoRound
 
     stage_dir.mkdir(parents=True, exist_ok=True)
+    source_dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
+    model_dtype = model.dtype
     with hybrid_attention_masks(model):
         try:
             rounder = AutoRound(
@@ -343,7 +356,77 @@ def run_autoround(
             raise QuantscopeError(
                 f"AutoRound stopped (exit {exit_.code}) on recipe {plan.recipe!r}"
             ) from None
-    return find_export_dir(stage_dir)
+    directory = find_export_dir(stage_dir)
+    restored = restore_source_dtypes(directory, source_dtypes, model_dtype, plan.kept)
+    return AutoRoundExport(directory, restored)
+
+
+def restore_source_dtypes(
+    directory: Path, source_dtypes: Mapping[str, Any], model_dtype: Any, kept: Sequence[str]
+) -> int:
+    """Rewrite float32 tensors of an export back to the 16-bit dtype the source held them in.
+
+    AutoRound computes in bf16 on CPUs that report AVX512-BF16 and otherwise casts the whole model
+    to float32 — and then saves every layer it did not quantize (embeddings, norms, kept linears)
+    as float32: twice the bytes the recipe promised. A tensor is restored when the source had the
+    same name in bf16/fp16, or when it is the weight or bias of a kept linear the source stored
+    under another name (fused 3-D experts exported per expert; cast to `model_dtype`).
+    Quantization parameters (scales, zeros, global scales) are never touched. Files are replaced
+    atomically; the shard index's `total_size` is updated. Returns the number of tensors restored.
+    """
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    sixteen = (torch.bfloat16, torch.float16)
+    kept_modules = set(kept)
+
+    def target(name: str, tensor: torch.Tensor) -> torch.dtype | None:
+        if tensor.dtype != torch.float32:
+            return None
+        if name in source_dtypes:
+            return source_dtypes[name] if source_dtypes[name] in sixteen else None
+        module, _, param = name.rpartition(".")
+        return (
+            model_dtype
+            if module in kept_modules and param in ("weight", "bias") and model_dtype in sixteen
+            else None
+        )
+
+    restored = 0
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        casts = {
+            name: dtype for name, tensor in tensors.items() if (dtype := target(name, tensor)) is not None
+        }
+        if not casts:
+            continue
+        for name, dtype in casts.items():
+            tensors[name] = tensors[name].to(dtype)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+        restored += len(casts)
+    if restored:
+        _update_index_total_size(directory)
+    return restored
+
+
+def _update_index_total_size(directory: Path) -> None:
+    import json
+
+    from quantscope.anatomy import load_anatomy
+
+    index = directory / "model.safetensors.index.json"
+    if not index.is_file():
+        return
+    data = json.loads(index.read_text())
+    data.setdefault("metadata", {})["total_size"] = load_anatomy(directory).total_bytes
+    tmp = index.with_name(f".{index.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(index)
 
 
 def _as_plain(scheme: str | Mapping[str, Any]) -> str | dict[str, Any]:
