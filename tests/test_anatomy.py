@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -236,7 +235,7 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
-def test_headers_only_397b_index_loads_fast_and_reads_no_weight_bytes(tmp_path: Path, monkeypatch):
+def test_headers_only_397b_index_reads_no_weight_bytes(tmp_path: Path, monkeypatch):
     directory = write_checkpoint(tmp_path / "q397")
     shards = sorted(directory.glob("*.safetensors"))
     header_bytes = sum(shard.stat().st_size for shard in shards)  # the files hold nothing else
@@ -252,14 +251,7 @@ def test_headers_only_397b_index_loads_fast_and_reads_no_weight_bytes(tmp_path: 
     assert len(groups["vision"]) > 300 and anatomy.unknown == ()
     # per layer: experts + shared gate/up; 45 GDN layers: qkvz + ba; 15 full: qkv; MTP: 3 more.
     assert len(anatomy.fused_sets) == 60 * 2 + 45 * 2 + 15 + 3
-
-    monkeypatch.undo()
-    seconds = []
-    for _ in range(2):  # best of two: the CI box is shared
-        start = time.perf_counter()
-        load_anatomy(directory)
-        seconds.append(time.perf_counter() - start)
-    assert min(seconds) < 2.0
+    # How long this takes is measured by benchmarks/anatomy_headers.py, not asserted here.
 
 
 def test_load_errors_name_the_file(tmp_path: Path):
