@@ -364,3 +364,57 @@ def test_cli_reports_an_unexportable_format_in_one_line(tiny_qwen3_dir: Path, tm
     assert result.exit_code == 2
     assert "cannot be exported in format 'gguf'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_restore_source_dtypes_undoes_the_float32_upcast_and_nothing_else(tmp_path: Path):
+    """What AutoRound writes on a CPU without native bf16, put back as it writes it on bf16."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from quantscope.quantize.autoround import restore_source_dtypes
+
+    f32 = torch.float32
+    shard_a = {
+        "model.embed_tokens.weight": torch.randn(8, 4, dtype=torch.bfloat16).to(f32),  # source bf16
+        "model.norm.weight": torch.ones(4, dtype=f32),  # the source stored it as float32: stays
+        "model.layers.0.mlp.experts.1.up_proj.weight": torch.randn(4, 4, dtype=f32),  # kept, fused in source
+        "model.layers.0.mlp.experts.2.up_proj.weight_global_scale": torch.ones(1, dtype=f32),  # NVFP4
+        "model.layers.0.mlp.experts.2.up_proj.weight_scale": torch.ones(4, 1).to(torch.float8_e4m3fn),
+    }
+    shard_b = {
+        "model.layers.0.self_attn.q_proj.weight": torch.randn(4, 4).to(torch.float8_e4m3fn),
+        "model.layers.0.self_attn.q_proj.weight_scale": torch.rand(4, dtype=f32),  # FP8 scale
+        "model.layers.0.self_attn.o_proj.qzeros": torch.zeros(1, 4, dtype=torch.int32),
+        "model.layers.0.self_attn.o_proj.scales": torch.rand(1, 4, dtype=torch.float16),
+    }
+    save_file(shard_a, str(tmp_path / "model-00001-of-00002.safetensors"), metadata={"format": "pt"})
+    save_file(shard_b, str(tmp_path / "model-00002-of-00002.safetensors"), metadata={"format": "pt"})
+    weight_map = {name: "model-00001-of-00002.safetensors" for name in shard_a}
+    weight_map |= {name: "model-00002-of-00002.safetensors" for name in shard_b}
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    source = {"model.embed_tokens.weight": torch.bfloat16, "model.norm.weight": f32}
+    kept = ["model.layers.0.mlp.experts.1.up_proj"]
+
+    assert restore_source_dtypes(tmp_path, source, torch.bfloat16, kept) == 3
+    tensors = load_file(tmp_path / "model-00001-of-00002.safetensors")
+    tensors |= load_file(tmp_path / "model-00002-of-00002.safetensors")
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    assert dtypes == {
+        "model.embed_tokens.weight": torch.bfloat16,
+        "model.norm.weight": f32,
+        "model.layers.0.mlp.experts.1.up_proj.weight": torch.bfloat16,
+        "model.layers.0.mlp.experts.2.up_proj.weight_global_scale": f32,
+        "model.layers.0.mlp.experts.2.up_proj.weight_scale": torch.float8_e4m3fn,
+        "model.layers.0.self_attn.q_proj.weight": torch.float8_e4m3fn,
+        "model.layers.0.self_attn.q_proj.weight_scale": torch.bfloat16,
+        "model.layers.0.self_attn.o_proj.qzeros": torch.int32,
+        "model.layers.0.self_attn.o_proj.scales": torch.float16,
+    }
+    assert torch.equal(tensors["model.embed_tokens.weight"].float(), shard_a["model.embed_tokens.weight"])
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert json.loads(index.read_text())["metadata"]["total_size"] == total
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert restore_source_dtypes(tmp_path, source, torch.bfloat16, kept) == 0  # idempotent
+    assert restore_source_dtypes(tmp_path, source, f32, kept) == 0  # a float32 model stays float32

@@ -361,46 +361,55 @@ def run_autoround(
     return AutoRoundExport(directory, restored)
 
 
+_FP8_SCALES = ("weight_scale", "weight_scale_inv", "input_scale")
+
+
 def restore_source_dtypes(
     directory: Path, source_dtypes: Mapping[str, Any], model_dtype: Any, kept: Sequence[str]
 ) -> int:
-    """Rewrite float32 tensors of an export back to the 16-bit dtype the source held them in.
+    """Rewrite float32 tensors of an export into the 16-bit dtype AutoRound writes them in on bf16.
 
-    AutoRound computes in bf16 on CPUs that report AVX512-BF16 and otherwise casts the whole model
-    to float32 — and then saves every layer it did not quantize (embeddings, norms, kept linears)
-    as float32: twice the bytes the recipe promised. A tensor is restored when the source had the
-    same name in bf16/fp16, or when it is the weight or bias of a kept linear the source stored
-    under another name (fused 3-D experts exported per expert; cast to `model_dtype`).
-    Quantization parameters (scales, zeros, global scales) are never touched. Files are replaced
-    atomically; the shard index's `total_size` is updated. Returns the number of tensors restored.
+    AutoRound computes in bf16 on GPUs and on CPUs that report AVX512-BF16; elsewhere it casts the
+    whole model to float32 and saves every layer it did not quantize (embeddings, norms, kept
+    linears) as float32 — twice the bytes the recipe promised — and FP8 scales as float32 too.
+    Restored here: a tensor the source held under the same name in bf16/fp16 (lossless: the values
+    were 16-bit), the weight or bias of a kept linear the source stored under another name (fused
+    3-D experts exported per expert), and the scales of FP8 weights (rounded to `model_dtype`, as
+    AutoRound's bf16 path stores them: a relative change under 2^-8, far below FP8's own step).
+    Other quantization parameters (int scales and zeros, NVFP4 global scales) are never touched.
+    Files are replaced atomically; the shard index's `total_size` is updated. Returns the number
+    of tensors restored.
     """
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    sixteen = (torch.bfloat16, torch.float16)
+    if model_dtype not in (torch.bfloat16, torch.float16):
+        return 0  # a float32 source stays float32
+    files = sorted(directory.glob("*.safetensors"))
+    fp8_modules = set()
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
+                if name.endswith(".weight") and handle.get_slice(name).get_dtype() == "F8_E4M3":
+                    fp8_modules.add(name.removesuffix(".weight"))
     kept_modules = set(kept)
 
     def target(name: str, tensor: torch.Tensor) -> torch.dtype | None:
         if tensor.dtype != torch.float32:
             return None
         if name in source_dtypes:
-            return source_dtypes[name] if source_dtypes[name] in sixteen else None
+            return source_dtypes[name] if source_dtypes[name] in (torch.bfloat16, torch.float16) else None
         module, _, param = name.rpartition(".")
-        return (
-            model_dtype
-            if module in kept_modules and param in ("weight", "bias") and model_dtype in sixteen
-            else None
-        )
+        kept_linear = module in kept_modules and param in ("weight", "bias")
+        return model_dtype if kept_linear or (module in fp8_modules and param in _FP8_SCALES) else None
 
     restored = 0
-    for path in sorted(directory.glob("*.safetensors")):
+    for path in files:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata()
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        casts = {
-            name: dtype for name, tensor in tensors.items() if (dtype := target(name, tensor)) is not None
-        }
+        casts = {name: dtype for name, tensor in tensors.items() if (dtype := target(name, tensor))}
         if not casts:
             continue
         for name, dtype in casts.items():
