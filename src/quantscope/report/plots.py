@@ -151,7 +151,7 @@ def truncation_figure(analysis: Analysis) -> dict[str, Any]:
                 y=[100 * m.truncation_rate if m else None for m in rates],
                 name=task,
                 marker={"color": [colors[v] for v in names]} if single else None,
-                text=[f"{100 * m.truncation_rate:.0f}%" if m else "" for m in rates],
+                text=[f"{100 * m.truncation_rate:.1f}%" if m else "" for m in rates],
                 textposition="outside",
                 hovertemplate="%{x}: %{y:.1f}% truncated<extra>" + _hover(task) + "</extra>",
             )
