@@ -151,7 +151,9 @@ def demo(
         Path | None,
         typer.Option(help="Folder for checkpoints, store and report (default: quantscope-demo[-quick])."),
     ] = None,
-    quick: Annotated[bool, typer.Option(help="Fewer variants and items (about a minute on a CPU).")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Fewer variants and items (about two minutes on a CPU).")
+    ] = False,
     budget: Annotated[
         str | None,
         typer.Option(help="Memory budget for the recommendation (default: half the BF16 weights)."),

@@ -12,11 +12,11 @@ template follows Qwen3 / Qwen3.5: the generation prompt opens `<think>\\n`, and
 from __future__ import annotations
 
 import string
-from functools import cache
 from pathlib import Path
 
 from tokenizers import AddedToken
 from transformers import PreTrainedTokenizerBase
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
 
 VOCAB_SIZE = 128
@@ -46,26 +46,12 @@ CHAT_TEMPLATE = (
 )
 
 
-@cache
-def _byte_symbols() -> dict[int, str]:
-    """GPT-2's byte -> printable symbol table that byte-level BPE vocabularies are written in."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
-    symbols, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            symbols[byte] = chr(byte)
-        else:
-            symbols[byte] = chr(256 + extra)
-            extra += 1
-    return symbols
-
-
 def vocabulary() -> dict[str, int]:
     """Token -> id: the specials first (pad is 0, `<|im_end|>` is 3), then the characters, then fillers.
 
     Characters are written as byte-level symbols (a space is "Ġ", a newline "Ċ"), as in Qwen's vocab.
     """
-    symbols = _byte_symbols()
+    symbols = bytes_to_unicode()  # GPT-2's byte -> symbol table that byte-level vocabularies use
     tokens = (*SPECIALS, *(symbols[ord(c)] for c in CHARS))
     vocab = {tok: i for i, tok in enumerate(tokens)}
     for i in range(len(vocab), VOCAB_SIZE):

@@ -86,8 +86,8 @@ def check_positions(completion: str) -> list[int]:
 class Batches:
     """Endless seeded stream of (input_ids, labels, weights) batches.
 
-    Labels are -100 outside the completion; weights are 1 per completion token and
-    `config.check_weight` on each check's ok/wait token (0 on padding).
+    Labels are -100 outside the completion; weights are 1 per completion token,
+    `config.check_weight` on each check verdict (`check_positions`), and 0 on the prompt and padding.
     """
 
     def __init__(self, config: TrainConfig, tokenizer) -> None:
