@@ -19,8 +19,9 @@ import numpy as np
 
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.recommend import recommend
-from quantscope.report.html import render, select_examples, write_atomic
+from quantscope.report.html import render, select_examples
 from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.util import write_atomic
 
 LIMIT_SECONDS = 5.0
 CAP = 32768
@@ -71,12 +72,12 @@ def main() -> int:
             t0 = time.perf_counter()
             analysis = analyze(store)
             t1 = time.perf_counter()
-        rec = recommend(analysis, budget_bytes=int(24e9))
-        t2 = time.perf_counter()
-        examples = select_examples(root / "quantscope.db", analysis, 3)
-        t3 = time.perf_counter()
+            rec = recommend(analysis, budget_bytes=int(24e9))
+            t2 = time.perf_counter()
+            examples = select_examples(store, analysis, 3)
+            t3 = time.perf_counter()
         page = render(analysis, rec, examples)
-        write_atomic(page, root / "report.html")
+        write_atomic(root / "report.html", page)
         t4 = time.perf_counter()
     analysis_seconds = t2 - t0
     rows = len(analysis.results)

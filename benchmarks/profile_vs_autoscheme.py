@@ -161,8 +161,8 @@ def main() -> int:
     parser.add_argument("--per-layer", action="store_true", help="also search per-layer units")
     args = parser.parse_args()
 
+    from quantscope.profile.profiler import Profiler
     from quantscope.profile.search import search_recipe
-    from quantscope.profile.sensitivity import Profiler
     from quantscope.recipe import PRESETS, assign_schemes, predict_footprint
 
     model_dir = args.model or bundled_checkpoint()

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmarks.anatomy_headers import write_checkpoint, write_header_only_shard
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from quantscope.anatomy import GROUPS, classify_tensor, find_fused_sets, load_anatomy
 from quantscope.errors import QuantscopeError
+from tests.header_only import write_checkpoint, write_header_only_shard
 
 # An oracle independent of the classifier's rules: the first matching substring names the group.
 _ORACLE = (

@@ -12,8 +12,9 @@ import pytest
 
 from quantscope.anatomy import load_anatomy
 from quantscope.errors import QuantscopeError
+from quantscope.profile.profiler import Profiler
+from quantscope.profile.records import SensitivityProfile, load_profile
 from quantscope.profile.search import search_recipe, solve_knapsack, unit_damage
-from quantscope.profile.sensitivity import Profiler, SensitivityProfile, load_profile
 from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint, save_recipe
 
 

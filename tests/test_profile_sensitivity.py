@@ -9,20 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantscope.calibration import load_documents
 from quantscope.errors import QuantscopeError
 from quantscope.profile.fakequant import QdqTarget, resolve_targets
-from quantscope.profile.sensitivity import (
-    Damage,
-    KLMeter,
-    SensitivityProfile,
-    UnitProfile,
-    calibration_tokens,
-    default_buckets,
-    load_profile,
-    make_buckets,
-    read_documents,
-    save_profile,
-)
+from quantscope.profile.meter import KLMeter, default_buckets, make_buckets
+from quantscope.profile.profiler import calibration_tokens
+from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
+
+
+def read_documents(path: Path) -> list:
+    """The documents of a calibration file, as the profiler reads them (quantscope.calibration)."""
+    return list(load_documents(path, model="some/model")[1])
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +127,15 @@ def test_calibration_reads_text_and_chats_and_packs_windows(tmp_path: Path, moe)
     windows = calibration_tokens(documents, tokenizer, n_sequences=5, seq_len=40)
     assert windows.shape == ((len(stream) + 1) // 40, 40)
     assert windows.flatten().tolist() == stream[: windows.numel()]
-    with pytest.raises(QuantscopeError, match="fewer than one --seq-len 4096"):
+    with pytest.raises(QuantscopeError, match="fewer than one window of seqlen=4096"):
         calibration_tokens(documents, tokenizer, n_sequences=1, seq_len=4096)
 
 
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
     [
-        ('{"txt": 1}\n', ".jsonl", "calib.jsonl:1: expected an object"),
-        ("{oops\n", ".jsonl", "calib.jsonl:1: not JSON"),
+        ('{"txt": 1}\n', ".jsonl", "calib.jsonl:1: no calibration text; expected an object"),
+        ("{oops\n", ".jsonl", "calib.jsonl:1: not valid JSON"),
         ("hello", ".csv", "use a .txt or .jsonl"),
     ],
 )

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 from quantscope.anatomy import load_anatomy
 from quantscope.cli import app
 from quantscope.errors import QuantscopeError
+from quantscope.modeling import load_causal_lm
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
-from quantscope.quantize.manifest import MANIFEST_NAME
-from quantscope.quantize.verify import load_model
+from quantscope.quantize.manifest import MANIFEST_NAME, Manifest
 from quantscope.recipe import KEPT, load_recipe, predict_footprint
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
@@ -104,9 +104,9 @@ def test_loading_an_autoround_moe_does_not_break_later_source_loads(
     AutoModelForCausalLM.from_pretrained(moe_safe.directory)
     _, polluted = AutoModelForCausalLM.from_pretrained(tiny_qwen35_moe_dir, output_loading_info=True)
     assert any(".experts." in key for key in polluted["missing_keys"]), "upstream fixed: drop the workaround"
-    _, info = load_model(tiny_qwen35_moe_dir)
+    info = load_causal_lm(tiny_qwen35_moe_dir, tokenizer=False).loading_info
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    _, info = load_model(moe_safe.directory)  # guarded: leaves the mappings as they were
+    load_causal_lm(moe_safe.directory, tokenizer=False)  # guarded: leaves the mappings as they were
     _, clean = AutoModelForCausalLM.from_pretrained(tiny_qwen35_moe_dir, output_loading_info=True)
     assert not clean["missing_keys"]
 
@@ -118,6 +118,15 @@ def test_standalone_verify_reruns_the_source_for_the_same_kl(moe_safe: QuantizeR
     elsewhere = verify(moe_safe.directory, source=tmp_path / "gone")
     kl_check = next(check for check in elsewhere.checks if check.name.startswith("KL"))
     assert elsewhere.ok and kl_check.skipped and "cannot be loaded" in kl_check.detail
+
+
+def test_manifests_of_the_untyped_format_load_and_unknown_nested_keys_fail(moe_safe: QuantizeResult):
+    data = json.loads((moe_safe.directory / MANIFEST_NAME).read_text())
+    del data["recipe"]["version"]  # manifests written before the typed records had no recipe version
+    assert Manifest.from_dict(data, "old.json") == moe_safe.manifest
+    data["calibration"]["shuffle"] = True
+    with pytest.raises(QuantscopeError, match=r"old\.json.*unknown keys \['calibration\.shuffle'\]"):
+        Manifest.from_dict(data, "old.json")
 
 
 def test_the_manifest_records_source_recipe_tools_and_costs(moe_safe: QuantizeResult, tiny_qwen35_moe_dir):

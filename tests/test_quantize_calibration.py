@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from quantscope.calibration import build_calibration, load_documents, record_text
 from quantscope.errors import QuantscopeError
-from quantscope.quantize.calibration import build_calibration, load_documents, record_text
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,22 @@ def test_toy_task_text_is_built_in_and_seeded():
     assert source.startswith("toy")
     assert "<think>" in first[0] and "\\boxed{" in "".join(first)
     assert again[0] == first[0]
+
+
+def test_a_missing_relative_file_is_named_not_looked_up_on_the_hub(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(QuantscopeError, match=r"calibration dataset calib\.txt: no such file"):
+        load_documents("calib.txt", model="m")
+
+
+def test_profile_and_quantize_read_a_text_file_by_the_same_paragraph_rule(tokenizer, tmp_path: Path):
+    from quantscope.profile.profiler import calibration_tokens
+
+    path = tmp_path / "calib.txt"
+    path.write_text("first paragraph\n\nsecond paragraph\n")
+    documents = list(load_documents(path, model="m")[1])
+    assert documents == ["first paragraph", "second paragraph"]
+    eos = tokenizer.eos_token_id
+    first, second = (tokenizer(text)["input_ids"] for text in documents)
+    stream = [*first, eos, *second, eos]
+    assert calibration_tokens(documents, tokenizer, 1, 8).flatten().tolist() == stream[:8]

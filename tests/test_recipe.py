@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks.anatomy_headers import write_header_only_shard
 
 from quantscope.anatomy import GROUPS, load_anatomy
 from quantscope.errors import QuantscopeError
@@ -17,12 +16,12 @@ from quantscope.recipe import (
     Override,
     Recipe,
     assign_schemes,
-    format_size,
     load_recipe,
-    parse_size,
     predict_footprint,
     save_recipe,
 )
+from quantscope.util import format_size, parse_size
+from tests.header_only import write_header_only_shard
 
 CONTRACT_PRESETS = {
     "bf16",

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from quantscope.cli import app
 from quantscope.report import build_report
-from quantscope.report.html import figures_json, write_atomic
+from quantscope.report.html import figures_json
 from quantscope.report.plots import ecdf
 from quantscope.store import Store
+from quantscope.util import write_atomic
 from tests.test_compare import Outcome, add_variant, outcomes
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -107,7 +108,7 @@ def test_ecdf_is_thinned_but_ends_at_100() -> None:
 def test_write_atomic_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     out.write_text("old")
-    write_atomic("new", out)
+    write_atomic(out, "new")
     assert out.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
 

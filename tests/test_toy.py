@@ -13,6 +13,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.tasks import get_task
 from quantscope.tasks.base import Sample
 from quantscope.toy import checkpoint_dir, model_card
+from quantscope.toy.corpus import example_text
 from quantscope.toy.evaluate import generate_outcomes, judge
 from quantscope.toy.model import build_model
 from quantscope.toy.problems import (
@@ -27,7 +28,7 @@ from quantscope.toy.problems import (
     write_trace,
 )
 from quantscope.toy.tokenizer import build_tokenizer
-from quantscope.toy.train import Batches, TrainConfig, check_positions, example_text, main, weighted_loss
+from quantscope.toy.train import Batches, TrainConfig, check_positions, main, weighted_loss
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,52 @@
 """quantscope: choose and verify quantized reasoning LLMs for limited GPU memory.
 
-The pipeline, one module per stage: anatomy -> formats/recipe (footprint) -> quantize ->
-engines/tasks/runner/store (eval) -> analysis/report (recommend) -> profile.
+The front door: the library verbs of each stage, loaded on first use (so `import quantscope`
+and `quantscope --help` import no torch)::
+
+    import quantscope as qs
+
+    anatomy = qs.load_anatomy("Qwen/Qwen3.5-27B")             # inspect (headers only)
+    footprint = qs.predict_footprint(anatomy, qs.load_recipe("w4a16-safe"))   # plan
+    qs.quantize_model(model, "w4a16-safe", "out/", qs.QuantizeOptions(dataset="calib.jsonl"))
+    with qs.Store.open("project") as store:                    # eval -> the results store
+        qs.run_eval(qs.load_spec(overrides={"model": "out/", "tasks": ["aime25"]}), store)
+        analysis = qs.analyze(store)                            # compare with the baseline
+    qs.recommend(analysis, budget_bytes=24 * 10**9)
+
+The stages, one module or package each: anatomy -> formats / recipe (footprint) -> quantize ->
+engines / tasks / runner / store (eval) -> analysis / report (recommend) -> profile; `demo`
+runs them all on the bundled toy model. ARCHITECTURE.md maps every module.
 """
 
+from quantscope.errors import QuantscopeError
+from quantscope.util import lazy_attributes
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_anatomy": "quantscope.anatomy:load_anatomy",
+    "Recipe": "quantscope.recipe:Recipe",
+    "load_recipe": "quantscope.recipe:load_recipe",
+    "predict_footprint": "quantscope.recipe:predict_footprint",
+    "plan_recipes": "quantscope.recipe:plan_recipes",
+    "load_causal_lm": "quantscope.modeling:load_causal_lm",
+    "QuantizeOptions": "quantscope.quantize.pipeline:QuantizeOptions",
+    # `quantize_model`, not `quantize`: importing the `quantscope.quantize` package binds that name.
+    "quantize_model": "quantscope.quantize.pipeline:quantize",
+    "verify": "quantscope.quantize.verify:verify",
+    "RunSpec": "quantscope.runner:RunSpec",
+    "load_spec": "quantscope.runner:load_spec",
+    "run_eval": "quantscope.runner:run_eval",
+    "Store": "quantscope.store:Store",
+    "analyze": "quantscope.analysis.compare:analyze",
+    "recommend": "quantscope.analysis.recommend:recommend",
+    "build_report": "quantscope.report.build:build_report",
+    "ProfileOptions": "quantscope.profile.profiler:ProfileOptions",
+    "profile_model": "quantscope.profile.profiler:profile_model",
+    "run_profile": "quantscope.profile.profiler:run_profile",
+    "search_recipe": "quantscope.profile.search:search_recipe",
+    "run_demo": "quantscope.demo:run_demo",
+}
+
+__all__ = ["QuantscopeError", "__version__", *sorted(_EXPORTS)]
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

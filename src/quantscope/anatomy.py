@@ -276,6 +276,48 @@ class Anatomy:
         )
         return (experts, cols, rows) if transposed else tensor.shape
 
+    @property
+    def layer_types(self) -> dict[str, int]:
+        """How many decoder layers of each kind the config lists (`layer_types`), in order of
+        first appearance, e.g. {"linear_attention": 48, "full_attention": 16}; {} when unlisted."""
+        kinds = _text_config(self.config).get("layer_types")
+        if not isinstance(kinds, list):
+            return {}
+        return {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
+
+    def to_dict(self, with_tensors: bool = False) -> dict[str, Any]:
+        """JSON-ready data (what `quantscope inspect --json` prints): totals, per-group tensor
+        counts, parameters and bytes, unknown tensors and fused sets; every tensor when asked."""
+        groups = {
+            group: {
+                "tensors": len(members),
+                "params": sum(t.numel for t in members),
+                "bytes": sum(t.nbytes for t in members),
+            }
+            for group, members in self.by_group().items()
+        }
+        data: dict[str, Any] = {
+            "source": self.source,
+            "model_type": self.model_type,
+            "total_bytes": self.total_bytes,
+            "total_params": self.total_params,
+            "groups": groups,
+            "unknown": [t.name for t in self.unknown],
+            "fused_sets": [{"name": f.name, "members": list(f.members)} for f in self.fused_sets],
+        }
+        if with_tensors:
+            data["tensors"] = [
+                {
+                    "name": t.name,
+                    "group": t.group,
+                    "dtype": t.dtype,
+                    "shape": list(t.shape),
+                    "bytes": t.nbytes,
+                }
+                for t in self.tensors
+            ]
+        return data
+
     def fused_set_of(self, module: str) -> FusedSet | None:
         """The fused set containing `module`, or None."""
         return self._fused_index.get(module)

@@ -1,11 +1,13 @@
-"""Calibration data, offline: text / JSONL files, a Hugging Face dataset, or the toy task's text.
+"""Calibration data, offline, for `quantize` and `profile` alike: one set of rules.
 
-Documents are tokenized, joined with the end-of-sequence token and cut into windows of exactly
-`seqlen` tokens, so every window reaches AutoRound (it silently drops samples shorter than
-`seqlen`) and the run is reproducible from the token ids alone.
+Sources: a list of strings; a `.txt`/`.md` file (paragraphs separated by blank lines); a
+`.jsonl`/`.json` file of records; a Hugging Face dataset id or local dataset folder; "toy" (the
+bundled task's text). Documents are tokenized, joined with the end-of-sequence token and cut
+into windows of exactly `seqlen` tokens, so every window reaches AutoRound (it silently drops
+samples shorter than `seqlen`) and a run is reproducible from the token ids alone.
 
 There is no network default: AutoRound's own default is a hub dataset (NeelNanda/pile-10k).
-The bundled toy model calibrates on its own task's text; any other model needs `dataset=`.
+The bundled toy model calibrates on its own task's text; any other model needs data.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from quantscope.errors import QuantscopeError
 TOY = "toy"  # the built-in source: the bundled toy task's prompts and reasoning traces
 _TEXT_SUFFIXES = (".txt", ".md")
 _JSON_SUFFIXES = (".jsonl", ".json")
+_SUFFIXES = _TEXT_SUFFIXES + _JSON_SUFFIXES
 
 CalibrationSource = str | Path | Sequence[str] | None
 # A calibration document: plain text, or chat messages rendered with the model's chat template.
-Document = str | tuple[Mapping[str, Any], ...]
+Document = str | list[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,6 @@ class CalibrationSet:
         return samples
 
 
-def is_toy_model(model: str | Path) -> bool:
-    """True when `model` is the bundled toy checkpoint directory."""
-    try:
-        from quantscope.toy import checkpoint_dir
-
-        return Path(model).expanduser().resolve() == checkpoint_dir().resolve()
-    except (ImportError, QuantscopeError, OSError):
-        return False
-
-
 def load_documents(
     dataset: CalibrationSource,
     *,
@@ -87,12 +80,15 @@ def load_documents(
     toy checkpoint and is an error for any other model. Records use `text_field`, else the first
     of "text", "messages" (chat), "prompt"+"completion"/"response".
     """
+    from quantscope.toy.bundled import is_bundled
+
     if dataset is None:
-        if is_toy_model(model):
+        if is_bundled(model):
             return toy_documents(seed)
         raise QuantscopeError(
-            f"no calibration data for {model}: pass --dataset with a text/JSONL file or a Hugging Face "
-            "dataset id (quantscope never downloads a default; only the bundled toy model has built-in data)"
+            f"no calibration data for {model}: pass a text/JSONL file or a Hugging Face dataset id "
+            "(--dataset for quantize, --data for profile); quantscope never downloads a default, and only "
+            "the bundled toy model has built-in data"
         )
     if isinstance(dataset, Sequence) and not isinstance(dataset, str):
         if not all(isinstance(text, str) for text in dataset):
@@ -103,26 +99,17 @@ def load_documents(
     path = Path(dataset).expanduser()
     if path.is_file():
         return str(path), _file_documents(path, text_field)
-    if not path.is_dir() and (path.is_absolute() or str(dataset).startswith((".", "~"))):
+    looks_like_a_file = path.is_absolute() or str(dataset).startswith((".", "~")) or path.suffix in _SUFFIXES
+    if not path.is_dir() and looks_like_a_file:
         raise QuantscopeError(f"calibration dataset {dataset}: no such file")
     return _hub_documents(str(dataset), path, split, text_field, seed)
 
 
 def toy_documents(seed: int = 0) -> tuple[str, Iterator[Document]]:
     """The bundled toy task's conversations (prompt + thinking + answer), generated from `seed`."""
-    try:
-        from quantscope.toy.problems import training_example
-        from quantscope.toy.train import example_text
-    except ImportError as error:
-        raise QuantscopeError(f"the built-in toy calibration text is unavailable ({error})") from None
+    from quantscope.toy.corpus import conversations
 
-    def generate() -> Iterator[str]:
-        rng = random.Random(seed)
-        while True:
-            prompt, completion = example_text(*training_example(rng))
-            yield prompt + completion
-
-    return f"{TOY} (quantscope.toy task text, seed {seed})", generate()
+    return f"{TOY} (quantscope.toy task text, seed {seed})", conversations(seed)
 
 
 def _file_documents(path: Path, text_field: str | None) -> Iterator[Document]:
@@ -133,7 +120,10 @@ def _file_documents(path: Path, text_field: str | None) -> Iterator[Document]:
     if path.suffix in _JSON_SUFFIXES:
         return iter(list(_json_documents(path, text, text_field)))
     if path.suffix not in _TEXT_SUFFIXES:
-        raise QuantscopeError(f"{path}: calibration files are .txt/.md (plain text) or .jsonl/.json")
+        raise QuantscopeError(
+            f"{path}: not a calibration file type; use a .txt or .jsonl file (or .md, .json): plain text "
+            "in paragraphs, or records with 'text', 'messages' or 'prompt' + 'completion'"
+        )
     return iter([part.strip() for part in text.split("\n\n") if part.strip()])
 
 
@@ -176,8 +166,8 @@ def record_text(record: Any, text_field: str | None, where: str) -> Document:
     if isinstance(record.get("prompt"), str) and isinstance(answer, str):
         return record["prompt"] + answer
     raise QuantscopeError(
-        f"{where}: no calibration text; give a 'text' string, 'messages' (chat), 'prompt' + "
-        "'completion', or name the field with --text-field"
+        f"{where}: no calibration text; expected an object with a 'text' string, 'messages' (chat), "
+        "'prompt' + 'completion', or a field named with --text-field"
     )
 
 
@@ -185,7 +175,7 @@ def _chat_messages(messages: list[Any], where: str) -> Document:
     for message in messages:
         if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
             raise QuantscopeError(f"{where}: each message needs a string 'content'")
-    return tuple(dict(message) for message in messages)
+    return [dict(message) for message in messages]
 
 
 def render(tokenizer: Any, document: Document) -> str:
@@ -246,7 +236,7 @@ def build_calibration(
     if count == 0:
         raise QuantscopeError(
             f"calibration data from {source} has {len(stream)} tokens, fewer than one window of "
-            f"seqlen={seqlen}; add text or lower --seqlen"
+            f"seqlen={seqlen}; add text or use shorter windows (--seqlen of quantize, --seq-len of profile)"
         )
     windows = tuple(tuple(stream[i * seqlen : (i + 1) * seqlen]) for i in range(count))
     return CalibrationSet(source=source, seqlen=seqlen, windows=windows, requested=nsamples)

@@ -241,29 +241,17 @@ def evaluation_twin(source: Path, export: Path, twin: Path) -> Path:
     import shutil
     import tempfile
 
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from quantscope.anatomy import load_anatomy
-    from quantscope.formats import get_format
-    from quantscope.profile.fakequant import QdqTarget, checkpoint_dtype, fake_quantized, resolve_targets
+    from quantscope.modeling import load_causal_lm
+    from quantscope.profile.fakequant import fake_quantized
+    from quantscope.profile.units import assignment_targets
     from quantscope.quantize import read_manifest
 
     if (twin / TWIN_MARKER).is_file():
         return twin
-    assignment = read_manifest(export).assignment
     anatomy = load_anatomy(source)
-    tensors = [
-        t
-        for t in anatomy.tensors
-        if t.is_linear_weight and get_format(assignment.get(t.module, "bf16")).is_quantized
-    ]
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
-    slices = resolve_targets(model, [(t.name, t.shape) for t in tensors])
-    targets = [
-        QdqTarget(where, assignment[t.module], checkpoint_dtype(t.dtype))
-        for t, where in zip(tensors, slices, strict=True)
-    ]
+    model = load_causal_lm(source, dtype="float32", tokenizer=False).model
+    targets = assignment_targets(model, anatomy, read_manifest(export).assignment)
     twin.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=twin.parent, prefix=f".{twin.name}.partial-"))
     try:

@@ -15,21 +15,23 @@ shape rule stays 16-bit as a whole, while a recipe that splits one is rejected.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import Field, StrictBool, model_validator
+from pydantic.dataclasses import dataclass as record
 
 from quantscope.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, can_quantize, get_format, stored_bytes
+from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_yaml
+from quantscope.util import write_atomic
 
 KEPT = "bf16"  # the scheme name assigned to layers left unquantized
+RECIPE_VERSION = 1
 
 # Groups whose linear layers no recipe quantizes: vLLM builds the router and the shared-expert
 # gate as unquantized layers, and AutoRound leaves non-text modules alone by default.
@@ -40,28 +42,41 @@ ALWAYS_KEPT_GROUPS: tuple[str, ...] = ("embed", "norm", "router", "shared_expert
 _MTP_IGNORED = (".shared_expert_gate.", ".gate.", ".g_proj.", "mtp.fc.")
 
 
-@dataclass(frozen=True)
-class Override:
+@record(frozen=True, config=RECORD_CONFIG)
+class Override(FieldAccess):
     """Store the linear modules whose name matches `pattern` (a regex, searched) in `scheme`."""
 
     pattern: str
     scheme: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_two_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and set(data) != {"pattern", "scheme"}:
+            raise ValueError("each override is a mapping with exactly 'pattern' and 'scheme'")
+        return data
 
-@dataclass(frozen=True)
-class Recipe:
-    """A named quantization recipe. See the module docstring for how the fields combine."""
 
-    name: str
-    scheme: str
+@record(frozen=True, config=RECORD_CONFIG)
+class Recipe(FieldAccess):
+    """A named quantization recipe (the YAML file's fields). See the module docstring for how the
+    fields combine; `version` is the file format's (files without one are version 1)."""
+
+    name: str = Field(min_length=1)
+    scheme: str = Field(min_length=1)
     keep_groups: tuple[str, ...] = ()
     keep_patterns: tuple[str, ...] = ()
     overrides: tuple[Override, ...] = ()
-    quantize_lm_head: bool = False
+    quantize_lm_head: StrictBool = False
     description: str = ""
+    version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
         where = f"recipe {self.name!r}"
+        if self.version != RECIPE_VERSION:
+            raise QuantscopeError(
+                f"{where}: recipe version {self.version}, this quantscope reads {RECIPE_VERSION}"
+            )
         get_format(self.scheme)
         unknown = [group for group in self.keep_groups if group not in GROUPS]
         if unknown:
@@ -78,15 +93,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML: the fields, overrides as `{pattern, scheme}` mappings."""
-        return {
-            "name": self.name,
-            "scheme": self.scheme,
-            "keep_groups": list(self.keep_groups),
-            "keep_patterns": list(self.keep_patterns),
-            "overrides": [{"pattern": o.pattern, "scheme": o.scheme} for o in self.overrides],
-            "quantize_lm_head": self.quantize_lm_head,
-            "description": self.description,
-        }
+        return dump_record(self)
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -143,10 +150,6 @@ PRESETS: dict[str, Recipe] = {
     )
 }
 
-_RECIPE_KEYS = frozenset(Recipe.__dataclass_fields__)
-_OVERRIDE_KEYS = frozenset(Override.__dataclass_fields__)
-
-
 # ---------------------------------------------------------------------------------------------
 # YAML
 # ---------------------------------------------------------------------------------------------
@@ -161,77 +164,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise QuantscopeError(
             f"{name_or_path}: neither a preset nor a recipe file; presets: {', '.join(PRESETS)}"
         )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise QuantscopeError(f"{path}: cannot read YAML ({error})") from None
-    return recipe_from_dict(data, where=str(path))
+    return recipe_from_dict(read_yaml(path, "recipe"), where=str(path))
 
 
 def recipe_from_dict(data: Any, where: str = "recipe") -> Recipe:
     """Build a Recipe from parsed YAML/JSON data, with errors naming `where` and the field."""
-    if not isinstance(data, Mapping):
-        raise QuantscopeError(f"{where}: a recipe is a mapping with at least 'name' and 'scheme'")
-    unknown = sorted(set(data) - _RECIPE_KEYS)
-    if unknown:
-        raise QuantscopeError(f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(_RECIPE_KEYS))}")
-    for key in ("name", "scheme"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise QuantscopeError(f"{where}: '{key}' is required and must be a string")
-    if not isinstance(data.get("quantize_lm_head", False), bool):
-        raise QuantscopeError(f"{where}: 'quantize_lm_head' must be true or false")
-    try:
-        return Recipe(
-            name=data["name"],
-            scheme=data["scheme"],
-            keep_groups=_str_tuple(data.get("keep_groups"), "keep_groups", where),
-            keep_patterns=_str_tuple(data.get("keep_patterns"), "keep_patterns", where),
-            overrides=tuple(
-                _override(item, where) for item in _list(data.get("overrides"), "overrides", where)
-            ),
-            quantize_lm_head=data.get("quantize_lm_head", False),
-            description=str(data.get("description") or ""),
-        )
-    except QuantscopeError as error:
-        raise QuantscopeError(f"{where}: {error}") from None
-
-
-def _list(value: Any, key: str, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise QuantscopeError(f"{where}: '{key}' must be a list")
-    return value
-
-
-def _str_tuple(value: Any, key: str, where: str) -> tuple[str, ...]:
-    items = _list(value, key, where)
-    if not all(isinstance(item, str) for item in items):
-        raise QuantscopeError(f"{where}: every entry of '{key}' must be a string")
-    return tuple(items)
-
-
-def _override(item: Any, where: str) -> Override:
-    if not isinstance(item, Mapping) or set(item) != _OVERRIDE_KEYS:
-        raise QuantscopeError(f"{where}: each override is a mapping with exactly 'pattern' and 'scheme'")
-    if not all(isinstance(item[key], str) for key in _OVERRIDE_KEYS):
-        raise QuantscopeError(f"{where}: override 'pattern' and 'scheme' must be strings")
-    return Override(pattern=item["pattern"], scheme=item["scheme"])
+    return parse_record(Recipe, data, where)
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
     """Write `recipe` as YAML to `path` atomically (temp file in the same dir, then rename)."""
-    path = Path(path)
-    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    import yaml
+
+    write_atomic(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,43 +371,43 @@ def predict_footprint(anatomy: Anatomy, recipe: Recipe) -> Footprint:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Sizes
-# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """Every recipe's predicted footprint on one checkpoint, and whether it fits `budget_bytes`
+    (bytes of weights; None = no budget)."""
 
-_SIZE_RE = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
+    anatomy: Anatomy
+    recipes: tuple[Recipe, ...]
+    footprints: tuple[Footprint, ...]
+    budget_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (what `quantscope plan --json` prints)."""
+        rows = [
+            {
+                "recipe": recipe.name,
+                "scheme": recipe.scheme,
+                "description": recipe.description,
+                "total_bytes": footprint.total_bytes,
+                "ratio": footprint.ratio,
+                "bytes_by_group": dict(footprint.bytes_by_group),
+                "kept_bytes_by_group": dict(footprint.kept_bytes_by_group),
+                "modules_by_scheme": dict(footprint.modules_by_scheme),
+                "fits": footprint.fits(self.budget_bytes) if self.budget_bytes is not None else None,
+            }
+            for recipe, footprint in zip(self.recipes, self.footprints, strict=True)
+        ]
+        return {
+            "source": self.anatomy.source,
+            "original_bytes": self.anatomy.total_bytes,
+            "budget_bytes": self.budget_bytes,
+            "recipes": rows,
+        }
 
 
-def parse_size(text: str | int | float) -> int:
-    """Bytes from a size like "24GB" (10^9), "24GiB" (2^30), "512MiB", "24e9" or a plain number."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return int(text)
-    match = _SIZE_RE.match(str(text))
-    unit = match.group("unit").lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise QuantscopeError(f"cannot read size {text!r}; write e.g. 24GB, 24GiB, 80e9 or 512MiB")
-    return int(float(match.group("number")) * _UNITS[unit])
-
-
-def format_size(nbytes: int) -> str:
-    """A human size in decimal units (GB = 10^9 bytes, as GPU memory is usually quoted)."""
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if abs(nbytes) >= scale:
-            return f"{nbytes / scale:.2f} {unit}"
-    return f"{nbytes} B"
+def plan_recipes(
+    anatomy: Anatomy, recipes: tuple[Recipe, ...] | None = None, budget_bytes: int | None = None
+) -> Plan:
+    """The footprint of every preset (and of `recipes`, when given, after them) on `anatomy`."""
+    chosen = (*PRESETS.values(), *(recipes or ()))
+    return Plan(anatomy, chosen, tuple(predict_footprint(anatomy, r) for r in chosen), budget_bytes)

@@ -21,15 +21,15 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from quantscope.engines.base import ChatRequest, Engine, Generation, Message, SamplingParams
-from quantscope.errors import QuantscopeError
+from quantscope.errors import QuantscopeError, invalid
+from quantscope.records import read_yaml
 from quantscope.store import ResultRow, RunRecord, Store, Variant
 from quantscope.tasks.base import Sample, Task
 
@@ -163,27 +163,13 @@ def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None =
     Override values that are None are ignored, so unset flags keep the file's values. Unknown
     keys and bad values raise QuantscopeError naming the file and field.
     """
-    data: dict[str, Any] = {}
-    source = "command line"
-    if path is not None:
-        source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as error:
-            raise QuantscopeError(f"cannot read run spec {path}: {error.strerror}") from error
-        except yaml.YAMLError as error:
-            raise QuantscopeError(f"run spec {path} is not valid YAML: {error}") from error
-        if loaded is not None and not isinstance(loaded, dict):
-            raise QuantscopeError(f"run spec {path} must be a mapping of fields (model:, tasks:, ...)")
-        data = dict(loaded or {})
+    data = read_yaml(path, "run spec") if path is not None else {}
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
     try:
         return RunSpec.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
-        )
-        raise QuantscopeError(f"invalid run spec ({source}): {problems}") from None
+        where = f"invalid run spec ({path if path is not None else 'command line'})"
+        raise invalid(error, where, RunSpec.model_fields) from None
 
 
 # ---- records ------------------------------------------------------------------------------
@@ -415,14 +401,8 @@ def _row(spec: RunSpec, plan: _Plan, sample: Sample, index: int, generation: Gen
         spec_hash=plan.spec_hash,
         seed=spec.seed + index,
         target=sample.target,
-        text=generation.text,
-        thinking=generation.thinking,
-        answer=generation.answer,
-        completion_tokens=generation.completion_tokens,
-        thinking_tokens=generation.thinking_tokens,
+        **asdict(generation),  # text, thinking, answer, token counts, finish_reason, seconds: as generated
         answer_tokens=max(generation.completion_tokens - generation.thinking_tokens, 0),
-        finish_reason=generation.finish_reason,
-        seconds=generation.seconds,
         correct=judgement.correct,
         extracted=judgement.extracted,
         created=time.time(),

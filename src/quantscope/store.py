@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from quantscope.errors import QuantscopeError
+from quantscope.util import atomic_path
 
 SCHEMA_VERSION = 1
 DB_NAME = "quantscope.db"
@@ -470,6 +471,22 @@ class Store:
             return {n: [] for n in names}
         return {n: list(col) for n, col in zip(names, zip(*rows, strict=True), strict=True)}
 
+    def generations(
+        self, keys: Iterable[tuple[str, str, str, int]]
+    ) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+        """Whole rows of `results_full` (text included) for the given (variant, task, item_id,
+        sample) keys, as dicts by key; keys the store does not hold are absent."""
+        found = {}
+        for key in keys:
+            cursor = self._db.execute(
+                "SELECT * FROM results_full WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?",
+                key,
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                found[key] = dict(zip([d[0] for d in cursor.description], row, strict=True))
+        return found
+
     def rows(self, variant: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
         """Whole rows of `results_full` (text included) as dicts, ordered by key."""
         where, params = _filters(variant, task)
@@ -507,14 +524,11 @@ class Store:
         table = pa.table(
             {n: pa.array(list(c), type=_arrow_type(n)) for n, c in zip(names, columns, strict=True)}
         )
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(f".{out.name}.partial")
-        if fmt == "parquet":
-            pq.write_table(table, partial)
-        else:
-            pa_csv.write_csv(table, partial)
-        os.replace(partial, out)
+        with atomic_path(out) as partial:
+            if fmt == "parquet":
+                pq.write_table(table, partial)
+            else:
+                pa_csv.write_csv(table, partial)
         return table.num_rows
 
 

@@ -1,7 +1,9 @@
-"""Analysis over the store: per (variant, task) metrics, budget curves (and, later, comparison and
-recommendation). Everything reads the store through `load_results`, never the generated text.
+"""Analysis over the store: per (variant, task) metrics and budget curves (`metrics`), paired
+comparisons with the baseline (`compare`), and the pick for a memory budget (`recommend`).
+Everything reads the store's numeric columns through `load_results`, never the generated text.
 """
 
+from quantscope.analysis.compare import Analysis, Comparison, analyze
 from quantscope.analysis.metrics import (
     BudgetCurve,
     Results,
@@ -13,15 +15,21 @@ from quantscope.analysis.metrics import (
     summarize,
     summarize_all,
 )
+from quantscope.analysis.recommend import Recommendation, recommend
 
 __all__ = [
+    "Analysis",
     "BudgetCurve",
+    "Comparison",
+    "Recommendation",
     "Results",
     "TaskMetrics",
     "TokenStats",
     "accuracy_at_budget",
+    "analyze",
     "budget_curve",
     "load_results",
+    "recommend",
     "summarize",
     "summarize_all",
 ]

@@ -322,6 +322,13 @@ def summarize(
     )
 
 
+def summarize_tasks(store: Store, variant: str, tasks: Sequence[str]) -> list[TaskMetrics]:
+    """`summarize` of one variant on each of `tasks` (those with rows), read from `store`."""
+    results = load_results(store, variant=variant)
+    present = set(results.task.tolist())
+    return [summarize(results, variant, task) for task in tasks if task in present]
+
+
 def summarize_all(results: Results, **options: object) -> list[TaskMetrics]:
     """`summarize` for every (variant, task) pair in `results`, sorted by variant then task."""
     return [summarize(results, v, t, **options) for v, t in results.pairs()]  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import numpy as np
 
 from quantscope.analysis.compare import Analysis, compare_pair
 from quantscope.errors import QuantscopeError
-from quantscope.recipe import format_size
+from quantscope.util import format_size
 
 DEFAULT_TIE_TOLERANCE = 0.02
 

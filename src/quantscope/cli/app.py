@@ -1,19 +1,29 @@
-"""The typer application and the helpers every command module shares.
+"""The typer application and what every command module shares: consoles, the error wrapper,
+options declared once, and progress bars.
 
-No logic lives in the CLI: every command is one library call plus rendering. Each stage's
-commands live in their own module of this package (`inspect_plan`, `quantize`, `evaluate`,
-`report`, `profile`) and register themselves on `app`; a `QuantscopeError` prints as one red
-line (exit status 2) instead of a traceback.
+No logic lives in the CLI: every command is argument parsing, one library call and rendering
+(`quantscope.report.terminal`). Each stage's commands live in their own module of this package
+and register themselves on `app` (`quantscope.cli.main` imports them all); a `QuantscopeError`
+prints as one red line (exit status 2) instead of a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from quantscope.errors import QuantscopeError
 
@@ -29,6 +39,45 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+# ---- options shared by several commands -------------------------------------------------------
+
+ModelArg = Annotated[str, typer.Argument(help="Local checkpoint dir / .safetensors file, or a hub model id.")]
+RevisionOpt = Annotated[str | None, typer.Option(help="Hub revision (branch, tag or commit).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Project directory holding quantscope.db (default: $QUANTSCOPE_STORE or the current directory)."
+    ),
+]
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option(help="Variant to compare against (default: the one marked baseline, else a bf16 recipe)."),
+]
+BudgetOpt = Annotated[
+    str | None, typer.Option(help="Weight-memory budget, e.g. 24GB, 24GiB, 80e9 (default: no limit).")
+]
+
+
+def store_dir(store: Path | None) -> Path:
+    """The store directory a command uses: `--store`, else `$QUANTSCOPE_STORE`, else the current one."""
+    from quantscope.store import default_store_dir
+
+    return store if store is not None else default_store_dir()
+
+
+def size_or_none(text: str | None) -> int | None:
+    """Bytes from a size flag (24GB, 24GiB, 80e9), or None when the flag was not given."""
+    from quantscope.util import parse_size
+
+    return None if text is None else parse_size(text)
+
+
+def progress_bars(*extra: ProgressColumn) -> Progress:
+    """A progress display (description, bar, done/total, `extra` columns, elapsed) on the console."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra)
+    return Progress(*columns, TimeElapsedColumn(), console=console)
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:

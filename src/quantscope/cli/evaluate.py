@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from rich.progress import Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from quantscope.cli.app import app, console, friendly_errors
+from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress_bars, store_dir
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
-    from quantscope.analysis import TaskMetrics
     from quantscope.runner import ProgressUpdate
 
-_STORE_HELP = "Project directory holding quantscope.db (default: $QUANTSCOPE_STORE or the current directory)."
-
-
-def _store_dir(store: Path | None) -> Path:
-    from quantscope.store import default_store_dir
-
-    return store if store is not None else default_store_dir()
+# eval's parameters that are not RunSpec fields, and the ones named differently on the command line.
+_NOT_SPEC_FIELDS = ("spec", "store")
+_SPEC_FIELD = {"task": "tasks", "engine_option": "engine_options"}
 
 
 def _engine_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    import yaml
+
     if not pairs:
         return None
     options: dict[str, Any] = {}
@@ -47,40 +33,19 @@ def _engine_options(pairs: list[str] | None) -> dict[str, Any] | None:
     return options
 
 
-def _percent(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:.1f}%"
+def _spec_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """eval's flags as RunSpec fields (unset flags are None and keep the spec file's values)."""
+    from quantscope.runner import RunSpec
 
-
-def metrics_table(metrics: list[TaskMetrics], title: str) -> Table:
-    """A rich table of per (variant, task) metrics: accuracy with its 95% CI, pass@k,
-    truncation, accuracy among finished samples, and thinking / answer tokens."""
-    table = Table(title=title)
-    for name in ("variant", "task", "items", "k", "cap"):
-        table.add_column(name, justify="left" if name in ("variant", "task") else "right")
-    for name in (
-        "accuracy [95% CI]",
-        "pass@k",
-        "truncated",
-        "acc finished",
-        "think tok μ/p90",
-        "answer tok μ",
-    ):
-        table.add_column(name, justify="right")
-    for m in metrics:
-        table.add_row(
-            m.variant,
-            m.task,
-            str(m.n_items),
-            str(m.k),
-            str(m.max_tokens),
-            f"{_percent(m.accuracy)} [{_percent(m.ci_low)}–{_percent(m.ci_high)}]",
-            _percent(m.pass_at_k),
-            _percent(m.truncation_rate),
-            _percent(m.accuracy_finished),
-            f"{m.thinking_tokens.mean:.0f}/{m.thinking_tokens.p90:.0f}",
-            f"{m.answer_tokens.mean:.0f}",
-        )
-    return table
+    overrides = {
+        _SPEC_FIELD.get(name, name): value for name, value in flags.items() if name not in _NOT_SPEC_FIELDS
+    }
+    overrides["tasks"] = overrides["tasks"] or None
+    overrides["engine_options"] = _engine_options(overrides["engine_options"])
+    stray = set(overrides) - set(RunSpec.model_fields)
+    if stray:  # a flag added to `eval_` without a RunSpec field
+        raise QuantscopeError(f"internal: eval flags {sorted(stray)} are not RunSpec fields")
+    return overrides
 
 
 class _Bars:
@@ -121,7 +86,7 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each task.")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; sample j uses seed + j (default 0).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Requests per committed chunk (default 32).")] = None,
-    store: Annotated[Path | None, typer.Option(help=_STORE_HELP)] = None,
+    store: StoreOpt = None,
     spec: Annotated[Path | None, typer.Option(help="Run spec YAML; flags override its fields.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     engine_option: Annotated[
@@ -133,61 +98,30 @@ def eval_(
     ] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks, storing every generation; rerun the same command to resume."""
-    from quantscope.analysis import load_results, summarize
+    flags = dict(locals())
+    from quantscope.analysis.metrics import summarize_tasks
+    from quantscope.report.terminal import metrics_table, run_lines
     from quantscope.runner import load_spec, run_eval
     from quantscope.store import Store
 
-    overrides = {
-        "model": model,
-        "tasks": task or None,
-        "engine": engine,
-        "variant": variant,
-        "thinking": thinking,
-        "preset": preset,
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "max_tokens": max_tokens,
-        "k": k,
-        "limit": limit,
-        "seed": seed,
-        "batch_size": batch_size,
-        "base_url": base_url,
-        "engine_options": _engine_options(engine_option),
-        "recipe": recipe,
-        "baseline": baseline,
-    }
-    run_spec = load_spec(spec, overrides)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-    with Store.open(_store_dir(store)) as opened:
-        with progress:
-            summary = run_eval(run_spec, opened, progress=_Bars(progress))
-        for done in summary.tasks:
-            console.print(
-                f"{done.task}: {done.generated} generated, {done.stored_before} already stored "
-                f"({done.tokens:,} tokens in {done.seconds:.1f} s)"
-            )
-        results = load_results(opened, variant=summary.variant)
-        metrics = [summarize(results, summary.variant, t.task) for t in summary.tasks if t.expected]
+    run_spec = load_spec(spec, _spec_overrides(flags))
+    with Store.open(store_dir(store)) as opened:
+        with progress_bars(TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as bars:
+            summary = run_eval(run_spec, opened, progress=_Bars(bars))
+        metrics = summarize_tasks(opened, summary.variant, [t.task for t in summary.tasks if t.expected])
+    console.print(run_lines(summary), highlight=False)
     console.print(metrics_table(metrics, f"{summary.variant} ({opened.path})"))
 
 
 @app.command()
 @friendly_errors
-def runs(store: Annotated[Path | None, typer.Option(help=_STORE_HELP)] = None) -> None:
+def runs(store: StoreOpt = None) -> None:
     """List what the store holds: per variant and task, samples, accuracy and truncation."""
     from quantscope.analysis import load_results, summarize_all
+    from quantscope.report.terminal import metrics_table
     from quantscope.store import Store
 
-    with Store.existing(_store_dir(store)) as opened:
+    with Store.existing(store_dir(store)) as opened:
         metrics = summarize_all(load_results(opened))
         path = opened.path
     if not metrics:
@@ -203,7 +137,7 @@ def export(
     format: Annotated[
         str | None, typer.Option("--format", help="parquet | csv (default: from --out's suffix).")
     ] = None,
-    store: Annotated[Path | None, typer.Option(help=_STORE_HELP)] = None,
+    store: StoreOpt = None,
     variant: Annotated[str | None, typer.Option(help="Only this variant.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
 ) -> None:
@@ -211,6 +145,6 @@ def export(
     from quantscope.store import Store
 
     fmt = format or ("csv" if out.suffix.lower() == ".csv" else "parquet")
-    with Store.existing(_store_dir(store)) as opened:
+    with Store.existing(store_dir(store)) as opened:
         count = opened.export(out, fmt, variant=variant, task=task)  # type: ignore[arg-type]
     console.print(f"wrote {count} rows to {out}")

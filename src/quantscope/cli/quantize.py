@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from quantscope.cli.app import app, console, err_console, friendly_errors
-from quantscope.recipe import format_size
+from quantscope.cli.app import JsonOpt, app, console, err_console, friendly_errors
 
 _FORMAT_HELP = (
     "AutoRound export format: auto_round (INT / FP8, vLLM 'auto-round'), llm_compressor "
@@ -56,39 +54,19 @@ def quantize(
     """Quantize MODEL with AutoRound following a recipe; write a verified checkpoint to --out."""
     from quantscope.quantize import QuantizeOptions
     from quantscope.quantize import quantize as run_quantize
+    from quantscope.report.terminal import quantize_summary, verify_table
 
     options = QuantizeOptions(
-        iters=iters,
-        nsamples=nsamples,
-        seqlen=seqlen,
-        dataset=dataset,
-        split=split,
-        text_field=text_field,
-        export_format=export_format,
-        device=device,
-        seed=seed,
-        verify=verify,
-        overwrite=overwrite,
-    )
+        iters=iters, nsamples=nsamples, seqlen=seqlen, dataset=dataset, split=split, text_field=text_field,
+        export_format=export_format, device=device, seed=seed, verify=verify, overwrite=overwrite,
+    )  # fmt: skip
     result = run_quantize(model, recipe, out, options, progress=_stage_printer())
     if as_json:
-        data = {
-            "manifest": result.manifest.to_dict(),
-            "report": asdict(result.report) if result.report else None,
-        }
-        data["manifest"].pop("probe")
-        console.print_json(json.dumps(data))
+        console.print_json(json.dumps(result.to_dict()))
         return
-    manifest = result.manifest
-    console.print(
-        f"[bold green]wrote[/] {result.directory}  recipe={manifest.recipe['name']}  "
-        f"format={manifest.export_format}  "
-        f"kept 16-bit={len(manifest.kept)}/{len(manifest.assignment)} linear modules  "
-        f"time={manifest.wall_seconds:.1f}s  peak RSS={format_size(manifest.peak_rss_bytes)}",
-        highlight=False,
-    )
+    console.print(quantize_summary(result), highlight=False)
     if result.report:
-        console.print(_report_table(result.report))
+        console.print(verify_table(result.report))
 
 
 @app.command()
@@ -102,41 +80,25 @@ def verify(
         bool, typer.Option(help="Also load, generate and measure KL (else headers only).")
     ] = True,
     device: Annotated[str, typer.Option(help="Device to load the models on.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check a quantized checkpoint: kept layers, fused sets, size, loading, KL; exit 1 on failure."""
     from quantscope.quantize import verify as run_verify
+    from quantscope.report.terminal import verify_table
 
     report = run_verify(directory, source=source, load=load, device=device, progress=_stage_printer())
     if as_json:
-        console.print_json(json.dumps(asdict(report)))
+        console.print_json(json.dumps(report.to_dict()))
     else:
-        console.print(_report_table(report))
+        console.print(verify_table(report))
     if not report.ok:
         raise typer.Exit(code=1)
 
 
-def _stage_printer():
+def _stage_printer() -> Callable[[str], None]:
     started = time.monotonic()
 
     def show(stage: str) -> None:
         err_console.print(f"[dim]{time.monotonic() - started:7.1f}s[/] {stage} …", highlight=False)
 
     return show
-
-
-def _report_table(report) -> Table:
-    verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
-    table = Table("check", "result", "detail", title=f"{verdict} {report.directory}", title_justify="left")
-    for check in report.checks:
-        mark = "[yellow]skip[/]" if check.skipped else ("[green]ok[/]" if check.ok else "[red]FAIL[/]")
-        table.add_row(check.name, mark, check.detail)
-    sizes = f"tensors {format_size(report.tensor_bytes)}, files {format_size(report.file_bytes)}"
-    table.add_row(
-        "size", "", f"{sizes}; predicted {format_size(report.predicted_bytes)} ({report.size_error:+.3%})"
-    )
-    if report.sample:
-        table.add_row("sample", "", repr(report.sample))
-    for warning in report.warnings:
-        table.add_row("note", "", warning)
-    return table

@@ -63,6 +63,7 @@ class OpenAIEngine:
     """Chat completions from an OpenAI-compatible server (see the module docstring)."""
 
     name = "openai"
+    options_type = OpenAIOptions
 
     def __init__(self, model: str, options: OpenAIOptions | None = None) -> None:
         self.model = model

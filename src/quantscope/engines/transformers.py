@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
+from transformers import GenerationConfig, LogitsProcessor
 
 from quantscope.engines.base import (
     ChatRequest,
@@ -31,8 +31,7 @@ from quantscope.engines.base import (
     think_close_id,
 )
 from quantscope.errors import QuantscopeError
-
-_DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+from quantscope.modeling import DTYPES, load_causal_lm
 
 
 @dataclass(frozen=True)
@@ -111,12 +110,13 @@ class TransformersEngine:
     """Batched generation with a Hugging Face causal LM (see the module docstring)."""
 
     name = "transformers"
+    options_type = TransformersOptions
 
     def __init__(self, model: str, options: TransformersOptions | None = None) -> None:
         self.options = options or TransformersOptions()
-        if self.options.dtype not in _DTYPES:
+        if self.options.dtype not in DTYPES:
             raise QuantscopeError(
-                f"engine option dtype={self.options.dtype!r}: use one of {', '.join(_DTYPES)}"
+                f"engine option dtype={self.options.dtype!r}: use one of {', '.join(DTYPES)}"
             )
         if self.options.batch_size < 1:
             raise QuantscopeError(f"engine option batch_size={self.options.batch_size}: must be at least 1")
@@ -226,18 +226,14 @@ def _resolve_device(device: str) -> str:
 
 
 def _load(model: str, options: TransformersOptions, device: torch.device) -> tuple[Any, Any]:
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            model, revision=options.revision, trust_remote_code=options.trust_remote_code
-        )
-        lm = AutoModelForCausalLM.from_pretrained(
-            model,
-            revision=options.revision,
-            dtype=_DTYPES[options.dtype],
-            trust_remote_code=options.trust_remote_code,
-        )
-    except (OSError, ValueError) as exc:
-        raise QuantscopeError(f"transformers engine cannot load model {model!r}: {exc}") from exc
+    loaded = load_causal_lm(
+        model,
+        device=str(device),
+        dtype=options.dtype,
+        revision=options.revision,
+        trust_remote_code=options.trust_remote_code,
+    )
+    tokenizer = loaded.tokenizer
     if tokenizer.chat_template is None:
         raise QuantscopeError(
             f"model {model!r}: the tokenizer has no chat template; use an instruct/chat checkpoint"
@@ -245,7 +241,7 @@ def _load(model: str, options: TransformersOptions, device: torch.device) -> tup
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, lm.to(device).eval()
+    return tokenizer, loaded.model
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

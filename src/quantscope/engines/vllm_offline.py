@@ -76,6 +76,7 @@ class VLLMEngine:
     """Offline batched generation with `vllm.LLM` (see the module docstring)."""
 
     name = "vllm"
+    options_type = VLLMOptions
 
     def __init__(self, model: str, options: VLLMOptions | None = None) -> None:
         self.options = options or VLLMOptions()

@@ -1,36 +1,35 @@
 """Sensitivity profiling and recipe search: which parts of a model survive quantization.
 
-`fakequant` quantize-dequantizes weights in place exactly as each format rounds;
-`sensitivity` measures, per group of layers, the KL divergence of next-token distributions
-against the original model, overall and by token position; `search` picks the recipe with the
-least summed damage that fits a memory budget.
+`fakequant` quantize-dequantizes weights in place exactly as each format rounds; `units` groups
+the weights a recipe quantizes; `meter` measures the KL divergence of next-token distributions
+against the original model, overall and by token position; `profiler` runs it for every unit
+(and `run_profile` is the whole `quantscope profile` command); `records` is the profile on disk;
+`search` picks the recipe with the least summed damage that fits a memory budget.
 
 The names below load on first use, so `import quantscope.profile` stays cheap.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from quantscope.util import lazy_attributes
 
 _EXPORTS = {
-    "Damage": "sensitivity",
-    "Profiler": "sensitivity",
-    "SensitivityProfile": "sensitivity",
-    "UnitProfile": "sensitivity",
-    "load_profile": "sensitivity",
-    "profile_model": "sensitivity",
-    "save_profile": "sensitivity",
-    "SearchResult": "search",
-    "search_recipe": "search",
-    "fake_quantized": "fakequant",
-    "quantize_dequantize": "fakequant",
+    name: f"quantscope.profile.{module}:{name}"
+    for name, module in {
+        "Damage": "records",
+        "SensitivityProfile": "records",
+        "UnitProfile": "records",
+        "load_profile": "records",
+        "save_profile": "records",
+        "Profiler": "profiler",
+        "ProfileOptions": "profiler",
+        "ProfileRun": "profiler",
+        "profile_model": "profiler",
+        "run_profile": "profiler",
+        "SearchResult": "search",
+        "search_recipe": "search",
+        "fake_quantized": "fakequant",
+        "quantize_dequantize": "fakequant",
+    }.items()
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'quantscope.profile' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"quantscope.profile.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

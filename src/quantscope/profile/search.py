@@ -23,7 +23,8 @@ import numpy as np
 from quantscope.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.profile.sensitivity import SensitivityProfile, UnitProfile, quantized_assignment
+from quantscope.profile.records import SensitivityProfile, UnitProfile
+from quantscope.profile.units import quantized_assignment
 
 OBJECTIVES = ("mean", "late", "worst")
 _MAX_BINS = 20_000  # byte resolution of the knapsack: budget / 20k (1 MB at 20 GB)

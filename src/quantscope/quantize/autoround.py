@@ -23,7 +23,9 @@ from typing import Any
 from quantscope.anatomy import Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
+from quantscope.quantize.manifest import AutoRoundSettings
 from quantscope.recipe import Recipe, assign_schemes
+from quantscope.util import atomic_path, write_atomic
 
 # Export formats (AutoRound `format=` values) per weight family, the default first. "auto_round"
 # is AutoRound's own layout (vLLM: quant_method "auto-round", INC loader); "llm_compressor" is
@@ -291,19 +293,6 @@ def runtime_layer_config(plan: AutoRoundPlan, model: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """AutoRound tuning settings: `iters` (0 = RTN), calibration `nsamples` × `seqlen` tokens."""
-
-    iters: int = 200
-    nsamples: int = 128
-    seqlen: int = 2048
-    batch_size: int = 8
-    seed: int = 42
-    device_map: str = "cpu"
-    low_gpu_mem_usage: bool = False
-
-
-@dataclass(frozen=True)
 class AutoRoundExport:
     """What `run_autoround` wrote: the export folder, and how many tensors `restore_source_dtypes`
     put back from float32 into the source's 16-bit dtype (0 on CPUs with native bf16, and on GPUs)."""
@@ -317,7 +306,7 @@ def run_autoround(
     tokenizer: Any,
     plan: AutoRoundPlan,
     samples: Sequence[Any],
-    settings: RunSettings,
+    settings: AutoRoundSettings,
     stage_dir: Path,
 ) -> AutoRoundExport:
     """Quantize `model` in place with AutoRound and export it under `stage_dir`.
@@ -346,8 +335,8 @@ def run_autoround(
                 seqlen=settings.seqlen,
                 batch_size=min(settings.batch_size, max(1, len(samples))),
                 seed=settings.seed,
-                device_map=settings.device_map,
-                low_gpu_mem_usage=settings.low_gpu_mem_usage,
+                device_map=settings.device,
+                low_gpu_mem_usage=False,
             )
             rounder.quantize_and_save(str(stage_dir), format=plan.export_format)
         except (ValueError, RuntimeError, NotImplementedError, AssertionError) as error:
@@ -382,21 +371,25 @@ def restore_source_dtypes(
     """
     import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     if model_dtype not in (torch.bfloat16, torch.float16):
         return 0  # a float32 source stays float32
-    files = sorted(directory.glob("*.safetensors"))
-    fp8_modules = set()
-    for path in files:
+    # Decide from the headers; only a shard that holds something to restore is read and rewritten
+    # (on GPUs and bf16 CPUs none is, and a large export is not read at all).
+    headers = {}
+    for path in sorted(directory.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
-                if name.endswith(".weight") and handle.get_slice(name).get_dtype() == "F8_E4M3":
-                    fp8_modules.add(name.removesuffix(".weight"))
+            headers[path] = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}  # noqa: SIM118
+    fp8_modules = {
+        name.removesuffix(".weight")
+        for dtypes in headers.values()
+        for name, dtype in dtypes.items()
+        if name.endswith(".weight") and dtype == "F8_E4M3"
+    }
     kept_modules = set(kept)
 
-    def target(name: str, tensor: torch.Tensor) -> torch.dtype | None:
-        if tensor.dtype != torch.float32:
+    def target(name: str, dtype: str) -> torch.dtype | None:
+        if dtype != "F32":
             return None
         if name in source_dtypes:
             return source_dtypes[name] if source_dtypes[name] in (torch.bfloat16, torch.float16) else None
@@ -405,22 +398,28 @@ def restore_source_dtypes(
         return model_dtype if kept_linear or (module in fp8_modules and param in _FP8_SCALES) else None
 
     restored = 0
-    for path in files:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata()
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        casts = {name: dtype for name, tensor in tensors.items() if (dtype := target(name, tensor))}
-        if not casts:
-            continue
-        for name, dtype in casts.items():
-            tensors[name] = tensors[name].to(dtype)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
-        restored += len(casts)
+    for path, dtypes in headers.items():
+        casts = {name: cast for name, dtype in dtypes.items() if (cast := target(name, dtype))}
+        if casts:
+            _rewrite_shard(path, casts)
+            restored += len(casts)
     if restored:
         _update_index_total_size(directory)
     return restored
+
+
+def _rewrite_shard(path: Path, casts: Mapping[str, Any]) -> None:
+    """Replace safetensors file `path` atomically, with the tensors named in `casts` cast to their dtype."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    for name, dtype in casts.items():
+        tensors[name] = tensors[name].to(dtype)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _update_index_total_size(directory: Path) -> None:
@@ -433,9 +432,7 @@ def _update_index_total_size(directory: Path) -> None:
         return
     data = json.loads(index.read_text())
     data.setdefault("metadata", {})["total_size"] = load_anatomy(directory).total_bytes
-    tmp = index.with_name(f".{index.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(index)
+    write_atomic(index, json.dumps(data, indent=2) + "\n")
 
 
 def _as_plain(scheme: str | Mapping[str, Any]) -> str | dict[str, Any]:

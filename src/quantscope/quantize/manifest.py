@@ -10,95 +10,109 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import sys
-import tempfile
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic.dataclasses import dataclass as record
+
 from quantscope.errors import QuantscopeError
+from quantscope.recipe import KEPT, Recipe
+from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_json
+from quantscope.util import write_atomic
 
 MANIFEST_NAME = "quantscope.json"
 MANIFEST_VERSION = 1
 _TOOLS = ("quantscope", "auto_round", "transformers", "torch", "compressed_tensors", "safetensors")
 
 
-@dataclass(frozen=True)
-class Manifest:
+@record(frozen=True, config=RECORD_CONFIG)
+class AutoRoundSettings(FieldAccess):
+    """How AutoRound was called: `scheme` (its `scheme=` value), `layer_config` (exported module ->
+    its entry), whether lm_head was quantized, and the run's settings (`iters` tuning steps per
+    block, `nsamples` windows of `seqlen` tokens, `batch_size`, `seed`, `device`)."""
+
+    scheme: str | dict[str, Any]
+    layer_config: dict[str, Any]
+    quant_lm_head: bool
+    iters: int
+    nsamples: int
+    seqlen: int
+    batch_size: int
+    seed: int
+    device: str
+
+
+@record(frozen=True, config=RECORD_CONFIG)
+class CalibrationRecord(FieldAccess):
+    """The calibration data: where it came from, `windows` used of `requested`, `seqlen` tokens
+    each, and the SHA-256 of the token ids (identifies the exact data)."""
+
+    source: str
+    windows: int
+    requested: int
+    seqlen: int
+    sha256: str
+
+
+@record(frozen=True, config=RECORD_CONFIG)
+class Manifest(FieldAccess):
     """The record of one quantization run (see the module docstring).
 
     Bytes: `predicted_bytes` (footprint prediction), `tensor_bytes` (tensor data in the exported
     safetensors), `files` (file name -> size in bytes). Time in seconds, memory in bytes.
+    `assignment` maps every linear module to its quantscope format name; `probe` holds the token
+    windows the KL check runs on.
     """
 
     source: str
     source_config_sha256: str
     model_type: str
-    recipe: Mapping[str, Any]
+    recipe: Recipe
     export_format: str
-    assignment: Mapping[str, str]
-    autoround: Mapping[str, Any]
-    calibration: Mapping[str, Any]
-    tools: Mapping[str, str]
+    assignment: dict[str, str]
+    autoround: AutoRoundSettings
+    calibration: CalibrationRecord
+    tools: dict[str, str]
     wall_seconds: float
     peak_rss_bytes: int
     predicted_bytes: int
     tensor_bytes: int
-    files: Mapping[str, int]
+    files: dict[str, int]
     probe: tuple[tuple[int, ...], ...] = ()
     created: str = ""
     version: int = MANIFEST_VERSION
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def kept(self) -> tuple[str, ...]:
         """Linear modules the recipe left in 16-bit, sorted."""
-        return tuple(sorted(name for name, fmt in self.assignment.items() if fmt in ("bf16", "fp16")))
+        return tuple(sorted(name for name, fmt in self.assignment.items() if fmt in (KEPT, "fp16")))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data."""
-        data = asdict(self)
-        data["probe"] = [list(window) for window in self.probe]
-        return data
+        """Plain JSON-ready data (the file's content)."""
+        return dump_record(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> Manifest:
+    def from_dict(cls, data: Any, where: str) -> Manifest:
         """Parse a manifest; raises QuantscopeError naming `where` and the bad field."""
-        if not isinstance(data, Mapping):
-            raise QuantscopeError(f"{where}: a manifest is a JSON object")
-        if data.get("version") != MANIFEST_VERSION:
+        if isinstance(data, dict) and data.get("version") != MANIFEST_VERSION:
             raise QuantscopeError(
-                f"{where}: manifest version {data.get('version')!r}, expected {MANIFEST_VERSION}"
+                f"{where}: manifest version {data.get('version')!r}, this quantscope reads {MANIFEST_VERSION}"
             )
-        names = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise QuantscopeError(f"{where}: unknown manifest fields {unknown}")
-        try:
-            values = dict(data)
-            values["probe"] = tuple(tuple(int(t) for t in window) for window in data.get("probe", ()))
-            values["notes"] = tuple(data.get("notes", ()))
-            return cls(**values)
-        except TypeError as error:
-            raise QuantscopeError(f"{where}: incomplete manifest ({error})") from None
+        return parse_record(cls, data, f"{where} (a quantscope manifest)")
 
 
-def write_manifest(directory: Path, manifest: Manifest) -> Path:
-    """Write `manifest` as `directory/quantscope.json` atomically (temp file + rename)."""
-    path = directory / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(manifest.to_dict(), handle, indent=1, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_manifest(directory: Path, manifest: Manifest) -> Manifest:
+    """Write `manifest` as `directory/quantscope.json` atomically (temp file + rename).
+
+    Returns the manifest as it reads back from the file (JSON has no tuples), so the caller holds
+    exactly what `read_manifest` will return.
+    """
+    data = manifest.to_dict()
+    write_atomic(directory / MANIFEST_NAME, json.dumps(data, indent=1) + "\n")
+    return Manifest.from_dict(data, str(directory / MANIFEST_NAME))
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -109,11 +123,7 @@ def read_manifest(directory: Path) -> Manifest:
             f"{directory}: no {MANIFEST_NAME}; not a finished quantscope checkpoint "
             "(an interrupted `quantscope quantize` leaves none)"
         )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise QuantscopeError(f"{path}: cannot read ({error})") from None
-    return Manifest.from_dict(data, str(path))
+    return Manifest.from_dict(read_json(path, "manifest"), str(path))
 
 
 def file_sha256(path: Path) -> str:

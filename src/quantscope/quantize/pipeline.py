@@ -1,4 +1,4 @@
-"""Quantize a checkpoint with AutoRound from a recipe, export it for vLLM, and verify it.
+"""The quantize pipeline: a checkpoint and a recipe in, a verified AutoRound export out.
 
 `quantize(model, recipe, out, options)` resolves the recipe against the checkpoint's anatomy,
 runs AutoRound block by block (so the model need not fit on the accelerator), normalises the
@@ -20,43 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from quantscope.anatomy import Anatomy, load_anatomy
+from quantscope.calibration import CalibrationSet, CalibrationSource, build_calibration, load_documents
 from quantscope.errors import QuantscopeError
+from quantscope.modeling import load_causal_lm, next_token_logits
 from quantscope.quantize.autoround import (
     AutoRoundPlan,
-    RunSettings,
     plan_autoround,
     run_autoround,
     transformers_load_problem,
 )
-from quantscope.quantize.calibration import (
-    CalibrationSet,
-    CalibrationSource,
-    build_calibration,
-    load_documents,
-)
 from quantscope.quantize.manifest import (
     MANIFEST_NAME,
+    AutoRoundSettings,
+    CalibrationRecord,
     Manifest,
     directory_files,
     peak_rss_bytes,
-    read_manifest,
     source_config_sha256,
     tool_versions,
     write_manifest,
 )
-from quantscope.quantize.verify import VerifyReport, check_loading, load_model, next_token_logprobs, verify
+from quantscope.quantize.verify import VerifyReport, check_loading, verify
 from quantscope.recipe import Recipe, load_recipe, predict_footprint
-
-__all__ = [
-    "Manifest",
-    "QuantizeOptions",
-    "QuantizeResult",
-    "VerifyReport",
-    "plan_autoround",
-    "quantize",
-    "read_manifest",
-    "verify",
-]
 
 Progress = Callable[[str], None]
 _PARTIAL = ".partial-"
@@ -97,6 +82,13 @@ class QuantizeResult:
     manifest: Manifest
     report: VerifyReport | None = field(default=None)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (what `quantscope quantize --json` prints): the manifest without its
+        probe token windows, and the verification report."""
+        manifest = self.manifest.to_dict()
+        manifest.pop("probe")
+        return {"manifest": manifest, "report": self.report.to_dict() if self.report else None}
+
 
 def quantize(
     model: str | Path,
@@ -128,16 +120,17 @@ def quantize(
     source_model = _load_source(job.model, "cpu")
     probe = tuple(window[: options.kl_tokens] for window in calibration.windows[: options.kl_samples])
     # The reference is taken now: AutoRound quantizes `source_model` in place.
-    reference = next_token_logprobs(source_model, probe) if options.verify else None
+    reference = next_token_logits(source_model, probe) if options.verify else None
 
     _remove_stale_partials(job.out)
     work = Path(tempfile.mkdtemp(dir=job.out.parent, prefix=f".{job.out.name}{_PARTIAL}{os.getpid()}-"))
     try:
         progress("quantizing block by block")
-        checkpoint, notes = _export(source_model, tokenizer, job.plan, calibration, options, work)
+        settings = _autoround_settings(job.plan, calibration, options)
+        checkpoint, notes = _export(source_model, tokenizer, job.plan, calibration, settings, work)
         del source_model
-        manifest = _manifest(job, calibration, options, checkpoint, probe, started, notes)
-        write_manifest(checkpoint, manifest)
+        manifest = _manifest(job, calibration, settings, checkpoint, probe, started, notes)
+        manifest = write_manifest(checkpoint, manifest)
         report = None
         if options.verify:
             report = verify(checkpoint, reference=reference, device=options.device, progress=progress)
@@ -220,13 +213,30 @@ def _calibration(tokenizer: Any, model: str | Path, options: QuantizeOptions) ->
 
 
 def _load_source(model: str | Path, device: str) -> Any:
-    loaded, info = load_model(model, device)
-    check, _ = check_loading(info)
+    loaded = load_causal_lm(model, device=device, tokenizer=False)
+    check, _ = check_loading(loaded.loading_info)
     if not check.ok:
         raise QuantscopeError(
             f"{model}: the source model does not load cleanly with transformers: {check.detail}"
         )
-    return loaded
+    return loaded.model
+
+
+def _autoround_settings(
+    plan: AutoRoundPlan, calibration: CalibrationSet, options: QuantizeOptions
+) -> AutoRoundSettings:
+    """How AutoRound is called: the plan's scheme and layer config, the run's settings."""
+    return AutoRoundSettings(
+        scheme=plan.scheme,
+        layer_config=dict(plan.layer_config),
+        quant_lm_head=plan.quant_lm_head,
+        iters=options.iters,
+        nsamples=len(calibration.windows),
+        seqlen=calibration.seqlen,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        device=options.device,
+    )
 
 
 def _export(
@@ -234,17 +244,9 @@ def _export(
     tokenizer: Any,
     plan: AutoRoundPlan,
     calibration: CalibrationSet,
-    options: QuantizeOptions,
+    settings: AutoRoundSettings,
     work: Path,
 ) -> tuple[Path, tuple[str, ...]]:
-    settings = RunSettings(
-        iters=options.iters,
-        nsamples=len(calibration.windows),
-        seqlen=calibration.seqlen,
-        batch_size=options.batch_size,
-        seed=options.seed,
-        device_map=options.device,
-    )
     exported = run_autoround(
         source_model, tokenizer, plan, calibration.autoround_samples(), settings, work / "stage"
     )
@@ -263,7 +265,7 @@ def _export(
 def _manifest(
     job: _Job,
     calibration: CalibrationSet,
-    options: QuantizeOptions,
+    settings: AutoRoundSettings,
     checkpoint: Path,
     probe: tuple[tuple[int, ...], ...],
     started: float,
@@ -274,27 +276,17 @@ def _manifest(
         source=anatomy.source,
         source_config_sha256=source_config_sha256(anatomy.source),
         model_type=anatomy.model_type,
-        recipe=job.recipe.to_dict(),
+        recipe=job.recipe,
         export_format=plan.export_format,
         assignment=dict(sorted(plan.assignment.items())),
-        autoround={
-            "scheme": plan.scheme,
-            "layer_config": dict(plan.layer_config),
-            "quant_lm_head": plan.quant_lm_head,
-            "iters": options.iters,
-            "nsamples": len(calibration.windows),
-            "seqlen": calibration.seqlen,
-            "batch_size": options.batch_size,
-            "seed": options.seed,
-            "device": options.device,
-        },
-        calibration={
-            "source": calibration.source,
-            "windows": len(calibration.windows),
-            "requested": calibration.requested,
-            "seqlen": calibration.seqlen,
-            "sha256": calibration.sha256,
-        },
+        autoround=settings,
+        calibration=CalibrationRecord(
+            source=calibration.source,
+            windows=len(calibration.windows),
+            requested=calibration.requested,
+            seqlen=calibration.seqlen,
+            sha256=calibration.sha256,
+        ),
         tools=tool_versions(),
         wall_seconds=round(time.monotonic() - started, 3),
         peak_rss_bytes=peak_rss_bytes(),

@@ -1,4 +1,4 @@
-"""The report stage: one self-contained HTML file and rich terminal tables from a results store.
+"""Build the report: analyse a store, recommend, pick examples, and write the HTML file.
 
 `build_report(store_dir, out)` analyses the store (`quantscope.analysis.compare.analyze`),
 recommends a variant (`quantscope.analysis.recommend.recommend`), picks example generations and
@@ -12,10 +12,9 @@ from pathlib import Path
 
 from quantscope.analysis.compare import Analysis, analyze
 from quantscope.analysis.recommend import DEFAULT_TIE_TOLERANCE, Recommendation, recommend
-from quantscope.report.html import Example, render, select_examples, write_atomic
+from quantscope.report.html import Example, render, select_examples
 from quantscope.store import Store
-
-__all__ = ["ReportResult", "build_report", "render", "select_examples", "write_atomic"]
+from quantscope.util import write_atomic
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,9 @@ def build_report(
     or empty."""
     with Store.existing(store_dir) as store:
         analysis = analyze(store, baseline)
+        examples = select_examples(store, analysis, examples_per_variant)
         path = store.path
     recommendation = recommend(analysis, budget_bytes, tie_tolerance=tie_tolerance)
-    examples = select_examples(path, analysis, examples_per_variant)
     page = render(analysis, recommendation, examples, title=title, source=str(path))
-    written = write_atomic(page, out)
+    written = write_atomic(out, page)
     return ReportResult(written, written.stat().st_size, analysis, recommendation, examples)

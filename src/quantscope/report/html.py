@@ -1,7 +1,7 @@
 """The HTML report: one self-contained file (plotly's JS inlined, no network) from an `Analysis`.
 
-`render(analysis, recommendation, examples)` returns the page as a string; `write_atomic` puts it
-on disk through a temp file and a rename. Every piece of text that comes from the store (model
+`render(analysis, recommendation, examples)` returns the page as a string (`build.build_report`
+writes it atomically). Every piece of text that comes from the store (model
 generations, targets, variant and task names) goes through `html.escape`; the figures travel as
 JSON inside a `<script type="application/json">` block with `<`, `>` and `&` escaped, so no
 stored string can end a script element.
@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sqlite3
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from importlib import resources
-from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from quantscope.analysis.compare import Analysis, Comparison
 from quantscope.analysis.metrics import TaskMetrics
 from quantscope.analysis.recommend import Candidate, Recommendation
-from quantscope.errors import QuantscopeError
-from quantscope.recipe import format_size
 from quantscope.report.plots import all_figures
+from quantscope.util import format_size, pct, pts, ratio, tokens
+
+if TYPE_CHECKING:
+    from quantscope.store import Store
 
 CLIP_HEAD = 2500
 CLIP_TAIL = 800
@@ -61,17 +59,31 @@ class Example:
 # ---- choosing examples --------------------------------------------------------------------
 
 
-def select_examples(store_path: Path, analysis: Analysis, per_variant: int = 3) -> dict[str, list[Example]]:
+def select_examples(store: Store, analysis: Analysis, per_variant: int = 3) -> dict[str, list[Example]]:
     """A few generations per variant, the telling ones first: for a quantized variant, items the
     baseline got right and it got wrong (truncated ones first), then a correct one; for the
-    baseline, a correct and a wrong one. Reads only the chosen rows' text from the store."""
+    baseline, a correct and a wrong one. Reads only the chosen rows' text from `store`."""
     chosen: dict[str, list[tuple[str, str, int, str]]] = {}
     for name in analysis.variant_names:
         picks: list[tuple[str, str, int, str]] = []
         for task in analysis.tasks:
             picks.extend(_pick_rows(analysis, name, task))
         chosen[name] = _spread(picks, per_variant)
-    return _fetch(store_path, chosen)
+    rows = store.generations((name, *pick[:3]) for name, picks in chosen.items() for pick in picks)
+    return {
+        name: [
+            _to_example(name, pick, rows[(name, *pick[:3])]) for pick in picks if (name, *pick[:3]) in rows
+        ]
+        for name, picks in chosen.items()
+    }
+
+
+def _to_example(name: str, pick: tuple[str, str, int, str], row: Mapping[str, Any]) -> Example:
+    task, item, sample, why = pick
+    return Example(
+        name, task, item, sample, why, bool(row["correct"]), row["finish_reason"], row["completion_tokens"],
+        row["thinking_tokens"], row["target"], row["extracted"], row["thinking"], row["answer"],
+    )  # fmt: skip
 
 
 def _pick_rows(analysis: Analysis, name: str, task: str) -> list[tuple[str, str, int, str]]:
@@ -116,50 +128,7 @@ def _spread(picks: list[tuple[str, str, int, str]], limit: int) -> list[tuple[st
     return out
 
 
-def _fetch(
-    store_path: Path, chosen: Mapping[str, list[tuple[str, str, int, str]]]
-) -> dict[str, list[Example]]:
-    """Read the chosen rows' text through a read-only connection (the store's `results_full` view)."""
-    query = (
-        "SELECT correct, finish_reason, completion_tokens, thinking_tokens, target, extracted, thinking, "
-        "answer FROM results_full WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?"
-    )
-    try:
-        db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
-    except sqlite3.Error as error:
-        raise QuantscopeError(f"cannot read the store {store_path}: {error}") from error
-    try:
-        examples: dict[str, list[Example]] = {}
-        for name, picks in chosen.items():
-            examples[name] = []
-            for task, item, sample, why in picks:
-                row = db.execute(query, (name, task, item, sample)).fetchone()
-                if row is not None:
-                    examples[name].append(
-                        Example(name, task, item, sample, why, bool(row[0]), row[1], row[2], row[3], *row[4:])
-                    )
-        return examples
-    finally:
-        db.close()
-
-
 # ---- formatting ---------------------------------------------------------------------------
-
-
-def _pct(value: float, digits: int = 1) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}%"
-
-
-def _pts(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:+.1f}"
-
-
-def _ratio(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2f}×"
-
-
-def _tokens(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:,.0f}"
 
 
 def _size(value: int | None) -> str:
@@ -172,8 +141,8 @@ def _delta_cell(c: Comparison | None) -> str:
     cls = "" if not c.significant else ("bad" if c.delta < 0 else "good")
     mark = "*" if c.significant else ""
     return (
-        f"<td class='{cls}'>{_pts(c.delta)}{mark} "
-        f"<span class='muted'>[{_pts(c.delta_ci_low)}, {_pts(c.delta_ci_high)}]</span></td>"
+        f"<td class='{cls}'>{pts(c.delta)}{mark} "
+        f"<span class='muted'>[{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}]</span></td>"
     )
 
 
@@ -198,22 +167,28 @@ def _table(head: Sequence[str], rows: Sequence[str], text_columns: Collection[in
 # ---- sections -----------------------------------------------------------------------------
 
 
+def _section(section_id: str, heading: str, body: str, note: str = "") -> str:
+    """One report section: its heading, its body and an optional note under it (all HTML)."""
+    note_html = f"<p class='note'>{note}</p>" if note else ""
+    return f"<section id='{section_id}'><h2>{heading}</h2>{body}{note_html}</section>"
+
+
 def _recommendation_section(rec: Recommendation) -> str:
     rows = []
     for c in rec.candidates:
         picked = rec.pick is not None and c.variant == rec.pick.variant
         rows.append(
             f"<tr class='{'picked' if picked else ''}'><td>{escape(c.variant)}{' ★' if picked else ''}</td>"
-            f"<td>{_size(c.memory_bytes)}</td><td>{_pct(c.accuracy)}</td><td>{_pct(c.truncation_rate)}</td>"
+            f"<td>{_size(c.memory_bytes)}</td><td>{pct(c.accuracy)}</td><td>{pct(c.truncation_rate)}</td>"
             f"<td>{'yes' if c.fits else 'no'}</td><td>{'yes' if c.on_frontier else ''}</td>"
             f"<td class='text'>{escape(c.reason)}</td></tr>"
         )
     table = _table(["variant", "memory", "accuracy", "truncated", "fits", "frontier", "why"], rows, (0, 6))
-    return (
-        "<section id='recommendation'><h2>Recommendation</h2><div class='reco'>"
-        f"<p class='pick'>{escape(rec.summary())}</p>{table}"
-        f"<p class='rule'><b>Rule.</b> {escape(rec.rule)}</p></div></section>"
+    body = (
+        f"<div class='reco'><p class='pick'>{escape(rec.summary())}</p>{table}"
+        f"<p class='rule'><b>Rule.</b> {escape(rec.rule)}</p></div>"
     )
+    return _section("recommendation", "Recommendation", body)
 
 
 def _findings(analysis: Analysis) -> str:
@@ -222,10 +197,10 @@ def _findings(analysis: Analysis) -> str:
         if c.explained_by_truncation:
             notes.append(
                 f"<div class='finding'><b>{escape(c.variant)}</b> on <b>{escape(c.task)}</b>: accuracy "
-                f"loss mostly explained by truncation — {_pts(c.delta)} pts overall, but "
-                f"{_pct(c.accuracy_finished)} correct among finished generations (baseline "
-                f"{_pct(c.baseline_accuracy_finished)}); it hit the cap {_pts(c.truncation_delta)} pts more "
-                f"often and thinks {_ratio(c.inflation.median_finished)} as long (median, finished). A "
+                f"loss mostly explained by truncation — {pts(c.delta)} pts overall, but "
+                f"{pct(c.accuracy_finished)} correct among finished generations (baseline "
+                f"{pct(c.baseline_accuracy_finished)}); it hit the cap {pts(c.truncation_delta)} pts more "
+                f"often and thinks {ratio(c.inflation.median_finished)} as long (median, finished). A "
                 "larger token budget may recover most of it.</div>"
             )
     return "".join(notes)
@@ -251,20 +226,20 @@ def _summary_section(analysis: Analysis, rec: Recommendation) -> str:
             f"<tr class='{cls}'><td>{escape(info.name)}</td>"
             f"<td class='text'>{escape(info.recipe or '–')}</td>"
             f"<td>{_size(info.memory_bytes)}{source}</td>"
-            f"<td>{_pct(cand.accuracy if cand else math.nan)}</td>"
-            f"<td>{'–' if not comps else _pts(delta)}</td>"
-            f"<td>{_pct(cand.truncation_rate if cand else math.nan)}</td>"
-            f"<td>{'1.00×' if info.name == analysis.baseline else _ratio(infl)}</td>"
+            f"<td>{pct(cand.accuracy if cand else math.nan)}</td>"
+            f"<td>{'–' if not comps else pts(delta)}</td>"
+            f"<td>{pct(cand.truncation_rate if cand else math.nan)}</td>"
+            f"<td>{'1.00×' if info.name == analysis.baseline else ratio(infl)}</td>"
             f"<td class='text'>{escape(verdict)}</td></tr>"
         )
     head = ["variant", "recipe", "weight memory", "accuracy", "Δ vs baseline (pts)", "truncated"]
     table = _table([*head, "thinking × (median, finished)", "verdict"], rows, (0, 1, 7))
-    return (
-        f"<section id='summary'><h2>Summary</h2>{table}<p class='note'>Accuracy and truncation are "
-        f"means over tasks ({escape(', '.join(analysis.tasks))}); Δ is the mean paired difference against "
-        f"<b>{escape(analysis.baseline)}</b>. Per-task confidence intervals are below.</p>"
-        f"{_findings(analysis)}</section>"
+    note = (
+        f"Accuracy and truncation are means over tasks ({escape(', '.join(analysis.tasks))}); Δ is the "
+        f"mean paired difference against <b>{escape(analysis.baseline)}</b>. Per-task confidence intervals "
+        "are below."
     )
+    return _section("summary", "Summary", table + _findings(analysis), note)
 
 
 def _task_rows(analysis: Analysis, task: str) -> list[str]:
@@ -275,23 +250,23 @@ def _task_rows(analysis: Analysis, task: str) -> list[str]:
             continue
         c = analysis.comparison(info.name, task)
         cls = "baseline" if info.name == analysis.baseline else ""
-        trunc_delta = "" if c is None else f" <span class='muted'>({_pts(c.truncation_delta)})</span>"
+        trunc_delta = "" if c is None else f" <span class='muted'>({pts(c.truncation_delta)})</span>"
         inflation = (
-            "–" if c is None else f"{_ratio(c.inflation.median_all)} / {_ratio(c.inflation.median_finished)}"
+            "–" if c is None else f"{ratio(c.inflation.median_all)} / {ratio(c.inflation.median_finished)}"
         )
         rows.append(
             f"<tr class='{cls}'><td>{escape(m.variant)}</td><td>{m.n_items}</td><td>{m.k}</td>"
-            f"<td>{_pct(m.accuracy)} <span class='muted'>[{_pct(m.ci_low)}, {_pct(m.ci_high)}]</span></td>"
-            f"{_delta_cell(c)}<td>{_pct(m.pass_at_k)}</td><td>{_pct(m.truncation_rate)}{trunc_delta}</td>"
-            f"<td>{_pct(m.accuracy_finished)}</td>"
-            f"<td>{_tokens(m.thinking_tokens.median)} / {_tokens(m.thinking_tokens.mean)} / "
-            f"{_tokens(m.thinking_tokens.p90)}</td><td>{inflation}</td>{_verdict_cell(c)}</tr>"
+            f"<td>{pct(m.accuracy)} <span class='muted'>[{pct(m.ci_low)}, {pct(m.ci_high)}]</span></td>"
+            f"{_delta_cell(c)}<td>{pct(m.pass_at_k)}</td><td>{pct(m.truncation_rate)}{trunc_delta}</td>"
+            f"<td>{pct(m.accuracy_finished)}</td>"
+            f"<td>{tokens(m.thinking_tokens.median)} / {tokens(m.thinking_tokens.mean)} / "
+            f"{tokens(m.thinking_tokens.p90)}</td><td>{inflation}</td>{_verdict_cell(c)}</tr>"
         )
     return rows
 
 
 def _tasks_section(analysis: Analysis) -> str:
-    parts = ["<section id='tasks'><h2>Per task</h2>"]
+    parts = []
     head = ["variant", "items", "k", "accuracy [95% CI]", "Δ pts [95% CI]", "pass@k", "truncated (Δ)"]
     head += [
         "acc. finished",
@@ -305,29 +280,29 @@ def _tasks_section(analysis: Analysis) -> str:
             f"<h3>{escape(task)} <span class='muted'>(cap {', '.join(f'{c:,}' for c in sorted(caps))} tokens)"
             f"</span></h3>{_table(head, _task_rows(analysis, task), (0, len(head) - 1))}"
         )
-    parts.append(
-        "<p class='note'>* significant: the paired bootstrap 95% CI over items excludes 0. Thinking × is "
-        "the variant's thinking tokens over the baseline's; 'all' counts truncated samples at the cap, "
-        "'finished' only those that ended on their own.</p></section>"
+    note = (
+        "* significant: the paired bootstrap 95% CI over items excludes 0. Thinking × is the variant's "
+        "thinking tokens over the baseline's; 'all' counts truncated samples at the cap, 'finished' only "
+        "those that ended on their own."
     )
-    return "".join(parts)
+    return _section("tasks", "Per task", "".join(parts), note)
 
 
 def _plots_section(analysis: Analysis) -> str:
-    parts = [
-        "<section id='plots'><h2>Accuracy, memory and thinking</h2><div class='grid'>",
-        "<div class='plot' id='plot-pareto'></div><div class='plot' id='plot-truncation'></div>",
+    plots = ["pareto", "truncation"] + [
+        f"{kind}-{i}" for i in range(len(analysis.tasks)) for kind in ("budget", "thinking")
     ]
-    for i, _task in enumerate(analysis.tasks):
-        parts.append(
-            f"<div class='plot' id='plot-budget-{i}'></div><div class='plot' id='plot-thinking-{i}'></div>"
-        )
-    parts.append(
-        "</div><p class='note'>Accuracy at a budget counts a sample as correct only when it was correct and "
-        "finished within that many tokens, computed from the recorded token counts (one run at the cap). "
-        "Open markers in the accuracy–memory plot do not fit the budget; ★ is the pick.</p></section>"
+    grid = (
+        "<div class='grid'>"
+        + "".join(f"<div class='plot' id='plot-{name}'></div>" for name in plots)
+        + "</div>"
     )
-    return "".join(parts)
+    note = (
+        "Accuracy at a budget counts a sample as correct only when it was correct and finished within that "
+        "many tokens, computed from the recorded token counts (one run at the cap). Open markers in the "
+        "accuracy–memory plot do not fit the budget; ★ is the pick."
+    )
+    return _section("plots", "Accuracy, memory and thinking", grid, note)
 
 
 def _clip(text: str) -> str:
@@ -357,12 +332,12 @@ def _example(e: Example) -> str:
 
 
 def _examples_section(examples: Mapping[str, Sequence[Example]]) -> str:
-    parts = ["<section id='examples'><h2>Example generations</h2>"]
-    for name, items in examples.items():
-        if items:
-            parts.append(f"<h3>{escape(name)}</h3>{''.join(_example(e) for e in items)}")
-    parts.append("</section>")
-    return "".join(parts)
+    parts = [
+        f"<h3>{escape(name)}</h3>{''.join(_example(e) for e in items)}"
+        for name, items in examples.items()
+        if items
+    ]
+    return _section("examples", "Example generations", "".join(parts))
 
 
 _DEFINITIONS = """<section id='definitions'><h2>How to read this</h2><dl class='defs'>
@@ -445,19 +420,3 @@ def render(
         figures=figures_json(figures),
         driver=_asset("report.js"),
     )
-
-
-def write_atomic(text: str, out: str | Path) -> Path:
-    """Write `text` to `out` through a temp file in the same folder and a rename (bytes: UTF-8)."""
-    out = Path(out).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out

@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 
 from quantscope.analysis.compare import Analysis
 from quantscope.analysis.recommend import Recommendation
+from quantscope.util import size_unit
 
 CDF_POINTS = 200
 _HEIGHT = 400
@@ -27,14 +28,6 @@ def variant_colors(analysis: Analysis) -> dict[str, str]:
     """One colour per variant, in analysis order (the baseline gets the first)."""
     palette = qualitative.D3 + qualitative.Set2
     return {name: palette[i % len(palette)] for i, name in enumerate(analysis.variant_names)}
-
-
-def memory_unit(max_bytes: float) -> tuple[str, float]:
-    """A readable decimal unit for a memory axis: (label, bytes per unit)."""
-    for label, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if max_bytes >= scale:
-            return label, scale
-    return "B", 1.0
 
 
 def _layout(title: str, x: str, y: str, **extra: Any) -> dict[str, Any]:
@@ -64,7 +57,7 @@ def pareto_figure(analysis: Analysis, recommendation: Recommendation) -> dict[st
     points = [
         c for c in recommendation.candidates if c.memory_bytes is not None and not math.isnan(c.accuracy)
     ]
-    unit, scale = memory_unit(max((c.memory_bytes or 0) for c in points) if points else 1)
+    unit, scale = size_unit(max((c.memory_bytes or 0) for c in points) if points else 1)
     colors = variant_colors(analysis)
     fig = go.Figure()
     by_name = {c.variant: c for c in points}

@@ -1,29 +1,33 @@
-"""Rich tables for the terminal: the comparison with the baseline and the recommendation."""
+"""Every terminal renderer: rich tables and panels for each command's result, and nothing else.
+
+Each function takes a library record (an Anatomy, a Plan, a VerifyReport, an Analysis, a
+SensitivityProfile…) and returns a rich renderable; the CLI only prints them.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from quantscope.analysis.compare import Analysis, Comparison
-from quantscope.analysis.recommend import Recommendation
-from quantscope.recipe import format_size
+from quantscope.util import format_count, format_size, pct, pts, ratio, short_size
 
-
-def _pct(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def _pts(value: float) -> str:
-    return "–" if math.isnan(value) else f"{100 * value:+.1f}"
-
-
-def _ratio(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.2f}×"
+if TYPE_CHECKING:
+    from quantscope.analysis.compare import Analysis, Comparison
+    from quantscope.analysis.metrics import TaskMetrics
+    from quantscope.analysis.recommend import Recommendation
+    from quantscope.anatomy import Anatomy
+    from quantscope.demo import DemoResult
+    from quantscope.profile.profiler import ProfileRun
+    from quantscope.profile.records import SensitivityProfile
+    from quantscope.profile.search import SearchResult
+    from quantscope.quantize import QuantizeResult, VerifyReport
+    from quantscope.recipe import Footprint, Plan, Recipe
+    from quantscope.runner import RunSummary
 
 
 def _delta(c: Comparison | None) -> Text:
@@ -31,7 +35,7 @@ def _delta(c: Comparison | None) -> Text:
         return Text("baseline", style="dim")
     style = "" if not c.significant else ("red" if c.delta < 0 else "green")
     mark = "*" if c.significant else ""
-    return Text(f"{_pts(c.delta)}{mark} [{_pts(c.delta_ci_low)}, {_pts(c.delta_ci_high)}]", style=style)
+    return Text(f"{pts(c.delta)}{mark} [{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}]", style=style)
 
 
 def _verdict(c: Comparison | None) -> Text:
@@ -59,20 +63,20 @@ def comparison_table(analysis: Analysis) -> Table:
             if m is None:
                 continue
             c = analysis.comparison(info.name, task)
-            trunc = _pct(m.truncation_rate) + ("" if c is None else f" ({_pts(c.truncation_delta)})")
+            trunc = pct(m.truncation_rate) + ("" if c is None else f" ({pts(c.truncation_delta)})")
             think = (
                 "1.00×"
                 if c is None
-                else f"{_ratio(c.inflation.median_all)}/{_ratio(c.inflation.median_finished)}"
+                else f"{ratio(c.inflation.median_all)}/{ratio(c.inflation.median_finished)}"
             )
             table.add_row(
                 *(() if single else (task,)),
                 Text(info.name, style="bold" if c is None else ""),
                 "?" if info.memory_bytes is None else format_size(info.memory_bytes),
-                f"{_pct(m.accuracy)} [{_pct(m.ci_low)}, {_pct(m.ci_high)}]",
+                f"{pct(m.accuracy)} [{pct(m.ci_low)}, {pct(m.ci_high)}]",
                 _delta(c),
                 trunc,
-                _pct(m.accuracy_finished),
+                pct(m.accuracy_finished),
                 think,
                 _verdict(c),
             )
@@ -92,11 +96,290 @@ def recommendation_panel(rec: Recommendation) -> Panel:
         table.add_row(
             Text(c.variant + (" ★" if picked else ""), style="bold green" if picked else ""),
             "?" if c.memory_bytes is None else format_size(c.memory_bytes),
-            _pct(c.accuracy),
-            _pct(c.truncation_rate),
+            pct(c.accuracy),
+            pct(c.truncation_rate),
             "yes" if c.fits else Text("no", style="red"),
             c.reason,
         )
     headline = Text(rec.summary(), style="bold" if rec.pick else "bold red")
     rule = Text(f"Rule: {rec.rule}", style="dim")
     return Panel(Group(headline, Text(""), table, Text(""), rule), title="recommendation", title_align="left")
+
+
+# ---- eval ------------------------------------------------------------------------------------
+
+
+def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
+    """Per (variant, task): accuracy with its 95% CI, pass@k, truncation, accuracy among finished
+    samples, and thinking / answer tokens."""
+    table = Table(title=title)
+    for name in ("variant", "task", "items", "k", "cap"):
+        table.add_column(name, justify="left" if name in ("variant", "task") else "right")
+    for name in (
+        "accuracy [95% CI]",
+        "pass@k",
+        "truncated",
+        "acc finished",
+        "think tok μ/p90",
+        "answer tok μ",
+    ):
+        table.add_column(name, justify="right")
+    for m in metrics:
+        table.add_row(
+            m.variant,
+            m.task,
+            str(m.n_items),
+            str(m.k),
+            str(m.max_tokens),
+            f"{pct(m.accuracy)} [{pct(m.ci_low)}–{pct(m.ci_high)}]",
+            pct(m.pass_at_k),
+            pct(m.truncation_rate),
+            pct(m.accuracy_finished),
+            f"{m.thinking_tokens.mean:.0f}/{m.thinking_tokens.p90:.0f}",
+            f"{m.answer_tokens.mean:.0f}",
+        )
+    return table
+
+
+# ---- inspect / plan ----------------------------------------------------------------------------
+
+
+def anatomy_view(anatomy: Anatomy, with_tensors: bool = False) -> Group:
+    """A checkpoint's anatomy: a header line, the layer kinds, the groups table, every tensor when
+    asked, and the tensors no rule recognised."""
+    parts: list[RenderableType] = [
+        Text.from_markup(
+            f"[bold]{anatomy.source}[/]  model_type={anatomy.model_type}  tensors={len(anatomy.tensors)}  "
+            f"params={format_count(anatomy.total_params)}  size={format_size(anatomy.total_bytes)}  "
+            f"fused sets={len(anatomy.fused_sets)}"
+        )
+    ]
+    kinds = anatomy.layer_types
+    if kinds:
+        layers = sum(kinds.values())
+        parts.append(Text(f"{layers} layers: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())))
+    parts.append(_groups_table(anatomy))
+    if with_tensors:
+        parts.append(_tensors_table(anatomy))
+    if anatomy.unknown:
+        parts.append(
+            Text(f"{len(anatomy.unknown)} tensors match no group (counted under 'other'):", "yellow")
+        )
+        parts += [Text(f"  {t.name}  {t.dtype} {list(t.shape)}") for t in anatomy.unknown[:50]]
+    return Group(*parts)
+
+
+def _groups_table(anatomy: Anatomy) -> Table:
+    table = Table("group", "tensors", "params", "bytes", "dtypes", title="Anatomy by group")
+    for group, members in anatomy.by_group().items():
+        if not members:
+            continue
+        params = sum(t.numel for t in members)
+        dtypes = ", ".join(sorted({t.dtype for t in members}))
+        table.add_row(
+            group, str(len(members)), f"{params:,}", format_size(sum(t.nbytes for t in members)), dtypes
+        )
+    return table
+
+
+def _tensors_table(anatomy: Anatomy) -> Table:
+    table = Table("tensor", "group", "dtype", "shape", "bytes", title="Tensors")
+    for tensor in anatomy.tensors:
+        table.add_row(tensor.name, tensor.group, tensor.dtype, str(list(tensor.shape)), f"{tensor.nbytes:,}")
+    return table
+
+
+def plan_table(plan: Plan) -> Table:
+    """Every recipe's predicted size, its ratio to the original, what stays 16-bit, and the budget fit."""
+    anatomy, budget = plan.anatomy, plan.budget_bytes
+    title = f"Predicted size of {anatomy.source} (original {format_size(anatomy.total_bytes)})"
+    columns = ["recipe", "scheme", "size", "vs original", "linear layers kept 16-bit"]
+    table = Table(*columns, *(["fits " + format_size(budget)] if budget is not None else []), title=title)
+    for recipe, footprint in zip(plan.recipes, plan.footprints, strict=True):
+        row = [
+            recipe.name,
+            recipe.scheme,
+            format_size(footprint.total_bytes),
+            f"{footprint.ratio:.1%}",
+            _kept_summary(recipe, footprint),
+        ]
+        if budget is not None:
+            row.append("[green]yes[/]" if footprint.fits(budget) else "[red]no[/]")
+        table.add_row(*row)
+    return table
+
+
+def _kept_summary(recipe: Recipe, footprint: Footprint) -> str:
+    if not recipe.format.is_quantized:
+        return "all (unquantized)"
+    kept = [(g, b) for g, b in footprint.kept_bytes_by_group.items() if b]
+    return ", ".join(f"{group} {format_size(nbytes)}" for group, nbytes in kept) or "-"
+
+
+# ---- quantize / verify -----------------------------------------------------------------------
+
+
+def quantize_summary(result: QuantizeResult) -> Text:
+    """One line: where the checkpoint went, its recipe and format, what stayed 16-bit, time and memory."""
+    manifest = result.manifest
+    return Text.from_markup(
+        f"[bold green]wrote[/] {result.directory}  recipe={manifest.recipe.name}  "
+        f"format={manifest.export_format}  "
+        f"kept 16-bit={len(manifest.kept)}/{len(manifest.assignment)} linear modules  "
+        f"time={manifest.wall_seconds:.1f}s  peak RSS={format_size(manifest.peak_rss_bytes)}"
+    )
+
+
+def verify_table(report: VerifyReport) -> Table:
+    """PASS / FAIL, then every check with its detail, the sizes, the sample and the notes."""
+    verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
+    table = Table("check", "result", "detail", title=f"{verdict} {report.directory}", title_justify="left")
+    for check in report.checks:
+        mark = "[yellow]skip[/]" if check.skipped else ("[green]ok[/]" if check.ok else "[red]FAIL[/]")
+        table.add_row(check.name, mark, check.detail)
+    sizes = f"tensors {format_size(report.tensor_bytes)}, files {format_size(report.file_bytes)}"
+    table.add_row(
+        "size", "", f"{sizes}; predicted {format_size(report.predicted_bytes)} ({report.size_error:+.3%})"
+    )
+    if report.sample:
+        table.add_row("sample", "", repr(report.sample))
+    for warning in report.warnings:
+        table.add_row("note", "", warning)
+    return table
+
+
+# ---- profile ---------------------------------------------------------------------------------
+
+
+def _kl(value: float) -> str:
+    return f"{value:.1e}"
+
+
+def profile_view(run: ProfileRun) -> Group:
+    """What `quantscope profile` found: where the profile went, the damage tables, what was not
+    measured, and with a budget the searched recipe (and its measured KL)."""
+    profile = run.profile
+    parts: list[RenderableType] = []
+    if run.profile_path is not None:
+        parts.append(Text(f"profile written to {run.profile_path} ({profile.seconds:.1f} s)"))
+    parts += profile_tables(profile)
+    if profile.unmeasured:
+        missing = ", ".join(profile.unmeasured)
+        parts.append(Text(f"not measured (absent from the loaded model, kept 16-bit): {missing}"))
+    if run.search is not None:
+        found = run.search
+        parts.append(search_table(found))
+        parts.append(
+            Text(
+                f"recipe written to {run.recipe_path}: {format_size(found.total_bytes)} of a "
+                f"{format_size(found.budget_bytes)} budget, predicted damage {found.predicted_damage:.3e} "
+                f"({found.objective})"
+            )
+        )
+    if run.measured is not None:
+        by_position = ", ".join(
+            f"{label} {kl:.2e}"
+            for label, kl in zip(profile.bucket_labels(), run.measured.kl_by_bucket, strict=True)
+        )
+        parts.append(
+            Text(f"measured KL of the searched recipe: {run.measured.kl:.3e} (by position: {by_position})")
+        )
+    return Group(*parts)
+
+
+def profile_tables(profile: SensitivityProfile) -> tuple[Table, Table]:
+    """(cost and damage per unit and scheme, damage by position for the main scheme)."""
+    scheme = profile.scheme
+    units = Table(title=f"Damage per unit: KL(original || quantized) in nats/token ({profile.data})")
+    units.add_column("unit", no_wrap=True)
+    for option in profile.schemes:
+        units.add_column(f"{option} saves", justify="right")
+        units.add_column(f"KL {option}", justify="right")
+    units.add_column(f"top-1 {scheme}", justify="right")
+    positions = Table(title=f"KL {scheme} by token position ({profile.n_sequences}x{profile.seq_len} tokens)")
+    positions.add_column("unit", no_wrap=True)
+    for label in profile.bucket_labels():
+        positions.add_column(label, justify="right")
+    positions.add_column("last/first", justify="right")
+    for unit in profile.units:
+        cells = [unit.name]
+        for option in profile.schemes:
+            cells += [short_size(unit.bytes_saved(option)), _kl(unit.damage_for(option).kl)]
+        units.add_row(*cells, f"{unit.damage_for(scheme).top1_agreement:.3f}")
+        positions.add_row(unit.name, *_position_cells(unit.damage_for(scheme).kl_by_bucket))
+    for damage in profile.uniform:
+        cells = [f"all at once ({damage.scheme})"]
+        for option in profile.schemes:
+            saved = sum(u.bytes_saved(option) for u in profile.units)
+            cells += [short_size(saved), _kl(damage.kl)] if option == damage.scheme else ["", ""]
+        top1 = f"{damage.top1_agreement:.3f}" if damage.scheme == scheme else ""
+        units.add_row(*cells, top1, style="bold")
+        if damage.scheme == scheme:
+            positions.add_row("all at once", *_position_cells(damage.kl_by_bucket), style="bold")
+    return units, positions
+
+
+def _position_cells(by_bucket: tuple[float, ...]) -> list[str]:
+    growth = f"{by_bucket[-1] / by_bucket[0]:.2f}x" if by_bucket[0] > 0 else "-"
+    return [_kl(kl) for kl in by_bucket] + [growth]
+
+
+def search_table(result: SearchResult) -> Table:
+    """The searched recipe unit by unit: stored as, bytes, damage."""
+    table = Table(title=f"Searched recipe {result.recipe.name}")
+    table.add_column("unit")
+    table.add_column("stored as")
+    table.add_column("bytes", justify="right")
+    table.add_column(f"damage ({result.objective})", justify="right")
+    for choice in result.choices:
+        table.add_row(choice.unit, choice.scheme, short_size(choice.bytes), _kl(choice.damage))
+    return table
+
+
+# ---- demo ------------------------------------------------------------------------------------
+
+
+def demo_variants_table(result: DemoResult) -> Group:
+    """Each demo recipe's fate (status, predicted and exported size, quantize time), then why any
+    recipe was skipped."""
+    table = Table(title="variants", title_justify="left")
+    for name in ("recipe", "status", "predicted", "exported", "quantize s"):
+        table.add_column(name, justify="left" if name in ("recipe", "status") else "right")
+    for variant in result.variants:
+        exported = "–" if variant.memory_bytes is None else format_size(variant.memory_bytes)
+        seconds = f"{variant.seconds:.0f}" if variant.seconds else "–"
+        table.add_row(variant.preset, variant.status, format_size(variant.predicted_bytes), exported, seconds)
+    skipped = [
+        Text.from_markup(f"[yellow]skipped {v.preset}:[/] {v.detail}")
+        for v in result.variants
+        if v.status == "failed"
+    ]
+    return Group(table, *skipped)
+
+
+def truncation_notes(analysis: Analysis) -> Group:
+    """One line per comparison whose accuracy loss is mostly truncation, with what to try."""
+    return Group(
+        *(
+            Text.from_markup(
+                f"[yellow]{c.variant} on {c.task}: accuracy loss mostly explained by truncation[/] "
+                f"({100 * c.accuracy_finished:.1f}% correct among finished vs "
+                f"{100 * c.baseline_accuracy_finished:.1f}% for {c.baseline}); try a larger --max-tokens."
+            )
+            for c in analysis.comparisons
+            if c.explained_by_truncation
+        )
+    )
+
+
+def run_lines(summary: RunSummary) -> Group:
+    """Per task of an eval run: generated now, already stored, tokens and wall time."""
+    return Group(
+        *(
+            Text(
+                f"{done.task}: {done.generated} generated, {done.stored_before} already stored "
+                f"({done.tokens:,} tokens in {done.seconds:.1f} s)"
+            )
+            for done in summary.tasks
+        )
+    )

@@ -1,57 +1,10 @@
-"""Benchmarks behind one protocol (`quantscope.tasks.base.Task`), found by name.
+"""Benchmarks behind one protocol (`quantscope.tasks.base.Task`), found by name (`registry`).
 
-`get_task("aime25", path="aime.jsonl")` returns a task; its module is imported only then, so
-listing tasks or loading one never imports the others (or `datasets`, or math_verify).
-Every built-in task takes `path=` (a local JSONL/Parquet file in the hub schema instead of the
-Hugging Face Hub) and `seed=` (the option-shuffle seed where a benchmark shuffles).
+Each benchmark module loads its items (`loading`, hub or a local file in the hub schema) and
+judges final answers (`answers`, `math_check`, `choice`); prompts live in `prompts`.
 """
 
-from __future__ import annotations
-
-import importlib
-import inspect
-from typing import Any
-
-from quantscope.errors import QuantscopeError
 from quantscope.tasks.base import Judgement, Sample, Task
+from quantscope.tasks.registry import get_task, list_tasks
 
 __all__ = ["Judgement", "Sample", "Task", "get_task", "list_tasks"]
-
-_REGISTRY: dict[str, str] = {
-    "aime25": "quantscope.tasks.aime:AIME25Task",
-    "math500": "quantscope.tasks.math500:Math500Task",
-    "gpqa_diamond": "quantscope.tasks.gpqa:GPQADiamondTask",
-    "mmlu_pro": "quantscope.tasks.mmlu_pro:MMLUProTask",
-    "synthetic": "quantscope.tasks.synthetic:SyntheticTask",
-}
-
-
-def list_tasks() -> list[str]:
-    """The names `get_task` accepts, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get_task(name: str, **options: Any) -> Task:
-    """The benchmark called `name`, built with `options` (e.g. `path=`, `seed=`).
-
-    Raises QuantscopeError for an unknown name (listing the known ones) or an option the task
-    does not take (listing the ones it does).
-    """
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise QuantscopeError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
-    module_name, class_name = target.split(":")
-    task_class = getattr(importlib.import_module(module_name), class_name)
-    _check_options(name, task_class, options)
-    return task_class(**options)
-
-
-def _check_options(name: str, task_class: type, options: dict[str, Any]) -> None:
-    """Raise naming the options `task_class` does not accept (unless it takes **kwargs)."""
-    parameters = inspect.signature(task_class).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    unknown = sorted(set(options) - set(parameters))
-    if unknown:
-        accepted = ", ".join(parameters) or "none"
-        raise QuantscopeError(f"task {name!r} has no option {', '.join(unknown)}; it takes: {accepted}")

@@ -7,13 +7,14 @@ A local `path=` file (JSONL or Parquet) must have the same fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
 from quantscope.tasks.answers import parse_integer
 from quantscope.tasks.base import Judgement, Sample
-from quantscope.tasks.loading import HubDataset, load_rows, row_id
+from quantscope.tasks.loading import HubDataset, HubTask, row_id
 from quantscope.tasks.math_check import judge_integer
 from quantscope.tasks.prompts import math_prompt
 
@@ -21,35 +22,26 @@ HUB = HubDataset(repo_id="math-ai/aime25", split="test", required=("problem", "a
 
 
 @dataclass(frozen=True)
-class AIME25Task:
-    """AIME 2025 (30 items). `path`: a local file in the hub schema instead of the hub.
+class AIME25Task(HubTask):
+    """AIME 2025 (30 items), in dataset order; the target is the integer answer. `path`: a local
+    file in the hub schema instead of the hub; `seed` is accepted, and nothing depends on it."""
 
-    `seed` is accepted so every task takes the same options; AIME items and prompts do not depend on it.
-    """
-
-    path: str | Path | None = None
-    seed: int = 0
     name: str = field(default="aime25", init=False)
+    hub: ClassVar[HubDataset] = HUB
 
-    def load(self, limit: int | None = None) -> list[Sample]:
-        """The problems in dataset order (the first `limit` when given); the target is the integer answer."""
-        loaded = load_rows(HUB, self.path, limit)
-        samples = []
-        for index, row in enumerate(loaded.rows):
-            answer = parse_integer(str(row["answer"]))
-            if answer is None:
-                raise QuantscopeError(
-                    f"{loaded.source}: row {index} has answer {row['answer']!r}; AIME answers are integers"
-                )
-            samples.append(
-                Sample(
-                    id=row_id(row, "id", index),
-                    prompt=math_prompt(str(row["problem"])),
-                    target=str(answer),
-                    metadata={"source": loaded.source},
-                )
+    def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
+        """The problem with the model card's math instruction; its answer must be an integer."""
+        answer = parse_integer(str(row["answer"]))
+        if answer is None:
+            raise QuantscopeError(
+                f"{source}: row {index} has answer {row['answer']!r}; AIME answers are integers"
             )
-        return samples
+        return Sample(
+            id=row_id(row, "id", index),
+            prompt=math_prompt(str(row["problem"])),
+            target=str(answer),
+            metadata={"source": source},
+        )
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """Correct when the last `\\boxed{}` of the answer equals the integer target (`042` == `42`)."""

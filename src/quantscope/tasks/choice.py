@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from quantscope.tasks.answers import choice_letters, clip, extract_choice, final_answer_text, last_boxed
 from quantscope.tasks.base import Judgement, Sample
+from quantscope.tasks.prompts import choice_prompt
+
+
+def choice_sample(
+    item_id: str, question: str, choices: Sequence[str], target: str, **metadata: Any
+) -> Sample:
+    """One multiple-choice item: the prompt lists `choices` lettered A, B, …; `target` is the letter."""
+    return Sample(
+        id=item_id,
+        prompt=choice_prompt(question, choices),
+        target=target,
+        choices=tuple(choices),
+        metadata=metadata,
+    )
 
 
 def judge_choice(sample: Sample, answer: str) -> Judgement:

@@ -16,14 +16,12 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from quantscope.tasks.answers import choice_letters
 from quantscope.tasks.base import Judgement, Sample
-from quantscope.tasks.choice import judge_choice
-from quantscope.tasks.loading import HubDataset, load_rows, row_id
-from quantscope.tasks.prompts import choice_prompt
+from quantscope.tasks.choice import choice_sample, judge_choice
+from quantscope.tasks.loading import HubDataset, HubTask, row_id
 
 _OPTIONS = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 HUB = HubDataset(
@@ -39,34 +37,21 @@ HUB = HubDataset(
 
 
 @dataclass(frozen=True)
-class GPQADiamondTask:
-    """GPQA-Diamond with per-item shuffled options. `path`: a local file; `seed`: the shuffle seed."""
+class GPQADiamondTask(HubTask):
+    """GPQA-Diamond in dataset order, options shuffled per item. `path`: a local file; `seed`: the
+    shuffle seed."""
 
-    path: str | Path | None = None
-    seed: int = 0
     name: str = field(default="gpqa_diamond", init=False)
+    hub: ClassVar[HubDataset] = HUB
 
-    def load(self, limit: int | None = None) -> list[Sample]:
-        """The questions in dataset order (the first `limit` when given), options shuffled per item."""
-        loaded = load_rows(HUB, self.path, limit)
-        samples = []
-        for index, row in enumerate(loaded.rows):
-            item_id = row_id(row, "Record ID", index)
-            choices, target = shuffled_options(row, item_id, self.seed)
-            samples.append(
-                Sample(
-                    id=item_id,
-                    prompt=choice_prompt(str(row["Question"]), choices),
-                    target=target,
-                    choices=choices,
-                    metadata={
-                        "source": loaded.source,
-                        "subdomain": row.get("Subdomain"),
-                        "domain": row.get("High-level domain"),
-                    },
-                )
-            )
-        return samples
+    def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
+        """The question with its options in the item's seeded order."""
+        item_id = row_id(row, "Record ID", index)
+        choices, target = shuffled_options(row, item_id, self.seed)
+        subdomain, domain = row.get("Subdomain"), row.get("High-level domain")
+        return choice_sample(
+            item_id, str(row["Question"]), choices, target, source=source, subdomain=subdomain, domain=domain
+        )
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """Correct when the answer names the letter the correct option was shuffled to."""

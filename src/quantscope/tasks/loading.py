@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
+from quantscope.tasks.base import Sample
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -35,6 +36,30 @@ class Rows:
 
     rows: tuple[Mapping[str, Any], ...]
     source: str
+
+
+@dataclass(frozen=True)
+class HubTask:
+    """A benchmark read row by row from its hub dataset, or from a local file in the same schema.
+
+    `path`: the local file (JSONL / JSON / Parquet) instead of the hub; `seed`: the option-shuffle
+    seed where a benchmark shuffles (every task accepts it, so all take the same options).
+    Subclasses set `hub` and turn one row into a Sample (`sample`), raising QuantscopeError
+    naming the source and row for a row they cannot use.
+    """
+
+    path: str | Path | None = None
+    seed: int = 0
+    hub: ClassVar[HubDataset]
+
+    def load(self, limit: int | None = None) -> list[Sample]:
+        """The items in dataset order (the first `limit` when given)."""
+        loaded = load_rows(self.hub, self.path, limit)
+        return [self.sample(row, index, loaded.source) for index, row in enumerate(loaded.rows)]
+
+    def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
+        """The Sample of row `index` of `source`."""
+        raise NotImplementedError
 
 
 def load_rows(hub: HubDataset, path: str | Path | None = None, limit: int | None = None) -> Rows:

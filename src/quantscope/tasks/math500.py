@@ -8,11 +8,12 @@ such as `\\frac{14}{3}`, `\\left( 3, \\frac{\\pi}{2} \\right)`, `[-2,7]`), `uniq
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, ClassVar
 
 from quantscope.tasks.base import Judgement, Sample
-from quantscope.tasks.loading import HubDataset, load_rows, row_id
+from quantscope.tasks.loading import HubDataset, HubTask, row_id
 from quantscope.tasks.math_check import judge_math
 from quantscope.tasks.prompts import math_prompt
 
@@ -20,32 +21,22 @@ HUB = HubDataset(repo_id="HuggingFaceH4/MATH-500", split="test", required=("prob
 
 
 @dataclass(frozen=True)
-class Math500Task:
-    """MATH-500. `path`: a local file in the hub schema instead of the hub.
+class Math500Task(HubTask):
+    """MATH-500, in dataset order; the target is the LaTeX answer. `path`: a local file in the hub
+    schema instead of the hub; `seed` is accepted, and nothing depends on it."""
 
-    `seed` is accepted so every task takes the same options; MATH-500 items and prompts do not depend on it.
-    """
-
-    path: str | Path | None = None
-    seed: int = 0
     name: str = field(default="math500", init=False)
+    hub: ClassVar[HubDataset] = HUB
 
-    def load(self, limit: int | None = None) -> list[Sample]:
-        """The problems in dataset order (the first `limit` when given); the target is the LaTeX answer."""
-        loaded = load_rows(HUB, self.path, limit)
-        return [
-            Sample(
-                id=row_id(row, "unique_id", index),
-                prompt=math_prompt(str(row["problem"])),
-                target=str(row["answer"]).strip(),
-                metadata={
-                    "source": loaded.source,
-                    "subject": row.get("subject"),
-                    "level": row.get("level"),
-                },
-            )
-            for index, row in enumerate(loaded.rows)
-        ]
+    def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
+        """The problem with the model card's math instruction."""
+        metadata = {"source": source, "subject": row.get("subject"), "level": row.get("level")}
+        return Sample(
+            id=row_id(row, "unique_id", index),
+            prompt=math_prompt(str(row["problem"])),
+            target=str(row["answer"]).strip(),
+            metadata=metadata,
+        )
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """Correct when math_verify finds the last `\\boxed{}` equal to the target (time-limited)."""

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from quantscope.errors import QuantscopeError
-from quantscope.tasks.answers import last_boxed, parse_integer
 from quantscope.tasks.base import Judgement, Sample
 from quantscope.toy.problems import (
     BENCHMARK_PER_LEVEL,
@@ -19,6 +18,7 @@ from quantscope.toy.problems import (
     LEVELS,
     Problem,
     benchmark_problems,
+    check_answer,
     get_level,
 )
 
@@ -71,7 +71,7 @@ class SyntheticTask:
         return samples if limit is None else samples[:limit]
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
-        """Correct when the last `\\boxed{}` of `answer` holds the exact sum (`05758` counts as 5758)."""
-        boxed = last_boxed(answer)
-        value = parse_integer(boxed) if boxed is not None else None
-        return Judgement(correct=value is not None and value == int(sample.target), extracted=boxed)
+        """Correct when the last `\\boxed{}` of `answer` holds the exact sum (`05758` counts as 5758);
+        the toy owns the check (`quantscope.toy.problems.check_answer`)."""
+        correct, extracted = check_answer(answer, int(sample.target))
+        return Judgement(correct=correct, extracted=extracted)

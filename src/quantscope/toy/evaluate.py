@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quantscope.tasks.answers import last_boxed, parse_integer
-from quantscope.toy.problems import Problem
+from quantscope.toy.problems import Problem, check_answer
 from quantscope.toy.tokenizer import THINK_END, build_tokenizer
 
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -65,8 +64,7 @@ def prompt_ids(tokenizer, problem: Problem, thinking: bool = True) -> list[int]:
 
 def judge(problem: Problem, answer: str) -> bool:
     """True when the integer in the last `\\boxed{}` of `answer` equals the problem's sum."""
-    boxed = last_boxed(answer)
-    return boxed is not None and parse_integer(boxed) == problem.answer
+    return check_answer(answer, problem.answer)[0]
 
 
 def _outcome(

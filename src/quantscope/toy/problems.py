@@ -34,6 +34,7 @@ the slips.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from quantscope.errors import QuantscopeError
@@ -267,6 +268,27 @@ def write_trace(problem: Problem, slips: int = 0, rng: random.Random | None = No
 def final_answer(value: int) -> str:
     """The answer text after the thinking."""
     return f"\\boxed{{{value}}}"
+
+
+_BOX = "\\boxed{"
+_INTEGER = re.compile(r"[+-]?\d{1,100}")
+
+
+def check_answer(answer: str, expected: int) -> tuple[bool, str | None]:
+    """Whether the toy's final answer text says `expected`, and what it says.
+
+    The toy answers `\\boxed{N}`: the content of the last box (up to its closing brace) is read
+    as an integer, so `\\boxed{05758}` counts as 5758; no box, or anything but an integer in it,
+    is wrong. Returns (correct, the box's content or None when there is no closed box).
+    """
+    start = answer.rfind(_BOX)
+    if start < 0:
+        return False, None
+    content, closed, _ = answer[start + len(_BOX) :].partition("}")
+    if not closed:
+        return False, None
+    content = content.strip()
+    return bool(_INTEGER.fullmatch(content)) and int(content) == expected, content
 
 
 def training_example(

@@ -28,16 +28,11 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
+from quantscope.toy.corpus import example_text
 from quantscope.toy.evaluate import format_summary, generate_outcomes, summarize
 from quantscope.toy.model import build_model, count_parameters
-from quantscope.toy.problems import (
-    MAX_TRAIN_DIGITS,
-    Problem,
-    benchmark_problems,
-    final_answer,
-    training_example,
-)
-from quantscope.toy.tokenizer import IM_END, build_tokenizer, save_tokenizer
+from quantscope.toy.problems import MAX_TRAIN_DIGITS, benchmark_problems, training_example
+from quantscope.toy.tokenizer import build_tokenizer, save_tokenizer
 
 VALIDATION_SEED = 999
 
@@ -57,15 +52,6 @@ class TrainConfig:
     max_digits: int = MAX_TRAIN_DIGITS
     check_weight: float = 5.0
     seed: int = 0
-
-
-def example_text(problem: Problem, thinking: str | None) -> tuple[str, str]:
-    """(prompt, completion) exactly as the chat template renders a one-turn conversation."""
-    prompt = f"<|im_start|>user\n{problem.prompt}{IM_END}\n<|im_start|>assistant\n<think>\n"
-    answer = final_answer(problem.answer) + IM_END
-    if thinking is None:
-        return prompt + "\n</think>\n\n", answer
-    return prompt, f"{thinking}\n</think>\n\n{answer}"
 
 
 _COMPARE = re.compile(r"compare ((?:\d\d )+)(?:ok|wait)")

@@ -1,0 +1,84 @@
+"""`quantscope demo`: the whole loop offline on the bundled tiny reasoner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import Progress, TaskID, TextColumn
+
+from quantscope.cli.app import app, console, friendly_errors, progress_bars, size_or_none
+
+if TYPE_CHECKING:
+    from quantscope.demo import DemoProgress
+
+
+def _quiet_libraries() -> None:
+    """Keep the demo's own progress bars readable: AutoRound logs only errors, and the libraries'
+    tqdm bars and transformers' info messages are off (a user's own settings win)."""
+    import os
+
+    os.environ.setdefault("AR_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+class _DemoBars:
+    """One bar per (stage, variant), fed by the demo's progress events."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.bars: dict[str, TaskID] = {}
+
+    def __call__(self, event: DemoProgress) -> None:
+        key = f"{event.stage} {event.variant or ''}".strip()
+        if key not in self.bars:
+            self.bars[key] = self.progress.add_task(key, total=event.total or None, note="")
+        self.progress.update(
+            self.bars[key], completed=event.done, total=event.total or None, note=event.message
+        )
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for checkpoints, store and report (default: quantscope-demo[-quick])."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="Fewer variants and items (about two minutes on a CPU).")
+    ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(help="Memory budget for the recommendation (default: half the BF16 weights)."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option(help="Show AutoRound's and transformers' own logs and bars.")
+    ] = False,
+) -> None:
+    """The whole loop offline on the bundled tiny reasoner: plan, quantize, evaluate, report, recommend.
+
+    Rerunning with the same --out resumes: finished checkpoints and stored generations are reused.
+    """
+    if not verbose:
+        _quiet_libraries()
+    from quantscope.demo import run_demo
+    from quantscope.report.terminal import comparison_table, demo_variants_table, recommendation_panel
+
+    out = out if out is not None else Path("quantscope-demo-quick" if quick else "quantscope-demo")
+    with progress_bars(TextColumn("{task.fields[note]}")) as bars:
+        result = run_demo(out, quick=quick, progress=_DemoBars(bars), budget_bytes=size_or_none(budget))
+    console.print(demo_variants_table(result), highlight=False)
+    console.print(comparison_table(result.report.analysis))
+    console.print(recommendation_panel(result.report.recommendation))
+    # Paths are printed unwrapped so they can be copied whatever the terminal's width.
+    console.print(
+        f"report: {result.report.path}   store: {result.store_dir}   ({result.seconds:.0f} s)",
+        soft_wrap=True,
+        highlight=False,
+    )

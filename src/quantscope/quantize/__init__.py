@@ -1,0 +1,20 @@
+"""Quantize a checkpoint with AutoRound from a recipe, export it for vLLM, and verify it.
+
+`pipeline` runs the whole stage (`quantize`); `autoround` turns a recipe into AutoRound's
+arguments and runs it; `manifest` records what made a checkpoint; `kinds`, `checks` and
+`verify` decide whether an export is what its recipe promised.
+"""
+
+from quantscope.quantize.manifest import Manifest, read_manifest
+from quantscope.quantize.pipeline import QuantizeOptions, QuantizeResult, quantize
+from quantscope.quantize.verify import VerifyReport, verify
+
+__all__ = [
+    "Manifest",
+    "QuantizeOptions",
+    "QuantizeResult",
+    "VerifyReport",
+    "quantize",
+    "read_manifest",
+    "verify",
+]

@@ -1,0 +1,118 @@
+"""What a checkpoint stores, and what its quantization_config tells vLLM, per linear module.
+
+`stored_kinds` reads the safetensors headers (packed int, NVFP4, MXFP4, FP8 or 16-bit);
+`declared_kind` resolves a module against the `quantization_config` the way vLLM's loaders do
+(AutoRound's `extra_config` as its INC loader matches it, compressed-tensors' `ignore` list).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from quantscope.anatomy import Anatomy
+from quantscope.errors import QuantscopeError
+from quantscope.formats import get_format
+
+SIXTEEN = "16bit"  # the stored / declared kind of an unquantized linear layer
+_REGEX_CHARS = set(r"*+?^$()[]{}|\\")
+
+
+def kind_of_format(name: str) -> str:
+    """The stored kind of a quantscope format: "int", "nvfp4", "mxfp4", "fp8" or "16bit"."""
+    fmt = get_format(name)
+    return fmt.data_type if fmt.is_quantized else SIXTEEN
+
+
+def stored_kinds(export: Anatomy) -> dict[str, str]:
+    """Exported linear module -> the kind its tensors on disk hold (from headers only)."""
+    params: dict[str, dict[str, str]] = {}
+    for tensor in export.tensors:
+        params.setdefault(tensor.module, {})[tensor.param] = tensor.dtype
+    kinds: dict[str, str] = {}
+    for tensor in export.tensors:
+        module, found = tensor.module, params[tensor.module]
+        if module in kinds:
+            continue
+        if "qweight" in found:
+            kinds[module] = "int"
+        elif "weight_packed" in found:
+            kinds[module] = _packed_kind(found)
+        elif found.get("weight") == "F8_E4M3":
+            kinds[module] = "fp8"
+        elif tensor.is_linear_weight:
+            kinds[module] = SIXTEEN
+    return kinds
+
+
+def _packed_kind(found: Mapping[str, str]) -> str:
+    if "weight_global_scale" in found:
+        return "nvfp4"
+    if found["weight_packed"] == "I32":
+        return "int"  # compressed-tensors pack-quantized integers
+    return "mxfp4"
+
+
+def declared_kind(quant_config: Mapping[str, Any], module: str) -> str:
+    """The kind a checkpoint's quantization_config tells vLLM to build `module` as."""
+    method = str(quant_config.get("quant_method", "")).replace("_", "-")
+    if method == "auto-round":
+        return _auto_round_kind(quant_config, module)
+    if method == "compressed-tensors":
+        return _compressed_tensors_kind(quant_config, module)
+    raise QuantscopeError(
+        f"quant_method {method!r} is not one quantscope exports (auto-round, compressed-tensors)"
+    )
+
+
+def _auto_round_data_kind(entry: Mapping[str, Any], default: Mapping[str, Any]) -> str:
+    bits = entry.get("bits", default.get("bits", 16))
+    if bits >= 16:
+        return SIXTEEN
+    data_type = str(entry.get("data_type", default.get("data_type", "int")))
+    if data_type.startswith("nv_fp"):
+        return "nvfp4"
+    if data_type.startswith("mx_fp"):
+        return "mxfp4"
+    if data_type in ("fp", "float") and bits == 8:
+        return "fp8"
+    return "int"
+
+
+def _auto_round_kind(config: Mapping[str, Any], module: str) -> str:
+    # Mirrors vLLM's INC resolution: an exact extra_config key, a key that is a suffix of the
+    # name, then regex keys (searched); otherwise quantized iff inside block_name_to_quantize.
+    extra = config.get("extra_config") or {}
+    ignored = set(config.get("ignored_layers") or ())
+    if module in ignored:
+        return SIXTEEN
+    if module in extra:
+        return _auto_round_data_kind(extra[module], config)
+    for key, entry in extra.items():
+        if module.endswith(f".{key}"):
+            return _auto_round_data_kind(entry, config)
+    for key, entry in extra.items():
+        if any(char in _REGEX_CHARS for char in key) and re.search(key, module):
+            return _auto_round_data_kind(entry, config)
+    blocks = config.get("block_name_to_quantize") or config.get("to_quant_block_names") or ()
+    blocks = blocks.split(",") if isinstance(blocks, str) else list(blocks)
+    inside = any(module.startswith(block) for block in blocks) if blocks else True
+    return _auto_round_data_kind({}, config) if inside else SIXTEEN
+
+
+def _compressed_tensors_kind(config: Mapping[str, Any], module: str) -> str:
+    for target in config.get("ignore") or ():
+        if (target.startswith("re:") and re.match(target[3:], module)) or target == module:
+            return SIXTEEN
+    for group in (config.get("config_groups") or {}).values():
+        weights = group.get("weights") or {}
+        bits, kind, size = weights.get("num_bits", 16), weights.get("type"), weights.get("group_size")
+        if bits >= 16:
+            continue
+        if kind == "int":
+            return "int"
+        if bits == 8:
+            return "fp8"
+        return "nvfp4" if size == 16 else "mxfp4"
+    return SIXTEEN
