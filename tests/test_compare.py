@@ -13,8 +13,9 @@ import pytest
 
 from quantscope.analysis.compare import (
     VERDICT_BETTER,
-    VERDICT_SAME,
+    VERDICT_EQUIVALENT,
     VERDICT_TRUNCATION,
+    VERDICT_UNDECIDED,
     VERDICT_WORSE,
     VariantInfo,
     analyze,
@@ -51,6 +52,8 @@ def add_variant(
     task: str = "synthetic",
     cap: int = 400,
     model_path: str | None = None,
+    temperature: float = 1.0,
+    prompt_sha: str | None = None,
 ) -> None:
     """Write a variant, its run record and its rows through the Store API."""
     store.put_variant(Variant(name, model_path or f"/models/{name}", memory, recipe, baseline))
@@ -63,7 +66,7 @@ def add_variant(
             "transformers",
             model_path or f"/models/{name}",
             True,
-            1.0,
+            temperature,
             0.95,
             20,
             cap,
@@ -96,6 +99,7 @@ def add_variant(
                 correct=o.correct and not o.truncated,
                 extracted="2" if o.correct else None,
                 created=0.0,
+                prompt_sha=prompt_sha or f"sha-{o.item}",
             )
         )
     store.write_results(rows)
@@ -137,7 +141,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_identical_variant_has_zero_delta_and_no_verdict(study: Path) -> None:
+def test_identical_variant_has_zero_delta_and_is_equivalent(study: Path) -> None:
     with Store(study) as store:
         analysis = analyze(store)
     assert analysis.baseline == "bf16"
@@ -145,7 +149,7 @@ def test_identical_variant_has_zero_delta_and_no_verdict(study: Path) -> None:
     assert c is not None
     assert c.paired_items == N
     assert c.delta == 0.0 and c.delta_ci_low == 0.0 and c.delta_ci_high == 0.0
-    assert not c.significant and c.verdict == VERDICT_SAME
+    assert not c.significant and c.verdict == VERDICT_EQUIVALENT  # issue 11: equivalence needs a CI
     assert c.inflation.median_all == pytest.approx(1.0)
 
 
@@ -203,7 +207,11 @@ def test_pairing_uses_only_shared_items(tmp_path: Path) -> None:
     assert c is not None
     assert c.paired_items == 4
     assert c.delta == 0.0
-    assert c.baseline_accuracy == pytest.approx(0.5)  # its own accuracy over all of its items
+    # issue 11: accuracies shown next to a delta are computed on the same items (was 0.5, the
+    # baseline's own accuracy over all ten of its items); coverage is kept apart
+    assert c.baseline_accuracy == pytest.approx(1.0) and c.accuracy == pytest.approx(1.0)
+    assert (c.items, c.baseline_items) == (4, 10)
+    assert c.coverage == "4 shared items (v ran 4, base ran 10)"
 
 
 def test_truncation_rule_edges() -> None:
@@ -277,7 +285,7 @@ def test_budget_curves_share_one_grid_per_task(tmp_path: Path) -> None:
         add_variant(
             store, "v", outcomes(8, 1, lambda i, j: True, tokens=lambda i, j: 100 + 10 * i), memory=5, cap=200
         )
-        analysis = analyze(store)
+        analysis = analyze(store, allow_mismatch=True)  # different caps: refused unless allowed (issue 11)
     base, v = (analysis.metric(n, "synthetic") for n in ("base", "v"))
     assert base is not None and v is not None
     assert base.budget_curve.budgets == v.budget_curve.budgets == analysis.budgets["synthetic"]
@@ -292,3 +300,77 @@ def test_empty_store_and_unknown_task_are_clear_errors(tmp_path: Path) -> None:
         add_variant(store, "base", outcomes(2, 1, lambda i, j: True), memory=1, baseline=True)
         with pytest.raises(QuantscopeError, match="no results for task"):
             analyze(store, tasks=["aime25"])
+
+
+# ---- issue 11: verdicts you can trust ------------------------------------------------------
+
+
+def test_a_loss_on_noise_is_not_blamed_on_truncation(tmp_path: Path) -> None:
+    """Defect 3: -2.5 pts with a 95% CI of [-7.5, 0.0] used to be reported as 'loss mostly explained
+    by truncation'; a loss that is not significant explains nothing."""
+    with Store(tmp_path) as store:
+        add_variant(store, "base", outcomes(40, 1, lambda i, j: True), memory=10, baseline=True)
+        add_variant(store, "v", outcomes(40, 1, lambda i, j: True, truncated=lambda i, j: i == 7), memory=5)
+        c = analyze(store).comparison("v", "synthetic")
+    assert c is not None
+    assert c.delta == pytest.approx(-0.025)
+    assert (c.delta_ci_low, c.delta_ci_high) == pytest.approx((-0.075, 0.0))
+    assert not c.significant and not c.explained_by_truncation
+    assert c.verdict == VERDICT_UNDECIDED
+    assert c.decision.samples_needed is not None
+
+
+def test_variants_generated_under_other_settings_are_refused_unless_allowed(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        add_variant(store, "base", outcomes(10, 1, lambda i, j: True), memory=10, baseline=True)
+        add_variant(store, "longer", outcomes(10, 1, lambda i, j: True), memory=5, cap=800)
+        with pytest.raises(
+            QuantscopeError, match=r"cannot compare 'longer'.*max_tokens 400 -> 800.*--allow-mismatch"
+        ):
+            analyze(store)
+        c = analyze(store, allow_mismatch=True).comparison("longer", "synthetic")
+    assert c is not None and c.mismatches == ("max_tokens 400 -> 800",)
+
+
+def test_items_with_another_prompt_are_not_paired_silently(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        add_variant(store, "base", outcomes(10, 1, lambda i, j: True), memory=10, baseline=True)
+        add_variant(store, "other-data", outcomes(10, 1, lambda i, j: True), memory=5, prompt_sha="changed")
+        with pytest.raises(QuantscopeError, match=r"prompt or target of 10 of 10 shared items"):
+            analyze(store)
+
+
+def test_a_settings_study_compares_one_model_under_two_temperatures(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        kw = {"memory": 10, "model_path": "/models/9b"}
+        add_variant(
+            store, "9b-t0.6", outcomes(20, 2, lambda i, j: i % 4 != 0), baseline=True, temperature=0.6, **kw
+        )
+        add_variant(store, "9b-t1.0", outcomes(20, 2, lambda i, j: i % 2 != 0), temperature=1.0, **kw)
+        add_variant(store, "other", outcomes(20, 2, lambda i, j: True), memory=5, temperature=1.0)
+        with pytest.raises(QuantscopeError, match=r"temperature 0\.6 -> 1\.0"):
+            analyze(store, tasks=["synthetic"])
+        with pytest.raises(QuantscopeError, match="a settings study compares runs of one model"):
+            analyze(store, settings_study=True)
+    with Store(tmp_path / "study") as store:
+        add_variant(
+            store, "9b-t0.6", outcomes(20, 2, lambda i, j: i % 4 != 0), baseline=True, temperature=0.6, **kw
+        )
+        add_variant(store, "9b-t1.0", outcomes(20, 2, lambda i, j: i % 2 != 0), temperature=1.0, **kw)
+        c = analyze(store, settings_study=True).comparison("9b-t1.0", "synthetic")
+    assert c is not None and c.kind == "settings" and c.mismatches == ()
+    assert c.delta == pytest.approx(-0.25) and c.verdict == "worse"
+
+
+def test_compare_json_carries_items_delta_ci_verdict_and_samples_needed(study: Path) -> None:
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+
+    result = CliRunner().invoke(app, ["compare", "--store", str(study), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    by_variant = {c["variant"]: c for c in data["comparisons"]}
+    assert by_variant["fp8"]["verdict"] == "equivalent" and by_variant["fp8"]["paired_items"] == N
+    assert by_variant["w4-broken"]["decision"]["ci95"][1] < 0
+    assert data["margin"] == 0.02 and "family-wise error is not controlled" in data["note"]

@@ -238,3 +238,27 @@ def test_thinking_off_uses_the_instruct_preset(tmp_path: Path) -> None:
         (run,) = [store.run(h) for h in store.spec_hashes("scripted-model", "aime25")]
     assert not engine.requests[0].enable_thinking
     assert (run.temperature, run.top_p, run.top_k, run.thinking_mode) == (0.7, 0.8, 20, False)
+
+
+def test_a_run_stored_before_settings_were_recorded_still_resumes(tmp_path: Path) -> None:
+    import sqlite3
+
+    first = spec(k=1)
+    task = first.tasks[0]
+    with Store(tmp_path) as store:
+        run_eval(first, store, engine=ScriptedEngine())
+    # rewrite the run as quantscope 0.1 left it: its own hash formula, no settings recorded
+    db = sqlite3.connect(tmp_path / "quantscope.db")
+    old = first.v1_hash(task)
+    with db:
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("UPDATE runs SET spec_hash = ?, settings_json = NULL", (old,))
+        db.execute("UPDATE results SET spec_hash = ?, prompt_sha = NULL", (old,))
+    db.close()
+    with Store(tmp_path) as store:
+        more = run_eval(spec(k=2), store, engine=ScriptedEngine())
+        assert (more.tasks[0].stored_before, more.tasks[0].generated) == (N_ITEMS, N_ITEMS)
+        assert store.spec_hashes("scripted-model", "aime25") == {old}
+        assert store.run(old).settings_json is not None  # filled in by the resumed run
+        with pytest.raises(QuantscopeError, match=r"max_tokens 64 -> 32"):
+            run_eval(spec(k=3, max_tokens=32), store, engine=ScriptedEngine())

@@ -179,3 +179,73 @@ def test_export_of_an_empty_selection_and_bad_format(store: Store, tmp_path: Pat
     assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
     with pytest.raises(QuantscopeError, match="format"):
         store.export(tmp_path / "e.json", "json")  # type: ignore[arg-type]
+
+
+# The schema quantscope 0.1 wrote (version 1), to check that such a store still opens and resumes.
+SCHEMA_V1 = """
+CREATE TABLE variants (name TEXT PRIMARY KEY, model_path TEXT NOT NULL, memory_bytes INTEGER, recipe TEXT,
+    is_baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
+CREATE TABLE runs (spec_hash TEXT PRIMARY KEY, variant TEXT NOT NULL REFERENCES variants(name),
+    task TEXT NOT NULL, engine TEXT NOT NULL, model_path TEXT NOT NULL, thinking_mode INTEGER NOT NULL,
+    temperature REAL NOT NULL, top_p REAL NOT NULL, top_k INTEGER NOT NULL, max_tokens INTEGER NOT NULL,
+    seed INTEGER NOT NULL, spec_json TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE results (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL, spec_hash TEXT NOT NULL REFERENCES runs(spec_hash), seed INTEGER,
+    target TEXT NOT NULL, text TEXT NOT NULL, thinking TEXT NOT NULL, answer TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    thinking_tokens INTEGER NOT NULL, answer_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL,
+    seconds REAL NOT NULL, correct INTEGER NOT NULL, extracted TEXT, created REAL NOT NULL,
+    UNIQUE (variant, task, item_id, sample));
+CREATE VIEW results_full AS
+SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
+       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
+       r.correct, r.extracted, r.created, r.spec_hash,
+       u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
+       v.memory_bytes, v.recipe, v.is_baseline
+FROM results r JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.name = r.variant;
+PRAGMA user_version = 1;
+"""
+
+
+def write_v1_store(directory: Path) -> Path:
+    """A schema-1 store holding one variant, one run and two rows, as quantscope 0.1 wrote them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(directory / DB_NAME)
+    db.executescript(SCHEMA_V1)
+    db.execute("INSERT INTO variants VALUES ('v', '/models/v', 1000, 'w4a16', 1, 1.0)")
+    run = ("h1", "v", "t", "transformers", "/models/v", 1, 0.6, 0.95, 20, 64, 7, "{}", 1.0)
+    db.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(run))})", run)
+    for item in ("a", "b"):
+        row = ("v", "t", item, 0, "h1", 7, "42", "x", "x", "y", 10, 6, 4, "stop", 0.5, 1, "42", 2.0)
+        db.execute(f"INSERT INTO results VALUES ({', '.join('?' * len(row))})", row)
+    db.commit()
+    db.close()
+    return directory
+
+
+def test_a_schema_1_store_is_migrated_in_place_keeping_every_row(tmp_path: Path) -> None:
+    directory = write_v1_store(tmp_path / "old")
+    with Store.existing(directory) as store:
+        assert store.count() == 2 and store.done_keys("v", "t") == {("a", 0), ("b", 0)}
+        (variant,) = store.variants()
+        assert (variant.memory_bytes, variant.memory_source, variant.is_baseline) == (1000, None, True)
+        run = store.run("h1")
+        assert run is not None and run.max_tokens == 64 and run.settings_json is None
+        assert {row["prompt_sha"] for row in store.rows()} == {None}
+        store.write_results([make_row("c", spec_hash="h1", prompt_sha="abc")])
+        assert store.count() == 3 and store.failures() == []
+    db = sqlite3.connect(directory / DB_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_failures_are_recorded_replaced_and_cleared_by_a_success(store: Store) -> None:
+    from quantscope.store import Failure
+
+    store.write_failures([Failure("v", "t", "x", 0, "h1", "HTTP 400: too long", 1, 1.0)])
+    store.write_failures([Failure("v", "t", "x", 0, "h1", "HTTP 400: still too long", 2, 2.0)])
+    (failure,) = store.failures()
+    assert (failure.error, failure.attempts) == ("HTTP 400: still too long", 2)
+    store.write_results([make_row("x")])
+    assert store.failures() == []
+    store.write_failures([Failure("v", "t", "x", 0, "h1", "late failure of a stored key", 1, 3.0)])
+    assert store.failures() == []  # a key already stored is not a failure

@@ -295,15 +295,17 @@ def evaluate_variant(
     variant: DemoVariant, store: Store, settings: DemoSettings, notify: DemoCallback
 ) -> None:
     """Generate and judge whatever the store still lacks for `variant` (resumes a killed run)."""
-    from quantscope.runner import run_eval
+    from quantscope.runner import resume_hash, run_eval
 
     spec = run_spec(variant, settings)
     (task,) = spec.tasks
-    if store.spec_hashes(spec.variant_name, task.name) - {spec.generation_hash(task)}:
+    try:
+        resume_hash(spec, task, spec.output_settings(task), store)
+    except QuantscopeError as error:
         raise QuantscopeError(
             f"{store.path.parent} holds a demo run with other settings (quick vs full, or another model): "
-            "pass a different --out"
-        )
+            f"pass a different --out ({error})"
+        ) from None
 
     def relay(update: ProgressUpdate) -> None:
         rate = f"{update.tokens / update.seconds:,.0f} tok/s" if update.seconds > 0 and update.tokens else ""

@@ -21,7 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quantscope.engines.base import ChatRequest, Engine, Generation, Message, SamplingParams
 from quantscope.errors import QuantscopeError, invalid
 from quantscope.records import read_yaml
+from quantscope.settings import (
+    OutputSettings,
+    current_environment,
+    differences,
+    output_engine_options,
+    text_fingerprint,
+)
 from quantscope.store import ResultRow, RunRecord, Store, Variant
 from quantscope.tasks.base import Sample, Task
 
@@ -137,8 +144,33 @@ class RunSpec(BaseModel):
             seed=None,
         )
 
+    def output_settings(self, task: TaskSpec) -> OutputSettings:
+        """Everything this spec sets that changes what (variant, task) generates (`served` is
+        filled in once the engine is built)."""
+        sampling = self.sampling()
+        return OutputSettings(
+            engine=self.engine,
+            model=self.model_ref,
+            task=task.name,
+            thinking=self.thinking,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            task_path=str(Path(task.path).expanduser().resolve()) if task.path else None,
+            task_options=task.options,
+            engine_options=output_engine_options(self.engine_options),
+        )
+
     def generation_hash(self, task: TaskSpec) -> str:
-        """A short hash of everything that changes what (variant, task) generates."""
+        """A short hash of everything that changes what (variant, task) generates: the spec hash
+        of a new run."""
+        return self.output_settings(task).hash
+
+    def v1_hash(self, task: TaskSpec) -> str:
+        """The spec hash quantscope 0.1 gave (variant, task) (runs stored before their settings
+        were recorded carry it)."""
         sampling = self.sampling()
         key = {
             "model": self.model_ref,
@@ -218,6 +250,7 @@ class _Plan:
     spec: TaskSpec
     task: Task
     samples: tuple[Sample, ...]
+    settings: OutputSettings
     spec_hash: str
     pending: tuple[tuple[Sample, int], ...]
 
@@ -249,8 +282,10 @@ def run_eval(
     try:
         runs = []
         for plan in plans:
-            if plan.pending and engine is None:
-                engine = owned = _build_engine(spec)
+            if plan.pending:
+                if engine is None:
+                    engine = owned = _build_engine(spec)
+                plan = _start(spec, plan, store, engine)
             runs.append(_run_task(spec, plan, store, engine, progress))
     finally:
         if owned is not None:
@@ -291,31 +326,60 @@ def _plan(spec: RunSpec, task_spec: TaskSpec, store: Store) -> _Plan:
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         raise QuantscopeError(f"task {task_spec.name!r} has duplicate item ids; each item needs a unique id")
-    spec_hash = spec.generation_hash(task_spec)
-    _check_resumable(spec, task_spec, store, spec_hash)
-    store.record_run(_run_record(spec, task_spec, spec_hash))
+    settings = spec.output_settings(task_spec)
+    spec_hash = resume_hash(spec, task_spec, settings, store)
     done = store.done_keys(spec.variant_name, task_spec.name)
     pending = tuple((s, j) for s in samples for j in range(spec.k) if (s.id, j) not in done)
-    return _Plan(task_spec, task, samples, spec_hash, pending)
+    return _Plan(task_spec, task, samples, settings, spec_hash, pending)
 
 
-def _check_resumable(spec: RunSpec, task_spec: TaskSpec, store: Store, spec_hash: str) -> None:
-    others = store.spec_hashes(spec.variant_name, task_spec.name) - {spec_hash}
-    if not others:
-        return
-    stored = store.run(sorted(others)[0])
-    new = _run_record(spec, task_spec, spec_hash)
-    fields = ("model_path", "engine", "thinking_mode", "temperature", "top_p", "top_k", "max_tokens", "seed")
+def resume_hash(spec: RunSpec, task_spec: TaskSpec, settings: OutputSettings, store: Store) -> str:
+    """The spec hash (variant, task) continues under: that of its stored rows when they were generated
+    under `settings`, else (no rows yet) the settings' own hash.
+
+    Raises QuantscopeError naming what changed when stored rows came from other settings: a rerun
+    under other settings is refused, never mixed in. Runs stored before their settings were
+    recorded (schema 1) match when their hash is the one quantscope 0.1 gave the same spec.
+    """
+    stored = [store.run(h) for h in sorted(store.spec_hashes(spec.variant_name, task_spec.name))]
+    for run in stored:
+        changed = _changes(spec, task_spec, settings, run)
+        if changed:
+            raise QuantscopeError(
+                f"variant {spec.variant_name!r} already has {task_spec.name!r} rows generated with other "
+                f"settings ({', '.join(changed)}): rerun with the same settings to resume, or pick a new "
+                "--variant name"
+            )
+    return stored[0].spec_hash if stored and stored[0] is not None else settings.hash
+
+
+def _changes(
+    spec: RunSpec, task_spec: TaskSpec, settings: OutputSettings, run: RunRecord | None
+) -> list[str]:
+    if run is None:
+        return []
+    if run.settings_json is not None:
+        return differences(OutputSettings.from_json(run.settings_json), settings)
+    if run.spec_hash == spec.v1_hash(task_spec):
+        return []
+    new = _run_record(spec, task_spec, run.spec_hash)
+    names = ("model_path", "engine", "thinking_mode", "temperature", "top_p", "top_k", "max_tokens", "seed")
     changed = [
-        f"{f} {getattr(stored, f)} -> {getattr(new, f)}"
-        for f in fields
-        if stored is not None and getattr(stored, f) != getattr(new, f)
+        f"{f} {getattr(run, f)} -> {getattr(new, f)}" for f in names if getattr(run, f) != getattr(new, f)
     ]
-    detail = ", ".join(changed) or "task file or options"
-    raise QuantscopeError(
-        f"variant {spec.variant_name!r} already has {task_spec.name!r} rows generated with other settings "
-        f"({detail}): rerun with the same settings to resume, or pick a new --variant name"
-    )
+    return changed or ["task file or options"]
+
+
+def _start(spec: RunSpec, plan: _Plan, store: Store, engine: Engine) -> _Plan:
+    """Before generating: add what the engine serves to the settings, check it against the stored
+    rows too (another chat template, a server serving another model), and record the run."""
+    served = getattr(engine, "served", None)
+    settings = replace(plan.settings, served=served() if callable(served) else {})
+    resume_hash(spec, plan.spec, settings, store)
+    environment = current_environment(str(getattr(engine, "device_name", "")))
+    store.record_run(_run_record(spec, plan.spec, plan.spec_hash))
+    store.set_run_settings(plan.spec_hash, settings.to_json(), environment.to_json())
+    return replace(plan, settings=settings)
 
 
 def _run_record(spec: RunSpec, task_spec: TaskSpec, spec_hash: str) -> RunRecord:
@@ -406,4 +470,5 @@ def _row(spec: RunSpec, plan: _Plan, sample: Sample, index: int, generation: Gen
         correct=judgement.correct,
         extracted=judgement.extracted,
         created=time.time(),
+        prompt_sha=text_fingerprint(sample.prompt, sample.target),
     )

@@ -6,19 +6,21 @@ one transaction, so a run killed at any moment (even `kill -9`) leaves only whol
 behind; the UNIQUE key on (variant, task, item_id, sample) makes a resumed run unable to write a
 row twice.
 
-Schema (version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
+Schema (version `SCHEMA_VERSION`, kept in `PRAGMA user_version`; a store of an earlier version is
+migrated in place when opened, see `_MIGRATIONS`):
 
 ``variants`` — one row per evaluated model variant
-    name TEXT PRIMARY KEY, model_path TEXT, memory_bytes INTEGER (weights on disk, bytes; NULL
-    when unknown), recipe TEXT (recipe name or NULL), is_baseline INTEGER (0/1), created REAL
-    (unix seconds).
+    name TEXT PRIMARY KEY, model_path TEXT, memory_bytes INTEGER (weights, bytes; NULL when
+    unknown), recipe TEXT (recipe name or NULL), is_baseline INTEGER (0/1), created REAL (unix
+    seconds), memory_source TEXT (where memory_bytes came from; v2).
 
 ``runs`` — the generation settings rows were produced under, one row per spec hash
-    spec_hash TEXT PRIMARY KEY (hash of everything that changes a generation: model, engine,
-    task, thinking, sampling, max_tokens, seed), variant, task, engine, model_path,
-    thinking_mode INTEGER (0/1), temperature REAL, top_p REAL, top_k INTEGER (0 = off),
-    max_tokens INTEGER (the cap, tokens), seed INTEGER (base seed; sample j uses seed + j),
-    spec_json TEXT (the full run spec), created REAL.
+    spec_hash TEXT PRIMARY KEY (hash of everything that changes a generation), variant, task,
+    engine, model_path, thinking_mode INTEGER (0/1), temperature REAL, top_p REAL, top_k INTEGER
+    (0 = off), max_tokens INTEGER (the cap, tokens), seed INTEGER (base seed; sample j uses
+    seed + j), spec_json TEXT (the full run spec), created REAL, settings_json TEXT (every
+    output setting, `quantscope.settings`; v2, NULL for older runs), environment_json TEXT
+    (library versions and device; v2).
 
 ``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns
     spec_hash (-> runs), seed INTEGER (this sample's seed), target TEXT (gold answer),
@@ -26,7 +28,12 @@ Schema (version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
     completion_tokens / thinking_tokens / answer_tokens INTEGER (tokens; answer_tokens =
     completion_tokens - thinking_tokens, so it holds the `</think>` tag and end-of-turn token),
     finish_reason TEXT ("stop" | "length"), seconds REAL (request latency), correct INTEGER
-    (0/1), extracted TEXT (the answer the judge read, NULL when none), created REAL.
+    (0/1), extracted TEXT (the answer the judge read, NULL when none), created REAL, prompt_sha
+    TEXT (hash of the item's prompt and target, so comparisons can check both sides saw the same
+    item; v2, NULL for older rows).
+
+``failures`` — requests that failed after their retries, one row per key (v2): spec_hash,
+    error TEXT, attempts INTEGER, created REAL; a later success removes the row.
 
 ``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
     what `export` writes.
@@ -38,14 +45,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from quantscope.errors import QuantscopeError
 from quantscope.util import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "quantscope.db"
 STORE_ENV = "QUANTSCOPE_STORE"
 
@@ -56,7 +63,8 @@ CREATE TABLE variants (
     memory_bytes INTEGER,
     recipe TEXT,
     is_baseline INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    memory_source TEXT
 );
 CREATE TABLE runs (
     spec_hash TEXT PRIMARY KEY,
@@ -71,7 +79,9 @@ CREATE TABLE runs (
     max_tokens INTEGER NOT NULL,
     seed INTEGER NOT NULL,
     spec_json TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    settings_json TEXT,
+    environment_json TEXT
 );
 CREATE TABLE results (
     variant TEXT NOT NULL,
@@ -92,52 +102,53 @@ CREATE TABLE results (
     correct INTEGER NOT NULL,
     extracted TEXT,
     created REAL NOT NULL,
+    prompt_sha TEXT,
     UNIQUE (variant, task, item_id, sample)
+);
+CREATE TABLE failures (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample)
 );
 CREATE VIEW results_full AS
 SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
        r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
-       r.correct, r.extracted, r.created, r.spec_hash,
+       r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
        u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
-       v.memory_bytes, v.recipe, v.is_baseline
+       v.memory_bytes, v.memory_source, v.recipe, v.is_baseline
 FROM results r JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.name = r.variant;
 """
 
-_RESULT_COLUMNS = (
-    "variant",
-    "task",
-    "item_id",
-    "sample",
-    "spec_hash",
-    "seed",
-    "target",
-    "text",
-    "thinking",
-    "answer",
-    "completion_tokens",
-    "thinking_tokens",
-    "answer_tokens",
-    "finish_reason",
-    "seconds",
-    "correct",
-    "extracted",
-    "created",
-)
-_RUN_COLUMNS = (
-    "spec_hash",
-    "variant",
-    "task",
-    "engine",
-    "model_path",
-    "thinking_mode",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_tokens",
-    "seed",
-    "spec_json",
-    "created",
-)
+# Version 1 -> 2: where a variant's memory figure came from, the full output settings and the
+# environment of each run, a fingerprint of each row's prompt and target (so comparisons can check
+# that both sides saw the same item), and the failures table.
+_MIGRATIONS: dict[int, str] = {
+    1: """
+ALTER TABLE variants ADD COLUMN memory_source TEXT;
+ALTER TABLE runs ADD COLUMN settings_json TEXT;
+ALTER TABLE runs ADD COLUMN environment_json TEXT;
+ALTER TABLE results ADD COLUMN prompt_sha TEXT;
+CREATE TABLE failures (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample)
+);
+DROP VIEW results_full;
+""",
+}
+
 # Columns of `results_full` that analysis may read without touching the (large) text columns.
 NUMERIC_COLUMNS = frozenset(
     {
@@ -158,14 +169,28 @@ NUMERIC_COLUMNS = frozenset(
         "is_baseline",
     }
 )
-TEXT_KEY_COLUMNS = frozenset({"variant", "task", "item_id", "finish_reason", "spec_hash", "engine", "recipe"})
+TEXT_KEY_COLUMNS = frozenset(
+    {
+        "variant",
+        "task",
+        "item_id",
+        "finish_reason",
+        "spec_hash",
+        "engine",
+        "recipe",
+        "prompt_sha",
+        "memory_source",
+        "extracted",
+    }
+)
 
 
 @dataclass(frozen=True)
 class Variant:
     """A model variant under evaluation: its name, where it lives, and what it costs in memory.
 
-    `memory_bytes` is the weights' size on disk in bytes (None when unknown); `recipe` the
+    `memory_bytes` is the weights' size in bytes (None when unknown) and `memory_source` where
+    that figure came from (e.g. "checkpoint files", "hub headers", "given"); `recipe` the
     quantization recipe name (None for an original checkpoint); `is_baseline` marks the
     reference the others are compared against.
     """
@@ -175,6 +200,7 @@ class Variant:
     memory_bytes: int | None = None
     recipe: str | None = None
     is_baseline: bool = False
+    memory_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +208,9 @@ class RunRecord:
     """The settings a (variant, task)'s rows were generated under; `spec_hash` names them.
 
     `max_tokens` is the generation cap (tokens); `seed` the base seed (sample j used seed + j);
-    `spec_json` the whole run spec as JSON; `created` unix seconds.
+    `spec_json` the whole run spec as JSON; `created` unix seconds; `settings_json` every output
+    setting (`quantscope.settings.OutputSettings`, None for runs stored by quantscope < 0.2) and
+    `environment_json` where the run happened (library versions, device; never compared).
     """
 
     spec_hash: str
@@ -198,6 +226,8 @@ class RunRecord:
     seed: int
     spec_json: str
     created: float
+    settings_json: str | None = None
+    environment_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +252,28 @@ class ResultRow:
     correct: bool
     extracted: str | None
     created: float
+    prompt_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A request that failed after its retries: the row it would have been, the error and how many
+    attempts were made. A later success for the same key removes it."""
+
+    variant: str
+    task: str
+    item_id: str
+    sample: int
+    spec_hash: str
+    error: str
+    attempts: int
+    created: float
+
+
+_VARIANT_COLUMNS = tuple(f.name for f in fields(Variant))
+_RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
+_RESULT_COLUMNS = tuple(f.name for f in fields(ResultRow))
+_FAILURE_COLUMNS = tuple(f.name for f in fields(Failure))
 
 
 def default_store_dir() -> Path:
@@ -303,15 +355,27 @@ class Store:
                     f"store {self.path} has schema version {version}, newer than this quantscope "
                     f"({SCHEMA_VERSION}): upgrade quantscope"
                 )
-            tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
-            if tables:
-                raise QuantscopeError(
-                    f"{self.path} is an SQLite file but not a quantscope store: use another directory"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            if version == 0:
+                self._create_schema()
+            else:
+                self._migrate(version)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_schema(self) -> None:
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        if tables:
+            raise QuantscopeError(
+                f"{self.path} is an SQLite file but not a quantscope store: use another directory"
+            )
+        _execute_script(self._db, _SCHEMA)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store written by an earlier quantscope up to `SCHEMA_VERSION`, in the open write
+        transaction (all or nothing). Rows keep their values; new columns start as NULL (unknown)."""
+        for step in range(version, SCHEMA_VERSION):
+            _execute_script(self._db, _MIGRATIONS[step])
+        view = _SCHEMA[_SCHEMA.index("CREATE VIEW results_full") :]
+        _execute_script(self._db, view)
 
     def _schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -334,10 +398,13 @@ class Store:
                 f"variant {variant.name!r} is already stored for model {existing.model_path}, not "
                 f"{variant.model_path}: choose another --variant name"
             )
+        # A new memory figure replaces the stored one together with its source.
         with self._write():
             self._db.execute(
-                "INSERT INTO variants (name, model_path, memory_bytes, recipe, is_baseline, created) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "INSERT INTO variants (name, model_path, memory_bytes, recipe, is_baseline, created, "
+                "memory_source) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "memory_source = CASE WHEN excluded.memory_bytes IS NULL THEN memory_source "
+                "ELSE excluded.memory_source END, "
                 "memory_bytes = coalesce(excluded.memory_bytes, memory_bytes), "
                 "recipe = coalesce(excluded.recipe, recipe), "
                 "is_baseline = max(excluded.is_baseline, is_baseline)",
@@ -348,6 +415,7 @@ class Store:
                     variant.recipe,
                     int(variant.is_baseline),
                     time.time(),
+                    variant.memory_source,
                 ),
             )
 
@@ -362,17 +430,21 @@ class Store:
 
     def variant(self, name: str) -> Variant | None:
         """The stored variant called `name`, or None."""
-        row = self._db.execute(
-            "SELECT name, model_path, memory_bytes, recipe, is_baseline FROM variants WHERE name = ?", (name,)
-        ).fetchone()
-        return None if row is None else Variant(row[0], row[1], row[2], row[3], bool(row[4]))
+        found = [v for v in self._variants("WHERE name = ?", (name,))]
+        return found[0] if found else None
 
     def variants(self) -> list[Variant]:
         """Every stored variant, by name."""
-        rows = self._db.execute(
-            "SELECT name, model_path, memory_bytes, recipe, is_baseline FROM variants ORDER BY name"
-        ).fetchall()
-        return [Variant(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+        return self._variants("ORDER BY name", ())
+
+    def _variants(self, clause: str, params: tuple[Any, ...]) -> list[Variant]:
+        rows = self._db.execute(f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM variants {clause}", params)
+        variants = []
+        for row in rows.fetchall():
+            values = dict(zip(_VARIANT_COLUMNS, row, strict=True))
+            values["is_baseline"] = bool(values["is_baseline"])
+            variants.append(Variant(**values))
+        return variants
 
     # ---- runs -----------------------------------------------------------------------------
 
@@ -388,13 +460,33 @@ class Store:
                 [row[c] for c in _RUN_COLUMNS],
             )
 
+    def set_run_settings(self, spec_hash: str, settings_json: str, environment_json: str | None) -> None:
+        """Fill in the settings (and environment) of a stored run, e.g. one written before they were
+        recorded, once a resumed run has shown which settings it had."""
+        with self._write():
+            self._db.execute(
+                "UPDATE runs SET settings_json = ?, environment_json = coalesce(?, environment_json) "
+                "WHERE spec_hash = ?",
+                (settings_json, environment_json, spec_hash),
+            )
+
+    def runs(self, variant: str | None = None, task: str | None = None) -> list[RunRecord]:
+        """The stored runs (optionally of one variant / task), by variant, task and creation."""
+        where, params = _filters(variant, task)
+        rows = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs{where} ORDER BY variant, task, created", params
+        ).fetchall()
+        return [self._run_record(row) for row in rows]
+
     def run(self, spec_hash: str) -> RunRecord | None:
         """The settings stored under `spec_hash`, or None."""
         row = self._db.execute(
             f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE spec_hash = ?", (spec_hash,)
         ).fetchone()
-        if row is None:
-            return None
+        return None if row is None else self._run_record(row)
+
+    @staticmethod
+    def _run_record(row: Sequence[Any]) -> RunRecord:
         values = dict(zip(_RUN_COLUMNS, row, strict=True))
         values["thinking_mode"] = bool(values["thinking_mode"])
         return RunRecord(**values)
@@ -436,7 +528,36 @@ class Store:
                 "ON CONFLICT (variant, task, item_id, sample) DO NOTHING",
                 values,
             )
-            return self._db.total_changes - before
+            inserted = self._db.total_changes - before
+            # a key that finished now is no longer a failure
+            self._db.executemany(
+                "DELETE FROM failures WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?",
+                [v[:4] for v in values],
+            )
+            return inserted
+
+    def write_failures(self, failures: Iterable[Failure]) -> None:
+        """Record requests that failed after their retries (replacing an earlier failure of the same
+        key), in one transaction. A key already stored as a result is not recorded."""
+        values = [[asdict(f)[c] for c in _FAILURE_COLUMNS] for f in failures]
+        if not values:
+            return
+        names, marks = ", ".join(_FAILURE_COLUMNS), ", ".join("?" for _ in _FAILURE_COLUMNS)
+        with self._write():
+            self._db.executemany(
+                f"INSERT INTO failures ({names}) SELECT {marks} WHERE NOT EXISTS (SELECT 1 FROM results "
+                "WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?) "
+                "ON CONFLICT (variant, task, item_id, sample) DO UPDATE SET error = excluded.error, "
+                "attempts = excluded.attempts, created = excluded.created, spec_hash = excluded.spec_hash",
+                [v + v[:4] for v in values],
+            )
+
+    def failures(self, variant: str | None = None, task: str | None = None) -> list[Failure]:
+        """The recorded failures (optionally of one variant / task), by key."""
+        where, params = _filters(variant, task)
+        order = " ORDER BY variant, task, item_id, sample"
+        rows = self._db.execute(f"SELECT {', '.join(_FAILURE_COLUMNS)} FROM failures{where}{order}", params)
+        return [Failure(*row) for row in rows.fetchall()]
 
     def count(self, variant: str | None = None, task: str | None = None) -> int:
         """Number of result rows, optionally for one variant and/or task."""
@@ -530,6 +651,13 @@ class Store:
             else:
                 pa_csv.write_csv(table, partial)
         return table.num_rows
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements one by one (executescript would commit the open transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def _arrow_type(column: str) -> Any:

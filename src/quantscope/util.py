@@ -145,6 +145,17 @@ def _undefined(value: float | None) -> bool:
     return value is None or math.isnan(value)
 
 
+def json_ready(value: Any) -> Any:
+    """The same data with tuples as lists and NaN / infinite floats as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def pct(value: float | None, digits: int = 1) -> str:
     """A fraction as a percentage: 0.921 -> "92.1%"."""
     return MISSING if _undefined(value) else f"{100 * value:.{digits}f}%"

@@ -2,32 +2,50 @@
 
 `analyze(store)` reads the store once and returns an `Analysis`: per (variant, task) metrics on a
 common budget grid, and one `Comparison` per (variant, task) against the baseline (BF16 by
-default). A comparison holds:
+default). Every comparison is paired on the items both sides ran (per item, the mean over its k
+samples), and everything shown next to its delta is computed on those same items; coverage
+("ran 10 of 40 items") is kept apart. A comparison holds:
 
-- the accuracy delta (variant - baseline, avg@k over the items both ran) with a paired bootstrap
-  95% CI over items, and whether it is significant (the CI excludes 0);
+- the accuracy delta (variant - baseline) with its decision (`analysis.decide`): better, worse,
+  equivalent (paired 90% CI inside ±margin, TOST) or undecided, and for an undecided one the
+  samples likely to decide it;
 - the truncation-rate delta and the accuracy among finished generations on both sides;
 - thinking-token inflation: variant / baseline ratio of the median and the mean thinking tokens,
   over all samples and over finished ones only (truncated samples are censored at the cap, so
   the "all" ratios understate inflation when the variant truncates more);
-- a verdict, including the seed study's failure mode: "loss mostly explained by truncation".
+- comparability: both sides must share the cap, thinking mode, sampling, chat template and
+  items (`analysis.comparability`); `analyze` refuses otherwise unless told to allow it.
 
-Truncation rule (`explained_by_truncation`): the variant lost accuracy (delta < 0), it truncates
-more than the baseline, the accuracy it would lose if each extra truncated sample had been
-right at the baseline's finished-accuracy rate covers at least half of the loss, and its own
-accuracy among finished generations holds (no more than half the loss below the baseline's).
+Truncation rule (`explained_by_truncation`, verdict "worse: mostly truncation"): the loss is
+significant (verdict worse), the variant truncates more than the baseline, the accuracy it would
+lose if each extra truncated sample had been right at the baseline's finished-accuracy rate
+covers at least half of the loss, and its own accuracy among finished generations holds (no more
+than half the loss below the baseline's).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantscope.analysis.comparability import run_settings, same_model, setting_mismatches
+from quantscope.analysis.decide import (
+    DEFAULT_MARGIN,
+    VERDICT_BETTER,
+    VERDICT_EQUIVALENT,
+    VERDICT_UNDECIDED,
+    VERDICT_WORSE,
+    Decision,
+    bootstrap_means,
+    decide,
+    family_note,
+    paired_items,
+)
 from quantscope.analysis.metrics import (
     DEFAULT_BOOTSTRAP,
     BudgetCurve,
@@ -35,19 +53,23 @@ from quantscope.analysis.metrics import (
     TaskMetrics,
     default_budgets,
     load_results,
-    per_item_mean,
     summarize,
 )
 from quantscope.errors import QuantscopeError
+from quantscope.util import json_ready
 
 if TYPE_CHECKING:
+    from quantscope.settings import OutputSettings
     from quantscope.store import Store, Variant
 
 BASELINE_RECIPES = ("bf16", "fp16")
-VERDICT_SAME = "no significant change"
-VERDICT_WORSE = "significantly worse"
-VERDICT_BETTER = "significantly better"
-VERDICT_TRUNCATION = "loss mostly explained by truncation"
+VERDICT_TRUNCATION = "worse: mostly truncation"
+VERDICTS = (VERDICT_BETTER, VERDICT_WORSE, VERDICT_TRUNCATION, VERDICT_EQUIVALENT, VERDICT_UNDECIDED)
+TRUNCATION_RULE = (
+    "'worse: mostly truncation' means: the loss is significant, the variant hits the cap more often, "
+    "the extra truncations at the baseline's finished accuracy cover at least half of the loss, and "
+    "its accuracy among finished generations is within half the loss of the baseline's"
+)
 
 
 @dataclass(frozen=True)
@@ -77,15 +99,20 @@ class Inflation:
 class Comparison:
     """One variant against the baseline on one task (see the module docstring).
 
-    Accuracies and rates are fractions in [0, 1]; `delta*` are variant minus baseline over the
-    `paired_items` both ran; `truncation_cost` is the accuracy the extra truncations would cost
-    at the baseline's finished accuracy (fraction).
+    Accuracies and rates are fractions in [0, 1], all over the `paired_items` both sides ran
+    (`items` and `baseline_items` are what each side ran: its coverage); `delta*` are variant
+    minus baseline, with the 95% CI of `decision`; `truncation_cost` is the accuracy the extra
+    truncations would cost at the baseline's finished accuracy (fraction). `mismatches` lists the
+    settings the two sides differ in (empty unless the comparison was allowed anyway) and `kind`
+    is "variant", or "settings" in a settings study of one model.
     """
 
     variant: str
     baseline: str
     task: str
     paired_items: int
+    items: int
+    baseline_items: int
     accuracy: float
     baseline_accuracy: float
     delta: float
@@ -101,6 +128,24 @@ class Comparison:
     explained_by_truncation: bool
     inflation: Inflation
     verdict: str
+    decision: Decision
+    mismatches: tuple[str, ...] = ()
+    kind: str = "variant"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (`compare --json`): every field, the decision with its CIs and the
+        samples that would decide it, the coverage and the comparability mismatches."""
+        return json_ready({**asdict(self), "coverage": self.coverage})
+
+    @property
+    def coverage(self) -> str:
+        """What the comparison rests on, e.g. "10 items (variant ran 10 of the baseline's 40)"."""
+        if self.items == self.baseline_items == self.paired_items:
+            return f"{self.paired_items} items"
+        return (
+            f"{self.paired_items} shared items ({self.variant} ran {self.items}, {self.baseline} ran "
+            f"{self.baseline_items})"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,7 +153,9 @@ class Analysis:
     """Everything the report and the recommendation need, computed once from a store.
 
     `metrics` are per (variant, task) with budget curves on one grid per task (`budgets`, tokens);
-    `comparisons` are per (non-baseline variant, task); `results` are the numeric rows.
+    `comparisons` are per (non-baseline variant, task); `results` are the numeric rows;
+    `settings` the output settings of every run (by spec hash); `margin` the equivalence margin
+    (fraction); `allowed_mismatch` whether incomparable pairs were compared anyway.
     """
 
     baseline: str
@@ -120,6 +167,25 @@ class Analysis:
     results: Results
     n_boot: int
     seed: int
+    margin: float = DEFAULT_MARGIN
+    settings: Mapping[str, OutputSettings] = field(default_factory=dict)
+    allowed_mismatch: bool = False
+    settings_study: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (`compare --json`): the baseline, margin, variants and comparisons."""
+        return json_ready(
+            {
+                "baseline": self.baseline,
+                "margin": self.margin,
+                "tasks": list(self.tasks),
+                "variants": [asdict(v) for v in self.variants],
+                "comparisons": [c.to_dict() for c in self.comparisons],
+                "allowed_mismatch": self.allowed_mismatch,
+                "settings_study": self.settings_study,
+                "note": family_note(len(self.comparisons)),
+            }
+        )
 
     def variant(self, name: str) -> VariantInfo:
         """The variant called `name`; QuantscopeError when there is none."""
@@ -151,13 +217,6 @@ class Analysis:
 # ---- pure functions -----------------------------------------------------------------------
 
 
-def item_scores(results: Results) -> dict[str, float]:
-    """Each item's fraction of correct samples, keyed by item id."""
-    ids, inverse = np.unique(results.item_id.astype(str), return_inverse=True)
-    scores = per_item_mean(results.correct, inverse.reshape(-1), len(ids))
-    return dict(zip(ids.tolist(), scores.tolist(), strict=True))
-
-
 def paired_delta(
     variant: Results,
     baseline: Results,
@@ -170,17 +229,14 @@ def paired_delta(
     Items are resampled together on both sides, so item difficulty cancels out. Returns
     (delta, ci_low, ci_high, paired_items); NaNs when no item is shared.
     """
-    ours, theirs = item_scores(variant), item_scores(baseline)
-    shared = sorted(ours.keys() & theirs.keys())
-    if not shared:
+    pairs = paired_items(variant, baseline)
+    if not len(pairs):
         nan = float("nan")
         return nan, nan, nan, 0
-    diff = np.array([ours[i] - theirs[i] for i in shared])
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    means = bootstrap_means([pairs], n_boot, seed)
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(diff.mean()), float(low), float(high), len(shared)
+    return float(pairs.diff.mean()), float(low), float(high), len(pairs)
 
 
 def thinking_inflation(variant: Results, baseline: Results) -> Inflation:
@@ -230,29 +286,37 @@ def compare_pair(
     *,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    margin: float = DEFAULT_MARGIN,
+    mismatches: Sequence[str] = (),
+    kind: str = "variant",
 ) -> Comparison:
-    """Compare `variant` with `baseline` on `task` (both must have rows in `results`)."""
+    """Compare `variant` with `baseline` on `task` (both must have rows in `results`), paired on
+    the items both ran; `margin` is the equivalence margin (fraction)."""
     ours, theirs = results.select(variant, task), results.select(baseline, task)
     for name, rows in ((variant, ours), (baseline, theirs)):
         if len(rows) == 0:
             raise QuantscopeError(f"no results for variant {name!r} on task {task!r}: evaluate it first")
-    delta, low, high, paired = paired_delta(ours, theirs, n_boot=n_boot, seed=seed)
-    trunc, base_trunc = float(ours.truncated.mean()), float(theirs.truncated.mean())
-    finished = _finished_accuracy(ours)
-    base_finished = _finished_accuracy(theirs)
-    explained, cost = truncation_explains(delta, trunc - base_trunc, base_finished, finished)
-    significant = bool(paired > 0 and (low > 0 or high < 0))
+    pairs = paired_items(ours, theirs)
+    shared = list(pairs.item_ids)
+    ours_shared, theirs_shared = _on_items(ours, shared), _on_items(theirs, shared)
+    decision = decide([pairs], margin, n_boot=n_boot, seed=seed)
+    trunc, base_trunc = _rate(ours_shared.truncated), _rate(theirs_shared.truncated)
+    finished, base_finished = _finished_accuracy(ours_shared), _finished_accuracy(theirs_shared)
+    explained, cost = truncation_explains(decision.delta, trunc - base_trunc, base_finished, finished)
+    explained = explained and decision.verdict == VERDICT_WORSE
     return Comparison(
         variant=variant,
         baseline=baseline,
         task=task,
-        paired_items=paired,
-        accuracy=_accuracy(ours),
-        baseline_accuracy=_accuracy(theirs),
-        delta=delta,
-        delta_ci_low=low,
-        delta_ci_high=high,
-        significant=significant,
+        paired_items=len(shared),
+        items=len(set(ours.item_id.astype(str))),
+        baseline_items=len(set(theirs.item_id.astype(str))),
+        accuracy=float(pairs.mean.mean()) if shared else float("nan"),
+        baseline_accuracy=float(pairs.other_mean.mean()) if shared else float("nan"),
+        delta=decision.delta,
+        delta_ci_low=decision.ci95[0],
+        delta_ci_high=decision.ci95[1],
+        significant=decision.significant,
         truncation_rate=trunc,
         baseline_truncation_rate=base_trunc,
         truncation_delta=trunc - base_trunc,
@@ -260,27 +324,25 @@ def compare_pair(
         baseline_accuracy_finished=base_finished,
         truncation_cost=cost,
         explained_by_truncation=explained,
-        inflation=thinking_inflation(ours, theirs),
-        verdict=_verdict(delta, significant, explained),
+        inflation=thinking_inflation(ours_shared, theirs_shared),
+        verdict=VERDICT_TRUNCATION if explained else decision.verdict,
+        decision=decision,
+        mismatches=tuple(mismatches),
+        kind=kind,
     )
 
 
-def _accuracy(results: Results) -> float:
-    scores = item_scores(results)
-    return float(np.mean(list(scores.values()))) if scores else float("nan")
+def _on_items(results: Results, items: Sequence[str]) -> Results:
+    return results.take(np.isin(results.item_id.astype(str), list(items)))
+
+
+def _rate(flags: np.ndarray) -> float:
+    return float(flags.mean()) if flags.size else float("nan")
 
 
 def _finished_accuracy(results: Results) -> float:
     finished = ~results.truncated
     return float(results.correct[finished].mean()) if finished.any() else float("nan")
-
-
-def _verdict(delta: float, significant: bool, explained: bool) -> str:
-    if explained and delta < 0:
-        return VERDICT_TRUNCATION
-    if not significant:
-        return VERDICT_SAME
-    return VERDICT_WORSE if delta < 0 else VERDICT_BETTER
 
 
 # ---- over a store -------------------------------------------------------------------------
@@ -345,28 +407,28 @@ def analyze(
     tasks: Sequence[str] | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    margin: float = DEFAULT_MARGIN,
+    allow_mismatch: bool = False,
+    settings_study: bool = False,
 ) -> Analysis:
     """Read the store once and compare every variant with the baseline on every task.
 
-    `baseline` defaults to `choose_baseline`'s pick; `tasks` restricts the tasks analysed. Budget
+    `baseline` defaults to `choose_baseline`'s pick; `tasks` restricts the tasks analysed;
+    `margin` is the equivalence margin (fraction). A variant generated under other settings than
+    the baseline (cap, thinking, sampling, chat template, items) is refused with a QuantscopeError
+    naming the setting, unless `allow_mismatch` (the comparison then lists its mismatches);
+    `settings_study` compares runs of one model under different settings on purpose. Budget
     curves of one task share one grid (`default_budgets` of the smallest cap among its variants).
     """
-    results = load_results(store)
-    if tasks is not None:
-        unknown = sorted(set(tasks) - set(results.task.tolist()))
-        if unknown:
-            raise QuantscopeError(f"no results for task(s) {unknown} in {store.path}")
-        results = results.take(np.isin(results.task, list(tasks)))
-    if len(results) == 0:
-        raise QuantscopeError(
-            f"{store.path} holds no results yet: run `quantscope eval` (or `quantscope demo`)"
-        )
+    results = _results(store, tasks)
     present = set(results.variant.tolist())
     infos = [_info(v) for v in store.variants() if v.name in present]
     base = choose_baseline(infos, baseline)
     infos.sort(key=lambda v: (v.name != base, -(v.memory_bytes or 0), v.name))
+    settings = run_settings(store.runs())
     task_names = tuple(sorted(set(results.task.tolist())))
     budgets = {t: default_budgets(int(results.max_tokens[results.task == t].min())) for t in task_names}
+    options = {"n_boot": n_boot, "seed": seed, "margin": margin}
     metrics, comparisons = [], []
     for task in task_names:
         for info in infos:
@@ -375,7 +437,13 @@ def analyze(
                 continue
             metrics.append(summarize(rows, budgets=budgets[task], n_boot=n_boot, seed=seed))
             if info.name != base and len(results.select(base, task)):
-                comparisons.append(compare_pair(results, info.name, base, task, n_boot=n_boot, seed=seed))
+                mismatches = _comparable(
+                    results, info.name, base, task, settings, allow_mismatch, settings_study
+                )
+                kind = "settings" if settings_study else "variant"
+                comparisons.append(
+                    compare_pair(results, info.name, base, task, mismatches=mismatches, kind=kind, **options)
+                )
     return Analysis(
         baseline=base,
         tasks=task_names,
@@ -386,7 +454,51 @@ def analyze(
         results=results,
         n_boot=n_boot,
         seed=seed,
+        margin=margin,
+        settings=settings,
+        allowed_mismatch=allow_mismatch,
+        settings_study=settings_study,
     )
+
+
+def _results(store: Store, tasks: Sequence[str] | None) -> Results:
+    results = load_results(store)
+    if tasks is not None:
+        unknown = sorted(set(tasks) - set(results.task.tolist()))
+        if unknown:
+            raise QuantscopeError(f"no results for task(s) {unknown} in {store.path}")
+        results = results.take(np.isin(results.task, list(tasks)))
+    if len(results) == 0:
+        raise QuantscopeError(
+            f"{store.path} holds no results yet: run `quantscope eval` (or `quantscope demo`)"
+        )
+    return results
+
+
+def _comparable(
+    results: Results,
+    variant: str,
+    base: str,
+    task: str,
+    settings: Mapping[str, OutputSettings],
+    allow: bool,
+    settings_study: bool,
+) -> list[str]:
+    """The mismatches between (variant, task) and the baseline; QuantscopeError unless allowed."""
+    rows, other = results.select(variant, task), results.select(base, task)
+    if settings_study and not same_model(rows, other, settings):
+        raise QuantscopeError(
+            f"a settings study compares runs of one model: {variant!r} and {base!r} were generated from "
+            "different models; drop --settings-study, or pass a --baseline of the same model"
+        )
+    problems = setting_mismatches(rows, other, settings, settings_study=settings_study)
+    if problems and not allow:
+        raise QuantscopeError(
+            f"cannot compare {variant!r} with {base!r} on {task!r}: they were generated differently "
+            f"({'; '.join(problems)}); evaluate both the same way, or pass --allow-mismatch (the report "
+            "will say so)"
+        )
+    return problems
 
 
 def _info(variant: Variant) -> VariantInfo:

@@ -7,6 +7,9 @@ of a `Store` without touching the generated text). Definitions:
   with more samples does not weigh more; its 95% CI is a seeded bootstrap over items.
 - pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) per item (n samples, c correct),
   averaged over items.
+- maj@k: per item, the answer most of its samples extracted (majority vote, as lighteval and
+  NeMo-Skills report AIME); the item counts as correct when the samples giving that answer were
+  judged correct. Ties go to a correct answer only if no wrong answer ties with it.
 - truncation rate: the fraction of samples whose finish_reason is "length" (hit the cap).
 - accuracy at budget B (B <= the run's cap, tokens): a sample counts as correct at B only when it
   was correct and finished within B completion tokens; anything longer would have been cut at B.
@@ -34,7 +37,9 @@ DEFAULT_BUDGET_POINTS = 16
 class Results:
     """A columnar view of result rows: one array entry per (variant, task, item, sample).
 
-    Token counts are int64 tokens; `max_tokens` is each row's generation cap; `seconds` float.
+    Token counts are int64 tokens; `max_tokens` is each row's generation cap; `seconds` float;
+    `spec_hash` names the run a row came from and `prompt_sha` fingerprints its item's prompt and
+    target (None for rows stored before fingerprints were kept).
     """
 
     variant: np.ndarray
@@ -48,6 +53,9 @@ class Results:
     answer_tokens: np.ndarray
     max_tokens: np.ndarray
     seconds: np.ndarray
+    spec_hash: np.ndarray
+    prompt_sha: np.ndarray
+    extracted: np.ndarray
 
     def __len__(self) -> int:
         return int(self.correct.shape[0])
@@ -77,9 +85,10 @@ def results_from_columns(columns: dict[str, Sequence]) -> Results:
     """Build `Results` from plain columns (as `Store.columns` returns them, or from a test).
 
     Needs variant, task, item_id, sample, correct, finish_reason, completion_tokens,
-    thinking_tokens, answer_tokens, max_tokens, seconds.
+    thinking_tokens, answer_tokens, max_tokens, seconds; spec_hash and prompt_sha are optional.
     """
     finish = np.asarray(columns["finish_reason"], dtype=object)
+    unknown = [None] * len(finish)
     return Results(
         variant=np.asarray(columns["variant"], dtype=object),
         task=np.asarray(columns["task"], dtype=object),
@@ -92,6 +101,9 @@ def results_from_columns(columns: dict[str, Sequence]) -> Results:
         answer_tokens=np.asarray(columns["answer_tokens"], dtype=np.int64),
         max_tokens=np.asarray(columns["max_tokens"], dtype=np.int64),
         seconds=np.asarray(columns["seconds"], dtype=np.float64),
+        spec_hash=np.asarray(columns.get("spec_hash", unknown), dtype=object),
+        prompt_sha=np.asarray(columns.get("prompt_sha", unknown), dtype=object),
+        extracted=np.asarray(columns.get("extracted", unknown), dtype=object),
     )
 
 
@@ -109,6 +121,9 @@ def load_results(store: Store, variant: str | None = None, task: str | None = No
         "answer_tokens",
         "max_tokens",
         "seconds",
+        "spec_hash",
+        "prompt_sha",
+        "extracted",
     )
     return results_from_columns(store.columns(names, variant=variant, task=task))
 
@@ -155,6 +170,7 @@ class TaskMetrics:
     ci_high: float
     pass_at_k: float
     truncation_rate: float
+    maj_at_k: float
     accuracy_finished: float
     thinking_tokens: TokenStats
     answer_tokens: TokenStats
@@ -216,6 +232,27 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
     for i in range(k):
         miss *= np.clip(n - c - i, 0.0, None) / (n - i)
     return 1.0 - miss
+
+
+def majority_accuracy(results: Results) -> float:
+    """maj@k: the fraction of items whose majority answer (over their samples) is correct (NaN: no rows).
+
+    A sample that extracted no answer votes for "no answer", which is never correct; a tie between
+    a correct and a wrong answer counts as wrong (a vote that does not decide is no majority).
+    """
+    votes: dict[str, dict[str | None, list[bool]]] = {}
+    for item, answer, correct in zip(
+        results.item_id.astype(str), results.extracted, results.correct, strict=True
+    ):
+        votes.setdefault(item, {}).setdefault(answer, []).append(bool(correct))
+    if not votes:
+        return float("nan")
+    wins = 0
+    for answers in votes.values():
+        top = max(len(v) for v in answers.values())
+        leaders = [a for a, v in answers.items() if len(v) == top]
+        wins += all(a is not None and all(answers[a]) for a in leaders)
+    return wins / len(votes)
 
 
 def truncation_rate(truncated: np.ndarray) -> float:
@@ -313,6 +350,7 @@ def summarize(
         ci_high=high,
         pass_at_k=float(pass_at_k(counts, hits, k).mean()),
         truncation_rate=truncation_rate(results.truncated),
+        maj_at_k=majority_accuracy(results),
         accuracy_finished=float(results.correct[finished].mean()) if finished.any() else float("nan"),
         thinking_tokens=token_stats(results.thinking_tokens),
         answer_tokens=token_stats(results.answer_tokens),

@@ -55,6 +55,20 @@ BaselineOpt = Annotated[
     str | None,
     typer.Option(help="Variant to compare against (default: the one marked baseline, else a bf16 recipe)."),
 ]
+MarginOpt = Annotated[
+    float,
+    typer.Option(
+        help="Equivalence margin in accuracy points: equivalent means the paired 90% CI of the difference "
+        "lies within ±margin."
+    ),
+]
+AllowMismatchOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Compare variants generated under different caps, thinking modes, sampling, chat templates or "
+        "items anyway (the output says so)."
+    ),
+]
 BudgetOpt = Annotated[
     str | None, typer.Option(help="Weight-memory budget, e.g. 24GB, 24GiB, 80e9 (default: no limit).")
 ]

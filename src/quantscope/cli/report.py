@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from quantscope.cli.app import (
+    AllowMismatchOpt,
     BaselineOpt,
     BudgetOpt,
+    JsonOpt,
+    MarginOpt,
     StoreOpt,
     app,
     console,
@@ -27,16 +31,34 @@ def compare(
     task: Annotated[
         list[str] | None, typer.Option("--task", "-t", help="Only these tasks; repeatable.")
     ] = None,
+    margin: MarginOpt = 2.0,
+    allow_mismatch: AllowMismatchOpt = False,
+    settings_study: Annotated[
+        bool,
+        typer.Option(
+            help="Compare runs of one model under different settings (one variant name per setting, e.g. "
+            "9b-t0.6 and 9b-t1.0 with --baseline 9b-t0.6): sampling, cap and thinking may differ."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Compare each variant with the baseline: accuracy delta with a paired CI, truncation, thinking."""
+    """Compare each variant with the baseline, paired on the items both ran: the accuracy delta with
+    its CI and verdict (better / worse / equivalent within --margin / undecided, with the samples
+    that would decide it), truncation and thinking. Refuses variants generated under other settings."""
     from quantscope.analysis.compare import analyze
-    from quantscope.report.terminal import comparison_table, truncation_notes
+    from quantscope.report.terminal import comparison_notes, comparison_table
     from quantscope.store import Store
 
     with Store.existing(store_dir(store)) as opened:
-        analysis = analyze(opened, baseline, tasks=task or None)
+        analysis = analyze(
+            opened, baseline, tasks=task or None, margin=margin / 100, allow_mismatch=allow_mismatch,
+            settings_study=settings_study,
+        )  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(analysis.to_dict()))
+        return
     console.print(comparison_table(analysis))
-    console.print(truncation_notes(analysis), highlight=False)
+    console.print(comparison_notes(analysis), highlight=False)
 
 
 @app.command()
@@ -45,24 +67,24 @@ def recommend(
     budget: BudgetOpt = None,
     store: StoreOpt = None,
     baseline: BaselineOpt = None,
-    tie_tolerance: Annotated[
-        float,
-        typer.Option(
-            help="Accuracy gap (points) under which a smaller, not significantly worse variant wins."
-        ),
-    ] = 2.0,
+    margin: MarginOpt = 2.0,
+    allow_mismatch: AllowMismatchOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """The best variant that fits a memory budget, the runners-up and why they lost."""
+    """The best variant that fits a memory budget, the runners-up and why they lost; when the data
+    cannot decide, says so and names the evaluation that would."""
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.recommend import recommend as choose
     from quantscope.report.terminal import recommendation_panel
     from quantscope.store import Store
 
     with Store.existing(store_dir(store)) as opened:
-        analysis = analyze(opened, baseline)
-    console.print(
-        recommendation_panel(choose(analysis, size_or_none(budget), tie_tolerance=tie_tolerance / 100))
-    )
+        analysis = analyze(opened, baseline, margin=margin / 100, allow_mismatch=allow_mismatch)
+    picked = choose(analysis, size_or_none(budget))
+    if as_json:
+        console.print_json(json.dumps(picked.to_dict()))
+    else:
+        console.print(recommendation_panel(picked))
 
 
 @app.command()
@@ -74,6 +96,8 @@ def report(
     budget: BudgetOpt = None,
     examples: Annotated[int, typer.Option(help="Example generations shown per variant.")] = 3,
     title: Annotated[str, typer.Option(help="Report title.")] = "quantscope report",
+    margin: MarginOpt = 2.0,
+    allow_mismatch: AllowMismatchOpt = False,
 ) -> None:
     """Write one self-contained HTML report (works offline) and print the summary."""
     from quantscope.report import build_report
@@ -81,7 +105,7 @@ def report(
 
     written = build_report(
         store_dir(store), out, baseline=baseline, budget_bytes=size_or_none(budget),
-        examples_per_variant=examples, title=title,
+        examples_per_variant=examples, title=title, margin=margin / 100, allow_mismatch=allow_mismatch,
     )  # fmt: skip
     console.print(comparison_table(written.analysis))
     console.print(recommendation_panel(written.recommendation))

@@ -32,6 +32,7 @@ from quantscope.engines.base import (
 )
 from quantscope.errors import QuantscopeError
 from quantscope.modeling import DTYPES, load_causal_lm
+from quantscope.settings import text_fingerprint
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,17 @@ class TransformersEngine:
             finish_reason="length" if stop is None else "stop",
             seconds=seconds,
         )
+
+    @property
+    def device_name(self) -> str:
+        """The device generating: the GPU's name, or "cpu"."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return self.device.type
+
+    def served(self) -> dict[str, str]:
+        """What this engine serves that changes outputs: the chat template's hash."""
+        return {"chat_template_sha": text_fingerprint(self.tokenizer.chat_template or "")}
 
     def close(self) -> None:
         """Drop the model so its memory can be reclaimed."""

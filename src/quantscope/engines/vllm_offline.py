@@ -48,6 +48,7 @@ from quantscope.engines.base import (
     think_close_id,
 )
 from quantscope.errors import QuantscopeError
+from quantscope.settings import text_fingerprint
 
 CPU_DEFAULT_KV_CACHE_GIB = 1.0
 
@@ -123,6 +124,10 @@ class VLLMEngine:
             finish_reason="length" if completion.finish_reason == "length" else "stop",
             seconds=_latency(output, batch_seconds),
         )
+
+    def served(self) -> dict[str, str]:
+        """What this engine serves that changes outputs: the chat template's hash."""
+        return {"chat_template_sha": text_fingerprint(self.tokenizer.chat_template or "")}
 
     def close(self) -> None:
         """Shut the vLLM engine down and free its memory."""

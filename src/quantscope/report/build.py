@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantscope.analysis.compare import Analysis, analyze
-from quantscope.analysis.recommend import DEFAULT_TIE_TOLERANCE, Recommendation, recommend
+from quantscope.analysis.decide import DEFAULT_MARGIN
+from quantscope.analysis.recommend import Recommendation, recommend
 from quantscope.report.html import Example, render, select_examples
 from quantscope.store import Store
 from quantscope.util import write_atomic
@@ -35,17 +36,18 @@ def build_report(
     baseline: str | None = None,
     budget_bytes: int | None = None,
     examples_per_variant: int = 3,
-    tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
     title: str = "quantscope report",
+    margin: float = DEFAULT_MARGIN,
+    allow_mismatch: bool = False,
 ) -> ReportResult:
-    """Analyse the store at `store_dir`, recommend for `budget_bytes` (bytes, None = no limit) and
-    write the HTML report to `out` (temp file + rename). QuantscopeError when the store is missing
-    or empty."""
+    """Analyse the store at `store_dir` (equivalence `margin`, a fraction; see `analyze` for
+    `allow_mismatch`), recommend for `budget_bytes` (bytes, None = no limit) and write the HTML
+    report to `out` (temp file + rename). QuantscopeError when the store is missing or empty."""
     with Store.existing(store_dir) as store:
-        analysis = analyze(store, baseline)
+        analysis = analyze(store, baseline, margin=margin, allow_mismatch=allow_mismatch)
         examples = select_examples(store, analysis, examples_per_variant)
         path = store.path
-    recommendation = recommend(analysis, budget_bytes, tie_tolerance=tie_tolerance)
+    recommendation = recommend(analysis, budget_bytes)
     page = render(analysis, recommendation, examples, title=title, source=str(path))
     written = write_atomic(out, page)
     return ReportResult(written, written.stat().st_size, analysis, recommendation, examples)

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantscope.analysis.compare import Analysis, Comparison
+from quantscope.analysis.compare import TRUNCATION_RULE, Analysis, Comparison
+from quantscope.analysis.decide import family_note
 from quantscope.analysis.metrics import TaskMetrics
 from quantscope.analysis.recommend import Candidate, Recommendation
 from quantscope.report.plots import all_figures
-from quantscope.util import format_size, pct, pts, ratio, tokens
+from quantscope.util import format_size, json_ready, pct, pts, ratio, tokens
 
 if TYPE_CHECKING:
     from quantscope.store import Store
@@ -149,10 +150,11 @@ def _delta_cell(c: Comparison | None) -> str:
 def _verdict_cell(c: Comparison | None) -> str:
     if c is None:
         return "<td class='text muted'>reference</td>"
-    cls = {"significantly worse": "bad", "significantly better": "good"}.get(c.verdict, "")
-    if c.explained_by_truncation:
-        cls = "warn"
-    return f"<td class='text {cls}'>{escape(c.verdict)}</td>"
+    cls = {"better": "good", "worse": "bad", "worse: mostly truncation": "warn", "undecided": "muted"}.get(
+        c.verdict, ""
+    )
+    allowed = " <span class='muted'>(allowed mismatch)</span>" if c.mismatches else ""
+    return f"<td class='text {cls}'>{escape(c.verdict)}{allowed}</td>"
 
 
 def _table(head: Sequence[str], rows: Sequence[str], text_columns: Collection[int] = (0,)) -> str:
@@ -194,6 +196,11 @@ def _recommendation_section(rec: Recommendation) -> str:
 def _findings(analysis: Analysis) -> str:
     notes = []
     for c in analysis.comparisons:
+        if c.mismatches:
+            notes.append(
+                f"<div class='finding'><b>{escape(c.variant)}</b> on <b>{escape(c.task)}</b> was compared "
+                f"although it was generated differently: {escape('; '.join(c.mismatches))}.</div>"
+            )
         if c.explained_by_truncation:
             notes.append(
                 f"<div class='finding'><b>{escape(c.variant)}</b> on <b>{escape(c.task)}</b>: accuracy "
@@ -254,10 +261,21 @@ def _task_rows(analysis: Analysis, task: str) -> list[str]:
         inflation = (
             "–" if c is None else f"{ratio(c.inflation.median_all)} / {ratio(c.inflation.median_finished)}"
         )
+        items = (
+            str(m.n_items)
+            if c is None or c.paired_items == c.baseline_items == c.items
+            else (f"{c.paired_items} <span class='muted'>of {c.baseline_items}</span>")
+        )
+        accuracy = (
+            f"{pct(m.accuracy)} <span class='muted'>[{pct(m.ci_low)}, {pct(m.ci_high)}]</span>"
+            if c is None
+            else pct(c.accuracy)
+        )
         rows.append(
-            f"<tr class='{cls}'><td>{escape(m.variant)}</td><td>{m.n_items}</td><td>{m.k}</td>"
-            f"<td>{pct(m.accuracy)} <span class='muted'>[{pct(m.ci_low)}, {pct(m.ci_high)}]</span></td>"
-            f"{_delta_cell(c)}<td>{pct(m.pass_at_k)}</td><td>{pct(m.truncation_rate)}{trunc_delta}</td>"
+            f"<tr class='{cls}'><td>{escape(m.variant)}</td><td>{items}</td><td>{m.k}</td>"
+            f"<td>{accuracy}</td>"
+            f"{_delta_cell(c)}<td>{pct(m.pass_at_k)}</td><td>{pct(m.maj_at_k)}</td>"
+            f"<td>{pct(m.truncation_rate)}{trunc_delta}</td>"
             f"<td>{pct(m.accuracy_finished)}</td>"
             f"<td>{tokens(m.thinking_tokens.median)} / {tokens(m.thinking_tokens.mean)} / "
             f"{tokens(m.thinking_tokens.p90)}</td><td>{inflation}</td>{_verdict_cell(c)}</tr>"
@@ -267,7 +285,7 @@ def _task_rows(analysis: Analysis, task: str) -> list[str]:
 
 def _tasks_section(analysis: Analysis) -> str:
     parts = []
-    head = ["variant", "items", "k", "accuracy [95% CI]", "Δ pts [95% CI]", "pass@k", "truncated (Δ)"]
+    head = ["variant", "items", "k", "accuracy", "Δ pts [95% CI]", "pass@k", "maj@k", "truncated (Δ)"]
     head += [
         "acc. finished",
         "thinking tok median / mean / p90",
@@ -281,11 +299,27 @@ def _tasks_section(analysis: Analysis) -> str:
             f"</span></h3>{_table(head, _task_rows(analysis, task), (0, len(head) - 1))}"
         )
     note = (
-        "* significant: the paired bootstrap 95% CI over items excludes 0. Thinking × is the variant's "
-        "thinking tokens over the baseline's; 'all' counts truncated samples at the cap, 'finished' only "
-        "those that ended on their own."
+        "Accuracy is the baseline's own (with its 95% CI) and, for a variant, its accuracy on the items it "
+        "shares with the baseline; items reads 'shared of the baseline's' when the variant ran fewer. "
+        f"* significant: the paired bootstrap 95% CI over items excludes 0. Equivalent: the paired 90% CI "
+        f"lies within ±{100 * analysis.margin:.0f} points. Thinking × is the variant's thinking tokens over "
+        "the baseline's; 'all' counts truncated samples at the cap, 'finished' only those that ended on "
+        f"their own. {escape(family_note(len(analysis.comparisons)))} {escape(TRUNCATION_RULE)}."
     )
-    return _section("tasks", "Per task", "".join(parts), note)
+    return _section("tasks", "Per task", "".join(parts) + _undecided(analysis), note)
+
+
+def _undecided(analysis: Analysis) -> str:
+    lines = [
+        f"<li><b>{escape(c.variant)}</b> on {escape(c.task)}: {escape(c.decision.samples_needed.reason)}</li>"
+        for c in analysis.comparisons
+        if c.decision.samples_needed is not None
+    ]
+    return (
+        f"<p class='note'>What would decide the undecided comparisons:</p><ul>{''.join(lines)}</ul>"
+        if lines
+        else ""
+    )
 
 
 def _plots_section(analysis: Analysis) -> str:
@@ -365,17 +399,6 @@ def figures_json(figures: Mapping[str, Any]) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _finite(value: Any) -> Any:
-    """The same data with NaN / infinite floats replaced by None (JSON null: a gap in a plot)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -395,7 +418,7 @@ def render(
 
     from quantscope import __version__
 
-    figures = _finite(all_figures(analysis, recommendation))
+    figures = json_ready(all_figures(analysis, recommendation))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(
         (

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from quantscope.runner import RunSummary
 
 
+_VERDICT_STYLE = {"better": "green", "worse": "red", "worse: mostly truncation": "yellow", "undecided": "dim"}
+
+
 def _delta(c: Comparison | None) -> Text:
     if c is None:
         return Text("baseline", style="dim")
@@ -41,20 +44,29 @@ def _delta(c: Comparison | None) -> Text:
 def _verdict(c: Comparison | None) -> Text:
     if c is None:
         return Text("reference", style="dim")
-    style = {"significantly worse": "red", "significantly better": "green"}.get(c.verdict, "")
-    return Text(c.verdict, style="yellow" if c.explained_by_truncation else style)
+    return Text(
+        c.verdict + (" (allowed mismatch)" if c.mismatches else ""), style=_VERDICT_STYLE.get(c.verdict, "")
+    )
+
+
+def _items(c: Comparison | None, m: TaskMetrics) -> str:
+    if c is None or c.paired_items == c.baseline_items == c.items:
+        return str(m.n_items)
+    return f"{c.paired_items} of {c.baseline_items}"
 
 
 def comparison_table(analysis: Analysis) -> Table:
-    """Per task and variant: memory, accuracy with its CI, the paired delta against the baseline
-    (* = significant), truncation and its delta, accuracy among finished samples, thinking
-    inflation (median, all / finished samples) and the verdict."""
+    """Per task and variant: memory, items compared, accuracy (the baseline's own with its CI; a
+    variant's on the items it shares with the baseline), the paired delta (* = 95% CI excludes 0),
+    truncation and its delta, accuracy among finished samples, thinking inflation (median, all /
+    finished samples) and the verdict at the analysis's margin."""
     single = len(analysis.tasks) == 1
     title = f"vs baseline {analysis.baseline}" + (f" on {analysis.tasks[0]}" if single else "")
+    title += f" (equivalence margin ±{100 * analysis.margin:.0f} pts)"
     table = Table(title=title, title_justify="left")
     for name in ("variant",) if single else ("task", "variant"):
         table.add_column(name)
-    for name in ("memory", "accuracy [95% CI]", "Δ pts [95% CI]", "truncated (Δ)", "acc finished", "think ×"):
+    for name in ("memory", "items", "accuracy", "Δ pts [95% CI]", "truncated (Δ)", "acc finished", "think ×"):
         table.add_column(name, justify="right")
     table.add_column("verdict")
     for task in analysis.tasks:
@@ -63,20 +75,25 @@ def comparison_table(analysis: Analysis) -> Table:
             if m is None:
                 continue
             c = analysis.comparison(info.name, task)
-            trunc = pct(m.truncation_rate) + ("" if c is None else f" ({pts(c.truncation_delta)})")
+            trunc = pct(m.truncation_rate if c is None else c.truncation_rate)
+            trunc += "" if c is None else f" ({pts(c.truncation_delta)})"
             think = (
                 "1.00×"
                 if c is None
                 else f"{ratio(c.inflation.median_all)}/{ratio(c.inflation.median_finished)}"
             )
+            accuracy = (
+                f"{pct(m.accuracy)} [{pct(m.ci_low)}, {pct(m.ci_high)}]" if c is None else pct(c.accuracy)
+            )
             table.add_row(
                 *(() if single else (task,)),
                 Text(info.name, style="bold" if c is None else ""),
                 "?" if info.memory_bytes is None else format_size(info.memory_bytes),
-                f"{pct(m.accuracy)} [{pct(m.ci_low)}, {pct(m.ci_high)}]",
+                _items(c, m),
+                accuracy,
                 _delta(c),
                 trunc,
-                pct(m.accuracy_finished),
+                pct(m.accuracy_finished if c is None else c.accuracy_finished),
                 think,
                 _verdict(c),
             )
@@ -84,10 +101,45 @@ def comparison_table(analysis: Analysis) -> Table:
     return table
 
 
+def comparison_notes(analysis: Analysis) -> Group:
+    """Under the comparison table: what would decide each undecided comparison, the truncation
+    findings and their rule, mismatches that were allowed, and what the error rates mean."""
+    from quantscope.analysis.compare import TRUNCATION_RULE
+    from quantscope.analysis.decide import family_note
+
+    lines: list[RenderableType] = []
+    for c in analysis.comparisons:
+        needed = c.decision.samples_needed
+        if needed is not None:
+            lines.append(Text(f"{c.variant} on {c.task}: undecided — {needed.reason}.", style="dim"))
+        if c.explained_by_truncation:
+            lines.append(
+                Text.from_markup(
+                    f"[yellow]{c.variant} on {c.task}: accuracy loss mostly explained by truncation[/] "
+                    f"({100 * c.accuracy_finished:.1f}% correct among finished vs "
+                    f"{100 * c.baseline_accuracy_finished:.1f}% for {c.baseline}); try a larger --max-tokens."
+                )
+            )
+        if c.mismatches:
+            lines.append(
+                Text(f"{c.variant} on {c.task}: compared despite {'; '.join(c.mismatches)}", "yellow")
+            )
+    if any(c.explained_by_truncation for c in analysis.comparisons):
+        lines.append(Text(TRUNCATION_RULE[0].upper() + TRUNCATION_RULE[1:] + ".", style="dim"))
+    if analysis.comparisons:
+        lines.append(Text(family_note(len(analysis.comparisons)), style="dim"))
+    return Group(*lines)
+
+
 def recommendation_panel(rec: Recommendation) -> Panel:
     """The pick in one line, every other variant with why it lost, and the rule."""
     table = Table(box=None, pad_edge=False)
-    for name, justify in (("variant", "left"), ("memory", "right"), ("accuracy", "right")):
+    for name, justify in (
+        ("variant", "left"),
+        ("memory", "right"),
+        ("accuracy", "right"),
+        ("Δ pts", "right"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for name, justify in (("truncated", "right"), ("fits", "center"), ("why", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -97,11 +149,14 @@ def recommendation_panel(rec: Recommendation) -> Panel:
             Text(c.variant + (" ★" if picked else ""), style="bold green" if picked else ""),
             "?" if c.memory_bytes is None else format_size(c.memory_bytes),
             pct(c.accuracy),
+            "–" if c.variant == rec.baseline else pts(c.delta),
             pct(c.truncation_rate),
             "yes" if c.fits else Text("no", style="red"),
             c.reason,
         )
-    headline = Text(rec.summary(), style="bold" if rec.pick else "bold red")
+    headline = Text(
+        rec.summary(), style="bold" if rec.pick and rec.decided else "bold yellow" if rec.pick else "bold red"
+    )
     rule = Text(f"Rule: {rec.rule}", style="dim")
     return Panel(Group(headline, Text(""), table, Text(""), rule), title="recommendation", title_align="left")
 
@@ -355,21 +410,6 @@ def demo_variants_table(result: DemoResult) -> Group:
         if v.status == "failed"
     ]
     return Group(table, *skipped)
-
-
-def truncation_notes(analysis: Analysis) -> Group:
-    """One line per comparison whose accuracy loss is mostly truncation, with what to try."""
-    return Group(
-        *(
-            Text.from_markup(
-                f"[yellow]{c.variant} on {c.task}: accuracy loss mostly explained by truncation[/] "
-                f"({100 * c.accuracy_finished:.1f}% correct among finished vs "
-                f"{100 * c.baseline_accuracy_finished:.1f}% for {c.baseline}); try a larger --max-tokens."
-            )
-            for c in analysis.comparisons
-            if c.explained_by_truncation
-        )
-    )
 
 
 def run_lines(summary: RunSummary) -> Group:

