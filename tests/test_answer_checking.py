@@ -303,3 +303,16 @@ def test_forked_child_gets_its_own_worker(checker: MathChecker) -> None:
     os.close(read_end)
     assert checker.equivalent("\\frac{1}{2}", "0.5")  # the parent's worker was not disturbed
     assert checker._process is not None and checker._process.pid == parent_pid
+
+
+def test_the_answer_stated_last_wins_whatever_its_form() -> None:
+    """Issue 11: a JSON `"answer": "A"` early in a reply used to beat a later final `\\boxed{C}`."""
+    assert extract_choice('First guess: {"answer": "A"}. On reflection, \\boxed{C}', "ABCD") == "C"
+    assert extract_choice('\\boxed{C} ... final: {"answer": "B"}', "ABCD") == "B"
+    assert extract_choice("Answer: B\n\n(D)", "ABCD") == "D"
+
+
+def test_a_space_before_the_brace_of_boxed_is_read() -> None:
+    assert last_boxed("so \\boxed {b}") == "b"
+    assert extract_choice("the answer is \\boxed {B}", "ABCD") == "B"
+    assert last_boxed("\\boxed{1} then \\boxed 2") == "1"  # no brace: not a box

@@ -169,7 +169,8 @@ def test_sigkill_mid_run_then_resume_gives_every_row_once(tiny_qwen35_dir: Path,
     after = stored_rows(store)
     assert len(after) == expected
     assert len({(r[0], r[1]) for r in after}) == expected
-    assert {(r[0], r[1]) for r in after} == {(f"L1-{i:03d}", j) for i in range(6) for j in range(4)}
+    # --limit 6 takes one problem of each of the six levels (issue 11: a limit used to test level 1 only)
+    assert {(r[0], r[1]) for r in after} == {(f"L{level}-000", j) for level in range(1, 7) for j in range(4)}
     assert set(before) <= set(after)  # rows committed before the kill were kept, not regenerated
 
 

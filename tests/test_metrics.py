@@ -229,3 +229,40 @@ def test_ten_variants_of_a_thousand_samples_analyse_in_under_five_seconds(tmp_pa
         elapsed = time.perf_counter() - start
     assert len(metrics) == 10 and all(m.n_samples == 1000 for m in metrics)
     assert elapsed < 5.0, f"analysis took {elapsed:.2f} s"
+
+
+def test_majority_vote_over_each_items_samples() -> None:
+    from quantscope.analysis.metrics import majority_accuracy
+
+    def results(votes: dict[str, list[tuple[str | None, bool]]]):
+        rows = [
+            (item, j, ok, "stop", 10) for item, answers in votes.items() for j, (_, ok) in enumerate(answers)
+        ]
+        made = make_results(rows)
+        extracted = [answer for answers in votes.values() for answer, _ in answers]
+        return type(made)(**{**made.__dict__, "extracted": np.asarray(extracted, dtype=object)})
+
+    # a: 2 of 3 say the right 7; b: the wrong 5 wins 2-1; c: a 1-1 tie between right and wrong;
+    # d: no answer twice beats one right answer
+    votes = {
+        "a": [("7", True), ("7", True), ("9", False)],
+        "b": [("5", False), ("5", False), ("3", True)],
+        "c": [("1", True), ("2", False)],
+        "d": [(None, False), (None, False), ("4", True)],
+    }
+    assert majority_accuracy(results(votes)) == pytest.approx(1 / 4)
+
+
+def test_eval_warns_when_the_cap_binds() -> None:
+    from rich.console import Console
+
+    from quantscope.report.terminal import cap_warnings
+
+    cut = summarize(
+        make_results([("a", 0, True, "stop", 20), *[(f"x{i}", 0, False, "length", 100) for i in range(3)]])
+    )
+    fine = summarize(make_results([("a", 0, True, "stop", 20)], variant="w"))
+    console = Console(width=200, record=True)
+    console.print(cap_warnings([cut, fine]))
+    text = console.export_text()
+    assert "warning: v on t: 75.0% of generations hit the 100-token cap" in text and " w on " not in text

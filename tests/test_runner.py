@@ -15,6 +15,7 @@ import pytest
 from quantscope.analysis import load_results, summarize
 from quantscope.engines.base import ChatRequest, Generation, ProgressCallback
 from quantscope.errors import QuantscopeError
+from quantscope.memory import weight_memory
 from quantscope.runner import (
     SAMPLING_PRESETS,
     ProgressUpdate,
@@ -22,7 +23,6 @@ from quantscope.runner import (
     TaskSpec,
     load_spec,
     run_eval,
-    weights_bytes,
 )
 from quantscope.store import Store
 from quantscope.tasks import get_task
@@ -139,6 +139,11 @@ def test_bad_specs_name_the_file_and_field(tmp_path: Path, text: str, message: s
     assert message in str(error.value)
     with pytest.raises(QuantscopeError, match="cannot read"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def weights_bytes(model: str) -> int | None:
+    """The weight memory the runner records for a local checkpoint (no hub lookup)."""
+    return weight_memory(model, hub=False).nbytes
 
 
 def test_weights_bytes_of_a_checkpoint(tiny_qwen3_dir: Path) -> None:
@@ -262,3 +267,79 @@ def test_a_run_stored_before_settings_were_recorded_still_resumes(tmp_path: Path
         assert store.run(old).settings_json is not None  # filled in by the resumed run
         with pytest.raises(QuantscopeError, match=r"max_tokens 64 -> 32"):
             run_eval(spec(k=3, max_tokens=32), store, engine=ScriptedEngine())
+
+
+def test_every_variant_gets_a_memory_figure_and_its_source(tmp_path: Path, tiny_qwen3_dir: Path) -> None:
+    files = weights_bytes(str(tiny_qwen3_dir))
+    with Store(tmp_path) as store:
+        run_eval(spec(variant="given", memory_bytes=123, limit=1), store, engine=ScriptedEngine())
+        run_eval(
+            spec(variant="served", memory_from=str(tiny_qwen3_dir), limit=1), store, engine=ScriptedEngine()
+        )
+        run_eval(spec(variant="unknown", engine="openai", limit=1), store, engine=ScriptedEngine())
+        found = {v.name: (v.memory_bytes, v.memory_source) for v in store.variants()}
+        with pytest.raises(QuantscopeError, match="--memory-from /nowhere: no weights found"):
+            run_eval(spec(variant="x", memory_from="/nowhere", limit=1), store, engine=ScriptedEngine())
+    assert found == {
+        "given": (123, "given"),
+        "served": (files, f"files of {tiny_qwen3_dir}"),
+        "unknown": (None, None),
+    }
+
+
+class RuleEngine(ScriptedEngine):
+    """Answers right unless `wrong(item index, seed)`; never truncates."""
+
+    def __init__(self, wrong) -> None:
+        super().__init__()
+        self.wrong = wrong
+        self.index = {s.prompt: int(s.id) for s in get_task("aime25", path=str(AIME)).load()}
+
+    def generate(self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None):
+        out = []
+        for request in requests:
+            self.requests.append(request)
+            prompt, seed = request.messages[0].content, request.sampling.seed
+            answer = "-1" if self.wrong(self.index[prompt], seed) else self.targets[prompt]
+            out.append(
+                Generation(
+                    f"t</think>\\\\boxed{{{answer}}}", "t", f"\\\\boxed{{{answer}}}", 12, 2, "stop", 0.01
+                )
+            )
+        if progress is not None:
+            progress(len(requests))
+        return out
+
+
+def test_sampling_until_decided_adds_matching_samples_to_both_sides(tmp_path: Path) -> None:
+    from quantscope.adaptive import eval_until_decided
+
+    with Store(tmp_path) as store:
+        base_engine = RuleEngine(lambda item, seed: False)
+        run_eval(spec(variant="base", baseline=True, k=2), store, engine=base_engine)
+        variant = RuleEngine(
+            lambda item, seed: item % 2 == 1 and seed % 2 == 0
+        )  # half the odd items' samples wrong
+        summary = eval_until_decided(
+            spec(variant="v", k=2), store, max_k=4, engine=variant, baseline_engine=base_engine
+        )
+        counts = {name: _counts(store, name) for name in ("v", "base")}
+        again = eval_until_decided(
+            spec(variant="v", k=2), store, max_k=4, engine=variant, baseline_engine=base_engine
+        )
+        assert store.count("v") == sum(counts["v"].values())  # a rerun adds nothing twice
+    assert summary.baseline == "base" and 1 <= len(summary.rounds) <= 3
+    assert summary.added == sum(counts["v"].values()) - 2 * N_ITEMS > 0
+    assert counts["v"] == counts["base"]  # the baseline got matching samples on the same items
+    assert max(counts["v"].values()) <= 4
+    extended = {item for item, n in counts["v"].items() if n > 2}
+    assert extended == {"1", "3", "5"}  # only items where the two sides disagree
+    assert {r.sampling.seed for r in variant.requests} <= {0, 1, 2, 3}  # sample j keeps seed j
+    assert again.added == summary.added or again.added == 0
+
+
+def _counts(store: Store, variant: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item, _ in store.done_keys(variant, "aime25"):
+        counts[item] = counts.get(item, 0) + 1
+    return counts

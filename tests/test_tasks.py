@@ -97,13 +97,28 @@ def test_loader_keeps_file_order_and_count(name: str) -> None:
     assert len({sample.id for sample in samples}) == len(samples)
 
 
-@pytest.mark.parametrize("name", sorted(FIXTURES))
+@pytest.mark.parametrize("name", sorted(set(FIXTURES) - {"math500"}))
 def test_limit_takes_the_first_items(name: str) -> None:
     task = get_task(name, path=FIXTURES[name])
     everything = task.load()
     assert task.load(limit=2) == everything[:2]
     assert task.load(limit=0) == []
     assert task.load(limit=1000) == everything
+
+
+def test_limit_on_a_benchmark_with_levels_takes_every_level_in_turn() -> None:
+    """Issue 11: `--limit` on a benchmark with difficulty levels must not test only its first level."""
+    task = get_task("math500", path=FIXTURES["math500"])
+    everything = task.load()
+    levels = [s.metadata["level"] for s in everything]
+    first_of_each = [next(s for s in everything if s.metadata["level"] == lv) for lv in dict.fromkeys(levels)]
+    assert task.load(limit=len(first_of_each)) == first_of_each
+    assert task.load(limit=0) == [] and task.load(limit=1000) == sorted(
+        everything, key=task.load(limit=1000).index
+    )
+    assert sorted(s.id for s in task.load(limit=1000)) == sorted(s.id for s in everything)
+    synthetic = get_task("synthetic", per_level=5).load(limit=12)
+    assert sorted(s.metadata["level"] for s in synthetic) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
 
 
 def test_negative_limit_is_an_error() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from quantscope.engines.base import ChatRequest, Engine, Generation, Message, SamplingParams
 from quantscope.errors import QuantscopeError, invalid
+from quantscope.memory import variant_memory
 from quantscope.records import read_yaml
 from quantscope.settings import (
     OutputSettings,
@@ -80,7 +81,8 @@ class RunSpec(BaseModel):
     `qwen3.5-thinking` preset (`qwen3.5-instruct` with thinking off), max_tokens 32768, k 1,
     seed 0, every item, chunks of 32 requests. `temperature` / `top_p` / `top_k` override the
     preset's values; `engine_options` go to the engine (e.g. dtype, batch_size); `recipe`,
-    `baseline` and `memory_bytes` describe the variant for later comparison.
+    `baseline`, `memory_bytes` (bytes of weights) and `memory_from` (a checkpoint or hub id holding
+    the same weights, for a model behind a server) describe the variant for later comparison.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -104,6 +106,7 @@ class RunSpec(BaseModel):
     recipe: str | None = None
     baseline: bool = False
     memory_bytes: int | None = Field(default=None, ge=0)
+    memory_from: str | None = None
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -253,38 +256,49 @@ class _Plan:
     settings: OutputSettings
     spec_hash: str
     pending: tuple[tuple[Sample, int], ...]
+    expected: int
 
 
 # ---- running ------------------------------------------------------------------------------
 
 
 def run_eval(
-    spec: RunSpec, store: Store, engine: Engine | None = None, progress: RunProgress | None = None
+    spec: RunSpec,
+    store: Store,
+    engine: Engine | None = None,
+    progress: RunProgress | None = None,
+    *,
+    samples_per_item: Mapping[str, Mapping[str, int]] | None = None,
 ) -> RunSummary:
     """Generate, judge and store every (item, sample) of every task that the store lacks.
 
     `engine` is used as given (and left open) when passed; otherwise one is built from the spec
     only if there is work to do, and closed at the end. `progress` receives `ProgressUpdate`s.
-    All tasks are loaded and checked against the store before anything is generated.
+    `samples_per_item` (task -> item id -> samples) asks for more than `spec.k` samples of some
+    items (sampling until decided); sample j keeps seed `spec.seed + j`. All tasks are loaded and
+    checked against the store before anything is generated.
     """
     variant = spec.variant_name
+    memory = variant_memory(spec.model, spec.memory_bytes, spec.memory_from, hub=spec.engine != "openai")
     store.put_variant(
         Variant(
             name=variant,
             model_path=spec.model_ref,
-            memory_bytes=spec.memory_bytes if spec.memory_bytes is not None else weights_bytes(spec.model),
+            memory_bytes=memory.nbytes,
             recipe=spec.recipe,
             is_baseline=spec.baseline,
+            memory_source=memory.source,
         )
     )
-    plans = [_plan(spec, task_spec, store) for task_spec in spec.tasks]
+    more = samples_per_item or {}
+    plans = [_plan(spec, task_spec, store, more.get(task_spec.name, {})) for task_spec in spec.tasks]
     owned: Engine | None = None
     try:
         runs = []
         for plan in plans:
             if plan.pending:
                 if engine is None:
-                    engine = owned = _build_engine(spec)
+                    engine = owned = build_engine(spec)
                 plan = _start(spec, plan, store, engine)
             runs.append(_run_task(spec, plan, store, engine, progress))
     finally:
@@ -293,16 +307,8 @@ def run_eval(
     return RunSummary(variant=variant, tasks=tuple(runs))
 
 
-def weights_bytes(model: str) -> int | None:
-    """Bytes of the weight files of a local checkpoint directory (None for a hub id / no weights)."""
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        return None
-    files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
-    return sum(f.stat().st_size for f in files) if files else None
-
-
-def _build_engine(spec: RunSpec) -> Engine:
+def build_engine(spec: RunSpec) -> Engine:
+    """The engine `spec` names, built for its model with its engine options (and server URL)."""
     from quantscope.engines import get_engine
 
     options = dict(spec.engine_options)
@@ -320,7 +326,7 @@ def _load_task(task_spec: TaskSpec) -> Task:
     return get_task(task_spec.name, **options)
 
 
-def _plan(spec: RunSpec, task_spec: TaskSpec, store: Store) -> _Plan:
+def _plan(spec: RunSpec, task_spec: TaskSpec, store: Store, more: Mapping[str, int]) -> _Plan:
     task = _load_task(task_spec)
     samples = tuple(task.load(limit=spec.limit))
     ids = [s.id for s in samples]
@@ -329,8 +335,9 @@ def _plan(spec: RunSpec, task_spec: TaskSpec, store: Store) -> _Plan:
     settings = spec.output_settings(task_spec)
     spec_hash = resume_hash(spec, task_spec, settings, store)
     done = store.done_keys(spec.variant_name, task_spec.name)
-    pending = tuple((s, j) for s in samples for j in range(spec.k) if (s.id, j) not in done)
-    return _Plan(task_spec, task, samples, settings, spec_hash, pending)
+    wanted = {s.id: max(spec.k, more.get(s.id, 0)) for s in samples}
+    pending = tuple((s, j) for s in samples for j in range(wanted[s.id]) if (s.id, j) not in done)
+    return _Plan(task_spec, task, samples, settings, spec_hash, pending, sum(wanted.values()))
 
 
 def resume_hash(spec: RunSpec, task_spec: TaskSpec, settings: OutputSettings, store: Store) -> str:
@@ -404,7 +411,7 @@ def _run_record(spec: RunSpec, task_spec: TaskSpec, spec_hash: str) -> RunRecord
 def _run_task(
     spec: RunSpec, plan: _Plan, store: Store, engine: Engine | None, progress: RunProgress | None
 ) -> TaskRun:
-    total = len(plan.samples) * spec.k
+    total = plan.expected
     done = total - len(plan.pending)
     stored_before, tokens, start = done, 0, time.perf_counter()
 

@@ -25,10 +25,8 @@ than half the loss below the baseline's).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,6 +54,7 @@ from quantscope.analysis.metrics import (
     summarize,
 )
 from quantscope.errors import QuantscopeError
+from quantscope.memory import weight_memory
 from quantscope.util import json_ready
 
 if TYPE_CHECKING:
@@ -349,25 +348,13 @@ def _finished_accuracy(results: Results) -> float:
 
 
 def variant_memory(variant: Variant) -> tuple[int | None, str | None]:
-    """A variant's weight memory in bytes and where it came from.
-
-    The store's `memory_bytes` when set (the runner records the checkpoint's weight files, or the
-    footprint the caller gave), else the quantscope manifest's tensor bytes in `model_path`, else
-    the size of its `*.safetensors` files; (None, None) when none of them is available.
-    """
+    """A variant's weight memory in bytes and where it came from: the store's figure and source
+    (recorded by the runner; "store" for figures stored before sources were), else the checkpoint
+    at `model_path` (`memory.weight_memory`: manifest, files); (None, None) when unknown."""
     if variant.memory_bytes is not None:
-        return int(variant.memory_bytes), "store"
-    path = Path(variant.model_path).expanduser()
-    manifest = path / "quantscope.json"
-    if manifest.is_file():
-        try:
-            return int(json.loads(manifest.read_text())["tensor_bytes"]), "manifest"
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a broken manifest is verify's business; fall back to the files
-    files = list(path.glob("*.safetensors")) if path.is_dir() else []
-    if files:
-        return sum(f.stat().st_size for f in files), "files"
-    return None, None
+        return int(variant.memory_bytes), variant.memory_source or "store"
+    found = weight_memory(variant.model_path, hub=False)
+    return found.nbytes, found.source
 
 
 def choose_baseline(variants: Sequence[VariantInfo], requested: str | None = None) -> str:
@@ -422,7 +409,7 @@ def analyze(
     """
     results = _results(store, tasks)
     present = set(results.variant.tolist())
-    infos = [_info(v) for v in store.variants() if v.name in present]
+    infos = [v for v in variant_infos(store) if v.name in present]
     base = choose_baseline(infos, baseline)
     infos.sort(key=lambda v: (v.name != base, -(v.memory_bytes or 0), v.name))
     settings = run_settings(store.runs())
@@ -499,6 +486,11 @@ def _comparable(
             "will say so)"
         )
     return problems
+
+
+def variant_infos(store: Store) -> list[VariantInfo]:
+    """Every stored variant as analysis sees it (with its memory figure and source), by name."""
+    return [_info(v) for v in store.variants()]
 
 
 def _info(variant: Variant) -> VariantInfo:

@@ -77,8 +77,11 @@ class SamplesNeeded:
 
 @dataclass(frozen=True)
 class Decision:
-    """One paired comparison decided: the mean difference (fraction), its 95% and 90% CIs, the
-    verdict at `margin`, the items compared, and for an undecided one what would decide it."""
+    """One paired comparison decided: the mean difference (fraction), its CIs for the difference
+    test (`ci95`: two-sided 1 - alpha) and for equivalence (`ci90`: 1 - 2·alpha, TOST), the
+    verdict at `margin`, the items compared, and for an undecided one what would decide it. At
+    the default alpha 0.05 these are the 95% and 90% CIs; a sequential procedure spends less
+    alpha per look (`analysis.sequential`)."""
 
     delta: float
     ci95: tuple[float, float]
@@ -87,6 +90,7 @@ class Decision:
     items: int
     verdict: str
     samples_needed: SamplesNeeded | None = None
+    alpha: float = 0.05
 
     @property
     def significant(self) -> bool:
@@ -128,20 +132,24 @@ def decide(
     *,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    alpha: float = 0.05,
 ) -> Decision:
-    """Decide the mean over `tasks` of the per-task mean paired difference (see the module docstring)."""
+    """Decide the mean over `tasks` of the per-task mean paired difference (see the module
+    docstring) at level `alpha` (0.05: the 95% and 90% CIs); the bootstrap takes at least 40/alpha
+    resamples so that its tails are resolved at small alpha."""
     tasks = [t for t in tasks if len(t)]
     items = sum(len(t) for t in tasks)
     if not tasks:
         nan = math.nan
-        return Decision(nan, (nan, nan), (nan, nan), margin, 0, VERDICT_UNDECIDED)
+        return Decision(nan, (nan, nan), (nan, nan), margin, 0, VERDICT_UNDECIDED, alpha=alpha)
     delta = float(np.mean([t.diff.mean() for t in tasks]))
-    means = bootstrap_means(tasks, n_boot, seed)
-    ci95 = tuple(float(x) for x in np.percentile(means, [2.5, 97.5]))
-    ci90 = tuple(float(x) for x in np.percentile(means, [5.0, 95.0]))
+    means = bootstrap_means(tasks, max(n_boot, math.ceil(40 / alpha)), seed)
+    tail = 100 * alpha
+    ci95 = tuple(float(x) for x in np.percentile(means, [tail / 2, 100 - tail / 2]))
+    ci90 = tuple(float(x) for x in np.percentile(means, [tail, 100 - tail]))
     verdict = verdict_of(ci95, ci90, margin)
     needed = samples_needed(tasks, delta, margin) if verdict == VERDICT_UNDECIDED else None
-    return Decision(delta, ci95, ci90, margin, items, verdict, needed)  # type: ignore[arg-type]
+    return Decision(delta, ci95, ci90, margin, items, verdict, needed, alpha)  # type: ignore[arg-type]
 
 
 def verdict_of(ci95: tuple[float, float], ci90: tuple[float, float], margin: float) -> str:

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress_bars, store_dir
+from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress_bars, size_or_none, store_dir
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
     from quantscope.runner import ProgressUpdate
 
 # eval's parameters that are not RunSpec fields, and the ones named differently on the command line.
-_NOT_SPEC_FIELDS = ("spec", "store")
-_SPEC_FIELD = {"task": "tasks", "engine_option": "engine_options"}
+_NOT_SPEC_FIELDS = ("spec", "store", "until_decided", "max_k", "margin", "against")
+_SPEC_FIELD = {"task": "tasks", "engine_option": "engine_options", "memory": "memory_bytes"}
 
 
 def _engine_options(pairs: list[str] | None) -> dict[str, Any] | None:
@@ -42,10 +42,29 @@ def _spec_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     }
     overrides["tasks"] = overrides["tasks"] or None
     overrides["engine_options"] = _engine_options(overrides["engine_options"])
+    overrides["memory_bytes"] = size_or_none(overrides["memory_bytes"])
     stray = set(overrides) - set(RunSpec.model_fields)
     if stray:  # a flag added to `eval_` without a RunSpec field
         raise QuantscopeError(f"internal: eval flags {sorted(stray)} are not RunSpec fields")
     return overrides
+
+
+def _evaluate(run_spec: Any, store: Any, bars: Any, flags: dict[str, Any]) -> tuple[Any, Any]:
+    """(the run's summary, the until-decided summary or None): `run_eval`, or sampling until decided."""
+    from quantscope.adaptive import eval_until_decided
+    from quantscope.runner import run_eval
+
+    if not flags["until_decided"]:
+        return run_eval(run_spec, store, progress=bars), None
+    adaptive = eval_until_decided(
+        run_spec,
+        store,
+        max_k=flags["max_k"],
+        margin=flags["margin"] / 100,
+        baseline=flags["against"],
+        progress=bars,
+    )
+    return adaptive.first, adaptive
 
 
 class _Bars:
@@ -96,21 +115,51 @@ def eval_(
     baseline: Annotated[
         bool | None, typer.Option("--baseline/--no-baseline", help="Mark this variant as the baseline.")
     ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(help="This variant's weight memory, e.g. 30.3GB (for a model behind a server)."),
+    ] = None,
+    memory_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Read this variant's weight memory from a checkpoint dir or hub id with the same weights "
+            "(headers only; for a model behind a server)."
+        ),
+    ] = None,
+    until_decided: Annotated[
+        bool,
+        typer.Option(
+            help="After the first k samples, add samples (to this variant and the baseline alike, on the "
+            "items they disagree on most) until every task's verdict is decided or --max-k is reached."
+        ),
+    ] = False,
+    max_k: Annotated[
+        int, typer.Option(help="With --until-decided: at most this many samples per item.")
+    ] = 16,
+    margin: Annotated[
+        float, typer.Option(help="With --until-decided: the equivalence margin (points).")
+    ] = 2.0,
+    against: Annotated[
+        str | None, typer.Option(help="With --until-decided: the baseline variant (default: the store's).")
+    ] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks, storing every generation; rerun the same command to resume."""
     flags = dict(locals())
     from quantscope.analysis.metrics import summarize_tasks
-    from quantscope.report.terminal import metrics_table, run_lines
-    from quantscope.runner import load_spec, run_eval
+    from quantscope.report.terminal import adaptive_lines, cap_warnings, metrics_table, run_lines
+    from quantscope.runner import load_spec
     from quantscope.store import Store
 
     run_spec = load_spec(spec, _spec_overrides(flags))
     with Store.open(store_dir(store)) as opened:
         with progress_bars(TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as bars:
-            summary = run_eval(run_spec, opened, progress=_Bars(bars))
+            summary, adaptive = _evaluate(run_spec, opened, _Bars(bars), flags)
         metrics = summarize_tasks(opened, summary.variant, [t.task for t in summary.tasks if t.expected])
     console.print(run_lines(summary), highlight=False)
     console.print(metrics_table(metrics, f"{summary.variant} ({opened.path})"))
+    console.print(cap_warnings(metrics), highlight=False)
+    if adaptive is not None:
+        console.print(adaptive_lines(adaptive), highlight=False)
 
 
 @app.command()
@@ -118,7 +167,7 @@ def eval_(
 def runs(store: StoreOpt = None) -> None:
     """List what the store holds: per variant and task, samples, accuracy and truncation."""
     from quantscope.analysis import load_results, summarize_all
-    from quantscope.report.terminal import metrics_table
+    from quantscope.report.terminal import cap_warnings, metrics_table
     from quantscope.store import Store
 
     with Store.existing(store_dir(store)) as opened:
@@ -128,6 +177,7 @@ def runs(store: StoreOpt = None) -> None:
         console.print(f"{path} holds no results yet.")
         return
     console.print(metrics_table(metrics, str(path)))
+    console.print(cap_warnings(metrics), highlight=False)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from rich.text import Text
 from quantscope.util import format_count, format_size, pct, pts, ratio, short_size
 
 if TYPE_CHECKING:
+    from quantscope.adaptive import AdaptiveSummary
     from quantscope.analysis.compare import Analysis, Comparison
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
@@ -164,15 +165,20 @@ def recommendation_panel(rec: Recommendation) -> Panel:
 # ---- eval ------------------------------------------------------------------------------------
 
 
+CAP_WARNING = 0.05
+"""The truncation rate above which `eval` warns that the token cap binds."""
+
+
 def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
-    """Per (variant, task): accuracy with its 95% CI, pass@k, truncation, accuracy among finished
-    samples, and thinking / answer tokens."""
+    """Per (variant, task): accuracy with its 95% CI, pass@k, maj@k, truncation, accuracy among
+    finished samples, and thinking / answer tokens."""
     table = Table(title=title)
     for name in ("variant", "task", "items", "k", "cap"):
         table.add_column(name, justify="left" if name in ("variant", "task") else "right")
     for name in (
         "accuracy [95% CI]",
         "pass@k",
+        "maj@k",
         "truncated",
         "acc finished",
         "think tok μ/p90",
@@ -188,12 +194,31 @@ def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
             str(m.max_tokens),
             f"{pct(m.accuracy)} [{pct(m.ci_low)}–{pct(m.ci_high)}]",
             pct(m.pass_at_k),
+            pct(m.maj_at_k),
             pct(m.truncation_rate),
             pct(m.accuracy_finished),
             f"{m.thinking_tokens.mean:.0f}/{m.thinking_tokens.p90:.0f}",
             f"{m.answer_tokens.mean:.0f}",
         )
     return table
+
+
+def cap_warnings(metrics: Sequence[TaskMetrics]) -> Group:
+    """A warning for every (variant, task) whose generations hit the token cap more than
+    `CAP_WARNING` of the time: its accuracy at this cap understates the model."""
+    return Group(
+        *(
+            Text(
+                f"warning: {m.variant} on {m.task}: {pct(m.truncation_rate)} of generations hit the "
+                f"{m.max_tokens:,}-token cap, so accuracy at this cap understates the model "
+                f"({pct(m.accuracy_finished)} among finished); raise --max-tokens, or read the budget "
+                "curves in the report",
+                style="yellow",
+            )
+            for m in metrics
+            if m.truncation_rate > CAP_WARNING
+        )
+    )
 
 
 # ---- inspect / plan ----------------------------------------------------------------------------
@@ -410,6 +435,24 @@ def demo_variants_table(result: DemoResult) -> Group:
         if v.status == "failed"
     ]
     return Group(table, *skipped)
+
+
+def adaptive_lines(summary: AdaptiveSummary) -> Group:
+    """What sampling until decided did: the looks taken, the generations added per side, and the
+    final verdict per task (at the alpha its last look spent)."""
+    looks = len(summary.rounds)
+    lines = [
+        Text(
+            f"until decided against {summary.baseline}: {looks} look(s), {summary.added:,} more generations "
+            f"for each side ({summary.rule})"
+        )
+    ]
+    for task, d in summary.decisions.items():
+        ci = f"[{pts(d.ci95[0])}, {pts(d.ci95[1])}] at alpha {d.alpha:.4f}"
+        lines.append(
+            Text(f"  {task}: {d.verdict} ({pts(d.delta)} pts, {ci})", style=_VERDICT_STYLE.get(d.verdict, ""))
+        )
+    return Group(*lines)
 
 
 def run_lines(summary: RunSummary) -> Group:

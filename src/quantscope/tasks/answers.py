@@ -44,16 +44,33 @@ def final_answer_text(answer: str) -> str:
 
 
 def last_boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` in `text`, or None when there is none.
+    """The content of the last `\\boxed{...}` in `text` (`\\boxed {...}` too), or None when there is none.
 
     Braces are balanced, so `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`; an unclosed box gives None.
     """
-    start = text.rfind(_BOXED + "{")
-    if start < 0:
-        return None
+    found = _last_box(text)
+    return None if found is None else found[1]
+
+
+def _last_box(text: str) -> tuple[int, str] | None:
+    """(position, content) of the last closed `\\boxed{...}` (whitespace allowed before the brace)."""
+    start = text.rfind(_BOXED)
+    while start >= 0:
+        brace = start + len(_BOXED)
+        while brace < len(text) and text[brace] in " \t":
+            brace += 1
+        if brace < len(text) and text[brace] == "{":
+            content = _balanced(text, brace)
+            return None if content is None else (start, content)
+        start = text.rfind(_BOXED, 0, start)
+    return None
+
+
+def _balanced(text: str, brace: int) -> str | None:
+    """The stripped text inside the braces opening at `brace`, or None when they never close."""
     depth = 0
-    begin = start + len(_BOXED) + 1
-    for index in range(begin - 1, len(text)):
+    begin = brace + 1
+    for index in range(brace, len(text)):
         char = text[index]
         if char == "{":
             depth += 1
@@ -89,27 +106,48 @@ def choice_letters(n_choices: int) -> str:
 def extract_choice(text: str, letters: str, choices: Sequence[str] = ()) -> str | None:
     """The option letter a multiple-choice answer names, or None when it names none of `letters`.
 
-    Tried in order, the first that yields a valid letter wins: the model card's JSON field
-    (`"answer": "C"`), the last `\\boxed{}` (`\\boxed{C}`, `\\boxed{\\text{(C)}}`, or the exact
-    text of an option from `choices`), the last answer phrase ("The answer is (C)", "Answer: C.
-    because ..."), and a last line that is only a letter ("(C)", "**C**").
+    The answer is the one stated last, whatever its form: the model card's JSON field (`"answer":
+    "C"`), the last `\\boxed{}` (`\\boxed{C}`, `\\boxed{\\text{(C)}}`, or the exact text of an
+    option from `choices`), an answer phrase ("The answer is (C)", "Answer: C. because ..."), or a
+    last line that is only a letter ("(C)", "**C**"). So a model that writes `"answer": "A"` and
+    then settles on `\\boxed{C}` answered C.
     """
-    for match in reversed(list(_JSON_ANSWER.finditer(text))):
-        if match.group(1).upper() in letters:
-            return match.group(1).upper()
-    boxed = last_boxed(text)
-    if boxed is not None:
-        letter = _letter_from_boxed(boxed, letters, choices)
-        if letter is not None:
-            return letter
-    for match in reversed(list(_ANSWER_PHRASE.finditer(text))):
-        if match.group(1) in letters:  # case-sensitive: a lower-case "a" is an article
-            return match.group(1)
-    last_line = next((line for line in reversed(text.splitlines()) if line.strip()), "")
-    lone = _LONE_LETTER.match(strip_wrappers(last_line) if len(last_line) < 40 else "")
-    if lone is not None and lone.group(1) in letters:
-        return lone.group(1)
-    return None
+    found = [
+        *_json_letters(text, letters),
+        *_boxed_letter(text, letters, choices),
+        *_phrase_letters(text, letters),
+    ]
+    found += _lone_letter(text, letters)
+    return max(found)[1] if found else None
+
+
+def _json_letters(text: str, letters: str) -> list[tuple[int, str]]:
+    return [
+        (m.start(), m.group(1).upper()) for m in _JSON_ANSWER.finditer(text) if m.group(1).upper() in letters
+    ]
+
+
+def _boxed_letter(text: str, letters: str, choices: Sequence[str]) -> list[tuple[int, str]]:
+    box = _last_box(text)
+    letter = None if box is None else _letter_from_boxed(box[1], letters, choices)
+    return [] if letter is None else [(box[0], letter)]  # type: ignore[index]
+
+
+def _phrase_letters(text: str, letters: str) -> list[tuple[int, str]]:
+    # case-sensitive: a lower-case "a" is an article
+    return [(m.start(), m.group(1)) for m in _ANSWER_PHRASE.finditer(text) if m.group(1) in letters]
+
+
+def _lone_letter(text: str, letters: str) -> list[tuple[int, str]]:
+    lines = text.splitlines()
+    for number in range(len(lines) - 1, -1, -1):
+        if lines[number].strip():
+            last = lines[number]
+            lone = _LONE_LETTER.match(strip_wrappers(last) if len(last) < 40 else "")
+            if lone is not None and lone.group(1) in letters:
+                return [(len(text) - len(last), lone.group(1))]
+            return []
+    return []
 
 
 def _letter_from_boxed(boxed: str, letters: str, choices: Sequence[str]) -> str | None:

@@ -45,21 +45,39 @@ class HubTask:
     `path`: the local file (JSONL / JSON / Parquet) instead of the hub; `seed`: the option-shuffle
     seed where a benchmark shuffles (every task accepts it, so all take the same options).
     Subclasses set `hub` and turn one row into a Sample (`sample`), raising QuantscopeError
-    naming the source and row for a row they cannot use.
+    naming the source and row for a row they cannot use. A benchmark with difficulty levels sets
+    `stratify` to the level field, so that `limit` takes the same number of items from each level.
     """
 
     path: str | Path | None = None
     seed: int = 0
     hub: ClassVar[HubDataset]
+    stratify: ClassVar[str | None] = None
 
     def load(self, limit: int | None = None) -> list[Sample]:
-        """The items in dataset order (the first `limit` when given)."""
-        loaded = load_rows(self.hub, self.path, limit)
-        return [self.sample(row, index, loaded.source) for index, row in enumerate(loaded.rows)]
+        """The items in dataset order; with `limit`, the first `limit` of them, or for a stratified
+        benchmark the first items of every level in turn (counts per level differ by at most one)."""
+        loaded = load_rows(self.hub, self.path, None if self.stratify else limit)
+        samples = [self.sample(row, index, loaded.source) for index, row in enumerate(loaded.rows)]
+        if self.stratify is None or limit is None:
+            return samples
+        return stratified([str(row.get(self.stratify)) for row in loaded.rows], samples, limit)
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The Sample of row `index` of `source`."""
         raise NotImplementedError
+
+
+def stratified(levels: Sequence[str], items: Sequence[Sample], limit: int) -> list[Sample]:
+    """The first `limit` of `items` taken level by level in turn (round robin over the levels in order
+    of first appearance, each level in its own order), so every level is represented."""
+    queues: dict[str, list[Sample]] = {}
+    for level, item in zip(levels, items, strict=True):
+        queues.setdefault(level, []).append(item)
+    chosen: list[Sample] = []
+    for rank in range(max((len(q) for q in queues.values()), default=0)):
+        chosen += [queue[rank] for queue in queues.values() if rank < len(queue)]
+    return chosen[:limit]
 
 
 def load_rows(hub: HubDataset, path: str | Path | None = None, limit: int | None = None) -> Rows:

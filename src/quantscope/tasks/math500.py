@@ -22,11 +22,13 @@ HUB = HubDataset(repo_id="HuggingFaceH4/MATH-500", split="test", required=("prob
 
 @dataclass(frozen=True)
 class Math500Task(HubTask):
-    """MATH-500, in dataset order; the target is the LaTeX answer. `path`: a local file in the hub
-    schema instead of the hub; `seed` is accepted, and nothing depends on it."""
+    """MATH-500, in dataset order; the target is the LaTeX answer; `limit` takes the same number of
+    problems from each of its five levels. `path`: a local file in the hub schema instead of the
+    hub; `seed` is accepted, and nothing depends on it."""
 
     name: str = field(default="math500", init=False)
     hub: ClassVar[HubDataset] = HUB
+    stratify: ClassVar[str | None] = "level"
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The problem with the model card's math instruction."""

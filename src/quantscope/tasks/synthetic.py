@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from quantscope.errors import QuantscopeError
 from quantscope.tasks.base import Judgement, Sample
+from quantscope.tasks.loading import stratified
 from quantscope.toy.problems import (
     BENCHMARK_PER_LEVEL,
     BENCHMARK_SEED,
@@ -54,7 +55,8 @@ class SyntheticTask:
         return benchmark_problems(per_level=self.per_level, seed=self.seed, levels=levels)
 
     def load(self, limit: int | None = None) -> list[Sample]:
-        """The problems as samples (ids `L<level>-<index>`), level by level; the first `limit` when given."""
+        """The problems as samples (ids `L<level>-<index>`), level by level; with `limit`, the first
+        problems of every level in turn (the same number per level, give or take one)."""
         samples = []
         counters = {level.number: 0 for level in LEVELS}
         for problem in self.problems():
@@ -68,7 +70,9 @@ class SyntheticTask:
                     metadata={"level": problem.level, "operands": list(problem.operands)},
                 )
             )
-        return samples if limit is None else samples[:limit]
+        if limit is None:
+            return samples
+        return stratified([str(s.metadata["level"]) for s in samples], samples, limit)
 
     def judge(self, sample: Sample, answer: str) -> Judgement:
         """Correct when the last `\\boxed{}` of `answer` holds the exact sum (`05758` counts as 5758);

@@ -1,0 +1,149 @@
+"""Sampling until decided against a fixed k, on the bundled reasoner: the samples each needs for the
+same verdict, as a ratio (issue 11's goal: at most 0.5).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/until_decided.py [--variant w4a16] [--per-level 10]
+        [--max-k 12] [--margin 2] [--out DIR]
+
+What it does, all in one run:
+1. quantizes the bundled model with `--variant` (AutoRound RTN, as the demo does) and builds its
+   float32 evaluation twin;
+2. generates `--max-k` samples of every synthetic item for BF16 and the variant through the real
+   eval path (`run_eval`, transformers engine, the demo's sampling); sample j has seed j, so the
+   first k samples of this pool are exactly what a fixed-k run with the same seed generates;
+3. fixed k: decides the comparison (paired, margin `--margin`, alpha 0.05) from the first k
+   samples, for k = 1 … max-k, and finds the smallest k whose verdict is decided;
+4. until decided: replays `analysis.sequential` over the same pool from k = 2 (each extra sample it
+   asks for is the item's next pooled sample), counting the generations it used per side.
+Prints both verdicts, both sample counts and the ratio (until-decided / smallest deciding fixed k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from quantscope.analysis.decide import VERDICT_UNDECIDED, PairedItems, decide
+from quantscope.analysis.metrics import load_results
+from quantscope.analysis.sequential import plan_round, planned_looks
+from quantscope.demo import evaluation_twin
+from quantscope.quantize import QuantizeOptions, quantize
+from quantscope.runner import RunSpec, TaskSpec, run_eval
+from quantscope.store import Store
+from quantscope.toy import checkpoint_dir
+
+TASK = "synthetic"
+
+
+def pool(store: Store, name: str, model: Path, per_level: int, max_k: int) -> None:
+    """Generate `max_k` samples of every item for variant `name` (resumable)."""
+    spec = RunSpec(
+        model=str(model),
+        tasks=(TaskSpec(name=TASK, options={"per_level": per_level}),),
+        variant=name,
+        preset="qwen3.5-thinking-precise",
+        max_tokens=512,
+        k=max_k,
+        batch_size=96,
+        engine_options={"batch_size": 48, "device": "cpu", "dtype": "float32"},
+    )
+    started = time.perf_counter()
+    summary = run_eval(spec, store)
+    print(f"{name}: {summary.tasks[0].generated} generations in {time.perf_counter() - started:.0f} s")
+
+
+def samples(store: Store, name: str) -> dict[str, list[float]]:
+    """item -> correctness of its samples in sample order."""
+    results = load_results(store, variant=name, task=TASK)
+    order = np.lexsort((results.sample, results.item_id.astype(str)))
+    found: dict[str, list[float]] = {}
+    for i in order:
+        found.setdefault(str(results.item_id[i]), []).append(float(results.correct[i]))
+    return found
+
+
+def paired(ours: dict[str, list[float]], theirs: dict[str, list[float]], used: dict[str, int]) -> PairedItems:
+    """The first `used[item]` samples of each item on both sides, as PairedItems."""
+    ids = sorted(ours)
+
+    def column(side: dict[str, list[float]], stat) -> np.ndarray:
+        return np.array([stat(side[i][: used[i]]) for i in ids], dtype=float)
+
+    var = lambda v: np.var(v, ddof=1) if len(v) > 1 else np.nan  # noqa: E731
+    k = np.array([used[i] for i in ids])
+    return PairedItems(
+        tuple(ids),
+        column(ours, np.mean),
+        column(theirs, np.mean),
+        column(ours, var),
+        column(theirs, var),
+        k,
+        k,
+    )
+
+
+def fixed_k(ours, theirs, max_k: int, margin: float) -> tuple[int | None, str]:
+    """The smallest k whose paired verdict is decided, and that verdict (or None, undecided)."""
+    for k in range(1, max_k + 1):
+        d = decide([paired(ours, theirs, dict.fromkeys(ours, k))], margin)
+        if d.verdict != VERDICT_UNDECIDED:
+            return k, d.verdict
+    return None, VERDICT_UNDECIDED
+
+
+def until_decided(ours, theirs, k0: int, max_k: int, margin: float) -> tuple[int, str, int]:
+    """(generations per side, verdict, looks) of the sequential procedure replayed on the pool."""
+    used = dict.fromkeys(ours, k0)
+    for look in range(planned_looks(k0, max_k)):
+        plan = plan_round({TASK: paired(ours, theirs, used)}, look, k0=k0, max_k=max_k, margin=margin)
+        verdict = plan.decisions[TASK].verdict
+        if verdict != VERDICT_UNDECIDED or plan.done:
+            return sum(used.values()), verdict, look + 1
+        for item in plan.extend[TASK]:
+            used[item] += 1
+    return sum(used.values()), VERDICT_UNDECIDED, planned_looks(k0, max_k)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="w4a16", help="recipe to compare with BF16")
+    parser.add_argument("--per-level", type=int, default=10)
+    parser.add_argument("--max-k", type=int, default=12)
+    parser.add_argument("--margin", type=float, default=2.0, help="equivalence margin, points")
+    parser.add_argument("--out", type=Path, help="keep the checkpoints and store here (default: a temp dir)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp)
+        source = checkpoint_dir()
+        export = out / "checkpoints" / args.variant
+        if not (export / "quantscope.json").is_file():
+            quantize(
+                source, args.variant, export, QuantizeOptions(iters=0, nsamples=16, seqlen=256, dataset="toy")
+            )
+        twin = evaluation_twin(source, export, out / "eval" / args.variant)
+        with Store(out) as store:
+            pool(store, "bf16", source, args.per_level, args.max_k)
+            pool(store, args.variant, twin, args.per_level, args.max_k)
+            ours, theirs = samples(store, args.variant), samples(store, "bf16")
+    margin = args.margin / 100
+    items = len(ours)
+    k, fixed_verdict = fixed_k(ours, theirs, args.max_k, margin)
+    used, verdict, looks = until_decided(ours, theirs, 2, args.max_k, margin)
+    print(
+        f"{args.variant} vs bf16 on {items} synthetic items, margin ±{args.margin:g} pts, max k {args.max_k}"
+    )
+    fixed = (k or args.max_k) * items
+    print(f"fixed k:         smallest deciding k = {k} -> {fixed_verdict} ({fixed} generations per side)")
+    print(f"until decided:   {verdict} after {looks} look(s), {used} generations per side")
+    if k is None:
+        print("ratio: undefined (no fixed k up to --max-k decides; raise --max-k or --margin)")
+        return 0
+    print(f"ratio until-decided / fixed-k samples: {used / (k * items):.2f} (goal <= 0.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
