@@ -13,7 +13,7 @@ from quantscope.analysis.decide import (
     VERDICT_WORSE,
     PairedItems,
 )
-from quantscope.analysis.sequential import plan_round, planned_looks
+from quantscope.analysis.sequential import plan_round, planned_looks, pocock_alpha
 
 ITEMS, K0, MAX_K, MARGIN = 60, 2, 8, 0.02
 
@@ -28,14 +28,14 @@ def _paired(ours: list[list[float]], theirs: list[list[float]]) -> PairedItems:
     return PairedItems(tuple(str(i) for i in range(len(ours))), m, om, v, ov, k, ok)
 
 
-def run_procedure(rng: np.random.Generator, delta: float) -> tuple[str, int]:
+def run_procedure(rng: np.random.Generator, delta: float, k0: int = K0) -> tuple[str, int]:
     """One simulated sampling-until-decided run: (final verdict, generations per side)."""
     p = rng.uniform(0.3, 0.9, ITEMS)
     q = np.clip(p + delta, 0, 1)
-    ours = [list((rng.random(K0) < q[i]).astype(float)) for i in range(ITEMS)]
-    theirs = [list((rng.random(K0) < p[i]).astype(float)) for i in range(ITEMS)]
-    for look in range(planned_looks(K0, MAX_K)):
-        plan = plan_round({"t": _paired(ours, theirs)}, look, k0=K0, max_k=MAX_K, margin=MARGIN, n_boot=200)
+    ours = [list((rng.random(k0) < q[i]).astype(float)) for i in range(ITEMS)]
+    theirs = [list((rng.random(k0) < p[i]).astype(float)) for i in range(ITEMS)]
+    for look in range(planned_looks(k0, MAX_K)):
+        plan = plan_round({"t": _paired(ours, theirs)}, look, k0=k0, max_k=MAX_K, margin=MARGIN, n_boot=200)
         verdict = plan.decisions["t"].verdict
         if verdict != VERDICT_UNDECIDED or plan.done:
             return verdict, sum(len(s) for s in ours)
@@ -45,13 +45,14 @@ def run_procedure(rng: np.random.Generator, delta: float) -> tuple[str, int]:
     return VERDICT_UNDECIDED, sum(len(s) for s in ours)
 
 
+@pytest.mark.parametrize("k0", [2, 3])
 @pytest.mark.parametrize(
     ("delta", "wrong"),
     [(0.0, {VERDICT_BETTER, VERDICT_WORSE}), (MARGIN, {VERDICT_EQUIVALENT}), (-MARGIN, {VERDICT_EQUIVALENT})],
 )
-def test_wrong_verdicts_stay_at_or_below_five_percent(delta: float, wrong: set[str]) -> None:
+def test_wrong_verdicts_stay_at_or_below_five_percent(delta: float, wrong: set[str], k0: int) -> None:
     rng = np.random.default_rng(11)
-    verdicts = [run_procedure(rng, delta)[0] for _ in range(80)]
+    verdicts = [run_procedure(rng, delta, k0)[0] for _ in range(80)]
     assert sum(v in wrong for v in verdicts) / len(verdicts) <= 0.05
 
 
@@ -71,4 +72,6 @@ def test_only_undecided_tasks_extend_and_only_their_most_disagreeing_items() -> 
     assert plan.decisions["same"].verdict == VERDICT_EQUIVALENT and plan.extend["same"] == ()
     assert plan.decisions["mixed"].verdict == VERDICT_UNDECIDED
     assert plan.extend["mixed"] == ("0", "1", "2", "3")  # the four that disagree; unanimous agreement waits
-    assert plan.alpha == pytest.approx(0.05 / 3)
+    # three looks: better / worse at 0.05 / 6, equivalence at Pocock's level
+    assert plan.alpha == pytest.approx(0.05 / 6)
+    assert plan.decisions["mixed"].alpha_equivalence == pocock_alpha(3) and 0.05 / 3 < pocock_alpha(3) < 0.05

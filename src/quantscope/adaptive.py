@@ -62,8 +62,13 @@ def eval_until_decided(
     Raises QuantscopeError when the variant is its own baseline or the baseline lacks a task. The
     engines passed in are used and left open; the ones built here are closed at the end.
     """
-    if max_k < spec.k:
-        raise QuantscopeError(f"--max-k {max_k} is below -k {spec.k}: give a larger --max-k")
+    if spec.k < 2:
+        raise QuantscopeError(
+            "--until-decided starts from at least 2 samples per item (-k 2): with one, the variance within "
+            "an item is unknown and the rounds that follow would target items on a single coin flip"
+        )
+    if max_k <= spec.k:
+        raise QuantscopeError(f"--max-k {max_k} must be above -k {spec.k}: give a larger --max-k")
     first = run_eval(spec, store, engine, progress)
     base = _baseline(store, spec, baseline)
     base_spec = baseline_spec(store, base, spec)
