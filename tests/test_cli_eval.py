@@ -161,7 +161,7 @@ def test_sigkill_mid_run_then_resume_gives_every_row_once(tiny_qwen35_dir: Path,
     assert process.returncode == -signal.SIGKILL
     before = stored_rows(store)
     assert 4 <= len(before) < expected, len(before)
-    assert len(before) % 2 == 0  # whole chunks only
+    # rows are committed in windows of <= 2 rows or 2 s as they finish, so any count can be there
 
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output

@@ -88,9 +88,14 @@ def test_spec_defaults_and_presets() -> None:
     assert default.variant_name == "scripted-model"
     assert default.tasks == (TaskSpec(name="aime25", path=str(AIME)),)
     assert default.sampling() == SAMPLING_PRESETS["qwen3.5-thinking"].__class__(
-        temperature=1.0, top_p=0.95, top_k=20, max_tokens=64
+        temperature=1.0, top_p=0.95, top_k=20, max_tokens=64, presence_penalty=1.5
     )
-    assert spec(thinking=False).sampling().temperature == 0.7
+    instruct = spec(thinking=False).sampling()
+    assert (instruct.temperature, instruct.top_p, instruct.presence_penalty) == (0.7, 0.8, 1.5)
+    reasoning = spec(thinking=False, preset="qwen3.5-instruct-reasoning").sampling()
+    assert (reasoning.top_k, reasoning.presence_penalty, reasoning.repetition_penalty) == (40, 2.0, 1.0)
+    assert spec(presence_penalty=0.0, min_p=0.05).sampling().presence_penalty == 0.0
+    assert spec(min_p=0.05).sampling().min_p == 0.05
     assert spec(preset="greedy").sampling().temperature == 0.0
     tuned = spec(preset="qwen3.5-thinking-precise", top_k=40).sampling()
     assert (tuned.temperature, tuned.top_p, tuned.top_k) == (0.6, 0.95, 40)
@@ -101,7 +106,15 @@ def test_spec_defaults_and_presets() -> None:
 def test_generation_hash_covers_generation_settings_only() -> None:
     task = spec().tasks[0]
     same = spec().generation_hash(task)
-    for changed in ({"max_tokens": 65}, {"temperature": 0.5}, {"thinking": False}, {"seed": 1}):
+    for changed in (
+        {"max_tokens": 65},
+        {"temperature": 0.5},
+        {"thinking": False},
+        {"seed": 1},
+        {"presence_penalty": 0.0},
+        {"min_p": 0.1},
+        {"repetition_penalty": 1.1},
+    ):
         assert spec(**changed).generation_hash(task) != same, changed
     for unchanged in ({"k": 8}, {"limit": 2}, {"batch_size": 1}, {"variant": "x"}):
         assert spec(**unchanged).generation_hash(task) == same, unchanged
@@ -248,7 +261,8 @@ def test_thinking_off_uses_the_instruct_preset(tmp_path: Path) -> None:
 def test_a_run_stored_before_settings_were_recorded_still_resumes(tmp_path: Path) -> None:
     import sqlite3
 
-    first = spec(k=1)
+    # quantscope 0.1 had no penalties, so its runs are of a penalty-free preset
+    first = spec(k=1, preset="qwen3.5-thinking-precise")
     task = first.tasks[0]
     with Store(tmp_path) as store:
         run_eval(first, store, engine=ScriptedEngine())
@@ -261,12 +275,15 @@ def test_a_run_stored_before_settings_were_recorded_still_resumes(tmp_path: Path
         db.execute("UPDATE results SET spec_hash = ?, prompt_sha = NULL", (old,))
     db.close()
     with Store(tmp_path) as store:
-        more = run_eval(spec(k=2), store, engine=ScriptedEngine())
+        # its v1 hash never saw penalties: turning one on is still other settings
+        with pytest.raises(QuantscopeError, match=r"presence_penalty 0.0 -> 1.5"):
+            run_eval(spec(k=2, preset=first.preset, presence_penalty=1.5), store, engine=ScriptedEngine())
+        more = run_eval(spec(k=2, preset=first.preset), store, engine=ScriptedEngine())
         assert (more.tasks[0].stored_before, more.tasks[0].generated) == (N_ITEMS, N_ITEMS)
         assert store.spec_hashes("scripted-model", "aime25") == {old}
         assert store.run(old).settings_json is not None  # filled in by the resumed run
         with pytest.raises(QuantscopeError, match=r"max_tokens 64 -> 32"):
-            run_eval(spec(k=3, max_tokens=32), store, engine=ScriptedEngine())
+            run_eval(spec(k=3, preset=first.preset, max_tokens=32), store, engine=ScriptedEngine())
 
 
 def test_every_variant_gets_a_memory_figure_and_its_source(tmp_path: Path, tiny_qwen3_dir: Path) -> None:

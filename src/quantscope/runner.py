@@ -1,33 +1,48 @@
 """The eval runner: (variant × task × k samples) -> one judged row per generation in the store.
 
 A `RunSpec` says what to evaluate and how (model, engine, tasks, thinking, sampling, cap, k,
-seed, limit). `run_eval` registers the variant, loads every task, and generates only the
-(item, sample) pairs the store does not hold yet, in chunks of `batch_size` requests; each
-chunk's rows are judged and committed in one transaction. Killing a run loses at most the chunk
-in flight, and running the same spec again resumes where it stopped.
+seed, limit). `run_eval` registers the variant, loads every task, and streams every (item,
+sample) pair the store does not hold yet through the engine, which keeps its own queue full
+(continuous batching in vLLM, `concurrency` requests in flight to a server). Completions are
+judged and committed as they arrive, in transactions of at most `batch_size` rows or 2 s, from a
+writer thread. Killing a run loses at most what was in flight and the last commit window, never
+duplicates a row, and running the same spec again resumes where it stopped. A request that fails
+after the engine's retries is recorded in the store's failures while the others go on; the run
+reports it (`TaskRun.failed`) and a rerun retries it.
 
 Seeds: sample j of every item is generated with seed `spec.seed + j`, so raising `k` later adds
 new samples without changing the existing ones, and the same spec regenerates the same rows.
 
-Resuming is only allowed under the same generation settings: rows of a (variant, task) carry
-the hash of model, engine, task, thinking, sampling, max_tokens and seed (`generation_hash`);
-a spec that differs in any of them is refused rather than mixed in. `k` and `limit` are not in
-the hash: raising them extends a run.
+Resuming is only allowed under the same output settings (`settings.OutputSettings`: model,
+engine, output-changing engine options, what the engine serves, task, thinking, sampling, cap,
+seed), stored with each run; a spec that differs in any of them is refused rather than mixed
+in. `k` and `limit` are not settings: raising them extends a run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from quantscope.engines.base import ChatRequest, Engine, Generation, Message, SamplingParams
+from quantscope.engines.base import (
+    ChatRequest,
+    Engine,
+    Generation,
+    Message,
+    Outcome,
+    RequestFailure,
+    SamplingParams,
+    stream_in_chunks,
+)
 from quantscope.errors import QuantscopeError, invalid
 from quantscope.memory import variant_memory
 from quantscope.records import read_yaml
@@ -38,20 +53,25 @@ from quantscope.settings import (
     output_engine_options,
     text_fingerprint,
 )
-from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.store import Failure, ResultRow, RunRecord, Store, Variant
 from quantscope.tasks.base import Sample, Task
 
 DEFAULT_MAX_TOKENS = 32768
 DEFAULT_BATCH_SIZE = 32
 
-# Qwen3.5 model card recommendations (presence_penalty 1.5 / 2.0 of the "general" presets is not
-# part of our SamplingParams, so it is not applied). "greedy" is for debugging and smoke tests;
-# the card warns greedy decoding makes thinking models loop.
+# Sampling presets. The Qwen3.5 ones are the model card's "Best Practices" (huggingface.co/Qwen/
+# Qwen3.5-397B-A17B, read 2026-12): thinking, general tasks: temperature 1.0, top_p 0.95, top_k 20,
+# min_p 0, presence_penalty 1.5; thinking, precise coding tasks: 0.6 / 0.95 / 20 / 0, no presence
+# penalty; instruct (thinking off), general: 0.7 / 0.8 / 20 / 0, presence_penalty 1.5; instruct,
+# reasoning tasks: 1.0 / 1.0 / 40 / 0, presence_penalty 2.0; repetition_penalty 1.0 in all. The
+# card notes the presence penalty (0-2) curbs endless repetition at some cost in language mixing.
+# The Qwen3 ones are the Qwen3 cards' (no penalties). "greedy" is for debugging and smoke tests;
+# the cards warn greedy decoding makes thinking models loop.
 SAMPLING_PRESETS: dict[str, SamplingParams] = {
-    "qwen3.5-thinking": SamplingParams(temperature=1.0, top_p=0.95, top_k=20),
+    "qwen3.5-thinking": SamplingParams(temperature=1.0, top_p=0.95, top_k=20, presence_penalty=1.5),
     "qwen3.5-thinking-precise": SamplingParams(temperature=0.6, top_p=0.95, top_k=20),
-    "qwen3.5-instruct": SamplingParams(temperature=0.7, top_p=0.8, top_k=20),
-    "qwen3.5-instruct-reasoning": SamplingParams(temperature=1.0, top_p=1.0, top_k=40),
+    "qwen3.5-instruct": SamplingParams(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5),
+    "qwen3.5-instruct-reasoning": SamplingParams(temperature=1.0, top_p=1.0, top_k=40, presence_penalty=2.0),
     "qwen3-thinking": SamplingParams(temperature=0.6, top_p=0.95, top_k=20),
     "qwen3-instruct": SamplingParams(temperature=0.7, top_p=0.8, top_k=20),
     "greedy": SamplingParams(temperature=0.0, top_p=1.0, top_k=0),
@@ -79,10 +99,11 @@ class TaskSpec(BaseModel):
 class RunSpec(BaseModel):
     """What to evaluate and how. Defaults: transformers engine, thinking on with the
     `qwen3.5-thinking` preset (`qwen3.5-instruct` with thinking off), max_tokens 32768, k 1,
-    seed 0, every item, chunks of 32 requests. `temperature` / `top_p` / `top_k` override the
-    preset's values; `engine_options` go to the engine (e.g. dtype, batch_size); `recipe`,
-    `baseline`, `memory_bytes` (bytes of weights) and `memory_from` (a checkpoint or hub id holding
-    the same weights, for a model behind a server) describe the variant for later comparison.
+    seed 0, every item, commit windows of at most 32 rows. `temperature` / `top_p` / `top_k` /
+    `min_p` / `presence_penalty` / `repetition_penalty` override the preset's values;
+    `engine_options` go to the engine (e.g. dtype, batch_size); `recipe`, `baseline`,
+    `memory_bytes` (bytes of weights) and `memory_from` (a checkpoint or hub id holding the same
+    weights, for a model behind a server) describe the variant for later comparison.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,6 +117,9 @@ class RunSpec(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     k: int = Field(default=1, ge=1)
     seed: int = Field(default=0, ge=0)
@@ -138,14 +162,12 @@ class RunSpec(BaseModel):
     def sampling(self) -> SamplingParams:
         """The resolved sampling settings (preset, then explicit overrides; seed left unset)."""
         name = self.preset or (DEFAULT_THINKING_PRESET if self.thinking else DEFAULT_INSTRUCT_PRESET)
-        base = SAMPLING_PRESETS[name]
-        return SamplingParams(
-            temperature=base.temperature if self.temperature is None else self.temperature,
-            top_p=base.top_p if self.top_p is None else self.top_p,
-            top_k=base.top_k if self.top_k is None else self.top_k,
-            max_tokens=self.max_tokens,
-            seed=None,
-        )
+        overrides = {
+            name: getattr(self, name)
+            for name in ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty")
+            if getattr(self, name) is not None
+        }
+        return replace(SAMPLING_PRESETS[name], **overrides, max_tokens=self.max_tokens, seed=None)
 
     def output_settings(self, task: TaskSpec) -> OutputSettings:
         """Everything this spec sets that changes what (variant, task) generates (`served` is
@@ -161,6 +183,9 @@ class RunSpec(BaseModel):
             top_k=sampling.top_k,
             max_tokens=self.max_tokens,
             seed=self.seed,
+            min_p=sampling.min_p,
+            presence_penalty=sampling.presence_penalty,
+            repetition_penalty=sampling.repetition_penalty,
             task_path=str(Path(task.path).expanduser().resolve()) if task.path else None,
             task_options=task.options,
             engine_options=output_engine_options(self.engine_options),
@@ -212,14 +237,35 @@ def load_spec(path: str | Path | None = None, overrides: dict[str, Any] | None =
 
 @dataclass(frozen=True)
 class ProgressUpdate:
-    """Where a task's run stands: `done` of `total` (item, sample) generations (stored ones
-    included), `tokens` completion tokens generated by this run, over `seconds` of this run."""
+    """Where a task's run stands: `done` of `total` (item, sample) generations stored (earlier
+    ones included), `failed` requests that failed after their retries, `in_flight` the ones sent
+    and not finished; `finished` generations this run produced, with `tokens` completion tokens,
+    over `seconds` of this run."""
 
     task: str
     done: int
     total: int
     tokens: int
     seconds: float
+    failed: int = 0
+    in_flight: int = 0
+    finished: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Completion tokens per second of this run (0 before anything finished)."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left, from tokens: the requests left, at the mean length of this run's finished
+        ones, at this run's token rate. None until something finished."""
+        left = self.total - self.done - self.failed
+        if left <= 0:
+            return 0.0
+        if self.finished == 0 or self.tokens == 0:
+            return None
+        return left * (self.tokens / self.finished) / self.tokens_per_second
 
 
 RunProgress = Callable[[ProgressUpdate], None]
@@ -228,7 +274,8 @@ RunProgress = Callable[[ProgressUpdate], None]
 @dataclass(frozen=True)
 class TaskRun:
     """What a run did for one task: `expected` = items × k rows, `stored_before` already there,
-    `generated` now; `tokens` completion tokens generated over `seconds` of wall time."""
+    `generated` now, `failed` requests that failed after their retries (recorded in the store's
+    failures; a rerun retries them); `tokens` completion tokens generated over `seconds` of wall time."""
 
     task: str
     spec_hash: str
@@ -238,6 +285,8 @@ class TaskRun:
     generated: int
     tokens: int
     seconds: float
+    failed: int = 0
+    first_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +295,11 @@ class RunSummary:
 
     variant: str
     tasks: tuple[TaskRun, ...]
+
+    @property
+    def failed(self) -> int:
+        """Requests of every task that failed after their retries."""
+        return sum(t.failed for t in self.tasks)
 
 
 @dataclass(frozen=True)
@@ -368,13 +422,25 @@ def _changes(
     if run.settings_json is not None:
         return differences(OutputSettings.from_json(run.settings_json), settings)
     if run.spec_hash == spec.v1_hash(task_spec):
-        return []
+        return _v1_penalties(spec)
     new = _run_record(spec, task_spec, run.spec_hash)
     names = ("model_path", "engine", "thinking_mode", "temperature", "top_p", "top_k", "max_tokens", "seed")
     changed = [
         f"{f} {getattr(run, f)} -> {getattr(new, f)}" for f in names if getattr(run, f) != getattr(new, f)
     ]
     return changed or ["task file or options"]
+
+
+def _v1_penalties(spec: RunSpec) -> list[str]:
+    """quantscope 0.1 had no min_p or penalties, so its runs generated with them off: a spec that
+    turns one on is other settings, though its v1 hash (which never saw them) matches."""
+    sampling, off = spec.sampling(), SamplingParams()
+    names = ("min_p", "presence_penalty", "repetition_penalty")
+    return [
+        f"{n} {getattr(off, n)!r} -> {getattr(sampling, n)!r}"
+        for n in names
+        if getattr(sampling, n) != getattr(off, n)
+    ]
 
 
 def _start(spec: RunSpec, plan: _Plan, store: Store, engine: Engine) -> _Plan:
@@ -411,54 +477,153 @@ def _run_record(spec: RunSpec, task_spec: TaskSpec, spec_hash: str) -> RunRecord
 def _run_task(
     spec: RunSpec, plan: _Plan, store: Store, engine: Engine | None, progress: RunProgress | None
 ) -> TaskRun:
-    total = plan.expected
-    done = total - len(plan.pending)
-    stored_before, tokens, start = done, 0, time.perf_counter()
+    """Stream the plan's pending requests through the engine; a writer thread judges and commits
+    each completion as it arrives (see `_Writer`), so a slow judge never stalls the engine."""
+    total, stored_before = plan.expected, plan.expected - len(plan.pending)
+    start, tokens, finished, failures = time.perf_counter(), 0, 0, 0
 
-    def report(finished: int = 0) -> None:
-        nonlocal done
-        done += finished
+    def report(in_flight: int) -> None:
         if progress is not None:
-            progress(ProgressUpdate(plan.spec.name, done, total, tokens, time.perf_counter() - start))
-
-    report()
-    for offset in range(0, len(plan.pending), spec.batch_size):
-        chunk = plan.pending[offset : offset + spec.batch_size]
-        assert engine is not None  # run_eval builds one whenever something is pending
-        generations = engine.generate([_request(spec, s, j) for s, j in chunk], progress=report)
-        if len(generations) != len(chunk):
-            raise QuantscopeError(
-                f"engine {spec.engine!r} returned {len(generations)} generations for {len(chunk)} requests"
+            done = stored_before + finished
+            seconds = time.perf_counter() - start
+            progress(
+                ProgressUpdate(plan.spec.name, done, total, tokens, seconds, failures, in_flight, finished)
             )
-        store.write_results(_row(spec, plan, s, j, g) for (s, j), g in zip(chunk, generations, strict=True))
-        tokens += sum(g.completion_tokens for g in generations)
-        # Engines may report progress in their own batch sizes; after a chunk `done` is exact.
-        done = stored_before + offset + len(chunk)
-        report()
+
+    report(0)
+    first_failure: str | None = None
+    if plan.pending:
+        assert engine is not None  # run_eval builds one whenever something is pending
+        requests = [_request(spec, s, j) for s, j in plan.pending]
+        writer = _Writer(spec, plan, store.path)
+        try:
+            for index, outcome in _stream(engine, requests, spec.batch_size):
+                writer.put(index, outcome)
+                if isinstance(outcome, RequestFailure):
+                    failures += 1
+                    first_failure = first_failure or _describe(plan.pending[index], outcome)
+                else:
+                    finished += 1
+                    tokens += outcome.completion_tokens
+                report(len(requests) - finished - failures)
+        finally:
+            writer.close()
+        report(0)
     return TaskRun(
         task=plan.spec.name,
         spec_hash=plan.spec_hash,
         items=len(plan.samples),
         expected=total,
         stored_before=stored_before,
-        generated=len(plan.pending),
+        generated=finished,
         tokens=tokens,
         seconds=time.perf_counter() - start,
+        failed=failures,
+        first_failure=first_failure,
     )
 
 
+def _stream(engine: Engine, requests: list[ChatRequest], batch_size: int) -> Iterator[tuple[int, Outcome]]:
+    """The engine's own stream (it keeps its queue full), or, for an engine with only `generate`,
+    chunks of `batch_size` requests."""
+    if callable(getattr(engine, "stream", None)):
+        return engine.stream(requests)
+    return stream_in_chunks(engine, requests, batch_size)
+
+
+def _describe(key: tuple[Sample, int], failure: RequestFailure) -> str:
+    sample, index = key
+    return f"item {sample.id} sample {index} after {failure.attempts} attempt(s): {failure.error}"
+
+
+COMMIT_SECONDS = 2.0
+"""The longest a finished generation waits in memory before it is committed (kill -9 loses at most
+this window plus what was in flight)."""
+
+
+class _Writer:
+    """Judges completions and commits them from its own thread, on its own connection to the store
+    (a Store belongs to one thread), in transactions of at most `spec.batch_size` rows or
+    `COMMIT_SECONDS`. A failure is recorded in the store's failures (a later success for the same
+    key clears it); nothing is ever written twice, since the rows of a key are keyed in the store."""
+
+    def __init__(self, spec: RunSpec, plan: _Plan, path: Path) -> None:
+        self._spec, self._plan, self._path = spec, plan, path
+        self._queue: queue.Queue[tuple[int, Outcome] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="quantscope-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, index: int, outcome: Outcome) -> None:
+        """Queue one completion; raises the writer's error if it has stopped."""
+        if self._error is not None:
+            raise QuantscopeError(f"writing results to {self._path} failed: {self._error}") from self._error
+        self._queue.put((index, outcome))
+
+    def close(self) -> None:
+        """Commit everything queued and stop; raises the writer's error if it had one."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise QuantscopeError(f"writing results to {self._path} failed: {self._error}") from self._error
+
+    def _run(self) -> None:
+        try:
+            with Store(self._path) as store:
+                self._drain(store)
+        except BaseException as error:  # reported to the generating thread by put / close
+            self._error = error
+
+    def _drain(self, store: Store) -> None:
+        batch: list[ResultRow | Failure] = []  # judged, not committed yet
+        deadline = 0.0
+        while True:
+            wait = max(deadline - time.monotonic(), 0.0) if batch else None
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:  # the commit window closed
+                batch = self._commit(store, batch)
+                continue
+            if item is None:
+                self._commit(store, batch)
+                return
+            if not batch:
+                deadline = time.monotonic() + COMMIT_SECONDS
+            batch.append(self._judge(*item))
+            if len(batch) >= self._spec.batch_size:
+                batch = self._commit(store, batch)
+
+    def _judge(self, index: int, outcome: Outcome) -> ResultRow | Failure:
+        sample, j = self._plan.pending[index]
+        if isinstance(outcome, RequestFailure):
+            return _failure(self._spec, self._plan, sample, j, outcome)
+        return _row(self._spec, self._plan, sample, j, outcome)
+
+    @staticmethod
+    def _commit(store: Store, batch: list[ResultRow | Failure]) -> list[ResultRow | Failure]:
+        store.write_results(r for r in batch if isinstance(r, ResultRow))
+        store.write_failures(f for f in batch if isinstance(f, Failure))
+        return []
+
+
 def _request(spec: RunSpec, sample: Sample, index: int) -> ChatRequest:
-    sampling = spec.sampling()
     return ChatRequest(
         messages=(Message(role="user", content=sample.prompt),),
-        sampling=SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            max_tokens=sampling.max_tokens,
-            seed=spec.seed + index,
-        ),
+        sampling=replace(spec.sampling(), seed=spec.seed + index),
         enable_thinking=spec.thinking,
+    )
+
+
+def _failure(spec: RunSpec, plan: _Plan, sample: Sample, index: int, failure: RequestFailure) -> Failure:
+    return Failure(
+        variant=spec.variant_name,
+        task=plan.spec.name,
+        item_id=sample.id,
+        sample=index,
+        spec_hash=plan.spec_hash,
+        error=failure.error,
+        attempts=failure.attempts,
+        created=time.time(),
     )
 
 

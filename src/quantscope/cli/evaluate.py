@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID, TextColumn
 
 from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress_bars, size_or_none, store_dir
 from quantscope.errors import QuantscopeError
@@ -68,7 +68,8 @@ def _evaluate(run_spec: Any, store: Any, bars: Any, flags: dict[str, Any]) -> tu
 
 
 class _Bars:
-    """One progress bar per task, fed by the runner's ProgressUpdates (items done, tokens/s)."""
+    """One progress bar per task, fed by the runner's ProgressUpdates: stored of total, then in
+    flight, failed, tokens/s and the ETA from tokens."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -77,8 +78,25 @@ class _Bars:
     def __call__(self, update: ProgressUpdate) -> None:
         if update.task not in self.bars:
             self.bars[update.task] = self.progress.add_task(update.task, total=update.total, rate="")
-        rate = f"{update.tokens / update.seconds:,.0f} tok/s" if update.seconds > 0 and update.tokens else ""
-        self.progress.update(self.bars[update.task], completed=update.done, rate=rate)
+        self.progress.update(self.bars[update.task], completed=update.done, rate=_status(update))
+
+
+def _status(update: ProgressUpdate) -> str:
+    parts = [f"{update.in_flight} in flight"] if update.in_flight else []
+    if update.failed:
+        parts.append(f"[red]{update.failed} failed[/red]")
+    if update.tokens:
+        parts.append(f"{update.tokens_per_second:,.0f} tok/s")
+    eta = update.eta_seconds
+    if eta is not None and update.done + update.failed < update.total:
+        parts.append(f"ETA {_clock(eta)}")
+    return " · ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 @app.command(name="eval")
@@ -100,16 +118,38 @@ def eval_(
     temperature: Annotated[float | None, typer.Option(help="Overrides the preset.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Overrides the preset.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Overrides the preset (0 = off).")] = None,
+    min_p: Annotated[float | None, typer.Option(help="Overrides the preset (0 = off).")] = None,
+    presence_penalty: Annotated[
+        float | None,
+        typer.Option(help="Overrides the preset (0 = off; Qwen3.5's thinking preset uses 1.5)."),
+    ] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Overrides the preset (1 = off).")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Generation cap in tokens (default 32768).")] = None,
     k: Annotated[int | None, typer.Option("-k", "--samples", help="Samples per item (default 1).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each task.")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; sample j uses seed + j (default 0).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Requests per committed chunk (default 32).")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="At most this many rows per commit (default 32); also requests per batch for transformers."
+        ),
+    ] = None,
     store: StoreOpt = None,
     spec: Annotated[Path | None, typer.Option(help="Run spec YAML; flags override its fields.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     engine_option: Annotated[
-        list[str] | None, typer.Option(help="Engine option KEY=VALUE (e.g. dtype=float32); repeatable.")
+        list[str] | None,
+        typer.Option(
+            help="Engine option KEY=VALUE; repeatable. All engines: dtype. transformers: device, "
+            "batch_size. openai: concurrency (requests in flight, default 64), timeout_s, max_retries, "
+            "abort_after (connection errors in a row that stop the run). vllm: max_model_len (default "
+            "the model's; must hold prompt + cap), max_num_seqs (sequences in one step), "
+            "gpu_memory_utilization, "
+            "enable_prefix_caching, kv_cache_dtype (fp8 changes outputs: an output setting), "
+            "tensor_parallel_size, data_parallel_size, speculative_config (e.g. "
+            "'{method: mtp, num_speculative_tokens: 2}' for the model's MTP head, GPU only). "
+            "Options that change outputs are part of the run's settings; a resume under others is refused."
+        ),
     ] = None,
     recipe: Annotated[str | None, typer.Option(help="Recipe this variant was quantized with.")] = None,
     baseline: Annotated[
@@ -152,7 +192,7 @@ def eval_(
 
     run_spec = load_spec(spec, _spec_overrides(flags))
     with Store.open(store_dir(store)) as opened:
-        with progress_bars(TextColumn("{task.fields[rate]}"), TimeRemainingColumn()) as bars:
+        with progress_bars(TextColumn("{task.fields[rate]}")) as bars:
             summary, adaptive = _evaluate(run_spec, opened, _Bars(bars), flags)
         metrics = summarize_tasks(opened, summary.variant, [t.task for t in summary.tasks if t.expected])
     console.print(run_lines(summary), highlight=False)
@@ -160,6 +200,8 @@ def eval_(
     console.print(cap_warnings(metrics), highlight=False)
     if adaptive is not None:
         console.print(adaptive_lines(adaptive), highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

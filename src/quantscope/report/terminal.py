@@ -456,13 +456,18 @@ def adaptive_lines(summary: AdaptiveSummary) -> Group:
 
 
 def run_lines(summary: RunSummary) -> Group:
-    """Per task of an eval run: generated now, already stored, tokens and wall time."""
-    return Group(
-        *(
-            Text(
-                f"{done.task}: {done.generated} generated, {done.stored_before} already stored "
-                f"({done.tokens:,} tokens in {done.seconds:.1f} s)"
-            )
-            for done in summary.tasks
+    """Per task of an eval run: generated now, already stored, failed, tokens and wall time."""
+    lines = []
+    for done in summary.tasks:
+        line = Text(
+            f"{done.task}: {done.generated} generated, {done.stored_before} already stored "
+            f"({done.tokens:,} tokens in {done.seconds:.1f} s)"
         )
-    )
+        if done.failed:
+            line.append(
+                f"; {done.failed} request(s) failed after retries, first: {done.first_failure}. "
+                "They are recorded in the store; rerun the same command to retry them.",
+                style="red",
+            )
+        lines.append(line)
+    return Group(*lines)
