@@ -121,8 +121,8 @@ def compare(
     print(
         f"{name}: harness/raw tokens/s = {statistics.median(pair_ratios):.3f} (median of {pairs} pairs; "
         f"best runs {harness_best:.0f}/{raw_best:.0f} = {harness_best / raw_best:.3f}); "
-        f"in-run share inside the backend {statistics.median(shares):.4f}; "
-        f"pair ratios {[round(x, 3) for x in pair_ratios]}",
+        + (f"in-run share inside the backend {statistics.median(shares):.4f}; " if any(shares) else "")
+        + f"pair ratios {[round(x, 3) for x in pair_ratios]}",
         flush=True,
     )
 
@@ -131,7 +131,7 @@ def bench_vllm(model: str, requests: list[ChatRequest], pairs: int) -> None:
     """vLLM offline: our engine's stream vs `LLM.generate` of every prompt at once, same LLM."""
     from quantscope.engines.vllm_offline import sampling_params
 
-    engine = get_engine("vllm", model, dtype="float32", enforce_eager=True, max_model_len=4096)
+    engine = get_engine("vllm", model, dtype="float32", enforce_eager=True, max_model_len=2048)
     prompts = [engine.prompt(r) for r in requests]
     params = [sampling_params(r) for r in requests]
     llm_generate, inner = engine.llm.generate, InnerClock()
@@ -201,7 +201,7 @@ def vllm_server(model: str, max_num_seqs: int) -> Iterator[str]:
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     command += ["--served-model-name", "bench", "--port", str(port), "--dtype", "float32", "--enforce-eager"]
-    command += ["--max-model-len", "4096", "--max-num-seqs", str(max_num_seqs), "--reasoning-parser", "qwen3"]
+    command += ["--max-model-len", "2048", "--max-num-seqs", str(max_num_seqs), "--reasoning-parser", "qwen3"]
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
