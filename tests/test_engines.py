@@ -8,11 +8,8 @@ thinking / answer / token counts / finish reasons (test_engines_vllm.py reuses i
 from __future__ import annotations
 
 import itertools
-import json
-import threading
 import time
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from quantscope.engines.base import (
 )
 from quantscope.engines.transformers import TransformersEngine, TransformersOptions
 from quantscope.errors import QuantscopeError
+from tests.loopback import JSONServer
 from tests.tiny_models import build_qwen3_dense
 
 # After the prompt's final "\n" the scripted model walks this chain, one token per step.
@@ -252,50 +250,20 @@ def test_generation_fields_are_consistent(random_model: tuple[str, TransformersE
 # ---- OpenAI engine against a local HTTP server of our own ---------------------------------------
 
 
-class ScriptedServer:
+class ScriptedServer(JSONServer):
     """A real HTTP server on 127.0.0.1 that answers /v1/chat/completions from a list of
     (status, JSON body, delay seconds) replies, one per request, and records what it received."""
 
     def __init__(self, replies: list[tuple[int, dict[str, Any], float]]) -> None:
+        super().__init__()
         self.replies = list(replies)
         self.received: list[dict[str, Any]] = []
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                server.received.append(json.loads(self.rfile.read(length)))
-                status, body, delay = (
-                    server.replies.pop(0) if server.replies else (500, {"error": "none left"}, 0)
-                )
-                time.sleep(delay)
-                payload = json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and hung up
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def post(self, handler: Any, body: Any) -> None:
+        self.received.append(body)
+        status, reply, delay = self.replies.pop(0) if self.replies else (500, {"error": "none left"}, 0)
+        time.sleep(delay)
+        self.send(handler, status, reply)
 
 
 def completion(

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 
 from quantscope.engines import get_engine
 from quantscope.engines.base import Generation
 from quantscope.engines.transformers import TransformersEngine, TransformersOptions
+from tests.loopback import vllm_openai_server
 from tests.test_engines import PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3
 
 pytestmark = [
@@ -70,49 +67,25 @@ def vllm_scripted(scripted_dir: Path) -> Iterator[object]:
     engine.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(scripted_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real vLLM OpenAI server for the scripted model on 127.0.0.1; yields its /v1 base URL."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(scripted_dir)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--reasoning-parser", "qwen3"]
-    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512"]
-    # 1 GiB of KV cache: by default the CPU worker asks for 92 % of all RAM
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_until_up(server, base_url, log_path)
-        yield base_url
-    finally:
-        server.terminate()
+    with ExitStack() as stack:
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _wait_until_up(server: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"vllm server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(2)
-    pytest.fail(f"vllm server not up after {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+            url = stack.enter_context(
+                vllm_openai_server(
+                    str(scripted_dir),
+                    log_path,
+                    "--max-model-len",
+                    "512",
+                    timeout_s=SERVER_START_TIMEOUT_S,
+                    env={"OMP_NUM_THREADS": "1"},
+                )
+            )
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        yield url
 
 
 def test_vllm_offline_scripted_exact(vllm_scripted: object) -> None:

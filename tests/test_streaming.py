@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 
 from quantscope.cli import app
 from quantscope.store import Store
+from tests.loopback import JSONServer
 
 runner = CliRunner()
 ITEMS = 20
@@ -44,63 +44,35 @@ def problems(tmp_path: Path) -> Path:
     return path
 
 
-class FlakyServer:
+class FlakyServer(JSONServer):
     """A real OpenAI-compatible server on 127.0.0.1: `GET /v1/models` reports `model` with `root`;
     chat completions answer each problem right, except: problem REJECTED gets HTTP 400 every time
     (until `fixed`), DROPPED's first request has its connection closed unanswered, GARBLED's first
     gets a 200 that is not JSON, and ABORTED's first generation ends with finish reason "abort"."""
 
     def __init__(self, model: str = "tiny", root: str = "/models/tiny") -> None:
+        super().__init__()
         self.model, self.root, self.fixed = model, root, False
         self.asked: Counter[str] = Counter()
         self.lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._send(200, {"data": [{"id": server.model, "root": server.root, "max_model_len": 4096}]})
+    def get(self, handler: Any) -> None:
+        self.send(handler, 200, {"data": [{"id": self.model, "root": self.root, "max_model_len": 4096}]})
 
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                item = body["messages"][0]["content"].split("#")[1]
-                with server.lock:
-                    server.asked[item] += 1
-                    first = server.asked[item] == 1
-                if item == REJECTED and not server.fixed:
-                    self._send(400, {"error": {"message": "prompt is longer than max_model_len"}})
-                elif item == DROPPED and first:
-                    self.close_connection = True  # hang up without an answer
-                elif item == GARBLED and first:
-                    self._send(200, b"{not json")
-                else:
-                    finish = "abort" if item == ABORTED and first else "stop"
-                    self._send(200, _completion(str(int(item) + 1), finish))
-
-            def _send(self, status: int, payload: Any) -> None:
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> FlakyServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def post(self, handler: Any, body: Any) -> None:
+        item = body["messages"][0]["content"].split("#")[1]
+        with self.lock:
+            self.asked[item] += 1
+            first = self.asked[item] == 1
+        if item == REJECTED and not self.fixed:
+            self.send(handler, 400, {"error": {"message": "prompt is longer than max_model_len"}})
+        elif item == DROPPED and first:
+            handler.close_connection = True  # hang up without an answer
+        elif item == GARBLED and first:
+            self.send(handler, 200, b"{not json")
+        else:
+            finish = "abort" if item == ABORTED and first else "stop"
+            self.send(handler, 200, _completion(str(int(item) + 1), finish))
 
 
 def _completion(answer: str, finish: str) -> dict[str, Any]:
