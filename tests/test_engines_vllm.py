@@ -96,6 +96,15 @@ def test_vllm_offline_scripted_exact(vllm_scripted: object) -> None:
     assert all(g.seconds > 0 for g in out)
 
 
+def test_vllm_stream_stopped_early_leaves_nothing_running(vllm_scripted: object) -> None:
+    stream = vllm_scripted.stream(SCRIPTED_REQUESTS)
+    first_index, _ = next(stream)
+    stream.close()  # the consumer stops (an error, Ctrl-C): the rest are aborted in the engine
+    assert not vllm_scripted.llm.llm_engine.has_unfinished_requests()
+    assert without_time(vllm_scripted.generate(SCRIPTED_REQUESTS)) == EXPECTED
+    assert 0 <= first_index < len(SCRIPTED_REQUESTS)
+
+
 def test_openai_engine_against_vllm_server(vllm_server: str, scripted_dir: Path) -> None:
     engine = get_engine("openai", str(scripted_dir), base_url=vllm_server, concurrency=2)
     assert without_time(engine.generate(SCRIPTED_REQUESTS)) == EXPECTED

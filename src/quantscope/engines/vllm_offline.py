@@ -108,9 +108,10 @@ class VLLMEngine:
         self.llm = _build_llm(model, self.options)
 
     def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
-        """Queue every request, then step the engine and yield each one as it finishes."""
+        """Queue every request, then step the engine and yield each one as it finishes. Requests
+        still queued when the consumer stops early (an error, Ctrl-C) are aborted in the engine."""
         start = time.perf_counter()
-        queued: dict[str, int] = {}
+        queued: dict[str, tuple[int, str]] = {}  # output id -> (index, vLLM's internal id)
         for index, request in enumerate(requests):
             try:
                 (request_id,) = self.llm.enqueue(
@@ -119,16 +120,21 @@ class VLLMEngine:
             except (ValueError, RuntimeError) as error:  # e.g. a prompt longer than max_model_len
                 yield index, RequestFailure(f"vllm refused the request: {error}")
                 continue
-            queued[_external_id(str(request_id))] = index
+            queued[_external_id(str(request_id))] = (index, str(request_id))
         engine = self.llm.llm_engine
-        while queued and engine.has_unfinished_requests():
-            for output in engine.step():
-                if output.finished and output.request_id in queued:
-                    index = queued.pop(output.request_id)
-                    generation = self._record(requests[index], output, time.perf_counter() - start)
-                    yield index, outcome_of(generation)
-        for index in queued.values():
-            yield index, RequestFailure("vllm finished without an output for this request")
+        try:
+            while queued and engine.has_unfinished_requests():
+                for output in engine.step():
+                    if output.finished and output.request_id in queued:
+                        index, _ = queued.pop(output.request_id)
+                        generation = self._record(requests[index], output, time.perf_counter() - start)
+                        yield index, outcome_of(generation)
+            for index, _ in queued.values():
+                yield index, RequestFailure("vllm finished without an output for this request")
+            queued.clear()
+        finally:
+            if queued:
+                engine.abort_request([internal for _, internal in queued.values()], internal=True)
 
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
