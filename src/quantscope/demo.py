@@ -196,11 +196,12 @@ def prepare_variant(
     variant "failed" instead of stopping the demo.
     """
     from quantscope.quantize import QuantizeOptions, quantize, read_manifest
+    from quantscope.quantize.manifest import MANIFEST_NAME
 
     if preset == "bf16":
         return DemoVariant(preset, "original", source, predicted, predicted)
     directory = out / "checkpoints" / preset
-    if (directory / "quantscope.json").is_file():
+    if (directory / MANIFEST_NAME).is_file():
         manifest = read_manifest(directory)
         notify(DemoProgress("quantize", preset, 1, 1, "reused"))
         twin = evaluation_twin(source, directory, out / "eval" / preset)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from quantscope.errors import QuantscopeError
 
-MANIFEST_NAME = "quantscope.json"
-
 
 @dataclass(frozen=True)
 class WeightMemory:
@@ -39,12 +37,16 @@ def weight_memory(model: str, *, hub: bool = True) -> WeightMemory:
 
 
 def _local(path: Path) -> WeightMemory:
+    from quantscope.quantize.manifest import MANIFEST_NAME
+
     manifest = path / MANIFEST_NAME
     if manifest.is_file():
+        # only the one field, read leniently: a manifest another quantscope version wrote (which the
+        # strict `read_manifest` refuses) still gives its size; a broken one is verify's business
         try:
             return WeightMemory(int(json.loads(manifest.read_text())["tensor_bytes"]), "manifest")
         except (OSError, ValueError, KeyError, TypeError):
-            pass  # a broken manifest is verify's business; fall back to the files
+            pass  # fall back to the files
     files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
     if files:
         return WeightMemory(sum(f.stat().st_size for f in files), "files")

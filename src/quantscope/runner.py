@@ -556,14 +556,16 @@ class _Writer:
 
     def put(self, index: int, outcome: Outcome) -> None:
         """Queue one completion; raises the writer's error if it has stopped."""
-        if self._error is not None:
-            raise QuantscopeError(f"writing results to {self._path} failed: {self._error}") from self._error
+        self._raise_error()
         self._queue.put((index, outcome))
 
     def close(self) -> None:
         """Commit everything queued and stop; raises the writer's error if it had one."""
         self._queue.put(None)
         self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
         if self._error is not None:
             raise QuantscopeError(f"writing results to {self._path} failed: {self._error}") from self._error
 

@@ -92,6 +92,8 @@ class OpenAIEngine:
         if self.options.concurrency < 1:
             raise QuantscopeError(f"engine option concurrency={self.options.concurrency}: must be at least 1")
         self.api_key = self.options.api_key or os.environ.get("OPENAI_API_KEY")
+        self.root = self.options.base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         self._tokenizer: Any = None
 
     def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
@@ -156,16 +158,13 @@ class OpenAIEngine:
                     task.cancel()
 
     def _client(self) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         timeout = httpx.Timeout(self.options.timeout_s, connect=min(self.options.timeout_s, 30.0))
         pool = httpx.Limits(max_connections=self.options.concurrency)
-        return httpx.AsyncClient(
-            base_url=self.options.base_url.rstrip("/"), headers=headers, timeout=timeout, limits=pool
-        )
+        return httpx.AsyncClient(base_url=self.root, headers=self.headers, timeout=timeout, limits=pool)
 
     async def _one(self, client: httpx.AsyncClient, request: ChatRequest, health: _Health) -> Outcome:
         """One chat completion with retries: its Generation, or why it failed."""
-        url = f"{self.options.base_url.rstrip('/')}/chat/completions"
+        url = f"{self.root}/chat/completions"
         body = request_body(self.model, request)
         problem = "not sent"
         for attempt in range(self.options.max_retries + 1):
@@ -210,10 +209,9 @@ class OpenAIEngine:
         """What the server reports it serves under this model name (`GET /v1/models`): its id,
         root and context length; {} when it does not say. QuantscopeError when it cannot be reached
         or serves other models only."""
-        url = f"{self.options.base_url.rstrip('/')}/models"
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        url = f"{self.root}/models"
         try:
-            response = httpx.get(url, headers=headers, timeout=min(self.options.timeout_s, 10.0))
+            response = httpx.get(url, headers=self.headers, timeout=min(self.options.timeout_s, 10.0))
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise QuantscopeError(
                 f"cannot reach the server at {self.options.base_url} ({type(exc).__name__}: {exc}): "

@@ -177,22 +177,22 @@ class TransformersEngine:
         """Every request's outcome as its batch finishes: batches of `batch_size` requests of the
         same cap and similar prompt length (length-sorted; `generate` cannot take new rows into a
         running batch). A batch that raises (out of memory, say) fails its requests, not the run."""
-        for batch, outcomes in self._batch_outcomes(requests):
-            yield from zip(batch, outcomes, strict=True)
+        return self._outcomes(requests)
 
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
     ) -> list[Generation]:
         """Complete every request (in batches of similar prompt length); the result is in request
         order; `progress` hears of each batch. QuantscopeError when a request failed."""
+        return collect(self._outcomes(requests, progress), len(requests), self.name)
 
-        def batches() -> Iterator[tuple[int, Outcome]]:
-            for batch, outcomes in self._batch_outcomes(requests):
-                yield from zip(batch, outcomes, strict=True)
-                if progress is not None:
-                    progress(len(batch))
-
-        return collect(batches(), len(requests), self.name)
+    def _outcomes(
+        self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[int, Outcome]]:
+        for batch, outcomes in self._batch_outcomes(requests):
+            yield from zip(batch, outcomes, strict=True)
+            if progress is not None:
+                progress(len(batch))
 
     def _batch_outcomes(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[list[int], list[Outcome]]]:
         prompts = [
