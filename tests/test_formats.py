@@ -24,13 +24,15 @@ def _layout(shape: tuple[int, ...], name: str) -> dict[str, tuple[str, tuple[int
 
 
 def test_w4a16_is_auto_gptq_packing_with_zero_points_and_ceil_groups():
-    # in=160 is not a multiple of the group: AutoRound pads, so there are ceil(160/128) = 2 groups.
+    # in=160 is not a multiple of the group: AutoRound would pad to ceil(160/128) = 2 groups, but
+    # no loader reads a padded group, so quantscope keeps such a layer 16-bit and counts it so.
     assert _layout((128, 160), "w4a16") == {
         "qweight": ("I32", (20, 128)),
         "qzeros": ("I32", (2, 16)),
         "scales": ("F16", (2, 128)),
     }
-    assert stored_bytes((128, 160), get_format("w4a16")) == 20 * 128 * 4 + 2 * 16 * 4 + 2 * 128 * 2
+    assert stored_bytes((128, 160), get_format("w4a16")) == 128 * 160 * 2
+    assert stored_bytes((128, 256), get_format("w4a16")) == 32 * 128 * 4 + 2 * 16 * 4 + 2 * 128 * 2
     assert _layout((64, 256), "w4a16_g32_asym")["scales"] == ("F16", (8, 64))
     assert _layout((64, 256), "w8a16")["qweight"] == ("I32", (64, 64))
 
@@ -55,7 +57,9 @@ def test_fp4_and_fp8_layouts():
     ("shape", "name", "expected"),
     [
         ((2, 128), "w4a16", False),  # in_proj_b/a: 2 rows, not a multiple of 32
-        ((128, 96), "w4a16", True),  # in % 32 == 0 is enough: the group is padded
+        ((128, 96), "w4a16", True),  # shorter than a group: one group per row
+        ((192, 576), "w4a16", False),  # SmolLM2's q/k/v: 4.5 groups of 128 load as random weights
+        ((192, 576), "w4a16_g64", True),  # 9 whole groups of 64
         ((128, 80), "w4a16", False),
         ((2, 128), "nvfp4", True),  # FP4 only needs in % group
         ((128, 24), "nvfp4", False),
@@ -100,8 +104,8 @@ def test_get_format_names_and_errors():
 @pytest.fixture(scope="module")
 def odd_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen3 whose shapes exercise AutoRound's rules: k/v have 48 rows (int formats keep
-    them 16-bit, and with them the whole q/k/v fused set) and down_proj has 160 inputs (padded
-    to two int groups of 128)."""
+    them 16-bit, and with them the whole q/k/v fused set) and down_proj has 160 inputs (1.25 int
+    groups of 128: AutoRound would pad, loaders cannot read it, so int formats keep it 16-bit)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from tests.tiny_models import save_char_tokenizer
@@ -232,5 +236,6 @@ def test_odd_model_plan_keeps_the_split_qkv_set(odd_qwen3_dir: Path):
     schemes = assign_schemes(load_anatomy(odd_qwen3_dir), load_recipe("w4a16"))
     assert schemes["model.layers.0.self_attn.q_proj"] == KEPT  # quantizable alone, kept with k/v
     assert schemes["model.layers.0.self_attn.o_proj"] == "w4a16"
-    assert schemes["model.layers.0.mlp.down_proj"] == "w4a16"
+    assert schemes["model.layers.0.mlp.down_proj"] == KEPT  # 160 inputs: a padded group
+    assert schemes["model.layers.0.mlp.up_proj"] == "w4a16"
     assert schemes["lm_head"] == KEPT

@@ -170,15 +170,22 @@ def _matrix_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
 def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
     """Whether AutoRound quantizes a linear weight of this shape in `fmt` (else it stays 16-bit).
 
-    AutoRound 0.16 rules: integer weight-only schemes need both dims divisible by 32 (the
-    auto_gptq packing; the input dim is padded up to the group size otherwise); NVFP4/MXFP4 need
-    the input dim divisible by the group size. FP8 has no shape rule. 16-bit formats are no-ops.
+    Integer weight-only schemes need both dims divisible by 32 (AutoRound 0.16's auto_gptq
+    packing) and an input dim the group size divides (or one group per row when the input is
+    shorter than a group). AutoRound itself would pad a partial last group, but nothing loads that:
+    transformers builds such layers as `FakeActQuantLinear` with the weight missing (random values;
+    seen on SmolLM2-135M, whose 576-wide inputs are 4.5 groups of 128), and vLLM's Marlin needs the
+    group to divide the input (`verify_marlin_supports_shape`). So those layers stay 16-bit here and
+    the plan shows it. NVFP4/MXFP4 need the input dim divisible by the group size. FP8 has no shape
+    rule. 16-bit formats are no-ops.
     """
     if not fmt.is_quantized:
         return True
     _, out_features, in_features = _matrix_dims(shape)
     if fmt.data_type == "int":
-        return out_features % 32 == 0 and in_features % 32 == 0
+        group = fmt.group_size or in_features
+        whole_groups = in_features <= group or in_features % group == 0
+        return out_features % 32 == 0 and in_features % 32 == 0 and whole_groups
     if fmt.data_type in ("nvfp4", "mxfp4"):
         return in_features % (fmt.group_size or 1) == 0
     return True
