@@ -179,12 +179,33 @@ def _qdq_nvfp4(groups: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor
     return values * _reciprocal(inverse)
 
 
-def _qdq_mxfp4(groups: torch.Tensor) -> torch.Tensor:
+MX_SCALE_RULES = ("floor", "even", "rceil")
+
+
+def _mx_exponent(block_max: torch.Tensor, rule: str) -> torch.Tensor:
+    """The E8M0 exponent of MXFP4 blocks by `rule` (see `MX_SCALE_RULES`):
+
+    - "floor": floor(log2 max) - 2, the block max may clip to 6 (AutoRound's `quant_mx`, how it
+      exports weights and how its CPU modules round inputs);
+    - "even": the same after rounding the max's mantissa to E2M1 precision, the OCP rule
+      (compressed-tensors `round_to_power_2`, vLLM's Triton quantizer and its emulation);
+    - "rceil": ceil(log2(max / 6)), nothing clips (vLLM's FlashInfer kernels on Blackwell,
+      AutoRound's `quant_mx_rceil`).
+    """
+    safe = torch.where(block_max == 0, 1.0, block_max)
+    if rule == "rceil":
+        return torch.ceil(torch.log2(safe / FP4_MAX)).clamp(-127, 127)
+    if rule == "even":
+        bits = safe.contiguous().view(torch.int32)
+        safe = torch.bitwise_and(bits + (1 << 21), 0x7F800000).view(torch.float32)
+    elif rule != "floor":
+        raise QuantscopeError(f"unknown MX scale rule {rule!r}; use one of {', '.join(MX_SCALE_RULES)}")
+    return (torch.floor(torch.log2(safe)) - 2).clamp(-127, 127)
+
+
+def _qdq_mxfp4(groups: torch.Tensor, rule: str = "floor") -> torch.Tensor:
     groups = groups.float()
-    block_max = groups.abs().amax(dim=-1, keepdim=True)
-    exponent = torch.floor(torch.log2(torch.where(block_max == 0, 1.0, block_max)))
-    # E8M0 scale: the block max's binade minus E2M1's top exponent (2), within E8M0's range.
-    scale = torch.pow(2.0, (exponent - 2).clamp(-127, 127))
+    scale = torch.pow(2.0, _mx_exponent(groups.abs().amax(dim=-1, keepdim=True), rule))
     values = round_to_e2m1((groups / scale).clamp(-FP4_MAX, FP4_MAX))
     return values * scale
 
@@ -352,6 +373,22 @@ def resolve_targets(
     return slices
 
 
+def fused_expert_slice(model: torch.nn.Module, name: str) -> ParamSlice | None:
+    """Where a per-expert checkpoint weight (`...experts.{i}.gate_proj.weight`) lives in a model
+    that stores its experts fused, or None (not an expert name, or no fused parameter)."""
+    match = _EXPERT.match(name)
+    if match is None:
+        return None
+    params = dict(model.named_parameters(remove_duplicate=False))
+    fused = "down_proj" if match["proj"] == "down_proj" else "gate_up_proj"
+    found = _find_param(f"{match['prefix']}.{fused}", params)
+    if found is None or params[found].ndim != 3:
+        return None
+    _, rows, cols = params[found].shape
+    shape = (rows, cols) if fused == "down_proj" else (rows // 2, cols)
+    return _resolve_one(name, shape, params)
+
+
 def loaded_tensors(model: torch.nn.Module, names: Iterable[str]) -> set[str]:
     """The subset of checkpoint tensor `names` that `model` holds (by name, ignoring shapes)."""
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -469,6 +506,7 @@ def fake_quantized(
 __all__ = [
     "FP4_MAX",
     "FP8_E4M3_MAX",
+    "MX_SCALE_RULES",
     "SPECS",
     "UNQUANTIZED",
     "ParamSlice",
@@ -476,6 +514,7 @@ __all__ = [
     "QdqTarget",
     "checkpoint_dtype",
     "fake_quantized",
+    "fused_expert_slice",
     "loaded_tensors",
     "nvfp4_global_scale",
     "qdq_spec",

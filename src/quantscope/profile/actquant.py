@@ -1,0 +1,357 @@
+"""Activation fake quantization: the inputs of each layer rounded as the served kernel rounds them.
+
+NVFP4 and MXFP4 as AutoRound exports them are W4A4 and FP8 is W8A8: at serving time the GPU
+quantizes every layer input before the GEMM (when it can, see `quantscope.gpus`). Rounding the
+weights alone (`fakequant`) misses that damage, so the twins and the profiler also pass each
+quantized layer's input through the emulation here. The arithmetic is AutoRound's, which its CPU
+modules (`auto_round/experimental/qmodules/*.py`) and vLLM's kernels share; tests compare it with
+AutoRound's own functions on the same inputs:
+
+- NVFP4 (AutoRound `nv_fp4_with_static_gs`): groups of 16 along the input dimension, an E4M3 scale
+  computed from each group of each activation (dynamic), and one static FP32 global scale per
+  layer, 448 * 6 / amax, with amax calibrated (the export's `input_global_scale`).
+- MXFP4 (AutoRound `quant_mx`, `mx_fp`): groups of 32, a power-of-two E8M0 scale per group,
+  dynamic. The exponent rule differs between the kernels that run it (`fakequant._mx_exponent`):
+  AutoRound floors (the block max may clip to 6), compressed-tensors and vLLM's Triton path
+  round the max's mantissa first (OCP), vLLM's Blackwell FlashInfer kernels round up (nothing
+  clips). Each point carries the rule of the kernel it emulates.
+- FP8 (`FP8_STATIC`): one static per-tensor scale amax / 448 (the export's `input_scale`);
+  block FP8 (`FP8_BLOCK`): a dynamic scale per token and group of 128.
+
+vLLM quantizes an input once per fused GEMM (qkv, gate_up), so the shards of a fused set share one
+static amax (the largest, as AutoRound's `update_fused_layer_global_scales` unifies them), and a
+MoE layer's experts share one for gate/up (the dispatched tokens are quantized once) while each
+expert's down projection keeps its own (AutoRound's `set_amax_for_all_moe_layers`).
+
+Where the inputs are: a pre-hook on each quantized `nn.Linear`; for transformers' fused 3-D
+experts (`experts.gate_up_proj [E, 2I, H]`, used through `F.linear` on one expert's slice) a
+`TorchFunctionMode` active during the experts module's forward recognises the slice and its
+expert. An experts implementation that bypasses `F.linear` is refused rather than left unrounded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from quantscope.errors import QuantscopeError
+from quantscope.profile.fakequant import (
+    FP8_E4M3_MAX,
+    _candidate_names,
+    _qdq_fp8,
+    _qdq_mxfp4,
+    _qdq_nvfp4,
+    nvfp4_global_scale,
+    round_to_e4m3,
+)
+
+_FP8_MIN_SCALE = 1.0 / (FP8_E4M3_MAX * 512.0)
+_EXPERT = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<index>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)$")
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """How one format quantizes layer inputs: `kind` "nvfp4", "mxfp4" or "fp8"; `group_size`
+    elements per scale along the input dimension (0: one scale per tensor); `static`: the scale (or
+    NVFP4's global scale) comes from a calibrated amax rather than from each activation."""
+
+    kind: str
+    group_size: int
+    static: bool
+
+
+_ACT_SPECS = {
+    "nvfp4": ActSpec("nvfp4", 16, static=True),
+    "mxfp4": ActSpec("mxfp4", 32, static=False),
+    "fp8": ActSpec("fp8", 0, static=True),
+    "fp8_block": ActSpec("fp8", 128, static=False),
+}
+
+
+def act_spec(format_name: str) -> ActSpec | None:
+    """The activation quantization `format_name` declares (AutoRound's scheme table), or None for
+    weight-only and 16-bit formats."""
+    from quantscope.formats import get_format
+
+    fmt = get_format(format_name)
+    if not fmt.is_quantized or fmt.act_bits >= 16:
+        return None
+    key = "fp8_block" if fmt.data_type == "fp8" and fmt.block else fmt.data_type
+    if key not in _ACT_SPECS:
+        raise QuantscopeError(f"format {fmt.name!r} declares activations quantscope cannot emulate")
+    return _ACT_SPECS[key]
+
+
+def qdq_activation(
+    x: torch.Tensor, spec: ActSpec, amax: float | torch.Tensor | None = None, scale_rule: str = "floor"
+) -> torch.Tensor:
+    """`x` (`[..., in]`) after the format's activation quantize-dequantize, in x's dtype.
+
+    `amax` is the calibrated |max| of a static scale; None falls back to x's own |max| (what
+    AutoRound does for a layer it never calibrated). `scale_rule` picks MXFP4's E8M0 exponent
+    (`fakequant.MX_SCALE_RULES`: the kernels that serve MXFP4 disagree on it).
+    """
+    if x.numel() == 0:
+        return x
+    values = x.float()
+    if spec.static:
+        amax = values.abs().amax() if amax is None else torch.as_tensor(amax, dtype=torch.float32)
+        amax = amax.to(values.device)
+    if spec.group_size == 0:
+        return _fp8_static(values, amax).to(x.dtype)
+    cols = values.shape[-1]
+    pad = -cols % spec.group_size
+    groups = torch.nn.functional.pad(values, (0, pad)) if pad else values
+    groups = groups.reshape(-1, spec.group_size)
+    if spec.kind == "nvfp4":
+        out = _qdq_nvfp4(groups, nvfp4_global_scale(amax))
+    elif spec.kind == "mxfp4":
+        out = _qdq_mxfp4(groups, scale_rule)
+    else:
+        out = _qdq_fp8(groups)
+    out = out.reshape(*values.shape[:-1], cols + pad)[..., :cols]
+    return out.to(x.dtype)
+
+
+def _fp8_static(values: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    scale = (amax / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
+    return round_to_e4m3((values / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)) * scale
+
+
+# ---------------------------------------------------------------- where the inputs are
+
+
+@dataclass(frozen=True)
+class ActPoint:
+    """One quantized layer input: `module` is the checkpoint module name (a linear layer, or one
+    expert's `experts.{i}.gate_proj|up_proj|down_proj`), `format` the weight's format (which
+    decides the activation rounding), `amax` the calibrated |max| of a static scale and
+    `scale_rule` MXFP4's exponent rule on the kernel that runs it."""
+
+    module: str
+    format: str
+    amax: float | None = None
+    scale_rule: str = "floor"
+
+    @property
+    def spec(self) -> ActSpec:
+        """The activation rounding of this point's format."""
+        found = act_spec(self.format)
+        if found is None:
+            raise QuantscopeError(f"{self.module}: format {self.format!r} does not quantize activations")
+        return found
+
+
+Transform = Callable[[ActPoint, torch.Tensor], torch.Tensor]
+
+
+class _ExpertInputs(TorchFunctionMode):
+    """Applies `transform` to the input of `F.linear` calls on one expert's slice of a fused 3-D
+    experts parameter; `points[(param name, expert)]` says which."""
+
+    def __init__(
+        self,
+        params: Mapping[str, torch.Tensor],
+        points: Mapping[tuple[str, int], ActPoint],
+        transform: Transform,
+    ) -> None:
+        super().__init__()
+        self.params, self.points, self.transform = params, points, transform
+        self.calls = 0
+
+    def _expert_of(self, weight: torch.Tensor) -> tuple[str, int] | None:
+        for name, param in self.params.items():
+            if weight.untyped_storage().data_ptr() == param.untyped_storage().data_ptr():
+                return name, (weight.storage_offset() - param.storage_offset()) // param.stride(0)
+        return None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.linear and len(args) >= 2:
+            where = self._expert_of(args[1])
+            if where is not None:
+                self.calls += 1
+                point = self.points.get(where)
+                if point is not None:
+                    args = (self.transform(point, args[0]), *args[1:])
+        return func(*args, **kwargs)
+
+
+def _find_module(name: str, modules: Mapping[str, torch.nn.Module]) -> str | None:
+    return next((candidate for candidate in _candidate_names(name) if candidate in modules), None)
+
+
+def _linear_hook(point: ActPoint, transform: Transform) -> Callable:
+    def hook(_module: torch.nn.Module, args: tuple) -> tuple:
+        return (transform(point, args[0]), *args[1:])
+
+    return hook
+
+
+def _expert_hooks(
+    module: torch.nn.Module, points: Mapping[tuple[str, int], ActPoint], transform: Transform, name: str
+) -> list:
+    params = {p: getattr(module, p) for p in ("gate_up_proj", "down_proj")}
+    state: dict[str, _ExpertInputs] = {}
+
+    def enter(_module: torch.nn.Module, args: tuple) -> None:
+        state["mode"] = _ExpertInputs(params, points, transform)
+        state["mode"].__enter__()
+
+    def leave(_module: torch.nn.Module, args: tuple, _output: object) -> None:
+        mode = state.pop("mode", None)
+        if mode is None:
+            return
+        mode.__exit__(None, None, None)
+        if mode.calls == 0 and args and isinstance(args[0], torch.Tensor) and args[0].numel():
+            raise QuantscopeError(
+                f"{name}: the experts ran without F.linear on their weights, so their inputs cannot be "
+                "quantized; load the model with experts_implementation='eager'"
+            )
+
+    return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave, always_call=True)]
+
+
+def install(model: torch.nn.Module, points: Iterable[ActPoint], transform: Transform) -> list:
+    """Hook `transform(point, input)` in front of every point's layer; returns the hook handles
+    (call `.remove()` on each to undo). Raises QuantscopeError for a point the model lacks."""
+    modules = dict(model.named_modules())
+    experts: dict[str, dict[tuple[str, int], ActPoint]] = {}
+    handles = []
+    for point in points:
+        found = _find_module(point.module, modules)
+        if found is not None and isinstance(modules[found], torch.nn.Linear):
+            handles.append(modules[found].register_forward_pre_hook(_linear_hook(point, transform)))
+            continue
+        match = _EXPERT.match(point.module)
+        parent = _find_module(match["prefix"], modules) if match else None
+        if parent is None or not hasattr(modules[parent], "gate_up_proj"):
+            raise QuantscopeError(
+                f"activation quantization names {point.module}, which the loaded "
+                f"{type(model).__name__} has no linear layer or fused expert for"
+            )
+        param = "down_proj" if match["proj"] == "down_proj" else "gate_up_proj"
+        experts.setdefault(parent, {})[(param, int(match["index"]))] = point
+    if experts:
+        _eager_experts(model)
+    for parent, by_expert in experts.items():
+        handles.extend(_expert_hooks(modules[parent], by_expert, transform, parent))
+    return handles
+
+
+def _eager_experts(model: torch.nn.Module) -> None:
+    # transformers picks grouped/batched matmul kernels for fused experts by default, which never
+    # call F.linear on one expert's slice; the eager loop computes the same thing expert by expert.
+    config = getattr(model, "config", None)
+    if getattr(config, "_experts_implementation", "eager") not in (None, "eager") and hasattr(
+        model, "set_experts_implementation"
+    ):
+        model.set_experts_implementation("eager")
+
+
+def _quantize(point: ActPoint, x: torch.Tensor) -> torch.Tensor:
+    return qdq_activation(x, point.spec, point.amax, point.scale_rule)
+
+
+def install_activation_quantization(model: torch.nn.Module, points: Iterable[ActPoint]) -> list:
+    """Quantize-dequantize every point's layer input from now on; returns the hook handles."""
+    return install(model, points, _quantize)
+
+
+@contextmanager
+def activations_quantized(model: torch.nn.Module, points: Sequence[ActPoint]) -> Iterator[None]:
+    """Quantize the inputs of `points` for the duration of the `with` block."""
+    config = getattr(model, "config", None)
+    previous = getattr(config, "_experts_implementation", None)
+    handles = install_activation_quantization(model, points)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        if previous not in (None, getattr(config, "_experts_implementation", None)):
+            model.set_experts_implementation(previous)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def _gate_up_key(module: str) -> str | None:
+    match = _EXPERT.match(module)
+    return match["prefix"] if match and match["proj"] != "down_proj" else None
+
+
+def calibrate(
+    model: torch.nn.Module,
+    points: Sequence[ActPoint],
+    run: Callable[[], None],
+    fused_sets: Iterable[Sequence[str]] = (),
+) -> list[ActPoint]:
+    """`points` with `amax` measured: `run()` feeds the calibration data, every point's input
+    |max| is recorded, then shared as vLLM's fused GEMMs need (see the module docstring).
+    Points whose format needs no static scale are returned unchanged."""
+    static = [p for p in points if p.spec.static]
+    seen: dict[str, float] = {}
+
+    def record(point: ActPoint, x: torch.Tensor) -> torch.Tensor:
+        if x.numel():
+            seen[point.module] = max(seen.get(point.module, 0.0), float(x.detach().abs().amax()))
+        return x
+
+    handles = install(model, static, record)
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return share_amax(points, seen, fused_sets)
+
+
+def share_amax(
+    points: Sequence[ActPoint], amax: Mapping[str, float], fused_sets: Iterable[Sequence[str]] = ()
+) -> list[ActPoint]:
+    """Points with `amax` (module -> |max|) shared: fused sets take their largest, a MoE layer's
+    gate/up inputs the layer's largest, and an expert's down projection never seen in calibration
+    the largest of its siblings."""
+    shared = dict(amax)
+    groups = [list(members) for members in fused_sets]
+    by_layer: dict[str, list[str]] = {}
+    for point in points:
+        key = _gate_up_key(point.module)
+        if key is not None:
+            by_layer.setdefault(key, []).append(point.module)
+    groups += by_layer.values()
+    downs: dict[str, list[str]] = {}
+    for point in points:
+        match = _EXPERT.match(point.module)
+        if match and match["proj"] == "down_proj":
+            downs.setdefault(match["prefix"], []).append(point.module)
+    for members in groups:
+        values = [shared[m] for m in members if m in shared]
+        if values:
+            shared.update(dict.fromkeys(members, max(values)))
+    for members in downs.values():
+        values = [shared[m] for m in members if m in shared]
+        for member in members:
+            if member not in shared and values:
+                shared[member] = max(values)
+    return [replace(p, amax=shared.get(p.module)) if p.spec.static else p for p in points]
+
+
+__all__ = [
+    "ActPoint",
+    "ActSpec",
+    "act_spec",
+    "activations_quantized",
+    "calibrate",
+    "install",
+    "install_activation_quantization",
+    "qdq_activation",
+    "share_amax",
+]
