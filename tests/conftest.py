@@ -28,6 +28,20 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_qwen3_dense(tmp_path_factory.mktemp("qwen3"))
 
 
+TOY_EXPORT_FORMATS = ("w4a16", "nvfp4", "mxfp4", "fp8")
+
+
+@pytest.fixture(scope="session")
+def toy_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The bundled reasoner exported with AutoRound RTN in each format (verified on the way)."""
+    from quantscope.quantize import QuantizeOptions, quantize
+    from quantscope.toy import checkpoint_dir
+
+    out = tmp_path_factory.mktemp("toy-exports")
+    options = QuantizeOptions(iters=0, nsamples=4, seqlen=128, dataset="toy", kl_samples=2, kl_tokens=96)
+    return {fmt: quantize(checkpoint_dir(), fmt, out / fmt, options).directory for fmt in TOY_EXPORT_FORMATS}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip GPU tests cleanly on machines without CUDA."""
     if torch.cuda.is_available():

@@ -24,6 +24,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.modeling import load_causal_lm
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
 from quantscope.quantize.manifest import MANIFEST_NAME, Manifest
+from quantscope.quantize.verify import VerifySettings
 from quantscope.recipe import KEPT, load_recipe, predict_footprint
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
@@ -115,9 +116,16 @@ def test_standalone_verify_reruns_the_source_for_the_same_kl(moe_safe: QuantizeR
     report = verify(moe_safe.directory)
     assert report.ok and report.kl is not None
     assert report.kl.mean == pytest.approx(moe_safe.report.kl.mean, rel=1e-4, abs=1e-7)
-    elsewhere = verify(moe_safe.directory, source=tmp_path / "gone")
-    kl_check = next(check for check in elsewhere.checks if check.name.startswith("KL"))
-    assert elsewhere.ok and kl_check.skipped and "cannot be loaded" in kl_check.detail
+    weights = next(check for check in report.checks if check.name.startswith("weights"))
+    assert weights.ok and not weights.skipped
+    # A source that cannot be loaded is an error, never a silent pass without KL ...
+    with pytest.raises(QuantscopeError, match=r"cannot be loaded.*--no-kl"):
+        verify(moe_safe.directory, source=tmp_path / "gone")
+    # ... unless --no-kl says so, and then both source comparisons are reported as skipped.
+    unchecked = verify(moe_safe.directory, source=tmp_path / "gone", settings=VerifySettings(kl=False))
+    skipped = [check for check in unchecked.checks if check.skipped]
+    assert unchecked.ok and {check.name.split()[0] for check in skipped} == {"KL", "weights"}
+    assert all("--no-kl" in check.detail for check in skipped)
 
 
 def test_manifests_of_the_untyped_format_load_and_unknown_nested_keys_fail(moe_safe: QuantizeResult):

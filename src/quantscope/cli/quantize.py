@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from quantscope.cli.app import JsonOpt, app, console, err_console, friendly_errors
+from quantscope.quantize.verify import DEFAULT_MAX_KL
 
 _FORMAT_HELP = (
     "AutoRound export format: auto_round (INT / FP8, vLLM 'auto-round'), llm_compressor "
@@ -21,6 +22,13 @@ _DATASET_HELP = (
     "Calibration text: a .txt/.md file (paragraphs), a .jsonl/.json file ('text', 'messages' or "
     "'prompt'+'completion'), a Hugging Face dataset id, or 'toy'. Required for any model but the "
     "bundled toy model; nothing is downloaded by default."
+)
+
+
+_MAX_KL_HELP = (
+    "Fail when the mean next-token KL vs the source exceeds this (nats per token). The default is a "
+    "backstop for a wrecked model: it passes every legitimate format measured on the bundled model "
+    "and SmolLM2-135M (at most 2.14, MXFP4 W4A4) and fails random weights (4.7 and 9.1)."
 )
 
 
@@ -45,7 +53,10 @@ def quantize(
     export_format: Annotated[str | None, typer.Option("--format", help=_FORMAT_HELP)] = None,
     device: Annotated[str, typer.Option(help="AutoRound device map: cpu, cuda, cuda:0, auto …")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed for AutoRound and the calibration shuffle.")] = 42,
-    verify: Annotated[bool, typer.Option(help="Load, generate and measure KL before publishing.")] = True,
+    verify: Annotated[
+        bool, typer.Option(help="Load, generate, measure KL and compare weights before publishing.")
+    ] = True,
+    max_kl: Annotated[float | None, typer.Option(help=_MAX_KL_HELP)] = DEFAULT_MAX_KL,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing quantscope checkpoint at --out.")
     ] = False,
@@ -58,7 +69,8 @@ def quantize(
 
     options = QuantizeOptions(
         iters=iters, nsamples=nsamples, seqlen=seqlen, dataset=dataset, split=split, text_field=text_field,
-        export_format=export_format, device=device, seed=seed, verify=verify, overwrite=overwrite,
+        export_format=export_format, device=device, seed=seed, verify=verify, max_kl=max_kl,
+        overwrite=overwrite,
     )  # fmt: skip
     result = run_quantize(model, recipe, out, options, progress=_stage_printer())
     if as_json:
@@ -80,13 +92,24 @@ def verify(
         bool, typer.Option(help="Also load, generate and measure KL (else headers only).")
     ] = True,
     device: Annotated[str, typer.Option(help="Device to load the models on.")] = "cpu",
+    max_kl: Annotated[float | None, typer.Option(help=_MAX_KL_HELP)] = DEFAULT_MAX_KL,
+    kl: Annotated[
+        bool,
+        typer.Option(
+            "--kl/--no-kl",
+            help="Load the source for the KL and weight checks (--no-kl: skip both, reported as skipped).",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a quantized checkpoint: kept layers, fused sets, size, loading, KL; exit 1 on failure."""
+    """Check a quantized checkpoint: kept layers, fused sets, size, loading, KL and weights against
+    the source; exit 1 on failure."""
     from quantscope.quantize import verify as run_verify
+    from quantscope.quantize.verify import VerifySettings
     from quantscope.report.terminal import verify_table
 
-    report = run_verify(directory, source=source, load=load, device=device, progress=_stage_printer())
+    settings = VerifySettings(max_kl=max_kl, kl=kl, device=device)
+    report = run_verify(directory, source=source, load=load, settings=settings, progress=_stage_printer())
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:

@@ -40,7 +40,7 @@ from quantscope.quantize.manifest import (
     tool_versions,
     write_manifest,
 )
-from quantscope.quantize.verify import VerifyReport, check_loading, verify
+from quantscope.quantize.verify import DEFAULT_MAX_KL, VerifyReport, VerifySettings, check_loading, verify
 from quantscope.recipe import Recipe, load_recipe, predict_footprint
 
 Progress = Callable[[str], None]
@@ -55,7 +55,8 @@ class QuantizeOptions:
     calibration windows × tokens. `dataset`: see `calibration.load_documents` (None = the toy
     task's text for the toy model, an error otherwise). `export_format`: AutoRound `format=`
     (None = the scheme's vLLM default). `kl_samples` windows of at most `kl_tokens` tokens are
-    kept in the manifest for the KL check. `overwrite` replaces an existing quantscope checkpoint.
+    kept in the manifest for the KL check; `max_kl` (nats per token) fails an export above it.
+    `overwrite` replaces an existing quantscope checkpoint.
     """
 
     iters: int = 200
@@ -71,6 +72,7 @@ class QuantizeOptions:
     kl_samples: int = 4
     kl_tokens: int = 128
     verify: bool = True
+    max_kl: float | None = DEFAULT_MAX_KL
     overwrite: bool = False
 
 
@@ -133,7 +135,8 @@ def quantize(
         manifest = write_manifest(checkpoint, manifest)
         report = None
         if options.verify:
-            report = verify(checkpoint, reference=reference, device=options.device, progress=progress)
+            settings = VerifySettings(max_kl=options.max_kl, device=options.device)
+            report = verify(checkpoint, reference=reference, settings=settings, progress=progress)
             if not report.ok:
                 _reject(checkpoint, job.out, report)
             report = replace(report, directory=str(job.out))
