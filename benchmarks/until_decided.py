@@ -33,11 +33,11 @@ import numpy as np
 from quantscope.analysis.decide import VERDICT_UNDECIDED, PairedItems, decide
 from quantscope.analysis.metrics import load_results
 from quantscope.analysis.sequential import plan_round, planned_looks
-from quantscope.demo import evaluation_twin
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.runner import RunSpec, TaskSpec, run_eval
 from quantscope.store import Store
 from quantscope.toy import checkpoint_dir
+from quantscope.twin import write_twin
 
 TASK = "synthetic"
 
@@ -129,7 +129,7 @@ def main() -> int:
             quantize(
                 source, args.variant, export, QuantizeOptions(iters=0, nsamples=16, seqlen=256, dataset="toy")
             )
-        twin = evaluation_twin(source, export, out / "eval" / args.variant)
+        twin = write_twin(source, export, out / "eval" / args.variant)
         with Store(out) as store:
             pool(store, "bf16", source, args.per_level, args.max_k)
             pool(store, args.variant, twin, args.per_level, args.max_k)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from quantscope.demo import DemoSettings, evaluation_twin, run_demo
+from quantscope.demo import DemoSettings, run_demo
 from quantscope.store import Store
+from quantscope.twin import write_twin
 
 SETTINGS = DemoSettings(
     presets=("bf16", "w4a16"), per_level=1, k=1, max_tokens=24, batch_size=8, calib_samples=4, calib_seqlen=64
@@ -105,7 +106,7 @@ def test_twin_holds_the_exported_formats(demo_run, toy_dir: Path) -> None:
             assert torch.equal(twin[name].float(), source[name].float())
     # reused when its marker exists
     before = (out / "eval" / "w4a16" / "model.safetensors").stat().st_mtime_ns
-    evaluation_twin(toy_dir, out / "checkpoints" / "w4a16", out / "eval" / "w4a16")
+    write_twin(toy_dir, out / "checkpoints" / "w4a16", out / "eval" / "w4a16")
     assert (out / "eval" / "w4a16" / "model.safetensors").stat().st_mtime_ns == before
 
 

@@ -8,25 +8,25 @@ compare, recommend and write the HTML report. Everything lands in one folder:
     <out>/quantscope.db           the results store
     <out>/report.html             the report
 
-    <out>/eval/<preset>/          the float32 evaluation twin of each export (see below)
+    <out>/eval/<preset>/          the evaluation twin of each export (see below)
 
 Rerunning resumes: a checkpoint with a manifest is reused, and the runner generates only the
 (item, sample) pairs the store lacks. A preset that cannot be exported or loaded on this machine
 is reported as failed and left out; the demo goes on with the others.
 
-Why a twin: on a CPU, transformers runs AutoRound's 4-bit / FP4 / FP8 layers through reference
-kernels at about 8 tokens/s (measured on the toy model, 2 cores), far too slow for a 10-minute
-demo. So each export is evaluated through its twin: the source weights quantized-dequantized with
-`quantscope.profile.fakequant` in exactly the per-module formats the export's manifest records
-(the rounding of AutoRound's RTN quantizers), saved as plain float32. Memory numbers always come
-from the real export's manifest. AutoRound's default RTN at iters=0 searches a slightly better
-scale per group, so the twin's damage is an upper bound of the export's; on a GPU, evaluate the
-exported checkpoints themselves with `quantscope eval`.
+What is evaluated: on a CPU, transformers runs the exports' 4-bit / FP4 / FP8 layers through
+AutoRound's reference modules at about 8 tokens/s (the toy model, 2 cores), far too slow for a
+10-minute demo. So each export is evaluated through its twin (`quantscope.twin`): the source
+weights rounded in exactly the per-module formats the export's manifest records, saved as float32,
+plus the activation rounding the target GPU applies when vLLM serves the export (`settings.gpu`,
+Blackwell B200 by default: NVFP4 and MXFP4 as W4A4, FP8 as W8A8; `--gpu H100` runs FP4 weight-only),
+with the export's own activation scales. It is an emulation in float32 on the CPU; on a GPU,
+evaluate the exports themselves with `quantscope eval`. `tests/test_twin.py` holds each twin to its
+export run through AutoRound's modules. Memory numbers always come from the real export's manifest.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quantscope.errors import QuantscopeError
+from quantscope.gpus import DEFAULT_TARGET
 
 if TYPE_CHECKING:
     from quantscope.report import ReportResult
@@ -42,13 +43,6 @@ if TYPE_CHECKING:
 
 FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe")
 QUICK_PRESETS = ("bf16", "w4a16", "w4a16-safe", "nvfp4")
-TWIN_MARKER = "twin.json"
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
 DEFAULT_BUDGET_FRACTION = 0.5
 """The demo's default memory budget: this fraction of the BF16 weights (as if the GPU held only half)."""
 
@@ -69,6 +63,7 @@ class DemoSettings:
     calib_seqlen: int = 256
     sampling_preset: str = "qwen3.5-thinking-precise"
     seed: int = 0
+    gpu: str = DEFAULT_TARGET
 
 
 FULL = DemoSettings(presets=FULL_PRESETS, per_level=20, k=2)
@@ -197,6 +192,7 @@ def prepare_variant(
     """
     from quantscope.quantize import QuantizeOptions, quantize, read_manifest
     from quantscope.quantize.manifest import MANIFEST_NAME
+    from quantscope.twin import write_twin
 
     if preset == "bf16":
         return DemoVariant(preset, "original", source, predicted, predicted)
@@ -204,7 +200,7 @@ def prepare_variant(
     if (directory / MANIFEST_NAME).is_file():
         manifest = read_manifest(directory)
         notify(DemoProgress("quantize", preset, 1, 1, "reused"))
-        twin = evaluation_twin(source, directory, out / "eval" / preset)
+        twin = write_twin(source, directory, out / "eval" / preset, settings.gpu)
         return DemoVariant(preset, "reused", twin, predicted, manifest.tensor_bytes)
     options = QuantizeOptions(
         iters=0,
@@ -227,47 +223,10 @@ def prepare_variant(
         notify(DemoProgress("quantize", preset, 1, 1, "failed"))
         return DemoVariant(preset, "failed", None, predicted, None, str(error), time.perf_counter() - started)
     notify(DemoProgress("quantize", preset, 1, 1, "evaluation twin"))
-    twin = evaluation_twin(source, directory, out / "eval" / preset)
+    twin = write_twin(source, directory, out / "eval" / preset, settings.gpu)
     notify(DemoProgress("quantize", preset, 1, 1, "done"))
     seconds = time.perf_counter() - started
     return DemoVariant(preset, "quantized", twin, predicted, result.manifest.tensor_bytes, "", seconds)
-
-
-def evaluation_twin(source: Path, export: Path, twin: Path) -> Path:
-    """A float32 checkpoint of `source` whose weights are fake-quantized exactly as the manifest of
-    `export` assigns formats (module by module); reused when `twin` already has its marker file.
-
-    Written to a temp folder and renamed, with `twin.json` (naming the export) written last.
-    """
-    import shutil
-    import tempfile
-
-    from quantscope.anatomy import load_anatomy
-    from quantscope.modeling import load_causal_lm
-    from quantscope.profile.fakequant import fake_quantized
-    from quantscope.profile.units import assignment_targets
-    from quantscope.quantize import read_manifest
-
-    if (twin / TWIN_MARKER).is_file():
-        return twin
-    anatomy = load_anatomy(source)
-    model = load_causal_lm(source, dtype="float32", tokenizer=False).model
-    targets = assignment_targets(model, anatomy, read_manifest(export).assignment)
-    twin.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=twin.parent, prefix=f".{twin.name}.partial-"))
-    try:
-        with fake_quantized(model, targets, [f.members for f in anatomy.fused_sets]):
-            model.save_pretrained(work)
-        for name in _TOKENIZER_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, work / name)
-        marker = {"export": str(export), "source": str(source), "quantized_tensors": len(targets)}
-        (work / TWIN_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
-        shutil.rmtree(twin, ignore_errors=True)
-        work.rename(twin)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return twin
 
 
 def run_spec(variant: DemoVariant, settings: DemoSettings) -> RunSpec:

@@ -90,7 +90,22 @@ def load_causal_lm(
             f"transformers cannot load model {str(source)!r} ({type(error).__name__}: {error})"
         ) from None
     _refuse_offload(model, source)
+    _emulate_twin_activations(model, source)
     return LoadedModel(model.eval(), loaded_tokenizer, str(source), info)
+
+
+def _emulate_twin_activations(model: Any, source: str | Path) -> None:
+    """An evaluation twin (`quantscope.twin`) names the layer inputs its target GPU quantizes:
+    hook their rounding in for the model's lifetime, since no safetensors file can hold it."""
+    if not Path(str(source)).is_dir():
+        return
+    from quantscope.twin import twin_activations
+
+    points = twin_activations(source)
+    if points:
+        from quantscope.profile.actquant import install_activation_quantization
+
+        install_activation_quantization(model, points)
 
 
 def default_dtype(device: str) -> str:
