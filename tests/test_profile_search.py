@@ -232,3 +232,23 @@ def test_modules_pattern_matches_exactly_the_chosen_modules(tiny_qwen35_moe_dir:
         assert {m for m in modules if re.search(pattern, m)} == wanted, pattern
     compact = modules_pattern(anatomy, sorted(cases[2]))
     assert r"\d+" in compact and len(compact) < 150  # every layer: the index collapses
+
+
+def test_damage_includes_the_activation_rounding_the_target_gpu_applies(
+    profiler: Profiler, tiny_qwen35_moe_dir: Path, calibration: Path
+) -> None:
+    """NVFP4 is W4A4 on Blackwell and weight-only on Hopper; FP8 is W8A8 on both."""
+    assert profiler.gpu.name == "B200"  # the default target
+    weights_only = Profiler(
+        tiny_qwen35_moe_dir, calibration, n_sequences=2, seq_len=64, batch_size=2, gpu=None
+    )
+    hopper = Profiler(tiny_qwen35_moe_dir, calibration, n_sequences=2, seq_len=64, batch_size=2, gpu="H100")
+    recipe = load_recipe("nvfp4")
+    blackwell_kl = profiler.measure_recipe(recipe).kl
+    assert blackwell_kl > weights_only.measure_recipe(recipe).kl == hopper.measure_recipe(recipe).kl
+    fp8 = load_recipe("fp8")
+    assert (
+        hopper.measure_recipe(fp8).kl == profiler.measure_recipe(fp8).kl > weights_only.measure_recipe(fp8).kl
+    )
+    assert profiler.input_amax and all(v is None or v > 0 for v in profiler.input_amax.values())
+    assert profiler.profile("nvfp4").gpu == "B200" and weights_only.profile("nvfp4").gpu is None

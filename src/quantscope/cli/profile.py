@@ -28,6 +28,13 @@ def _edges(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
+_GPU_HELP = (
+    "The GPU that will serve the model: its activation rounding is emulated where vLLM quantizes "
+    "inputs there (NVFP4/MXFP4 on Blackwell, FP8 from Ada/Hopper; weight-only elsewhere). B200, "
+    "H100, A100, L4, RTX-5090…; 'none' rounds weights only."
+)
+
+
 @app.command()
 @friendly_errors
 def profile(
@@ -63,6 +70,7 @@ def profile(
         str | None, typer.Option(help="float32 (CPU default) or bfloat16 (GPU default).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Calibration windows per forward pass.")] = 4,
+    gpu: Annotated[str, typer.Option(help=_GPU_HELP)] = "B200",
 ) -> None:
     """Measure how much each group of layers damages the model when quantized alone (KL of
     next-token distributions vs the original, overall and by token position), then optionally
@@ -77,6 +85,7 @@ def profile(
         seq_len=seq_len, bucket_edges=_edges(buckets), device=device, dtype=dtype, batch_size=batch_size,
         out=out, from_profile=from_profile, budget_bytes=size_or_none(budget), avg_bits=avg_bits,
         objective=objective, recipe_out=recipe_out, validate=validate,
+        gpu=None if gpu.lower() == "none" else gpu,
     )  # fmt: skip
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("profiling", total=None)

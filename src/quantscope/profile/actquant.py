@@ -217,6 +217,21 @@ def _expert_hooks(
     return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave, always_call=True)]
 
 
+def hookable(model: torch.nn.Module, names: Iterable[str]) -> list[str]:
+    """The checkpoint module names among `names` whose inputs `install` can reach (linear layers
+    and per-expert names of fused experts; not, say, a MoE router with its own module class)."""
+    modules = dict(model.named_modules())
+    found = []
+    for name in names:
+        module = _find_module(name, modules)
+        match = _EXPERT.match(name)
+        parent = _find_module(match["prefix"], modules) if match else None
+        linear = module is not None and isinstance(modules[module], torch.nn.Linear)
+        if linear or (parent is not None and hasattr(modules[parent], "gate_up_proj")):
+            found.append(name)
+    return found
+
+
 def install(model: torch.nn.Module, points: Iterable[ActPoint], transform: Transform) -> list:
     """Hook `transform(point, input)` in front of every point's layer; returns the hook handles
     (call `.remove()` on each to undo). Raises QuantscopeError for a point the model lacks."""
@@ -350,6 +365,7 @@ __all__ = [
     "act_spec",
     "activations_quantized",
     "calibrate",
+    "hookable",
     "install",
     "install_activation_quantization",
     "qdq_activation",

@@ -15,6 +15,7 @@ import torch
 
 from quantscope.errors import QuantscopeError
 from quantscope.modeling import LOGIT_CHUNK_ELEMENTS, logits_kl
+from quantscope.profile.actquant import ActPoint, activations_quantized
 from quantscope.profile.fakequant import QdqTarget, fake_quantized
 from quantscope.profile.records import Damage
 
@@ -64,6 +65,10 @@ class KLMeter:
         self.device = next(model.parameters()).device
         self.reference = self._final_hidden()
 
+    def reference_pass(self) -> None:
+        """Run the calibration tokens through the model as it is now (for hooks that observe it)."""
+        self._final_hidden()
+
     @torch.no_grad()
     def _final_hidden(self) -> torch.Tensor:
         """Final (normed) hidden states `[N, T, hidden]` of the model as it is now."""
@@ -79,10 +84,16 @@ class KLMeter:
         return any(self.model.get_parameter(t.where.param) is head_weight for t in targets)
 
     @torch.no_grad()
-    def measure(self, targets: Sequence[QdqTarget], scheme: str) -> Damage:
-        """Damage of fake-quantizing `targets` (restored afterwards), labelled `scheme`."""
+    def measure(
+        self, targets: Sequence[QdqTarget], scheme: str, activations: Sequence[ActPoint] = ()
+    ) -> Damage:
+        """Damage of fake-quantizing `targets` and rounding the layer inputs of `activations`
+        (both undone afterwards), labelled `scheme`."""
         reference_head = self.head.weight.detach().clone() if self._touches_head(targets) else None
-        with fake_quantized(self.model, targets, self.fused_sets):
+        with (
+            fake_quantized(self.model, targets, self.fused_sets),
+            activations_quantized(self.model, activations),
+        ):
             variant = self._final_hidden()
             kl, agree = self._token_kl(variant, reference_head)
         return self._summarize(kl, agree, scheme)

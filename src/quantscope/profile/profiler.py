@@ -21,8 +21,10 @@ from quantscope.anatomy import load_anatomy
 from quantscope.calibration import CalibrationSource, build_calibration, load_documents
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
+from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
 from quantscope.modeling import default_dtype, load_causal_lm
-from quantscope.profile.fakequant import loaded_tensors
+from quantscope.profile.actquant import ActPoint, calibrate, hookable
+from quantscope.profile.fakequant import QdqTarget, loaded_tensors
 from quantscope.profile.meter import KLMeter, make_buckets
 from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
 from quantscope.profile.search import SearchResult, search_recipe
@@ -46,7 +48,8 @@ class ProfileOptions:
     Measuring: `data` (calibration source, see `quantscope.calibration`; None = the bundled toy
     model's own text), `scheme` and `also` (extra schemes measured per unit), `per_layer`,
     `n_sequences` windows of `seq_len` tokens, `bucket_edges` (token positions), `device`,
-    `dtype`, `batch_size`; `out` the profile JSON (default `default_profile_path`). Or
+    `dtype`, `batch_size`, `gpu` (the serving GPU whose activation rounding is emulated, see
+    `quantscope.gpus`; None: weights only); `out` the profile JSON (default `default_profile_path`). Or
     `from_profile`: reuse a saved profile and measure nothing. Searching (when `budget_bytes`
     (bytes) or `avg_bits` is set): `objective`, `recipe_out` (default `<recipe name>.yaml`) and
     `validate` (measure the searched recipe's real KL, when the model is loaded).
@@ -62,6 +65,7 @@ class ProfileOptions:
     device: str = "cpu"
     dtype: str | None = None
     batch_size: int = 4
+    gpu: str | None = DEFAULT_TARGET
     out: Path | None = None
     from_profile: Path | None = None
     budget_bytes: int | None = None
@@ -134,6 +138,33 @@ class Profiler:
         self.buckets = make_buckets(self.tokens.shape[1], opts.bucket_edges)
         fused = [fused.members for fused in self.anatomy.fused_sets]
         self.meter = KLMeter(self.model, self.tokens, self.buckets, opts.batch_size, fused)
+        self.gpu = get_gpu(opts.gpu) if opts.gpu else None
+        self.input_amax = self._calibrate_inputs(fused) if self.gpu else {}
+
+    def _calibrate_inputs(self, fused: Sequence[Sequence[str]]) -> dict[str, float | None]:
+        """Every linear layer's input |max| on the calibration tokens (shared across fused sets and
+        a MoE layer's experts as the export will store it): the static activation scales."""
+        modules = hookable(self.model, [t.module for t in self.anatomy.tensors if t.is_linear_weight])
+        points = [ActPoint(m, "fp8") for m in modules]
+        measured = calibrate(self.model, points, self.meter.reference_pass, fused)
+        return {p.module: p.amax for p in measured}
+
+    def activations(self, targets: Sequence[QdqTarget]) -> list[ActPoint]:
+        """The layer inputs the target GPU rounds for `targets` (none without a GPU)."""
+        if self.gpu is None:
+            return []
+        rule = "rceil" if self.gpu.capability else "floor"
+        points = []
+        for target in targets:
+            if not served_activations(target.format, self.gpu).activations:
+                continue
+            for module in _input_modules(target, self.model):
+                points.append(ActPoint(module, target.format, self.input_amax.get(module), rule))
+        return points
+
+    def measure(self, targets: Sequence[QdqTarget], label: str) -> Damage:
+        """Damage of `targets` in their formats, with the target GPU's activation rounding."""
+        return self.meter.measure(targets, label, self.activations(targets))
 
     def units(self, assignment: Mapping[str, str], per_layer: bool = False) -> tuple[list[Unit], list[str]]:
         """The units of `assignment` the loaded model holds, and the groups it lacks."""
@@ -168,7 +199,7 @@ class Profiler:
             damages = []
             for option in schemes:
                 targets = unit_targets(self.model, unit, assignments[option])
-                damages.append(self.meter.measure(targets, option))
+                damages.append(self.measure(targets, option))
                 done += 1
                 if progress:
                     progress(f"{unit.name} {option}", done, total)
@@ -176,7 +207,7 @@ class Profiler:
         uniform = []
         for option in schemes:
             targets = [t for unit in units for t in unit_targets(self.model, unit, assignments[option])]
-            uniform.append(self.meter.measure(targets, option))
+            uniform.append(self.measure(targets, option))
             done += 1
             if progress:
                 progress(f"all units {option}", done, total)
@@ -193,17 +224,30 @@ class Profiler:
             unmeasured=tuple(missing),
             per_layer=per_layer,
             seconds=round(time.perf_counter() - self.started, 3),
+            gpu=self.gpu.name if self.gpu else None,
         )
 
     def measure_assignment(self, formats: Mapping[str, str], label: str) -> Damage:
         """Damage of storing each module in the format `formats` gives it, all at once."""
-        return self.meter.measure(assignment_targets(self.model, self.anatomy, formats), label)
+        return self.measure(assignment_targets(self.model, self.anatomy, formats), label)
 
     def measure_recipe(self, recipe: Any) -> Damage:
         """Damage of applying the whole `recipe` at once (labelled with the recipe's name)."""
         from quantscope.recipe import assign_schemes
 
         return self.measure_assignment(assign_schemes(self.anatomy, recipe), recipe.name)
+
+
+def _input_modules(target: QdqTarget, model: torch.nn.Module) -> list[str]:
+    """The checkpoint module names whose inputs a target's GEMMs read: the weight's own module, or
+    one per expert for a checkpoint that stores fused 3-D experts."""
+    module = target.where.tensor.removesuffix(".weight")
+    view = target.where.view(model)
+    if view.ndim != 3:
+        return [module]
+    prefix, _, param = module.rpartition(".")
+    projection = "down_proj" if param == "down_proj" else "gate_proj"
+    return [f"{prefix}.{expert}.{projection}" for expert in range(view.shape[0])]
 
 
 def profile_model(

@@ -73,7 +73,9 @@ class SensitivityProfile:
     `buckets` are the position-bucket edges `(0, e1, …, seq_len)`: bucket i covers positions
     `[buckets[i], buckets[i+1])`. `uniform` is the damage of quantizing every unit at once (per
     scheme), against which the sum of unit damages can be compared. `unmeasured` lists groups the
-    checkpoint holds but the loaded model class does not (vision tower, MTP heads).
+    checkpoint holds but the loaded model class does not (vision tower, MTP heads). `gpu` is the
+    target whose activation rounding was emulated (`quantscope.gpus`; None: weights only, as
+    profiles written before activation emulation were).
     """
 
     model: str
@@ -88,6 +90,7 @@ class SensitivityProfile:
     unmeasured: tuple[str, ...] = ()
     per_layer: bool = False
     seconds: float = 0.0
+    gpu: str | None = None
     version: int = PROFILE_VERSION
 
     def unit(self, name: str) -> UnitProfile:

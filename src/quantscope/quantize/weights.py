@@ -5,7 +5,7 @@ twin (`quantscope.twin`) evaluates exactly the export's rounding and `verify` ca
 with the source. `weight_errors` measures, per quantized module, the export's relative error
 against the source next to the error plain round-to-nearest (`profile.fakequant`) makes in the
 same format. A legitimate export is within rounding of its source: RTN matches it, AutoRound's
-optimised RTN and its tuning move values by about a step (measured ratios 0.84–1.28, see
+optimised RTN and its tuning move values by about a step (measured ratios 0.84–1.32, see
 `MAX_ERROR_RATIO`). A layer whose scales are off by a factor of 2 has an error of about 1, five
 to forty times its rounding error, and two swapped experts about 1.4; the KL divergence alone
 cannot tell every such layer from a legitimately coarse format.
@@ -23,7 +23,7 @@ from quantscope.quantize.checks import Check, detail_list
 
 MAX_ERROR_RATIO = 3.0
 """A quantized module fails when its error against the source exceeds this multiple of RTN's.
-Measured (benchmarks/real_model.py and tests/test_verify_broken.py): legitimate exports 0.84–1.28
+Measured (benchmarks/real_model.py and tests/test_verify_broken.py): legitimate exports 0.84–1.32
 on the bundled model and SmolLM2-135M across W4A16, NVFP4, MXFP4 and FP8 (RTN and AutoRound's
 optimised RTN); one layer's scales doubled 8.6–39; two experts swapped 14–57."""
 
