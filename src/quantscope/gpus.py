@@ -86,11 +86,14 @@ def get_gpu(name: str) -> GPU:
 @dataclass(frozen=True)
 class Served:
     """How vLLM (or the transformers CPU path) runs one stored format: `activations` True when
-    it quantizes the layer inputs as the export declares, and `kernel` names what runs."""
+    it quantizes the layer inputs as the export declares, `kernel` names what runs, and
+    `mx_scale_rule` is how it picks MXFP4's E8M0 exponent (`profile.fakequant.MX_SCALE_RULES`):
+    vLLM's Blackwell kernels round up ("rceil"); AutoRound's CPU modules floor ("floor")."""
 
     format: str
     activations: bool
     kernel: str
+    mx_scale_rule: str = "rceil"
 
 
 def served_activations(format_name: str, gpu: GPU | str) -> Served:
@@ -101,7 +104,7 @@ def served_activations(format_name: str, gpu: GPU | str) -> Served:
     if not fmt.is_quantized or fmt.act_bits >= 16:
         return Served(fmt.name, False, "weight-only" if fmt.is_quantized else "16-bit")
     if gpu.capability == 0:
-        return Served(fmt.name, True, "AutoRound's quantize-dequantize modules (transformers)")
+        return Served(fmt.name, True, "AutoRound's quantize-dequantize modules (transformers)", "floor")
     if fmt.data_type == "nvfp4":
         if gpu.capability >= 100:
             return Served(fmt.name, True, "W4A4 FP4 GEMM (CUTLASS / FlashInfer)")

@@ -23,12 +23,12 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from quantscope.errors import QuantscopeError
-from quantscope.gpus import DEFAULT_TARGET, Served, get_gpu, served_activations
+from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
 
 TWIN_MARKER = "twin.json"
 _TOKENIZER_FILES = (
@@ -37,8 +37,6 @@ _TOKENIZER_FILES = (
     "chat_template.jinja",
     "generation_config.json",
 )
-_FP8_MAX = 448.0
-_NVFP4_RANGE = 448.0 * 6.0
 
 
 @dataclass(frozen=True)
@@ -51,16 +49,12 @@ class TwinPlan:
     activations: tuple[Any, ...]
     kernels: Mapping[str, str]
 
-    @property
-    def summary(self) -> str:
-        """One line: which formats run with quantized activations on the target, which weight-only."""
-        parts = [f"{fmt}: {kernel}" for fmt, kernel in sorted(self.kernels.items())]
-        return f"emulating {self.gpu} ({'; '.join(parts) or 'nothing quantized'})"
-
 
 def export_activation_amax(export: Path) -> dict[str, float]:
     """Module name -> calibrated input |max| stored in an export's static activation scales."""
     from safetensors import safe_open
+
+    from quantscope.profile.fakequant import FP4_MAX, FP8_E4M3_MAX
 
     found: dict[str, float] = {}
     for path in sorted(export.glob("*.safetensors")):
@@ -69,9 +63,9 @@ def export_activation_amax(export: Path) -> dict[str, float]:
                 module, _, param = key.rpartition(".")
                 if param == "input_global_scale":
                     scale = float(handle.get_tensor(key).float().max())
-                    found[module] = _NVFP4_RANGE / scale if scale else 0.0
+                    found[module] = FP8_E4M3_MAX * FP4_MAX / scale if scale else 0.0
                 elif param == "input_scale":
-                    found[module] = float(handle.get_tensor(key).float().max()) * _FP8_MAX
+                    found[module] = float(handle.get_tensor(key).float().max()) * FP8_E4M3_MAX
     return found
 
 
@@ -94,8 +88,11 @@ def plan_twin(
     kernels, points = {}, []
     for module, fmt in sorted(assignment.items()):
         served = served_activations(fmt, target)
-        if target.capability == 0 and cpu_inputs is not None and module not in cpu_inputs:
-            served = Served(served.format, False, served.kernel)
+        if target.capability == 0 and cpu_inputs is not None:
+            rule = cpu_inputs.get(module)
+            served = replace(
+                served, activations=served.activations and rule is not None, mx_scale_rule=rule or "floor"
+            )
         if served.format != "bf16" and served.kernel != "16-bit":
             kernels[served.format] = served.kernel
         if not served.activations:
@@ -106,8 +103,7 @@ def plan_twin(
                 f"the export stores {module} as {fmt} but holds no activation scale for it; "
                 "re-export it with quantscope quantize"
             )
-        rule = (cpu_inputs or {}).get(module, "floor") if target.capability == 0 else "rceil"
-        points.append(ActPoint(module, fmt, amax.get(module) if spec.static else None, rule))
+        points.append(ActPoint(module, fmt, amax.get(module) if spec.static else None, served.mx_scale_rule))
     return TwinPlan(target.name, tuple(points), kernels)
 
 

@@ -41,6 +41,8 @@ from torch.overrides import TorchFunctionMode
 
 from quantscope.errors import QuantscopeError
 from quantscope.profile.fakequant import (
+    _EXPERT,
+    _FP8_MIN_SCALE,
     FP8_E4M3_MAX,
     _candidate_names,
     _qdq_fp8,
@@ -50,8 +52,10 @@ from quantscope.profile.fakequant import (
     round_to_e4m3,
 )
 
-_FP8_MIN_SCALE = 1.0 / (FP8_E4M3_MAX * 512.0)
-_EXPERT = re.compile(r"^(?P<prefix>.*\.experts)\.(?P<index>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)$")
+
+def _expert(module: str) -> re.Match | None:
+    """The per-expert parts (prefix, index, proj) of `...experts.{i}.gate_proj|up_proj|down_proj`."""
+    return _EXPERT.match(f"{module}.weight")
 
 
 @dataclass(frozen=True)
@@ -217,19 +221,24 @@ def _expert_hooks(
     return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave, always_call=True)]
 
 
+def _locate(name: str, modules: Mapping[str, torch.nn.Module]) -> tuple[str, str | None, int]:
+    """Where a point's input is: (linear module, None, -1), or (fused experts module, "gate_up_proj"
+    or "down_proj", expert index); ("", None, -1) when `install` cannot reach it."""
+    found = _find_module(name, modules)
+    if found is not None and isinstance(modules[found], torch.nn.Linear):
+        return found, None, -1
+    match = _expert(name)
+    parent = _find_module(match["prefix"], modules) if match else None
+    if parent is None or not hasattr(modules[parent], "gate_up_proj"):
+        return "", None, -1
+    return parent, "down_proj" if match["proj"] == "down_proj" else "gate_up_proj", int(match["index"])
+
+
 def hookable(model: torch.nn.Module, names: Iterable[str]) -> list[str]:
     """The checkpoint module names among `names` whose inputs `install` can reach (linear layers
     and per-expert names of fused experts; not, say, a MoE router with its own module class)."""
     modules = dict(model.named_modules())
-    found = []
-    for name in names:
-        module = _find_module(name, modules)
-        match = _EXPERT.match(name)
-        parent = _find_module(match["prefix"], modules) if match else None
-        linear = module is not None and isinstance(modules[module], torch.nn.Linear)
-        if linear or (parent is not None and hasattr(modules[parent], "gate_up_proj")):
-            found.append(name)
-    return found
+    return [name for name in names if _locate(name, modules)[0]]
 
 
 def install(model: torch.nn.Module, points: Iterable[ActPoint], transform: Transform) -> list:
@@ -239,19 +248,16 @@ def install(model: torch.nn.Module, points: Iterable[ActPoint], transform: Trans
     experts: dict[str, dict[tuple[str, int], ActPoint]] = {}
     handles = []
     for point in points:
-        found = _find_module(point.module, modules)
-        if found is not None and isinstance(modules[found], torch.nn.Linear):
-            handles.append(modules[found].register_forward_pre_hook(_linear_hook(point, transform)))
-            continue
-        match = _EXPERT.match(point.module)
-        parent = _find_module(match["prefix"], modules) if match else None
-        if parent is None or not hasattr(modules[parent], "gate_up_proj"):
+        module, param, index = _locate(point.module, modules)
+        if not module:
             raise QuantscopeError(
                 f"activation quantization names {point.module}, which the loaded "
                 f"{type(model).__name__} has no linear layer or fused expert for"
             )
-        param = "down_proj" if match["proj"] == "down_proj" else "gate_up_proj"
-        experts.setdefault(parent, {})[(param, int(match["index"]))] = point
+        if param is None:
+            handles.append(modules[module].register_forward_pre_hook(_linear_hook(point, transform)))
+        else:
+            experts.setdefault(module, {})[(param, index)] = point
     if experts:
         _eager_experts(model)
     for parent, by_expert in experts.items():
@@ -297,7 +303,7 @@ def activations_quantized(model: torch.nn.Module, points: Sequence[ActPoint]) ->
 
 
 def _gate_up_key(module: str) -> str | None:
-    match = _EXPERT.match(module)
+    match = _expert(module)
     return match["prefix"] if match and match["proj"] != "down_proj" else None
 
 
@@ -344,7 +350,7 @@ def share_amax(
     groups += by_layer.values()
     downs: dict[str, list[str]] = {}
     for point in points:
-        match = _EXPERT.match(point.module)
+        match = _expert(point.module)
         if match and match["proj"] == "down_proj":
             downs.setdefault(match["prefix"], []).append(point.module)
     for members in groups:

@@ -153,13 +153,15 @@ class Profiler:
         """The layer inputs the target GPU rounds for `targets` (none without a GPU)."""
         if self.gpu is None:
             return []
-        rule = "rceil" if self.gpu.capability else "floor"
         points = []
         for target in targets:
-            if not served_activations(target.format, self.gpu).activations:
+            served = served_activations(target.format, self.gpu)
+            if not served.activations:
                 continue
             for module in _input_modules(target, self.model):
-                points.append(ActPoint(module, target.format, self.input_amax.get(module), rule))
+                points.append(
+                    ActPoint(module, target.format, self.input_amax.get(module), served.mx_scale_rule)
+                )
         return points
 
     def measure(self, targets: Sequence[QdqTarget], label: str) -> Damage:

@@ -28,6 +28,7 @@ from quantscope.quantize.weights import MAX_ERROR_RATIO, weight_check, weight_er
 _ACTIVATION_ARTIFACTS = frozenset({"input_scale", "input_global_scale", "input_scale_inv"})
 
 Progress = Callable[[str], None]
+_NO_KL = "--no-kl: the source model was not loaded"
 
 DEFAULT_MAX_KL = 3.0
 """Default `--max-kl`: mean next-token KL vs the source (nats per token over the manifest's probe
@@ -184,7 +185,8 @@ def _kl_check(
     if not runs:
         return Check(name, False, "not measured: the model does not run"), None
     if source is None or not probe:
-        return Check(name, True, f"not measured: {settings.skipped}", skipped=True), None
+        reason = _NO_KL if source is None else "no calibration windows in the manifest"
+        return Check(name, True, f"not measured: {reason}", skipped=True), None
     kl = kl_divergence(source.logits, next_token_logits(model, probe))
     detail = f"mean {kl.mean:.4f} nats, max {kl.max:.4f} over {kl.tokens} tokens"
     ok = math.isfinite(kl.mean) and (limit is None or kl.mean <= limit)
@@ -203,7 +205,7 @@ def _weights_check(
 ) -> Check:
     name = "weights match the source within rounding"
     if source is None or source.model is None:
-        return Check(name, True, f"not measured: {settings.skipped}", skipped=True)
+        return Check(name, True, f"not measured: {_NO_KL}", skipped=True)
     if not loads:
         return Check(name, False, "not measured: weights are missing or ignored (see above)")
     progress("comparing every quantized weight with the source")
@@ -258,7 +260,6 @@ class VerifySettings:
     max_weight_ratio: float = MAX_ERROR_RATIO
     kl: bool = True
     device: str = "cpu"
-    skipped: str = "--no-kl: the source model was not loaded"
 
 
 def verify(
