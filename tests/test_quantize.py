@@ -337,35 +337,6 @@ def test_killing_a_run_leaves_nothing_verify_accepts(tiny_qwen35_moe_dir, calibr
     assert verify(out, load=False).ok
 
 
-def test_multimodal_checkpoints_are_refused_with_a_reason(tmp_path: Path):
-    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
-
-    from tests.tiny_models import save_char_tokenizer
-
-    text = {
-        "vocab_size": 256,
-        "hidden_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 32,
-        "linear_num_key_heads": 1,
-        "linear_num_value_heads": 1,
-        "linear_key_head_dim": 32,
-        "linear_value_head_dim": 32,
-        "moe_intermediate_size": 32,
-        "shared_expert_intermediate_size": 32,
-        "num_experts": 2,
-        "num_experts_per_tok": 1,
-    }
-    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64}
-    config = Qwen3_5MoeConfig(text_config=text, vision_config=vision)
-    Qwen3_5MoeForConditionalGeneration(config).save_pretrained(tmp_path / "mm")
-    save_char_tokenizer(tmp_path / "mm")
-    with pytest.raises(QuantscopeError, match="multimodal checkpoint"):
-        quantize(tmp_path / "mm", "w4a16", tmp_path / "out", QuantizeOptions(dataset=["x" * 200], **FAST))
-
-
 def test_cli_reports_an_unexportable_format_in_one_line(tiny_qwen3_dir: Path, tmp_path: Path):
     args = [
         "quantize",

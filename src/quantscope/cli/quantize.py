@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from quantscope.cli.app import JsonOpt, app, console, err_console, friendly_errors
+from quantscope.errors import QuantscopeError
 from quantscope.quantize.verify import DEFAULT_MAX_KL
 
 _FORMAT_HELP = (
@@ -116,6 +117,29 @@ def verify(
         console.print(verify_table(report))
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@app.command("extract-text")
+@friendly_errors
+def extract_text(
+    model: Annotated[Path, typer.Argument(help="A local multimodal checkpoint (16-bit or quantized).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for the text-only model.")],
+) -> None:
+    """Write a multimodal checkpoint's language model as a text-only CausalLM checkpoint.
+
+    The vision tower is dropped and `model.language_model.*` becomes `model.*` (a quantization
+    config is renamed the same way). `quantscope quantize` does this itself and grafts the vision
+    tower back; use this for a text-only deployment or another tool. Needs disk for a copy of the
+    language model.
+    """
+    from quantscope.quantize.multimodal import extract_text_model
+
+    if out.exists():
+        raise QuantscopeError(f"{out} already exists; choose another --out")
+    if not model.is_dir():
+        raise QuantscopeError(f"{model}: not a checkpoint directory")
+    written = extract_text_model(model.resolve(), out.resolve())
+    console.print(f"text-only model written to {written}")
 
 
 def _stage_printer() -> Callable[[str], None]:

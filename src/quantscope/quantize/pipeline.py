@@ -40,6 +40,14 @@ from quantscope.quantize.manifest import (
     tool_versions,
     write_manifest,
 )
+from quantscope.quantize.multimodal import (
+    TEXT_PREFIX,
+    Graft,
+    extract_text_model,
+    graft_vision,
+    is_multimodal,
+    local_snapshot,
+)
 from quantscope.quantize.verify import DEFAULT_MAX_KL, VerifyReport, VerifySettings, check_loading, verify
 from quantscope.recipe import Recipe, load_recipe, predict_footprint
 
@@ -110,6 +118,8 @@ def quantize(
     started = time.monotonic()
     options = options or QuantizeOptions()
     progress = progress or (lambda _stage: None)
+    if _is_multimodal_source(model):
+        return _quantize_multimodal(model, recipe, out, options, progress)
     job = _prepare(model, recipe, out, options)
 
     from transformers import AutoTokenizer
@@ -170,7 +180,6 @@ def _prepare(
     anatomy = load_anatomy(model)
     if anatomy.is_quantized:
         raise QuantscopeError(f"{model}: already quantized; quantize from the original 16-bit checkpoint")
-    _check_text_only(anatomy)
     plan = plan_autoround(anatomy, recipe, options.export_format)
     problem = transformers_load_problem(plan) if options.verify else None
     if problem:
@@ -190,15 +199,78 @@ def _check_destination(out: Path, overwrite: bool) -> None:
     raise QuantscopeError(f"{out} exists and is not a quantscope checkpoint; refusing to overwrite it")
 
 
-def _check_text_only(anatomy: Anatomy) -> None:
-    # A multimodal checkpoint loads as a text-only CausalLM (vision dropped, names changed) or
-    # sends AutoRound down its multimodal path, which needs an image processor; neither export
-    # would match the recipe's module names or the footprint prediction.
-    if "vision_config" in anatomy.config or anatomy.by_group()["vision"]:
-        raise QuantscopeError(
-            f"{anatomy.source}: a multimodal checkpoint (vision tower); `quantscope quantize` handles "
-            "text-only causal LMs for now; plan it with `quantscope plan`, or quantize its text model"
+def _is_multimodal_source(model: str | Path) -> bool:
+    return is_multimodal(
+        load_anatomy(Path(model).expanduser() if Path(model).expanduser().exists() else model)
+    )
+
+
+def _quantize_multimodal(
+    model: str | Path,
+    recipe: str | Path | Recipe,
+    out: str | Path,
+    options: QuantizeOptions,
+    progress: Progress,
+) -> QuantizeResult:
+    """Quantize a multimodal checkpoint's language model and graft its vision tower back, 16-bit.
+
+    The language model is extracted to a text-only checkpoint beside `out` (a copy of its weights
+    under the CausalLM's names), quantized and verified exactly like any text model, then renamed
+    back under the multimodal names next to the source's untouched vision tensors
+    (`quantize.multimodal`). Nothing lands at `out` until all of that succeeded.
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out).expanduser().resolve()
+    _check_destination(out, options.overwrite)
+    source = local_snapshot(
+        Path(model).expanduser().resolve() if Path(model).expanduser().exists() else model
+    )
+    anatomy = load_anatomy(source)
+    _remove_stale_partials(out)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
+    try:
+        progress("extracting the language model")
+        text = extract_text_model(source, work / "text-model")
+        inner = replace(options, overwrite=False)
+        result = quantize(text, recipe, work / "export", inner, progress)
+        progress("grafting the vision tower back")
+        graft = graft_vision(result.directory, source, anatomy)
+        manifest = write_manifest(
+            result.directory,
+            _multimodal_manifest(result.manifest, model, anatomy, recipe, graft, result.directory),
         )
+        report = result.report and replace(
+            result.report,
+            directory=str(out),
+            predicted_bytes=manifest.predicted_bytes,
+            tensor_bytes=manifest.tensor_bytes,
+        )
+        _publish(result.directory, out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return QuantizeResult(directory=out, manifest=manifest, report=report)
+
+
+def _multimodal_manifest(
+    text: Manifest, model: str | Path, anatomy: Anatomy, recipe: Recipe, graft: Graft, directory: Path
+) -> Manifest:
+    """The text export's manifest, re-pointed at the multimodal source and its grafted files."""
+    source = str(model)
+    note = (
+        f"multimodal source: the language model was extracted, quantized and verified as a text-only "
+        f"checkpoint; the vision tower's {graft.vision_tensors} tensors ({graft.vision_bytes:,} bytes) were "
+        f"copied unchanged and the text tensors renamed back under {TEXT_PREFIX!r}"
+    )
+    return replace(
+        text,
+        source=source,
+        source_config_sha256=source_config_sha256(anatomy.source),
+        model_type=anatomy.model_type,
+        predicted_bytes=predict_footprint(anatomy, recipe).total_bytes,
+        tensor_bytes=load_anatomy(directory).total_bytes,
+        files=directory_files(directory),
+        notes=(*text.notes, note),
+    )
 
 
 def _calibration(tokenizer: Any, model: str | Path, options: QuantizeOptions) -> CalibrationSet:

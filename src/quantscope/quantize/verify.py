@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from quantscope.anatomy import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.quantize.checks import Check, detail_list, structural_checks
-from quantscope.quantize.manifest import Manifest, read_manifest
+from quantscope.quantize.manifest import Manifest, directory_files, read_manifest, write_manifest
+from quantscope.quantize.multimodal import check_vision, extract_text_model, is_multimodal_checkpoint
 from quantscope.quantize.weights import MAX_ERROR_RATIO, weight_check, weight_errors
 
 # Tensors that only feed activation quantization; a loader that ignores them still has the right weights.
@@ -284,6 +286,8 @@ def verify(
     if not directory.is_dir():
         raise QuantscopeError(f"{directory}: not a directory")
     manifest = read_manifest(directory)
+    if is_multimodal_checkpoint(directory):
+        return _verify_multimodal(directory, manifest, source, reference, load, settings, progress)
     checks, tensor_bytes, file_bytes = structural_checks(directory, manifest)
     kl, sample, warnings = None, "", ()
     if load:
@@ -306,6 +310,43 @@ def verify(
         kl=kl,
         sample=sample,
         warnings=warnings,
+    )
+
+
+def _verify_multimodal(
+    directory: Path,
+    manifest: Manifest,
+    source: str | Path | None,
+    reference: Sequence[Any] | None,
+    load: bool,
+    settings: VerifySettings,
+    progress: Progress,
+) -> VerifyReport:
+    """A multimodal export: every check on its language model, extracted to a temp text-only
+    checkpoint (`quantize.multimodal`), plus the vision tower compared with the source's."""
+    import tempfile
+
+    source = str(source or manifest.source)
+    with tempfile.TemporaryDirectory(prefix="quantscope-verify-") as tmp:
+        progress("extracting the language model")
+        text = extract_text_model(directory, Path(tmp) / "text")
+        vision_bytes = load_anatomy(directory).total_bytes - load_anatomy(text).total_bytes
+        text_manifest = replace(
+            manifest, files=directory_files(text), predicted_bytes=manifest.predicted_bytes - vision_bytes
+        )
+        write_manifest(text, text_manifest)
+        report = verify(
+            text, source=source, reference=reference, load=load, settings=settings, progress=progress
+        )
+    progress("comparing the vision tower with the source")
+    vision = check_vision(directory, source if settings.kl or not load else None)
+    return replace(
+        report,
+        directory=str(directory),
+        checks=(*report.checks, vision),
+        tensor_bytes=report.tensor_bytes + vision_bytes,
+        predicted_bytes=manifest.predicted_bytes,
+        file_bytes=sum(path.stat().st_size for path in directory.iterdir() if path.is_file()),
     )
 
 
