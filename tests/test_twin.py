@@ -14,7 +14,7 @@ from quantscope.gpus import get_gpu, served_activations
 from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.profile.actquant import ActPoint, act_spec, activations_quantized, install, qdq_activation
 from quantscope.quantize import read_manifest
-from quantscope.quantize.weights import _activations_off
+from quantscope.quantize.weights import _activations_off, load_export_float32
 from quantscope.twin import read_twin, write_twin
 
 
@@ -118,18 +118,6 @@ _TOLERANCE = {
 }
 
 
-def _export_in_float32(export: Path) -> torch.nn.Module:
-    """The export as transformers runs it, in float32 throughout (compressed-tensors layers and
-    the experts it decompresses come out in bf16: decompress first, then upcast)."""
-    from quantscope.quantize.weights import _decompress
-
-    model = load_causal_lm(export, dtype="float32", tokenizer=False).model
-    _decompress(model)
-    for child in model.children():  # transformers refuses model.float() on a quantized model
-        child.float()
-    return model
-
-
 def _kl_and_agreement(reference: list[torch.Tensor], candidate: list[torch.Tensor]) -> tuple[float, float]:
     kl = torch.cat(
         [next_token_kl(r.double(), c.double())[0] for r, c in zip(reference, candidate, strict=True)]
@@ -151,7 +139,7 @@ def test_twin_computes_what_its_export_computes(
 
     export = toy_exports[fmt]
     probe = read_manifest(export).probe
-    exported = next_token_logits(_export_in_float32(export), probe)
+    exported = next_token_logits(load_export_float32(export), probe)
     twin = write_twin(checkpoint_dir(), export, tmp_path / "twin", "transformers")
     marker = read_twin(twin)
     assert marker["gpu"] == "transformers" and marker["quantized_tensors"] > 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from quantscope.errors import QuantscopeError
@@ -120,6 +121,19 @@ def quantized_inputs(model: Any) -> dict[str, str]:
         elif scheme is not None and scheme.input_activations is not None:
             found[name] = "even"
     return found
+
+
+def load_export_float32(export: Path | str) -> Any:
+    """An export as transformers' CPU path runs it (AutoRound's or compressed-tensors' modules,
+    activation quantization as they declare it), in float32 throughout: compressed-tensors layers
+    and the experts it decompresses come out in bf16, so decompress first, then upcast."""
+    from quantscope.modeling import load_causal_lm
+
+    model = load_causal_lm(export, dtype="float32", tokenizer=False).model
+    _decompress(model)
+    for child in model.children():  # transformers refuses model.float() on a quantized model
+        child.float()
+    return model
 
 
 def _decompress(model: Any) -> None:
