@@ -60,6 +60,12 @@ def test_demo_writes_checkpoints_store_and_report(demo_run) -> None:
     for m in result.report.analysis.metrics:
         assert f"{100 * m.accuracy:.1f}%" in page
     assert result.report.recommendation.summary().split(" — ")[0].replace("&", "&amp;") in page
+    # and says what was evaluated: the twin, not the export, and as which GPU runs it
+    w4_info = next(info for info in result.report.analysis.variants if info.name == "w4a16")
+    assert "float32 twin of export 'w4a16'" in w4_info.evaluated and "B200" in w4_info.evaluated
+    assert "weight-only" in w4_info.evaluated  # W4A16 rounds no activations on any GPU
+    assert next(i for i in result.report.analysis.variants if i.name == "bf16").evaluated is None
+    assert "What was evaluated" in page and "float32 twin of export &#x27;w4a16&#x27;" in page
     stages = {e.stage for e in events}
     assert stages == {"plan", "quantize", "eval", "report"}
 
@@ -151,3 +157,14 @@ def test_other_settings_in_the_same_folder_are_refused(demo_run, toy_dir: Path) 
     out, _, _ = demo_run
     with pytest.raises(QuantscopeError, match="holds a demo run with other settings"):
         run_demo(out, model=toy_dir, settings=replace(SETTINGS, per_level=2))
+
+
+@pytest.mark.slow
+def test_another_gpu_in_the_same_folder_is_refused(demo_run, toy_dir: Path) -> None:
+    from quantscope.errors import QuantscopeError
+
+    out, _, _ = demo_run
+    before = (out / "eval" / "w4a16" / "twin.json").read_text()
+    with pytest.raises(QuantscopeError, match="evaluated as on B200; for H100 use another --out"):
+        run_demo(out, model=toy_dir, settings=SETTINGS, gpu="h100")
+    assert (out / "eval" / "w4a16" / "twin.json").read_text() == before

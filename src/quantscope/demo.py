@@ -16,25 +16,25 @@ is reported as failed and left out; the demo goes on with the others.
 
 What is evaluated: on a CPU, transformers runs the exports' 4-bit / FP4 / FP8 layers through
 AutoRound's reference modules at about 8 tokens/s (the toy model, 2 cores), far too slow for a
-10-minute demo. So each export is evaluated through its twin (`quantscope.twin`): the source
-weights rounded in exactly the per-module formats the export's manifest records, saved as float32,
-plus the activation rounding the target GPU applies when vLLM serves the export (`settings.gpu`,
-Blackwell B200 by default: NVFP4 and MXFP4 as W4A4, FP8 as W8A8; `--gpu H100` runs FP4 weight-only),
-with the export's own activation scales. It is an emulation in float32 on the CPU; on a GPU,
-evaluate the exports themselves with `quantscope eval`. `tests/test_twin.py` holds each twin to its
-export run through AutoRound's modules. Memory numbers always come from the real export's manifest.
+10-minute demo. So each export is evaluated through its twin (`quantscope.twin`): the export's
+own weights, dequantized and saved as float32, plus the activation rounding the target GPU
+applies when vLLM serves the export (`settings.gpu`, Blackwell B200 by default: NVFP4 and MXFP4
+as W4A4, FP8 as W8A8; `--gpu H100` runs FP4 weight-only), with the export's own activation
+scales. It is an emulation in float32 on the CPU, and the report says so per variant; on a GPU,
+evaluate the exports themselves with `quantscope eval`. `tests/test_twin.py` holds each twin to
+its export run through AutoRound's modules. Memory numbers always come from the export's manifest.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quantscope.errors import QuantscopeError
-from quantscope.gpus import DEFAULT_TARGET
+from quantscope.gpus import DEFAULT_TARGET, get_gpu
 
 if TYPE_CHECKING:
     from quantscope.report import ReportResult
@@ -121,11 +121,13 @@ def run_demo(
     model: str | Path | None = None,
     budget_bytes: int | None = None,
     settings: DemoSettings | None = None,
+    gpu: str | None = None,
 ) -> DemoResult:
     """Run (or resume) the demo into `out_dir` and return what it produced.
 
     `model` defaults to the bundled toy checkpoint; `settings` to `QUICK` or `FULL` by `quick`;
-    `budget_bytes` (bytes) to `DEFAULT_BUDGET_FRACTION` of the BF16 weights.
+    `budget_bytes` (bytes) to `DEFAULT_BUDGET_FRACTION` of the BF16 weights; `gpu` (a
+    `quantscope.gpus` name) overrides the settings' target GPU of the evaluation twins.
     """
     from quantscope.report import build_report
     from quantscope.store import Store
@@ -133,8 +135,11 @@ def run_demo(
     started = time.perf_counter()
     notify = progress or (lambda _event: None)
     settings = settings or (QUICK if quick else FULL)
+    if gpu is not None:
+        settings = replace(settings, gpu=get_gpu(gpu).name)
     source = Path(model) if model is not None else _toy_checkpoint()
     out = Path(out_dir).expanduser().resolve()
+    _check_target(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     planned = plan_presets(source, settings.presets, notify)
     variants = [
@@ -160,6 +165,20 @@ def _toy_checkpoint() -> Path:
     from quantscope.toy import checkpoint_dir
 
     return checkpoint_dir()
+
+
+def _check_target(out: Path, settings: DemoSettings) -> None:
+    """Refuse to resume a demo folder whose stored generations came from twins of another GPU:
+    the store would mix two emulations under one variant name."""
+    from quantscope.twin import read_twin
+
+    for preset in settings.presets:
+        marker = read_twin(out / "eval" / preset)
+        if marker and marker.get("gpu") != settings.gpu:
+            raise QuantscopeError(
+                f"{out} holds results evaluated as on {marker.get('gpu')}; "
+                f"for {settings.gpu} use another --out"
+            )
 
 
 def _title(settings: DemoSettings) -> str:

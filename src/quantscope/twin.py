@@ -188,6 +188,32 @@ def read_twin(directory: str | Path) -> dict[str, Any] | None:
         ) from None
 
 
+def describe_twin(directory: str | Path) -> str | None:
+    """One sentence saying what evaluating the twin in `directory` measures (None: not a twin).
+
+    Reads only `twin.json`; a missing or remote directory is simply not a twin."""
+    try:
+        marker = read_twin(directory) if Path(str(directory)).is_dir() else None
+    except QuantscopeError:
+        return None
+    if not marker:
+        return None
+    export = Path(str(marker.get("export", "?"))).name
+    kernels = "; ".join(f"{fmt}: {kernel}" for fmt, kernel in sorted(marker.get("kernels", {}).items()))
+    rounded = len(marker.get("activations", ()))
+    activation = (
+        f"activation rounding emulated on {rounded} layer inputs"
+        if rounded
+        else "weight-only there (no activation rounding)"
+    )
+    return (
+        f"an emulation: the float32 twin of export {export!r} (its own dequantized weights) run on the CPU "
+        f"as vLLM runs it on {marker.get('gpu', '?')}, {activation}"
+        + (f" ({kernels})" if kernels else "")
+        + "; on that GPU, evaluate the export itself with vLLM"
+    )
+
+
 def twin_activations(directory: str | Path) -> Sequence[Any]:
     """The activation points a twin's marker names (empty for a non-twin or a weight-only twin)."""
     from quantscope.profile.actquant import ActPoint

@@ -59,7 +59,8 @@ from quantscope.util import json_ready
 
 if TYPE_CHECKING:
     from quantscope.settings import OutputSettings
-    from quantscope.store import Store, Variant
+from quantscope.store import Store, Variant
+from quantscope.twin import describe_twin
 
 BASELINE_RECIPES = ("bf16", "fp16")
 VERDICT_TRUNCATION = "worse: mostly truncation"
@@ -82,6 +83,9 @@ class VariantInfo:
     memory_bytes: int | None
     memory_source: str | None
     is_baseline: bool
+    evaluated: str | None = None
+    """What evaluating `model_path` measured when it is not the checkpoint as stored: an evaluation
+    twin's description (`twin.describe_twin`); None for a checkpoint evaluated as it is."""
 
 
 @dataclass(frozen=True)
@@ -502,6 +506,7 @@ def _info(variant: Variant) -> VariantInfo:
         memory_bytes=memory,
         memory_source=source,
         is_baseline=variant.is_baseline,
+        evaluated=describe_twin(variant.model_path),
     )
 
 

@@ -57,6 +57,13 @@ def demo(
         str | None,
         typer.Option(help="Memory budget for the recommendation (default: half the BF16 weights)."),
     ] = None,
+    gpu: Annotated[
+        str,
+        typer.Option(
+            help="GPU whose kernels the evaluation twins emulate (B200: NVFP4/MXFP4 as W4A4, FP8 as W8A8; "
+            "H100: FP4 weight-only; A100: everything weight-only). One GPU per --out folder."
+        ),
+    ] = "B200",
     verbose: Annotated[
         bool, typer.Option(help="Show AutoRound's and transformers' own logs and bars.")
     ] = False,
@@ -72,7 +79,9 @@ def demo(
 
     out = out if out is not None else Path("quantscope-demo-quick" if quick else "quantscope-demo")
     with progress_bars(TextColumn("{task.fields[note]}")) as bars:
-        result = run_demo(out, quick=quick, progress=_DemoBars(bars), budget_bytes=size_or_none(budget))
+        result = run_demo(
+            out, quick=quick, progress=_DemoBars(bars), budget_bytes=size_or_none(budget), gpu=gpu
+        )
     console.print(demo_variants_table(result), highlight=False)
     console.print(comparison_table(result.report.analysis))
     console.print(recommendation_panel(result.report.recommendation))

@@ -246,7 +246,19 @@ def _summary_section(analysis: Analysis, rec: Recommendation) -> str:
         f"mean paired difference against <b>{escape(analysis.baseline)}</b>. Per-task confidence intervals "
         "are below."
     )
-    return _section("summary", "Summary", table + _findings(analysis), note)
+    return _section("summary", "Summary", table + _evaluated(analysis) + _findings(analysis), note)
+
+
+def _evaluated(analysis: Analysis) -> str:
+    """What was evaluated, for every variant that is not its checkpoint as stored (twins)."""
+    lines = [
+        f"<li><b>{escape(info.name)}</b>: {escape(info.evaluated)}</li>"
+        for info in analysis.variants
+        if info.evaluated
+    ]
+    if not lines:
+        return ""
+    return f"<p class='note'>What was evaluated:</p><ul class='evaluated'>{''.join(lines)}</ul>"
 
 
 def _task_rows(analysis: Analysis, task: str) -> list[str]:
