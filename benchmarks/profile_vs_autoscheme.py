@@ -130,13 +130,20 @@ def render_text_calibration(chat_jsonl: Path, tokenizer, seq_len: int, out: Path
 
 def toy_accuracy(profiler, formats: dict[str, str], per_level: int, levels: tuple[int, ...] = ()) -> str:
     """Greedy toy-benchmark accuracy / truncation / mean thinking tokens with `formats` applied."""
+    from quantscope.profile.actquant import activations_quantized
     from quantscope.profile.fakequant import fake_quantized
+    from quantscope.profile.units import assignment_targets
     from quantscope.toy.evaluate import generate_outcomes
     from quantscope.toy.problems import benchmark_problems
 
     problems = benchmark_problems(per_level=per_level, levels=levels)
     fused = [f.members for f in profiler.anatomy.fused_sets]
-    with fake_quantized(profiler.model, profiler.assignment_targets(formats), fused):
+    targets = assignment_targets(profiler.model, profiler.anatomy, formats)
+    # the same weight and activation rounding the KL column measures (the profiler's --gpu)
+    with (
+        fake_quantized(profiler.model, targets, fused),
+        activations_quantized(profiler.model, profiler.activations(targets)),
+    ):
         outcomes = generate_outcomes(profiler.model, problems, batch_size=32)
     correct = sum(o.correct for o in outcomes) / len(outcomes)
     truncated = sum(o.truncated for o in outcomes) / len(outcomes)
@@ -158,6 +165,9 @@ def main() -> int:
     )
     parser.add_argument("--also", action="append", default=[], help="extra profiled schemes, e.g. fp8")
     parser.add_argument("--no-autoscheme", action="store_true")
+    parser.add_argument(
+        "--gpu", default="B200", help="activation rounding of this GPU's kernels ('' for weights only)"
+    )
     parser.add_argument("--per-layer", action="store_true", help="also search per-layer units")
     args = parser.parse_args()
 
@@ -170,7 +180,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         chats = write_toy_calibration(Path(tmp) / "chats.jsonl")
         started = time.perf_counter()
-        profiler = Profiler(model_dir, chats, n_sequences=args.samples, seq_len=args.seq_len)
+        profiler = Profiler(
+            model_dir, chats, n_sequences=args.samples, seq_len=args.seq_len, gpu=args.gpu or None
+        )
+        print(f"damage measured as served on {args.gpu or 'no GPU (weights only)'}")
         profiles = {"groups": profiler.profile(args.scheme, args.also)}
         print(f"profile (groups, incl. load): {time.perf_counter() - started:.1f} s")
         if args.per_layer:
