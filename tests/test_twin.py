@@ -194,3 +194,29 @@ def test_a_hopper_twin_is_the_export_with_16_bit_activations(
     kl_same, _ = _kl_and_agreement(weight_only, hopper)
     kl_w4a4, _ = _kl_and_agreement(w4a4, hopper)
     assert kl_same <= 1e-4 < kl_w4a4
+
+
+def test_stored_activation_scales_are_reproduced_to_the_bit(tmp_path: Path) -> None:
+    """The twin recomputes each static scale from a |max| (float32, as AutoRound does); the plain
+    inverse of a stored scale is often one ulp off, which on SmolLM2 moved the NVFP4 twin by
+    0.1 nats/token from its export. The |max| the twin stores must give back the very scale."""
+    from auto_round.data_type.nvfp import calculate_gparam
+    from safetensors.torch import save_file
+
+    from quantscope.profile.actquant import fp8_static_scale
+    from quantscope.profile.fakequant import nvfp4_global_scale
+    from quantscope.twin import export_activation_amax
+
+    torch.manual_seed(0)
+    amaxes = torch.rand(200) * 500 + 0.5  # calibrated input |max| as AutoRound stores them:
+    nv = torch.stack([calculate_gparam(a) for a in amaxes]).reshape(200)  # 448 * 6 / amax
+    fp8 = fp8_static_scale(amaxes)  # amax / 448
+    tensors = {f"l{i}.input_global_scale": nv[i : i + 1] for i in range(200)}
+    tensors |= {f"f{i}.input_scale": fp8[i : i + 1] for i in range(200)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    amax = export_activation_amax(tmp_path)
+    naive = sum(bool(nvfp4_global_scale(torch.tensor(448 * 6 / float(s))) != s) for s in nv)
+    assert naive > 0  # the defect this guards against is real for float32 scales
+    for i in range(200):
+        assert torch.equal(nvfp4_global_scale(amax[f"l{i}"]).reshape(1), nv[i : i + 1]), i
+        assert torch.equal(fp8_static_scale(amax[f"f{i}"]).reshape(1), fp8[i : i + 1]), i

@@ -51,10 +51,17 @@ class TwinPlan:
 
 
 def export_activation_amax(export: Path) -> dict[str, float]:
-    """Module name -> calibrated input |max| stored in an export's static activation scales."""
+    """Module name -> calibrated input |max| stored in an export's static activation scales.
+
+    Each |max| is the float32 value from which the emulation (`profile.actquant`, float32 like
+    AutoRound) recomputes exactly the stored scale: the plain inverse can be one unit in the last
+    place off, and on a real model a scale one ulp off flips enough FP4 roundings of activations
+    to move the twin's next-token distribution by ~0.1 nats (SmolLM2, 256-token windows).
+    """
     from safetensors import safe_open
 
-    from quantscope.profile.fakequant import FP4_MAX, FP8_E4M3_MAX
+    from quantscope.profile.actquant import fp8_static_scale
+    from quantscope.profile.fakequant import FP4_MAX, FP8_E4M3_MAX, nvfp4_global_scale
 
     found: dict[str, float] = {}
     for path in sorted(export.glob("*.safetensors")):
@@ -62,11 +69,30 @@ def export_activation_amax(export: Path) -> dict[str, float]:
             for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
                 module, _, param = key.rpartition(".")
                 if param == "input_global_scale":
-                    scale = float(handle.get_tensor(key).float().max())
-                    found[module] = FP8_E4M3_MAX * FP4_MAX / scale if scale else 0.0
+                    scale = handle.get_tensor(key).float().max()
+                    guess = FP8_E4M3_MAX * FP4_MAX / float(scale) if scale else 0.0
+                    found[module] = _exact_amax(scale, guess, nvfp4_global_scale) if scale else 0.0
                 elif param == "input_scale":
-                    found[module] = float(handle.get_tensor(key).float().max()) * FP8_E4M3_MAX
+                    scale = handle.get_tensor(key).float().max()
+                    found[module] = _exact_amax(scale, float(scale) * FP8_E4M3_MAX, fp8_static_scale)
     return found
+
+
+def _exact_amax(scale: Any, guess: float, scale_of: Any, ulps: int = 4) -> float:
+    """The float32 |max| nearest `guess` for which `scale_of(amax)` is exactly `scale` (else `guess`)."""
+    import torch
+
+    center = torch.tensor(guess, dtype=torch.float32)
+    up, down = center.clone(), center.clone()
+    candidates = [center]
+    for _ in range(ulps):
+        up = torch.nextafter(up, torch.tensor(float("inf")))
+        down = torch.nextafter(down, torch.tensor(0.0))
+        candidates += [up, down]
+    for candidate in candidates:
+        if torch.equal(scale_of(candidate).reshape(()), scale.reshape(())):
+            return float(candidate)
+    return guess
 
 
 def plan_twin(

@@ -122,8 +122,13 @@ def qdq_activation(
     return out.to(x.dtype)
 
 
+def fp8_static_scale(amax: torch.Tensor | float) -> torch.Tensor:
+    """FP8's per-tensor input scale for a calibrated |max| (float32, as AutoRound computes it)."""
+    return (torch.as_tensor(amax, dtype=torch.float32) / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
+
+
 def _fp8_static(values: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
-    scale = (amax / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
+    scale = fp8_static_scale(amax)
     return round_to_e4m3((values / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)) * scale
 
 
