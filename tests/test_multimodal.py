@@ -159,3 +159,32 @@ def test_extract_text_cli_refuses_a_text_only_checkpoint(multimodal: Path, tmp_p
     again = runner.invoke(app, ["extract-text", str(tmp_path / "t"), "--out", str(tmp_path / "u")])
     assert again.exit_code == 2 and "not a multimodal checkpoint" in " ".join(again.output.split())
     assert not (tmp_path / "u").exists()
+
+
+def test_a_rejected_multimodal_export_is_kept_beside_out(multimodal: Path, tmp_path: Path):
+    from quantscope.errors import QuantscopeError
+
+    out = tmp_path / "strict"
+    options = QuantizeOptions(dataset=TEXT, max_kl=1e-12, **FAST)  # no real export is that close
+    with pytest.raises(QuantscopeError, match=r"strict\.rejected.*KL vs source"):
+        quantize(multimodal, "w4a16", out, options)
+    assert not out.exists() and (tmp_path / "strict.rejected" / "quantscope.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["strict.rejected"]  # no temp folder left
+
+
+def test_other_multimodal_layouts_are_refused_before_any_work(multimodal: Path, tmp_path: Path):
+    """Llava-style names (`language_model.model.*`) cannot be renamed into a CausalLM reliably."""
+    from quantscope.errors import QuantscopeError
+
+    other = tmp_path / "llava-like"
+    other.mkdir()
+    for path in multimodal.iterdir():
+        if path.suffix != ".safetensors":
+            (other / path.name).write_bytes(path.read_bytes())
+    with safe_open(str(next(multimodal.glob("*.safetensors"))), "pt") as f:
+        keys = list(f.keys())
+        renamed = {k.replace("model.language_model.", "language_model.model."): f.get_tensor(k) for k in keys}
+    save_file(renamed, str(other / "model.safetensors"))
+    with pytest.raises(QuantscopeError, match="multimodal layout quantscope cannot split"):
+        quantize(other, "w4a16", tmp_path / "out", QuantizeOptions(dataset=TEXT, **FAST))
+    assert not (tmp_path / "out").exists()

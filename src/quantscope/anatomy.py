@@ -516,6 +516,12 @@ def _load_local(path: Path) -> Anatomy:
     return build_anatomy(str(path), config, headers, files=[shard.name for shard in shards])
 
 
+def checkpoint_shards(directory: Path) -> list[Path]:
+    """The safetensors shards of a checkpoint directory: those its index names, else every
+    `*.safetensors` file. QuantscopeError when there are none or the index names missing files."""
+    return _local_shards(directory)
+
+
 def _local_shards(directory: Path) -> list[Path]:
     index_path = directory / "model.safetensors.index.json"
     if index_path.exists():

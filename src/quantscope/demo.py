@@ -135,8 +135,7 @@ def run_demo(
     started = time.perf_counter()
     notify = progress or (lambda _event: None)
     settings = settings or (QUICK if quick else FULL)
-    if gpu is not None:
-        settings = replace(settings, gpu=get_gpu(gpu).name)
+    settings = replace(settings, gpu=get_gpu(gpu or settings.gpu).name)  # "b200" and "B200" are one GPU
     source = Path(model) if model is not None else _toy_checkpoint()
     out = Path(out_dir).expanduser().resolve()
     _check_target(out, settings)

@@ -31,6 +31,9 @@ from quantscope.errors import QuantscopeError
 from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
 
 TWIN_MARKER = "twin.json"
+TWIN_VERSION = 2
+"""Bumped whenever a twin's contents would change for the same export and GPU (2: static
+activation |max| reproducing the stored scales to the bit); an older twin is rebuilt, not reused."""
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -62,12 +65,14 @@ def export_activation_amax(export: Path) -> dict[str, float]:
 
     from quantscope.profile.actquant import fp8_static_scale
     from quantscope.profile.fakequant import FP4_MAX, FP8_E4M3_MAX, nvfp4_global_scale
+    from quantscope.quantize.multimodal import causal_name
 
     found: dict[str, float] = {}
     for path in sorted(export.glob("*.safetensors")):
         with safe_open(str(path), "pt") as handle:
             for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
                 module, _, param = key.rpartition(".")
+                module = causal_name(module)  # a multimodal export's manifest uses the text names
                 if param == "input_global_scale":
                     scale = handle.get_tensor(key).float().max()
                     guess = FP8_E4M3_MAX * FP4_MAX / float(scale) if scale else 0.0
@@ -167,7 +172,12 @@ def write_twin(source: Path, export: Path, twin: Path, gpu: str = DEFAULT_TARGET
 
     gpu = get_gpu(gpu).name
     existing = read_twin(twin)
-    if existing is not None and existing.get("export") == str(export) and existing.get("gpu") == gpu:
+    if (
+        existing is not None
+        and existing.get("export") == str(export)
+        and existing.get("gpu") == gpu
+        and existing.get("version") == TWIN_VERSION
+    ):
         return twin
     exported = load_causal_lm(export, dtype="float32", tokenizer=False).model
     assignment, plan = export_plan(export, gpu, quantized_inputs(exported))
@@ -186,6 +196,7 @@ def write_twin(source: Path, export: Path, twin: Path, gpu: str = DEFAULT_TARGET
             if (source / name).is_file():
                 shutil.copy2(source / name, work / name)
         marker = {
+            "version": TWIN_VERSION,
             "export": str(export),
             "source": str(source),
             "gpu": gpu,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import Anatomy, build_anatomy
+from quantscope.anatomy import Anatomy, build_anatomy, checkpoint_shards, read_safetensors_header
 from quantscope.errors import QuantscopeError
 from quantscope.quantize.checks import Check, detail_list
 
@@ -74,11 +74,13 @@ def check_vision(export: Path, source: str | Path | None) -> Check:
         problems = [f"missing {key}" for key in missing] + [f"{key} not in the source" for key in extra]
         return Check(name, False, detail_list("vision tensors differ from the source's", problems))
     changed = []
-    for shard in sorted(export.glob("*.safetensors")):
+    where = _tensor_shards(source_dir)
+    for shard in checkpoint_shards(export):
         with safe_open(str(shard), "pt") as f:
             for key in set(ours).intersection(f.keys()):
-                if not _same_tensor(f.get_tensor(key), _read_tensor(source_dir, key)):
-                    changed.append(key)
+                with safe_open(str(where[key]), "pt") as theirs_file:
+                    if not _same_tensor(f.get_tensor(key), theirs_file.get_tensor(key)):
+                        changed.append(key)
     if changed:
         return Check(
             name,
@@ -94,14 +96,27 @@ def _same_tensor(a: Any, b: Any) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and bool(a.equal(b))
 
 
-def _read_tensor(directory: Path, key: str) -> Any:
-    from safetensors import safe_open
+def _tensor_shards(directory: Path) -> dict[str, Path]:
+    """Tensor name -> the shard holding it (headers only)."""
+    return {
+        entry[0]: shard for shard in checkpoint_shards(directory) for entry in read_safetensors_header(shard)
+    }
 
-    for shard in sorted(directory.glob("*.safetensors")):
-        with safe_open(str(shard), "pt") as f:
-            if key in f.keys():  # noqa: SIM118 - safe_open handles are not containers
-                return f.get_tensor(key)
-    raise QuantscopeError(f"{directory}: tensor {key} not found")
+
+_TEXT_LAYOUT = (TEXT_PREFIX, "lm_head.", "mtp.")
+
+
+def check_extractable(anatomy: Anatomy) -> None:
+    """Refuse a multimodal layout other than Qwen3.5's (`model.language_model.*` beside
+    `model.visual.*`, `lm_head.*`, `mtp.*`): its language model cannot be renamed into a CausalLM
+    reliably (Llava's `language_model.model.*`, Qwen2-VL's `model.layers.*` + `visual.*` …)."""
+    other = [t.name for t in anatomy.tensors if t.group != "vision" and not t.name.startswith(_TEXT_LAYOUT)]
+    if other or not any(t.name.startswith(TEXT_PREFIX) for t in anatomy.tensors):
+        example = other[0] if other else "no tensor under model.language_model."
+        raise QuantscopeError(
+            f"{anatomy.source}: a multimodal layout quantscope cannot split ({example}); it quantizes "
+            "checkpoints laid out as Qwen3.5's (model.language_model.*, model.visual.*, lm_head.*, mtp.*)"
+        )
 
 
 def text_view(anatomy: Anatomy) -> Anatomy:
@@ -122,7 +137,7 @@ def text_view(anatomy: Anatomy) -> Anatomy:
     if "tie_word_embeddings" in anatomy.config:
         config["tie_word_embeddings"] = anatomy.config["tie_word_embeddings"]
     headers = [
-        (_causal_name(t.name), t.dtype, t.shape, t.nbytes) for t in anatomy.tensors if t.group != "vision"
+        (causal_name(t.name), t.dtype, t.shape, t.nbytes) for t in anatomy.tensors if t.group != "vision"
     ]
     return build_anatomy(anatomy.source, config, headers, files=anatomy.files)
 
@@ -145,17 +160,18 @@ def extract_text_model(source: Path, target: Path) -> Path:
     anatomy = load_anatomy(source)
     if not is_multimodal(anatomy):
         raise QuantscopeError(f"{source}: not a multimodal checkpoint (no vision tower); nothing to extract")
+    check_extractable(anatomy)
     vision = {t.name for t in anatomy.by_group()["vision"]}
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     weight_map: dict[str, str] = {}
-    for shard in sorted(source.glob("*.safetensors")):
+    for shard in checkpoint_shards(source):
         with safe_open(str(shard), "pt") as f:
             names = [name for name in list(f.keys()) if name not in vision]
             if not names:
                 continue
-            tensors = {_causal_name(name): f.get_tensor(name) for name in names}
+            tensors = {causal_name(name): f.get_tensor(name) for name in names}
             save_file(tensors, str(partial / shard.name), metadata=f.metadata() or {"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, shard.name))
     if set(weight_map.values()) != {"model.safetensors"}:  # transformers finds other names via an index
@@ -182,7 +198,7 @@ def _text_config_json(anatomy: Anatomy) -> dict[str, Any]:
     quantization = anatomy.config.get("quantization_config")
     if isinstance(quantization, Mapping):
         config["quantization_config"] = _renamed_quantization_config(
-            quantization, _causal_name, drop=_is_vision
+            quantization, causal_name, drop=_is_vision
         )
     return config
 
@@ -223,7 +239,7 @@ def graft_vision(export: Path, source: Path, anatomy: Anatomy) -> Graft:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    text_shards = sorted(export.glob("*.safetensors"))
+    text_shards = checkpoint_shards(export)
     count = len(text_shards) + 1
     names = [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
     weight_map: dict[str, str] = {}
@@ -276,12 +292,14 @@ def _renamed_quantization_config(
             config[key] = [rename(name) for name in value if not drop(name)]
     if isinstance(config.get("extra_config"), dict):
         config["extra_config"] = {rename(k): v for k, v in config["extra_config"].items() if not drop(k)}
-    if isinstance(config.get("ignore"), list):
-        config["ignore"] = [rename(name) for name in config["ignore"] if not drop(name)]
+    for key in ("ignore", "ignored_layers", "modules_to_not_convert"):
+        if isinstance(config.get(key), list):
+            config[key] = [rename(name) for name in config[key] if not drop(name)]
     return config
 
 
-def _causal_name(name: str) -> str:
+def causal_name(name: str) -> str:
+    """A multimodal checkpoint's language-model name as the text-only CausalLM names it."""
     return _CAUSAL_PREFIX + name[len(TEXT_PREFIX) :] if name.startswith(TEXT_PREFIX) else name
 
 
@@ -297,7 +315,7 @@ def _copy_vision(source: Path, anatomy: Anatomy, target: Path, save_file: Any) -
 
     wanted = {t.name for t in anatomy.by_group()["vision"]}
     tensors: dict[str, Any] = {}
-    for shard in sorted(source.glob("*.safetensors")):
+    for shard in checkpoint_shards(source):
         with safe_open(str(shard), "pt") as f:
             for name in wanted.intersection(f.keys()):
                 tensors[name] = f.get_tensor(name)
@@ -329,8 +347,6 @@ def _vision_linears(source: Path) -> list[str]:
 
 
 def _total_size(directory: Path) -> int:
-    from quantscope.anatomy import read_safetensors_header
-
     return sum(
         entry[3] for shard in directory.glob("*.safetensors") for entry in read_safetensors_header(shard)
     )

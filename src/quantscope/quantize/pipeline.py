@@ -43,10 +43,13 @@ from quantscope.quantize.manifest import (
 from quantscope.quantize.multimodal import (
     TEXT_PREFIX,
     Graft,
+    check_extractable,
+    check_vision,
     extract_text_model,
     graft_vision,
     is_multimodal,
     local_snapshot,
+    text_view,
 )
 from quantscope.quantize.verify import DEFAULT_MAX_KL, VerifyReport, VerifySettings, check_loading, verify
 from quantscope.recipe import Recipe, load_recipe, predict_footprint
@@ -200,9 +203,13 @@ def _check_destination(out: Path, overwrite: bool) -> None:
 
 
 def _is_multimodal_source(model: str | Path) -> bool:
-    return is_multimodal(
-        load_anatomy(Path(model).expanduser() if Path(model).expanduser().exists() else model)
-    )
+    return is_multimodal(load_anatomy(_resolved(model)))
+
+
+def _resolved(model: str | Path) -> str | Path:
+    """A local path made absolute (the manifest must name it from anywhere); a hub id as given."""
+    path = Path(model).expanduser()
+    return path.resolve() if path.exists() else model
 
 
 def _quantize_multimodal(
@@ -217,24 +224,35 @@ def _quantize_multimodal(
     The language model is extracted to a text-only checkpoint beside `out` (a copy of its weights
     under the CausalLM's names), quantized and verified exactly like any text model, then renamed
     back under the multimodal names next to the source's untouched vision tensors
-    (`quantize.multimodal`). Nothing lands at `out` until all of that succeeded.
+    (`quantize.multimodal`) and its vision tower checked byte for byte. Nothing lands at `out`
+    until all of that succeeded; an export that fails verification is kept at `<out>.rejected`.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    model = _resolved(model)
     out = Path(out).expanduser().resolve()
     _check_destination(out, options.overwrite)
-    source = local_snapshot(
-        Path(model).expanduser().resolve() if Path(model).expanduser().exists() else model
-    )
-    anatomy = load_anatomy(source)
+    anatomy = load_anatomy(model)
+    if anatomy.is_quantized:
+        raise QuantscopeError(f"{model}: already quantized; quantize from the original 16-bit checkpoint")
+    check_extractable(anatomy)
+    # Every check that needs no weights, on the language model, before anything is downloaded or copied.
+    plan = plan_autoround(text_view(anatomy), recipe, options.export_format)
+    problem = transformers_load_problem(plan) if options.verify else None
+    if problem:
+        raise QuantscopeError(f"recipe {recipe.name!r} in format {plan.export_format!r}: {problem}")
+    source = local_snapshot(model)
     _remove_stale_partials(out)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
     try:
         progress("extracting the language model")
         text = extract_text_model(source, work / "text-model")
         inner = replace(options, overwrite=False)
-        result = quantize(text, recipe, work / "export", inner, progress)
+        result = _quantize_text_model(text, recipe, work / "export", inner, out, progress)
         progress("grafting the vision tower back")
         graft = graft_vision(result.directory, source, anatomy)
+        vision = check_vision(result.directory, source)
+        if not vision.ok:
+            raise QuantscopeError(f"the grafted checkpoint is wrong: {vision.name}: {vision.detail}")
         manifest = write_manifest(
             result.directory,
             _multimodal_manifest(result.manifest, model, anatomy, recipe, graft, result.directory),
@@ -242,8 +260,10 @@ def _quantize_multimodal(
         report = result.report and replace(
             result.report,
             directory=str(out),
+            checks=(*result.report.checks, vision),
             predicted_bytes=manifest.predicted_bytes,
             tensor_bytes=manifest.tensor_bytes,
+            file_bytes=sum(path.stat().st_size for path in result.directory.iterdir() if path.is_file()),
         )
         _publish(result.directory, out, work)
     finally:
@@ -251,11 +271,29 @@ def _quantize_multimodal(
     return QuantizeResult(directory=out, manifest=manifest, report=report)
 
 
+def _quantize_text_model(
+    text: Path, recipe: Recipe, export: Path, options: QuantizeOptions, out: Path, progress: Progress
+) -> QuantizeResult:
+    """The extracted language model through the text pipeline; a rejected export is moved out of
+    the temp folder to `<out>.rejected` (language model only), so the work is not lost."""
+    try:
+        return quantize(text, recipe, export, options, progress)
+    except QuantscopeError as error:
+        rejected = export.with_name(f"{export.name}.rejected")
+        if not rejected.is_dir():
+            raise
+        kept = out.with_name(f"{out.name}.rejected")
+        shutil.rmtree(kept, ignore_errors=True)
+        rejected.rename(kept)
+        raise QuantscopeError(
+            f"{str(error).replace(str(rejected), str(kept))} (its language model only)"
+        ) from None
+
+
 def _multimodal_manifest(
     text: Manifest, model: str | Path, anatomy: Anatomy, recipe: Recipe, graft: Graft, directory: Path
 ) -> Manifest:
     """The text export's manifest, re-pointed at the multimodal source and its grafted files."""
-    source = str(model)
     note = (
         f"multimodal source: the language model was extracted, quantized and verified as a text-only "
         f"checkpoint; the vision tower's {graft.vision_tensors} tensors ({graft.vision_bytes:,} bytes) were "
@@ -263,7 +301,7 @@ def _multimodal_manifest(
     )
     return replace(
         text,
-        source=source,
+        source=str(model),
         source_config_sha256=source_config_sha256(anatomy.source),
         model_type=anatomy.model_type,
         predicted_bytes=predict_footprint(anatomy, recipe).total_bytes,

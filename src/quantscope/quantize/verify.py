@@ -21,9 +21,15 @@ from typing import Any
 from quantscope.anatomy import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
-from quantscope.quantize.checks import Check, detail_list, structural_checks
+from quantscope.quantize.checks import Check, check_files, detail_list, structural_checks
 from quantscope.quantize.manifest import Manifest, directory_files, read_manifest, write_manifest
-from quantscope.quantize.multimodal import check_vision, extract_text_model, is_multimodal_checkpoint
+from quantscope.quantize.multimodal import (
+    check_vision,
+    extract_text_model,
+    is_multimodal,
+    is_multimodal_checkpoint,
+    text_view,
+)
 from quantscope.quantize.weights import MAX_ERROR_RATIO, weight_check, weight_errors
 
 # Tensors that only feed activation quantization; a loader that ignores them still has the right weights.
@@ -247,7 +253,10 @@ def source_reference(
     check, _ = check_loading(loaded.loading_info)
     if not check.ok:
         raise QuantscopeError(f"source model {source} does not load cleanly: {check.detail}")
-    fused = tuple(tuple(f.members) for f in load_anatomy(source).fused_sets)
+    anatomy = load_anatomy(source)
+    if is_multimodal(anatomy):  # the loaded CausalLM names its modules as the text-only view does
+        anatomy = text_view(anatomy)
+    fused = tuple(tuple(f.members) for f in anatomy.fused_sets)
     reference = logits if logits is not None else next_token_logits(loaded.model, probe)
     return SourceReference(reference, loaded.model, fused)
 
@@ -327,7 +336,8 @@ def _verify_multimodal(
     import tempfile
 
     source = str(source or manifest.source)
-    with tempfile.TemporaryDirectory(prefix="quantscope-verify-") as tmp:
+    # Beside the export, not in /tmp (often a small tmpfs): the copy is the whole language model.
+    with tempfile.TemporaryDirectory(prefix=f".{directory.name}.verify-", dir=directory.parent) as tmp:
         progress("extracting the language model")
         text = extract_text_model(directory, Path(tmp) / "text")
         vision_bytes = load_anatomy(directory).total_bytes - load_anatomy(text).total_bytes
@@ -339,11 +349,14 @@ def _verify_multimodal(
             text, source=source, reference=reference, load=load, settings=settings, progress=progress
         )
     progress("comparing the vision tower with the source")
-    vision = check_vision(directory, source if settings.kl or not load else None)
+    vision = check_vision(directory, source if settings.kl else None)
+    # The files check ran on the temp copy; the one that counts is on the export itself.
+    files = check_files(directory, manifest)
+    checks = tuple(files if check.name == files.name else check for check in report.checks)
     return replace(
         report,
         directory=str(directory),
-        checks=(*report.checks, vision),
+        checks=(*checks, vision),
         tensor_bytes=report.tensor_bytes + vision_bytes,
         predicted_bytes=manifest.predicted_bytes,
         file_bytes=sum(path.stat().st_size for path in directory.iterdir() if path.is_file()),
