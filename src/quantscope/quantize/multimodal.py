@@ -22,7 +22,6 @@ format) and is listed in `ignore` (llm-compressor format), so it loads unquantiz
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 from quantscope.anatomy import Anatomy, build_anatomy, checkpoint_shards, read_safetensors_header
 from quantscope.errors import QuantscopeError
 from quantscope.quantize.checks import Check, detail_list
+from quantscope.util import atomic_path, write_atomic
 
 TEXT_PREFIX = "model.language_model."
 _CAUSAL_PREFIX = "model."
@@ -355,15 +355,12 @@ def _total_size(directory: Path) -> int:
 def _save_atomic(
     save_file: Any, tensors: dict[str, Any], path: Path, metadata: Mapping[str, str] | None
 ) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=dict(metadata or {"format": "pt"}))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata or {"format": "pt"}))
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def local_snapshot(model: str | Path) -> Path:

@@ -177,18 +177,26 @@ def _prepare(
     """Every check that needs no weights: destination, recipe, anatomy, exportability."""
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out).expanduser().resolve()
-    if Path(model).expanduser().exists():
-        model = Path(model).expanduser().resolve()  # the manifest must name it from anywhere
+    model = _resolved(model)
     _check_destination(out, options.overwrite)
     anatomy = load_anatomy(model)
+    plan = _checked_plan(model, anatomy, anatomy, recipe, options)
+    predicted = predict_footprint(anatomy, recipe).total_bytes
+    return _Job(model=model, out=out, recipe=recipe, anatomy=anatomy, plan=plan, predicted_bytes=predicted)
+
+
+def _checked_plan(
+    model: str | Path, anatomy: Anatomy, planned: Anatomy, recipe: Recipe, options: QuantizeOptions
+) -> AutoRoundPlan:
+    """The AutoRound plan of `recipe` on `planned` (the anatomy AutoRound will see), after the
+    checks that need no weights: not already quantized, exportable, loadable for verification."""
     if anatomy.is_quantized:
         raise QuantscopeError(f"{model}: already quantized; quantize from the original 16-bit checkpoint")
-    plan = plan_autoround(anatomy, recipe, options.export_format)
+    plan = plan_autoround(planned, recipe, options.export_format)
     problem = transformers_load_problem(plan) if options.verify else None
     if problem:
         raise QuantscopeError(f"recipe {recipe.name!r} in format {plan.export_format!r}: {problem}")
-    predicted = predict_footprint(anatomy, recipe).total_bytes
-    return _Job(model=model, out=out, recipe=recipe, anatomy=anatomy, plan=plan, predicted_bytes=predicted)
+    return plan
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
@@ -232,14 +240,9 @@ def _quantize_multimodal(
     out = Path(out).expanduser().resolve()
     _check_destination(out, options.overwrite)
     anatomy = load_anatomy(model)
-    if anatomy.is_quantized:
-        raise QuantscopeError(f"{model}: already quantized; quantize from the original 16-bit checkpoint")
     check_extractable(anatomy)
     # Every check that needs no weights, on the language model, before anything is downloaded or copied.
-    plan = plan_autoround(text_view(anatomy), recipe, options.export_format)
-    problem = transformers_load_problem(plan) if options.verify else None
-    if problem:
-        raise QuantscopeError(f"recipe {recipe.name!r} in format {plan.export_format!r}: {problem}")
+    _checked_plan(model, anatomy, text_view(anatomy), recipe, options)
     source = local_snapshot(model)
     _remove_stale_partials(out)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
