@@ -74,13 +74,17 @@ def check_vision(export: Path, source: str | Path | None) -> Check:
         problems = [f"missing {key}" for key in missing] + [f"{key} not in the source" for key in extra]
         return Check(name, False, detail_list("vision tensors differ from the source's", problems))
     changed = []
-    where = _tensor_shards(source_dir)
+    theirs_at = _tensor_shards(source_dir)
     for shard in checkpoint_shards(export):
         with safe_open(str(shard), "pt") as f:
-            for key in set(ours).intersection(f.keys()):
-                with safe_open(str(where[key]), "pt") as theirs_file:
-                    if not _same_tensor(f.get_tensor(key), theirs_file.get_tensor(key)):
-                        changed.append(key)
+            by_source: dict[Path, list[str]] = {}
+            for key in sorted(set(ours).intersection(f.keys())):
+                by_source.setdefault(theirs_at[key], []).append(key)
+            for source_shard, keys in by_source.items():  # each pair of shards opened once
+                with safe_open(str(source_shard), "pt") as theirs_file:
+                    changed += [
+                        k for k in keys if not _same_tensor(f.get_tensor(k), theirs_file.get_tensor(k))
+                    ]
     if changed:
         return Check(
             name,
@@ -255,7 +259,7 @@ def graft_vision(export: Path, source: Path, anatomy: Anatomy) -> Graft:
     weight_map.update(dict.fromkeys(vision, names[-1]))
     index = {"metadata": {"total_size": _total_size(export)}, "weight_map": dict(sorted(weight_map.items()))}
     _write_json(export / _INDEX, index)
-    _write_config(export, source)
+    _write_config(export, source, anatomy)
     for name in _PROCESSOR_FILES:
         if (source / name).is_file() and not (export / name).exists():
             shutil.copy2(source / name, export / name)
@@ -326,24 +330,18 @@ def _copy_vision(source: Path, anatomy: Anatomy, target: Path, save_file: Any) -
     return sorted(tensors)
 
 
-def _write_config(export: Path, source: Path) -> None:
+def _write_config(export: Path, source: Path, anatomy: Anatomy) -> None:
     config = json.loads((source / "config.json").read_text())
     text = json.loads((export / "config.json").read_text())
     quantization = text.get("quantization_config")
     if quantization is None:
         raise QuantscopeError(f"{export}/config.json has no quantization_config; nothing to graft")
-    vision = _vision_linears(source)
+    vision = sorted({t.module for t in anatomy.by_group()["vision"] if t.is_linear_weight})
     config["quantization_config"] = multimodal_quantization_config(quantization, vision)
     _write_json(export / "config.json", config)
     standalone = export / "quantization_config.json"  # AutoRound also writes one; vLLM's INC reads it
     if standalone.is_file():
         _write_json(standalone, multimodal_quantization_config(json.loads(standalone.read_text()), vision))
-
-
-def _vision_linears(source: Path) -> list[str]:
-    from quantscope.anatomy import load_anatomy
-
-    return sorted({t.module for t in load_anatomy(source).by_group()["vision"] if t.is_linear_weight})
 
 
 def _total_size(directory: Path) -> int:
