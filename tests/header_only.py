@@ -168,6 +168,25 @@ def write_header_only_shard(path: Path, entries: list[Entry], dtype: str = "BF16
     return offset
 
 
+_ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "I64": 8, "U8": 1, "I8": 1, "F8_E4M3": 1}
+
+
+def write_typed_header_only_shard(path: Path, entries: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    """Like `write_header_only_shard`, with a dtype per tensor: `(name, dtype, shape)` entries."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dtype, shape in entries:
+        size = _ITEMSIZE[dtype]
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return offset
+
+
 def write_checkpoint(directory: Path) -> Path:
     """Write the headers-only Qwen3.5-397B-A17B-shaped checkpoint into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,10 @@ PARAM_SUFFIXES: tuple[str, ...] = (
     "input_scale",
     "input_global_scale",
     "input_scale_inv",
+    "input_zero_point",
+    "pre_quant_scale",
+    "k_scale",
+    "v_scale",
 )
 
 # Tensors a quantizer writes next to a weight; a plan counts the logical weight only.
@@ -424,13 +428,25 @@ def find_fused_sets(modules: Iterable[str]) -> tuple[FusedSet, ...]:
 
 
 def load_anatomy(source: str | Path, revision: str | None = None) -> Anatomy:
-    """Read a checkpoint's anatomy from headers only: a local dir / .safetensors file, or a hub id.
+    """Read a checkpoint's anatomy from headers only: a local dir / .safetensors / .gguf file, a bare
+    `config.json`, or a hub id.
 
-    Local: parses `config.json` and each shard's safetensors header (reads no weight bytes).
-    Hub: downloads `config.json` and fetches the headers with `HfApi.get_safetensors_metadata`
-    (HTTP range requests). Raises QuantscopeError when the source has no safetensors weights.
+    Local: parses `config.json` (and ModelOpt's `hf_quant_config.json`, kept under the config key
+    `hf_quant_config`) and each shard's safetensors header (reads no weight bytes). A GGUF file is
+    read from its header (`gguf_anatomy`); a `.json` file is a config alone: the anatomy of the
+    model transformers builds from it on the meta device (`anatomy_config`). Hub: downloads
+    `config.json` and fetches the headers with `HfApi.get_safetensors_metadata` (HTTP range
+    requests). Raises QuantscopeError when the source has no weights to read.
     """
     path = Path(source).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        from quantscope.gguf_anatomy import load_gguf_anatomy
+
+        return load_gguf_anatomy(path)
+    if path.is_file() and path.suffix == ".json":
+        from quantscope.anatomy_config import anatomy_from_config
+
+        return anatomy_from_config(_read_json(path), str(path))
     if path.exists():
         return _load_local(path)
     if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
@@ -511,6 +527,9 @@ def _load_local(path: Path) -> Anatomy:
     else:
         shards, config_path = _local_shards(path), path / "config.json"
     config = _read_json(config_path) if config_path.exists() else {}
+    modelopt = config_path.parent / "hf_quant_config.json"
+    if modelopt.exists() and "quantization_config" not in config:
+        config = {**config, "hf_quant_config": _read_json(modelopt)}
     headers = [entry for shard in shards for entry in read_safetensors_header(shard)]
     _check_unique(headers, path)
     return build_anatomy(str(path), config, headers, files=[shard.name for shard in shards])
@@ -609,11 +628,26 @@ def _load_hub(repo_id: str, revision: str | None) -> Anatomy:
     try:
         config = _read_json(Path(hf_hub_download(repo_id, "config.json", revision=revision)))
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
+        if "quantization_config" not in config:
+            config = _with_hub_modelopt_config(repo_id, revision, config)
     except HfHubHTTPError as error:
         raise QuantscopeError(f"{repo_id}: cannot read from the Hugging Face hub ({error})") from None
     except (OSError, ValueError) as error:
         raise QuantscopeError(f"{repo_id}: not a local path, and the hub lookup failed ({error})") from None
     return anatomy_from_hub_metadata(repo_id, config, metadata)
+
+
+def _with_hub_modelopt_config(repo_id: str, revision: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The config plus ModelOpt's `hf_quant_config.json` when the repo has one (older ModelOpt
+    exports declare their formats only there)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(repo_id, "hf_quant_config.json", revision=revision)
+    except EntryNotFoundError:
+        return config
+    return {**config, "hf_quant_config": _read_json(Path(path))}
 
 
 def anatomy_from_hub_metadata(repo_id: str, config: Mapping[str, Any], metadata: Any) -> Anatomy:

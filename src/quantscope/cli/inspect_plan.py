@@ -10,24 +10,37 @@ import typer
 
 from quantscope.cli.app import JsonOpt, ModelArg, RevisionOpt, app, console, friendly_errors, size_or_none
 
+ModelsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="One or more checkpoints: a local dir, .safetensors or .gguf file, a bare config.json, "
+        "or a hub model id. Several are shown side by side."
+    ),
+]
+
 
 @app.command()
 @friendly_errors
 def inspect(
-    model: ModelArg,
+    models: ModelsArg,
     revision: RevisionOpt = None,
     as_json: JsonOpt = False,
     tensors: Annotated[bool, typer.Option("--tensors", help="Also list every tensor.")] = False,
 ) -> None:
-    """Show a checkpoint's anatomy from its headers only: groups, parameters, bytes, unknown tensors."""
+    """What a checkpoint really stores, from its headers only: per group the stored formats, logical
+    parameters, bytes and bits per weight, and its label set against the contents."""
     from quantscope.anatomy import load_anatomy
-    from quantscope.report.terminal import anatomy_view
+    from quantscope.report.terminal import anatomy_view, contents_side_by_side
+    from quantscope.storage import read_contents
 
-    anatomy = load_anatomy(model, revision=revision)
+    checkpoints = [read_contents(load_anatomy(model, revision=revision)) for model in models]
     if as_json:
-        console.print_json(json.dumps(anatomy.to_dict(with_tensors=tensors)))
+        data = [{**c.anatomy.to_dict(with_tensors=tensors), "contents": c.to_dict()} for c in checkpoints]
+        console.print_json(json.dumps(data[0] if len(data) == 1 else {"checkpoints": data}))
+    elif len(checkpoints) == 1:
+        console.print(anatomy_view(checkpoints[0], with_tensors=tensors), highlight=False)
     else:
-        console.print(anatomy_view(anatomy, with_tensors=tensors), highlight=False)
+        console.print(contents_side_by_side(checkpoints), highlight=False)
 
 
 @app.command()
@@ -44,18 +57,63 @@ def plan(
         list[Path] | None,
         typer.Option("--recipe", help="A recipe YAML file to add to the presets (repeatable)."),
     ] = None,
+    like: Annotated[
+        str | None,
+        typer.Option(
+            "--like",
+            help="A quantized checkpoint: derive the recipe it used and predict its footprint on MODEL.",
+        ),
+    ] = None,
     revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict every preset's (and your recipes') checkpoint size, what stays 16-bit, and the budget fit."""
+    """Predict every preset's (and your recipes') checkpoint size, what stays 16-bit, and the budget
+    fit; MODEL may be a bare config.json. With --like, the footprint of another checkpoint's recipe."""
     from quantscope.anatomy import load_anatomy
     from quantscope.recipe import load_recipe, plan_recipes
-    from quantscope.report.terminal import plan_table
+    from quantscope.report.terminal import like_plan_view, plan_table
 
     budget_bytes = size_or_none(budget)
     anatomy = load_anatomy(model, revision=revision)
+    if like is not None:
+        from quantscope.derive import plan_like
+
+        planned_like = plan_like(anatomy, load_anatomy(like))
+        console.print_json(json.dumps(planned_like.to_dict())) if as_json else console.print(
+            like_plan_view(planned_like), highlight=False
+        )
+        return
     planned = plan_recipes(anatomy, tuple(load_recipe(path) for path in recipe or []), budget_bytes)
     if as_json:
         console.print_json(json.dumps(planned.to_dict()))
     else:
         console.print(plan_table(planned))
+
+
+recipe_app = typer.Typer(help="Recipes: derive one from a quantized checkpoint.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("from-checkpoint")
+@friendly_errors
+def recipe_from_checkpoint(
+    checkpoint: ModelArg,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the recipe YAML.")],
+    name: Annotated[str | None, typer.Option(help="Recipe name (default: like-<checkpoint name>).")] = None,
+    revision: RevisionOpt = None,
+) -> None:
+    """Write the recipe a quantized checkpoint used (group and pattern -> format), for `quantize`."""
+    from quantscope.anatomy import load_anatomy
+    from quantscope.derive import derive_recipe
+    from quantscope.recipe import save_recipe
+
+    derived = derive_recipe(load_anatomy(checkpoint, revision=revision), name=name)
+    save_recipe(derived.recipe, out)
+    verdict = (
+        "reproduces it module for module"
+        if derived.reproduces
+        else (f"differs on {len(derived.mismatched)} modules (e.g. {derived.mismatched[0]})")
+    )
+    console.print(
+        f"wrote {out}: scheme {derived.recipe.scheme}, {len(derived.recipe.overrides)} overrides; {verdict}"
+    )

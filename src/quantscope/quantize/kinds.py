@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from quantscope.anatomy import Anatomy
@@ -61,9 +63,84 @@ def declared_kind(quant_config: Mapping[str, Any], module: str) -> str:
         return _auto_round_kind(quant_config, module)
     if method == "compressed-tensors":
         return _compressed_tensors_kind(quant_config, module)
+    if method == "modelopt":
+        return modelopt_kind(quant_config, module)
     raise QuantscopeError(
-        f"quant_method {method!r} is not one quantscope exports (auto-round, compressed-tensors)"
+        f"quant_method {method!r} is not one quantscope reads (auto-round, compressed-tensors, modelopt)"
     )
+
+
+# ModelOpt quant_algo -> stored kind, for the algos vLLM's ModelOpt loader builds
+# (vllm/model_executor/layers/quantization/modelopt.py, QUANT_ALGOS).
+_MODELOPT_KINDS = {
+    "NVFP4": "nvfp4",
+    "W4A16_NVFP4": "nvfp4",
+    "FP8": "fp8",
+    "FP8_PER_CHANNEL_PER_TOKEN": "fp8",
+    "FP8_PB_WO": "fp8",
+    "MXFP8": "fp8",
+    "W4A16_AWQ": "int",
+    "W4A8_AWQ": "int",
+}
+
+
+def modelopt_algo(config: Mapping[str, Any], module: str) -> str | None:
+    """The ModelOpt quant_algo `module` is stored in, or None when it stays 16-bit.
+
+    Resolved as vLLM's ModelOpt loader does (`_resolve_quant_algo`, `is_layer_excluded`):
+    MIXED_PRECISION looks the module up in `quantized_layers` (exactly, or under a listed parent
+    such as a fused `mlp.experts` container: ModelOpt lists the container and exports per-expert
+    weights), unlisted modules are 16-bit; otherwise `quant_algo` applies unless an
+    `exclude_modules` (hf_quant_config.json) or `ignore` (config.json) entry matches: exactly, as a
+    substring, or as an fnmatch pattern (`name*` also meaning `name` and `name.*`).
+    """
+    algo = str(config.get("quant_algo") or "").upper()
+    if algo == "MIXED_PRECISION":
+        layers = config.get("quantized_layers") or {}
+        for candidate in _modelopt_names(module):
+            entry = layers.get(candidate) or next(
+                (v for k, v in layers.items() if candidate.startswith(f"{k}.")), None
+            )
+            if entry is not None:
+                return str(entry.get("quant_algo", "")).upper() or None
+        return None
+    excluded = _exclusion_regex(tuple(config.get("exclude_modules") or config.get("ignore") or ()))
+    if excluded is not None and any(excluded.search(name) for name in _modelopt_names(module)):
+        return None
+    return algo or None
+
+
+def _modelopt_names(module: str) -> tuple[str, ...]:
+    # vLLM maps a multimodal checkpoint's `model.language_model.` to `language_model.model.`;
+    # accept either spelling of the module name.
+    swapped = module.replace("model.language_model.", "language_model.model.", 1)
+    return (module,) if swapped == module else (module, swapped)
+
+
+@lru_cache(maxsize=64)
+def _exclusion_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex for a ModelOpt exclude list (a 400B MoE has ~95k modules and ~200 patterns):
+    `name*` matches names starting with `name`, other wildcards are fnmatch patterns, and a plain
+    name matches as a substring (vLLM's legacy rule, which also covers the exact match)."""
+    parts = []
+    for pattern in patterns:
+        if pattern.endswith("*") and "*" not in pattern[:-1] and not pattern.endswith(".*"):
+            parts.append("^" + re.escape(pattern[:-1]))
+        elif any(char in pattern for char in "*?["):
+            parts.append("^" + fnmatch.translate(pattern))
+        else:
+            parts.append(re.escape(pattern))
+    return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
+
+
+def modelopt_kind(config: Mapping[str, Any], module: str) -> str:
+    """The stored kind ("nvfp4", "fp8", "int" or "16bit") ModelOpt declares for `module`."""
+    algo = modelopt_algo(config, module)
+    if algo is None:
+        return SIXTEEN
+    if algo not in _MODELOPT_KINDS:
+        raise QuantscopeError(f"{module}: ModelOpt quant_algo {algo!r} is not one quantscope reads")
+    return _MODELOPT_KINDS[algo]
 
 
 def _auto_round_data_kind(entry: Mapping[str, Any], default: Mapping[str, Any]) -> str:

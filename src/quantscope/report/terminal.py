@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from quantscope.analysis.recommend import Recommendation
     from quantscope.anatomy import Anatomy
     from quantscope.demo import DemoResult
+    from quantscope.derive import LikePlan
     from quantscope.profile.profiler import ProfileRun
     from quantscope.profile.records import SensitivityProfile
     from quantscope.profile.search import SearchResult
     from quantscope.quantize import QuantizeResult, VerifyReport
     from quantscope.recipe import Footprint, Plan, Recipe
     from quantscope.runner import RunSummary
+    from quantscope.storage import Contents
 
 
 _VERDICT_STYLE = {"better": "green", "worse": "red", "worse: mostly truncation": "yellow", "undecided": "dim"}
@@ -224,21 +226,29 @@ def cap_warnings(metrics: Sequence[TaskMetrics]) -> Group:
 # ---- inspect / plan ----------------------------------------------------------------------------
 
 
-def anatomy_view(anatomy: Anatomy, with_tensors: bool = False) -> Group:
-    """A checkpoint's anatomy: a header line, the layer kinds, the groups table, every tensor when
+def anatomy_view(contents: Contents, with_tensors: bool = False) -> Group:
+    """A checkpoint's anatomy: a header line, the label set against the contents, the layer kinds,
+    the groups table (stored formats, logical params, bytes, bits per weight), every tensor when
     asked, and the tensors no rule recognised."""
+    anatomy = contents.anatomy
     parts: list[RenderableType] = [
         Text.from_markup(
             f"[bold]{anatomy.source}[/]  model_type={anatomy.model_type}  tensors={len(anatomy.tensors)}  "
-            f"params={format_count(anatomy.total_params)}  size={format_size(anatomy.total_bytes)}  "
+            f"params={format_count(contents.params)}  size={format_size(anatomy.total_bytes)}  "
             f"fused sets={len(anatomy.fused_sets)}"
-        )
+        ),
+        Text(contents.summary()),
     ]
+    derived = anatomy.config.get("quantscope_derived")
+    if isinstance(derived, dict):
+        parts.append(
+            Text(f"derived from the config alone (no weights read): {_derived_note(derived)}", "yellow")
+        )
     kinds = anatomy.layer_types
     if kinds:
         layers = sum(kinds.values())
         parts.append(Text(f"{layers} layers: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())))
-    parts.append(_groups_table(anatomy))
+    parts.append(_groups_table(contents))
     if with_tensors:
         parts.append(_tensors_table(anatomy))
     if anatomy.unknown:
@@ -249,17 +259,78 @@ def anatomy_view(anatomy: Anatomy, with_tensors: bool = False) -> Group:
     return Group(*parts)
 
 
-def _groups_table(anatomy: Anatomy) -> Table:
-    table = Table("group", "tensors", "params", "bytes", "dtypes", title="Anatomy by group")
-    for group, members in anatomy.by_group().items():
-        if not members:
-            continue
-        params = sum(t.numel for t in members)
-        dtypes = ", ".join(sorted({t.dtype for t in members}))
+def _derived_note(derived: dict) -> str:
+    defaults = derived.get("defaults") or {}
+    listed = ", ".join(f"{key}={value}" for key, value in defaults.items())
+    return f"defaults used for keys the config lacks: {listed}" if listed else "every key was in the config"
+
+
+def _stored_as(contents: Contents, group: str) -> str:
+    """Format labels by share of the group's linear parameters, e.g. "INT4 g128 97%, BF16 3%";
+    the dtypes for groups without linear weights (norms, embeddings)."""
+    formats = contents.groups[group].formats
+    total = sum(p for p, _ in formats.values())
+    if not total:
+        return ", ".join(sorted({t.dtype for t in contents.anatomy.tensors if t.group == group}))
+    ranked = sorted(formats.items(), key=lambda item: -item[1][0])
+    return ", ".join(
+        label if len(ranked) == 1 else f"{label} {_share(p / total)}" for label, (p, _) in ranked
+    )
+
+
+def _share(fraction: float) -> str:
+    return "<1%" if 0 < fraction < 0.005 else f"{fraction:.0%}"
+
+
+def _groups_table(contents: Contents) -> Table:
+    table = Table("group", "tensors", "params", "bytes", "bits/weight", "stored as", title="Anatomy by group")
+    members = contents.anatomy.by_group()
+    for group, stored in contents.groups.items():
         table.add_row(
-            group, str(len(members)), f"{params:,}", format_size(sum(t.nbytes for t in members)), dtypes
+            group,
+            str(len(members[group])),
+            f"{stored.params:,}",
+            format_size(stored.nbytes),
+            f"{stored.bits_per_weight:.2f}",
+            _stored_as(contents, group),
         )
+    table.add_row(
+        "total",
+        str(len(contents.anatomy.tensors)),
+        f"{contents.params:,}",
+        format_size(contents.nbytes),
+        f"{contents.bits_per_weight:.2f}",
+        contents.label,
+        style="bold",
+    )
     return table
+
+
+def contents_side_by_side(checkpoints: Sequence[Contents]) -> Group:
+    """`inspect A B …`: per group each checkpoint's size, bits per weight and stored formats, then
+    each checkpoint's label line."""
+    table = Table("group", title="Side by side")
+    for index in range(1, len(checkpoints) + 1):
+        table.add_column(f"[{index}] size", justify="right")
+        table.add_column(f"[{index}] bits/w", justify="right")
+        table.add_column(f"[{index}] stored as")
+    groups = list(dict.fromkeys(g for c in checkpoints for g in c.groups))
+    for group in groups:
+        row = [group]
+        for contents in checkpoints:
+            stored = contents.groups.get(group)
+            row += (
+                [format_size(stored.nbytes), f"{stored.bits_per_weight:.2f}", _stored_as(contents, group)]
+                if stored
+                else ["-", "-", "-"]
+            )
+        table.add_row(*row)
+    total = ["total"]
+    for contents in checkpoints:
+        total += [format_size(contents.nbytes), f"{contents.bits_per_weight:.2f}", contents.label]
+    table.add_row(*total, style="bold")
+    lines = [Text(f"[{i}] {c.anatomy.source}: {c.summary()}") for i, c in enumerate(checkpoints, start=1)]
+    return Group(table, *lines)
 
 
 def _tensors_table(anatomy: Anatomy) -> Table:
@@ -287,6 +358,63 @@ def plan_table(plan: Plan) -> Table:
             row.append("[green]yes[/]" if footprint.fits(budget) else "[red]no[/]")
         table.add_row(*row)
     return table
+
+
+def like_plan_view(like: LikePlan) -> Group:
+    """`plan MODEL --like CHECKPOINT`: the derived recipe, its footprint on MODEL, and the self-check."""
+    recipe = like.transferred.recipe
+    rules = ", ".join(f"{o.pattern} -> {o.scheme}" for o in recipe.overrides[:8])
+    more = f" (+{len(recipe.overrides) - 8} more)" if len(recipe.overrides) > 8 else ""
+    lines: list[RenderableType] = [
+        Text.from_markup(
+            f"[bold]recipe of {like.self_footprint.source}[/]: scheme {recipe.scheme}; kept 16-bit: "
+            f"{', '.join(recipe.keep_groups) or 'nothing beyond the fixed rules'}; "
+            f"quantize_lm_head={recipe.quantize_lm_head}"
+        ),
+        Text(f"overrides: {rules}{more}" if rules else "overrides: none"),
+    ]
+    derived = like.derived
+    if derived.reproduces:
+        lines.append(Text("the recipe reproduces the checkpoint's stored format, module for module", "green"))
+    else:
+        lines.append(Text(f"{len(derived.mismatched)} modules differ, e.g. {derived.mismatched[0]}", "red"))
+    if derived.unrepresentable:
+        sample = next(iter(derived.unrepresentable.items()))
+        lines.append(
+            Text(
+                f"{len(derived.unrepresentable)} weights are in formats no quantscope scheme stores "
+                f"(e.g. {sample[0]}: {sample[1]}); counted as 16-bit",
+                "yellow",
+            )
+        )
+    if like.transferred.dropped:
+        lines.append(
+            Text(
+                f"rules that match nothing in {like.footprint.source}, dropped: "
+                + "; ".join(like.transferred.dropped[:5]),
+                "yellow",
+            )
+        )
+    gap = like.self_footprint.total_bytes / like.checkpoint_bytes - 1 if like.checkpoint_bytes else 0.0
+    lines.append(
+        Text(
+            f"self-check: on the checkpoint's own shapes the recipe predicts "
+            f"{format_size(like.self_footprint.total_bytes)}; it stores {format_size(like.checkpoint_bytes)} "
+            f"({gap:+.2%}, the producer's packing against AutoRound's)"
+        )
+    )
+    footprint = like.footprint
+    table = Table("group", "bytes", "of which 16-bit", title=f"{recipe.name} on {footprint.source}")
+    for group, nbytes in footprint.bytes_by_group.items():
+        if nbytes:
+            table.add_row(group, format_size(nbytes), format_size(footprint.kept_bytes_by_group[group]))
+    table.add_row(
+        "total",
+        format_size(footprint.total_bytes),
+        f"{footprint.ratio:.1%} of {format_size(footprint.original_bytes)}",
+        style="bold",
+    )
+    return Group(*lines, table)
 
 
 def _kept_summary(recipe: Recipe, footprint: Footprint) -> str:

@@ -1,0 +1,256 @@
+"""The recipe a quantized checkpoint used, derived from what it stores, and that recipe on another model.
+
+`derive_recipe` reads the stored format of every linear weight (`storage.read_contents`) and writes
+the shortest quantscope `Recipe` that reproduces it on the checkpoint's unquantized anatomy: the
+main scheme (most parameters), the groups kept 16-bit whole, then overrides for what is left:
+first by module *kind* across layers (`layers\\.\\d+\\.mlp\\.shared_expert\\.up_proj$`), then by
+layer, then by exact name. The result is checked: resolving it with `recipe.assign_schemes` must
+give the stored map back, module for module; what no quantscope format stores (GGUF types, odd
+group sizes) is reported, not guessed.
+
+`transfer_recipe` applies a derived recipe to another model (NVIDIA's 122B recipe on the 35B):
+rules that name nothing there (a layer the smaller model lacks) are dropped and listed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from quantscope.anatomy import Anatomy
+from quantscope.errors import QuantscopeError
+from quantscope.recipe import (
+    ALWAYS_KEPT_GROUPS,
+    KEPT,
+    Footprint,
+    Override,
+    Recipe,
+    assign_schemes,
+    predict_footprint,
+)
+from quantscope.storage import Contents, logical_anatomy, read_contents
+
+_TEXT_PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
+_NUMBER = re.compile(r"\.\d+(?=\.|$)")
+
+
+@dataclass(frozen=True)
+class DerivedRecipe:
+    """A recipe read off a checkpoint. `stored`: module -> quantscope format name as stored (KEPT for
+    16-bit). `unrepresentable`: module -> stored format label for weights no quantscope format holds
+    (counted as kept in the recipe). `reproduces`: the recipe resolves to `stored` on `logical`."""
+
+    recipe: Recipe
+    logical: Anatomy
+    stored: Mapping[str, str]
+    unrepresentable: Mapping[str, str] = field(default_factory=dict)
+    mismatched: tuple[str, ...] = ()
+
+    @property
+    def reproduces(self) -> bool:
+        """True when the recipe gives every module its stored format."""
+        return not self.mismatched
+
+
+@dataclass(frozen=True)
+class TransferredRecipe:
+    """A derived recipe made to fit another model: the recipe, and the rules dropped because they
+    match no linear module there."""
+
+    recipe: Recipe
+    dropped: tuple[str, ...]
+
+
+def derive_recipe(checkpoint: Anatomy, name: str | None = None) -> DerivedRecipe:
+    """The recipe that stores `checkpoint` as it is stored (see the module docstring)."""
+    contents = read_contents(checkpoint)
+    if not any(weight.is_quantized for weight in contents.weights.values()):
+        raise QuantscopeError(f"{checkpoint.source}: no quantized linear weights; nothing to derive")
+    logical = logical_anatomy(contents)
+    stored, odd = _stored_schemes(contents)
+    if all(scheme == KEPT for scheme in stored.values()):
+        sample = ", ".join(sorted(set(odd.values()))[:4])
+        raise QuantscopeError(
+            f"{checkpoint.source}: its weights are stored as {sample}, which no quantscope scheme stores; "
+            "no recipe can reproduce it (inspect shows what it holds)"
+        )
+    base = _base_recipe(logical, stored, name or _default_name(checkpoint.source))
+    recipe = _with_overrides(logical, base, stored)
+    assigned = assign_schemes(logical, recipe)
+    mismatched = tuple(m for m, scheme in stored.items() if assigned.get(m) != scheme)
+    return DerivedRecipe(recipe, logical, stored, odd, mismatched)
+
+
+def _default_name(source: str) -> str:
+    return "like-" + source.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _stored_schemes(contents: Contents) -> tuple[dict[str, str], dict[str, str]]:
+    stored, odd = {}, {}
+    for module, weight in contents.weights.items():
+        if not weight.is_quantized:
+            stored[module] = KEPT
+        elif weight.scheme is None:
+            stored[module], odd[module] = KEPT, weight.format
+        else:
+            stored[module] = weight.scheme
+    return stored, odd
+
+
+def _base_recipe(logical: Anatomy, stored: Mapping[str, str], name: str) -> Recipe:
+    """Main scheme by parameters, lm_head as stored, and the groups stored wholly 16-bit."""
+    weights = logical.linear_weights
+    params: dict[str, int] = {}
+    for module, scheme in stored.items():
+        if scheme != KEPT:
+            params[scheme] = params.get(scheme, 0) + weights[module].numel
+    scheme = max(params, key=params.__getitem__)
+    lm_head = any(weights[m].group == "lm_head" and s != KEPT for m, s in stored.items())
+    trial = Recipe(name, scheme, quantize_lm_head=lm_head)
+    predicted = assign_schemes(logical, trial)
+    groups = {weights[m].group for m in stored} - set(ALWAYS_KEPT_GROUPS) - {"lm_head"}
+    keep = tuple(
+        group
+        for group in sorted(groups)
+        if all(s == KEPT for m, s in stored.items() if weights[m].group == group)
+        and any(predicted[m] != KEPT for m in stored if weights[m].group == group)
+    )
+    return Recipe(
+        name,
+        scheme,
+        keep_groups=keep,
+        quantize_lm_head=lm_head,
+        description=f"derived from the stored formats of {logical.source}",
+    )
+
+
+def _with_overrides(logical: Anatomy, base: Recipe, stored: Mapping[str, str]) -> Recipe:
+    """Add overrides, most general first, until the recipe resolves to `stored` (or no rule helps)."""
+    recipe = base
+    for generalise in (_kind_key, _layer_key, _exact_key):
+        wanted = _wanted(logical, recipe)
+        wrong = [m for m, scheme in stored.items() if wanted[m] != scheme]
+        if not wrong:
+            break
+        recipe = _add_rules(recipe, _rules(stored, wrong, generalise))
+    return recipe
+
+
+def _wanted(logical: Anatomy, recipe: Recipe) -> dict[str, str]:
+    """What the recipe resolves each module to; a split fused set counts as wrong everywhere."""
+    try:
+        return assign_schemes(logical, recipe)
+    except QuantscopeError:
+        return dict.fromkeys(logical.linear_weights, "")
+
+
+def _rules(stored: Mapping[str, str], wrong: list[str], key) -> list[Override]:
+    """One rule per key whose every module (right or wrong) is stored in one format."""
+    by_key: dict[str, set[str]] = {}
+    for module, scheme in stored.items():
+        by_key.setdefault(key(module), set()).add(scheme)
+    rules: dict[str, str] = {}
+    for module in wrong:
+        pattern = key(module)
+        schemes = by_key[pattern]
+        if len(schemes) == 1:
+            rules[pattern] = next(iter(schemes))
+    return [Override(pattern, scheme) for pattern, scheme in rules.items()]
+
+
+def _add_rules(recipe: Recipe, rules: list[Override]) -> Recipe:
+    if not rules:
+        return recipe
+    fields = recipe.to_dict()
+    fields["overrides"] = [*recipe.overrides, *rules]
+    fields.pop("version", None)
+    return Recipe(**fields)
+
+
+def _text_part(module: str) -> str:
+    for prefix in _TEXT_PREFIXES:
+        if module.startswith(prefix):
+            return module[len(prefix) :]
+    return module
+
+
+def _kind_key(module: str) -> str:
+    r"""`model.layers.3.mlp.experts.7.up_proj` -> `(?:^|\.)layers\.\d+\.mlp\.experts\.\d+\.up_proj$`."""
+    parts = re.split(r"(\.\d+(?=\.|$))", _text_part(module))
+    body = "".join(r"\.\d+" if _NUMBER.fullmatch(p) else re.escape(p) for p in parts if p)
+    return rf"(?:^|\.){body}$"
+
+
+def _layer_key(module: str) -> str:
+    """Like `_kind_key`, but the decoder layer's index stays (experts still generalised)."""
+    text = _text_part(module)
+    match = re.match(r"((?:mtp\.)?layers\.\d+)\.(.*)$", text)
+    if not match:
+        return _exact_key(module)
+    head, rest = match.groups()
+    return rf"(?:^|\.){re.escape(head)}\." + _kind_key(rest).removeprefix(r"(?:^|\.)")
+
+
+def _exact_key(module: str) -> str:
+    return rf"(?:^|\.){re.escape(_text_part(module))}$"
+
+
+def transfer_recipe(derived: DerivedRecipe | Recipe, target: Anatomy) -> TransferredRecipe:
+    """The recipe with the rules that match no linear module of `target` dropped (and named)."""
+    recipe = derived.recipe if isinstance(derived, DerivedRecipe) else derived
+    modules = list(target.linear_weights)
+    keep, dropped = [], []
+    for override in recipe.overrides:
+        regex = re.compile(override.pattern)
+        (keep if any(regex.search(m) for m in modules) else dropped).append(override)
+    patterns = [p for p in recipe.keep_patterns if any(re.search(p, m) for m in modules)]
+    fields = recipe.to_dict()
+    fields.pop("version", None)
+    fields["overrides"], fields["keep_patterns"] = keep, patterns
+    dropped_names = [f"{o.pattern} -> {o.scheme}" for o in dropped]
+    dropped_names += [f"{p} -> {KEPT}" for p in recipe.keep_patterns if p not in patterns]
+    return TransferredRecipe(Recipe(**fields), tuple(dropped_names))
+
+
+@dataclass(frozen=True)
+class LikePlan:
+    """`plan MODEL --like CHECKPOINT`: the checkpoint's recipe, its footprint on MODEL, and a
+    self-check (the same recipe predicted on the checkpoint's own unquantized anatomy, against the
+    bytes the checkpoint really stores: the gap is the producer's packing against AutoRound's)."""
+
+    derived: DerivedRecipe
+    transferred: TransferredRecipe
+    footprint: Footprint
+    self_footprint: Footprint
+    checkpoint_bytes: int
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready data (what `plan --like --json` prints)."""
+        return {
+            "recipe": self.transferred.recipe.to_dict(),
+            "reproduces_checkpoint": self.derived.reproduces,
+            "mismatched_modules": list(self.derived.mismatched),
+            "unrepresentable": dict(self.derived.unrepresentable),
+            "dropped_rules": list(self.transferred.dropped),
+            "model": self.footprint.source,
+            "predicted_bytes": self.footprint.total_bytes,
+            "bytes_by_group": dict(self.footprint.bytes_by_group),
+            "checkpoint": self.self_footprint.source,
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "checkpoint_predicted_bytes": self.self_footprint.total_bytes,
+        }
+
+
+def plan_like(model: Anatomy, checkpoint: Anatomy) -> LikePlan:
+    """The recipe `checkpoint` was made with, and what it weighs on `model` (see `LikePlan`)."""
+    derived = derive_recipe(checkpoint)
+    target = logical_anatomy(read_contents(model)) if model.is_quantized else model
+    transferred = transfer_recipe(derived, target)
+    return LikePlan(
+        derived,
+        transferred,
+        predict_footprint(target, transferred.recipe),
+        predict_footprint(derived.logical, derived.recipe),
+        checkpoint.total_bytes,
+    )

@@ -1,0 +1,228 @@
+"""Stored formats read from real exports: AutoRound in each of its formats on tiny Qwen3 and
+Qwen3.5-MoE; bits per weight against each format's arithmetic; logical params against the source;
+recipes derived back from our own quantize."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quantscope.anatomy import load_anatomy
+from quantscope.cli import app
+from quantscope.derive import derive_recipe, plan_like
+from quantscope.quantize import QuantizeOptions, quantize, read_manifest
+from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
+from quantscope.storage import read_contents
+from tests.tiny_models import build_qwen3_dense, build_qwen35_moe
+
+runner = CliRunner()
+
+# Bits per weight of one [o, i] linear weight, written out from each layout's tensors.
+Formula = Callable[[int, int], float]
+
+
+def _int_zeros_scales(bits: int) -> Formula:
+    # qzeros pack `bits` per group of 128 along the input, fp16 scale per group.
+    return lambda o, i: bits + math.ceil(i / 128) * (bits + 16) / i
+
+
+FORMULAS: dict[tuple[str, str], Formula] = {
+    ("W4A16", "auto_round"): _int_zeros_scales(4),
+    ("W4A16", "auto_awq"): _int_zeros_scales(4),
+    # auto_gptq adds g_idx: one int32 per input column, i.e. 32 bits per o weights.
+    ("W4A16", "auto_gptq"): lambda o, i: _int_zeros_scales(4)(o, i) + 32 / o,
+    # compressed-tensors pack-quantized: bf16 scale per 128, no zero points (symmetric), and
+    # weight_shape int64[2].
+    ("W4A16", "llm_compressor"): lambda o, i: 4 + math.ceil(i / 128) * 16 / i + 2 * 64 / (o * i),
+    ("W8A16", "auto_round"): _int_zeros_scales(8),
+    # E2M1 values, one E4M3 scale per 16, fp32 weight and input global scales.
+    ("NVFP4", "auto_round"): lambda o, i: 4 + 8 / 16 + 2 * 32 / (o * i),
+    ("NVFP4", "llm_compressor"): lambda o, i: 4 + 8 / 16 + 2 * 32 / (o * i),
+    # E2M1 values, one E8M0 scale per 32.
+    ("MXFP4", "auto_round"): lambda o, i: 4 + 8 / 32,
+    ("MXFP4", "llm_compressor"): lambda o, i: 4 + 8 / 32,
+    # E4M3 values, bf16 scale per output channel, one bf16 input scale.
+    ("FP8_STATIC", "auto_round"): lambda o, i: 8 + 16 / i + 16 / (o * i),
+    ("FP8_STATIC", "llm_compressor"): lambda o, i: 8 + 16 / i + 16 / (o * i),
+    # E4M3 values, bf16 scale per 128×128 block.
+    ("FP8_BLOCK", "auto_round"): lambda o, i: 8 + 16 * math.ceil(o / 128) * math.ceil(i / 128) / (o * i),
+}
+LABELS = {"W4A16": "INT4 g128", "W8A16": "INT8 g128", "NVFP4": "NVFP4", "MXFP4": "MXFP4"}
+MOE_SUBSET = (
+    ("W4A16", "auto_round"),
+    ("W4A16", "auto_gptq"),
+    ("W4A16", "auto_awq"),
+    ("W4A16", "llm_compressor"),
+    ("NVFP4", "auto_round"),
+    ("MXFP4", "llm_compressor"),
+    ("FP8_STATIC", "llm_compressor"),
+    ("FP8_BLOCK", "auto_round"),
+)
+
+
+def _autoround_export(source: Path, scheme: str, fmt: str, out: Path) -> Path:
+    """AutoRound (RTN) straight from its API, in one of its export formats."""
+    import torch
+    import transformers
+    from auto_round import AutoRound
+
+    from quantscope.quantize.autoround import hybrid_attention_masks
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    text = ["The quick brown fox jumps over the lazy dog. " * 8] * 4
+    rounder = AutoRound(
+        model, tokenizer, scheme=scheme, iters=0, nsamples=2, seqlen=32, dataset=text, device_map="cpu"
+    )
+    with hybrid_attention_masks(model):  # AutoRound 0.16's hybrid-attention replay bug
+        rounder.quantize_and_save(str(out), format=fmt)
+    return next(out.rglob("config.json")).parent
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], tuple[Path, Path]]:
+    """(model, scheme, format) -> (export dir, source dir) for every format AutoRound writes here."""
+    root = tmp_path_factory.mktemp("producers")
+    sources = {"qwen3": build_qwen3_dense(root / "qwen3"), "moe": build_qwen35_moe(root / "moe")}
+    combos = [("qwen3", *combo) for combo in FORMULAS] + [("moe", *combo) for combo in MOE_SUBSET]
+    done = {}
+    for name, scheme, fmt in combos:
+        out = root / f"{name}-{scheme}-{fmt}"
+        done[(name, scheme, fmt)] = (_autoround_export(sources[name], scheme, fmt, out), sources[name])
+    return done
+
+
+@pytest.mark.slow
+def test_bits_per_weight_follow_each_formats_arithmetic(exports):
+    for (name, scheme, fmt), (export, source) in exports.items():
+        where = f"{name} {scheme} {fmt}"
+        source_anatomy = load_anatomy(source)
+        contents = read_contents(load_anatomy(export))
+        quantized = [w for w in contents.weights.values() if w.is_quantized]
+        assert quantized, where
+        for weight in quantized:
+            source_weight = source_anatomy.tensor(f"{weight.module}.weight")
+            assert weight.shape == source_weight.shape, (where, weight.module)
+            out, inputs = weight.shape
+            assert weight.bits_per_weight == pytest.approx(FORMULAS[(scheme, fmt)](out, inputs), rel=1e-12), (
+                where,
+                weight.module,
+            )
+            if scheme in LABELS:
+                assert weight.format == LABELS[scheme], (where, weight.module)
+        by_group = contents.anatomy.by_group()
+        for group, stored in contents.groups.items():
+            assert stored.params == source_anatomy.params_by_group[group], (where, group)
+            header_bytes = sum(t.nbytes for t in by_group[group])
+            assert stored.bits_per_weight == pytest.approx(8 * header_bytes / stored.params), (where, group)
+        assert contents.params == source_anatomy.total_params, where
+
+
+@pytest.mark.slow
+def test_labels_and_the_one_line_summary(exports):
+    export, _ = exports[("moe", "W4A16", "auto_gptq")]
+    contents = read_contents(load_anatomy(export))
+    assert contents.label == "INT4 (GPTQ)"
+    line = contents.summary()
+    assert line.startswith("labelled INT4 (GPTQ): 4-bit weights hold ")
+    assert "16-bit: lm_head, shared_expert_gate, router" in line
+    assert f"{contents.bits_per_weight:.1f} bits per weight overall" in line
+    labels = {
+        (scheme, fmt): read_contents(load_anatomy(export)).label
+        for (name, scheme, fmt), (export, _) in exports.items()
+        if name == "qwen3"
+    }
+    assert labels[("NVFP4", "llm_compressor")] == "NVFP4 (compressed-tensors)"
+    assert labels[("MXFP4", "auto_round")] == "MXFP4 (AutoRound)"
+    assert labels[("FP8_STATIC", "llm_compressor")] == "FP8 (compressed-tensors)"
+    assert labels[("W4A16", "auto_awq")] == "INT4 (AWQ)"
+
+
+@pytest.mark.slow
+def test_derived_recipes_reproduce_every_producer_export(exports):
+    expected = {"W4A16": "w4a16", "W8A16": "w8a16", "NVFP4": "nvfp4", "MXFP4": "mxfp4"}
+    expected |= {"FP8_STATIC": "fp8", "FP8_BLOCK": "fp8_block"}
+    for (name, scheme, fmt), (export, source) in exports.items():
+        derived = derive_recipe(load_anatomy(export))
+        assert derived.reproduces and not derived.unrepresentable, (name, scheme, fmt, derived.mismatched)
+        assert derived.recipe.scheme == expected[scheme]
+        assert assign_schemes(load_anatomy(source), derived.recipe) == dict(derived.stored)
+
+
+@pytest.mark.slow
+def test_plan_like_reproduces_our_own_mixed_recipe(tiny_qwen35_moe_dir: Path, tmp_path: Path):
+    recipe = Recipe(
+        "mixed",
+        "w4a16",
+        keep_groups=("shared_expert",),
+        overrides=(
+            Override(r"layers\.3\.self_attn\.(q|k|v)_proj", "w8a16"),
+            Override(r"layers\.1\.", "bf16"),
+        ),
+    )
+    options = QuantizeOptions(
+        dataset=["The quick brown fox jumps over the lazy dog. " * 8],
+        iters=0,
+        nsamples=2,
+        seqlen=32,
+        kl_samples=2,
+    )
+    export = quantize(tiny_qwen35_moe_dir, recipe, tmp_path / "mixed", options).directory
+    assignment = read_manifest(export).assignment
+    blind = tmp_path / "blind"
+    shutil.copytree(export, blind)
+    (blind / "quantscope.json").unlink()
+
+    derived = derive_recipe(load_anatomy(blind))
+
+    assert derived.reproduces
+    source = load_anatomy(tiny_qwen35_moe_dir)
+    assert assign_schemes(source, derived.recipe) == assignment
+    assert "shared_expert" in derived.recipe.keep_groups
+    like = plan_like(source, load_anatomy(blind))
+    assert like.footprint.schemes == assignment
+    # Our own export is AutoRound's packing, so the self-check is exact.
+    assert like.self_footprint.total_bytes == like.checkpoint_bytes == load_anatomy(export).total_bytes
+
+    out = tmp_path / "recipe.yaml"
+    result = runner.invoke(app, ["recipe", "from-checkpoint", str(blind), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "reproduces it module for module" in result.output
+    assert assign_schemes(source, load_recipe(out)) == assignment
+
+    result = runner.invoke(app, ["plan", str(tiny_qwen35_moe_dir), "--like", str(blind), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["reproduces_checkpoint"] is True
+    assert data["predicted_bytes"] == like.footprint.total_bytes
+
+
+@pytest.mark.slow
+def test_inspect_side_by_side_and_json(exports):
+    gptq, source = exports[("moe", "W4A16", "auto_gptq")]
+    nvfp4, _ = exports[("moe", "NVFP4", "auto_round")]
+    result = runner.invoke(app, ["inspect", str(source), str(gptq), str(nvfp4)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "Side by side" in result.output
+    assert "labelled INT4 (GPTQ)" in result.output and "labelled NVFP4 (AutoRound)" in result.output
+
+    result = runner.invoke(app, ["inspect", str(gptq), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    contents = read_contents(load_anatomy(gptq))
+    assert data["contents"]["params"] == contents.params == load_anatomy(source).total_params
+    experts = data["contents"]["groups"]["routed_experts"]
+    assert set(experts["formats"]) == {"INT4 g128"}
+    assert experts["bits_per_weight"] == pytest.approx(contents.groups["routed_experts"].bits_per_weight)
+
+    result = runner.invoke(app, ["inspect", str(source), str(gptq), "--json"])
+    assert [c["contents"]["label"] for c in json.loads(result.output)["checkpoints"]] == [
+        "unquantized",
+        "INT4 (GPTQ)",
+    ]
