@@ -19,6 +19,7 @@ from quantscope.derive import derive_recipe, plan_like
 from quantscope.quantize import QuantizeOptions, quantize, read_manifest
 from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
 from quantscope.storage import read_contents
+from tests.ct_producer import compressed_tensors_export
 from tests.tiny_models import build_qwen3_dense, build_qwen35_moe
 
 runner = CliRunner()
@@ -52,6 +53,29 @@ FORMULAS: dict[tuple[str, str], Formula] = {
     ("FP8_STATIC", "llm_compressor"): lambda o, i: 8 + 16 / i + 16 / (o * i),
     # E4M3 values, bf16 scale per 128×128 block.
     ("FP8_BLOCK", "auto_round"): lambda o, i: 8 + 16 * math.ceil(o / 128) * math.ceil(i / 128) / (o * i),
+}
+# compressed-tensors alone (tests/ct_producer.py): its presets as its compressors store them.
+CT_FORMULAS: dict[str, tuple[str, Formula]] = {
+    # bf16 scale per 128; asymmetric zero points int32, packed 8 per int32 along the output dim;
+    # weight_shape int64[2].
+    "W4A16_ASYM": (
+        "INT4 g128 asym",
+        lambda o, i: (
+            4
+            + math.ceil(i / 128) * 16 / i
+            + 32 * math.ceil(o / 8) * math.ceil(i / 128) / (o * i)
+            + 128 / (o * i)
+        ),
+    ),
+    "W8A8": ("INT8 per-channel", lambda o, i: 8 + 16 / i),  # int8, bf16 scale per output channel
+    "FP8": ("FP8 per-tensor", lambda o, i: 8 + 2 * 16 / (o * i)),  # bf16 weight and input scales
+    "FP8_DYNAMIC": ("FP8 per-channel", lambda o, i: 8 + 16 / i),
+    "FP8_BLOCK": (
+        "FP8 block 128×128",
+        lambda o, i: 8 + 16 * math.ceil(o / 128) * math.ceil(i / 128) / (o * i),
+    ),
+    "NVFP4A16": ("NVFP4", lambda o, i: 4 + 8 / 16 + 32 / (o * i)),  # weight global scale only
+    "MXFP8": ("MXFP8", lambda o, i: 8 + 8 / 32),  # E4M3 values, E8M0 scale per 32
 }
 LABELS = {"W4A16": "INT4 g128", "W8A16": "INT8 g128", "NVFP4": "NVFP4", "MXFP4": "MXFP4"}
 MOE_SUBSET = (
@@ -122,6 +146,26 @@ def test_bits_per_weight_follow_each_formats_arithmetic(exports):
             header_bytes = sum(t.nbytes for t in by_group[group])
             assert stored.bits_per_weight == pytest.approx(8 * header_bytes / stored.params), (where, group)
         assert contents.params == source_anatomy.total_params, where
+
+
+def test_compressed_tensors_alone_writes_and_we_read_each_format(tiny_qwen3_dir: Path, tmp_path: Path):
+    source = load_anatomy(tiny_qwen3_dir)
+    for preset, (label, formula) in CT_FORMULAS.items():
+        export = compressed_tensors_export(preset, tiny_qwen3_dir, tmp_path / preset)
+        contents = read_contents(load_anatomy(export))
+        quantized = [w for w in contents.weights.values() if w.is_quantized]
+        assert {w.module for w in quantized} == {
+            m for m, t in source.linear_weights.items() if t.group != "lm_head"
+        }
+        for weight in quantized:
+            assert weight.format == label, (preset, weight.module)
+            assert weight.shape == source.tensor(f"{weight.module}.weight").shape
+            assert weight.bits_per_weight == pytest.approx(formula(*weight.shape), rel=1e-12), (
+                preset,
+                weight.module,
+            )
+        assert contents.params == source.total_params, preset
+        assert contents.label.endswith("(compressed-tensors)"), preset
 
 
 @pytest.mark.slow

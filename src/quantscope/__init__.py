@@ -6,6 +6,7 @@ and `quantscope --help` import no torch)::
     import quantscope as qs
 
     anatomy = qs.load_anatomy("Qwen/Qwen3.5-27B")             # inspect (headers only)
+    print(qs.read_contents(anatomy).summary())                 # its label against its contents
     footprint = qs.predict_footprint(anatomy, qs.load_recipe("w4a16-safe"))   # plan
     qs.quantize_model(model, "w4a16-safe", "out/", qs.QuantizeOptions(dataset="calib.jsonl"))
     with qs.Store.open("project") as store:                    # eval -> the results store
@@ -25,6 +26,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_anatomy": "quantscope.anatomy:load_anatomy",
+    "read_contents": "quantscope.storage:read_contents",
+    "derive_recipe": "quantscope.derive:derive_recipe",
+    "plan_like": "quantscope.derive:plan_like",
     "Recipe": "quantscope.recipe:Recipe",
     "load_recipe": "quantscope.recipe:load_recipe",
     "predict_footprint": "quantscope.recipe:predict_footprint",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from quantscope.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
+from quantscope.formats import can_quantize, get_format
 from quantscope.recipe import (
     ALWAYS_KEPT_GROUPS,
     KEPT,
@@ -75,8 +76,12 @@ def derive_recipe(checkpoint: Anatomy, name: str | None = None) -> DerivedRecipe
             f"{checkpoint.source}: its weights are stored as {sample}, which no quantscope scheme stores; "
             "no recipe can reproduce it (inspect shows what it holds)"
         )
-    base = _base_recipe(logical, stored, name or _default_name(checkpoint.source))
-    recipe = _with_overrides(logical, base, stored)
+    # A producer may quantize shapes AutoRound leaves 16-bit (e.g. llm-compressor's 4-row
+    # in_proj_a); no recipe brings those back, so the rules aim at what AutoRound can store and
+    # those modules are reported as mismatched instead of piling up useless overrides.
+    reachable = _reachable(logical, stored)
+    base = _base_recipe(logical, reachable, name or _default_name(checkpoint.source))
+    recipe = _with_overrides(logical, base, reachable)
     assigned = assign_schemes(logical, recipe)
     mismatched = tuple(m for m, scheme in stored.items() if assigned.get(m) != scheme)
     return DerivedRecipe(recipe, logical, stored, odd, mismatched)
@@ -96,6 +101,17 @@ def _stored_schemes(contents: Contents) -> tuple[dict[str, str], dict[str, str]]
         else:
             stored[module] = weight.scheme
     return stored, odd
+
+
+def _reachable(logical: Anatomy, stored: Mapping[str, str]) -> dict[str, str]:
+    """`stored`, with each format AutoRound cannot hold at that module's shape set to KEPT."""
+    weights = logical.linear_weights
+    return {
+        module: scheme
+        if scheme == KEPT or can_quantize(logical.weight_shape(weights[module]), get_format(scheme))
+        else KEPT
+        for module, scheme in stored.items()
+    }
 
 
 def _base_recipe(logical: Anatomy, stored: Mapping[str, str], name: str) -> Recipe:

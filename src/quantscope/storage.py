@@ -61,6 +61,7 @@ _WEIGHT_PARAMS = frozenset(
         "pre_quant_scale",
     }
 )
+SIXTEEN = "16bit"  # the kind of a linear weight stored unquantized (16 or 32 bits)
 _QUANT_METHOD_LABEL = {"auto-round": "AutoRound", "gptq": "GPTQ", "awq": "AWQ", "fp8": "FP8"}
 
 
@@ -160,7 +161,7 @@ def _recognise(
         return _fp8(module, found, quant)
     shape = anatomy.weight_shape(weight)
     scheme = {"BF16": "bf16", "F16": "fp16"}.get(weight.dtype, "bf16")
-    return _stored(module, found, "16bit", weight.dtype, "dense", DTYPE_BITS[weight.dtype], shape, scheme)
+    return _stored(module, found, SIXTEEN, weight.dtype, "dense", DTYPE_BITS[weight.dtype], shape, scheme)
 
 
 def _stored(
@@ -297,6 +298,9 @@ def _modelopt_packed(module: str, found: Mapping[str, TensorInfo]) -> StoredWeig
     weight, scale = found["weight"], found["weight_scale"]
     rows, cols = weight.shape[-2], weight.shape[-1]
     if scale.dtype == "F8_E4M3":
+        group = 2 * cols // scale.shape[-1] if scale.shape[-1] else 0
+        if group != 16:  # e.g. ModelOpt's W4A8_NVFP4_FP8: E2M1 with an E4M3 scale per 32
+            return _stored(module, found, "nvfp4", f"FP4 g{group}", "modelopt", 4, (rows, 2 * cols), None)
         label = "NVFP4" if "input_scale" in found else "NVFP4 weight-only"
         return _stored(module, found, "nvfp4", label, "modelopt", 4, (rows, 2 * cols), "nvfp4")
     if scale.dtype == "U8":
@@ -318,7 +322,11 @@ def _fp8(module: str, found: Mapping[str, TensorInfo], quant: Mapping[str, Any])
     layout = _layout_of(quant)
     if scale is not None and scale.dtype == "U8":  # an E8M0 scale per 32: MXFP8
         return _stored(module, found, "fp8", "MXFP8", layout, 8, weight.shape, None)
-    inverse = "weight_scale_inv" in found  # always block-scaled (DeepSeek / Qwen FP8)
+    # weight_scale_inv is always block-scaled (DeepSeek / Qwen FP8); so is a 2-D scale under a
+    # config that declares a block (a layer of ≤128×128 then has a [1, 1] grid).
+    inverse = "weight_scale_inv" in found or (
+        scale is not None and len(scale.shape) >= 2 and _block_size(quant, module) is not None
+    )
     if scale is None or (scale.numel == 1 and out > 1 and not inverse):
         label, scheme = "FP8 per-tensor", "fp8"
     elif scale.shape in ((out,), (out, 1)) and not inverse:
@@ -326,13 +334,24 @@ def _fp8(module: str, found: Mapping[str, TensorInfo], quant: Mapping[str, Any])
     else:
         # [⌈out/bo⌉, ⌈in/bi⌉], or ModelOpt's [⌈out/bo⌉, 1, ⌈in/bi⌉, 1]
         blocks = (scale.shape[0], scale.shape[2]) if len(scale.shape) == 4 else scale.shape[-2:]
-        rows, cols = _block_size(quant) or (math.ceil(out / blocks[0]), math.ceil(inputs / blocks[-1]))
+        rows, cols = _block_size(quant, module) or _inferred_block(out, inputs, tuple(blocks))
         label, scheme = f"FP8 block {rows}×{cols}", "fp8_block" if (rows, cols) == (128, 128) else None
     return _stored(module, found, "fp8", label, layout, 8, weight.shape, scheme)
 
 
-def _block_size(quant: Mapping[str, Any]) -> tuple[int, int] | None:
-    size = quant.get("weight_block_size") or quant.get("group_size")
+def _inferred_block(out: int, inputs: int, blocks: tuple[int, ...]) -> tuple[int, int]:
+    """The block a scale grid implies: 128×128 whenever the grid is ⌈out/128⌉ × ⌈in/128⌉ (a 4-row
+    layer has one 128-row block), else out and in divided by the grid."""
+    if blocks == (math.ceil(out / 128), math.ceil(inputs / 128)):
+        return 128, 128
+    return math.ceil(out / blocks[0]), math.ceil(inputs / blocks[-1])
+
+
+def _block_size(quant: Mapping[str, Any], module: str) -> tuple[int, int] | None:
+    """The FP8 block a config declares: `weight_block_size` (fp8), AutoRound's 2-D `group_size`,
+    or compressed-tensors' `block_structure`."""
+    structure = _compressed_weights(quant, module).get("block_structure")
+    size = quant.get("weight_block_size") or quant.get("group_size") or structure
     if isinstance(size, list) and len(size) == 2:
         return int(size[0]), int(size[1])
     return None
@@ -477,8 +496,8 @@ def _compressed_name(quant: Mapping[str, Any]) -> str:
     for group in (quant.get("config_groups") or {}).values():
         weights = group.get("weights") or {}
         bits, kind, size = weights.get("num_bits"), weights.get("type"), weights.get("group_size")
-        if kind == "float" and bits == 4:
-            names.add("NVFP4" if size == 16 else "MXFP4")
+        if kind == "float" and bits in (4, 8) and size in (16, 32):
+            names.add("NVFP4" if size == 16 else f"MXFP{bits}")
         elif isinstance(bits, int):
             names.add(f"{'FP' if kind == 'float' else 'INT'}{bits}")
     return "+".join(sorted(names)) or str(quant.get("format") or "quantized")

@@ -1,6 +1,6 @@
 """What a checkpoint stores, and what its quantization_config tells vLLM, per linear module.
 
-`stored_kinds` reads the safetensors headers (packed int, NVFP4, MXFP4, FP8 or 16-bit);
+`stored_kinds` reads the safetensors headers (packed int, NVFP4, MXFP4, FP8 or 16-bit, via `storage`);
 `declared_kind` resolves a module against the `quantization_config` the way vLLM's loaders do
 (AutoRound's `extra_config` as its INC loader matches it, compressed-tensors' `ignore` list).
 """
@@ -16,8 +16,8 @@ from typing import Any
 from quantscope.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
+from quantscope.storage import SIXTEEN, stored_weights
 
-SIXTEEN = "16bit"  # the stored / declared kind of an unquantized linear layer
 _REGEX_CHARS = set(r"*+?^$()[]{}|\\")
 
 
@@ -28,32 +28,9 @@ def kind_of_format(name: str) -> str:
 
 
 def stored_kinds(export: Anatomy) -> dict[str, str]:
-    """Exported linear module -> the kind its tensors on disk hold (from headers only)."""
-    params: dict[str, dict[str, str]] = {}
-    for tensor in export.tensors:
-        params.setdefault(tensor.module, {})[tensor.param] = tensor.dtype
-    kinds: dict[str, str] = {}
-    for tensor in export.tensors:
-        module, found = tensor.module, params[tensor.module]
-        if module in kinds:
-            continue
-        if "qweight" in found:
-            kinds[module] = "int"
-        elif "weight_packed" in found:
-            kinds[module] = _packed_kind(found)
-        elif found.get("weight") == "F8_E4M3":
-            kinds[module] = "fp8"
-        elif tensor.is_linear_weight:
-            kinds[module] = SIXTEEN
-    return kinds
-
-
-def _packed_kind(found: Mapping[str, str]) -> str:
-    if "weight_global_scale" in found:
-        return "nvfp4"
-    if found["weight_packed"] == "I32":
-        return "int"  # compressed-tensors pack-quantized integers
-    return "mxfp4"
+    """Exported linear module -> the kind its tensors on disk hold (from headers only; the
+    recognition itself is `storage.stored_weights`)."""
+    return {module: weight.kind for module, weight in stored_weights(export).items()}
 
 
 def declared_kind(quant_config: Mapping[str, Any], module: str) -> str:
