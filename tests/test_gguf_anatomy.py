@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import re
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -110,18 +109,6 @@ def test_smollm2_agrees_with_gguf_reader_and_the_bytes_on_disk(smollm2_gguf: Pat
     for (start, nbytes), (following, _) in itertools.pairwise(extents):
         assert following - start == -(-nbytes // reader.alignment) * reader.alignment
     assert extents[-1][0] + extents[-1][1] == smollm2_gguf.stat().st_size
-
-
-@needs_smollm2
-def test_header_read_time_is_reported(smollm2_gguf: Path) -> None:
-    load_gguf_anatomy(smollm2_gguf)  # imports gguf once
-    start = time.perf_counter()
-    load_gguf_anatomy(smollm2_gguf)
-    ours = time.perf_counter() - start
-    start = time.perf_counter()
-    gguf.GGUFReader(smollm2_gguf)
-    theirs = time.perf_counter() - start
-    print(f"header read: load_gguf_anatomy {ours * 1000:.0f} ms, gguf.GGUFReader {theirs * 1000:.0f} ms")
 
 
 @needs_smollm2

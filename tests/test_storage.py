@@ -20,6 +20,7 @@ from quantscope.quantize import QuantizeOptions, quantize, read_manifest
 from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
 from quantscope.storage import read_contents
 from tests.ct_producer import compressed_tensors_export
+from tests.header_only import write_typed_header_only_shard
 from tests.tiny_models import build_qwen3_dense, build_qwen35_moe
 
 runner = CliRunner()
@@ -270,3 +271,40 @@ def test_inspect_side_by_side_and_json(exports):
         "unquantized",
         "INT4 (GPTQ)",
     ]
+
+
+def test_a_qwen_style_fp8_block_checkpoint_from_headers(tiny_qwen3_dir: Path, tmp_path: Path):
+    """The layout of Qwen's and DeepSeek's FP8 checkpoints (quant_method fp8, weight_scale_inv F32
+    per 128×128 block, vLLM's fp8.py), written header-only from the tiny Qwen3's shapes."""
+    source = load_anatomy(tiny_qwen3_dir)
+    entries = []
+    for tensor in source.tensors:
+        if tensor.is_linear_weight and tensor.group != "lm_head":
+            out, inputs = tensor.shape
+            entries += [
+                (tensor.name, "F8_E4M3", (out, inputs)),
+                (f"{tensor.module}.weight_scale_inv", "F32", (math.ceil(out / 128), math.ceil(inputs / 128))),
+            ]
+        else:
+            entries.append((tensor.name, tensor.dtype, tensor.shape))
+    (tmp_path / "fp8").mkdir()
+    write_typed_header_only_shard(tmp_path / "fp8" / "model.safetensors", entries)
+    config = json.loads((tiny_qwen3_dir / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "fp8",
+        "activation_scheme": "dynamic",
+        "weight_block_size": [128, 128],
+    }
+    (tmp_path / "fp8" / "config.json").write_text(json.dumps(config))
+
+    contents = read_contents(load_anatomy(tmp_path / "fp8"))
+
+    assert contents.label == "FP8 block 128×128 (fp8)"
+    for weight in (w for w in contents.weights.values() if w.is_quantized):
+        out, inputs = weight.shape
+        assert weight.format == "FP8 block 128×128"
+        assert weight.bits_per_weight == pytest.approx(
+            8 + 32 * math.ceil(out / 128) * math.ceil(inputs / 128) / (out * inputs)
+        )
+    assert contents.summary().startswith("labelled FP8 block 128×128 (fp8): 8-bit weights hold")
+    assert derive_recipe(load_anatomy(tmp_path / "fp8")).recipe.scheme == "fp8_block"

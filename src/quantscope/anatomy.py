@@ -225,7 +225,11 @@ class Anatomy:
     @property
     def is_quantized(self) -> bool:
         """True when the checkpoint already holds quantized weights (a quantization_config or artifacts)."""
-        return "quantization_config" in self.config or any(t.is_quant_artifact for t in self.tensors)
+        return (
+            "quantization_config" in self.config
+            or "hf_quant_config" in self.config
+            or any(t.is_quant_artifact or t.dtype not in DTYPE_BITS for t in self.tensors)
+        )
 
     @cached_property
     def linear_weights(self) -> dict[str, TensorInfo]:
@@ -555,7 +559,8 @@ def _local_shards(directory: Path) -> list[Path]:
     shards = sorted(directory.glob("*.safetensors"))
     if not shards:
         raise QuantscopeError(
-            f"{directory}: no *.safetensors files (quantscope reads safetensors checkpoints only)"
+            f"{directory}: no *.safetensors files "
+            "(give a safetensors checkpoint dir, a .gguf file or a config.json)"
         )
     return shards
 

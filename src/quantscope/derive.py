@@ -15,7 +15,7 @@ rules that name nothing there (a layer the smaller model lacks) are dropped and 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from quantscope.anatomy import Anatomy
@@ -40,13 +40,16 @@ _NUMBER = re.compile(r"\.\d+(?=\.|$)")
 class DerivedRecipe:
     """A recipe read off a checkpoint. `stored`: module -> quantscope format name as stored (KEPT for
     16-bit). `unrepresentable`: module -> stored format label for weights no quantscope format holds
-    (counted as kept in the recipe). `reproduces`: the recipe resolves to `stored` on `logical`."""
+    (counted as kept in the recipe). `mismatched`: modules the recipe resolves to another format
+    than stored. `approximate`: modules stored like their scheme but with other scales or
+    activations (what differs). `reproduces`: nothing mismatched."""
 
     recipe: Recipe
     logical: Anatomy
     stored: Mapping[str, str]
     unrepresentable: Mapping[str, str] = field(default_factory=dict)
     mismatched: tuple[str, ...] = ()
+    approximate: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def reproduces(self) -> bool:
@@ -69,49 +72,78 @@ def derive_recipe(checkpoint: Anatomy, name: str | None = None) -> DerivedRecipe
     if not any(weight.is_quantized for weight in contents.weights.values()):
         raise QuantscopeError(f"{checkpoint.source}: no quantized linear weights; nothing to derive")
     logical = logical_anatomy(contents)
-    stored, odd = _stored_schemes(contents)
-    if all(scheme == KEPT for scheme in stored.values()):
-        sample = ", ".join(sorted(set(odd.values()))[:4])
-        raise QuantscopeError(
-            f"{checkpoint.source}: its weights are stored as {sample}, which no quantscope scheme stores; "
-            "no recipe can reproduce it (inspect shows what it holds)"
-        )
+    stored, odd, approximate = _stored_schemes(contents, logical)
     # A producer may quantize shapes AutoRound leaves 16-bit (e.g. llm-compressor's 4-row
-    # in_proj_a); no recipe brings those back, so the rules aim at what AutoRound can store and
-    # those modules are reported as mismatched instead of piling up useless overrides.
+    # in_proj_a), or store a vLLM fused set split; no recipe brings those back, so the rules aim
+    # at what a recipe can express and those modules are reported as mismatched instead of
+    # piling up useless overrides.
     reachable = _reachable(logical, stored)
+    if all(scheme == KEPT for scheme in reachable.values()):
+        sample = ", ".join(sorted({*odd.values(), *(stored[m] for m in stored if stored[m] != KEPT)})[:4])
+        raise QuantscopeError(
+            f"{checkpoint.source}: its weights are stored as {sample}, which no quantscope recipe can "
+            "reproduce (a format no scheme stores, or shapes AutoRound keeps 16-bit); "
+            "inspect shows what it holds"
+        )
     base = _base_recipe(logical, reachable, name or _default_name(checkpoint.source))
     recipe = _with_overrides(logical, base, reachable)
     assigned = assign_schemes(logical, recipe)
     mismatched = tuple(m for m, scheme in stored.items() if assigned.get(m) != scheme)
-    return DerivedRecipe(recipe, logical, stored, odd, mismatched)
+    return DerivedRecipe(recipe, logical, stored, odd, mismatched, approximate)
 
 
 def _default_name(source: str) -> str:
     return "like-" + source.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _stored_schemes(contents: Contents) -> tuple[dict[str, str], dict[str, str]]:
-    stored, odd = {}, {}
+def _stored_schemes(
+    contents: Contents, logical: Anatomy
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Linear module -> its quantscope scheme as stored; the modules no scheme stores (their
+    format); and those a scheme stores with other scales or activations (what differs). Quantized
+    tensors outside the linear layers a recipe covers (e.g. an embedding) count as unrepresentable."""
+    stored, odd, approximate = {}, {}, {}
     for module, weight in contents.weights.items():
+        if module not in logical.linear_weights:
+            if weight.is_quantized:
+                odd[module] = f"{weight.format} (not a linear layer a recipe quantizes)"
+            continue
         if not weight.is_quantized:
             stored[module] = KEPT
         elif weight.scheme is None:
             stored[module], odd[module] = KEPT, weight.format
         else:
             stored[module] = weight.scheme
-    return stored, odd
+            if weight.format != _CANONICAL.get(weight.scheme, weight.format):
+                approximate[module] = f"{weight.format} as {weight.scheme} ({_CANONICAL[weight.scheme]})"
+    return stored, odd, approximate
+
+
+# How AutoRound stores each scheme; a stored weight with another label maps onto the scheme
+# with the same bytes give or take a scale, but other scales or activations (e.g. ModelOpt's
+# weight-only NVFP4 is W4A16, quantscope's nvfp4 W4A4; per-tensor FP8 against per-channel).
+_CANONICAL = {
+    "nvfp4": "NVFP4",
+    "mxfp4": "MXFP4",
+    "fp8": "FP8 per-channel",
+    "fp8_block": "FP8 block 128×128",
+}
 
 
 def _reachable(logical: Anatomy, stored: Mapping[str, str]) -> dict[str, str]:
-    """`stored`, with each format AutoRound cannot hold at that module's shape set to KEPT."""
+    """`stored`, with KEPT for each format AutoRound cannot hold at that module's shape, and for
+    every member of a vLLM fused set stored in more than one format (no recipe splits a set)."""
     weights = logical.linear_weights
-    return {
+    reachable = {
         module: scheme
         if scheme == KEPT or can_quantize(logical.weight_shape(weights[module]), get_format(scheme))
         else KEPT
         for module, scheme in stored.items()
     }
+    for fused in logical.fused_sets:
+        if len({reachable.get(member) for member in fused.members}) > 1:
+            reachable.update(dict.fromkeys(fused.members, KEPT))
+    return reachable
 
 
 def _base_recipe(logical: Anatomy, stored: Mapping[str, str], name: str) -> Recipe:
@@ -161,7 +193,7 @@ def _wanted(logical: Anatomy, recipe: Recipe) -> dict[str, str]:
         return dict.fromkeys(logical.linear_weights, "")
 
 
-def _rules(stored: Mapping[str, str], wrong: list[str], key) -> list[Override]:
+def _rules(stored: Mapping[str, str], wrong: list[str], key: Callable[[str], str]) -> list[Override]:
     """One rule per key whose every module (right or wrong) is stored in one format."""
     by_key: dict[str, set[str]] = {}
     for module, scheme in stored.items():
@@ -191,25 +223,33 @@ def _text_part(module: str) -> str:
     return module
 
 
+# Patterns name modules after the text-model prefix, so a recipe moves between the multimodal
+# (`model.language_model.layers…`) and text-only (`model.layers…`) layouts, but no further:
+# `layers\.\d+\.mlp` must not reach `mtp.layers.0.mlp` or a vision tower's `encoder.layers`.
+_ANCHOR = r"^(?:model\.language_model\.|language_model\.model\.|language_model\.|model\.)?"
+
+
+def _generalised(text: str) -> str:
+    parts = re.split(r"(\.\d+(?=\.|$))", text)
+    return "".join(r"\.\d+" if _NUMBER.fullmatch(p) else re.escape(p) for p in parts if p)
+
+
 def _kind_key(module: str) -> str:
-    r"""`model.layers.3.mlp.experts.7.up_proj` -> `(?:^|\.)layers\.\d+\.mlp\.experts\.\d+\.up_proj$`."""
-    parts = re.split(r"(\.\d+(?=\.|$))", _text_part(module))
-    body = "".join(r"\.\d+" if _NUMBER.fullmatch(p) else re.escape(p) for p in parts if p)
-    return rf"(?:^|\.){body}$"
+    r"""`model.layers.3.mlp.experts.7.up_proj` -> `^(?:model\.…)?layers\.\d+\.mlp\.experts\.\d+\.up_proj$`."""
+    return f"{_ANCHOR}{_generalised(_text_part(module))}$"
 
 
 def _layer_key(module: str) -> str:
     """Like `_kind_key`, but the decoder layer's index stays (experts still generalised)."""
-    text = _text_part(module)
-    match = re.match(r"((?:mtp\.)?layers\.\d+)\.(.*)$", text)
+    match = re.match(r"((?:mtp\.)?layers\.\d+)\.(.*)$", _text_part(module))
     if not match:
         return _exact_key(module)
     head, rest = match.groups()
-    return rf"(?:^|\.){re.escape(head)}\." + _kind_key(rest).removeprefix(r"(?:^|\.)")
+    return f"{_ANCHOR}{re.escape(head)}\\.{_generalised(rest)}$"
 
 
 def _exact_key(module: str) -> str:
-    return rf"(?:^|\.){re.escape(_text_part(module))}$"
+    return f"{_ANCHOR}{re.escape(_text_part(module))}$"
 
 
 def transfer_recipe(derived: DerivedRecipe | Recipe, target: Anatomy) -> TransferredRecipe:
@@ -248,6 +288,7 @@ class LikePlan:
             "reproduces_checkpoint": self.derived.reproduces,
             "mismatched_modules": list(self.derived.mismatched),
             "unrepresentable": dict(self.derived.unrepresentable),
+            "approximate": dict(self.derived.approximate),
             "dropped_rules": list(self.transferred.dropped),
             "model": self.footprint.source,
             "predicted_bytes": self.footprint.total_bytes,

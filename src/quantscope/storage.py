@@ -61,6 +61,7 @@ _WEIGHT_PARAMS = frozenset(
         "pre_quant_scale",
     }
 )
+_E8M0 = frozenset({"U8", "F8_E8M0"})  # power-of-two scales, stored as uint8 or float8_e8m0fnu
 SIXTEEN = "16bit"  # the kind of a linear weight stored unquantized (16 or 32 bits)
 _QUANT_METHOD_LABEL = {"auto-round": "AutoRound", "gptq": "GPTQ", "awq": "AWQ", "fp8": "FP8"}
 
@@ -100,19 +101,28 @@ class StoredWeight:
         return self.bits < 16
 
 
-def stored_weights(anatomy: Anatomy) -> dict[str, StoredWeight]:
+def stored_weights(anatomy: Anatomy, unrecognised: list[str] | None = None) -> dict[str, StoredWeight]:
     """Module name -> how its linear weight is stored, for every linear layer of `anatomy`.
 
-    Raises QuantscopeError naming the module when its tensors fit no known layout.
+    A module whose tensors fit no known layout raises QuantscopeError naming the checkpoint and
+    the module, or, when `unrecognised` is given, is left out and its message appended there.
     """
     params: dict[str, dict[str, TensorInfo]] = {}
     for tensor in anatomy.tensors:
-        if tensor.param in _WEIGHT_PARAMS:
-            params.setdefault(tensor.module, {})[tensor.param] = tensor
+        # Fused 3-D experts (`mlp.experts.gate_up_proj`) are bare parameters: the tensor is the weight.
+        param = tensor.param or ("weight" if tensor.is_linear_weight else "")
+        if param in _WEIGHT_PARAMS:
+            params.setdefault(tensor.module, {})[param] = tensor
     quant = quantization_config(anatomy.config)
     stored = {}
     for module, found in params.items():
-        weight = _recognise(module, found, quant, anatomy)
+        try:
+            weight = _recognise(module, found, quant, anatomy)
+        except QuantscopeError as error:
+            if unrecognised is None:
+                raise QuantscopeError(f"{anatomy.source}: {error}") from None
+            unrecognised.append(str(error))
+            continue
         if weight is not None:
             stored[module] = weight
     return stored
@@ -220,9 +230,12 @@ def _group_size(inputs: int, groups: int, declared: Any) -> int | None:
     """Weights per scale along the input dim; None for one scale per output channel. One group
     over the whole input is per-channel unless the config declares that group size (a 128-wide
     layer in group 128 stores one group too)."""
-    if groups > 1:
-        return inputs // groups
-    return inputs if isinstance(declared, int) and declared == inputs else None
+    if isinstance(declared, int) and declared > 0 and math.ceil(inputs / declared) == groups:
+        return declared  # incl. a row shorter than one group (AutoRound stores it as one group)
+    if groups > 1:  # a partial last group rounds up: the smallest power of two giving `groups`
+        size = 2 ** math.ceil(math.log2(inputs / groups))
+        return size if math.ceil(inputs / size) == groups else inputs // groups
+    return None
 
 
 def _module_sym(quant: Mapping[str, Any], module: str, default: bool) -> bool:
@@ -232,11 +245,26 @@ def _module_sym(quant: Mapping[str, Any], module: str, default: bool) -> bool:
     return bool(entry.get("sym", quant.get("sym", default)))
 
 
-def _auto_round_entry(quant: Mapping[str, Any], module: str) -> Mapping[str, Any]:
+_REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
+
+
+def auto_round_entry(quant: Mapping[str, Any], module: str) -> Mapping[str, Any] | None:
+    """AutoRound's `extra_config` entry for `module`, resolved as vLLM's INC loader does: an exact
+    key, a key the name ends with, then regex keys (searched); None when no key applies."""
     extra = quant.get("extra_config") or {}
     if module in extra:
         return extra[module]
-    return next((entry for key, entry in extra.items() if module.endswith(f".{key}")), {})
+    for key, entry in extra.items():
+        if module.endswith(f".{key}"):
+            return entry
+    for key, entry in extra.items():
+        if any(char in _REGEX_CHARS for char in key) and re.search(key, module):
+            return entry
+    return None
+
+
+def _auto_round_entry(quant: Mapping[str, Any], module: str) -> Mapping[str, Any]:
+    return auto_round_entry(quant, module) or {}
 
 
 def _compressed_tensors(
@@ -246,7 +274,7 @@ def _compressed_tensors(
     out, cols = packed.shape[-2], packed.shape[-1]
     copies = packed.shape[:-2]
     if packed.dtype == "U8" and scale is not None:
-        if "weight_global_scale" in found:
+        if "weight_global_scale" in found or scale.dtype == "F8_E4M3":
             return _stored(
                 module, found, "nvfp4", "NVFP4", "compressed-tensors", 4, (*copies, out, 2 * cols), "nvfp4"
             )
@@ -279,14 +307,18 @@ def _compressed_tensors(
 def _compressed_weights(quant: Mapping[str, Any], module: str) -> Mapping[str, Any]:
     """The `weights` args of the compressed-tensors config group whose targets match `module`
     (targets are class names like "Linear", matching every linear, or "re:" regexes)."""
-    for group in (quant.get("config_groups") or {}).values():
-        targets = group.get("targets") or ()
-        regexes = [t[3:] for t in targets if t.startswith("re:")]
-        if regexes and not any(re.match(regex, module) for regex in regexes):
-            continue
-        weights = group.get("weights") or {}
-        if isinstance(weights.get("num_bits"), int):
-            return weights
+    groups = [g for g in (quant.get("config_groups") or {}).values() if isinstance(g.get("weights"), Mapping)]
+    # compressed-tensors' precedence (`find_name_or_class_matches`): a layer name, then a regex,
+    # then a class name such as "Linear".
+    for matches in (
+        lambda t: t == module,
+        lambda t: t.startswith("re:") and re.match(t[3:], module) is not None,
+        lambda t: not t.startswith("re:") and "." not in t,
+    ):
+        for group in groups:
+            targets = group.get("targets") or ()
+            if any(matches(t) for t in targets) and isinstance(group["weights"].get("num_bits"), int):
+                return group["weights"]
     return {}
 
 
@@ -296,16 +328,17 @@ def _modelopt_packed(module: str, found: Mapping[str, TensorInfo]) -> StoredWeig
     (U8) scale per 32; INT4 AWQ `weight [out/2, in]` (packed along the output) + `weight_scale F32
     [out, in/g]`."""
     weight, scale = found["weight"], found["weight_scale"]
-    rows, cols = weight.shape[-2], weight.shape[-1]
-    if scale.dtype == "F8_E4M3":
+    *copies, rows, cols = weight.shape
+    fp4 = (*copies, rows, 2 * cols)
+    if scale.dtype == "F8_E4M3" and scale.shape:
         group = 2 * cols // scale.shape[-1] if scale.shape[-1] else 0
         if group != 16:  # e.g. ModelOpt's W4A8_NVFP4_FP8: E2M1 with an E4M3 scale per 32
-            return _stored(module, found, "nvfp4", f"FP4 g{group}", "modelopt", 4, (rows, 2 * cols), None)
+            return _stored(module, found, "nvfp4", f"FP4 g{group}", "modelopt", 4, fp4, None)
         label = "NVFP4" if "input_scale" in found else "NVFP4 weight-only"
-        return _stored(module, found, "nvfp4", label, "modelopt", 4, (rows, 2 * cols), "nvfp4")
-    if scale.dtype == "U8":
-        return _stored(module, found, "mxfp4", "MXFP4", "modelopt", 4, (rows, 2 * cols), "mxfp4")
-    if len(scale.shape) == 2 and scale.shape[0] == 2 * rows:
+        return _stored(module, found, "nvfp4", label, "modelopt", 4, fp4, "nvfp4")
+    if scale.dtype in _E8M0:
+        return _stored(module, found, "mxfp4", "MXFP4", "modelopt", 4, fp4, "mxfp4")
+    if len(scale.shape) == 2 and scale.shape[0] == 2 * rows and not copies:
         group = cols // scale.shape[1] if scale.shape[1] else None
         label = _int_label(4, group, True) + (" AWQ" if "pre_quant_scale" in found else "")
         return _stored(module, found, "int", label, "modelopt", 4, (2 * rows, cols), None)
@@ -320,7 +353,7 @@ def _fp8(module: str, found: Mapping[str, TensorInfo], quant: Mapping[str, Any])
     out, inputs = weight.shape[-2], weight.shape[-1]
     scale = found.get("weight_scale_inv") or found.get("weight_scale")
     layout = _layout_of(quant)
-    if scale is not None and scale.dtype == "U8":  # an E8M0 scale per 32: MXFP8
+    if scale is not None and scale.dtype in _E8M0:  # an E8M0 scale per 32: MXFP8
         return _stored(module, found, "fp8", "MXFP8", layout, 8, weight.shape, None)
     # weight_scale_inv is always block-scaled (DeepSeek / Qwen FP8); so is a 2-D scale under a
     # config that declares a block (a layer of ≤128×128 then has a [1, 1] grid).
@@ -391,6 +424,7 @@ class Contents:
 
     anatomy: Anatomy
     weights: Mapping[str, StoredWeight]
+    unrecognised: tuple[str, ...] = ()
 
     @cached_property
     def groups(self) -> dict[str, GroupContents]:
@@ -465,8 +499,11 @@ class Contents:
 
 
 def read_contents(anatomy: Anatomy) -> Contents:
-    """The stored format of every linear weight of `anatomy`, and what each group holds."""
-    return Contents(anatomy, stored_weights(anatomy))
+    """The stored format of every linear weight of `anatomy`, and what each group holds; modules in
+    no known layout are listed in `unrecognised` (their tensors still count, as stored)."""
+    unrecognised: list[str] = []
+    weights = stored_weights(anatomy, unrecognised)
+    return Contents(anatomy, weights, tuple(unrecognised))
 
 
 def checkpoint_label(config: Mapping[str, Any]) -> str:
@@ -474,7 +511,7 @@ def checkpoint_label(config: Mapping[str, Any]) -> str:
     or "unquantized" when its config declares no quantization."""
     gguf = config.get("gguf")
     if isinstance(gguf, Mapping):
-        return f"GGUF {gguf.get('file_type', '?')}"
+        return f"GGUF {gguf.get('file_type') or '?'}"
     quant = quantization_config(config)
     if not quant:
         return "unquantized"
@@ -487,6 +524,9 @@ def checkpoint_label(config: Mapping[str, Any]) -> str:
     name = {"nv_fp": "NVFP", "mx_fp": "MXFP", "fp": "FP"}.get(data_type, "INT")
     if method == "compressed-tensors":
         return f"{_compressed_name(quant)} ({producer})"
+    if method == "fp8":  # transformers' / vLLM's fine-grained FP8 (Qwen's and DeepSeek's checkpoints)
+        block = quant.get("weight_block_size")
+        return f"FP8 block {block[0]}×{block[1]} (fp8)" if isinstance(block, list) else "FP8 (fp8)"
     return f"{name}{bits} ({producer})" if bits else f"{quant.get('format') or 'quantized'} ({producer})"
 
 
@@ -515,6 +555,8 @@ def _label_bits(config: Mapping[str, Any]) -> int | None:
         return int(match.group(1)) if match and algo != "MIXED_PRECISION" else None
     if isinstance(quant.get("bits"), int):
         return int(quant["bits"])
+    if quant.get("quant_method") == "fp8":
+        return 8
     bits = {(g.get("weights") or {}).get("num_bits") for g in (quant.get("config_groups") or {}).values()} - {
         None
     }
@@ -582,6 +624,8 @@ def logical_anatomy(contents: Contents, dtype: str = "BF16") -> Anatomy:
     }
     headers = [
         (t.name, t.dtype, t.shape, t.nbytes)
+        if t.dtype in DTYPE_BITS
+        else (t.name, dtype, t.shape, t.numel * DTYPE_BITS[dtype] // 8)  # a GGML type (GGUF embeddings)
         for t in contents.anatomy.tensors
         if t.name not in replaced and not t.is_quant_artifact
     ]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from quantscope.cli.app import JsonOpt, ModelArg, RevisionOpt, app, console, friendly_errors, size_or_none
+from quantscope.errors import QuantscopeError
 
 ModelsArg = Annotated[
     list[str],
@@ -78,6 +79,9 @@ def plan(
     if like is not None:
         from quantscope.derive import plan_like
 
+        if budget_bytes is not None or recipe:
+            raise QuantscopeError("--like plans the checkpoint's own recipe: drop --budget and --recipe")
+
         planned_like = plan_like(anatomy, load_anatomy(like))
         console.print_json(json.dumps(planned_like.to_dict())) if as_json else console.print(
             like_plan_view(planned_like), highlight=False
@@ -106,14 +110,8 @@ def recipe_from_checkpoint(
     from quantscope.anatomy import load_anatomy
     from quantscope.derive import derive_recipe
     from quantscope.recipe import save_recipe
+    from quantscope.report.terminal import derived_recipe_line
 
     derived = derive_recipe(load_anatomy(checkpoint, revision=revision), name=name)
     save_recipe(derived.recipe, out)
-    verdict = (
-        "reproduces it module for module"
-        if derived.reproduces
-        else (f"differs on {len(derived.mismatched)} modules (e.g. {derived.mismatched[0]})")
-    )
-    console.print(
-        f"wrote {out}: scheme {derived.recipe.scheme}, {len(derived.recipe.overrides)} overrides; {verdict}"
-    )
+    console.print(derived_recipe_line(derived, out), highlight=False)

@@ -16,7 +16,7 @@ from typing import Any
 from quantscope.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.storage import SIXTEEN, stored_weights
+from quantscope.storage import SIXTEEN, auto_round_entry, stored_weights
 
 _REGEX_CHARS = set(r"*+?^$()[]{}|\\")
 
@@ -75,11 +75,11 @@ def modelopt_algo(config: Mapping[str, Any], module: str) -> str | None:
     if algo == "MIXED_PRECISION":
         layers = config.get("quantized_layers") or {}
         for candidate in _modelopt_names(module):
-            entry = layers.get(candidate) or next(
-                (v for k, v in layers.items() if candidate.startswith(f"{k}.")), None
-            )
-            if entry is not None:
-                return str(entry.get("quant_algo", "")).upper() or None
+            parts = candidate.split(".")
+            for end in range(len(parts), 0, -1):  # the module itself, then each parent
+                entry = layers.get(".".join(parts[:end]))
+                if entry is not None:
+                    return str(entry.get("quant_algo", "")).upper() or None
         return None
     excluded = _exclusion_regex(tuple(config.get("exclude_modules") or config.get("ignore") or ()))
     if excluded is not None and any(excluded.search(name) for name in _modelopt_names(module)):
@@ -137,18 +137,12 @@ def _auto_round_data_kind(entry: Mapping[str, Any], default: Mapping[str, Any]) 
 def _auto_round_kind(config: Mapping[str, Any], module: str) -> str:
     # Mirrors vLLM's INC resolution: an exact extra_config key, a key that is a suffix of the
     # name, then regex keys (searched); otherwise quantized iff inside block_name_to_quantize.
-    extra = config.get("extra_config") or {}
     ignored = set(config.get("ignored_layers") or ())
     if module in ignored:
         return SIXTEEN
-    if module in extra:
-        return _auto_round_data_kind(extra[module], config)
-    for key, entry in extra.items():
-        if module.endswith(f".{key}"):
-            return _auto_round_data_kind(entry, config)
-    for key, entry in extra.items():
-        if any(char in _REGEX_CHARS for char in key) and re.search(key, module):
-            return _auto_round_data_kind(entry, config)
+    entry = auto_round_entry(config, module)
+    if entry is not None:
+        return _auto_round_data_kind(entry, config)
     blocks = config.get("block_name_to_quantize") or config.get("to_quant_block_names") or ()
     blocks = blocks.split(",") if isinstance(blocks, str) else list(blocks)
     inside = any(module.startswith(block) for block in blocks) if blocks else True

@@ -11,19 +11,22 @@ from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
+from quantscope.anatomy import DTYPE_BITS
 from quantscope.util import format_count, format_size, pct, pts, ratio, short_size
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from quantscope.adaptive import AdaptiveSummary
     from quantscope.analysis.compare import Analysis, Comparison
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
     from quantscope.anatomy import Anatomy
     from quantscope.demo import DemoResult
-    from quantscope.derive import LikePlan
+    from quantscope.derive import DerivedRecipe, LikePlan
     from quantscope.profile.profiler import ProfileRun
     from quantscope.profile.records import SensitivityProfile
     from quantscope.profile.search import SearchResult
@@ -239,6 +242,14 @@ def anatomy_view(contents: Contents, with_tensors: bool = False) -> Group:
         ),
         Text(contents.summary()),
     ]
+    if contents.unrecognised:
+        parts.append(
+            Text(
+                f"{len(contents.unrecognised)} modules in no layout quantscope reads (counted as stored): "
+                + "; ".join(contents.unrecognised[:3]),
+                "yellow",
+            )
+        )
     derived = anatomy.config.get("quantscope_derived")
     if isinstance(derived, dict):
         parts.append(
@@ -271,7 +282,8 @@ def _stored_as(contents: Contents, group: str) -> str:
     formats = contents.groups[group].formats
     total = sum(p for p, _ in formats.values())
     if not total:
-        return ", ".join(sorted({t.dtype for t in contents.anatomy.tensors if t.group == group}))
+        dtypes = {t.dtype for t in contents.anatomy.tensors if t.group == group}
+        return ", ".join(sorted(d if d in DTYPE_BITS else f"GGUF {d}" for d in dtypes))
     ranked = sorted(formats.items(), key=lambda item: -item[1][0])
     return ", ".join(
         label if len(ranked) == 1 else f"{label} {_share(p / total)}" for label, (p, _) in ranked
@@ -283,7 +295,16 @@ def _share(fraction: float) -> str:
 
 
 def _groups_table(contents: Contents) -> Table:
-    table = Table("group", "tensors", "params", "bytes", "bits/weight", "stored as", title="Anatomy by group")
+    # Group names never wrap (scripts grep for them); the formats column wraps instead.
+    table = Table(
+        Column("group", no_wrap=True),
+        "tensors",
+        "params",
+        "bytes",
+        "bits/weight",
+        "stored as",
+        title="Anatomy by group",
+    )
     members = contents.anatomy.by_group()
     for group, stored in contents.groups.items():
         table.add_row(
@@ -309,7 +330,7 @@ def _groups_table(contents: Contents) -> Table:
 def contents_side_by_side(checkpoints: Sequence[Contents]) -> Group:
     """`inspect A B …`: per group each checkpoint's size, bits per weight and stored formats, then
     each checkpoint's label line."""
-    table = Table("group", title="Side by side")
+    table = Table(Column("group", no_wrap=True), title="Side by side")
     for index in range(1, len(checkpoints) + 1):
         table.add_column(f"[{index}] size", justify="right")
         table.add_column(f"[{index}] bits/w", justify="right")
@@ -387,6 +408,15 @@ def like_plan_view(like: LikePlan) -> Group:
                 "yellow",
             )
         )
+    if derived.approximate:
+        sample = next(iter(derived.approximate.values()))
+        lines.append(
+            Text(
+                f"{len(derived.approximate)} weights map onto a scheme with other scales or activations "
+                f"(e.g. {sample})",
+                "yellow",
+            )
+        )
     if like.transferred.dropped:
         lines.append(
             Text(
@@ -396,11 +426,16 @@ def like_plan_view(like: LikePlan) -> Group:
             )
         )
     gap = like.self_footprint.total_bytes / like.checkpoint_bytes - 1 if like.checkpoint_bytes else 0.0
+    why = (
+        "packing, scales and the differences above"
+        if not derived.reproduces or derived.unrepresentable
+        else "the producer's packing and scales against AutoRound's"
+    )
     lines.append(
         Text(
             f"self-check: on the checkpoint's own shapes the recipe predicts "
             f"{format_size(like.self_footprint.total_bytes)}; it stores {format_size(like.checkpoint_bytes)} "
-            f"({gap:+.2%}, the producer's packing against AutoRound's)"
+            f"({gap:+.2%}: {why})"
         )
     )
     footprint = like.footprint
@@ -409,12 +444,27 @@ def like_plan_view(like: LikePlan) -> Group:
         if nbytes:
             table.add_row(group, format_size(nbytes), format_size(footprint.kept_bytes_by_group[group]))
     table.add_row(
-        "total",
-        format_size(footprint.total_bytes),
-        f"{footprint.ratio:.1%} of {format_size(footprint.original_bytes)}",
-        style="bold",
+        "total", format_size(footprint.total_bytes), format_size(footprint.kept_bytes), style="bold"
     )
-    return Group(*lines, table)
+    return Group(
+        *lines, table, Text(f"{footprint.ratio:.1%} of the original {format_size(footprint.original_bytes)}")
+    )
+
+
+def derived_recipe_line(derived: DerivedRecipe, out: Path) -> str:
+    """`recipe from-checkpoint`: where the recipe went and whether it reproduces the checkpoint."""
+    verdict = (
+        "reproduces it module for module"
+        if derived.reproduces
+        else f"differs on {len(derived.mismatched)} modules (e.g. {derived.mismatched[0]})"
+    )
+    extra = (
+        f"; {len(derived.unrepresentable)} weights in formats no scheme stores"
+        if derived.unrepresentable
+        else ""
+    )
+    rules = f"scheme {derived.recipe.scheme}, {len(derived.recipe.overrides)} overrides"
+    return f"wrote {out}: {rules}; {verdict}{extra}"
 
 
 def _kept_summary(recipe: Recipe, footprint: Footprint) -> str:
