@@ -201,3 +201,65 @@ def write_checkpoint(directory: Path) -> Path:
     (directory / "model.safetensors.index.json").write_text(json.dumps(index_doc))
     (directory / "config.json").write_text(json.dumps(CONFIG, indent=2))
     return directory
+
+
+# ---- ModelOpt exports rebuilt from real configs (NVIDIA's NVFP4 checkpoints) ------------------
+
+
+def read_nvidia(configs: Path, name: str) -> tuple[dict, dict]:
+    """`<name>.config.json` and `<name>.hf_quant_config.json` from the shared real-config folder."""
+    config = json.loads((configs / f"{name}.config.json").read_text())
+    quant = json.loads((configs / f"{name}.hf_quant_config.json").read_text())
+    return config, quant
+
+
+def _declared(anatomy, quant: dict) -> dict[str, str]:
+    """Linear module -> ModelOpt's declared algo, or 16-bit. The router is no Linear in
+    transformers (`Qwen3_5MoeTopKRouter`), so ModelOpt never quantizes it."""
+    from quantscope.quantize.kinds import SIXTEEN, modelopt_algo
+
+    return {
+        module: SIXTEEN if tensor.group == "router" else (modelopt_algo(quant, module) or SIXTEEN)
+        for module, tensor in anatomy.linear_weights.items()
+    }
+
+
+def _modelopt_tensors(
+    module: str, algo: str, out: int, inputs: int
+) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The tensors ModelOpt's unified HF export writes for one linear (its `unified_export_hf.py`)."""
+    if algo in ("NVFP4", "W4A16_NVFP4"):
+        tensors = [
+            (f"{module}.weight", "U8", (out, inputs // 2)),
+            (f"{module}.weight_scale", "F8_E4M3", (out, inputs // 16)),
+            (f"{module}.weight_scale_2", "F32", ()),
+        ]
+        return tensors + ([(f"{module}.input_scale", "F32", ())] if algo == "NVFP4" else [])
+    assert algo == "FP8", algo
+    return [
+        (f"{module}.weight", "F8_E4M3", (out, inputs)),
+        (f"{module}.weight_scale", "F32", ()),
+        (f"{module}.input_scale", "F32", ()),
+    ]
+
+
+def modelopt_checkpoint(config: dict, quant: dict, name: str, directory: Path):
+    """A header-only checkpoint as ModelOpt exports `config` under `quant` (an hf_quant_config),
+    per-expert as ModelOpt writes fused experts. Returns (the unquantized anatomy, module -> algo)."""
+    from quantscope.anatomy_config import anatomy_from_config
+    from quantscope.quantize.kinds import SIXTEEN
+
+    base = anatomy_from_config(config, name)
+    declared = _declared(base, quant["quantization"])
+    entries = []
+    for tensor in base.tensors:
+        algo = declared.get(tensor.module) if tensor.is_linear_weight else None
+        if algo is None or algo == SIXTEEN:
+            entries.append((tensor.name, tensor.dtype, tensor.shape))
+        else:
+            entries += _modelopt_tensors(tensor.module, algo, *tensor.shape)
+    directory.mkdir(parents=True)
+    write_typed_header_only_shard(directory / "model.safetensors", entries)
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "hf_quant_config.json").write_text(json.dumps(quant))
+    return base, declared

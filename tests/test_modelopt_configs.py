@@ -16,7 +16,7 @@ from quantscope.derive import derive_recipe, plan_like
 from quantscope.quantize.kinds import SIXTEEN, modelopt_algo, modelopt_kind
 from quantscope.recipe import KEPT
 from quantscope.storage import read_contents
-from tests.header_only import write_typed_header_only_shard
+from tests.header_only import modelopt_checkpoint, read_nvidia
 
 CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
 pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real configs not found at {CONFIGS}")
@@ -29,56 +29,11 @@ CHECKPOINTS = (
 
 
 def _read(name: str) -> tuple[dict, dict]:
-    config = json.loads((CONFIGS / f"{name}.config.json").read_text())
-    quant = json.loads((CONFIGS / f"{name}.hf_quant_config.json").read_text())
-    return config, quant
-
-
-def _declared(anatomy: Anatomy, quant: dict) -> dict[str, str]:
-    """Linear module -> ModelOpt's declared algo, or 16-bit. The router is no Linear in
-    transformers (`Qwen3_5MoeTopKRouter`), so ModelOpt never quantizes it."""
-    return {
-        module: SIXTEEN if tensor.group == "router" else (modelopt_algo(quant, module) or SIXTEEN)
-        for module, tensor in anatomy.linear_weights.items()
-    }
-
-
-def _modelopt_tensors(
-    module: str, algo: str, out: int, inputs: int
-) -> list[tuple[str, str, tuple[int, ...]]]:
-    """The tensors ModelOpt's unified HF export writes for one linear (its `unified_export_hf.py`)."""
-    if algo in ("NVFP4", "W4A16_NVFP4"):
-        tensors = [
-            (f"{module}.weight", "U8", (out, inputs // 2)),
-            (f"{module}.weight_scale", "F8_E4M3", (out, inputs // 16)),
-            (f"{module}.weight_scale_2", "F32", ()),
-        ]
-        return tensors + ([(f"{module}.input_scale", "F32", ())] if algo == "NVFP4" else [])
-    assert algo == "FP8", algo
-    return [
-        (f"{module}.weight", "F8_E4M3", (out, inputs)),
-        (f"{module}.weight_scale", "F32", ()),
-        (f"{module}.input_scale", "F32", ()),
-    ]
+    return read_nvidia(CONFIGS, name)
 
 
 def _rebuild(name: str, directory: Path) -> tuple[Anatomy, dict[str, str]]:
-    """A header-only checkpoint of `name` as ModelOpt exports it, from the real configs."""
-    config, quant = _read(name)
-    base = anatomy_from_config(config, name)
-    declared = _declared(base, quant["quantization"])
-    entries = []
-    for tensor in base.tensors:
-        algo = declared.get(tensor.module) if tensor.is_linear_weight else None
-        if algo is None or algo == SIXTEEN:
-            entries.append((tensor.name, tensor.dtype, tensor.shape))
-        else:
-            entries += _modelopt_tensors(tensor.module, algo, *tensor.shape)
-    directory.mkdir()
-    write_typed_header_only_shard(directory / "model.safetensors", entries)
-    (directory / "config.json").write_text(json.dumps(config))
-    (directory / "hf_quant_config.json").write_text(json.dumps(quant))
-    return base, declared
+    return modelopt_checkpoint(*_read(name), name, directory)
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

@@ -89,6 +89,8 @@ def derive_recipe(checkpoint: Anatomy, name: str | None = None) -> DerivedRecipe
     recipe = _with_overrides(logical, base, reachable)
     assigned = assign_schemes(logical, recipe)
     mismatched = tuple(m for m, scheme in stored.items() if assigned.get(m) != scheme)
+    if mismatched:  # rules aimed at modules AutoRound's fixed rules keep 16-bit (e.g. mtp.fc) do nothing
+        recipe = _without_idle_rules(logical, recipe, assigned)
     return DerivedRecipe(recipe, logical, stored, odd, mismatched, approximate)
 
 
@@ -207,7 +209,20 @@ def _rules(stored: Mapping[str, str], wrong: list[str], key: Callable[[str], str
     return [Override(pattern, scheme) for pattern, scheme in rules.items()]
 
 
+def _without_idle_rules(logical: Anatomy, recipe: Recipe, assigned: Mapping[str, str]) -> Recipe:
+    """`recipe` minus each override whose removal leaves every module's format as it is."""
+    for override in reversed(recipe.overrides):
+        fields = recipe.to_dict()
+        fields.pop("version", None)
+        fields["overrides"] = [o for o in recipe.overrides if o is not override]
+        trial = Recipe(**fields)
+        if _wanted(logical, trial) == assigned:
+            recipe = trial
+    return recipe
+
+
 def _add_rules(recipe: Recipe, rules: list[Override]) -> Recipe:
+    rules = [rule for rule in rules if rule not in recipe.overrides]
     if not rules:
         return recipe
     fields = recipe.to_dict()
