@@ -152,31 +152,26 @@ def qwen35_397b_tensors(config: dict = CONFIG) -> list[list[Entry]]:
     return shards
 
 
-def write_header_only_shard(path: Path, entries: list[Entry], dtype: str = "BF16", itemsize: int = 2) -> int:
-    """Write a safetensors file holding only its header (declared offsets, no data); returns data bytes."""
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in entries:
-        size = itemsize
-        for dim in shape:
-            size *= dim
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
-    return offset
-
-
 _ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "I64": 8, "U8": 1, "I8": 1, "F8_E4M3": 1}
 
 
-def write_typed_header_only_shard(path: Path, entries: list[tuple[str, str, tuple[int, ...]]]) -> int:
-    """Like `write_header_only_shard`, with a dtype per tensor: `(name, dtype, shape)` entries."""
+def write_header_only_shard(path: Path, entries: list[Entry], dtype: str = "BF16", itemsize: int = 2) -> int:
+    """Write a safetensors file holding only its header (declared offsets, no data); returns data bytes."""
+    return write_typed_header_only_shard(
+        path, [(name, dtype, shape) for name, shape in entries], {dtype: itemsize}
+    )
+
+
+def write_typed_header_only_shard(
+    path: Path, entries: list[tuple[str, str, tuple[int, ...]]], itemsizes: dict[str, int] | None = None
+) -> int:
+    """Like `write_header_only_shard`, with a dtype per tensor: `(name, dtype, shape)` entries
+    (bytes per element from `itemsizes`, else the usual safetensors sizes)."""
+    sizes = {**_ITEMSIZE, **(itemsizes or {})}
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, dtype, shape in entries:
-        size = _ITEMSIZE[dtype]
+        size = sizes[dtype]
         for dim in shape:
             size *= dim
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}

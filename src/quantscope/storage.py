@@ -36,31 +36,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from quantscope.anatomy import DTYPE_BITS, GROUPS, Anatomy, TensorInfo, build_anatomy
+from quantscope.anatomy import DTYPE_BITS, GROUPS, PARAM_SUFFIXES, Anatomy, TensorInfo, build_anatomy
 from quantscope.errors import QuantscopeError
 
-# The tensors that store a weight (everything of its module except the bias and KV-cache scales).
-_WEIGHT_PARAMS = frozenset(
-    {
-        "weight",
-        "qweight",
-        "qzeros",
-        "scales",
-        "g_idx",
-        "weight_packed",
-        "weight_scale",
-        "weight_scale_inv",
-        "weight_scale_2",
-        "weight_global_scale",
-        "weight_zero_point",
-        "weight_shape",
-        "input_scale",
-        "input_global_scale",
-        "input_scale_inv",
-        "input_zero_point",
-        "pre_quant_scale",
-    }
-)
+# The tensors that store a weight: every parameter of its module but the bias and the KV-cache
+# scales ModelOpt and compressed-tensors hang on k_proj / v_proj.
+_WEIGHT_PARAMS = frozenset(PARAM_SUFFIXES) - {"bias", "k_scale", "v_scale"}
 _E8M0 = frozenset({"U8", "F8_E8M0"})  # power-of-two scales, stored as uint8 or float8_e8m0fnu
 SIXTEEN = "16bit"  # the kind of a linear weight stored unquantized (16 or 32 bits)
 _QUANT_METHOD_LABEL = {"auto-round": "AutoRound", "gptq": "GPTQ", "awq": "AWQ", "fp8": "FP8"}
