@@ -8,7 +8,9 @@ server/engine start costs ~10-60 s on 2 cores, hence `slow`.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -19,6 +21,7 @@ import pytest
 from quantscope.engines import get_engine
 from quantscope.engines.base import Generation
 from quantscope.engines.transformers import TransformersEngine, TransformersOptions
+from quantscope.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
 from tests.loopback import vllm_openai_server
 from tests.test_engines import PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3
 
@@ -68,9 +71,15 @@ def vllm_scripted(scripted_dir: Path) -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(scripted_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def vllm_server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the server fixture's vLLM writes its log."""
+    return tmp_path_factory.mktemp("vllm_server") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def vllm_server(scripted_dir: Path, vllm_server_log: Path) -> Iterator[str]:
     """A real vLLM OpenAI server for the scripted model on 127.0.0.1; yields its /v1 base URL."""
-    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    log_path = vllm_server_log
     with ExitStack() as stack:
         try:
             url = stack.enter_context(
@@ -108,6 +117,24 @@ def test_vllm_stream_stopped_early_leaves_nothing_running(vllm_scripted: object)
 def test_openai_engine_against_vllm_server(vllm_server: str, scripted_dir: Path) -> None:
     engine = get_engine("openai", str(scripted_dir), base_url=vllm_server, concurrency=2)
     assert without_time(engine.generate(SCRIPTED_REQUESTS)) == EXPECTED
+
+
+def test_kv_capacity_matches_what_vllm_logs(
+    vllm_server: str, vllm_server_log: Path, scripted_dir: Path
+) -> None:
+    """quantscope's serving arithmetic against the capacity vLLM logs at start-up for the 1 GiB
+    KV cache the server was given (VLLM_CPU_KVCACHE_SPACE=1, float32, 512 tokens per request)."""
+    logged = re.search(
+        r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x",
+        vllm_server_log.read_text(),
+    )
+    assert logged, "vLLM did not log its KV cache size"
+    tokens, context, concurrency = (float(g.replace(",", "")) for g in logged.groups())
+    config = json.loads((scripted_dir / "config.json").read_text())
+    layout = cache_layout(cache_shape(config), ServingOptions(context=int(context), kv_dtype="float32"))
+    blocks, ours = pool_concurrency(1 << 30, layout, int(context))
+    assert ours == pytest.approx(concurrency, rel=0.02)
+    assert blocks * layout.block_size == pytest.approx(tokens, rel=0.02)
 
 
 def test_three_engines_return_the_same_generations(

