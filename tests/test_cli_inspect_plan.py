@@ -59,6 +59,44 @@ def test_plan_json_with_budget_and_a_user_recipe(tiny_qwen35_moe_dir: Path, tmp_
     assert rows["mine"]["kept_bytes_by_group"]["linear_attn"] > 0
 
 
+SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
+
+
+def test_plan_on_a_gpu_counts_the_kv_cache_and_the_state():
+    config = SHARED_CONFIGS / "qwen3.5-27b.config.json"
+    if not config.is_file():
+        pytest.skip(f"{config} is missing: the real configs live in ../shared/qwen3.5-configs")
+    args = ["plan", str(config), "--gpu", "H200", "--context", "32768", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = {row["recipe"]: row for row in json.loads(result.output)["recipes"]}
+    # 16 full-attention layers × 2 × 4 KV heads × 256 × 2 B; 48 GDN layers × 3,207,168 B of state
+    assert rows["bf16"]["kv_bytes_per_token"] == 65_536
+    assert rows["bf16"]["state_bytes_per_sequence"] == 48 * 3_207_168
+    # the smaller the weights, the bigger the KV pool and the more 32k sequences fit at once
+    assert (
+        rows["w4a16"]["max_concurrency"]
+        > rows["fp8"]["max_concurrency"]
+        > rows["bf16"]["max_concurrency"]
+        >= 1
+    )
+    pool = rows["w4a16"]["serving"]["kv_pool_bytes"] - rows["bf16"]["serving"]["kv_pool_bytes"]
+    assert pool == rows["bf16"]["total_bytes"] - rows["w4a16"]["total_bytes"]
+    assert rows["w4a16"]["serving"]["decode_tokens_per_s_upper_bound"] > 0
+
+    on_l4 = runner.invoke(app, ["plan", str(config), "--gpu-memory", "24GB", "--json"])
+    l4 = {row["recipe"]: row for row in json.loads(on_l4.output)["recipes"]}
+    assert l4["bf16"]["serving"]["fits"] is False and l4["bf16"]["max_concurrency"] == 0
+    assert l4["w4a16"]["serving"]["decode_tokens_per_s_upper_bound"] is None  # no bandwidth for a bare size
+
+    fp8_kv = runner.invoke(app, ["plan", str(config), "--gpu", "H200", "--kv-dtype", "fp8", "--json"])
+    fp8_rows = {row["recipe"]: row for row in json.loads(fp8_kv.output)["recipes"]}
+    assert fp8_rows["w4a16"]["max_concurrency"] > rows["w4a16"]["max_concurrency"]
+
+    table = runner.invoke(app, ["plan", str(config), "--gpu", "H200"])
+    assert table.exit_code == 0 and "on H200" in table.output and "estimated" in table.output
+
+
 def test_plan_table_shows_what_stays_16_bit_and_the_fit(
     tiny_qwen3_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -94,7 +94,7 @@ def test_a_dense_model_has_one_group_and_no_state() -> None:
 def test_capacity_on_a_gpu_and_what_does_not_fit() -> None:
     config = real_config("qwen3.5-27b")
     layout, reserve = cache_layout(cache_shape(config)), engine_reserve(config)
-    h200 = int(get_gpu("H200").memory_gb * 1e9)
+    h200 = get_gpu("H200").memory_bytes
     bf16 = capacity(54 * 10**9, h200, layout, reserve)
     int4 = capacity(19 * 10**9, h200, layout, reserve)
     assert bf16.fits and int4.max_concurrency > bf16.max_concurrency

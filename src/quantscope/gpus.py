@@ -27,7 +27,9 @@ which quantize-dequantize the activations as declared, so it runs every format w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
@@ -36,39 +38,96 @@ from quantscope.formats import get_format
 @dataclass(frozen=True)
 class GPU:
     """One accelerator: `capability` is the CUDA compute capability as vLLM writes it (major*10 +
-    minor, 0 for the CPU path), `memory_gb` the board's memory (GB), `bandwidth_gbs` its peak
-    memory bandwidth (GB/s)."""
+    minor, 0 for the CPU path), `memory_gb` the board's memory as the vendor states it (GB),
+    `visible_gib` what CUDA reports (`torch.cuda.get_device_properties().total_memory`, GiB: vLLM
+    takes `gpu_memory_utilization` of this; approximate, `quantscope doctor` prints yours),
+    `bandwidth_gbs` its peak memory bandwidth (GB/s), `source` where the figures come from."""
 
     name: str
     capability: int
     memory_gb: float
     bandwidth_gbs: float
     aliases: tuple[str, ...] = ()
+    visible_gib: float = 0.0
+    source: str = ""
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes vLLM sizes its memory against: the CUDA-visible total, else the vendor figure."""
+        return int(self.visible_gib * (1 << 30)) if self.visible_gib else int(self.memory_gb * 1e9)
+
+    @property
+    def fp8_native(self) -> bool:
+        """FP8 tensor cores (sm89 and newer): W8A8 FP8 runs with its activations."""
+        return self.capability >= 89
+
+    @property
+    def fp4_native(self) -> bool:
+        """FP4 tensor cores (Blackwell, sm100 and newer): NVFP4 / MXFP4 run as W4A4."""
+        return self.capability >= 100
 
 
+_DATASHEET = "NVIDIA product datasheet"
 GPUS: tuple[GPU, ...] = (
-    GPU("T4", 75, 16, 320),
-    GPU("A10G", 86, 24, 600, ("a10",)),
-    GPU("A100-40GB", 80, 40, 1555, ("a100-40",)),
-    GPU("A100-80GB", 80, 80, 2039, ("a100", "a100-80")),
-    GPU("L4", 89, 24, 300),
-    GPU("L40S", 89, 48, 864),
-    GPU("RTX-4090", 89, 24, 1008, ("4090",)),
-    GPU("H100", 90, 80, 3350, ("h100-sxm",)),
-    GPU("H200", 90, 141, 4800),
-    GPU("B200", 100, 180, 8000),
-    GPU("B300", 103, 288, 8000),
-    GPU("RTX-5090", 120, 32, 1792, ("5090",)),
-    GPU("RTX-PRO-6000", 120, 96, 1792, ("rtx-pro-6000-blackwell",)),
+    GPU("T4", 75, 16, 320, (), 14.6, _DATASHEET),
+    GPU("A10G", 86, 24, 600, ("a10",), 22.0, "AWS G5 instance specification"),
+    GPU("A100-40GB", 80, 40, 1555, ("a100-40",), 39.4, _DATASHEET),
+    GPU("A100-80GB", 80, 80, 2039, ("a100", "a100-80"), 79.2, f"{_DATASHEET} (SXM)"),
+    GPU("L4", 89, 24, 300, (), 22.0, _DATASHEET),
+    GPU("L40S", 89, 48, 864, (), 44.4, _DATASHEET),
+    GPU("RTX-4090", 89, 24, 1008, ("4090",), 23.6, "NVIDIA GeForce RTX 4090 specifications"),
+    GPU("H100", 90, 80, 3350, ("h100-sxm",), 79.1, f"{_DATASHEET} (SXM)"),
+    GPU("H200", 90, 141, 4800, (), 139.8, f"{_DATASHEET} (SXM)"),
+    GPU("B200", 100, 180, 8000, (), 178.4, "NVIDIA HGX B200 specification (per GPU)"),
+    GPU("B300", 103, 288, 8000, (), 268.0, "NVIDIA HGX B300 specification (per GPU)"),
+    GPU("RTX-5090", 120, 32, 1792, ("5090",), 31.4, "NVIDIA GeForce RTX 5090 specifications"),
+    GPU("RTX-PRO-6000", 120, 96, 1792, ("rtx-pro-6000-blackwell",), 94.9, _DATASHEET),
     GPU("transformers", 0, 0, 0, ("cpu",)),
 )
 DEFAULT_TARGET = "B200"
 """The target the twins and the profiler emulate unless told otherwise: Blackwell, where every
 format quantscope exports runs with its declared activation quantization."""
 
+USER_GPUS_ENV = "QUANTSCOPE_GPUS"
+"""Environment variable naming a YAML file of extra GPUs (a list of mappings with the `GPU`
+fields; an entry whose name matches a built-in one replaces it)."""
+
 
 def _key(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(" ", "-")
+
+
+def load_gpus(path: Path) -> tuple[GPU, ...]:
+    """The GPUs a user's YAML file lists. Raises QuantscopeError naming the file and the entry."""
+    import yaml
+
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise QuantscopeError(f"{path}: cannot read it as YAML ({error})") from error
+    if not isinstance(entries, list):
+        raise QuantscopeError(f"{path}: expected a list of GPUs (name, capability, memory_gb, bandwidth_gbs)")
+    names = {f.name for f in fields(GPU)}
+    gpus = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"name", "capability", "memory_gb", "bandwidth_gbs"} <= set(
+            entry
+        ):
+            raise QuantscopeError(f"{path}: entry {i} needs name, capability, memory_gb and bandwidth_gbs")
+        if unknown := set(entry) - names:
+            raise QuantscopeError(f"{path}: entry {i} has unknown fields {sorted(unknown)}")
+        gpus.append(GPU(**{**entry, "aliases": tuple(_key(a) for a in entry.get("aliases", ()))}))
+    return tuple(gpus)
+
+
+def known_gpus() -> tuple[GPU, ...]:
+    """The built-in table, with the file `$QUANTSCOPE_GPUS` names (when set) added or replacing."""
+    path = os.environ.get(USER_GPUS_ENV)
+    if not path:
+        return GPUS
+    extra = load_gpus(Path(path))
+    replaced = {_key(g.name) for g in extra}
+    return (*extra, *(g for g in GPUS if _key(g.name) not in replaced))
 
 
 def get_gpu(name: str) -> GPU:
@@ -76,11 +135,14 @@ def get_gpu(name: str) -> GPU:
 
     Raises QuantscopeError listing the known names.
     """
-    key = _key(name)
-    for gpu in GPUS:
+    key, table = _key(name), known_gpus()
+    for gpu in table:
         if key == _key(gpu.name) or key in gpu.aliases:
             return gpu
-    raise QuantscopeError(f"unknown GPU {name!r}; use one of: {', '.join(gpu.name for gpu in GPUS)}")
+    raise QuantscopeError(
+        f"unknown GPU {name!r}; use one of: {', '.join(gpu.name for gpu in table)} "
+        f"(or add yours to a YAML file named by ${USER_GPUS_ENV})"
+    )
 
 
 @dataclass(frozen=True)
@@ -106,15 +168,15 @@ def served_activations(format_name: str, gpu: GPU | str) -> Served:
     if gpu.capability == 0:
         return Served(fmt.name, True, "AutoRound's quantize-dequantize modules (transformers)", "floor")
     if fmt.data_type == "nvfp4":
-        if gpu.capability >= 100:
+        if gpu.fp4_native:
             return Served(fmt.name, True, "W4A4 FP4 GEMM (CUTLASS / FlashInfer)")
         return Served(fmt.name, False, "Marlin weight-only FP4 (no native FP4 below sm100)")
     if fmt.data_type == "mxfp4":
-        if gpu.capability >= 100:
+        if gpu.fp4_native:
             return Served(fmt.name, True, "W4A4 MXFP4 GEMM (FlashInfer)")
         return Served(fmt.name, False, "Marlin weight-only MXFP4 (activation quantization ignored)")
     if fmt.data_type == "fp8":
-        if gpu.capability >= 89:
+        if gpu.fp8_native:
             return Served(fmt.name, True, "W8A8 FP8 GEMM")
         return Served(fmt.name, False, "Marlin weight-only FP8 (no FP8 tensor cores below sm89)")
     raise QuantscopeError(
@@ -122,4 +184,14 @@ def served_activations(format_name: str, gpu: GPU | str) -> Served:
     )
 
 
-__all__ = ["DEFAULT_TARGET", "GPU", "GPUS", "Served", "get_gpu", "served_activations"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "GPU",
+    "GPUS",
+    "USER_GPUS_ENV",
+    "Served",
+    "get_gpu",
+    "known_gpus",
+    "load_gpus",
+    "served_activations",
+]

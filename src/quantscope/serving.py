@@ -35,12 +35,15 @@ and states) over the GPU's memory bandwidth.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
+
+if TYPE_CHECKING:
+    from quantscope.recipe import Footprint
 
 GIB = 1 << 30
 DEFAULT_CONTEXT = 32768
@@ -408,3 +411,76 @@ def roofline(weights: DecodeBytes, layout: CacheLayout, gpu: GPU, batch: int, co
     step = weights.weights_read(batch) + kv + state
     bandwidth = gpu.bandwidth_gbs * 1e9
     return Roofline(batch, context, step, bandwidth, batch * bandwidth / step)
+
+
+# ---- every recipe of a plan on one GPU -------------------------------------------------------
+
+MAX_NUM_SEQS = 256
+"""vLLM's default max_num_seqs: the decode batch never exceeds it, whatever the KV pool holds."""
+
+
+@dataclass(frozen=True)
+class RecipeServing:
+    """One recipe on the GPU: its `capacity` and the decode roofline at the batch it can hold
+    (min(max concurrency, `MAX_NUM_SEQS`) sequences, half the context long on average); None when
+    it does not fit or the GPU's bandwidth is unknown."""
+
+    recipe: str
+    capacity: Capacity
+    roofline: Roofline | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"recipe": self.recipe, **self.capacity.to_dict()}
+        data["decode_tokens_per_s_upper_bound"] = self.roofline.tokens_per_s if self.roofline else None
+        data["decode_batch"] = self.roofline.batch if self.roofline else None
+        return data
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Every recipe of a `recipe.Plan` served on `gpu_name` (`gpu_bytes` per GPU) with `options`."""
+
+    gpu_name: str
+    gpu_bytes: int
+    options: ServingOptions
+    recipes: tuple[RecipeServing, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu": self.gpu_name,
+            "gpu_bytes": self.gpu_bytes,
+            "options": asdict(self.options),
+            "recipes": [r.to_dict() for r in self.recipes],
+            "note": (
+                "KV paging follows vLLM 0.32; the engine reserve (activations, CUDA graphs, memory "
+                "outside torch) is estimated; decode tokens/s is a bandwidth roofline (an upper bound)"
+            ),
+        }
+
+
+def serve_recipes(
+    footprints: Iterable[Footprint],
+    config: Mapping[str, Any],
+    gpu: GPU | None,
+    gpu_bytes: int,
+    options: ServingOptions,
+) -> ServingPlan:
+    """`footprints` (recipe.Footprint records) served on one kind of GPU: `gpu` gives the bandwidth
+    for the roofline (None: a bare memory size, no roofline)."""
+    layout = cache_layout(cache_shape(config), options)
+    reserve = engine_reserve(config, tp=options.tp)
+    rows = []
+    for footprint in footprints:
+        held = capacity(footprint.total_bytes, gpu_bytes, layout, reserve, options)
+        line = None
+        if held.fits and gpu is not None and gpu.bandwidth_gbs > 0:
+            batch = min(int(held.max_concurrency), MAX_NUM_SEQS)
+            line = roofline(
+                decode_bytes(footprint.bytes_by_group, config, options.tp),
+                layout,
+                gpu,
+                batch,
+                options.context / 2,
+            )
+        rows.append(RecipeServing(footprint.recipe, held, line))
+    return ServingPlan(gpu.name if gpu else "given", gpu_bytes, options, tuple(rows))

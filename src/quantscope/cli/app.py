@@ -73,6 +73,27 @@ BudgetOpt = Annotated[
     str | None, typer.Option(help="Weight-memory budget, e.g. 24GB, 24GiB, 80e9 (default: no limit).")
 ]
 
+GpuOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        help="A GPU from the table (H200, B200, A100, L4, ...; more via the YAML file $QUANTSCOPE_GPUS "
+        "names): its memory and bandwidth size the KV cache, the concurrency and the throughput.",
+    ),
+]
+GpuMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="GPU memory per GPU instead of a --gpu from the table, e.g. 24GB, 24GiB (overrides --gpu's)."
+    ),
+]
+ContextOpt = Annotated[
+    int, typer.Option(help="Tokens per sequence (vLLM's max_model_len) the KV cache must hold.")
+]
+KvDtypeOpt = Annotated[str, typer.Option(help="KV cache dtype: auto (the model's), fp8, bfloat16, float16.")]
+TpOpt = Annotated[int, typer.Option("--tp", help="GPUs per model replica (tensor parallel).")]
+DEFAULT_CONTEXT = 32768
+
 
 def store_dir(store: Path | None) -> Path:
     """The store directory a command uses: `--store`, else `$QUANTSCOPE_STORE`, else the current one."""

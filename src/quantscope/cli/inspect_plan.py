@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from quantscope.cli.app import JsonOpt, ModelArg, RevisionOpt, app, console, friendly_errors, size_or_none
+from quantscope.cli.app import (
+    DEFAULT_CONTEXT,
+    ContextOpt,
+    GpuMemoryOpt,
+    GpuOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    ModelArg,
+    RevisionOpt,
+    TpOpt,
+    app,
+    console,
+    friendly_errors,
+    size_or_none,
+)
 from quantscope.errors import QuantscopeError
+
+SERVING_KEYS = ("kv_bytes_per_token", "state_bytes_per_sequence", "max_concurrency")
+"""What `plan --gpu --json` also puts at the top of each recipe's row (the rest is under "serving")."""
+
+if TYPE_CHECKING:
+    from quantscope.recipe import Plan
+    from quantscope.serving import ServingPlan
 
 ModelsArg = Annotated[
     list[str],
@@ -65,14 +86,23 @@ def plan(
             help="A quantized checkpoint: derive the recipe it used and predict its footprint on MODEL.",
         ),
     ] = None,
+    gpu: GpuOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    context: ContextOpt = DEFAULT_CONTEXT,
+    kv_dtype: KvDtypeOpt = "auto",
+    tp: TpOpt = 1,
     revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict every preset's (and your recipes') checkpoint size, what stays 16-bit, and the budget
-    fit; MODEL may be a bare config.json. With --like, the footprint of another checkpoint's recipe."""
+    fit; MODEL may be a bare config.json. With --like, the footprint of another checkpoint's recipe.
+
+    With --gpu (or --gpu-memory), what the GPU holds once vLLM has paged the KV cache and the
+    linear-attention state: the KV pool, bytes per token and per sequence, how many sequences of
+    --context tokens fit at once, and a decode-throughput upper bound from the GPU's bandwidth."""
     from quantscope.anatomy import load_anatomy
     from quantscope.recipe import load_recipe, plan_recipes
-    from quantscope.report.terminal import like_plan_view, plan_table
+    from quantscope.report.terminal import like_plan_view, plan_table, serving_table
 
     budget_bytes = size_or_none(budget)
     anatomy = load_anatomy(model, revision=revision)
@@ -88,10 +118,34 @@ def plan(
         )
         return
     planned = plan_recipes(anatomy, tuple(load_recipe(path) for path in recipe or []), budget_bytes)
+    serving = serving_plan(planned, gpu, gpu_memory, context, kv_dtype, tp)
     if as_json:
-        console.print_json(json.dumps(planned.to_dict()))
+        data = planned.to_dict()
+        if serving is not None:
+            data["serving"] = serving.to_dict()
+            for row, served in zip(data["recipes"], serving.recipes, strict=True):
+                row["serving"] = served.to_dict()
+                row.update({key: row["serving"][key] for key in SERVING_KEYS})
+        console.print_json(json.dumps(data))
+    elif serving is not None:
+        console.print(serving_table(planned, serving))
     else:
         console.print(plan_table(planned))
+
+
+def serving_plan(
+    planned: Plan, gpu: str | None, gpu_memory: str | None, context: int, kv_dtype: str, tp: int
+) -> ServingPlan | None:
+    """The serving side of `plan`: None without --gpu or --gpu-memory."""
+    from quantscope.gpus import get_gpu
+    from quantscope.serving import ServingOptions, serve_recipes
+
+    if gpu is None and gpu_memory is None:
+        return None
+    card = get_gpu(gpu) if gpu is not None else None
+    size = size_or_none(gpu_memory) if gpu_memory is not None else card.memory_bytes
+    options = ServingOptions(context=context, kv_dtype=kv_dtype, tp=tp)
+    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options)
 
 
 recipe_app = typer.Typer(help="Recipes: derive one from a quantized checkpoint.", no_args_is_help=True)

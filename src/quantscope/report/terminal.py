@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from quantscope.quantize import QuantizeResult, VerifyReport
     from quantscope.recipe import Footprint, Plan, Recipe
     from quantscope.runner import RunSummary
+    from quantscope.serving import ServingPlan
     from quantscope.storage import Contents
 
 
@@ -379,6 +380,53 @@ def plan_table(plan: Plan) -> Table:
             row.append("[green]yes[/]" if footprint.fits(budget) else "[red]no[/]")
         table.add_row(*row)
     return table
+
+
+def serving_table(plan: Plan, serving: ServingPlan) -> Table:
+    """`plan --gpu`: per recipe, the weights per GPU, the KV pool left, bytes per token and per
+    sequence, the sequences that fit at the context, and the decode roofline."""
+    options = serving.options
+    kv = "KV" if options.kv_dtype == "auto" else f"{options.kv_dtype} KV"
+    title = (
+        f"{plan.anatomy.source} on {serving.gpu_name} ({format_size(serving.gpu_bytes)} per GPU, "
+        f"tp={options.tp}, {options.context:,}-token context, {kv}, "
+        f"{options.gpu_memory_utilization:.0%} for vLLM)"
+    )
+    columns = [
+        "recipe",
+        "weights/GPU",
+        "KV pool",
+        "KV/token",
+        "state/seq",
+        "seqs at context",
+        "decode ≤ tok/s",
+    ]
+    table = Table(*columns, title=title, caption=_serving_caption(serving))
+    for row in serving.recipes:
+        held = row.capacity
+        fits = f"{held.max_concurrency:.1f}" if held.fits else "[red]does not fit[/]"
+        table.add_row(
+            row.recipe,
+            format_size(held.weight_bytes),
+            format_size(held.kv_pool_bytes) if held.kv_pool_bytes > 0 else "[red]none[/]",
+            short_size(held.layout.kv_bytes_per_token),
+            short_size(held.layout.state_bytes_per_sequence) if held.layout.state_bytes_per_sequence else "–",
+            fits,
+            f"{row.roofline.tokens_per_s:,.0f} @{row.roofline.batch}" if row.roofline else "–",
+        )
+    return table
+
+
+def _serving_caption(serving: ServingPlan) -> str:
+    if not serving.recipes:
+        return ""
+    first = serving.recipes[0].capacity
+    return (
+        f"engine reserve ≈ {format_size(first.reserve.total_bytes)} (estimated); KV paging as vLLM 0.32 "
+        f"computes it (block {first.layout.block_size} tokens); "
+        "decode tok/s @batch: memory-bandwidth upper bound at the batch that fits (≤ 256), sequences half "
+        "the context long"
+    )
 
 
 def like_plan_view(like: LikePlan) -> Group:
