@@ -177,3 +177,50 @@ def test_a_single_variant_is_its_own_baseline_and_unknown_memory_is_said(tmp_pat
     rec = recommend(analysis)
     assert rec.pick is None
     assert rec.summary().startswith("No variant can be recommended (memory unknown")
+
+
+SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
+
+
+def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path) -> None:
+    """Qwen3.5-27B with 32k-token reasoning on a 64 GB GPU: the 54 GB BF16 weights fit a 64 GB
+    weight budget, but once vLLM has taken its reserve, 0.92 × 64 GB − 54 GB leaves less than the
+    2.5 GB one 32k sequence needs (48 blocks of 16 × 3.2 MB), so on that GPU the 4-bit variant wins."""
+    import json
+
+    from quantscope.analysis.capacity import GpuBudget
+    from quantscope.gpus import get_gpu
+    from quantscope.serving import ServingOptions
+
+    path = SHARED_CONFIGS / "qwen3.5-27b.config.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: the real configs live in ../shared/qwen3.5-configs")
+    config = json.loads(path.read_text())
+    cap = 32_000
+    with Store(tmp_path) as store:
+        add_variant(
+            store,
+            "bf16",
+            outcomes(60, 2, lambda i, j: i % 10 != 0),
+            memory=54 * 10**9,
+            recipe="bf16",
+            cap=cap,
+        )
+        longer = outcomes(60, 2, lambda i, j: i % 5 != 0, tokens=lambda i, j: 9000 + 100 * i)
+        add_variant(store, "w4a16", longer, memory=19 * 10**9, recipe="w4a16", cap=cap)
+        analysis = analyze(store)
+    weights_only = recommend(analysis, budget_bytes=64 * 10**9)
+    assert weights_only.pick is not None and weights_only.pick.variant == "bf16"  # w4a16 is 5 pts worse
+
+    gpu = GpuBudget(get_gpu("H100"), 64 * 10**9, ServingOptions(), price_per_hour=2.0)
+    on_gpu = recommend(analysis, budget_bytes=64 * 10**9, gpu=gpu, config=config)
+    assert on_gpu.pick is not None and on_gpu.pick.variant == "w4a16"
+    bf16 = next(c for c in on_gpu.runners_up if c.variant == "bf16")
+    assert not bf16.fits and bf16.reason.startswith("does not serve one 32,256-token sequence on H100 (64 GB")
+    held = on_gpu.pick.serving
+    assert held is not None and held.fits and held.context == 256 + cap
+    # p90 of 256 + (9000 + 100 i) over i < 60 is about 14.6k tokens: 19 blocks of 784 + 6 state blocks
+    assert held.tokens_p90 == pytest.approx(256 + 9000 + 100 * 53.1, abs=10)
+    assert held.concurrent > 1 and held.decode_tokens_per_s > 0 and held.cost_per_1000_correct > 0
+    assert on_gpu.gpu == "H100 (64 GB, tp=1)" and "correct answers per GPU-hour" in on_gpu.summary()
+    assert on_gpu.to_dict()["pick"]["serving"]["correct_per_hour"] == pytest.approx(held.correct_per_hour)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from quantscope.analysis.capacity import GpuBudget, VariantCapacity, model_config, variant_capacities
 from quantscope.analysis.compare import Analysis
 from quantscope.analysis.decide import VERDICT_EQUIVALENT, Decision, decide, paired_items
 from quantscope.errors import QuantscopeError
@@ -52,6 +53,8 @@ class Candidate:
     on_frontier: bool
     reason: str
     delta: float = 0.0
+    serving: VariantCapacity | None = None
+    """Capacity and throughput on the budget's GPU (None without a GPU budget)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Recommendation:
     undecided: tuple[str, ...] = ()
     next_evaluation: str | None = None
     decisions: Mapping[tuple[str, str], Decision] = field(default_factory=dict, repr=False)
+    gpu: str | None = None
+    """The GPU budget described ("H200 (150 GB, tp=1)"); None for a weight budget or none."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (`recommend --json`): the pick and every candidate with its reason, the
@@ -97,14 +102,23 @@ class Recommendation:
     def summary(self) -> str:
         """One or two sentences: what to run and why (or why nothing fits), and what is undecided."""
         budget = "any budget" if self.budget_bytes is None else f"a {format_size(self.budget_bytes)} budget"
+        if self.gpu is not None:
+            budget = f"one {self.gpu}" + ("" if self.budget_bytes is None else f" and {budget}")
         if self.pick is None:
-            if self.budget_bytes is not None and any(c.memory_bytes is not None for c in self.runners_up):
+            limited = self.budget_bytes is not None or self.gpu is not None
+            if limited and any(c.memory_bytes is not None for c in self.runners_up):
                 return f"No evaluated variant fits {budget}."
             reason = self.runners_up[0].reason if self.runners_up else "no variants"
             return f"No variant can be recommended ({reason})."
         size = format_size(self.pick.memory_bytes) if self.pick.memory_bytes is not None else "unknown size"
         accuracy = f"{100 * self.pick.accuracy:.1f}% accuracy"
         text = f"For {budget}: run {self.pick.variant} ({size}, {accuracy}) — {self.pick.reason}."
+        if self.pick.serving is not None:
+            held = self.pick.serving
+            text += (
+                f" It holds {held.concurrent:,.0f} of its p90-length answers at once and, at best, "
+                f"{held.correct_per_hour:,.0f} correct answers per GPU-hour."
+            )
         if self.undecided:
             text += (
                 f" Not decided yet: {', '.join(self.undecided)} may do as well in less memory; "
@@ -114,18 +128,27 @@ class Recommendation:
 
 
 def recommend(
-    analysis: Analysis, budget_bytes: int | None = None, *, margin: float | None = None
+    analysis: Analysis,
+    budget_bytes: int | None = None,
+    *,
+    margin: float | None = None,
+    gpu: GpuBudget | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Recommendation:
     """The variant to run within `budget_bytes` (bytes of weights; None = no limit) under `RULE`.
 
-    `margin` is the equivalence margin (fraction; default the analysis's). Raises QuantscopeError
-    for a non-positive budget.
+    With `gpu`, a variant must also serve one sequence of prompt + cap tokens on that GPU once vLLM
+    has reserved its KV cache, linear-attention state and engine memory (`analysis.capacity`), and
+    every candidate carries its capacity and throughput; `config` is the model's config (default:
+    found from the variants' checkpoints). `margin` is the equivalence margin (fraction; default
+    the analysis's). Raises QuantscopeError for a non-positive budget.
     """
     if budget_bytes is not None and budget_bytes <= 0:
         raise QuantscopeError(f"budget {budget_bytes} bytes: give a positive size such as 24GB")
     margin = analysis.margin if margin is None else margin
     judge = _Pairs(analysis, margin)
     reasons, memory = _exclusions(analysis, budget_bytes)
+    served = _served(analysis, gpu, config, reasons)
     candidates = [name for name in analysis.variant_names if name not in reasons]
     scores = {name: _score(analysis, name) for name in candidates}
     out = _significantly_worse(candidates, judge)
@@ -140,7 +163,7 @@ def recommend(
     reasons.update(_reasons(remaining, best, pick, memory, judge, undecided))
     frontier = pareto_frontier({n: (float(memory[n]), scores[n]) for n in candidates})
     built = {
-        n: _candidate(analysis, n, memory.get(n), n in candidates, n in frontier, reasons[n])
+        n: _candidate(analysis, n, memory.get(n), n in candidates, n in frontier, reasons[n], served.get(n))
         for n in analysis.variant_names
     }
     others = sorted(
@@ -158,7 +181,26 @@ def recommend(
         undecided=tuple(undecided),
         next_evaluation=_next_evaluation(undecided, best, judge) if best and undecided else None,
         decisions=dict(judge.cache),
+        gpu=gpu.describe() if gpu is not None else None,
     )
+
+
+def _served(
+    analysis: Analysis, gpu: GpuBudget | None, config: Mapping[str, Any] | None, reasons: dict[str, str]
+) -> dict[str, VariantCapacity]:
+    """Each variant's capacity on `gpu` ({} without one); a variant that cannot serve one sequence
+    at the context is given its reason (unless it already has one)."""
+    if gpu is None:
+        return {}
+    served = variant_capacities(analysis, gpu, config if config is not None else model_config(analysis))
+    for name, held in served.items():
+        if not held.fits and name not in reasons:
+            pool = format_size(held.kv_pool_bytes) if held.kv_pool_bytes > 0 else "nothing"
+            reasons[name] = (
+                f"does not serve one {held.context:,}-token sequence on {gpu.describe()}: "
+                f"{pool} left for the KV cache after its weights and the engine's reserve"
+            )
+    return served
 
 
 class _Pairs:
@@ -327,7 +369,13 @@ def pareto_frontier(points: Mapping[str, tuple[float, float]]) -> tuple[str, ...
 
 
 def _candidate(
-    analysis: Analysis, name: str, memory: int | None, fits: bool, frontier: bool, reason: str
+    analysis: Analysis,
+    name: str,
+    memory: int | None,
+    fits: bool,
+    frontier: bool,
+    reason: str,
+    serving: VariantCapacity | None = None,
 ) -> Candidate:
     task_accuracy, truncation = {}, []
     for task in analysis.tasks:
@@ -350,6 +398,7 @@ def _candidate(
         on_frontier=frontier,
         reason=reason,
         delta=_score(analysis, name),
+        serving=serving,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +26,9 @@ from rich.progress import (
 )
 
 from quantscope.errors import QuantscopeError
+
+if TYPE_CHECKING:
+    from quantscope.analysis.capacity import GpuBudget
 
 app = typer.Typer(
     name="quantscope",
@@ -93,6 +96,34 @@ ContextOpt = Annotated[
 KvDtypeOpt = Annotated[str, typer.Option(help="KV cache dtype: auto (the model's), fp8, bfloat16, float16.")]
 TpOpt = Annotated[int, typer.Option("--tp", help="GPUs per model replica (tensor parallel).")]
 DEFAULT_CONTEXT = 32768
+PromptTokensOpt = Annotated[
+    int, typer.Option(help="Prompt tokens assumed per sequence (the store records completions only).")
+]
+PriceOpt = Annotated[
+    float | None, typer.Option(help="Price per GPU-hour: adds the cost of 1,000 correct answers.")
+]
+ModelConfigOpt = Annotated[
+    str | None,
+    typer.Option(help="The model's config.json (default: from the variants' local checkpoints)."),
+]
+
+
+def gpu_budget(
+    gpu: str | None, gpu_memory: str | None, tp: int, kv_dtype: str, prompt_tokens: int, price: float | None
+) -> GpuBudget | None:
+    """The GPU budget of `recommend` / `report` (None without --gpu). --gpu-memory overrides the
+    table's memory; the bandwidth always comes from --gpu."""
+    from quantscope.analysis.capacity import GpuBudget
+    from quantscope.gpus import get_gpu
+    from quantscope.serving import ServingOptions
+
+    if gpu is None:
+        if gpu_memory is not None:
+            raise QuantscopeError("--gpu-memory needs --gpu (its bandwidth drives the throughput)")
+        return None
+    card = get_gpu(gpu)
+    size = size_or_none(gpu_memory) or card.memory_bytes
+    return GpuBudget(card, size, ServingOptions(kv_dtype=kv_dtype, tp=tp), prompt_tokens, price)
 
 
 def store_dir(store: Path | None) -> Path:

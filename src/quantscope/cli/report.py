@@ -8,16 +8,25 @@ from typing import Annotated
 
 import typer
 
+from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.cli.app import (
     AllowMismatchOpt,
     BaselineOpt,
     BudgetOpt,
+    GpuMemoryOpt,
+    GpuOpt,
     JsonOpt,
+    KvDtypeOpt,
     MarginOpt,
+    ModelConfigOpt,
+    PriceOpt,
+    PromptTokensOpt,
     StoreOpt,
+    TpOpt,
     app,
     console,
     friendly_errors,
+    gpu_budget,
     size_or_none,
     store_dir,
 )
@@ -69,10 +78,23 @@ def recommend(
     baseline: BaselineOpt = None,
     margin: MarginOpt = 2.0,
     allow_mismatch: AllowMismatchOpt = False,
+    gpu: GpuOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    tp: TpOpt = 1,
+    kv_dtype: KvDtypeOpt = "auto",
+    prompt_tokens: PromptTokensOpt = DEFAULT_PROMPT_TOKENS,
+    price: PriceOpt = None,
+    model_config: ModelConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The best variant that fits a memory budget, the runners-up and why they lost; when the data
-    cannot decide, says so and names the evaluation that would."""
+    cannot decide, says so and names the evaluation that would.
+
+    With --gpu the budget is a GPU: a variant must serve one sequence of prompt + cap tokens once
+    vLLM has paged its KV cache and linear-attention state, and every variant shows how many of its
+    measured answers fit at once, a decode-throughput upper bound, correct answers per GPU-hour and,
+    with --price, the cost of 1,000 correct answers."""
+    from quantscope.analysis.capacity import model_config as find_config
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.recommend import recommend as choose
     from quantscope.report.terminal import recommendation_panel
@@ -80,7 +102,9 @@ def recommend(
 
     with Store.existing(store_dir(store)) as opened:
         analysis = analyze(opened, baseline, margin=margin / 100, allow_mismatch=allow_mismatch)
-    picked = choose(analysis, size_or_none(budget))
+    on_gpu = gpu_budget(gpu, gpu_memory, tp, kv_dtype, prompt_tokens, price)
+    config = find_config(analysis, model_config) if on_gpu is not None else None
+    picked = choose(analysis, size_or_none(budget), gpu=on_gpu, config=config)
     if as_json:
         console.print_json(json.dumps(picked.to_dict()))
     else:
@@ -98,14 +122,25 @@ def report(
     title: Annotated[str, typer.Option(help="Report title.")] = "quantscope report",
     margin: MarginOpt = 2.0,
     allow_mismatch: AllowMismatchOpt = False,
+    gpu: GpuOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
+    tp: TpOpt = 1,
+    kv_dtype: KvDtypeOpt = "auto",
+    prompt_tokens: PromptTokensOpt = DEFAULT_PROMPT_TOKENS,
+    price: PriceOpt = None,
+    model_config: ModelConfigOpt = None,
 ) -> None:
-    """Write one self-contained HTML report (works offline) and print the summary."""
+    """Write one self-contained HTML report (works offline) and print the summary; with --gpu the
+    recommendation is for that GPU, with each variant's capacity and throughput there."""
+    from quantscope.analysis.capacity import read_config
     from quantscope.report import build_report
     from quantscope.report.terminal import comparison_table, recommendation_panel
 
+    on_gpu = gpu_budget(gpu, gpu_memory, tp, kv_dtype, prompt_tokens, price)
     written = build_report(
         store_dir(store), out, baseline=baseline, budget_bytes=size_or_none(budget),
         examples_per_variant=examples, title=title, margin=margin / 100, allow_mismatch=allow_mismatch,
+        gpu=on_gpu, model_config=read_config(model_config) if model_config else None,
     )  # fmt: skip
     console.print(comparison_table(written.analysis))
     console.print(recommendation_panel(written.recommendation))

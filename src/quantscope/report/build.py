@@ -7,9 +7,12 @@ writes the HTML report atomically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from quantscope.analysis.capacity import GpuBudget
 from quantscope.analysis.compare import Analysis, analyze
 from quantscope.analysis.decide import DEFAULT_MARGIN
 from quantscope.analysis.recommend import Recommendation, recommend
@@ -39,15 +42,19 @@ def build_report(
     title: str = "quantscope report",
     margin: float = DEFAULT_MARGIN,
     allow_mismatch: bool = False,
+    gpu: GpuBudget | None = None,
+    model_config: Mapping[str, Any] | None = None,
 ) -> ReportResult:
     """Analyse the store at `store_dir` (equivalence `margin`, a fraction; see `analyze` for
     `allow_mismatch`), recommend for `budget_bytes` (bytes, None = no limit) and write the HTML
-    report to `out` (temp file + rename). QuantscopeError when the store is missing or empty."""
+    report to `out` (temp file + rename); with `gpu`, the recommendation is for that GPU and shows
+    each variant's capacity and throughput there (`model_config`: the model's config, default found
+    from the variants' checkpoints). QuantscopeError when the store is missing or empty."""
     with Store.existing(store_dir) as store:
         analysis = analyze(store, baseline, margin=margin, allow_mismatch=allow_mismatch)
         examples = select_examples(store, analysis, examples_per_variant)
         path = store.path
-    recommendation = recommend(analysis, budget_bytes)
+    recommendation = recommend(analysis, budget_bytes, gpu=gpu, config=model_config)
     page = render(analysis, recommendation, examples, title=title, source=str(path))
     written = write_atomic(out, page)
     return ReportResult(written, written.stat().st_size, analysis, recommendation, examples)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantscope.analysis.capacity import CAPACITY_COLUMNS, CAPACITY_NOTE, capacity_cells
 from quantscope.analysis.compare import TRUNCATION_RULE, Analysis, Comparison
 from quantscope.analysis.decide import family_note
 from quantscope.analysis.metrics import TaskMetrics
@@ -176,19 +177,23 @@ def _section(section_id: str, heading: str, body: str, note: str = "") -> str:
 
 
 def _recommendation_section(rec: Recommendation) -> str:
+    serving = rec.gpu is not None
     rows = []
     for c in rec.candidates:
         picked = rec.pick is not None and c.variant == rec.pick.variant
+        held = "".join(f"<td>{escape(cell)}</td>" for cell in capacity_cells(c.serving)) if serving else ""
         rows.append(
             f"<tr class='{'picked' if picked else ''}'><td>{escape(c.variant)}{' ★' if picked else ''}</td>"
             f"<td>{_size(c.memory_bytes)}</td><td>{pct(c.accuracy)}</td><td>{pct(c.truncation_rate)}</td>"
-            f"<td>{'yes' if c.fits else 'no'}</td><td>{'yes' if c.on_frontier else ''}</td>"
+            f"{held}<td>{'yes' if c.fits else 'no'}</td><td>{'yes' if c.on_frontier else ''}</td>"
             f"<td class='text'>{escape(c.reason)}</td></tr>"
         )
-    table = _table(["variant", "memory", "accuracy", "truncated", "fits", "frontier", "why"], rows, (0, 6))
+    head = ["variant", "memory", "accuracy", "truncated", *(CAPACITY_COLUMNS if serving else ()), "fits"]
+    table = _table([*head, "frontier", "why"], rows, (0, len(head) + 1))
+    note = f"<p class='rule'>{escape(CAPACITY_NOTE)}</p>" if serving else ""
     body = (
         f"<div class='reco'><p class='pick'>{escape(rec.summary())}</p>{table}"
-        f"<p class='rule'><b>Rule.</b> {escape(rec.rule)}</p></div>"
+        f"<p class='rule'><b>Rule.</b> {escape(rec.rule)}</p>{note}</div>"
     )
     return _section("recommendation", "Recommendation", body)
 

@@ -139,7 +139,10 @@ def comparison_notes(analysis: Analysis) -> Group:
 
 
 def recommendation_panel(rec: Recommendation) -> Panel:
-    """The pick in one line, every other variant with why it lost, and the rule."""
+    """The pick in one line, every other variant with why it lost, and the rule; on a GPU budget
+    also each variant's capacity and throughput there."""
+    from quantscope.analysis.capacity import CAPACITY_COLUMNS, CAPACITY_NOTE, capacity_cells
+
     table = Table(box=None, pad_edge=False)
     for name, justify in (
         ("variant", "left"),
@@ -148,7 +151,11 @@ def recommendation_panel(rec: Recommendation) -> Panel:
         ("Δ pts", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for name, justify in (("truncated", "right"), ("fits", "center"), ("why", "left")):
+    serving = rec.gpu is not None
+    table.add_column("truncated", justify="right")
+    for name in CAPACITY_COLUMNS if serving else ():
+        table.add_column(name, justify="right")
+    for name, justify in (("fits", "center"), ("why", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for c in rec.candidates:
         picked = rec.pick is not None and c.variant == rec.pick.variant
@@ -158,6 +165,7 @@ def recommendation_panel(rec: Recommendation) -> Panel:
             pct(c.accuracy),
             "–" if c.variant == rec.baseline else pts(c.delta),
             pct(c.truncation_rate),
+            *(capacity_cells(c.serving) if serving else ()),
             "yes" if c.fits else Text("no", style="red"),
             c.reason,
         )
@@ -165,7 +173,10 @@ def recommendation_panel(rec: Recommendation) -> Panel:
         rec.summary(), style="bold" if rec.pick and rec.decided else "bold yellow" if rec.pick else "bold red"
     )
     rule = Text(f"Rule: {rec.rule}", style="dim")
-    return Panel(Group(headline, Text(""), table, Text(""), rule), title="recommendation", title_align="left")
+    parts: list[RenderableType] = [headline, Text(""), table, Text(""), rule]
+    if serving:
+        parts.append(Text(CAPACITY_NOTE, style="dim"))
+    return Panel(Group(*parts), title="recommendation", title_align="left")
 
 
 # ---- eval ------------------------------------------------------------------------------------
