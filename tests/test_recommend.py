@@ -224,3 +224,14 @@ def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path
     assert held.concurrent > 1 and held.decode_tokens_per_s > 0 and held.cost_per_1000_correct > 0
     assert on_gpu.gpu == "H100 (64 GB, tp=1)" and "correct answers per GPU-hour" in on_gpu.summary()
     assert on_gpu.to_dict()["pick"]["serving"]["correct_per_hour"] == pytest.approx(held.correct_per_hour)
+
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+
+    args = ["recommend", "--store", str(tmp_path), "--gpu", "H100", "--gpu-memory", "64GB", "--price", "2"]
+    result = CliRunner().invoke(app, [*args, "--model-config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["pick"]["variant"] == "w4a16"
+    missing = CliRunner().invoke(app, args[:5])
+    assert missing.exit_code == 2 and "--model-config" in missing.output  # /models/... are not checkpoints
