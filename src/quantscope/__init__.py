@@ -33,6 +33,11 @@ _EXPORTS = {
     "load_recipe": "quantscope.recipe:load_recipe",
     "predict_footprint": "quantscope.recipe:predict_footprint",
     "plan_recipes": "quantscope.recipe:plan_recipes",
+    "ServingOptions": "quantscope.serving:ServingOptions",
+    "cache_shape": "quantscope.serving:cache_shape",
+    "cache_layout": "quantscope.serving:cache_layout",
+    "serve_recipes": "quantscope.serving:serve_recipes",
+    "GpuBudget": "quantscope.analysis.capacity:GpuBudget",
     "load_causal_lm": "quantscope.modeling:load_causal_lm",
     "QuantizeOptions": "quantscope.quantize.pipeline:QuantizeOptions",
     # `quantize_model`, not `quantize`: importing the `quantscope.quantize` package binds that name.
