@@ -146,3 +146,19 @@ def test_matches_vllm(name: str, options: ServingOptions, tmp_path: Path) -> Non
     assert layout.block_size == block_size
     assert ours_blocks == pytest.approx(blocks, rel=0.02)
     assert ours_concurrency == pytest.approx(concurrency, rel=0.02)
+
+
+def test_users_add_gpus_in_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "gpus.yaml"
+    table.write_text(
+        "- {name: V100, capability: 70, memory_gb: 32, bandwidth_gbs: 900, aliases: [v100-sxm2]}\n"
+        "- {name: H100, capability: 90, memory_gb: 94, bandwidth_gbs: 3900, source: H100 NVL datasheet}\n"
+    )
+    monkeypatch.setenv("QUANTSCOPE_GPUS", str(table))
+    v100 = get_gpu("V100-SXM2")
+    assert (v100.name, v100.memory_bytes, v100.fp8_native) == ("V100", 32 * 10**9, False)
+    assert get_gpu("h100").memory_gb == 94  # a user entry replaces the built-in one
+    assert get_gpu("B200").fp4_native  # the rest of the table stays
+    table.write_text("- {name: X, capability: 90}\n")
+    with pytest.raises(QuantscopeError, match=r"gpus\.yaml: entry 0 needs name, capability"):
+        get_gpu("X")

@@ -464,10 +464,11 @@ def serve_recipes(
     gpu: GPU | None,
     gpu_bytes: int,
     options: ServingOptions,
+    where: str = "config",
 ) -> ServingPlan:
     """`footprints` (recipe.Footprint records) served on one kind of GPU: `gpu` gives the bandwidth
-    for the roofline (None: a bare memory size, no roofline)."""
-    layout = cache_layout(cache_shape(config), options)
+    for the roofline (None: a bare memory size, no roofline); `where` names the config in errors."""
+    layout = cache_layout(cache_shape(config, where), options)
     reserve = engine_reserve(config, tp=options.tp)
     rows = []
     for footprint in footprints:

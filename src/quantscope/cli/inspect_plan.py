@@ -145,7 +145,8 @@ def serving_plan(
     card = get_gpu(gpu) if gpu is not None else None
     size = size_or_none(gpu_memory) if gpu_memory is not None else card.memory_bytes
     options = ServingOptions(context=context, kv_dtype=kv_dtype, tp=tp)
-    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options)
+    where = f"{planned.anatomy.source} (its config)"
+    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options, where)
 
 
 recipe_app = typer.Typer(help="Recipes: derive one from a quantized checkpoint.", no_args_is_help=True)
