@@ -276,7 +276,7 @@ class Anatomy:
         if len(tensor.shape) != 3:
             return tensor.shape
         experts, rows, cols = tensor.shape
-        hidden = _text_config(self.config).get("hidden_size")
+        hidden = text_config(self.config).get("hidden_size")
         leaf = tensor.module.rsplit(".", 1)[-1]
         reads_hidden = "down" not in leaf
         transposed = (
@@ -288,7 +288,7 @@ class Anatomy:
     def layer_types(self) -> dict[str, int]:
         """How many decoder layers of each kind the config lists (`layer_types`), in order of
         first appearance, e.g. {"linear_attention": 48, "full_attention": 16}; {} when unlisted."""
-        kinds = _text_config(self.config).get("layer_types")
+        kinds = text_config(self.config).get("layer_types")
         if not isinstance(kinds, list):
             return {}
         return {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
@@ -502,7 +502,7 @@ def _mtp_in_stack_from(config: Mapping[str, Any]) -> int | None:
     DeepSeek V3 stores its `num_nextn_predict_layers` MTP blocks as `model.layers.N` right after
     the last decoder layer.
     """
-    text = _text_config(config)
+    text = text_config(config)
     num_layers = text.get("num_hidden_layers")
     if isinstance(num_layers, int) and text.get("num_nextn_predict_layers"):
         return num_layers
@@ -514,13 +514,14 @@ def _beyond_stack(name: str, num_layers: int) -> bool:
     return bool(match and int(match.group(1)) >= num_layers)
 
 
-def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+def text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A multimodal config's `text_config`, else the config itself."""
     text = config.get("text_config")
     return text if isinstance(text, Mapping) else config
 
 
 def _model_type(config: Mapping[str, Any]) -> str:
-    return str(config.get("model_type") or _text_config(config).get("model_type") or "unknown")
+    return str(config.get("model_type") or text_config(config).get("model_type") or "unknown")
 
 
 def _load_local(path: Path) -> Anatomy:

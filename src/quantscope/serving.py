@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from quantscope.anatomy import text_config
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 GIB = 1 << 30
 DEFAULT_CONTEXT = 32768
 """Tokens per sequence (vLLM's max_model_len): the study's reasoning cap."""
+MAX_NUM_SEQS = 256
+"""vLLM's default max_num_seqs: the decode batch never exceeds it, whatever the KV pool holds."""
 DEFAULT_UTILIZATION = 0.92
 """vLLM 0.32's default `gpu_memory_utilization` (`config/cache.py`)."""
 KERNEL_BLOCK = 16
@@ -91,7 +94,7 @@ def cache_shape(config: Mapping[str, Any], where: str = "config") -> CacheShape:
     Layers are read from `layer_types` ("full_attention" / "linear_attention"); a config without
     it is all full attention (Qwen3, Llama). Raises QuantscopeError naming the missing field.
     """
-    text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
+    text = text_config(config)
     layers = _int(text, "num_hidden_layers", where)
     types = list(text.get("layer_types") or _default_layer_types(text, layers))
     unknown = sorted(set(types) - {"full_attention", "linear_attention"})
@@ -262,11 +265,11 @@ class EngineReserve:
 
 
 def engine_reserve(
-    config: Mapping[str, Any], tp: int = 1, batched_tokens: int = 8192, max_seqs: int = 256
+    config: Mapping[str, Any], tp: int = 1, batched_tokens: int = 8192, max_seqs: int = MAX_NUM_SEQS
 ) -> EngineReserve:
     """The estimated reserve for `config` (`batched_tokens`: vLLM's max_num_batched_tokens, 8192
     by default for the offline engine; `max_seqs`: max_num_seqs, whose logits the sampler holds)."""
-    text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
+    text = text_config(config)
     hidden = int(text.get("hidden_size") or 0)
     routed = int(text.get("moe_intermediate_size") or 0) * int(text.get("num_experts_per_tok") or 0)
     widest = max(int(text.get("intermediate_size") or 0), routed, 4 * hidden)
@@ -373,7 +376,7 @@ def decode_bytes(bytes_by_group: Mapping[str, int], config: Mapping[str, Any], t
     """The decode-step bytes of a footprint's `bytes_by_group` (see `recipe.Footprint`): vision
     and MTP weights are not read while decoding text; the embedding reads one row per token
     (negligible) unless it is tied to the LM head."""
-    text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
+    text = text_config(config)
     tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
     skipped = {"vision", "mtp", "routed_experts"} | (set() if tied else {"embed"})
     dense = sum(n for g, n in bytes_by_group.items() if g not in skipped)
@@ -414,9 +417,6 @@ def roofline(weights: DecodeBytes, layout: CacheLayout, gpu: GPU, batch: int, co
 
 
 # ---- every recipe of a plan on one GPU -------------------------------------------------------
-
-MAX_NUM_SEQS = 256
-"""vLLM's default max_num_seqs: the decode batch never exceeds it, whatever the KV pool holds."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def variant_capacities(
     `config` is the model's config (quantization leaves the cache shape alone)."""
     results, out = analysis.results, {}
     cap = int(results.max_tokens.max()) if len(results) else 0
-    options = ServingOptions(**{**asdict(budget.options), "context": budget.prompt_tokens + cap})
+    options = replace(budget.options, context=budget.prompt_tokens + cap)
     layout = cache_layout(cache_shape(config), options)
     reserve = engine_reserve(config, tp=options.tp)
     for info in analysis.variants:

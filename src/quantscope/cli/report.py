@@ -94,7 +94,7 @@ def recommend(
     vLLM has paged its KV cache and linear-attention state, and every variant shows how many of its
     measured answers fit at once, a decode-throughput upper bound, correct answers per GPU-hour and,
     with --price, the cost of 1,000 correct answers."""
-    from quantscope.analysis.capacity import model_config as find_config
+    from quantscope.analysis.capacity import read_config
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.recommend import recommend as choose
     from quantscope.report.terminal import recommendation_panel
@@ -103,7 +103,7 @@ def recommend(
     with Store.existing(store_dir(store)) as opened:
         analysis = analyze(opened, baseline, margin=margin / 100, allow_mismatch=allow_mismatch)
     on_gpu = gpu_budget(gpu, gpu_memory, tp, kv_dtype, prompt_tokens, price)
-    config = find_config(analysis, model_config) if on_gpu is not None else None
+    config = read_config(model_config) if model_config else None
     picked = choose(analysis, size_or_none(budget), gpu=on_gpu, config=config)
     if as_json:
         console.print_json(json.dumps(picked.to_dict()))
