@@ -26,7 +26,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,7 @@ def run_eval(
     progress: RunProgress | None = None,
     *,
     samples_per_item: Mapping[str, Mapping[str, int]] | None = None,
+    make_engine: Callable[[RunSpec], Engine] | None = None,
 ) -> RunSummary:
     """Generate, judge and store every (item, sample) of every task that the store lacks.
 
@@ -330,7 +331,8 @@ def run_eval(
     only if there is work to do, and closed at the end. `progress` receives `ProgressUpdate`s.
     `samples_per_item` (task -> item id -> samples) asks for more than `spec.k` samples of some
     items (sampling until decided); sample j keeps seed `spec.seed + j`. All tasks are loaded and
-    checked against the store before anything is generated.
+    checked against the store before anything is generated. `make_engine` builds the engine
+    instead of `build_engine` (e.g. one running in a Ray actor: `sweep.ray_jobs.RayEngine`).
     """
     variant = spec.variant_name
     memory = variant_memory(spec.model, spec.memory_bytes, spec.memory_from, hub=spec.engine != "openai")
@@ -352,7 +354,7 @@ def run_eval(
         for plan in plans:
             if plan.pending:
                 if engine is None:
-                    engine = owned = build_engine(spec)
+                    engine = owned = (make_engine or build_engine)(spec)
                 plan = _start(spec, plan, store, engine)
             runs.append(_run_task(spec, plan, store, engine, progress))
     finally:
@@ -371,7 +373,8 @@ def build_engine(spec: RunSpec) -> Engine:
     return get_engine(spec.engine, spec.model, **options)
 
 
-def _load_task(task_spec: TaskSpec) -> Task:
+def load_task(task_spec: TaskSpec) -> Task:
+    """The task a TaskSpec names, built with its options (and local file)."""
     from quantscope.tasks import get_task
 
     options = dict(task_spec.options)
@@ -381,7 +384,7 @@ def _load_task(task_spec: TaskSpec) -> Task:
 
 
 def _plan(spec: RunSpec, task_spec: TaskSpec, store: Store, more: Mapping[str, int]) -> _Plan:
-    task = _load_task(task_spec)
+    task = load_task(task_spec)
     samples = tuple(task.load(limit=spec.limit))
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
@@ -497,7 +500,7 @@ def _run_task(
         requests = [_request(spec, s, j) for s, j in plan.pending]
         writer = _Writer(spec, plan, store.path)
         try:
-            for index, outcome in _stream(engine, requests, spec.batch_size):
+            for index, outcome in engine_stream(engine, requests, spec.batch_size):
                 writer.put(index, outcome)
                 if isinstance(outcome, RequestFailure):
                     failures += 1
@@ -523,7 +526,9 @@ def _run_task(
     )
 
 
-def _stream(engine: Engine, requests: list[ChatRequest], batch_size: int) -> Iterator[tuple[int, Outcome]]:
+def engine_stream(
+    engine: Engine, requests: Sequence[ChatRequest], batch_size: int
+) -> Iterator[tuple[int, Outcome]]:
     """The engine's own stream (it keeps its queue full), or, for an engine with only `generate`,
     chunks of `batch_size` requests."""
     if callable(getattr(engine, "stream", None)):

@@ -18,7 +18,7 @@ from quantscope.tasks.loading import HubDataset, HubTask, row_id
 from quantscope.tasks.math_check import judge_integer
 from quantscope.tasks.prompts import math_prompt
 
-HUB = HubDataset(repo_id="math-ai/aime25", split="test", required=("problem", "answer"))
+HUB = HubDataset(repo_id="math-ai/aime25", split="test", required=("problem", "answer"), items=30)
 
 
 @dataclass(frozen=True)

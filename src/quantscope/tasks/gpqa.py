@@ -29,6 +29,7 @@ HUB = HubDataset(
     config="gpqa_diamond",
     split="train",
     required=("Question", *_OPTIONS),
+    items=198,
     access_note=(
         "GPQA is gated: accept its terms at https://huggingface.co/datasets/Idavidrein/gpqa and log in "
         "(hf auth login, or set HF_TOKEN)."

@@ -28,6 +28,8 @@ class HubDataset:
     config: str | None = None
     access_note: str = ""
     """Extra advice when the hub load fails (e.g. how to get access to a gated dataset)."""
+    items: int | None = None
+    """The split's published size (rows), for estimates made without downloading it."""
 
 
 @dataclass(frozen=True)

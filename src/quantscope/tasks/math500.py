@@ -17,7 +17,7 @@ from quantscope.tasks.loading import HubDataset, HubTask, row_id
 from quantscope.tasks.math_check import judge_math
 from quantscope.tasks.prompts import math_prompt
 
-HUB = HubDataset(repo_id="HuggingFaceH4/MATH-500", split="test", required=("problem", "answer"))
+HUB = HubDataset(repo_id="HuggingFaceH4/MATH-500", split="test", required=("problem", "answer"), items=500)
 
 
 @dataclass(frozen=True)

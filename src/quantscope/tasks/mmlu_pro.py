@@ -18,7 +18,9 @@ from quantscope.tasks.base import Judgement, Sample
 from quantscope.tasks.choice import choice_sample, judge_choice
 from quantscope.tasks.loading import HubDataset, HubTask, row_id
 
-HUB = HubDataset(repo_id="TIGER-Lab/MMLU-Pro", split="test", required=("question", "options", "answer"))
+HUB = HubDataset(
+    repo_id="TIGER-Lab/MMLU-Pro", split="test", required=("question", "options", "answer"), items=12032
+)
 
 
 @dataclass(frozen=True)

@@ -29,18 +29,23 @@ def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def task_class(name: str) -> type:
+    """The class of the benchmark called `name` (QuantscopeError listing the known ones)."""
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise QuantscopeError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+    return import_target(target)
+
+
 def get_task(name: str, **options: Any) -> Task:
     """The benchmark called `name`, built with `options` (e.g. `path=`, `seed=`).
 
     Raises QuantscopeError for an unknown name (listing the known ones) or an option the task
     does not take (listing the ones it does).
     """
-    target = _REGISTRY.get(name)
-    if target is None:
-        raise QuantscopeError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
-    task_class = import_target(target)
-    _check_options(name, task_class, options)
-    return task_class(**options)
+    cls = task_class(name)
+    _check_options(name, cls, options)
+    return cls(**options)
 
 
 def _check_options(name: str, task_class: type, options: dict[str, Any]) -> None:
