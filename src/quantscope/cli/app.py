@@ -140,6 +140,19 @@ def size_or_none(text: str | None) -> int | None:
     return None if text is None else parse_size(text)
 
 
+def quiet_libraries() -> None:
+    """Keep quantscope's own progress bars readable (demo, sweep): AutoRound logs only errors, and
+    the libraries' tqdm bars and transformers' info messages are off (a user's own settings win)."""
+    import os
+
+    os.environ.setdefault("AR_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def progress_bars(*extra: ProgressColumn) -> Progress:
     """A progress display (description, bar, done/total, `extra` columns, elapsed) on the console."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra)

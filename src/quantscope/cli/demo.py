@@ -8,23 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import Progress, TaskID, TextColumn
 
-from quantscope.cli.app import app, console, friendly_errors, progress_bars, size_or_none
+from quantscope.cli.app import app, console, friendly_errors, progress_bars, quiet_libraries, size_or_none
 
 if TYPE_CHECKING:
     from quantscope.demo import DemoProgress
-
-
-def _quiet_libraries() -> None:
-    """Keep the demo's own progress bars readable: AutoRound logs only errors, and the libraries'
-    tqdm bars and transformers' info messages are off (a user's own settings win)."""
-    import os
-
-    os.environ.setdefault("AR_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
 
 
 class _DemoBars:
@@ -73,7 +60,7 @@ def demo(
     Rerunning with the same --out resumes: finished checkpoints and stored generations are reused.
     """
     if not verbose:
-        _quiet_libraries()
+        quiet_libraries()
     from quantscope.demo import run_demo
     from quantscope.report.terminal import comparison_table, demo_variants_table, recommendation_panel
 

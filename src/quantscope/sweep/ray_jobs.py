@@ -1,0 +1,202 @@
+"""The sweep's jobs on Ray: a quantize job is a Ray task, an eval job's engine is a Ray actor.
+
+Only the driver touches the results store. An eval job runs `runner.run_eval` on the driver
+with a `RayEngine`: the engine itself (vLLM or transformers, built by `runner.build_engine`)
+lives in an `EngineActor` holding the job's GPUs, and its completions stream back to the driver
+through an actor generator method (a Ray streaming generator: each chunk is yielded as the
+engine finishes it, not when the whole job ends), where the runner judges and commits them as it
+does in one process. So the same rows come out, keyed the same way, whether a job runs here or on
+a cluster, and a killed driver leaves what a killed `quantscope eval` leaves: committed rows, a
+rerun resuming from them (Ray ends the actors and tasks a dead driver owned).
+
+Resources and retries are Ray's (`RayBlock`): a quantize task asks for one GPU (quantizing on
+cuda) and is retried `max_retries` times when its worker or node dies (not when it raises: a
+recipe that fails verification fails again); an engine actor asks for tensor_parallel_size ×
+data_parallel_size GPUs under vLLM and is restarted `max_restarts` times. Checkpoints are written
+by whichever node runs the quantize task, so `out` must be a path every node reads and writes
+(NFS, a shared volume); the README says what a cluster needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from quantscope.engines.base import ChatRequest, Generation, Outcome, ProgressCallback, collect
+from quantscope.errors import QuantscopeError
+from quantscope.runner import RunSpec, build_engine, engine_stream
+from quantscope.sweep.spec import QuantizeJob, RayBlock
+
+CHUNK_SECONDS = 0.5
+"""The longest a finished completion waits in the actor before it is sent to the driver."""
+CHUNK_ROWS = 64
+"""The most completions sent to the driver in one chunk."""
+
+
+def ray_module() -> Any:
+    """The `ray` package, or QuantscopeError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise QuantscopeError(
+            "--ray needs Ray: pip install 'quantscope[ray]' (or pip install 'ray>=2.40')"
+        ) from None
+    return ray
+
+
+def connect(address: str, block: RayBlock) -> Any:
+    """Join the Ray cluster at `address` ("auto": the one `ray start` or `RAY_ADDRESS` names on
+    this machine, else a new local instance; "local": always a new local instance), a local
+    instance sized by `block`; returns the `ray` module."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a sweep
+    ray = ray_module()
+    if ray.is_initialized():
+        return ray
+    local = {
+        "num_cpus": block.num_cpus,
+        "num_gpus": block.num_gpus,
+        "object_store_memory": block.object_store_mb * 2**20 if block.object_store_mb else None,
+    }
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    try:
+        if address == "local":
+            return _init(ray, address="local", **options, **{k: v for k, v in local.items() if v is not None})
+        if address == "auto":
+            # ray.init() without an address joins the cluster RAY_ADDRESS or the latest
+            # `ray start` on this node names, and starts a local instance otherwise
+            # (ray/_private/worker.py, init). Sizes only apply to a local instance.
+            try:
+                return _init(ray, address="auto", **options)
+            except ConnectionError:
+                return _init(ray, **options, **{k: v for k, v in local.items() if v is not None})
+        return _init(ray, address=address, **options)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise QuantscopeError(f"--ray {address}: cannot connect to Ray ({error})") from None
+
+
+def _init(ray: Any, **options: Any) -> Any:
+    ray.init(**options)
+    return ray
+
+
+# ---- quantize jobs --------------------------------------------------------------------------
+
+
+def quantize_resources(block: RayBlock, device: str) -> dict[str, float]:
+    """What one quantize task asks Ray for."""
+    gpus = block.quantize_gpus if block.quantize_gpus is not None else (0 if device == "cpu" else 1)
+    return {"num_cpus": block.quantize_cpus, "num_gpus": gpus}
+
+
+def submit_quantize(ray: Any, job: QuantizeJob, options: Any, block: RayBlock) -> Any:
+    """Start `job` as a Ray task; returns its ObjectRef (the export's directory, as a string)."""
+    from quantscope.sweep.run import quantize_job
+
+    task = ray.remote(quantize_job).options(
+        **quantize_resources(block, options.device),
+        max_retries=block.max_retries,
+        retry_exceptions=False,  # a failed verification fails again; only lost workers are retried
+        name=job.id,
+    )
+    return task.remote(job, options)
+
+
+# ---- eval jobs ------------------------------------------------------------------------------
+
+
+def eval_resources(spec: RunSpec, block: RayBlock) -> dict[str, float]:
+    """What one eval job's engine actor asks Ray for: the GPUs of its replicas (vLLM:
+    tensor_parallel_size × data_parallel_size; transformers: one unless it runs on the CPU)."""
+    options = spec.engine_options
+    if spec.engine == "vllm":
+        gpus = int(options.get("tensor_parallel_size", 1)) * int(options.get("data_parallel_size", 1))
+    else:
+        gpus = 0 if str(options.get("device", "auto")) == "cpu" else 1
+    return {"num_cpus": block.eval_cpus, "num_gpus": gpus}
+
+
+class EngineActor:
+    """Holds one engine (built from a RunSpec) in a Ray worker; `stream` is a generator method."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.engine = build_engine(spec)
+
+    def info(self) -> tuple[dict[str, str], str]:
+        """(what the engine serves, its device's name)."""
+        served = getattr(self.engine, "served", None)
+        return (served() if callable(served) else {}), str(getattr(self.engine, "device_name", ""))
+
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[list[tuple[int, Outcome]]]:
+        """The engine's completions in chunks of at most CHUNK_ROWS, or what finished within
+        CHUNK_SECONDS of a chunk's first completion."""
+        chunk: list[tuple[int, Outcome]] = []
+        started = time.monotonic()
+        for item in engine_stream(self.engine, requests, self.spec.batch_size):
+            if not chunk:
+                started = time.monotonic()
+            chunk.append(item)
+            if len(chunk) >= CHUNK_ROWS or time.monotonic() - started >= CHUNK_SECONDS:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+@dataclass
+class RayEngine:
+    """An `Engine` whose model runs in an `EngineActor` (see the module docstring)."""
+
+    spec: RunSpec
+    block: RayBlock
+    name: str = "ray"
+
+    def __post_init__(self) -> None:
+        ray = ray_module()
+        actor = ray.remote(EngineActor).options(
+            **eval_resources(self.spec, self.block),
+            max_restarts=self.block.max_restarts,
+            max_task_retries=self.block.max_task_retries,
+        )
+        self._ray = ray
+        self._actor = actor.remote(self.spec)
+        try:
+            self._served, self.device_name = ray.get(self._actor.info.remote())
+        except ray.exceptions.RayError as error:
+            raise QuantscopeError(
+                f"the {self.spec.engine} engine for {self.spec.model} failed: {error}"
+            ) from None
+
+    def served(self) -> dict[str, str]:
+        return self._served
+
+    def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
+        """Each completion once, as its chunk arrives (a retried actor method may send a chunk again)."""
+        seen: set[int] = set()
+        for ref in self._actor.stream.remote(list(requests)):
+            for index, outcome in self._ray.get(ref):
+                if index not in seen:
+                    seen.add(index)
+                    yield index, outcome
+
+    def generate(
+        self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
+    ) -> list[Generation]:
+        return collect(self.stream(requests), len(requests), self.spec.engine, progress)
+
+    def close(self) -> None:
+        with contextlib.suppress(self._ray.exceptions.RayError):  # the actor may be gone already
+            self._ray.get(self._actor.close.remote())
+        self._ray.kill(self._actor)
+
+
+def engine_maker(block: RayBlock) -> Any:
+    """`run_eval`'s `make_engine` for jobs on Ray."""
+    return lambda spec: RayEngine(spec, block)
