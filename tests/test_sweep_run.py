@@ -1,0 +1,165 @@
+"""A sweep run end to end on the bundled reasoner: here, resumed, and on a local Ray instance
+(the same rows, and a killed driver resumed with nothing lost or doubled)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quantscope.sweep import load_sweep, plan_jobs, run_sweep
+from quantscope.sweep.estimate import estimate_sweep
+
+DATA = Path(__file__).resolve().parent / "data"
+COMPARED = (
+    "text, thinking, answer, completion_tokens, thinking_tokens, finish_reason, correct, extracted, seed"
+)
+
+# 3 variants (bf16 and two 4-bit recipes, evaluated through their B200 twins) × 2 tasks × k 2,
+# sampled (the precise thinking preset), in commit windows of 4 rows so a kill lands mid-run
+SWEEP = {
+    "name": "toy-matrix",
+    "models": [{"name": "toy", "source": "toy"}],
+    "recipes": ["bf16", "w4a16", "nvfp4"],
+    "tasks": [{"name": "synthetic", "options": {"per_level": 2}}, f"math500={DATA / 'math500.jsonl'}"],
+    "settings": [{"name": "thinking", "thinking": True, "preset": "qwen3.5-thinking-precise"}],
+    "eval": {
+        "engine": "transformers",
+        "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 4},
+        "k": 2,
+        "limit": 4,
+        "max_tokens": 160,
+        "batch_size": 4,
+        "twin": "B200",
+    },
+    "quantize": {"iters": 0, "nsamples": 4, "seqlen": 128, "dataset": "toy", "device": "cpu"},
+    "ray": {"num_cpus": 2, "object_store_mb": 200},
+    "gpu": "B200",
+}
+EXPECTED = 3 * 2 * 4 * 2  # variants × tasks × items × k
+
+
+def sweep_file(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "sweep.yaml"
+    path.write_text(yaml.safe_dump(SWEEP))
+    return path
+
+
+def stored_rows(out: Path) -> dict[tuple, tuple]:
+    """Every stored row of the sweep's one store: key -> the generated and judged columns."""
+    with sqlite3.connect(out / "toy" / "thinking" / "quantscope.db") as db:
+        rows = db.execute(f"SELECT variant, task, item_id, sample, {COMPARED} FROM results").fetchall()
+    keyed = {row[:4]: row[4:] for row in rows}
+    assert len(keyed) == len(rows)
+    return keyed
+
+
+def row_count(out: Path) -> int:
+    database = out / "toy" / "thinking" / "quantscope.db"
+    if not database.is_file():
+        return 0
+    try:
+        with sqlite3.connect(database, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0
+
+
+@pytest.fixture(scope="module")
+def here(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep run in this process, without Ray: the reference."""
+    directory = tmp_path_factory.mktemp("sweep-here")
+    result = run_sweep(load_sweep(sweep_file(directory), out=directory / "out"))
+    assert not result.failed, result.failed
+    return directory / "out"
+
+
+@pytest.mark.slow
+def test_a_sweep_quantizes_evaluates_and_reports(here: Path) -> None:
+    rows = stored_rows(here)
+    assert len(rows) == EXPECTED
+    assert {key[0] for key in rows} == {"bf16", "w4a16", "nvfp4"}
+    assert (here / "checkpoints" / "toy" / "w4a16" / "quantscope.json").is_file()
+    assert (here / "twins" / "toy" / "nvfp4" / "twin.json").is_file()
+    assert (here / "toy" / "thinking" / "report.html").is_file()
+    # the sampled preset really samples: the two samples of an item differ somewhere
+    assert any(rows[(v, t, i, 0)][0] != rows[(v, t, i, 1)][0] for v, t, i, s in rows if s == 0)
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_sweep_does_nothing(here: Path) -> None:
+    sweep = load_sweep(sweep_file(here.parent), out=here)
+    before = stored_rows(here)
+    result = run_sweep(sweep, reports=False)
+    assert {job.state for job in result.jobs} == {"finished before"}
+    assert stored_rows(here) == before
+    estimate = estimate_sweep(sweep, plan_jobs(sweep))
+    assert all(job.state == "finished" for job in estimate.jobs)
+    assert sum(job.rows_stored or 0 for job in estimate.jobs) == EXPECTED
+
+
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the Ray tests need ray (pip install 'quantscope[ray]')"
+)
+
+
+def _sweep_on_ray(directory: Path) -> subprocess.Popen:
+    """`quantscope sweep --ray local` as a driver process of its own (its own session, so the
+    local Ray instance it starts can be cleaned up with it)."""
+    command = [sys.executable, "-m", "quantscope.cli", "sweep", str(sweep_file(directory))]
+    command += ["--ray", "local", "--out", str(directory / "out")]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    log = (directory / "driver.log").open("ab")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _finish(driver: subprocess.Popen, directory: Path, timeout: float = 240) -> None:
+    try:
+        code = driver.wait(timeout=timeout)
+    finally:
+        _end_session(driver)
+    assert code == 0, (directory / "driver.log").read_text()[-3000:]
+
+
+def _end_session(driver: subprocess.Popen) -> None:
+    """Kill whatever the driver's session left (Ray's agents outlive a SIGKILLed driver)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@needs_ray
+def test_on_ray_every_key_gets_the_same_text_and_judgement(here: Path, tmp_path: Path) -> None:
+    driver = _sweep_on_ray(tmp_path)
+    _finish(driver, tmp_path)
+    assert stored_rows(tmp_path / "out") == stored_rows(here)
+    assert (tmp_path / "out" / "toy" / "thinking" / "report.html").is_file()
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(here: Path, tmp_path: Path) -> None:
+    driver = _sweep_on_ray(tmp_path)
+    deadline = time.monotonic() + 240
+    while row_count(tmp_path / "out") == 0 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver alone, mid-sweep, as `kill -9` would
+    driver.wait()
+    _end_session(driver)
+    at_kill = row_count(tmp_path / "out")
+    assert 0 < at_kill < EXPECTED, f"the kill came at {at_kill} of {EXPECTED} rows: not mid-sweep"
+    rerun = _sweep_on_ray(tmp_path)
+    _finish(rerun, tmp_path)
+    assert stored_rows(tmp_path / "out") == stored_rows(here)  # every key once, as generated here
+    with sqlite3.connect(tmp_path / "out" / "toy" / "thinking" / "quantscope.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
