@@ -97,6 +97,17 @@ def vllm_server(scripted_dir: Path, vllm_server_log: Path) -> Iterator[str]:
         yield url
 
 
+def test_data_parallel_in_one_process_is_refused_with_the_ways_that_work(scripted_dir: Path) -> None:
+    """vLLM's LLM class refuses data_parallel_size > 1 in one process; say which setups do it."""
+    from quantscope.errors import QuantscopeError
+
+    with pytest.raises(QuantscopeError) as refused:
+        get_engine("vllm", str(scripted_dir), dtype="float32", data_parallel_size=2)
+    message = " ".join(str(refused.value).split())
+    assert "data_parallel_size=2" in message
+    assert "replicas" in message and "--data-parallel-size" in message
+
+
 def test_vllm_offline_scripted_exact(vllm_scripted: object) -> None:
     progress: list[int] = []
     out = vllm_scripted.generate(SCRIPTED_REQUESTS, progress=progress.append)

@@ -112,6 +112,7 @@ def _minimal(**changes: object) -> dict:
         ({"recipes": ["bf16", "w4a16", "w4a16"]}, "recipes: w4a16 appear more than once"),
         ({"baseline": "fp8"}, "baseline 'fp8' is neither a recipe nor a published checkpoint"),
         ({"eval": {"engine": "openai"}}, "a sweep starts its own engines"),
+        ({"eval": {"engine_options": {"data_parallel_size": 2}}}, "set `replicas` under eval"),
         ({"recipes": ["bf16", "w5a16"]}, "recipes: w5a16: neither a preset nor a recipe file"),
         ({"models": [{"name": "a b", "source": "toy"}]}, "models.0.name"),
         ({"settings": [{"name": "t", "thinking": "maybe"}]}, "settings.0.thinking"),

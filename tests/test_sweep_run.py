@@ -48,10 +48,10 @@ SWEEP = {
 EXPECTED = 3 * 2 * 4 * 2  # variants × tasks × items × k
 
 
-def sweep_file(directory: Path) -> Path:
+def sweep_file(directory: Path, sweep: dict | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "sweep.yaml"
-    path.write_text(yaml.safe_dump(SWEEP))
+    path.write_text(yaml.safe_dump(sweep or SWEEP))
     return path
 
 
@@ -113,10 +113,10 @@ needs_ray = pytest.mark.skipif(
 )
 
 
-def _sweep_on_ray(directory: Path) -> subprocess.Popen:
+def _sweep_on_ray(directory: Path, sweep: dict | None = None) -> subprocess.Popen:
     """`quantscope sweep --ray local` as a driver process of its own (its own session, so the
     local Ray instance it starts can be cleaned up with it)."""
-    command = [sys.executable, "-m", "quantscope.cli", "sweep", str(sweep_file(directory))]
+    command = [sys.executable, "-m", "quantscope.cli", "sweep", str(sweep_file(directory, sweep))]
     command += ["--ray", "local", "--out", str(directory / "out")]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     log = (directory / "driver.log").open("ab")
@@ -163,3 +163,23 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(here: Path, tmp_pa
     assert stored_rows(tmp_path / "out") == stored_rows(here)  # every key once, as generated here
     with sqlite3.connect(tmp_path / "out" / "toy" / "thinking" / "quantscope.db") as db:
         assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+@needs_ray
+def test_replicas_share_a_job_and_return_what_one_engine_returns(tmp_path: Path) -> None:
+    """Two engine actors for one variant (data parallelism): every key once, with the text one
+    engine gives. One request per batch, so which replica ran a request cannot change its text."""
+    one_by_one = {"engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 1}, "batch_size": 2}
+    sweep = {
+        **SWEEP,
+        "recipes": ["bf16"],
+        "tasks": SWEEP["tasks"][:1],
+        "eval": {**SWEEP["eval"], **one_by_one},
+    }
+    run_sweep(load_sweep(sweep_file(tmp_path / "here", sweep), out=tmp_path / "here" / "out"), reports=False)
+    replicated = {**sweep, "eval": {**sweep["eval"], "replicas": 2}}
+    _finish(_sweep_on_ray(tmp_path / "ray", replicated), tmp_path / "ray")
+    rows = stored_rows(tmp_path / "ray" / "out")
+    assert len(rows) == 4 * 2
+    assert rows == stored_rows(tmp_path / "here" / "out")

@@ -146,7 +146,8 @@ def eval_(
             "the model's; must hold prompt + cap), max_num_seqs (sequences in one step), "
             "gpu_memory_utilization, "
             "enable_prefix_caching, kv_cache_dtype (fp8 changes outputs: an output setting), "
-            "tensor_parallel_size, data_parallel_size, speculative_config (e.g. "
+            "tensor_parallel_size (data parallelism: `quantscope sweep` replicas, or vllm serve "
+            "--data-parallel-size with --engine openai), speculative_config (e.g. "
             "'{method: mtp, num_speculative_tokens: 2}' for the model's MTP head, GPU only). "
             "Options that change outputs are part of the run's settings; a resume under others is refused."
         ),

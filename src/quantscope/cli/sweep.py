@@ -100,6 +100,10 @@ def sweep(
             sweep_estimate_table(estimate)
         )
         return
+    if ray is None and loaded.eval.replicas > 1:
+        console.print(
+            f"[yellow]replicas {loaded.eval.replicas} apply on Ray (--ray); here one engine runs[/]"
+        )
     with progress_bars(TextColumn("{task.fields[note]}")) as bars:
         result = run_sweep(
             loaded, ray_address=ray, progress=_SweepBars(bars, len(jobs.quantize) + len(jobs.evals))

@@ -71,7 +71,8 @@ class VLLMOptions:
     process (None: yes on CPU, no on GPU); `revision`, `trust_remote_code`: as in transformers;
     `kv_cache_dtype`: auto | fp8 (an FP8 KV cache changes outputs: an output setting);
     `max_num_seqs`: sequences scheduled at once (None: vLLM's default); `enable_prefix_caching`;
-    `data_parallel_size`: engine replicas (GPU); `speculative_config`: e.g.
+    `data_parallel_size`: 1 (vLLM refuses more in one process; see `__post_init__`);
+    `speculative_config`: e.g.
     `{"method": "mtp", "num_speculative_tokens": 2}` to draft with a Qwen3.5 checkpoint's own MTP
     head (vLLM maps qwen3_5 / qwen3_5_moe to its Qwen3_5(Moe)MTP drafter: vllm/config/speculative.py;
     GPU only: vLLM cannot load Qwen3.5 on this CPU). quantscope's exports keep the `mtp.*` weights:
@@ -93,6 +94,18 @@ class VLLMOptions:
     enable_prefix_caching: bool | None = None
     data_parallel_size: int = 1
     speculative_config: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # vllm.LLM raises for data_parallel_size > 1 outside an external launcher: its offline
+        # data parallelism is one process per rank (vllm/entrypoints/llm.py, LLM.__init__).
+        if self.data_parallel_size > 1:
+            raise QuantscopeError(
+                f"engine option data_parallel_size={self.data_parallel_size}: vLLM runs data "
+                "parallelism as one engine process per replica, not in one process. Use a sweep "
+                "on Ray with `replicas` under eval (each replica an engine actor), or serve the "
+                f"model with `vllm serve MODEL --data-parallel-size {self.data_parallel_size}` "
+                "and evaluate it with --engine openai"
+            )
 
 
 class VLLMEngine:

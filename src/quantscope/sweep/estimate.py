@@ -84,7 +84,7 @@ def estimate_sweep(sweep: Sweep, jobs: Jobs) -> SweepEstimate:
         rows.append(JobEstimate(job.id, "quantize", state, gpus, note=note))
     weights = _Weights(sweep)
     for job in jobs.evals:
-        gpus = eval_resources(job.spec, sweep.ray)["num_gpus"]
+        gpus = eval_resources(job.spec, sweep.ray)["num_gpus"] * sweep.eval.replicas
         rows.append(_eval_estimate(sweep, job, gpu, max(gpus, 1), weights))
     return SweepEstimate(gpu.name, tuple(rows))
 
@@ -198,7 +198,6 @@ class _Weights:
 
         by_group, config = self._read(job)
         tp = int(job.spec.engine_options.get("tensor_parallel_size", 1))
-        dp = int(job.spec.engine_options.get("data_parallel_size", 1))
         options = ServingOptions(context=PROMPT_TOKENS + job.spec.max_tokens, tp=tp)
         layout = cache_layout(cache_shape(config, job.model), options)
         held = capacity(
@@ -209,7 +208,7 @@ class _Weights:
         batch = max(1, min(int(held.concurrency_at(sequence_tokens)), MAX_NUM_SEQS))
         mean_context = PROMPT_TOKENS + (sequence_tokens - PROMPT_TOKENS) / 2
         line = roofline(decode_bytes(by_group, config, tp), layout, gpu, batch, mean_context)
-        return line.tokens_per_s * dp
+        return line.tokens_per_s * self.sweep.eval.replicas
 
     def _read(self, job: EvalJob) -> tuple[dict[str, int], dict[str, Any]]:
         key = (job.model, job.variant)

@@ -11,8 +11,10 @@ rerun resuming from them (Ray ends the actors and tasks a dead driver owned).
 
 Resources and retries are Ray's (`RayBlock`): a quantize task asks for one GPU (quantizing on
 cuda) and is retried `max_retries` times when its worker or node dies (not when it raises: a
-recipe that fails verification fails again); an engine actor asks for tensor_parallel_size ×
-data_parallel_size GPUs under vLLM and is restarted `max_restarts` times. Checkpoints are written
+recipe that fails verification fails again); an engine actor asks for tensor_parallel_size
+GPUs under vLLM and is restarted `max_restarts` times. An eval job with `replicas` N runs N
+engine actors, deals its requests among them and merges their streams as chunks arrive (vLLM's
+offline data parallelism, one engine process per rank: see `spec.EvalBlock`). Checkpoints are written
 by whichever node runs the quantize task, so `out` must be a path every node reads and writes
 (NFS, a shared volume); the README says what a cluster needs.
 """
@@ -109,11 +111,11 @@ def submit_quantize(ray: Any, job: QuantizeJob, options: Any, block: RayBlock) -
 
 
 def eval_resources(spec: RunSpec, block: RayBlock) -> dict[str, float]:
-    """What one eval job's engine actor asks Ray for: the GPUs of its replicas (vLLM:
-    tensor_parallel_size × data_parallel_size; transformers: one unless it runs on the CPU)."""
+    """What one engine actor of an eval job asks Ray for (vLLM: tensor_parallel_size GPUs;
+    transformers: one unless it runs on the CPU)."""
     options = spec.engine_options
     if spec.engine == "vllm":
-        gpus = int(options.get("tensor_parallel_size", 1)) * int(options.get("data_parallel_size", 1))
+        gpus = int(options.get("tensor_parallel_size", 1))
     else:
         gpus = 0 if str(options.get("device", "auto")) == "cpu" else 1
     return {"num_cpus": block.eval_cpus, "num_gpus": gpus}
@@ -152,24 +154,29 @@ class EngineActor:
 
 @dataclass
 class RayEngine:
-    """An `Engine` whose model runs in an `EngineActor` (see the module docstring)."""
+    """An `Engine` whose model runs in `replicas` `EngineActor`s (see the module docstring)."""
 
     spec: RunSpec
     block: RayBlock
+    replicas: int = 1
     name: str = "ray"
 
     def __post_init__(self) -> None:
         ray = ray_module()
-        actor = ray.remote(EngineActor).options(
-            **eval_resources(self.spec, self.block),
-            max_restarts=self.block.max_restarts,
-            max_task_retries=self.block.max_task_retries,
-        )
+        resources = eval_resources(self.spec, self.block)
+        retries = {"max_restarts": self.block.max_restarts, "max_task_retries": self.block.max_task_retries}
         self._ray = ray
-        self._actor = actor.remote(self.spec)
+        self._group = _gang(resources, self.replicas)
+        self._actors = [
+            ray.remote(EngineActor)
+            .options(**resources, **retries, **_in_group(self._group, index))
+            .remote(self.spec)
+            for index in range(self.replicas)
+        ]
         try:
-            self._served, self.device_name = ray.get(self._actor.info.remote())
+            (self._served, self.device_name), *_ = ray.get([a.info.remote() for a in self._actors])
         except ray.exceptions.RayError as error:
+            self.close()
             raise QuantscopeError(
                 f"the {self.spec.engine} engine for {self.spec.model} failed: {error}"
             ) from None
@@ -178,13 +185,31 @@ class RayEngine:
         return self._served
 
     def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
-        """Each completion once, as its chunk arrives (a retried actor method may send a chunk again)."""
+        """Each completion once, as its replica's chunk arrives (a retried actor method may send
+        a chunk again). Request i goes to replica i mod `replicas`: every replica gets an equal
+        share of each task's items and samples, as in vLLM's own data-parallel example."""
+        shares = [list(range(r, len(requests), self.replicas)) for r in range(self.replicas)]
+        streams = [
+            (actor.stream.remote([requests[i] for i in share]), share)
+            for actor, share in zip(self._actors, shares, strict=True)
+            if share
+        ]
+        live = [generator for generator, _ in streams]
         seen: set[int] = set()
-        for ref in self._actor.stream.remote(list(requests)):
-            for index, outcome in self._ray.get(ref):
-                if index not in seen:
-                    seen.add(index)
-                    yield index, outcome
+        while live:
+            # ray.wait takes streaming generators: ready once next() has an object to return
+            # (ray/_private/worker.py, wait), so chunks are merged in the order they finish
+            (ready,), _ = self._ray.wait(live, num_returns=1)
+            try:
+                chunk = self._ray.get(next(ready))
+            except StopIteration:
+                live.remove(ready)
+                continue
+            share = next(s for g, s in streams if g is ready)
+            for local, outcome in chunk:
+                if share[local] not in seen:
+                    seen.add(share[local])
+                    yield share[local], outcome
 
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
@@ -192,11 +217,38 @@ class RayEngine:
         return collect(self.stream(requests), len(requests), self.spec.engine, progress)
 
     def close(self) -> None:
-        with contextlib.suppress(self._ray.exceptions.RayError):  # the actor may be gone already
-            self._ray.get(self._actor.close.remote())
-        self._ray.kill(self._actor)
+        for actor in self._actors:
+            with contextlib.suppress(self._ray.exceptions.RayError):  # the actor may be gone already
+                self._ray.get(actor.close.remote())
+            self._ray.kill(actor)
+        if self._group is not None:
+            self._ray.util.remove_placement_group(self._group)
 
 
-def engine_maker(block: RayBlock) -> Any:
-    """`run_eval`'s `make_engine` for jobs on Ray."""
-    return lambda spec: RayEngine(spec, block)
+def _gang(resources: dict[str, float], replicas: int) -> Any:
+    """A placement group holding every replica's resources at once (None for one replica, or
+    replicas that ask for nothing). Without it two jobs could each hold some of their replicas
+    and wait forever for the rest."""
+    bundle = {"CPU": resources["num_cpus"], "GPU": resources["num_gpus"]}
+    bundle = {name: amount for name, amount in bundle.items() if amount}
+    if replicas == 1 or not bundle:
+        return None
+    from ray.util.placement_group import placement_group
+
+    return placement_group([bundle] * replicas, strategy="PACK")
+
+
+def _in_group(group: Any, index: int) -> dict[str, Any]:
+    """The actor options that place a replica in its bundle of `group` (none without a group)."""
+    if group is None:
+        return {}
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return {
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
+    }
+
+
+def engine_maker(block: RayBlock, replicas: int = 1) -> Any:
+    """`run_eval`'s `make_engine` for jobs on Ray, `replicas` engine actors per job."""
+    return lambda spec: RayEngine(spec, block, replicas)

@@ -242,7 +242,7 @@ def _run_on_ray(sweep: Sweep, jobs: Jobs, address: str, notify: SweepProgress) -
             refs[job.id] = submit_quantize(ray, job, options, sweep.ray)
             notify(SweepEvent(job.id, "running"))
     quantized = _QuantizeResults(ray, refs, results, notify)
-    make_engine = engine_maker(sweep.ray)
+    make_engine = engine_maker(sweep.ray, sweep.eval.replicas)
     with ThreadPoolExecutor(max_workers=max(1, len(jobs.evals)), thread_name_prefix="sweep-eval") as pool:
         futures = [
             pool.submit(lambda j: _eval_unless_blocked(j, quantized.wait(j.needs), notify, make_engine), job)

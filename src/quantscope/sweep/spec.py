@@ -83,10 +83,16 @@ class Setting(_Strict):
 
 class EvalBlock(_Strict):
     """How every eval job runs (see `runner.RunSpec` for the fields): the engine and its options
-    (`tensor_parallel_size` and `data_parallel_size` set how many GPUs a vLLM job asks Ray for),
-    k samples, the cap, the seed, an item `limit`, the commit window, and `twin`: a GPU name to
-    evaluate each export through its evaluation twin for that GPU (`quantscope.twin`; for CPU
-    machines, where transformers runs quantized layers too slowly) instead of the export itself."""
+    (`tensor_parallel_size`: the GPUs of one vLLM engine), k samples, the cap, the seed, an item
+    `limit`, the commit window, and `twin`: a GPU name to evaluate each export through its
+    evaluation twin for that GPU (`quantscope.twin`; for CPU machines, where transformers runs
+    quantized layers too slowly) instead of the export itself.
+
+    `replicas`: engines per eval job on Ray, each with its own GPUs and an equal share of the
+    job's requests (data parallelism). vLLM's `LLM(data_parallel_size=N)` refuses to run in one
+    process (vllm/entrypoints/llm.py; its offline data parallelism is one process per rank, each
+    given its own share of the prompts: examples/features/data_parallel/data_parallel_offline.py),
+    so a sweep makes each rank an engine actor and Ray places them. Without Ray one engine runs."""
 
     engine: str = "vllm"
     engine_options: dict[str, Any] = Field(default_factory=dict)
@@ -96,6 +102,17 @@ class EvalBlock(_Strict):
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     twin: str | None = None
+    replicas: int = Field(default=1, ge=1)
+
+    @field_validator("engine_options")
+    @classmethod
+    def _no_data_parallel_option(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if int(value.get("data_parallel_size", 1)) > 1:
+            raise ValueError(
+                "data_parallel_size: vLLM runs data parallelism as one process per replica; in a "
+                "sweep set `replicas` under eval instead (each replica an engine actor on Ray)"
+            )
+        return value
 
     @field_validator("engine")
     @classmethod
@@ -128,8 +145,9 @@ class QuantizeBlock(_Strict):
 
 class RayBlock(_Strict):
     """Ray settings. Resources per job: `quantize_gpus` (default 1 when quantizing on cuda, else 0)
-    and `quantize_cpus`; eval jobs ask for tensor_parallel_size × data_parallel_size GPUs under
-    vLLM, one GPU under transformers on cuda, and `eval_cpus` CPUs. Retries are Ray's own:
+    and `quantize_cpus`; each engine of an eval job (`eval.replicas` of them) asks for
+    tensor_parallel_size GPUs under vLLM, one GPU under transformers on cuda, and `eval_cpus`
+    CPUs. Retries are Ray's own:
     `max_retries` for a quantize task lost with its worker or node, `max_restarts` and
     `max_task_retries` for an eval job's engine actor. `num_cpus`, `num_gpus` and
     `object_store_mb` only size a local Ray instance the sweep starts itself (no cluster running)."""
