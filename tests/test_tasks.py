@@ -328,3 +328,28 @@ def test_choice_judges(name: str) -> None:
         assert task.judge(sample, f"Answer: ({sample.target})").correct
         assert not task.judge(sample, f"Answer: ({wrong})").correct
         assert not task.judge(sample, f"<think>Answer: {sample.target}</think>").correct
+
+
+def test_local_task_files_load_from_many_threads_at_once() -> None:
+    """A sweep on Ray loads each eval job's tasks in its own driver thread; datasets' tqdm bars
+    race without the loader's lock ("type object 'tqdm' has no attribute '_lock'")."""
+    import threading
+
+    from quantscope.tasks import get_task
+
+    path = Path(__file__).resolve().parent / "data" / "math500.jsonl"
+    errors: list[Exception] = []
+
+    def load() -> None:
+        try:
+            for _ in range(5):
+                get_task("math500", path=str(path)).load()
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

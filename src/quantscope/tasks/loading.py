@@ -7,6 +7,7 @@ Rows keep the file's order; `limit` takes the first rows.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,12 @@ def load_rows(hub: HubDataset, path: str | Path | None = None, limit: int | None
     return Rows(rows=rows, source=source)
 
 
+_DATASETS_LOCK = threading.Lock()
+"""`datasets.load_dataset` is not safe to run in two threads at once (its tqdm bars share a
+class-level lock one thread can delete while another uses it: "type object 'tqdm' has no attribute
+'_lock'"), and a sweep on Ray loads each eval job's tasks in its own driver thread."""
+
+
 def _load_local(path: Path) -> Any:
     """A `datasets.Dataset` read from a local JSONL/JSON/Parquet file."""
     builder = _LOCAL_BUILDERS.get(path.suffix.lower())
@@ -116,7 +123,8 @@ def _load_local(path: Path) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        with _DATASETS_LOCK:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:  # datasets wraps parse errors; show the root cause
         cause = error.__cause__ or error
         raise QuantscopeError(f"{path}: could not read it as {builder}: {cause}") from error
@@ -127,7 +135,8 @@ def _load_hub(hub: HubDataset) -> Any:
     import datasets
 
     try:
-        return datasets.load_dataset(hub.repo_id, hub.config, split=hub.split)
+        with _DATASETS_LOCK:
+            return datasets.load_dataset(hub.repo_id, hub.config, split=hub.split)
     except Exception as error:  # offline, gated, renamed, no network: all end the same way
         where = hub.repo_id + (f" (config {hub.config!r})" if hub.config else "") + f", split {hub.split!r}"
         note = f" {hub.access_note}" if hub.access_note else ""
