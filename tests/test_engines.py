@@ -154,6 +154,23 @@ def test_scripted_thinking_on(scripted_engine: TransformersEngine) -> None:
     assert not g.truncated and g.seconds > 0
 
 
+# A forced answer continues the assistant's turn from a cut completion: the model must see the cut
+# text as its own prefix, so the scripted model goes on from the cut's last token.
+CONTINUED = [
+    (replace(ask("Q", max_tokens=16), continuation="ab"), ("c</think>42", "c", "42", 5, 1, "stop")),
+    (replace(ask("Q", max_tokens=16), continuation="abc</think>"), ("42", "", "42", 3, 0, "stop")),
+]
+
+
+def generated(g: Generation) -> tuple:
+    return (g.text, g.thinking, g.answer, g.completion_tokens, g.thinking_tokens, g.finish_reason)
+
+
+def test_scripted_continuation(scripted_engine: TransformersEngine) -> None:
+    out = scripted_engine.generate([request for request, _ in CONTINUED])
+    assert [generated(g) for g in out] == [expected for _, expected in CONTINUED]
+
+
 def test_scripted_thinking_off(scripted_engine: TransformersEngine) -> None:
     [g] = scripted_engine.generate([ask("What is 6 times 7?", thinking=False, max_tokens=32)])
     assert (g.thinking, g.answer, g.thinking_tokens, g.completion_tokens) == ("", "abc42", 0, 7)

@@ -23,7 +23,7 @@ from quantscope.engines.base import Generation
 from quantscope.engines.transformers import TransformersEngine, TransformersOptions
 from quantscope.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
 from tests.loopback import vllm_openai_server
-from tests.test_engines import PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3
+from tests.test_engines import CONTINUED, PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3, generated
 
 pytestmark = [
     pytest.mark.vllm,
@@ -116,6 +116,11 @@ def test_vllm_offline_scripted_exact(vllm_scripted: object) -> None:
     assert all(g.seconds > 0 for g in out)
 
 
+def test_vllm_offline_continues_a_cut_completion(vllm_scripted: object) -> None:
+    out = vllm_scripted.generate([request for request, _ in CONTINUED])
+    assert [generated(g) for g in out] == [expected for _, expected in CONTINUED]
+
+
 def test_vllm_stream_stopped_early_leaves_nothing_running(vllm_scripted: object) -> None:
     stream = vllm_scripted.stream(SCRIPTED_REQUESTS)
     first_index, _ = next(stream)
@@ -128,6 +133,31 @@ def test_vllm_stream_stopped_early_leaves_nothing_running(vllm_scripted: object)
 def test_openai_engine_against_vllm_server(vllm_server: str, scripted_dir: Path) -> None:
     engine = get_engine("openai", str(scripted_dir), base_url=vllm_server, concurrency=2)
     assert without_time(engine.generate(SCRIPTED_REQUESTS)) == EXPECTED
+
+
+def test_openai_engine_continues_a_cut_completion_through_v1_completions(
+    vllm_server: str, scripted_dir: Path
+) -> None:
+    """The prompt is rendered here and sent to /v1/completions; the server's own tokenization of
+    it (its /tokenize endpoint) must be ours, so the model sees exactly the cut prefix."""
+    import httpx
+
+    from quantscope.engines.base import chat_prompt
+
+    engine = get_engine("openai", str(scripted_dir), base_url=vllm_server, concurrency=2)
+    out = engine.generate([request for request, _ in CONTINUED])
+    assert [generated(g) for g in out] == [expected for _, expected in CONTINUED]
+    tokenizer = engine.tokenizer()
+    for request, _ in CONTINUED:
+        prompt = chat_prompt(tokenizer, request)
+        root = vllm_server.removesuffix("/v1")
+        served = httpx.post(
+            f"{root}/tokenize",
+            json={"model": str(scripted_dir), "prompt": prompt, "add_special_tokens": False},
+            timeout=30,
+        )
+        assert served.status_code == 200, served.text
+        assert served.json()["tokens"] == tokenizer(prompt, add_special_tokens=False).input_ids
 
 
 def test_kv_capacity_matches_what_vllm_logs(

@@ -69,6 +69,9 @@ def test_report_is_self_contained_and_shows_the_numbers(report) -> None:
     assert "-30.0*" in page
     for element in ("plot-pareto", "plot-truncation", "plot-budget-0", "plot-thinking-0"):
         assert f"id='{element}'" in page
+    # why thinking differs: one row per variant, each variant with its paired delta and CI
+    assert "<section id='traces'><h2>Why thinking differs</h2>" in page
+    assert report.traces is not None and len(report.traces.comparisons) == 3
 
 
 def test_generated_text_is_escaped(report) -> None:
@@ -151,6 +154,7 @@ def test_chromium_renders_every_plot_and_runs_no_generated_script(report, tmp_pa
     figures = 2 + 2 * len(report.analysis.tasks)
     assert f'data-plots-rendered="{figures}"' in body.group(0), body.group(0)
     assert "data-errors" not in body.group(0) and "data-pwned" not in body.group(0)
+    assert '<section id="traces"><h2>Why thinking differs</h2>' in done.stdout
     assert _console_errors(done.stderr) == []
     # plotly drew SVG into each plot element
     assert done.stdout.count('class="main-svg"') >= figures
@@ -176,3 +180,18 @@ def test_cli_compare_recommend_report(store_dir: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no quantscope store" in missing.output
     bad = runner.invoke(app, ["recommend", "--budget", "lots", "--store", str(store_dir)], env=env)
     assert bad.exit_code == 2 and "cannot read size" in bad.output
+
+
+def test_compare_reads_at_80_columns(store_dir: Path) -> None:
+    """A narrow terminal gets the compact tables: every header and verdict whole, nothing cut."""
+    compared = CliRunner().invoke(app, ["compare", "--store", str(store_dir)], env={"COLUMNS": "80"})
+    assert compared.exit_code == 0, compared.output
+    lines = compared.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in compared.output
+    for header in ("variant", "acc", "Δ pts [95% CI]", "cut (Δ)", "verdict", "hesit./1k", "not given"):
+        assert header in compared.output
+    assert any("w4a16" in line and "worse: trunc." in line for line in lines)
+    assert "w4a16 on synthetic: accuracy loss mostly explained by truncation" in " ".join(lines)
+    wide = CliRunner().invoke(app, ["compare", "--store", str(store_dir)], env={"COLUMNS": "200"})
+    assert "acc finished" in wide.output and "cut, looping" in wide.output

@@ -234,6 +234,12 @@ def test_a_schema_1_store_is_migrated_in_place_keeping_every_row(tmp_path: Path)
         assert {row["prompt_sha"] for row in store.rows()} == {None}
         store.write_results([make_row("c", spec_hash="h1", prompt_sha="abc")])
         assert store.count() == 3 and store.failures() == []
+        # v3: the forced-answer table exists, empty, and takes rows
+        from quantscope.store import ForcedRow
+
+        assert store.forced() == []
+        forced = ForcedRow("v", "t", "a", 0, 8, "42", "42", 3, "stop", True, "42", 3.0)
+        assert store.write_forced([forced, forced]) == 1 and store.forced() == [forced]
     db = sqlite3.connect(directory / DB_NAME)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -55,6 +55,9 @@ from quantscope.settings import (
 )
 from quantscope.store import Failure, ResultRow, RunRecord, Store, Variant
 from quantscope.tasks.base import Sample, Task
+
+if TYPE_CHECKING:
+    from quantscope.forced import ForcedSummary
 
 DEFAULT_MAX_TOKENS = 32768
 DEFAULT_BATCH_SIZE = 32
@@ -131,6 +134,10 @@ class RunSpec(BaseModel):
     baseline: bool = False
     memory_bytes: int | None = Field(default=None, ge=0)
     memory_from: str | None = None
+    forced_budgets: tuple[int, ...] = ()
+    """Budgets (completion tokens, at most the cap) at which stored samples are forced to answer
+    (`quantscope.forced`); empty: none."""
+    forced_answer_tokens: int = Field(default=512, ge=1)
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -139,6 +146,13 @@ class RunSpec(BaseModel):
             value = [value]
         if isinstance(value, list | tuple):
             return tuple(TaskSpec.parse(v) if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("forced_budgets")
+    @classmethod
+    def _positive_budgets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 for b in value):
+            raise ValueError(f"forced budgets are token counts of at least 1, got {list(value)}")
         return value
 
     @field_validator("preset")
@@ -295,6 +309,7 @@ class RunSummary:
 
     variant: str
     tasks: tuple[TaskRun, ...]
+    forced: tuple[ForcedSummary, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -357,10 +372,18 @@ def run_eval(
                     engine = owned = (make_engine or build_engine)(spec)
                 plan = _start(spec, plan, store, engine)
             runs.append(_run_task(spec, plan, store, engine, progress))
+        forced = []
+        if spec.forced_budgets:
+            from quantscope.forced import run_forced
+
+            for plan in plans:
+                if engine is None:
+                    engine = owned = (make_engine or build_engine)(spec)
+                forced.append(run_forced(spec, plan.task, plan.samples, store, engine))
     finally:
         if owned is not None:
             owned.close()
-    return RunSummary(variant=variant, tasks=tuple(runs))
+    return RunSummary(variant=variant, tasks=tuple(runs), forced=tuple(forced))
 
 
 def build_engine(spec: RunSpec) -> Engine:
@@ -497,7 +520,7 @@ def _run_task(
     first_failure: str | None = None
     if plan.pending:
         assert engine is not None  # run_eval builds one whenever something is pending
-        requests = [_request(spec, s, j) for s, j in plan.pending]
+        requests = [chat_request(spec, s, j) for s, j in plan.pending]
         writer = _Writer(spec, plan, store.path)
         try:
             for index, outcome in engine_stream(engine, requests, spec.batch_size):
@@ -613,7 +636,8 @@ class _Writer:
         return []
 
 
-def _request(spec: RunSpec, sample: Sample, index: int) -> ChatRequest:
+def chat_request(spec: RunSpec, sample: Sample, index: int) -> ChatRequest:
+    """The request for sample `index` of `sample` under `spec` (its seed: spec.seed + index)."""
     return ChatRequest(
         messages=(Message(role="user", content=sample.prompt),),
         sampling=replace(spec.sampling(), seed=spec.seed + index),

@@ -35,6 +35,11 @@ migrated in place when opened, see `_MIGRATIONS`):
 ``failures`` — requests that failed after their retries, one row per key (v2): spec_hash,
     error TEXT, attempts INTEGER, created REAL; a later success removes the row.
 
+``forced`` — forced answers (v3), one row per (variant, task, item_id, sample, budget): the
+    stored sample's completion cut at `budget` completion tokens, its thinking closed, and at
+    most N answer tokens generated after it (`quantscope.forced`): text (what was generated
+    after the cut), answer, answer_tokens, finish_reason, correct, extracted, created.
+
 ``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
     what `export` writes.
 """
@@ -44,7 +49,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +57,29 @@ from typing import Any, Literal
 from quantscope.errors import QuantscopeError
 from quantscope.util import atomic_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "quantscope.db"
 STORE_ENV = "QUANTSCOPE_STORE"
 
-_SCHEMA = """
+FORCED_TABLE = """
+CREATE TABLE forced (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    budget INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    answer_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    extracted TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample, budget)
+);
+"""
+
+_SCHEMA = f"""
 CREATE TABLE variants (
     name TEXT PRIMARY KEY,
     model_path TEXT NOT NULL,
@@ -116,7 +139,7 @@ CREATE TABLE failures (
     created REAL NOT NULL,
     PRIMARY KEY (variant, task, item_id, sample)
 );
-CREATE VIEW results_full AS
+{FORCED_TABLE}CREATE VIEW results_full AS
 SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
        r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
        r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
@@ -147,6 +170,7 @@ CREATE TABLE failures (
 );
 DROP VIEW results_full;
 """,
+    2: FORCED_TABLE + "DROP VIEW IF EXISTS results_full;\n",
 }
 
 # Columns of `results_full` that analysis may read without touching the (large) text columns.
@@ -256,6 +280,25 @@ class ResultRow:
 
 
 @dataclass(frozen=True)
+class ForcedRow:
+    """A forced answer: sample (variant, task, item_id, sample) cut at `budget` completion
+    tokens and made to answer (see the module docstring)."""
+
+    variant: str
+    task: str
+    item_id: str
+    sample: int
+    budget: int
+    text: str
+    answer: str
+    answer_tokens: int
+    finish_reason: str
+    correct: bool
+    extracted: str | None
+    created: float
+
+
+@dataclass(frozen=True)
 class Failure:
     """A request that failed after its retries: the row it would have been, the error and how many
     attempts were made. A later success for the same key removes it."""
@@ -274,6 +317,7 @@ _VARIANT_COLUMNS = tuple(f.name for f in fields(Variant))
 _RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 _RESULT_COLUMNS = tuple(f.name for f in fields(ResultRow))
 _FAILURE_COLUMNS = tuple(f.name for f in fields(Failure))
+_FORCED_COLUMNS = tuple(f.name for f in fields(ForcedRow))
 
 
 def default_store_dir() -> Path:
@@ -552,6 +596,25 @@ class Store:
                 [v + v[:4] for v in values],
             )
 
+    def write_forced(self, rows: Iterable[ForcedRow]) -> int:
+        """Insert forced answers in one transaction (keys already stored are skipped); returns how
+        many were inserted."""
+        values = [[asdict(r)[c] if c != "correct" else int(r.correct) for c in _FORCED_COLUMNS] for r in rows]
+        if not values:
+            return 0
+        names, marks = ", ".join(_FORCED_COLUMNS), ", ".join("?" for _ in _FORCED_COLUMNS)
+        with self._write():
+            before = self._db.total_changes
+            self._db.executemany(f"INSERT OR IGNORE INTO forced ({names}) VALUES ({marks})", values)
+            return self._db.total_changes - before
+
+    def forced(self, variant: str | None = None, task: str | None = None) -> list[ForcedRow]:
+        """The stored forced answers (optionally of one variant / task), by key."""
+        where, params = _filters(variant, task)
+        order = " ORDER BY variant, task, item_id, sample, budget"
+        rows = self._db.execute(f"SELECT {', '.join(_FORCED_COLUMNS)} FROM forced{where}{order}", params)
+        return [ForcedRow(*row[:9], bool(row[9]), *row[10:]) for row in rows.fetchall()]
+
     def failures(self, variant: str | None = None, task: str | None = None) -> list[Failure]:
         """The recorded failures (optionally of one variant / task), by key."""
         where, params = _filters(variant, task)
@@ -616,6 +679,18 @@ class Store:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def traces(self, variant: str | None = None, task: str | None = None) -> Iterator[dict[str, Any]]:
+        """The generated text of every row with its key, target, thinking tokens, finish reason
+        and correctness, ordered by key, one row at a time (a study's text does not fit in memory)."""
+        where, params = _filters(variant, task)
+        names = ("variant", "task", "item_id", "sample", "target", "thinking", "text", "thinking_tokens")
+        names += ("finish_reason", "correct")
+        cursor = self._db.execute(
+            f"SELECT {', '.join(names)} FROM results{where} ORDER BY variant, task, item_id, sample", params
+        )
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
 
     def export(
         self,

@@ -176,6 +176,15 @@ def pts(value: float | None) -> str:
     return MISSING if _undefined(value) else f"{100 * value:+.1f}"
 
 
+def points(value: float | None, *, rate: bool = False, signed: bool = False) -> str:
+    """A trace signal or its difference: a fraction in percentage points (0.083 -> "8.3", signed
+    "+8.3"), or with `rate` a number per 1,000 tokens as it is ("2.5", "+2.5")."""
+    if _undefined(value):
+        return MISSING
+    shown = value if rate else 100 * value
+    return f"{shown:+.1f}" if signed else f"{shown:.1f}"
+
+
 def ratio(value: float | None) -> str:
     """A ratio: 1.2 -> "1.20×"."""
     return MISSING if _undefined(value) else f"{value:.2f}×"

@@ -50,6 +50,7 @@ from quantscope.analysis.metrics import (
     Results,
     TaskMetrics,
     default_budgets,
+    forced_curve,
     load_results,
     summarize,
 )
@@ -174,6 +175,8 @@ class Analysis:
     settings: Mapping[str, OutputSettings] = field(default_factory=dict)
     allowed_mismatch: bool = False
     settings_study: bool = False
+    forced: Mapping[tuple[str, str], BudgetCurve] = field(default_factory=dict)
+    """(variant, task) -> the forced-answer budget curve (`metrics.forced_curve`), where stored."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (`compare --json`): the baseline, margin, variants and comparisons."""
@@ -186,6 +189,10 @@ class Analysis:
                 "comparisons": [c.to_dict() for c in self.comparisons],
                 "allowed_mismatch": self.allowed_mismatch,
                 "settings_study": self.settings_study,
+                "forced": [
+                    {"variant": v, "task": t, **asdict(curve)}
+                    for (v, t), curve in sorted(self.forced.items())
+                ],
                 "note": family_note(len(self.comparisons)),
             }
         )
@@ -436,6 +443,7 @@ def analyze(
                     compare_pair(results, info.name, base, task, mismatches=mismatches, kind=kind, **options)
                 )
     return Analysis(
+        forced=_forced_curves(store, results),
         baseline=base,
         tasks=task_names,
         variants=tuple(infos),
@@ -450,6 +458,18 @@ def analyze(
         allowed_mismatch=allow_mismatch,
         settings_study=settings_study,
     )
+
+
+def _forced_curves(store: Store, results: Results) -> dict[tuple[str, str], BudgetCurve]:
+    """Each (variant, task)'s forced-answer curve from the store's forced answers."""
+    answers: dict[tuple[str, str], dict[tuple[str, int, int], bool]] = {}
+    for row in store.forced():
+        answers.setdefault((row.variant, row.task), {})[(row.item_id, row.sample, row.budget)] = row.correct
+    return {
+        (variant, task): forced_curve(results.select(variant, task), rows)
+        for (variant, task), rows in answers.items()
+        if len(results.select(variant, task))
+    }
 
 
 def _results(store: Store, tasks: Sequence[str] | None) -> Results:

@@ -18,7 +18,7 @@ of a `Store` without touching the generated text). Definitions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -290,6 +290,28 @@ def accuracy_at_budget(results: Results, budget: int) -> float:
     """Accuracy (avg@k) of one (variant, task) had generation been capped at `budget` tokens."""
     items, n_items = item_index(results.item_id)
     return avg_at_k(correct_at_budget(results, budget), items, n_items)
+
+
+def forced_curve(results: Results, forced: Mapping[tuple[str, int, int], bool]) -> BudgetCurve:
+    """Accuracy (avg@k) at each forced budget of one (variant, task): a sample that finished within
+    B keeps its judgement, one that did not counts as its forced answer at B (`forced`: (item id,
+    sample, budget) -> correct; `quantscope.forced`). A sample with no forced answer at B (its
+    text did not re-tokenize to the engine's tokens) is left out at B. Truncation rates are those
+    of the censored curve at the same budgets."""
+    budgets = sorted({b for _, _, b in forced})
+    if len(results) == 0 or not budgets:
+        return BudgetCurve((), (), ())
+    accuracy = []
+    for budget in budgets:
+        finished = ~results.truncated & (results.completion_tokens <= budget)
+        keys = zip(results.item_id.astype(str), results.sample.astype(int), strict=True)
+        answered = [forced.get((item, sample, budget)) for item, sample in keys]
+        known = finished | np.array([a is not None for a in answered])
+        correct = np.where(finished, results.correct, np.array([bool(a) for a in answered]))
+        items, n_items = item_index(results.item_id[known])
+        accuracy.append(avg_at_k(correct[known], items, n_items))
+    truncation = tuple(truncation_rate(truncated_at_budget(results, b)) for b in budgets)
+    return BudgetCurve(tuple(budgets), tuple(accuracy), truncation)
 
 
 def default_budgets(cap: int, points: int = DEFAULT_BUDGET_POINTS) -> tuple[int, ...]:

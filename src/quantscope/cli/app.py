@@ -29,6 +29,7 @@ from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
     from quantscope.analysis.capacity import GpuBudget
+    from quantscope.analysis.traces import TraceRules
 
 app = typer.Typer(
     name="quantscope",
@@ -63,6 +64,14 @@ MarginOpt = Annotated[
     typer.Option(
         help="Equivalence margin in accuracy points: equivalent means the paired 90% CI of the difference "
         "lies within ±margin."
+    ),
+]
+MarkersOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Hesitation markers counted in the thinking, comma-separated words or phrases (any case), "
+        "for another language or model. Default: wait, but, alternatively, hmm, actually, however, "
+        "let me check, let me double-check, let me verify, on second thought."
     ),
 ]
 AllowMismatchOpt = Annotated[
@@ -131,6 +140,18 @@ def store_dir(store: Path | None) -> Path:
     from quantscope.store import default_store_dir
 
     return store if store is not None else default_store_dir()
+
+
+def trace_rules(markers: str | None) -> TraceRules:
+    """The trace rules for `--markers` (None: the defaults)."""
+    from quantscope.analysis.traces import TraceRules
+
+    if markers is None:
+        return TraceRules()
+    words = tuple(word.strip() for word in markers.split(",") if word.strip())
+    if not words:
+        raise QuantscopeError(f"--markers {markers!r} names no marker: give comma-separated words")
+    return TraceRules(markers=words)
 
 
 def size_or_none(text: str | None) -> int | None:

@@ -70,7 +70,7 @@ def demo(
             out, quick=quick, progress=_DemoBars(bars), budget_bytes=size_or_none(budget), gpu=gpu
         )
     console.print(demo_variants_table(result), highlight=False)
-    console.print(comparison_table(result.report.analysis))
+    console.print(comparison_table(result.report.analysis, width=console.width))
     console.print(recommendation_panel(result.report.recommendation))
     # Paths are printed unwrapped so they can be copied whatever the terminal's width.
     console.print(

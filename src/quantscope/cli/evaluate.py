@@ -33,6 +33,18 @@ def _engine_options(pairs: list[str] | None) -> dict[str, Any] | None:
     return options
 
 
+def _budgets(text: str | None) -> tuple[int, ...] | None:
+    """--forced-budgets 4096,8192 as token counts (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise QuantscopeError(
+            f"--forced-budgets {text!r}: give token counts separated by commas, e.g. 4096,8192,16384"
+        ) from None
+
+
 def _spec_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """eval's flags as RunSpec fields (unset flags are None and keep the spec file's values)."""
     from quantscope.runner import RunSpec
@@ -43,6 +55,7 @@ def _spec_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     overrides["tasks"] = overrides["tasks"] or None
     overrides["engine_options"] = _engine_options(overrides["engine_options"])
     overrides["memory_bytes"] = size_or_none(overrides["memory_bytes"])
+    overrides["forced_budgets"] = _budgets(overrides["forced_budgets"])
     stray = set(overrides) - set(RunSpec.model_fields)
     if stray:  # a flag added to `eval_` without a RunSpec field
         raise QuantscopeError(f"internal: eval flags {sorted(stray)} are not RunSpec fields")
@@ -166,6 +179,18 @@ def eval_(
             help="Read this variant's weight memory from a checkpoint dir or hub id with the same weights "
             "(headers only; for a model behind a server)."
         ),
+    ] = None,
+    forced_budgets: Annotated[
+        str | None,
+        typer.Option(
+            help="After generating, force an answer at each of these budgets (completion tokens, comma-"
+            "separated, at most the cap): every stored sample that did not finish within B is cut at B "
+            "tokens, its thinking closed, and made to answer; the report shows the forced curve beside "
+            "the censored one."
+        ),
+    ] = None,
+    forced_answer_tokens: Annotated[
+        int | None, typer.Option(help="With --forced-budgets: the most answer tokens generated after a cut.")
     ] = None,
     until_decided: Annotated[
         bool,

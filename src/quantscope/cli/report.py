@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from quantscope.cli.app import (
     JsonOpt,
     KvDtypeOpt,
     MarginOpt,
+    MarkersOpt,
     ModelConfigOpt,
     PriceOpt,
     PromptTokensOpt,
@@ -29,7 +31,9 @@ from quantscope.cli.app import (
     gpu_budget,
     size_or_none,
     store_dir,
+    trace_rules,
 )
+from quantscope.util import json_ready
 
 
 @app.command()
@@ -49,13 +53,17 @@ def compare(
             "9b-t0.6 and 9b-t1.0 with --baseline 9b-t0.6): sampling, cap and thinking may differ."
         ),
     ] = False,
+    markers: MarkersOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare each variant with the baseline, paired on the items both ran: the accuracy delta with
     its CI and verdict (better / worse / equivalent within --margin / undecided, with the samples
-    that would decide it), truncation and thinking. Refuses variants generated under other settings."""
+    that would decide it), truncation and thinking; then why thinking differs, read from the
+    stored text (loops, hesitations, answers found and not given). Refuses variants generated
+    under other settings."""
     from quantscope.analysis.compare import analyze
-    from quantscope.report.terminal import comparison_notes, comparison_table
+    from quantscope.analysis.traces import trace_report
+    from quantscope.report.terminal import comparison_notes, comparison_table, trace_notes, trace_table
     from quantscope.store import Store
 
     with Store.existing(store_dir(store)) as opened:
@@ -63,11 +71,14 @@ def compare(
             opened, baseline, tasks=task or None, margin=margin / 100, allow_mismatch=allow_mismatch,
             settings_study=settings_study,
         )  # fmt: skip
+        traces = trace_report(opened, analysis.baseline, trace_rules(markers), tasks=analysis.tasks)
     if as_json:
-        console.print_json(json.dumps(analysis.to_dict()))
+        console.print_json(json.dumps({**analysis.to_dict(), "traces": json_ready(asdict(traces))}))
         return
-    console.print(comparison_table(analysis))
+    console.print(comparison_table(analysis, width=console.width))
     console.print(comparison_notes(analysis), highlight=False)
+    console.print(trace_table(traces, width=console.width))
+    console.print(trace_notes(traces), highlight=False)
 
 
 @app.command()
@@ -142,6 +153,6 @@ def report(
         examples_per_variant=examples, title=title, margin=margin / 100, allow_mismatch=allow_mismatch,
         gpu=on_gpu, model_config=read_config(model_config) if model_config else None,
     )  # fmt: skip
-    console.print(comparison_table(written.analysis))
+    console.print(comparison_table(written.analysis, width=console.width))
     console.print(recommendation_panel(written.recommendation))
     console.print(f"wrote {written.path} ({written.nbytes / 1e6:.1f} MB)", soft_wrap=True, highlight=False)

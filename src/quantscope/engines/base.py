@@ -48,11 +48,19 @@ class Message:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One conversation to complete, with its sampling and whether the model may think first."""
+    """One conversation to complete, with its sampling and whether the model may think first.
+    `continuation`: text the assistant's turn already holds, appended to the rendered prompt (a
+    forced answer: thinking cut at a budget and closed); the completion is what follows it."""
 
     messages: tuple[Message, ...]
     sampling: SamplingParams
     enable_thinking: bool = True
+    continuation: str = ""
+
+    @property
+    def thinks(self) -> bool:
+        """Whether the completion starts inside the thinking (on, and not closed by the continuation)."""
+        return self.enable_thinking and THINK_CLOSE not in self.continuation
 
 
 @dataclass(frozen=True)
@@ -103,11 +111,13 @@ def split_thinking(text: str, thinking: bool = True) -> tuple[str, str]:
 
 def chat_prompt(tokenizer: Any, request: ChatRequest) -> str:
     """The request rendered by the tokenizer's chat template, ready for the assistant's turn
-    (`enable_thinking` passed to the template, as `chat_template_kwargs` does in vLLM)."""
+    (`enable_thinking` passed to the template, as `chat_template_kwargs` does in vLLM), then
+    the request's `continuation`."""
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
-    return tokenizer.apply_chat_template(
+    rendered = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True, enable_thinking=request.enable_thinking
     )
+    return rendered + request.continuation
 
 
 def think_close_id(tokenizer: Any) -> int | None:

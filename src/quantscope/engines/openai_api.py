@@ -50,6 +50,7 @@ from quantscope.engines.base import (
     Outcome,
     ProgressCallback,
     RequestFailure,
+    chat_prompt,
     collect,
     outcome_of,
     split_thinking,
@@ -164,13 +165,13 @@ class OpenAIEngine:
 
     async def _one(self, client: httpx.AsyncClient, request: ChatRequest, health: _Health) -> Outcome:
         """One chat completion with retries: its Generation, or why it failed."""
-        url = f"{self.root}/chat/completions"
-        body = request_body(self.model, request)
+        path, body = self._body(request)
+        url = f"{self.root}{path}"
         problem = "not sent"
         for attempt in range(self.options.max_retries + 1):
             start = time.perf_counter()
             try:
-                response = await client.post("/chat/completions", json=body)
+                response = await client.post(path, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
                 health.failed_to_connect(exc, url, self.model, attempt + 1)
@@ -187,6 +188,20 @@ class OpenAIEngine:
             "check the server is up (GET /v1/models), or raise max_retries / timeout_s",
             self.options.max_retries + 1,
         )
+
+    def _body(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
+        """Where to send `request` and what: a chat completion, or, for a request with a
+        continuation, a plain completion of the prompt rendered here with the model's chat
+        template. A chat request cannot carry it: Qwen3.5's template re-renders the reasoning of
+        an assistant turn instead of continuing it."""
+        if not request.continuation:
+            return "/chat/completions", request_body(self.model, request)
+        body = request_body(self.model, request)
+        for chat_only in ("messages", "chat_template_kwargs"):
+            body.pop(chat_only)
+        # the rendered prompt holds its special tokens already (vLLM would add a BOS again)
+        prompt = chat_prompt(self.tokenizer(), request)
+        return "/completions", {**body, "prompt": prompt, "add_special_tokens": False}
 
     def _answer(
         self, request: ChatRequest, response: httpx.Response, seconds: float, url: str, attempt: int
@@ -233,6 +248,8 @@ class OpenAIEngine:
         )
 
     def _record(self, request: ChatRequest, body: dict[str, Any], seconds: float) -> Generation:
+        if request.continuation:
+            return self._record_completion(request, body, seconds)
         try:
             choice = body["choices"][0]
             message = choice["message"]
@@ -271,6 +288,20 @@ class OpenAIEngine:
             seconds=seconds,
         )
 
+    def _record_completion(self, request: ChatRequest, body: dict[str, Any], seconds: float) -> Generation:
+        try:
+            choice = body["choices"][0]
+            text = str(choice["text"])
+            completion_tokens = int(body["usage"]["completion_tokens"])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise QuantscopeError(
+                f"{self.options.base_url}: not a completion response: {body!r:.300}"
+            ) from exc
+        finish = str(choice.get("finish_reason") or "stop")
+        thinking, answer = split_thinking(text, request.thinks)
+        thinking_tokens = self._count_thinking(thinking, answer, completion_tokens, finish)
+        return Generation(text, thinking, answer, completion_tokens, thinking_tokens, finish, seconds)
+
     def _count_thinking(self, thinking: str, answer: str, completion_tokens: int, finish: str) -> int:
         """Thinking tokens when the server gave no count: exact when the completion is all thinking
         (all tokens, less the end-of-turn token when it stopped), else counted with the tokenizer."""
@@ -290,9 +321,10 @@ class OpenAIEngine:
                 self._tokenizer = AutoTokenizer.from_pretrained(source)
             except (OSError, ValueError) as exc:
                 raise QuantscopeError(
-                    f"the server at {self.options.base_url} reports no reasoning_tokens, and no "
-                    f"tokenizer loads from {source!r} to count them; pass the engine option "
-                    "tokenizer=<path or hub id>, or start vLLM with --reasoning-parser qwen3"
+                    f"no tokenizer loads from {source!r}, and {self.options.base_url} needs one here "
+                    "(to count thinking tokens the server does not report, or to render a forced "
+                    "answer's prompt); pass the engine option tokenizer=<path or hub id>, or start "
+                    "vLLM with --reasoning-parser qwen3"
                 ) from exc
         return self._tokenizer
 
@@ -326,9 +358,12 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
 
 
 def _is_completion(body: Any) -> bool:
-    """Whether a response body has the shape of a chat completion (choices[0].message, usage)."""
+    """Whether a response body has the shape of a chat completion (choices[0].message, usage) or
+    of a plain one (choices[0].text, usage)."""
     try:
-        return isinstance(body["choices"][0]["message"], dict) and "completion_tokens" in body["usage"]
+        choice = body["choices"][0]
+        shaped = isinstance(choice.get("message"), dict) or isinstance(choice.get("text"), str)
+        return shaped and "completion_tokens" in body["usage"]
     except (KeyError, IndexError, TypeError):
         return False
 

@@ -240,7 +240,7 @@ class TransformersEngine:
         stop = next((i for i, t in enumerate(new_ids) if t in self.eos_ids), None)
         ids = new_ids if stop is None else new_ids[:stop]
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
-        thinking, answer = split_thinking(text, request.enable_thinking)
+        thinking, answer = split_thinking(text, request.thinks)
         return Generation(
             text=text,
             thinking=thinking,
@@ -273,7 +273,7 @@ def _thinking_tokens(
     tokenizer: Any, close_id: int | None, ids: list[int], thinking: str, req: ChatRequest
 ) -> int:
     if close_id is not None:
-        return count_thinking_tokens(ids, close_id, req.enable_thinking)
+        return count_thinking_tokens(ids, close_id, req.thinks)
     return len(tokenizer.encode(thinking, add_special_tokens=False)) if thinking else 0
 
 

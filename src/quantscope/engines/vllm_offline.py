@@ -165,9 +165,9 @@ class VLLMEngine:
         # a "stop" completion ends with the end-of-turn token: not part of the text or the thinking
         ids = list(completion.token_ids)
         content_ids = ids[:-1] if completion.finish_reason == "stop" and ids else ids
-        thinking, answer = split_thinking(completion.text, request.enable_thinking)
+        thinking, answer = split_thinking(completion.text, request.thinks)
         if self.close_id is not None:
-            thinking_tokens = count_thinking_tokens(content_ids, self.close_id, request.enable_thinking)
+            thinking_tokens = count_thinking_tokens(content_ids, self.close_id, request.thinks)
         else:
             thinking_tokens = (
                 len(self.tokenizer.encode(thinking, add_special_tokens=False)) if thinking else 0

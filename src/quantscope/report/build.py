@@ -16,6 +16,7 @@ from quantscope.analysis.capacity import GpuBudget
 from quantscope.analysis.compare import Analysis, analyze
 from quantscope.analysis.decide import DEFAULT_MARGIN
 from quantscope.analysis.recommend import Recommendation, recommend
+from quantscope.analysis.traces import TraceReport, TraceRules, trace_report
 from quantscope.report.html import Example, render, select_examples
 from quantscope.store import Store
 from quantscope.util import write_atomic
@@ -30,6 +31,7 @@ class ReportResult:
     analysis: Analysis
     recommendation: Recommendation
     examples: dict[str, list[Example]]
+    traces: TraceReport | None = None
 
 
 def build_report(
@@ -44,17 +46,20 @@ def build_report(
     allow_mismatch: bool = False,
     gpu: GpuBudget | None = None,
     model_config: Mapping[str, Any] | None = None,
+    rules: TraceRules | None = None,
 ) -> ReportResult:
     """Analyse the store at `store_dir` (equivalence `margin`, a fraction; see `analyze` for
     `allow_mismatch`), recommend for `budget_bytes` (bytes, None = no limit) and write the HTML
     report to `out` (temp file + rename); with `gpu`, the recommendation is for that GPU and shows
     each variant's capacity and throughput there (`model_config`: the model's config, default found
-    from the variants' checkpoints). QuantscopeError when the store is missing or empty."""
+    from the variants' checkpoints); `rules` set the trace signals (hesitation markers; default
+    `TraceRules()`). QuantscopeError when the store is missing or empty."""
     with Store.existing(store_dir) as store:
         analysis = analyze(store, baseline, margin=margin, allow_mismatch=allow_mismatch)
         examples = select_examples(store, analysis, examples_per_variant)
+        traces = trace_report(store, analysis.baseline, rules, tasks=analysis.tasks)
         path = store.path
     recommendation = recommend(analysis, budget_bytes, gpu=gpu, config=model_config)
-    page = render(analysis, recommendation, examples, title=title, source=str(path))
+    page = render(analysis, recommendation, examples, title=title, source=str(path), traces=traces)
     written = write_atomic(out, page)
-    return ReportResult(written, written.stat().st_size, analysis, recommendation, examples)
+    return ReportResult(written, written.stat().st_size, analysis, recommendation, examples, traces)

@@ -27,9 +27,10 @@ from quantscope.analysis.decide import family_note
 from quantscope.analysis.metrics import TaskMetrics
 from quantscope.analysis.recommend import Candidate, Recommendation
 from quantscope.report.plots import all_figures
-from quantscope.util import format_size, json_ready, pct, pts, ratio, tokens
+from quantscope.util import format_size, json_ready, pct, points, pts, ratio, tokens
 
 if TYPE_CHECKING:
+    from quantscope.analysis.traces import Delta, TraceReport
     from quantscope.store import Store
 
 CLIP_HEAD = 2500
@@ -326,6 +327,63 @@ def _tasks_section(analysis: Analysis) -> str:
     return _section("tasks", "Per task", "".join(parts) + _undecided(analysis), note)
 
 
+def _traces_section(traces: TraceReport | None) -> str:
+    """Why thinking differs (`analysis.traces`): per task, the baseline's signals and each
+    variant's with its paired delta and 95% CI over items."""
+    if traces is None or not traces.stats:
+        return ""
+    head = ["variant", "loops", "truncated while looping", "truncated while progressing"]
+    head += ["hesitations / 1k thinking tokens", "found, not given", "first found at (median)"]
+    comparisons = {(c.variant, c.task): c for c in traces.comparisons}
+    parts = []
+    for task in sorted({s.task for s in traces.stats}):
+        rows = []
+        for stat in sorted(
+            (s for s in traces.stats if s.task == task),
+            key=lambda s: (s.variant != traces.baseline, s.variant),
+        ):
+            c = comparisons.get((stat.variant, task))
+            cells = [
+                _trace_cell(stat.loop_rate, c and c.loop_rate),
+                _trace_cell(stat.truncated_looping, c and c.truncated_looping),
+                _trace_cell(stat.truncated_progressing, c and c.truncated_progressing),
+                _trace_cell(stat.hesitations_per_k, c and c.hesitations_per_k, rate=True),
+                _trace_cell(stat.not_committed, c and c.not_committed),
+                f"<td>{pct(stat.first_found, 0)}</td>",
+            ]
+            rows.append(f"<tr><td class='text'>{escape(stat.variant)}</td>{''.join(cells)}</tr>")
+        false = traces.stat(traces.baseline, task)
+        fp = ""
+        if false is not None and false.false_found is not None:
+            rate = pct(false.false_found)
+            fp = f" <span class='muted'>(found-detector false positives on the baseline: {rate})</span>"
+        parts.append(f"<h3>{escape(task)}{fp}</h3>{_table(head, rows)}")
+    markers = ", ".join(traces.rules.markers)
+    note = (
+        "Read from the stored text, no judge model. Loops: the generation ends in a block of words "
+        f"repeated at least {traces.rules.loop_repeats} times ({traces.rules.loop_words}+ words). Truncated "
+        "while looping / progressing: hit the cap in a loop / not in one. Hesitations: the markers "
+        f"{escape(markers)} (whole words, any case) per 1,000 thinking tokens. Found, not given (math "
+        "tasks): the gold answer stated in the thinking (a box, 'the answer is', a line ending '= X') "
+        "while the final answer is wrong or missing; first found: where that statement starts, as a "
+        "share of the thinking. A variant's cells add its paired difference from the baseline with the "
+        "bootstrap 95% CI over items; * marks a CI that excludes 0. The false-positive rate is how "
+        "often another item's answer is 'found' in the baseline's correct traces."
+    )
+    return _section("traces", "Why thinking differs", "".join(parts), note)
+
+
+def _trace_cell(value: float, delta: Delta | None, *, rate: bool = False) -> str:
+    shown = points(value, rate=True) if rate else pct(value)
+    if not delta or delta.items == 0:
+        return f"<td>{shown}</td>"
+    cls = "warn" if delta.significant and delta.delta > 0 else ""
+    mark = "*" if delta.significant else ""
+    ci = f"[{points(delta.ci_low, rate=rate)}, {points(delta.ci_high, rate=rate)}]"
+    change = points(delta.delta, rate=rate, signed=True) + mark
+    return f"<td class='{cls}'>{shown} {change} <span class='muted'>{ci}</span></td>"
+
+
 def _undecided(analysis: Analysis) -> str:
     lines = [
         f"<li><b>{escape(c.variant)}</b> on {escape(c.task)}: {escape(c.decision.samples_needed.reason)}</li>"
@@ -429,8 +487,10 @@ def render(
     *,
     title: str = "quantscope report",
     source: str = "",
+    traces: TraceReport | None = None,
 ) -> str:
-    """The whole report as one HTML string (plotly.js inlined: works offline, no CDN)."""
+    """The whole report as one HTML string (plotly.js inlined: works offline, no CDN); `traces`
+    adds the section on why thinking differs."""
     from plotly.offline import get_plotlyjs
 
     from quantscope import __version__
@@ -446,6 +506,7 @@ def render(
             _summary_section(analysis, recommendation),
             _plots_section(analysis),
             _tasks_section(analysis),
+            _traces_section(traces),
             _examples_section(examples or {}),
             _DEFINITIONS,
             "</main>",

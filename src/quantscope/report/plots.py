@@ -173,7 +173,24 @@ def budget_figure(analysis: Analysis, task: str) -> dict[str, Any]:
                 hovertemplate=f"{_hover(m.variant)}: %{{y:.1f}}% at %{{x}} tokens<extra></extra>",
             )
         )
-    fig.update_layout(**_layout(f"Accuracy at a token budget — {task}", "token budget", "accuracy (%)"))
+        forced = analysis.forced.get((m.variant, task))
+        if forced is not None and forced.budgets:
+            fig.add_trace(
+                go.Scatter(
+                    x=list(forced.budgets),
+                    y=[100 * a for a in forced.accuracy],
+                    mode="lines+markers",
+                    name=f"{m.variant} (forced)",
+                    line={"color": colors.get(m.variant), "width": 2, "dash": "dash"},
+                    marker={"size": 7, "symbol": "diamond"},
+                    hovertemplate=f"{_hover(m.variant)} forced to answer: %{{y:.1f}}% at %{{x}} tokens"
+                    "<extra></extra>",
+                )
+            )
+    title = f"Accuracy at a token budget — {task}"
+    if any(t == task for _, t in analysis.forced):
+        title += " (solid: finished within it; dashed: forced to answer there)"
+    fig.update_layout(**_layout(title, "token budget", "accuracy (%)"))
     return _plain(fig)
 
 

@@ -6,24 +6,26 @@ SensitivityProfile…) and returns a rich renderable; the CLI only prints them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Column, Table
 from rich.text import Text
 
 from quantscope.anatomy import DTYPE_BITS
-from quantscope.util import format_count, format_size, pct, pts, ratio, short_size
+from quantscope.util import format_count, format_size, pct, points, pts, ratio, short_size
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from quantscope.adaptive import AdaptiveSummary
-    from quantscope.analysis.compare import Analysis, Comparison
+    from quantscope.analysis.compare import Analysis, Comparison, VariantInfo
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
+    from quantscope.analysis.traces import Delta, TraceReport
     from quantscope.anatomy import Anatomy
     from quantscope.demo import DemoResult
     from quantscope.derive import DerivedRecipe, LikePlan
@@ -50,11 +52,13 @@ def _delta(c: Comparison | None) -> Text:
     return Text(f"{pts(c.delta)}{mark} [{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}]", style=style)
 
 
-def _verdict(c: Comparison | None) -> Text:
+def _verdict(c: Comparison | None, short: bool = False) -> Text:
+    """The verdict cell; `short` for narrow tables ("worse: trunc.", the note under says why)."""
     if c is None:
         return Text("reference", style="dim")
+    shown = "worse: trunc." if short and c.verdict == "worse: mostly truncation" else c.verdict
     return Text(
-        c.verdict + (" (allowed mismatch)" if c.mismatches else ""), style=_VERDICT_STYLE.get(c.verdict, "")
+        shown + (" (allowed mismatch)" if c.mismatches else ""), style=_VERDICT_STYLE.get(c.verdict, "")
     )
 
 
@@ -64,11 +68,19 @@ def _items(c: Comparison | None, m: TaskMetrics) -> str:
     return f"{c.paired_items} of {c.baseline_items}"
 
 
-def comparison_table(analysis: Analysis) -> Table:
+WIDE = 120
+"""Terminal columns from which tables show every column; narrower ones get a compact layout."""
+
+
+def comparison_table(analysis: Analysis, width: int | None = None) -> Table:
     """Per task and variant: memory, items compared, accuracy (the baseline's own with its CI; a
     variant's on the items it shares with the baseline), the paired delta (* = 95% CI excludes 0),
     truncation and its delta, accuracy among finished samples, thinking inflation (median, all /
-    finished samples) and the verdict at the analysis's margin."""
+    finished samples) and the verdict at the analysis's margin. Under `WIDE` columns (`width`),
+    the compact layout keeps memory, accuracy, the delta and its CI, truncation, the median
+    thinking ratio and the verdict."""
+    if width is not None and width < WIDE:
+        return _compact_comparison(analysis)
     single = len(analysis.tasks) == 1
     title = f"vs baseline {analysis.baseline}" + (f" on {analysis.tasks[0]}" if single else "")
     title += f" (equivalence margin ±{100 * analysis.margin:.0f} pts)"
@@ -78,36 +90,183 @@ def comparison_table(analysis: Analysis) -> Table:
     for name in ("memory", "items", "accuracy", "Δ pts [95% CI]", "truncated (Δ)", "acc finished", "think ×"):
         table.add_column(name, justify="right")
     table.add_column("verdict")
+    last = _last_variant_of_each_task(analysis)
+    for task, info, m, c in _compared(analysis):
+        trunc = pct(m.truncation_rate if c is None else c.truncation_rate)
+        trunc += "" if c is None else f" ({pts(c.truncation_delta)})"
+        think = (
+            "1.00×" if c is None else f"{ratio(c.inflation.median_all)}/{ratio(c.inflation.median_finished)}"
+        )
+        accuracy = f"{pct(m.accuracy)} [{pct(m.ci_low)}, {pct(m.ci_high)}]" if c is None else pct(c.accuracy)
+        table.add_row(
+            *(() if single else (task,)),
+            Text(info.name, style="bold" if c is None else ""),
+            "?" if info.memory_bytes is None else format_size(info.memory_bytes),
+            _items(c, m),
+            accuracy,
+            _delta(c),
+            trunc,
+            pct(m.accuracy_finished if c is None else c.accuracy_finished),
+            think,
+            _verdict(c),
+            end_section=info.name == last[task],
+        )
+    return table
+
+
+def _compared(analysis: Analysis) -> Iterator[tuple[str, VariantInfo, TaskMetrics, Comparison | None]]:
+    """(task, variant, its metrics, its comparison or None for the baseline), in table order."""
     for task in analysis.tasks:
         for info in analysis.variants:
             m = analysis.metric(info.name, task)
-            if m is None:
-                continue
-            c = analysis.comparison(info.name, task)
-            trunc = pct(m.truncation_rate if c is None else c.truncation_rate)
-            trunc += "" if c is None else f" ({pts(c.truncation_delta)})"
-            think = (
-                "1.00×"
-                if c is None
-                else f"{ratio(c.inflation.median_all)}/{ratio(c.inflation.median_finished)}"
-            )
-            accuracy = (
-                f"{pct(m.accuracy)} [{pct(m.ci_low)}, {pct(m.ci_high)}]" if c is None else pct(c.accuracy)
-            )
-            table.add_row(
-                *(() if single else (task,)),
-                Text(info.name, style="bold" if c is None else ""),
-                "?" if info.memory_bytes is None else format_size(info.memory_bytes),
-                _items(c, m),
-                accuracy,
-                _delta(c),
-                trunc,
-                pct(m.accuracy_finished if c is None else c.accuracy_finished),
-                think,
-                _verdict(c),
-            )
-        table.add_section()
+            if m is not None:
+                yield task, info, m, analysis.comparison(info.name, task)
+
+
+def _last_variant_of_each_task(analysis: Analysis) -> dict[str, str]:
+    return {task: info.name for task, info, _, _ in _compared(analysis)}
+
+
+def _compact_comparison(analysis: Analysis) -> Table:
+    single = len(analysis.tasks) == 1
+    title = f"vs {analysis.baseline}" + (f" on {analysis.tasks[0]}" if single else "")
+    table = Table(
+        title=title + f", margin ±{100 * analysis.margin:.0f} pts",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for name in ("variant",) if single else ("task", "variant"):
+        table.add_column(name)
+    for name in ("mem", "acc", "Δ pts [95% CI]", "cut (Δ)", "think"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("verdict")
+    for task, info, m, c in _compared(analysis):
+        cut = (
+            pct(m.truncation_rate, 0)
+            if c is None
+            else f"{pct(c.truncation_rate, 0)} {pts(c.truncation_delta)}"
+        )
+        table.add_row(
+            *(() if single else (task,)),
+            Text(info.name, style="bold" if c is None else ""),
+            "?" if info.memory_bytes is None else short_size(info.memory_bytes),
+            pct(m.accuracy if c is None else c.accuracy),
+            _delta(c),
+            cut,
+            "1.00×" if c is None else ratio(c.inflation.median_all),
+            _verdict(c, short=True),
+        )
     return table
+
+
+def trace_table(report: TraceReport, width: int | None = None) -> Table:
+    """Why variants think differently, per task and variant (`analysis.traces`): loops, truncated
+    while looping / while progressing, hesitation markers per 1,000 thinking tokens, found the
+    answer but did not give it (math tasks), and where it was first found; each variant's cell
+    adds its paired delta vs the baseline with the 95% CI over items (* = it excludes 0). Under
+    `WIDE` columns a variant's cells show its delta alone (the baseline's row, the values)."""
+    if width is not None and width < WIDE:
+        return _compact_traces(report)
+    table = Table(title=f"why thinking differs, vs baseline {report.baseline}", title_justify="left")
+    for name in ("task", "variant"):
+        table.add_column(name)
+    for name in ("loops", "cut, looping", "cut, progressing", "hesitations /1k", "found, not given"):
+        table.add_column(name, justify="right")
+    table.add_column("1st found", justify="right")
+    comparisons = {(c.variant, c.task): c for c in report.comparisons}
+    for stat in sorted(report.stats, key=lambda s: (s.task, s.variant != report.baseline, s.variant)):
+        c = comparisons.get((stat.variant, stat.task))
+        table.add_row(
+            stat.task,
+            Text(stat.variant, style="bold" if c is None else ""),
+            _signal(stat.loop_rate, None if c is None else c.loop_rate),
+            _signal(stat.truncated_looping, None if c is None else c.truncated_looping),
+            _signal(stat.truncated_progressing, None if c is None else c.truncated_progressing),
+            _signal(stat.hesitations_per_k, None if c is None else c.hesitations_per_k, rate=True),
+            _signal(stat.not_committed, None if c is None else c.not_committed),
+            pct(stat.first_found, 0),
+        )
+    return table
+
+
+def _compact_traces(report: TraceReport) -> Table:
+    table = Table(
+        title=f"why thinking differs (Δ vs {report.baseline}, * = 95% CI excludes 0)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for name in ("task", "variant"):
+        table.add_column(name)
+    for name in ("loops", "cut: loop / prog", "hesit./1k", "not given", "1st found"):
+        table.add_column(name, justify="right", no_wrap=True)
+    comparisons = {(c.variant, c.task): c for c in report.comparisons}
+    for stat in sorted(report.stats, key=lambda s: (s.task, s.variant != report.baseline, s.variant)):
+        c = comparisons.get((stat.variant, stat.task))
+        if c is None:
+            cells = [
+                pct(stat.loop_rate),
+                f"{pct(stat.truncated_looping)} / {pct(stat.truncated_progressing)}",
+            ]
+            cells += [points(stat.hesitations_per_k, rate=True), pct(stat.not_committed)]
+        else:
+            cells = [
+                _shift(c.loop_rate),
+                f"{_shift(c.truncated_looping)} / {_shift(c.truncated_progressing)}",
+            ]
+            cells += [_shift(c.hesitations_per_k, rate=True), _shift(c.not_committed)]
+        table.add_row(
+            stat.task, Text(stat.variant, style="bold" if c is None else ""), *cells, pct(stat.first_found, 0)
+        )
+    return table
+
+
+def _shift(delta: Delta | None, *, rate: bool = False) -> str:
+    """A delta alone: percentage points (or markers per 1,000 tokens when `rate`), * if significant."""
+    if delta is None or delta.items == 0:
+        return "–"
+    return points(delta.delta, rate=rate, signed=True) + ("*" if delta.significant else "")
+
+
+def _signal(value: float, delta: Delta | None, *, rate: bool = False) -> Text:
+    """A signal's value, and under a variant its delta [95% CI] (percentage points, or markers
+    per 1,000 tokens when `rate`), starred when the CI excludes 0."""
+    shown = points(value, rate=True) if rate else pct(value)
+    if delta is None or delta.items == 0:
+        return Text(shown)
+    star = "*" if delta.significant else ""
+    ci = f"[{points(delta.ci_low, rate=rate)}, {points(delta.ci_high, rate=rate)}]"
+    cell = f"{shown} {points(delta.delta, rate=rate, signed=True)}{star} {ci}"
+    return Text(cell, style="yellow" if delta.significant and delta.delta > 0 else "")
+
+
+def _markers(markers: Sequence[str], shown: int = 4) -> str:
+    more = len(markers) - shown
+    return ", ".join(markers[:shown]) + (f" and {more} more markers" if more > 0 else "")
+
+
+def trace_notes(report: TraceReport) -> Text:
+    """What the trace signals mean, and the found-detector's coincidence rate on the baseline."""
+    false = [
+        f"{s.task} {pct(s.false_found)}"
+        for s in report.stats
+        if s.variant == report.baseline and s.false_found is not None
+    ]
+    lines = [
+        "loops: the generation ends in a block repeated ≥3 times (≥24 words); cut: hit the cap; "
+        f"hesitations: {_markers(report.rules.markers)} per 1,000 thinking tokens; "
+        "found, not given: the gold answer stated in the thinking, the final answer wrong (math tasks); "
+        "1st found: median position of that statement in the thinking. Δ [95% CI over items], paired.",
+    ]
+    if false:
+        lines.append(
+            "found-detector false positives (another item's answer 'found' in the baseline's "
+            "correct traces): " + ", ".join(false)
+        )
+    return Text("\n".join(lines), style="dim")
 
 
 def comparison_notes(analysis: Analysis) -> Group:
@@ -708,6 +867,18 @@ def run_lines(summary: RunSummary) -> Group:
                 "They are recorded in the store; rerun the same command to retry them.",
                 style="red",
             )
+        lines.append(line)
+    for forced in summary.forced:
+        budgets = ", ".join(f"{b:,}" for b in forced.budgets)
+        line = Text(f"{forced.task}: {forced.generated} forced answers generated (budgets {budgets})")
+        if forced.skipped:
+            line.append(
+                f"; {forced.skipped} sample(s) not cut, their text does not re-tokenize to the engine's "
+                f"tokens (first: {forced.skip_reason})",
+                style="yellow",
+            )
+        if forced.failed:
+            line.append(f"; {forced.failed} forced request(s) failed (rerun to retry)", style="red")
         lines.append(line)
     return Group(*lines)
 

@@ -28,6 +28,8 @@ class AIME25Task(HubTask):
 
     name: str = field(default="aime25", init=False)
     hub: ClassVar[HubDataset] = HUB
+    answer_patterns: ClassVar[tuple[str, ...]] = ()
+    """A math task: `analysis.traces` looks for the answer in the thinking (its default patterns)."""
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The problem with the model card's math instruction; its answer must be an integer."""

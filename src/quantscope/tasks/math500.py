@@ -29,6 +29,8 @@ class Math500Task(HubTask):
     name: str = field(default="math500", init=False)
     hub: ClassVar[HubDataset] = HUB
     stratify: ClassVar[str | None] = "level"
+    answer_patterns: ClassVar[tuple[str, ...]] = ()
+    """A math task: `analysis.traces` looks for the answer in the thinking (its default patterns)."""
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The problem with the model card's math instruction."""

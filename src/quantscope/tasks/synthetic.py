@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from quantscope.errors import QuantscopeError
 from quantscope.tasks.base import Judgement, Sample
@@ -37,6 +38,8 @@ class SyntheticTask:
     levels: Sequence[int] = ()
     path: str | None = None
     name: str = field(default="synthetic", init=False)
+    answer_patterns: ClassVar[tuple[str, ...]] = (r"^sum (\d+)$",)
+    """Where the toy's thinking states a candidate answer: each pass ends "sum N"."""
 
     def __post_init__(self) -> None:
         if self.path is not None:
