@@ -187,6 +187,33 @@ def test_three_engines_return_the_same_generations(
     assert results[0] == results[1] == results[2]
 
 
+def test_forced_answers_are_the_same_through_the_three_engines(
+    vllm_scripted: object, vllm_server: str, scripted_dir: Path, tmp_path: Path
+) -> None:
+    """A run capped at 2 tokens ("ab", cut in the thinking), then forced at budgets 1 and 2:
+    the same cut, close and forced answer on transformers, vLLM offline and vLLM's server."""
+    from quantscope.runner import RunSpec, run_eval
+    from quantscope.store import Store
+
+    data = Path(__file__).resolve().parent / "data" / "aime25.jsonl"
+    engines = {
+        "transformers": TransformersEngine(str(scripted_dir), TransformersOptions(dtype="float32")),
+        "vllm": vllm_scripted,
+        "openai": get_engine("openai", str(scripted_dir), base_url=vllm_server),
+    }
+    forced = {}
+    for name, engine in engines.items():
+        spec = RunSpec(
+            model=str(scripted_dir), tasks=[f"aime25={data}"], engine=name, preset="greedy",
+            max_tokens=2, limit=2, forced_budgets=(1, 2), forced_answer_tokens=6, variant="v",
+        )  # fmt: skip
+        with Store.open(tmp_path / name) as store:
+            summary = run_eval(spec, store, engine=engine)
+            assert summary.forced[0].skipped == 0 and summary.forced[0].generated == 4, summary.forced
+            forced[name] = [(f.item_id, f.budget, f.text, f.answer, f.finish_reason) for f in store.forced()]
+    assert forced["transformers"] == forced["vllm"] == forced["openai"]
+
+
 @pytest.fixture(scope="module")
 def random_qwen3_pair(tiny_qwen3_dir: Path) -> Iterator[tuple[TransformersEngine, object]]:
     reference = TransformersEngine(str(tiny_qwen3_dir), TransformersOptions(dtype="float32"))

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantscope.cli import app
+from quantscope.cli.app import console
 from quantscope.report import build_report
 from quantscope.report.html import figures_json
 from quantscope.report.plots import ecdf
@@ -71,6 +72,9 @@ def test_report_is_self_contained_and_shows_the_numbers(report) -> None:
         assert f"id='{element}'" in page
     # why thinking differs: one row per variant, each variant with its paired delta and CI
     assert "<section id='traces'><h2>Why thinking differs</h2>" in page
+    # the finding in words comes first, before the recommendation
+    assert page.index("<section id='findings'>") < page.index("<section id='recommendation'>")
+    assert "<b>w4a16 on synthetic</b>: p90 thinking +" in page and "loss explained by truncation" in page
     assert report.traces is not None and len(report.traces.comparisons) == 3
 
 
@@ -162,7 +166,11 @@ def test_chromium_renders_every_plot_and_runs_no_generated_script(report, tmp_pa
     assert "&lt;script&gt;document.body.dataset.pwned='script'&lt;/script&gt;" in done.stdout
 
 
-def test_cli_compare_recommend_report(store_dir: Path, tmp_path: Path) -> None:
+def test_cli_compare_recommend_report(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shared console may hold a fixed width by now (another test's monkeypatch restored one)
+    monkeypatch.setattr(console, "width", 220)
     runner = CliRunner()
     env = {"COLUMNS": "220"}
     compared = runner.invoke(app, ["compare", "--store", str(store_dir)], env=env)
@@ -182,8 +190,9 @@ def test_cli_compare_recommend_report(store_dir: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "cannot read size" in bad.output
 
 
-def test_compare_reads_at_80_columns(store_dir: Path) -> None:
+def test_compare_reads_at_80_columns(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A narrow terminal gets the compact tables: every header and verdict whole, nothing cut."""
+    monkeypatch.setattr(console, "width", 80)
     compared = CliRunner().invoke(app, ["compare", "--store", str(store_dir)], env={"COLUMNS": "80"})
     assert compared.exit_code == 0, compared.output
     lines = compared.output.splitlines()
@@ -193,5 +202,6 @@ def test_compare_reads_at_80_columns(store_dir: Path) -> None:
         assert header in compared.output
     assert any("w4a16" in line and "worse: trunc." in line for line in lines)
     assert "w4a16 on synthetic: accuracy loss mostly explained by truncation" in " ".join(lines)
+    monkeypatch.setattr(console, "width", 200)
     wide = CliRunner().invoke(app, ["compare", "--store", str(store_dir)], env={"COLUMNS": "200"})
     assert "acc finished" in wide.output and "cut, looping" in wide.output

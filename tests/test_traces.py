@@ -138,3 +138,31 @@ def test_the_bundled_reasoners_hesitations_are_its_retries(tmp_path: Path) -> No
     assert sum(retries) > 0, "no failed check in these traces: the test would prove nothing"
     stats = report.stat("bf16", "synthetic")
     assert stats is not None and stats.samples == len(rows) and stats.false_found is not None
+
+
+def test_the_finding_says_what_moved_or_that_nothing_did_at_this_sample_size(tmp_path: Path) -> None:
+    """A variant that truncates on 12 of 40 items reads "truncation 0.0% → 30.0% (significant)";
+    one generated like the baseline reads "no significant effect at this sample size"."""
+    from quantscope.analysis.compare import analyze
+    from quantscope.analysis.traces import thinking_findings
+    from tests.test_compare import add_variant, outcomes
+
+    with Store(tmp_path) as store:
+        add_variant(store, "bf16", outcomes(40, 2, lambda i, j: True), memory=16_000, recipe="bf16")
+        add_variant(store, "same", outcomes(40, 2, lambda i, j: True), memory=8_000, recipe="w8a16")
+        short = lambda i, j: i % 10 < 3  # noqa: E731
+        cut = outcomes(
+            40,
+            2,
+            lambda i, j: not short(i, j),
+            truncated=short,
+            tokens=lambda i, j: 400 if short(i, j) else 100,
+        )
+        add_variant(store, "int4", cut, memory=4_000, recipe="w4a16")
+        analysis = analyze(store)
+        findings = dict(
+            line.split(": ", 1) for line in thinking_findings(analysis, trace_report(store, "bf16"))
+        )
+    assert findings["same on synthetic"].startswith("no significant effect at this sample size (40 items")
+    assert "truncation 0.0% → 30.0% (significant)" in findings["int4 on synthetic"]
+    assert "p90 thinking +" in findings["int4 on synthetic"]

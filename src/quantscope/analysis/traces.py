@@ -35,8 +35,11 @@ import numpy as np
 
 from quantscope.analysis.metrics import DEFAULT_BOOTSTRAP
 from quantscope.tasks.answers import parse_integer, strip_wrappers
+from quantscope.util import pct, points, pts
 
 if TYPE_CHECKING:
+    from quantscope.analysis.compare import Analysis, Comparison
+    from quantscope.analysis.metrics import TokenStats
     from quantscope.store import Store
 
 HESITATION_MARKERS = (
@@ -241,6 +244,8 @@ class TraceComparison:
     truncated_progressing: Delta
     hesitations_per_k: Delta
     not_committed: Delta | None
+    truncated: Delta
+    """The truncation rate (looping or not), so the finding can say whether it moved."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +317,7 @@ def _columns(column: _Signals) -> dict[str, np.ndarray]:
         "loop_rate": loops.astype(float),
         "truncated_looping": (loops & truncated).astype(float),
         "truncated_progressing": (~loops & truncated).astype(float),
+        "truncated": truncated.astype(float),
         "hesitations_per_k": np.array(column.per_k, dtype=float),
         "not_committed": np.where(np.isnan(found), np.nan, found * (~correct)),
     }
@@ -366,6 +372,7 @@ def _compare(
         truncated_progressing=deltas["truncated_progressing"],
         hesitations_per_k=deltas["hesitations_per_k"],
         not_committed=committed if committed.items else None,
+        truncated=deltas["truncated"],
     )
 
 
@@ -444,3 +451,44 @@ def trace_report(
     names = tasks if tasks is not None else sorted({task for _, task in store.pairs()})
     patterns = {task: task_answer_patterns(task) for task in names}
     return read_traces(rows(), baseline, rules, patterns, n_boot, seed)
+
+
+def thinking_findings(analysis: Analysis, report: TraceReport) -> tuple[str, ...]:
+    """The finding for each (variant, task) in words: how its thinking and truncation moved
+    against the baseline (p90 thinking tokens, the truncation rate with its paired 95% CI), what
+    the accuracy did, and which trace signals moved significantly; or that nothing did at this
+    sample size (never "no effect": an undecided comparison may still hide one)."""
+    traces = {(c.variant, c.task): c for c in report.comparisons}
+    lines = []
+    for c in analysis.comparisons:
+        t = traces.get((c.variant, c.task))
+        ours, theirs = analysis.metric(c.variant, c.task), analysis.metric(c.baseline, c.task)
+        if t is not None and ours is not None and theirs is not None:
+            lines.append(
+                f"{c.variant} on {c.task}: " + _finding(c, t, ours.thinking_tokens, theirs.thinking_tokens)
+            )
+    return tuple(lines)
+
+
+def _finding(c: Comparison, t: TraceComparison, ours: TokenStats, theirs: TokenStats) -> str:
+    p90 = "–" if not theirs.p90 else f"{100 * (ours.p90 / theirs.p90 - 1):+.0f}%"
+    accuracy = f"accuracy {pts(c.delta)} pts [{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}], {c.verdict}"
+    signals = [
+        f"{name} {points(delta.delta, rate=rate, signed=True)}{'/1k tokens' if rate else ' pts'}"
+        for name, delta, rate in (
+            ("loops", t.loop_rate, False),
+            ("hesitations", t.hesitations_per_k, True),
+            ("found-not-given", t.not_committed, False),
+        )
+        if delta is not None and delta.significant
+    ]
+    if not (t.truncated.significant or c.significant or signals):
+        sample = f"{c.paired_items} items; p90 thinking {p90}, {accuracy}"
+        return f"no significant effect at this sample size ({sample})"
+    cut = t.truncated
+    truncation = f"truncation {pct(cut.baseline)} → {pct(cut.value)}"
+    truncation += " (significant)" if cut.significant else " (not significant)"
+    parts = [f"p90 thinking {p90}", truncation, accuracy]
+    if c.explained_by_truncation:
+        parts.append("loss explained by truncation")
+    return "; ".join(parts + signals)

@@ -61,8 +61,14 @@ def demo(
     """
     if not verbose:
         quiet_libraries()
+    from quantscope.analysis.traces import thinking_findings
     from quantscope.demo import run_demo
-    from quantscope.report.terminal import comparison_table, demo_variants_table, recommendation_panel
+    from quantscope.report.terminal import (
+        comparison_table,
+        demo_variants_table,
+        finding_lines,
+        recommendation_panel,
+    )
 
     out = out if out is not None else Path("quantscope-demo-quick" if quick else "quantscope-demo")
     with progress_bars(TextColumn("{task.fields[note]}")) as bars:
@@ -70,6 +76,9 @@ def demo(
             out, quick=quick, progress=_DemoBars(bars), budget_bytes=size_or_none(budget), gpu=gpu
         )
     console.print(demo_variants_table(result), highlight=False)
+    if result.report.traces is not None:
+        findings = thinking_findings(result.report.analysis, result.report.traces)
+        console.print(finding_lines(findings), highlight=False)
     console.print(comparison_table(result.report.analysis, width=console.width))
     console.print(recommendation_panel(result.report.recommendation))
     # Paths are printed unwrapped so they can be copied whatever the terminal's width.

@@ -62,8 +62,14 @@ def compare(
     stored text (loops, hesitations, answers found and not given). Refuses variants generated
     under other settings."""
     from quantscope.analysis.compare import analyze
-    from quantscope.analysis.traces import trace_report
-    from quantscope.report.terminal import comparison_notes, comparison_table, trace_notes, trace_table
+    from quantscope.analysis.traces import thinking_findings, trace_report
+    from quantscope.report.terminal import (
+        comparison_notes,
+        comparison_table,
+        finding_lines,
+        trace_notes,
+        trace_table,
+    )
     from quantscope.store import Store
 
     with Store.existing(store_dir(store)) as opened:
@@ -75,6 +81,7 @@ def compare(
     if as_json:
         console.print_json(json.dumps({**analysis.to_dict(), "traces": json_ready(asdict(traces))}))
         return
+    console.print(finding_lines(thinking_findings(analysis, traces)), highlight=False)
     console.print(comparison_table(analysis, width=console.width))
     console.print(comparison_notes(analysis), highlight=False)
     console.print(trace_table(traces, width=console.width))

@@ -327,6 +327,24 @@ def _tasks_section(analysis: Analysis) -> str:
     return _section("tasks", "Per task", "".join(parts) + _undecided(analysis), note)
 
 
+def _findings_section(analysis: Analysis, traces: TraceReport | None) -> str:
+    """The finding per variant and task in words, at the top (`traces.thinking_findings`)."""
+    from quantscope.analysis.traces import thinking_findings
+
+    if traces is None or not analysis.comparisons:
+        return ""
+    items = []
+    for line in thinking_findings(analysis, traces):
+        head, _, rest = line.partition(": ")
+        items.append(f"<li><b>{escape(head)}</b>: {escape(rest)}</li>")
+    note = (
+        "Against the baseline, paired on items: p90 thinking tokens, the truncation rate (significant: "
+        "the paired bootstrap 95% CI over items excludes 0), the accuracy verdict, and the trace signals "
+        "that moved significantly (see 'Why thinking differs')."
+    )
+    return _section("findings", "Findings", f"<ul class='findings'>{''.join(items)}</ul>", note)
+
+
 def _traces_section(traces: TraceReport | None) -> str:
     """Why thinking differs (`analysis.traces`): per task, the baseline's signals and each
     variant's with its paired delta and 95% CI over items."""
@@ -502,6 +520,7 @@ def render(
             f"<main><h1>{escape(title)}</h1><p class='meta'>{escape(source)} · baseline "
             f"<b>{escape(analysis.baseline)}</b> · {len(analysis.variants)} variants · tasks "
             f"{escape(', '.join(analysis.tasks))} · {len(analysis.results):,} generations · {when}</p>",
+            _findings_section(analysis, traces),
             _recommendation_section(recommendation),
             _summary_section(analysis, recommendation),
             _plots_section(analysis),

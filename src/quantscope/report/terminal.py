@@ -243,6 +243,16 @@ def _signal(value: float, delta: Delta | None, *, rate: bool = False) -> Text:
     return Text(cell, style="yellow" if delta.significant and delta.delta > 0 else "")
 
 
+def finding_lines(findings: Sequence[str]) -> Text:
+    """The findings in words (`analysis.traces.thinking_findings`), one per line."""
+    text = Text()
+    for line in findings:
+        variant, _, rest = line.partition(": ")
+        text.append(f"{variant}: ", style="bold")
+        text.append(rest + "\n", style="dim" if rest.startswith("no significant effect") else "")
+    return text
+
+
 def _markers(markers: Sequence[str], shown: int = 4) -> str:
     more = len(markers) - shown
     return ", ".join(markers[:shown]) + (f" and {more} more markers" if more > 0 else "")
