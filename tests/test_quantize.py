@@ -406,3 +406,22 @@ def test_restore_source_dtypes_undoes_the_float32_upcast_and_nothing_else(tmp_pa
     assert not list(tmp_path.glob(".*.tmp"))
     assert restore_source_dtypes(tmp_path, source, torch.bfloat16, kept) == 0  # idempotent
     assert restore_source_dtypes(tmp_path, source, f32, kept) == 0  # a float32 model stays float32
+
+
+@pytest.mark.slow
+def test_w3a16_on_the_bundled_reasoner_is_priced_exactly_and_verifies(tmp_path: Path) -> None:
+    """INT3 packs 32 values into 3 int32 words (not 32 // 3 per word): the export's bytes are
+    the prediction to the byte, and inspect reads it back as INT3."""
+    from quantscope.storage import read_contents
+    from quantscope.toy import checkpoint_dir
+
+    options = QuantizeOptions(iters=0, nsamples=4, seqlen=128, dataset="toy", kl_samples=2, kl_tokens=96)
+    result = quantize(checkpoint_dir(), "w3a16", tmp_path / "w3a16", options)
+    assert result.report is not None and result.report.ok, result.report.failures
+    predicted = predict_footprint(load_anatomy(checkpoint_dir()), load_recipe("w3a16")).total_bytes
+    assert load_anatomy(result.directory).total_bytes == predicted
+    with safe_open(result.directory / "model.safetensors", "pt") as tensors:
+        qweight = tensors.get_slice("model.layers.0.mlp.experts.0.down_proj.qweight").get_shape()
+    assert qweight == [128 * 3 // 32, 128]
+    contents = read_contents(load_anatomy(result.directory))
+    assert contents.label == "INT3 (AutoRound)" and contents.label_bits == 3

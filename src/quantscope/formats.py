@@ -113,7 +113,7 @@ _BASE_FORMATS: dict[str, Format] = {
     )
 }
 
-_INT_RE = re.compile(r"^w(?P<bits>[48])a16(?:_g(?P<group>\d+))?(?P<asym>_asym)?$")
+_INT_RE = re.compile(r"^w(?P<bits>[348])a16(?:_g(?P<group>\d+))?(?P<asym>_asym)?$")
 
 
 @lru_cache(maxsize=256)
@@ -121,7 +121,7 @@ def get_format(name: str) -> Format:
     """The Format called `name`.
 
     Names: "bf16", "fp16", "fp8", "fp8_block", "nvfp4", "mxfp4", and the integer weight-only
-    family "w4a16" / "w8a16" (group 128, symmetric) with optional `_g32` / `_g64` / `_g128`
+    family "w4a16" / "w8a16" / "w3a16" (group 128, symmetric) with optional `_g32` / `_g64` / `_g128`
     and `_asym`, e.g. "w4a16_g32_asym". Raises QuantscopeError listing the valid names.
     """
     key = name.strip().lower().replace("-", "_")
@@ -154,7 +154,7 @@ def _int_format(bits: int, group: int, sym: bool) -> Format:
     )
 
 
-FORMAT_NAMES: tuple[str, ...] = (*_BASE_FORMATS, "w8a16", "w4a16", "w4a16_g64", "w4a16_g32")
+FORMAT_NAMES: tuple[str, ...] = (*_BASE_FORMATS, "w8a16", "w4a16", "w4a16_g64", "w4a16_g32", "w3a16")
 
 
 def _matrix_dims(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -221,13 +221,15 @@ def exported_tensors(shape: tuple[int, ...], fmt: Format) -> tuple[ExportedTenso
 
 
 def _int_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[ExportedTensor, ...]:
-    # auto_gptq packing: 32 // bits values per int32 along the input dim (qweight) and the
-    # output dim (qzeros); zero points are stored even for symmetric schemes.
-    per_int = 32 // fmt.weight_bits
+    # auto_gptq packing: `bits` bits per value packed across int32 words along the input dim
+    # (qweight) and the output dim (qzeros), so 3-bit packs 32 values into 3 words (an AutoRound
+    # 0.16 W3A16 export of the toy: qweight [12, 128] for in 128); zero points are stored even
+    # for symmetric schemes.
+    bits = fmt.weight_bits
     groups = math.ceil(in_features / (fmt.group_size or in_features))
     return (
-        ExportedTensor("qweight", "I32", (math.ceil(in_features / per_int), out_features)),
-        ExportedTensor("qzeros", "I32", (groups, math.ceil(out_features / per_int))),
+        ExportedTensor("qweight", "I32", (math.ceil(in_features * bits / 32), out_features)),
+        ExportedTensor("qzeros", "I32", (groups, math.ceil(out_features * bits / 32))),
         ExportedTensor("scales", "F16", (groups, out_features)),
     )
 

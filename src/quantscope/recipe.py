@@ -145,6 +145,11 @@ PRESETS: dict[str, Recipe] = {
         ),
         Recipe("w8a16", "w8a16", description="INT8 weight-only, group 128"),
         *_family("w4a16", "INT4 weight-only, group 128"),
+        Recipe(
+            "w3a16",
+            "w3a16",
+            description="INT3 weight-only, group 128: harsher than what is deployed, to show the mechanism",
+        ),
         *_family("nvfp4", "NVFP4 (FP4 + FP8 scale per 16)"),
         *_family("mxfp4", "MXFP4 (FP4 + E8M0 scale per 32)"),
     )
