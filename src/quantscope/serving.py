@@ -402,6 +402,16 @@ class Roofline:
     tokens_per_s: float
 
 
+def served_decode_rate(
+    weights: DecodeBytes, layout: CacheLayout, gpu: GPU, concurrency: float, context: float
+) -> float:
+    """Decode tokens/s at best with as many sequences as the KV pool holds (`concurrency`),
+    never more than vLLM schedules at once (MAX_NUM_SEQS) nor fewer than one, of mean length
+    `context` tokens: the roofline at the batch a server would run."""
+    batch = max(1, min(int(concurrency), MAX_NUM_SEQS))
+    return roofline(weights, layout, gpu, batch, context).tokens_per_s
+
+
 def roofline(weights: DecodeBytes, layout: CacheLayout, gpu: GPU, batch: int, context: float) -> Roofline:
     """Decode tokens/s at best for `batch` sequences of mean length `context` tokens on `gpu`
     (`weights` and `layout` per tensor-parallel rank: each rank reads its shard at its own

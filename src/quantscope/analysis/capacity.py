@@ -23,7 +23,6 @@ from quantscope.analysis.compare import Analysis
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 from quantscope.serving import (
-    MAX_NUM_SEQS,
     DecodeBytes,
     ServingOptions,
     cache_layout,
@@ -31,7 +30,7 @@ from quantscope.serving import (
     capacity,
     decode_bytes,
     engine_reserve,
-    roofline,
+    served_decode_rate,
 )
 
 DEFAULT_PROMPT_TOKENS = 256
@@ -97,9 +96,10 @@ def variant_capacities(
         held = capacity(info.memory_bytes, budget.gpu_bytes, layout, reserve, options)
         concurrent = held.concurrency_at(float(np.percentile(lengths, 90)))
         weights = _decode_weights(info.model_path, info.memory_bytes, config, options.tp)
-        batch = max(1, min(int(concurrent), MAX_NUM_SEQS))
         mean_context = budget.prompt_tokens + float(completion.mean()) / 2
-        speed = roofline(weights, layout, budget.gpu, batch, mean_context).tokens_per_s if held.fits else 0.0
+        speed = (
+            served_decode_rate(weights, layout, budget.gpu, concurrent, mean_context) if held.fits else 0.0
+        )
         answers = speed * 3600 / max(1.0, float(completion.mean()))
         correct = answers * float(results.correct[rows].mean())
         cost = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.errors import QuantscopeError
 from quantscope.runner import TaskSpec
 from quantscope.sweep.run import quantize_finished
@@ -30,8 +31,9 @@ THINKING_SHARE = 0.5
 """Assumed completion tokens per sample with thinking on, as a share of the cap."""
 ANSWER_SHARE = 1 / 16
 """Assumed completion tokens per sample with thinking off, as a share of the cap."""
-PROMPT_TOKENS = 256
-"""Assumed prompt tokens per request (prompts are not stored)."""
+PROMPT_TOKENS = DEFAULT_PROMPT_TOKENS
+"""Assumed prompt tokens per request (prompts are not stored): the one figure `recommend --gpu`
+assumes too."""
 
 
 @dataclass(frozen=True)
@@ -186,14 +188,13 @@ class _Weights:
         """Decode tokens/s (roofline) of `job`'s variant on `gpu` at `sequence_tokens` per
         sequence; None when one sequence of the cap does not fit."""
         from quantscope.serving import (
-            MAX_NUM_SEQS,
             ServingOptions,
             cache_layout,
             cache_shape,
             capacity,
             decode_bytes,
             engine_reserve,
-            roofline,
+            served_decode_rate,
         )
 
         by_group, config = self._read(job)
@@ -205,10 +206,10 @@ class _Weights:
         )
         if not held.fits:
             return None
-        batch = max(1, min(int(held.concurrency_at(sequence_tokens)), MAX_NUM_SEQS))
         mean_context = PROMPT_TOKENS + (sequence_tokens - PROMPT_TOKENS) / 2
-        line = roofline(decode_bytes(by_group, config, tp), layout, gpu, batch, mean_context)
-        return line.tokens_per_s * self.sweep.eval.replicas
+        weights = decode_bytes(by_group, config, tp)
+        rate = served_decode_rate(weights, layout, gpu, held.concurrency_at(sequence_tokens), mean_context)
+        return rate * self.sweep.eval.replicas
 
     def _read(self, job: EvalJob) -> tuple[dict[str, int], dict[str, Any]]:
         key = (job.model, job.variant)
