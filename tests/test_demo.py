@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from quantscope.demo import DemoSettings, run_demo
+from quantscope.demo import DEMO_LEVELS, DemoSettings, run_demo
 from quantscope.store import Store
 from quantscope.twin import write_twin
 
@@ -49,7 +49,7 @@ def test_demo_writes_checkpoints_store_and_report(demo_run) -> None:
     assert w4.memory_bytes == manifest["tensor_bytes"] == w4.predicted_bytes
     assert w4.directory == out / "eval" / "w4a16"
     with Store(out) as store:
-        assert store.count() == 2 * 6  # 6 levels × 1 item × k=1, two variants
+        assert store.count() == 2 * len(SETTINGS.levels)  # 1 item per level × k=1, two variants
         assert {v.name: v.memory_bytes for v in store.variants()} == {
             "bf16": next(v.predicted_bytes for v in result.variants if v.preset == "bf16"),
             "w4a16": manifest["tensor_bytes"],
@@ -82,7 +82,7 @@ def test_demo_resumes_without_recomputing(demo_run, toy_dir: Path) -> None:
     # nothing left to generate: the eval stage only reports full bars
     assert all(e.done == e.total for e in events if e.stage == "eval")
     with Store(out) as store:
-        assert store.count() == 2 * 6
+        assert store.count() == 2 * len(SETTINGS.levels)
 
 
 @pytest.mark.slow
@@ -143,9 +143,12 @@ def test_cli_quick_demo_on_the_bundled_reasoner(tmp_path: Path) -> None:
         names = {v.name for v in store.variants()}
         assert {"bf16", "w4a16"} <= names
         for name in names:
-            assert store.count(name, "synthetic") == 6 * 6  # QUICK: 6 problems per level, 6 levels, k=1
+            assert store.count(name, "synthetic") == 6 * len(DEMO_LEVELS)  # QUICK: 6 per level, k=1
     page = (out / "report.html").read_text()
     assert "quantscope demo — toy reasoner" in page
+    # the finding in words and the table by level, in the terminal as in the report
+    assert "w4a16 on synthetic: " in result.output and "synthetic by level" in result.output
+    assert "<section id='levels'>" in page
 
 
 @pytest.mark.slow

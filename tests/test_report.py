@@ -47,6 +47,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         add_variant(store, "w4a16", hostile(rows), memory=4_600_000, recipe="w4a16")
         rows = outcomes(40, 2, lambda i, j: i % 2 == 0, tokens=lambda i, j: 100 + (3 * i + j) % 80)
         add_variant(store, "nvfp4", rows, memory=4_500_000, recipe="nvfp4")
+        store.write_strata("synthetic", "level", {f"i{i:03d}": str(1 + i // 20) for i in range(40)})
     return path
 
 
@@ -76,6 +77,11 @@ def test_report_is_self_contained_and_shows_the_numbers(report) -> None:
     assert page.index("<section id='findings'>") < page.index("<section id='recommendation'>")
     assert "<b>w4a16 on synthetic</b>: p90 thinking +" in page and "loss explained by truncation" in page
     assert report.traces is not None and len(report.traces.comparisons) == 3
+    # by level: one row per level, one column per variant
+    section = page[page.index("<section id='levels'>") :]
+    section = section[: section.index("</section>")]
+    assert section.count("<tr><td class='text'>level ") == 2 and "<th>nvfp4</th>" in section
+    assert len(report.levels) == 1 and report.levels[0].levels == ("1", "2")
 
 
 def test_generated_text_is_escaped(report) -> None:
@@ -159,6 +165,7 @@ def test_chromium_renders_every_plot_and_runs_no_generated_script(report, tmp_pa
     assert f'data-plots-rendered="{figures}"' in body.group(0), body.group(0)
     assert "data-errors" not in body.group(0) and "data-pwned" not in body.group(0)
     assert '<section id="traces"><h2>Why thinking differs</h2>' in done.stdout
+    assert '<section id="levels"><h2>By level</h2>' in done.stdout
     assert _console_errors(done.stderr) == []
     # plotly drew SVG into each plot element
     assert done.stdout.count('class="main-svg"') >= figures
@@ -205,3 +212,30 @@ def test_compare_reads_at_80_columns(store_dir: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(console, "width", 200)
     wide = CliRunner().invoke(app, ["compare", "--store", str(store_dir)], env={"COLUMNS": "200"})
     assert "acc finished" in wide.output and "cut, looping" in wide.output
+
+
+def test_recommend_on_a_gpu_reads_at_80_columns(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recommendation with a GPU's capacity columns: under 120 columns the candidates and the
+    capacity are two narrow tables, every header whole."""
+    monkeypatch.setattr(console, "width", 80)
+    from quantscope.toy import checkpoint_dir
+
+    config = str(checkpoint_dir() / "config.json")  # the store's variants are not checkpoints
+    args = [
+        "recommend",
+        "--store",
+        str(store_dir),
+        "--gpu",
+        "H100",
+        "--budget",
+        "10MB",
+        "--model-config",
+        config,
+    ]
+    narrow = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.output.splitlines()) <= 80
+    assert "…" not in narrow.output
+    for header in ("variant", "mem", "Δ pts", "fits", "why", "at once", "decode ≤ tok/s", "correct/GPU-h"):
+        assert header in narrow.output
+    assert any(line.strip("│ ").startswith("fp8 ★") for line in narrow.output.splitlines())

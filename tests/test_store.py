@@ -255,3 +255,13 @@ def test_failures_are_recorded_replaced_and_cleared_by_a_success(store: Store) -
     assert store.failures() == []
     store.write_failures([Failure("v", "t", "x", 0, "h1", "late failure of a stored key", 1, 3.0)])
     assert store.failures() == []  # a key already stored is not a failure
+
+
+def test_each_items_level_is_kept_per_task_and_a_rewrite_replaces_it(tmp_path: Path) -> None:
+    with Store(tmp_path) as store:
+        assert store.strata("math500") is None
+        store.write_strata("math500", "level", {"a": "1", "b": "5"})
+        store.write_strata("synthetic", "level", {"a": "6"})
+        store.write_strata("math500", "level", {"b": "4"})
+        assert store.strata("math500") == ("level", {"a": "1", "b": "4"})
+        assert store.strata("synthetic") == ("level", {"a": "6"})

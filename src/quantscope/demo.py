@@ -41,8 +41,18 @@ if TYPE_CHECKING:
     from quantscope.runner import ProgressUpdate, RunSpec
     from quantscope.store import Store
 
-FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe")
+FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe", "w3a16")
 QUICK_PRESETS = ("bf16", "w4a16", "w4a16-safe", "nvfp4")
+ILLUSTRATIONS = ("w3a16",)
+"""Presets the demo runs to show the mechanism, not as deployment choices: INT3 rounds harder than
+any recipe deployed on Qwen3.5, and on the toy it makes the retries (and the truncation) plain."""
+DEMO_LEVELS = (2, 4, 5, 6)
+"""The synthetic levels the demo runs: one easy level where nothing should change, one middle, and
+the two hardest, where retries (and so truncation at the cap) concentrate."""
+DEMO_CAP = 256
+"""The demo's token cap. Chosen so the baseline sits in the study's regime: on Qwen3.5 AIME25 at a
+32k cap about 30% of BF16's answers hit the cap; here BF16 truncates about a quarter of the hardest
+level's samples (those that redo a sum once), and none below level 5."""
 DEFAULT_BUDGET_FRACTION = 0.5
 """The demo's default memory budget: this fraction of the BF16 weights (as if the GPU held only half)."""
 
@@ -52,21 +62,25 @@ class DemoSettings:
     """What the demo runs: `presets` (recipe names; "bf16" is the baseline and is not quantized),
     `per_level` synthetic problems per difficulty level, `k` samples per problem, `max_tokens` the
     generation cap (tokens), `batch_size` requests per generate call, and the RTN calibration
-    size (`calib_samples` windows of `calib_seqlen` tokens)."""
+    size (`calib_samples` windows of `calib_seqlen` tokens); `levels` the synthetic levels run
+    (`DEMO_LEVELS`); `illustrations` are presets shown
+    as illustrations of the mechanism (`ILLUSTRATIONS`)."""
 
     presets: tuple[str, ...]
     per_level: int
     k: int
-    max_tokens: int = 512
+    max_tokens: int = DEMO_CAP
+    levels: tuple[int, ...] = DEMO_LEVELS
     batch_size: int = 48
     calib_samples: int = 16
     calib_seqlen: int = 256
     sampling_preset: str = "qwen3.5-thinking-precise"
     seed: int = 0
     gpu: str = DEFAULT_TARGET
+    illustrations: tuple[str, ...] = ILLUSTRATIONS
 
 
-FULL = DemoSettings(presets=FULL_PRESETS, per_level=20, k=2)
+FULL = DemoSettings(presets=FULL_PRESETS, per_level=30, k=2)
 QUICK = DemoSettings(presets=QUICK_PRESETS, per_level=6, k=1)
 
 
@@ -90,7 +104,8 @@ class DemoVariant:
     """One preset's fate: `status` is "original" (bf16), "quantized", "reused" or "failed";
     `directory` the checkpoint evaluated; `predicted_bytes` the footprint prediction and
     `memory_bytes` the stored tensor bytes (the manifest's, else the prediction); `detail` the
-    error for a failed preset; `seconds` spent quantizing."""
+    error for a failed preset; `seconds` spent quantizing; `illustration` marks a preset run to
+    show the mechanism rather than as a deployment choice."""
 
     preset: str
     status: str
@@ -99,6 +114,7 @@ class DemoVariant:
     memory_bytes: int | None
     detail: str = ""
     seconds: float = 0.0
+    illustration: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,7 +159,11 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     planned = plan_presets(source, settings.presets, notify)
     variants = [
-        prepare_variant(source, preset, predicted, out, settings, notify) for preset, predicted in planned
+        replace(
+            prepare_variant(source, preset, predicted, out, settings, notify),
+            illustration=preset in settings.illustrations,
+        )
+        for preset, predicted in planned
     ]
     ready = [v for v in variants if v.status != "failed"]
     if not any(v.preset == "bf16" for v in ready):
@@ -184,9 +204,12 @@ def _check_target(out: Path, settings: DemoSettings) -> None:
 
 
 def _title(settings: DemoSettings) -> str:
+    shown = [p for p in settings.presets if p in settings.illustrations]
     return (
-        f"quantscope demo — toy reasoner, {len(settings.presets)} recipes, synthetic task "
-        f"({settings.per_level}/level × k={settings.k}, cap {settings.max_tokens} tokens)"
+        f"quantscope demo — toy reasoner, {len(settings.presets)} recipes, synthetic task levels "
+        f"{', '.join(map(str, settings.levels))} ({settings.per_level}/level × k={settings.k}, "
+        f"cap {settings.max_tokens} tokens)"
+        + (f"; {', '.join(shown)} only illustrates the mechanism" if shown else "")
     )
 
 
@@ -256,7 +279,11 @@ def run_spec(variant: DemoVariant, settings: DemoSettings) -> RunSpec:
 
     return RunSpec(
         model=str(variant.directory),
-        tasks=(TaskSpec(name="synthetic", options={"per_level": settings.per_level}),),
+        tasks=(
+            TaskSpec(
+                name="synthetic", options={"per_level": settings.per_level, "levels": list(settings.levels)}
+            ),
+        ),
         variant=variant.preset,
         engine="transformers",
         thinking=True,

@@ -477,8 +477,18 @@ def _start(spec: RunSpec, plan: _Plan, store: Store, engine: Engine) -> _Plan:
     resume_hash(spec, plan.spec, settings, store)
     environment = current_environment(str(getattr(engine, "device_name", "")))
     store.record_run(_run_record(spec, plan.spec, plan.spec_hash))
+    _record_strata(plan, store)
     store.set_run_settings(plan.spec_hash, settings.to_json(), environment.to_json())
     return replace(plan, settings=settings)
+
+
+def _record_strata(plan: _Plan, store: Store) -> None:
+    """Record each item's level (the task's `stratify` field of its metadata), so analysis can
+    report per level from the store alone; a task without levels records nothing."""
+    key = getattr(plan.task, "stratify", None)
+    strata = {s.id: str(s.metadata[key]) for s in plan.samples if key and s.metadata.get(key) is not None}
+    if strata:
+        store.write_strata(plan.spec.name, key, strata)
 
 
 def _run_record(spec: RunSpec, task_spec: TaskSpec, spec_hash: str) -> RunRecord:

@@ -40,6 +40,10 @@ migrated in place when opened, see `_MIGRATIONS`):
     most N answer tokens generated after it (`quantscope.forced`): text (what was generated
     after the cut), answer, answer_tokens, finish_reason, correct, extracted, created.
 
+``items`` — each evaluated item's stratum (v4), one row per (task, item_id): stratum_key TEXT
+    (the task's stratifying field, e.g. "level"; `Task.stratify`) and stratum TEXT (its value
+    for this item, e.g. "5"), so analysis can report per level without loading the benchmark.
+
 ``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
     what `export` writes.
 """
@@ -49,7 +53,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -57,7 +61,7 @@ from typing import Any, Literal
 from quantscope.errors import QuantscopeError
 from quantscope.util import atomic_path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "quantscope.db"
 STORE_ENV = "QUANTSCOPE_STORE"
 
@@ -76,6 +80,16 @@ CREATE TABLE forced (
     extracted TEXT,
     created REAL NOT NULL,
     PRIMARY KEY (variant, task, item_id, sample, budget)
+);
+"""
+
+ITEMS_TABLE = """
+CREATE TABLE items (
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    stratum_key TEXT NOT NULL,
+    stratum TEXT NOT NULL,
+    PRIMARY KEY (task, item_id)
 );
 """
 
@@ -139,7 +153,7 @@ CREATE TABLE failures (
     created REAL NOT NULL,
     PRIMARY KEY (variant, task, item_id, sample)
 );
-{FORCED_TABLE}CREATE VIEW results_full AS
+{FORCED_TABLE}{ITEMS_TABLE}CREATE VIEW results_full AS
 SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
        r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
        r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
@@ -151,6 +165,7 @@ FROM results r JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.nam
 # Version 1 -> 2: where a variant's memory figure came from, the full output settings and the
 # environment of each run, a fingerprint of each row's prompt and target (so comparisons can check
 # that both sides saw the same item), and the failures table.
+# 2 -> 3: the forced-answer table. 3 -> 4: each item's stratum (the items table).
 _MIGRATIONS: dict[int, str] = {
     1: """
 ALTER TABLE variants ADD COLUMN memory_source TEXT;
@@ -171,6 +186,7 @@ CREATE TABLE failures (
 DROP VIEW results_full;
 """,
     2: FORCED_TABLE + "DROP VIEW IF EXISTS results_full;\n",
+    3: ITEMS_TABLE + "DROP VIEW IF EXISTS results_full;\n",
 }
 
 # Columns of `results_full` that analysis may read without touching the (large) text columns.
@@ -614,6 +630,23 @@ class Store:
         order = " ORDER BY variant, task, item_id, sample, budget"
         rows = self._db.execute(f"SELECT {', '.join(_FORCED_COLUMNS)} FROM forced{where}{order}", params)
         return [ForcedRow(*row[:9], bool(row[9]), *row[10:]) for row in rows.fetchall()]
+
+    def write_strata(self, task: str, key: str, strata: Mapping[str, str]) -> None:
+        """Record each item's stratum (`strata`: item id -> value of the task's field `key`), in one
+        transaction; an item already recorded takes the new value (a re-downloaded benchmark)."""
+        values = [(task, item_id, key, str(value)) for item_id, value in strata.items()]
+        with self._write():
+            self._db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", values)
+
+    def strata(self, task: str) -> tuple[str, dict[str, str]] | None:
+        """The stratifying field of `task` and each recorded item's value of it (item id -> value);
+        None when no item of `task` has a recorded stratum."""
+        rows = self._db.execute(
+            "SELECT item_id, stratum_key, stratum FROM items WHERE task = ? ORDER BY item_id", (task,)
+        ).fetchall()
+        if not rows:
+            return None
+        return rows[0][1], {item_id: stratum for item_id, _, stratum in rows}
 
     def failures(self, variant: str | None = None, task: str | None = None) -> list[Failure]:
         """The recorded failures (optionally of one variant / task), by key."""

@@ -39,6 +39,7 @@ from quantscope.util import pct, points, pts
 
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison
+    from quantscope.analysis.levels import TaskLevels
     from quantscope.analysis.metrics import TokenStats
     from quantscope.store import Store
 
@@ -453,24 +454,49 @@ def trace_report(
     return read_traces(rows(), baseline, rules, patterns, n_boot, seed)
 
 
-def thinking_findings(analysis: Analysis, report: TraceReport) -> tuple[str, ...]:
+def thinking_findings(
+    analysis: Analysis, report: TraceReport, levels: Sequence[TaskLevels] = ()
+) -> tuple[str, ...]:
     """The finding for each (variant, task) in words: how its thinking and truncation moved
     against the baseline (p90 thinking tokens, the truncation rate with its paired 95% CI), what
-    the accuracy did, and which trace signals moved significantly; or that nothing did at this
-    sample size (never "no effect": an undecided comparison may still hide one)."""
+    the accuracy did, the level where truncation rose most when it rose significantly there
+    (`levels`, from `analysis.levels`), and which trace signals moved significantly; or that
+    nothing did at this sample size (never "no effect": an undecided comparison may still hide one)."""
     traces = {(c.variant, c.task): c for c in report.comparisons}
+    by_task = {task.task: task for task in levels}
     lines = []
     for c in analysis.comparisons:
         t = traces.get((c.variant, c.task))
         ours, theirs = analysis.metric(c.variant, c.task), analysis.metric(c.baseline, c.task)
         if t is not None and ours is not None and theirs is not None:
-            lines.append(
-                f"{c.variant} on {c.task}: " + _finding(c, t, ours.thinking_tokens, theirs.thinking_tokens)
-            )
+            level = _most_truncated_level(by_task.get(c.task), c.variant)
+            finding = _finding(c, t, ours.thinking_tokens, theirs.thinking_tokens, level)
+            lines.append(f"{c.variant} on {c.task}: {finding}")
     return tuple(lines)
 
 
-def _finding(c: Comparison, t: TraceComparison, ours: TokenStats, theirs: TokenStats) -> str:
+def _most_truncated_level(levels: TaskLevels | None, variant: str) -> str | None:
+    """Where `variant`'s truncation rose most, in words, among the levels where it rose significantly."""
+    risen = [
+        r
+        for r in (levels.results if levels else ())
+        if r.variant == variant and r.truncation and r.truncation.significant and r.truncation.delta > 0
+    ]
+    if levels is None or not risen:
+        return None
+    worst = max(risen, key=lambda r: r.truncation.delta if r.truncation else 0.0)
+    cut, c = worst.truncation, worst.comparison
+    if cut is None or c is None:  # never: a level compared with the baseline has both
+        return None
+    return (
+        f"on {levels.key} {worst.level}: truncation {pct(cut.baseline)} → {pct(cut.value)} (significant), "
+        f"accuracy {pts(c.delta)} pts"
+    )
+
+
+def _finding(
+    c: Comparison, t: TraceComparison, ours: TokenStats, theirs: TokenStats, level: str | None = None
+) -> str:
     p90 = "–" if not theirs.p90 else f"{100 * (ours.p90 / theirs.p90 - 1):+.0f}%"
     accuracy = f"accuracy {pts(c.delta)} pts [{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}], {c.verdict}"
     signals = [
@@ -482,13 +508,13 @@ def _finding(c: Comparison, t: TraceComparison, ours: TokenStats, theirs: TokenS
         )
         if delta is not None and delta.significant
     ]
-    if not (t.truncated.significant or c.significant or signals):
+    if not (t.truncated.significant or c.significant or signals or level):
         sample = f"{c.paired_items} items; p90 thinking {p90}, {accuracy}"
         return f"no significant effect at this sample size ({sample})"
     cut = t.truncated
     truncation = f"truncation {pct(cut.baseline)} → {pct(cut.value)}"
     truncation += " (significant)" if cut.significant else " (not significant)"
-    parts = [f"p90 thinking {p90}", truncation, accuracy]
+    parts = [f"p90 thinking {p90}", truncation, *([level] if level else []), accuracy]
     if c.explained_by_truncation:
         parts.append("loss explained by truncation")
     return "; ".join(parts + signals)

@@ -67,6 +67,7 @@ def demo(
         comparison_table,
         demo_variants_table,
         finding_lines,
+        level_table,
         recommendation_panel,
     )
 
@@ -77,10 +78,12 @@ def demo(
         )
     console.print(demo_variants_table(result), highlight=False)
     if result.report.traces is not None:
-        findings = thinking_findings(result.report.analysis, result.report.traces)
+        findings = thinking_findings(result.report.analysis, result.report.traces, result.report.levels)
         console.print(finding_lines(findings), highlight=False)
     console.print(comparison_table(result.report.analysis, width=console.width))
-    console.print(recommendation_panel(result.report.recommendation))
+    for task in result.report.levels:
+        console.print(level_table(task, result.report.analysis.baseline))
+    console.print(recommendation_panel(result.report.recommendation, width=console.width))
     # Paths are printed unwrapped so they can be copied whatever the terminal's width.
     console.print(
         f"report: {result.report.path}   store: {result.store_dir}   ({result.seconds:.0f} s)",

@@ -58,15 +58,17 @@ def compare(
 ) -> None:
     """Compare each variant with the baseline, paired on the items both ran: the accuracy delta with
     its CI and verdict (better / worse / equivalent within --margin / undecided, with the samples
-    that would decide it), truncation and thinking; then why thinking differs, read from the
-    stored text (loops, hesitations, answers found and not given). Refuses variants generated
-    under other settings."""
+    that would decide it), truncation and thinking; for a task with levels, the same by level;
+    then why thinking differs, read from the stored text (loops, hesitations, answers found and not
+    given). Refuses variants generated under other settings."""
     from quantscope.analysis.compare import analyze
+    from quantscope.analysis.levels import level_report
     from quantscope.analysis.traces import thinking_findings, trace_report
     from quantscope.report.terminal import (
         comparison_notes,
         comparison_table,
         finding_lines,
+        level_table,
         trace_notes,
         trace_table,
     )
@@ -78,12 +80,16 @@ def compare(
             settings_study=settings_study,
         )  # fmt: skip
         traces = trace_report(opened, analysis.baseline, trace_rules(markers), tasks=analysis.tasks)
+        levels = level_report(opened, analysis)
     if as_json:
-        console.print_json(json.dumps({**analysis.to_dict(), "traces": json_ready(asdict(traces))}))
+        extra = {"traces": asdict(traces), "levels": [asdict(task) for task in levels]}
+        console.print_json(json.dumps({**analysis.to_dict(), **json_ready(extra)}))
         return
-    console.print(finding_lines(thinking_findings(analysis, traces)), highlight=False)
+    console.print(finding_lines(thinking_findings(analysis, traces, levels)), highlight=False)
     console.print(comparison_table(analysis, width=console.width))
     console.print(comparison_notes(analysis), highlight=False)
+    for task in levels:
+        console.print(level_table(task, analysis.baseline))
     console.print(trace_table(traces, width=console.width))
     console.print(trace_notes(traces), highlight=False)
 
@@ -126,7 +132,7 @@ def recommend(
     if as_json:
         console.print_json(json.dumps(picked.to_dict()))
     else:
-        console.print(recommendation_panel(picked))
+        console.print(recommendation_panel(picked, width=console.width))
 
 
 @app.command()
@@ -161,5 +167,5 @@ def report(
         gpu=on_gpu, model_config=read_config(model_config) if model_config else None,
     )  # fmt: skip
     console.print(comparison_table(written.analysis, width=console.width))
-    console.print(recommendation_panel(written.recommendation))
+    console.print(recommendation_panel(written.recommendation, width=console.width))
     console.print(f"wrote {written.path} ({written.nbytes / 1e6:.1f} MB)", soft_wrap=True, highlight=False)

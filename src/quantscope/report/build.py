@@ -1,8 +1,8 @@
 """Build the report: analyse a store, recommend, pick examples, and write the HTML file.
 
 `build_report(store_dir, out)` analyses the store (`quantscope.analysis.compare.analyze`),
-recommends a variant (`quantscope.analysis.recommend.recommend`), picks example generations and
-writes the HTML report atomically.
+recommends a variant (`quantscope.analysis.recommend.recommend`), reads the traces and the levels
+(`analysis.traces`, `analysis.levels`), picks example generations and writes the HTML report atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from quantscope.analysis.capacity import GpuBudget
 from quantscope.analysis.compare import Analysis, analyze
 from quantscope.analysis.decide import DEFAULT_MARGIN
+from quantscope.analysis.levels import TaskLevels, level_report
 from quantscope.analysis.recommend import Recommendation, recommend
 from quantscope.analysis.traces import TraceReport, TraceRules, trace_report
 from quantscope.report.html import Example, render, select_examples
@@ -32,6 +33,7 @@ class ReportResult:
     recommendation: Recommendation
     examples: dict[str, list[Example]]
     traces: TraceReport | None = None
+    levels: tuple[TaskLevels, ...] = ()
 
 
 def build_report(
@@ -58,8 +60,11 @@ def build_report(
         analysis = analyze(store, baseline, margin=margin, allow_mismatch=allow_mismatch)
         examples = select_examples(store, analysis, examples_per_variant)
         traces = trace_report(store, analysis.baseline, rules, tasks=analysis.tasks)
+        levels = level_report(store, analysis)
         path = store.path
     recommendation = recommend(analysis, budget_bytes, gpu=gpu, config=model_config)
-    page = render(analysis, recommendation, examples, title=title, source=str(path), traces=traces)
+    page = render(
+        analysis, recommendation, examples, title=title, source=str(path), traces=traces, levels=levels
+    )
     written = write_atomic(out, page)
-    return ReportResult(written, written.stat().st_size, analysis, recommendation, examples, traces)
+    return ReportResult(written, written.stat().st_size, analysis, recommendation, examples, traces, levels)

@@ -30,6 +30,7 @@ from quantscope.report.plots import all_figures
 from quantscope.util import format_size, json_ready, pct, points, pts, ratio, tokens
 
 if TYPE_CHECKING:
+    from quantscope.analysis.levels import LevelResult, TaskLevels
     from quantscope.analysis.traces import Delta, TraceReport
     from quantscope.store import Store
 
@@ -327,20 +328,21 @@ def _tasks_section(analysis: Analysis) -> str:
     return _section("tasks", "Per task", "".join(parts) + _undecided(analysis), note)
 
 
-def _findings_section(analysis: Analysis, traces: TraceReport | None) -> str:
+def _findings_section(analysis: Analysis, traces: TraceReport | None, levels: Sequence[TaskLevels]) -> str:
     """The finding per variant and task in words, at the top (`traces.thinking_findings`)."""
     from quantscope.analysis.traces import thinking_findings
 
     if traces is None or not analysis.comparisons:
         return ""
     items = []
-    for line in thinking_findings(analysis, traces):
+    for line in thinking_findings(analysis, traces, levels):
         head, _, rest = line.partition(": ")
         items.append(f"<li><b>{escape(head)}</b>: {escape(rest)}</li>")
     note = (
         "Against the baseline, paired on items: p90 thinking tokens, the truncation rate (significant: "
-        "the paired bootstrap 95% CI over items excludes 0), the accuracy verdict, and the trace signals "
-        "that moved significantly (see 'Why thinking differs')."
+        "the paired bootstrap 95% CI over items excludes 0), the level where it rose most when it rose "
+        "significantly there (see 'By level'), the accuracy verdict, and the trace signals that moved "
+        "significantly (see 'Why thinking differs')."
     )
     return _section("findings", "Findings", f"<ul class='findings'>{''.join(items)}</ul>", note)
 
@@ -389,6 +391,48 @@ def _traces_section(traces: TraceReport | None) -> str:
         "often another item's answer is 'found' in the baseline's correct traces."
     )
     return _section("traces", "Why thinking differs", "".join(parts), note)
+
+
+def _levels_section(levels: Sequence[TaskLevels], baseline: str) -> str:
+    """Per task with levels (`analysis.levels`): one row per level, one column per variant; each
+    cell the accuracy with its paired delta, the truncation rate with its paired change, and
+    the p90 thinking tokens."""
+    if not levels:
+        return ""
+    parts = []
+    for task in levels:
+        names = list(dict.fromkeys(r.variant for r in task.results))
+        rows = []
+        for level in task.levels:
+            cells = "".join(_level_cell(task.result(name, level)) for name in names)
+            rows.append(f"<tr><td class='text'>{escape(task.key)} {escape(level)}</td>{cells}</tr>")
+        parts.append(f"<h3>{escape(task.task)}</h3>{_table([task.key, *names], rows)}")
+    note = (
+        f"Each level's items alone, each variant against {escape(baseline)} on them: accuracy (its paired "
+        "delta in points, coloured by the verdict on that level), the share of samples cut off at the cap "
+        "(the change, * when the paired bootstrap 95% CI over the level's items excludes 0) and the p90 "
+        "thinking tokens. A level holds fewer items than its task, so its intervals are wider: an "
+        "undecided level is not a tie."
+    )
+    return _section("levels", "By level", "".join(parts), note)
+
+
+def _level_cell(result: LevelResult | None) -> str:
+    if result is None:
+        return "<td class='muted'>–</td>"
+    m, c, cut = result.metrics, result.comparison, result.truncation
+    accuracy, truncated = pct(m.accuracy), pct(m.truncation_rate)
+    cls = ""
+    if c is not None:
+        accuracy += f" <span class='muted'>{pts(c.delta)}</span>"
+        cls = {"better": "good", "worse": "bad", "worse: mostly truncation": "warn"}.get(c.verdict, "")
+    if cut is not None and cut.items:
+        truncated += f" <span class='muted'>{pts(cut.delta)}{'*' if cut.significant else ''}</span>"
+    p90 = f"{m.thinking_tokens.p90:,.0f}"
+    return (
+        f"<td class='{cls}'>{accuracy}<br><span class='muted'>cut</span> {truncated}"
+        f"<br><span class='muted'>p90</span> {p90}</td>"
+    )
 
 
 def _trace_cell(value: float, delta: Delta | None, *, rate: bool = False) -> str:
@@ -506,9 +550,10 @@ def render(
     title: str = "quantscope report",
     source: str = "",
     traces: TraceReport | None = None,
+    levels: Sequence[TaskLevels] = (),
 ) -> str:
     """The whole report as one HTML string (plotly.js inlined: works offline, no CDN); `traces`
-    adds the section on why thinking differs."""
+    adds the section on why thinking differs, `levels` the one per level."""
     from plotly.offline import get_plotlyjs
 
     from quantscope import __version__
@@ -520,11 +565,12 @@ def render(
             f"<main><h1>{escape(title)}</h1><p class='meta'>{escape(source)} · baseline "
             f"<b>{escape(analysis.baseline)}</b> · {len(analysis.variants)} variants · tasks "
             f"{escape(', '.join(analysis.tasks))} · {len(analysis.results):,} generations · {when}</p>",
-            _findings_section(analysis, traces),
+            _findings_section(analysis, traces, levels),
             _recommendation_section(recommendation),
             _summary_section(analysis, recommendation),
             _plots_section(analysis),
             _tasks_section(analysis),
+            _levels_section(levels, analysis.baseline),
             _traces_section(traces),
             _examples_section(examples or {}),
             _DEFINITIONS,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from quantscope.adaptive import AdaptiveSummary
     from quantscope.analysis.compare import Analysis, Comparison, VariantInfo
+    from quantscope.analysis.levels import LevelResult, TaskLevels
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
     from quantscope.analysis.traces import Delta, TraceReport
@@ -243,6 +244,39 @@ def _signal(value: float, delta: Delta | None, *, rate: bool = False) -> Text:
     return Text(cell, style="yellow" if delta.significant and delta.delta > 0 else "")
 
 
+def level_table(levels: TaskLevels, baseline: str) -> Table:
+    """One task by level (`analysis.levels`): a row per variant, a column per level, each cell
+    "accuracy / cut" in percent; red where the variant is significantly worse than the baseline
+    on that level's items, * where its truncation rate differs (paired 95% CI over the items)."""
+    table = Table(
+        title=f"{levels.task} by {levels.key}: accuracy % / cut at the cap %",
+        title_justify="left",
+        caption=f"red: worse than {baseline} on that {levels.key}; * truncation changed (95% CI excludes 0)",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("variant")
+    for level in levels.levels:
+        # numbered levels read as "L1".."L6" (the key's initial); named ones as themselves
+        table.add_column(f"{levels.key[:1].upper()}{level}" if level.isdigit() else level, justify="right")
+    for name in dict.fromkeys(r.variant for r in levels.results):
+        cells = [_level_cell(levels.result(name, level)) for level in levels.levels]
+        table.add_row(Text(name, style="bold" if name == baseline else ""), *cells)
+    return table
+
+
+def _level_cell(result: LevelResult | None) -> Text:
+    if result is None:
+        return Text("–", style="dim")
+    m, c, cut = result.metrics, result.comparison, result.truncation
+    star = "*" if cut is not None and cut.significant else ""
+    cell = f"{100 * m.accuracy:.0f}/{100 * m.truncation_rate:.0f}{star}"
+    worse = c is not None and c.verdict in ("worse", "worse: mostly truncation")
+    return Text(cell, style="red" if worse else "")
+
+
 def finding_lines(findings: Sequence[str]) -> Text:
     """The findings in words (`analysis.traces.thinking_findings`), one per line."""
     text = Text()
@@ -309,11 +343,16 @@ def comparison_notes(analysis: Analysis) -> Group:
     return Group(*lines)
 
 
-def recommendation_panel(rec: Recommendation) -> Panel:
+def recommendation_panel(rec: Recommendation, width: int | None = None) -> Panel:
     """The pick in one line, every other variant with why it lost, and the rule; on a GPU budget
-    also each variant's capacity and throughput there."""
-    from quantscope.analysis.capacity import CAPACITY_COLUMNS, CAPACITY_NOTE, capacity_cells
+    also each variant's capacity and throughput there. Under `WIDE` columns the candidates and
+    their capacity are two narrow tables (the accuracy and truncation are in the comparison)."""
+    from quantscope.analysis.capacity import CAPACITY_COLUMNS, capacity_cells
 
+    if width is not None and width < WIDE:
+        tables: list[RenderableType] = [_compact_candidates(rec)]
+        tables += [Text(""), _compact_capacity(rec)] if rec.gpu is not None else []
+        return _recommendation(rec, Group(*tables))
     table = Table(box=None, pad_edge=False)
     for name, justify in (
         ("variant", "left"),
@@ -329,9 +368,8 @@ def recommendation_panel(rec: Recommendation) -> Panel:
     for name, justify in (("fits", "center"), ("why", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for c in rec.candidates:
-        picked = rec.pick is not None and c.variant == rec.pick.variant
         table.add_row(
-            Text(c.variant + (" ★" if picked else ""), style="bold green" if picked else ""),
+            _candidate_name(rec, c.variant),
             "?" if c.memory_bytes is None else format_size(c.memory_bytes),
             pct(c.accuracy),
             "–" if c.variant == rec.baseline else pts(c.delta),
@@ -340,14 +378,56 @@ def recommendation_panel(rec: Recommendation) -> Panel:
             "yes" if c.fits else Text("no", style="red"),
             c.reason,
         )
+    return _recommendation(rec, table)
+
+
+def _recommendation(rec: Recommendation, body: RenderableType) -> Panel:
+    """The panel around the candidates: the pick in one line first, the rule (and the capacity
+    note on a GPU) under them."""
+    from quantscope.analysis.capacity import CAPACITY_NOTE
+
     headline = Text(
         rec.summary(), style="bold" if rec.pick and rec.decided else "bold yellow" if rec.pick else "bold red"
     )
     rule = Text(f"Rule: {rec.rule}", style="dim")
-    parts: list[RenderableType] = [headline, Text(""), table, Text(""), rule]
-    if serving:
+    parts: list[RenderableType] = [headline, Text(""), body, Text(""), rule]
+    if rec.gpu is not None:
         parts.append(Text(CAPACITY_NOTE, style="dim"))
     return Panel(Group(*parts), title="recommendation", title_align="left")
+
+
+def _candidate_name(rec: Recommendation, variant: str) -> Text:
+    picked = rec.pick is not None and variant == rec.pick.variant
+    return Text(variant + (" ★" if picked else ""), style="bold green" if picked else "")
+
+
+def _compact_candidates(rec: Recommendation) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("variant", "mem", "Δ pts", "fits", "why"):
+        table.add_column(name, justify="right" if name in ("mem", "Δ pts") else "left")
+    for c in rec.candidates:
+        table.add_row(
+            _candidate_name(rec, c.variant),
+            "?" if c.memory_bytes is None else short_size(c.memory_bytes),
+            "–" if c.variant == rec.baseline else pts(c.delta),
+            "yes" if c.fits else Text("no", style="red"),
+            c.reason,
+        )
+    return table
+
+
+def _compact_capacity(rec: Recommendation) -> Table:
+    """Each candidate on the GPU: the capacity columns but the token lengths (one per line)."""
+    from quantscope.analysis.capacity import CAPACITY_COLUMNS, capacity_cells
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title="on the GPU",
+                  title_justify="left")  # fmt: skip
+    table.add_column("variant")
+    for name in CAPACITY_COLUMNS[1:]:
+        table.add_column(name, justify="right")
+    for c in rec.candidates:
+        table.add_row(_candidate_name(rec, c.variant), *capacity_cells(c.serving)[1:])
+    return table
 
 
 # ---- eval ------------------------------------------------------------------------------------
@@ -836,13 +916,18 @@ def demo_variants_table(result: DemoResult) -> Group:
     for variant in result.variants:
         exported = "–" if variant.memory_bytes is None else format_size(variant.memory_bytes)
         seconds = f"{variant.seconds:.0f}" if variant.seconds else "–"
-        table.add_row(variant.preset, variant.status, format_size(variant.predicted_bytes), exported, seconds)
+        recipe = Text(variant.preset) + (Text(" (illustration)", style="dim") if variant.illustration else "")
+        table.add_row(recipe, variant.status, format_size(variant.predicted_bytes), exported, seconds)
     skipped = [
         Text.from_markup(f"[yellow]skipped {v.preset}:[/] {v.detail}")
         for v in result.variants
         if v.status == "failed"
     ]
-    return Group(table, *skipped)
+    shown = [v.preset for v in result.variants if v.illustration]
+    note = [
+        Text(f"{', '.join(shown)}: harsher than any deployed recipe, run to show the mechanism", style="dim")
+    ]
+    return Group(table, *skipped, *(note if shown else []))
 
 
 def adaptive_lines(summary: AdaptiveSummary) -> Group:

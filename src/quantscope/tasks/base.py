@@ -31,6 +31,9 @@ class Task(Protocol):
 
     name: str
 
+    # A benchmark with levels also sets `stratify` (a ClassVar): the key of `Sample.metadata`
+    # holding each item's level; the runner records it and analysis reports per level.
+
     def load(self, limit: int | None = None) -> list[Sample]:
         """The items, in a fixed order (first `limit` of them when given)."""
         ...

@@ -40,6 +40,8 @@ class SyntheticTask:
     name: str = field(default="synthetic", init=False)
     answer_patterns: ClassVar[tuple[str, ...]] = (r"^sum (\d+)$",)
     """Where the toy's thinking states a candidate answer: each pass ends "sum N"."""
+    stratify: ClassVar[str] = "level"
+    """The metadata field analysis reports per level by (as MATH-500's `level`)."""
 
     def __post_init__(self) -> None:
         if self.path is not None:
