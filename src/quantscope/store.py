@@ -714,11 +714,12 @@ class Store:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def traces(self, variant: str | None = None, task: str | None = None) -> Iterator[dict[str, Any]]:
-        """The generated text of every row with its key, target, thinking tokens, finish reason
-        and correctness, ordered by key, one row at a time (a study's text does not fit in memory)."""
+        """The generated text of every row with its key, target, thinking and answer tokens, finish
+        reason and correctness, ordered by key, one row at a time (a study's text does not fit in
+        memory)."""
         where, params = _filters(variant, task)
         names = ("variant", "task", "item_id", "sample", "target", "thinking", "text", "thinking_tokens")
-        names += ("finish_reason", "correct")
+        names += ("answer_tokens", "finish_reason", "correct")
         cursor = self._db.execute(
             f"SELECT {', '.join(names)} FROM results{where} ORDER BY variant, task, item_id, sample", params
         )

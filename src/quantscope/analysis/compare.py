@@ -10,9 +10,10 @@ samples), and everything shown next to its delta is computed on those same items
   equivalent (paired 90% CI inside ±margin, TOST) or undecided, and for an undecided one the
   samples likely to decide it;
 - the truncation-rate delta and the accuracy among finished generations on both sides;
-- thinking-token inflation: variant / baseline ratio of the median and the mean thinking tokens,
-  over all samples and over finished ones only (truncated samples are censored at the cap, so
-  the "all" ratios understate inflation when the variant truncates more);
+- thinking-token inflation: variant / baseline ratio of the median thinking tokens over all
+  samples, generations cut while thinking censored (the Kaplan–Meier median, `analysis.thinking`:
+  NaN once half of a side is cut, never the cap over the cap), and of the median and the mean
+  over finished ones only; `mean_all` is the raw mean, the cap standing in for a cut length;
 - comparability: both sides must share the cap, thinking mode, sampling, chat template and
   items (`analysis.comparability`); `analyze` refuses otherwise unless told to allow it.
 
@@ -54,6 +55,7 @@ from quantscope.analysis.metrics import (
     load_results,
     summarize,
 )
+from quantscope.analysis.thinking import km_median, thinking_censored
 from quantscope.errors import QuantscopeError
 from quantscope.memory import weight_memory
 from quantscope.util import json_ready
@@ -91,7 +93,8 @@ class VariantInfo:
 
 @dataclass(frozen=True)
 class Inflation:
-    """Variant / baseline ratios of thinking tokens (1.0 = same length; NaN when undefined)."""
+    """Variant / baseline ratios of thinking tokens (1.0 = same length; NaN when undefined).
+    `median_all` is the ratio of Kaplan–Meier medians (cut generations censored)."""
 
     median_all: float
     mean_all: float
@@ -250,7 +253,8 @@ def paired_delta(
 
 
 def thinking_inflation(variant: Results, baseline: Results) -> Inflation:
-    """Variant / baseline ratios of median and mean thinking tokens, all and finished samples."""
+    """Variant / baseline ratios of median and mean thinking tokens, all and finished samples (the
+    median of all: Kaplan–Meier, generations cut while thinking censored)."""
 
     def ratio(ours: np.ndarray, theirs: np.ndarray, stat: str) -> float:
         if ours.size == 0 or theirs.size == 0:
@@ -263,8 +267,10 @@ def thinking_inflation(variant: Results, baseline: Results) -> Inflation:
     ours_all, theirs_all = variant.thinking_tokens, baseline.thinking_tokens
     ours_fin = variant.thinking_tokens[~variant.truncated]
     theirs_fin = baseline.thinking_tokens[~baseline.truncated]
+    ours_km = km_median(ours_all, thinking_censored(variant.truncated, variant.answer_tokens))
+    theirs_km = km_median(theirs_all, thinking_censored(baseline.truncated, baseline.answer_tokens))
     return Inflation(
-        median_all=ratio(ours_all, theirs_all, "median"),
+        median_all=float(ours_km / theirs_km) if theirs_km > 0 else float("nan"),
         mean_all=ratio(ours_all, theirs_all, "mean"),
         median_finished=ratio(ours_fin, theirs_fin, "median"),
         mean_finished=ratio(ours_fin, theirs_fin, "mean"),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from quantscope.analysis.thinking import ThinkingLength, thinking_censored, thinking_length
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
@@ -156,7 +157,9 @@ class TaskMetrics:
     `k` is the smallest number of samples any item has (pass@k uses it); `max_tokens` the
     generation cap (tokens); accuracies are fractions in [0, 1]; `accuracy_finished` is the
     accuracy among samples that were not truncated (NaN when all were); token statistics are
-    over all samples, truncated ones included.
+    over all samples, truncated ones included (the cap standing in for a cut length), while
+    `thinking` is the Kaplan–Meier median thinking with generations cut while thinking censored
+    (`analysis.thinking`), the figure to read once the cap binds.
     """
 
     variant: str
@@ -177,6 +180,7 @@ class TaskMetrics:
     completion_tokens: TokenStats
     mean_seconds: float
     budget_curve: BudgetCurve = field(default_factory=lambda: BudgetCurve((), (), ()))
+    thinking: ThinkingLength = field(default_factory=lambda: thinking_length(np.zeros(0), np.zeros(0)))
 
 
 # ---- pure functions -----------------------------------------------------------------------
@@ -379,6 +383,9 @@ def summarize(
         completion_tokens=token_stats(results.completion_tokens),
         mean_seconds=float(results.seconds.mean()),
         budget_curve=budget_curve(results, budgets),
+        thinking=thinking_length(
+            results.thinking_tokens, thinking_censored(results.truncated, results.answer_tokens)
+        ),
     )
 
 

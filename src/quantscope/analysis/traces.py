@@ -1,168 +1,65 @@
 """Why a variant thinks longer, read from the stored text alone (no judge model).
 
-Per generation (`read_trace`), with the rules of `TraceRules`:
-
-- loop: the generation ends in a repeated stretch, a block of words repeated back to back at least
-  `loop_repeats` times and covering at least `loop_words` words of the tail (a block cut off by
-  the cap counts). A truncated generation is "truncated while looping" when it loops, "truncated
-  while progressing" otherwise.
-- hesitations: occurrences of the hesitation markers ("wait", "but", "alternatively", ...: whole
-  words or phrases, any case) in the thinking; reported per 1,000 thinking tokens.
-- found but not committed (math tasks only: those whose task declares `answer_patterns`): the
-  gold answer appears in the thinking in an answer pattern (a box, "the answer is X", a line
-  ending "= X", plus the task's own) while the final answer is judged wrong or has none. Answers
-  are compared as integers when both parse, else as text with spaces, `$` and `\\left/\\right`
-  removed, so an equivalent form written differently is missed (the detector undercounts).
-  `first_found` is where the first such match starts, as a fraction of the thinking's characters.
+Per generation, `signals.read_trace` finds loops, hesitations and (math tasks) where the gold
+answer was first stated as a conclusion; the rules and their measured precision and recall are
+in `analysis.signals`. A truncated generation is "truncated while looping" when it loops,
+"truncated while progressing" otherwise. "Found but not committed": the gold answer was stated
+as a conclusion in the thinking while the final answer is judged wrong or has none.
 
 Over a (variant, task) (`TraceStats`) each rate is a mean over items of the item's mean over its
 samples; against the baseline (`TraceComparison`) each difference is paired on the items both
-ran, with a seeded bootstrap 95% CI over items. `false_found` estimates the found-detector's
-false-positive rate: on the baseline's correct traces, how often it "finds" another item's gold
-answer (one that differs from this item's), i.e. how often a pattern matches by coincidence.
+ran, with a seeded bootstrap 95% CI over items, and so is the thinking length: the Kaplan–Meier
+median thinking tokens of each side on those items, generations cut while thinking censored
+(`analysis.thinking`), never a percentile that the cap pins on both sides. `false_found`
+estimates the found-detector's false-positive rate: on the baseline's correct traces, how often
+it "finds" another item's gold answer (one that differs from this item's), i.e. how often a
+statement matches by coincidence.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from quantscope.analysis.metrics import DEFAULT_BOOTSTRAP
-from quantscope.tasks.answers import parse_integer, strip_wrappers
+from quantscope.analysis.signals import (
+    HESITATION_MARKERS,
+    TraceRules,
+    TraceSignals,
+    first_statement_of,
+    normal_answer,
+    read_trace,
+    repeated_tail,
+)
+from quantscope.analysis.thinking import ThinkingChange, paired_thinking
 from quantscope.util import pct, points, pts
 
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison
     from quantscope.analysis.levels import TaskLevels
-    from quantscope.analysis.metrics import TokenStats
     from quantscope.store import Store
 
-HESITATION_MARKERS = (
-    "wait",
-    "but",
-    "alternatively",
-    "hmm",
-    "actually",
-    "however",
-    "let me check",
-    "let me double-check",
-    "let me verify",
-    "on second thought",
-)
-"""English hesitation markers (the words published analyses of quantized reasoners single out)."""
-
-ANSWER_PATTERNS = (
-    r"\\boxed\{((?:[^{}]|\{[^{}]*\})+)\}",
-    r"answer is[:\s]*(.+?)\s*(?:[.;]\s|[.;]?$)",
-    r"=\s*([^=\n]+?)\s*$",
-)
-"""Where a math trace states an answer: a box, "the answer is X", a line ending "= X"."""
-
-
-@dataclass(frozen=True)
-class TraceRules:
-    """What counts as a hesitation (`markers`, case-insensitive words or phrases), where a trace
-    states an answer (`answer_patterns`, regexes with one group, applied per line in MULTILINE
-    mode), and what counts as a loop (a block repeated `loop_repeats` times over `loop_words`
-    words at least, blocks up to `max_period` words long)."""
-
-    markers: tuple[str, ...] = HESITATION_MARKERS
-    answer_patterns: tuple[str, ...] = ANSWER_PATTERNS
-    loop_repeats: int = 3
-    loop_words: int = 24
-    max_period: int = 200
-
-    def hesitation_regex(self) -> re.Pattern[str]:
-        return _marker_regex(self.markers)
-
-    def with_patterns(self, extra: Sequence[str]) -> TraceRules:
-        """These rules plus a task's own answer patterns."""
-        return replace(self, answer_patterns=(*self.answer_patterns, *extra))
-
-
-@lru_cache(maxsize=16)
-def _marker_regex(markers: tuple[str, ...]) -> re.Pattern[str]:
-    words = sorted(markers, key=len, reverse=True)
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class TraceSignals:
-    """What one generation shows: `loop_words` (the repeated tail's length in words, 0 when it
-    does not loop), `hesitations` (markers in the thinking), and for math tasks `found` (the gold
-    answer appears in an answer pattern of the thinking; None for other tasks) with `first_found`
-    (fraction of the thinking's characters before the first such match; None when not found)."""
-
-    loops: bool
-    loop_words: int
-    hesitations: int
-    found: bool | None
-    first_found: float | None
-
-
-def repeated_tail(words: Sequence[str], max_period: int = 200) -> tuple[int, int]:
-    """The longest tail of `words` made of one block repeated back to back: (its length in
-    words, the block's length); (0, 0) for none. A final block cut short still counts."""
-    best, best_period = 0, 0
-    n = len(words)
-    for period in range(1, min(max_period, n // 2) + 1):
-        run = 0
-        while run < n - period and words[n - 1 - run] == words[n - 1 - run - period]:
-            run += 1
-        length = run + period
-        if run >= period and length > best:
-            best, best_period = length, period
-    return best, best_period
-
-
-def read_trace(
-    thinking: str, text: str, target: str | None, rules: TraceRules, *, math: bool
-) -> TraceSignals:
-    """The signals of one generation (`text` is all of it, `thinking` its thinking part);
-    `target` the gold answer, used on math tasks only."""
-    length, period = repeated_tail(text.split(), rules.max_period)
-    loops = period > 0 and length >= rules.loop_words and length >= rules.loop_repeats * period
-    hesitations = len(rules.hesitation_regex().findall(thinking))
-    found, first = (None, None)
-    if math and target is not None:
-        position = first_statement_of(thinking, target, rules.answer_patterns)
-        found = position is not None
-        first = position / max(len(thinking), 1) if position is not None else None
-    return TraceSignals(loops, length if loops else 0, hesitations, found, first)
-
-
-def first_statement_of(thinking: str, target: str, patterns: Sequence[str]) -> int | None:
-    """Where the first answer pattern of `thinking` stating `target` starts (characters), or None."""
-    gold = _normal(target)
-    starts = [
-        match.start()
-        for pattern in patterns
-        for match in re.finditer(pattern, thinking, re.MULTILINE | re.IGNORECASE)
-        if _same(_normal(match.group(1)), gold)
-    ]
-    return min(starts) if starts else None
-
-
-def _normal(answer: str) -> str:
-    text = answer
-    for noise in ("\\left", "\\right", "$", " ", "\\!", "\\,"):
-        text = text.replace(noise, "")
-    return strip_wrappers(text)
-
-
-def _same(candidate: str, gold: str) -> bool:
-    if not candidate:
-        return False
-    ours, theirs = parse_integer(candidate), parse_integer(gold)
-    if ours is not None and theirs is not None and candidate.lstrip("+-").isdigit():
-        return ours == theirs
-    return candidate == gold
+__all__ = [
+    "HESITATION_MARKERS",
+    "Delta",
+    "TraceComparison",
+    "TraceReport",
+    "TraceRow",
+    "TraceRules",
+    "TraceSignals",
+    "TraceStats",
+    "first_statement_of",
+    "paired_delta",
+    "read_trace",
+    "read_traces",
+    "repeated_tail",
+    "thinking_findings",
+    "trace_report",
+]
 
 
 # ---- over a store ---------------------------------------------------------------------------
@@ -170,7 +67,9 @@ def _same(candidate: str, gold: str) -> bool:
 
 @dataclass(frozen=True)
 class TraceRow:
-    """One stored generation as this module reads it."""
+    """One stored generation as this module reads it. `answer_tokens` (completion minus thinking
+    tokens, the `</think>` tag included) tells a generation cut while thinking (0) from one cut
+    in its answer; 0 by default, so a truncated row counts as cut while thinking."""
 
     variant: str
     task: str
@@ -181,6 +80,7 @@ class TraceRow:
     thinking_tokens: int
     truncated: bool
     correct: bool
+    answer_tokens: int = 0
 
 
 @dataclass
@@ -196,6 +96,8 @@ class _Signals:
     per_k: list[float] = field(default_factory=list)
     found: list[bool | None] = field(default_factory=list)
     first: list[float | None] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    censored: list[bool] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -247,6 +149,8 @@ class TraceComparison:
     not_committed: Delta | None
     truncated: Delta
     """The truncation rate (looping or not), so the finding can say whether it moved."""
+    thinking: ThinkingChange | None = None
+    """Kaplan–Meier median thinking tokens of both sides on the shared items (`analysis.thinking`)."""
 
 
 @dataclass(frozen=True)
@@ -269,23 +173,26 @@ def read_traces(
     task_patterns: Mapping[str, Sequence[str] | None] | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    task_hesitations: Mapping[str, Sequence[str]] | None = None,
 ) -> TraceReport:
     """Read every row (one pass; rows may stream from the store) and compare each variant with
     `baseline`. `task_patterns` maps a task to its own answer patterns (None or absent: not a math
-    task, no found-but-not-committed)."""
+    task, no found-but-not-committed); `task_hesitations` to its own hesitation patterns."""
     rules = rules or TraceRules()
-    task_patterns = task_patterns or {}
-    per_task_rules = {t: rules.with_patterns(p) for t, p in task_patterns.items() if p is not None}
+    math = {t: p for t, p in (task_patterns or {}).items() if p is not None}
+    hesitations = task_hesitations or {}
+    per_task = {
+        t: rules.with_patterns(math.get(t, ()), hesitations.get(t, ())) for t in {*math, *hesitations}
+    }
     signals: dict[tuple[str, str], _Signals] = defaultdict(_Signals)
     for row in rows:
-        task_rules = per_task_rules.get(row.task)
-        read = read_trace(
-            row.thinking, row.text, row.target, task_rules or rules, math=task_rules is not None
-        )
+        task_rules = per_task.get(row.task, rules)
+        is_math = row.task in math
+        read = read_trace(row.thinking, row.text, row.target, task_rules, math=is_math)
         column = signals[(row.variant, row.task)]
         column.item.append(row.item_id)
         column.target.append(row.target)
-        keep = task_rules is not None and row.correct and row.variant == baseline  # for false_found
+        keep = is_math and row.correct and row.variant == baseline  # for false_found
         column.thinking.append(row.thinking if keep else "")
         column.loops.append(read.loops)
         column.truncated.append(row.truncated)
@@ -293,13 +200,11 @@ def read_traces(
         column.per_k.append(1000 * read.hesitations / row.thinking_tokens if row.thinking_tokens else np.nan)
         column.found.append(read.found)
         column.first.append(read.first_found)
+        column.tokens.append(row.thinking_tokens)
+        column.censored.append(row.truncated and row.answer_tokens == 0)
     stats = []
     for (variant, task), column in sorted(signals.items()):
-        false = (
-            _false_found(column, per_task_rules[task])
-            if variant == baseline and task in per_task_rules
-            else None
-        )
+        false = _false_found(column, per_task[task]) if variant == baseline and task in math else None
         stats.append(_stats(variant, task, column, false))
     comparisons = [
         _compare(variant, baseline, task, column, signals[(baseline, task)], n_boot, seed)
@@ -364,6 +269,12 @@ def _compare(
         for name in mine
     }
     committed = deltas["not_committed"]
+    thinking = paired_thinking(
+        (ours.item, np.array(ours.tokens), np.array(ours.censored)),
+        (theirs.item, np.array(theirs.tokens), np.array(theirs.censored)),
+        n_boot,
+        seed,
+    )
     return TraceComparison(
         variant=variant,
         baseline=baseline,
@@ -374,6 +285,7 @@ def _compare(
         hesitations_per_k=deltas["hesitations_per_k"],
         not_committed=committed if committed.items else None,
         truncated=deltas["truncated"],
+        thinking=thinking if thinking.items else None,
     )
 
 
@@ -402,26 +314,28 @@ def _false_found(column: _Signals, rules: TraceRules) -> float | None:
     for index, (item, target) in enumerate(targets):
         for step in range(1, len(targets)):
             other = targets[(index + step) % len(targets)][1]
-            if _normal(other) != _normal(target):
+            if normal_answer(other) != normal_answer(target):
                 decoy[item] = other
                 break
     fired = [
-        first_statement_of(thinking, decoy[item], rules.answer_patterns) is not None
+        first_statement_of(thinking, decoy[item], rules) is not None
         for item, thinking, correct in zip(column.item, column.thinking, column.correct, strict=True)
         if correct and thinking and item in decoy
     ]
     return float(np.mean(fired)) if fired else None
 
 
-def task_answer_patterns(task: str) -> tuple[str, ...] | None:
-    """A stored task's own answer patterns (None: not a math task, or a task this install lacks)."""
+def task_trace_patterns(task: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """A stored task's own (answer patterns, hesitation patterns): answer patterns None for a task
+    that is not math (or that this install lacks)."""
     from quantscope.errors import QuantscopeError
     from quantscope.tasks.registry import task_class
 
     try:
-        return getattr(task_class(task), "answer_patterns", None)
+        kind = task_class(task)
     except QuantscopeError:
-        return None
+        return None, ()
+    return getattr(kind, "answer_patterns", None), tuple(getattr(kind, "hesitation_patterns", ()))
 
 
 def trace_report(
@@ -447,18 +361,22 @@ def trace_report(
                     thinking_tokens=int(row["thinking_tokens"]),
                     truncated=row["finish_reason"] == "length",
                     correct=bool(row["correct"]),
+                    answer_tokens=int(row["answer_tokens"]),
                 )
 
     names = tasks if tasks is not None else sorted({task for _, task in store.pairs()})
-    patterns = {task: task_answer_patterns(task) for task in names}
-    return read_traces(rows(), baseline, rules, patterns, n_boot, seed)
+    patterns = {task: task_trace_patterns(task) for task in names}
+    answers = {task: found for task, (found, _) in patterns.items()}
+    hesitations = {task: own for task, (_, own) in patterns.items() if own}
+    return read_traces(rows(), baseline, rules, answers, n_boot, seed, hesitations)
 
 
 def thinking_findings(
     analysis: Analysis, report: TraceReport, levels: Sequence[TaskLevels] = ()
 ) -> tuple[str, ...]:
     """The finding for each (variant, task) in words: how its thinking and truncation moved
-    against the baseline (p90 thinking tokens, the truncation rate with its paired 95% CI), what
+    against the baseline on the items both ran (the Kaplan–Meier median thinking tokens, cut
+    generations censored, with the ratio's paired 95% CI; the truncation rate with its), what
     the accuracy did, the level where truncation rose most when it rose significantly there
     (`levels`, from `analysis.levels`), and which trace signals moved significantly; or that
     nothing did at this sample size (never "no effect": an undecided comparison may still hide one)."""
@@ -467,11 +385,9 @@ def thinking_findings(
     lines = []
     for c in analysis.comparisons:
         t = traces.get((c.variant, c.task))
-        ours, theirs = analysis.metric(c.variant, c.task), analysis.metric(c.baseline, c.task)
-        if t is not None and ours is not None and theirs is not None:
+        if t is not None:
             level = _most_truncated_level(by_task.get(c.task), c.variant)
-            finding = _finding(c, t, ours.thinking_tokens, theirs.thinking_tokens, level)
-            lines.append(f"{c.variant} on {c.task}: {finding}")
+            lines.append(f"{c.variant} on {c.task}: {_finding(c, t, level)}")
     return tuple(lines)
 
 
@@ -494,10 +410,8 @@ def _most_truncated_level(levels: TaskLevels | None, variant: str) -> str | None
     )
 
 
-def _finding(
-    c: Comparison, t: TraceComparison, ours: TokenStats, theirs: TokenStats, level: str | None = None
-) -> str:
-    p90 = "–" if not theirs.p90 else f"{100 * (ours.p90 / theirs.p90 - 1):+.0f}%"
+def _finding(c: Comparison, t: TraceComparison, level: str | None = None) -> str:
+    thinking = thinking_words(t.thinking)
     accuracy = f"accuracy {pts(c.delta)} pts [{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}], {c.verdict}"
     signals = [
         f"{name} {points(delta.delta, rate=rate, signed=True)}{'/1k tokens' if rate else ' pts'}"
@@ -508,13 +422,42 @@ def _finding(
         )
         if delta is not None and delta.significant
     ]
-    if not (t.truncated.significant or c.significant or signals or level):
-        sample = f"{c.paired_items} items; p90 thinking {p90}, {accuracy}"
+    longer = t.thinking is not None and t.thinking.significant
+    if not (t.truncated.significant or c.significant or signals or level or longer):
+        sample = f"{c.paired_items} items; {thinking}, {accuracy}"
         return f"no significant effect at this sample size ({sample})"
     cut = t.truncated
     truncation = f"truncation {pct(cut.baseline)} → {pct(cut.value)}"
     truncation += " (significant)" if cut.significant else " (not significant)"
-    parts = [f"p90 thinking {p90}", truncation, *([level] if level else []), accuracy]
+    parts = [thinking, truncation, *([level] if level else []), accuracy]
     if c.explained_by_truncation:
         parts.append("loss explained by truncation")
     return "; ".join(parts + signals)
+
+
+def thinking_words(change: ThinkingChange | None) -> str:
+    """The median thinking change in words: "median thinking 1,204 → 1,530 tokens (+27% [+10%,
+    +45%])", or which side has half or more of its generations cut (the median beyond the cap)."""
+    if change is None:
+        return "median thinking –"
+    ours, theirs = change.value, change.baseline
+    if ours.identified and theirs.identified:
+        ci = (
+            f"[{_change(change.ci_low)}, {_change(change.ci_high)}]"
+            if not np.isnan(change.ci_low)
+            else "no CI"
+        )
+        return (
+            f"median thinking {theirs.median:,.0f} → {ours.median:,.0f} tokens ({_change(change.ratio)} {ci})"
+        )
+    if theirs.identified:
+        return f"median thinking {theirs.median:,.0f} → over {ours.longest:,.0f} tokens (half or more cut)"
+    if ours.identified:
+        over = f"over {theirs.longest:,.0f}"
+        return f"median thinking {over} → {ours.median:,.0f} tokens (baseline half or more cut)"
+    return "median thinking over the cap on both sides (half or more cut)"
+
+
+def _change(ratio: float) -> str:
+    """A ratio as a signed percent change ("+27%"); an unbounded one as "+∞"."""
+    return "+∞" if np.isinf(ratio) else f"{100 * (ratio - 1):+.0f}%"

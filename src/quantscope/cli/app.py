@@ -69,9 +69,9 @@ MarginOpt = Annotated[
 MarkersOpt = Annotated[
     str | None,
     typer.Option(
-        help="Hesitation markers counted in the thinking, comma-separated words or phrases (any case), "
-        "for another language or model. Default: wait, but, alternatively, hmm, actually, however, "
-        "let me check, let me double-check, let me verify, on second thought."
+        help="Hesitation markers counted in the thinking where they open a sentence or clause, "
+        "comma-separated words or phrases (any case), for another language or model. Default: wait, "
+        "hmm, alternatively, hold on, on second thought ('But wait' counts once)."
     ),
 ]
 AllowMismatchOpt = Annotated[

@@ -26,6 +26,7 @@ from quantscope.analysis.compare import TRUNCATION_RULE, Analysis, Comparison
 from quantscope.analysis.decide import family_note
 from quantscope.analysis.metrics import TaskMetrics
 from quantscope.analysis.recommend import Candidate, Recommendation
+from quantscope.analysis.thinking import median_text
 from quantscope.report.plots import all_figures
 from quantscope.util import format_size, json_ready, pct, points, pts, ratio, tokens
 
@@ -296,8 +297,8 @@ def _task_rows(analysis: Analysis, task: str) -> list[str]:
             f"{_delta_cell(c)}<td>{pct(m.pass_at_k)}</td><td>{pct(m.maj_at_k)}</td>"
             f"<td>{pct(m.truncation_rate)}{trunc_delta}</td>"
             f"<td>{pct(m.accuracy_finished)}</td>"
-            f"<td>{tokens(m.thinking_tokens.median)} / {tokens(m.thinking_tokens.mean)} / "
-            f"{tokens(m.thinking_tokens.p90)}</td><td>{inflation}</td>{_verdict_cell(c)}</tr>"
+            f"<td>{median_text(m.thinking)} / {tokens(m.thinking_tokens.mean)}</td>"
+            f"<td>{inflation}</td>{_verdict_cell(c)}</tr>"
         )
     return rows
 
@@ -307,8 +308,8 @@ def _tasks_section(analysis: Analysis) -> str:
     head = ["variant", "items", "k", "accuracy", "Δ pts [95% CI]", "pass@k", "maj@k", "truncated (Δ)"]
     head += [
         "acc. finished",
-        "thinking tok median / mean / p90",
-        "thinking × median all / finished",
+        "thinking tok median (cut-aware) / mean",
+        "thinking × median (cut-aware) / finished",
         "verdict",
     ]
     for task in analysis.tasks:
@@ -321,9 +322,11 @@ def _tasks_section(analysis: Analysis) -> str:
         "Accuracy is the baseline's own (with its 95% CI) and, for a variant, its accuracy on the items it "
         "shares with the baseline; items reads 'shared of the baseline's' when the variant ran fewer. "
         f"* significant: the paired bootstrap 95% CI over items excludes 0. Equivalent: the paired 90% CI "
-        f"lies within ±{100 * analysis.margin:.0f} points. Thinking × is the variant's thinking tokens over "
-        "the baseline's; 'all' counts truncated samples at the cap, 'finished' only those that ended on "
-        f"their own. {escape(family_note(len(analysis.comparisons)))} {escape(TRUNCATION_RULE)}."
+        f"lies within ±{100 * analysis.margin:.0f} points. The cut-aware median thinking is the Kaplan–Meier "
+        "median: a generation cut at the cap while thinking counts as at least its length (≥N: half or "
+        "more were cut, the median lies beyond the cap); the mean counts it at the cap. Thinking × is the "
+        "variant's median over the baseline's, cut-aware or over the generations that finished. "
+        f"{escape(family_note(len(analysis.comparisons)))} {escape(TRUNCATION_RULE)}."
     )
     return _section("tasks", "Per task", "".join(parts) + _undecided(analysis), note)
 
@@ -339,8 +342,10 @@ def _findings_section(analysis: Analysis, traces: TraceReport | None, levels: Se
         head, _, rest = line.partition(": ")
         items.append(f"<li><b>{escape(head)}</b>: {escape(rest)}</li>")
     note = (
-        "Against the baseline, paired on items: p90 thinking tokens, the truncation rate (significant: "
-        "the paired bootstrap 95% CI over items excludes 0), the level where it rose most when it rose "
+        "Against the baseline, on the items both ran: the median thinking tokens (Kaplan–Meier, a "
+        "generation cut while thinking counting as at least its length, with the ratio's bootstrap 95% "
+        "CI over items), the truncation rate (significant: the paired bootstrap 95% CI over items "
+        "excludes 0), the level where it rose most when it rose "
         "significantly there (see 'By level'), the accuracy verdict, and the trace signals that moved "
         "significantly (see 'Why thinking differs')."
     )
@@ -380,12 +385,15 @@ def _traces_section(traces: TraceReport | None) -> str:
         parts.append(f"<h3>{escape(task)}{fp}</h3>{_table(head, rows)}")
     markers = ", ".join(traces.rules.markers)
     note = (
-        "Read from the stored text, no judge model. Loops: the generation ends in a block of words "
-        f"repeated at least {traces.rules.loop_repeats} times ({traces.rules.loop_words}+ words). Truncated "
+        "Read from the stored text, no judge model. Loops: the generation ends in a block of characters "
+        f"repeated at least {traces.rules.loop_repeats} times ({traces.rules.loop_chars}+ characters; the "
+        "cap may cut the last copy anywhere, and runs without spaces such as '5555…' count). Truncated "
         "while looping / progressing: hit the cap in a loop / not in one. Hesitations: the markers "
-        f"{escape(markers)} (whole words, any case) per 1,000 thinking tokens. Found, not given (math "
-        "tasks): the gold answer stated in the thinking (a box, 'the answer is', a line ending '= X') "
-        "while the final answer is wrong or missing; first found: where that statement starts, as a "
+        f"{escape(markers)} where they open a sentence or clause ('But wait' and 'Hmm, wait' once; 'but', "
+        "'however' in prose are not hesitations) per 1,000 thinking tokens. Found, not given (math "
+        "tasks): the gold answer stated as a conclusion in the thinking (a box, 'the answer is', 'final "
+        "answer', a sentence opening 'So', 'Thus', 'Therefore'; intervals with their brackets) while "
+        "the final answer is wrong or missing; first found: where that statement starts, as a "
         "share of the thinking. A variant's cells add its paired difference from the baseline with the "
         "bootstrap 95% CI over items; * marks a CI that excludes 0. The false-positive rate is how "
         "often another item's answer is 'found' in the baseline's correct traces."
@@ -396,7 +404,7 @@ def _traces_section(traces: TraceReport | None) -> str:
 def _levels_section(levels: Sequence[TaskLevels], baseline: str) -> str:
     """Per task with levels (`analysis.levels`): one row per level, one column per variant; each
     cell the accuracy with its paired delta, the truncation rate with its paired change, and
-    the p90 thinking tokens."""
+    the median thinking tokens (Kaplan–Meier, cut generations censored)."""
     if not levels:
         return ""
     parts = []
@@ -410,9 +418,10 @@ def _levels_section(levels: Sequence[TaskLevels], baseline: str) -> str:
     note = (
         f"Each level's items alone, each variant against {escape(baseline)} on them: accuracy (its paired "
         "delta in points, coloured by the verdict on that level), the share of samples cut off at the cap "
-        "(the change, * when the paired bootstrap 95% CI over the level's items excludes 0) and the p90 "
-        "thinking tokens. A level holds fewer items than its task, so its intervals are wider: an "
-        "undecided level is not a tie."
+        "(the change, * when the paired bootstrap 95% CI over the level's items excludes 0) and the "
+        "median thinking tokens (Kaplan–Meier: a generation cut while thinking counts as at least its "
+        "length; ≥N when half or more were cut). A level holds fewer items than its task, so its "
+        "intervals are wider: an undecided level is not a tie."
     )
     return _section("levels", "By level", "".join(parts), note)
 
@@ -428,10 +437,9 @@ def _level_cell(result: LevelResult | None) -> str:
         cls = {"better": "good", "worse": "bad", "worse: mostly truncation": "warn"}.get(c.verdict, "")
     if cut is not None and cut.items:
         truncated += f" <span class='muted'>{pts(cut.delta)}{'*' if cut.significant else ''}</span>"
-    p90 = f"{m.thinking_tokens.p90:,.0f}"
     return (
         f"<td class='{cls}'>{accuracy}<br><span class='muted'>cut</span> {truncated}"
-        f"<br><span class='muted'>p90</span> {p90}</td>"
+        f"<br><span class='muted'>median</span> {median_text(m.thinking)}</td>"
     )
 
 

@@ -76,8 +76,9 @@ WIDE = 120
 def comparison_table(analysis: Analysis, width: int | None = None) -> Table:
     """Per task and variant: memory, items compared, accuracy (the baseline's own with its CI; a
     variant's on the items it shares with the baseline), the paired delta (* = 95% CI excludes 0),
-    truncation and its delta, accuracy among finished samples, thinking inflation (median, all /
-    finished samples) and the verdict at the analysis's margin. Under `WIDE` columns (`width`),
+    truncation and its delta, accuracy among finished samples, thinking inflation (median of all
+    samples, Kaplan–Meier with cut generations censored / median of finished samples) and the
+    verdict at the analysis's margin. Under `WIDE` columns (`width`),
     the compact layout keeps memory, accuracy, the delta and its CI, truncation, the median
     thinking ratio and the verdict."""
     if width is not None and width < WIDE:
@@ -300,10 +301,13 @@ def trace_notes(report: TraceReport) -> Text:
         if s.variant == report.baseline and s.false_found is not None
     ]
     lines = [
-        "loops: the generation ends in a block repeated ≥3 times (≥24 words); cut: hit the cap; "
-        f"hesitations: {_markers(report.rules.markers)} per 1,000 thinking tokens; "
-        "found, not given: the gold answer stated in the thinking, the final answer wrong (math tasks); "
-        "1st found: median position of that statement in the thinking. Δ [95% CI over items], paired.",
+        f"loops: the generation ends in a block repeated ≥{report.rules.loop_repeats} times "
+        f"(≥{report.rules.loop_chars} characters, cut anywhere); cut: hit the cap; "
+        f"hesitations: {_markers(report.rules.markers)} opening a sentence or clause (a run once) "
+        "per 1,000 thinking tokens; found, not given: the gold answer stated as a conclusion in "
+        "the thinking (a box, 'the answer is', a sentence opening 'So/Thus/Therefore'), the final "
+        "answer wrong (math tasks); 1st found: median position of that statement in the thinking. "
+        "Δ [95% CI over items], paired.",
     ]
     if false:
         lines.append(
@@ -439,7 +443,10 @@ CAP_WARNING = 0.05
 
 def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
     """Per (variant, task): accuracy with its 95% CI, pass@k, maj@k, truncation, accuracy among
-    finished samples, and thinking / answer tokens."""
+    finished samples, the median thinking tokens (Kaplan–Meier: generations cut while thinking
+    censored; "≥N" once half are cut) and the mean answer tokens."""
+    from quantscope.analysis.thinking import median_text
+
     table = Table(title=title)
     for name in ("variant", "task", "items", "k", "cap"):
         table.add_column(name, justify="left" if name in ("variant", "task") else "right")
@@ -449,7 +456,7 @@ def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
         "maj@k",
         "truncated",
         "acc finished",
-        "think tok μ/p90",
+        "think tok median",
         "answer tok μ",
     ):
         table.add_column(name, justify="right")
@@ -465,7 +472,7 @@ def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
             pct(m.maj_at_k),
             pct(m.truncation_rate),
             pct(m.accuracy_finished),
-            f"{m.thinking_tokens.mean:.0f}/{m.thinking_tokens.p90:.0f}",
+            median_text(m.thinking),
             f"{m.answer_tokens.mean:.0f}",
         )
     return table

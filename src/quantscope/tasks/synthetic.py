@@ -40,6 +40,8 @@ class SyntheticTask:
     name: str = field(default="synthetic", init=False)
     answer_patterns: ClassVar[tuple[str, ...]] = (r"^sum (\d+)$",)
     """Where the toy's thinking states a candidate answer: each pass ends "sum N"."""
+    hesitation_patterns: ClassVar[tuple[str, ...]] = (r"^compare [\d ]+ wait$",)
+    """Where the toy hesitates: a failed check ends its line with "wait" (no sentence opens with it)."""
     stratify: ClassVar[str] = "level"
     """The metadata field analysis reports per level by (as MATH-500's `level`)."""
 
