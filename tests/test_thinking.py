@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from quantscope.analysis.thinking import (
+    MAX_BINS,
+    _bins,
+    _Counter,
     _medians,
-    _order,
     km_median,
     median_text,
     paired_thinking,
@@ -67,18 +69,42 @@ def test_it_matches_statsmodels_kaplan_meier_curve_with_ties_and_censoring() -> 
     assert identified > checked / 2  # the comparison is mostly between numbers
 
 
+def _resampled_medians(
+    tokens: np.ndarray, censored: np.ndarray, weights: np.ndarray, dense: bool = False
+) -> np.ndarray:
+    """The bootstrap's medians with each sample its own item, drawn `weights` times (rows)."""
+    values = _bins(tokens)
+    cut = np.unique(np.searchsorted(values, tokens[censored]))
+    counter = _Counter((tokens, censored, np.arange(tokens.size)), values, cut, tokens.size)
+    if dense:  # the matrix-product path a large side takes: one histogram row per item
+        counter.histogram = np.zeros((tokens.size, counter.width), dtype=np.float32)
+        counter.histogram[np.arange(tokens.size), counter.at] = 1
+    return _medians(values, *counter.split(counter.weights(weights)))
+
+
 def test_bootstrap_weights_equal_copies_of_the_samples() -> None:
     """The resampled medians weight each sample by its item's draws: the same as repeating it."""
     rng = np.random.default_rng(2)
     tokens = rng.integers(1, 30, size=50).astype(float)
     censored = rng.random(50) < 0.3
-    order = _order(tokens, censored)
-    weights = rng.integers(0, 4, size=(20, 50)).astype(float)
-    medians = _medians(tokens[order], ~censored[order], weights[:, order])
-    for row, median in zip(weights, medians, strict=True):
-        copies = np.repeat(np.arange(50), row.astype(int))
+    weights = rng.integers(0, 4, size=(20, 50))
+    sparse, dense = (_resampled_medians(tokens, censored, weights, dense=d) for d in (False, True))
+    np.testing.assert_array_equal(sparse, dense)  # both counting paths agree
+    for row, median in zip(weights, sparse, strict=True):
+        copies = np.repeat(np.arange(50), row)
         expected = _median_from_statsmodels(tokens[copies], censored[copies])
         assert median == expected or (np.isnan(median) and np.isnan(expected))
+
+
+def test_with_many_distinct_lengths_the_bootstrap_rounds_up_to_the_next_bin() -> None:
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(1, 30_000, size=4000).astype(float)
+    censored = tokens > 25_000
+    values = _bins(tokens)
+    assert values.size <= MAX_BINS and values[-1] == tokens.max()
+    (binned,) = _resampled_medians(tokens, censored, np.ones((1, tokens.size), dtype=np.int64))
+    exact = km_median(tokens, censored)
+    assert exact <= binned <= values[np.searchsorted(values, exact)]
 
 
 def test_a_sample_cut_in_its_answer_finished_thinking() -> None:

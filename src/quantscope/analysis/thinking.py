@@ -25,8 +25,12 @@ import numpy as np
 
 _TIE = 1e-9
 """Survival within this of 1/2 is taken as exactly 1/2 (a product of fractions rounds)."""
-_CELLS = 2_000_000
-"""Bootstrap resamples × samples held at once (memory: a few arrays of this many float64)."""
+_CELLS = 4_000_000
+"""Bootstrap resamples × items (or × lengths) held at once (memory: a few arrays this large)."""
+MAX_BINS = 256
+"""Distinct thinking lengths the bootstrap counts at, at most (see `_ratio_ci`)."""
+_DENSE_FROM = 1_000
+"""Samples on a side from which the bootstrap counts with a matrix product (`_Counter`)."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,11 @@ def km_median(tokens: np.ndarray, censored: np.ndarray) -> float:
     tokens = np.asarray(tokens, dtype=np.float64)
     if tokens.size == 0:
         return float("nan")
-    order = _order(tokens, np.asarray(censored, dtype=bool))
-    weights = np.ones((1, tokens.size))
-    return float(_medians(tokens[order], ~np.asarray(censored, dtype=bool)[order], weights)[0])
+    censored = np.asarray(censored, dtype=bool)
+    values, at = np.unique(tokens, return_inverse=True)
+    events = np.bincount(at, weights=~censored, minlength=values.size)[None, :]
+    cut = np.bincount(at, weights=censored, minlength=values.size)[None, :]
+    return float(_medians(values, events, cut)[0])
 
 
 def thinking_length(tokens: np.ndarray, censored: np.ndarray) -> ThinkingLength:
@@ -105,7 +111,7 @@ def paired_thinking(
     shared = sorted(set(ours[0]) & set(theirs[0]))
     index = {item: i for i, item in enumerate(shared)}
     sides = [_side(rows, index) for rows in (ours, theirs)]
-    value, base = (thinking_length(tokens, ~events) for tokens, events, _ in sides)
+    value, base = (thinking_length(tokens, censored) for tokens, censored, _ in sides)
     ratio = (
         value.median / base.median if value.identified and base.identified and base.median else float("nan")
     )
@@ -116,39 +122,33 @@ def paired_thinking(
 def _side(
     rows: tuple[Sequence[str], np.ndarray, np.ndarray], index: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One side's samples on the shared items, sorted for Kaplan–Meier: (tokens, finished, item)."""
+    """One side's samples on the shared items: (tokens, censored, item index)."""
     items = np.array([index.get(str(item), -1) for item in rows[0]], dtype=np.int64)
     keep = items >= 0
-    tokens = np.asarray(rows[1], dtype=np.float64)[keep]
-    censored = np.asarray(rows[2], dtype=bool)[keep]
-    order = _order(tokens, censored)
-    return tokens[order], ~censored[order], items[keep][order]
+    return np.asarray(rows[1], dtype=np.float64)[keep], np.asarray(rows[2], dtype=bool)[keep], items[keep]
 
 
-def _order(tokens: np.ndarray, censored: np.ndarray) -> np.ndarray:
-    """Samples by length, a finished one before a censored one of the same length (the usual
-    convention: a sample censored at t was still at risk at t)."""
-    return np.lexsort((censored, tokens))
+def _medians(values: np.ndarray, events: np.ndarray, censored: np.ndarray) -> np.ndarray:
+    """Kaplan–Meier medians from weighted counts at sorted distinct lengths `values`: row r of
+    `events` / `censored` holds, per length, the weight of samples that finished / were censored
+    there (a bootstrap resample's copies of each sample, or ones).
 
-
-def _medians(tokens: np.ndarray, finished: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Kaplan–Meier medians of sorted samples under each row of `weights` (copies of each sample).
-
-    Walking the sorted samples, each finished one multiplies the survival by 1 - w/at_risk; ties
-    taken one at a time give the same product as taken together. The median is the first length
-    where survival is at most 1/2; where it is exactly 1/2 up to a later drop, the midpoint of
-    the two lengths (so it is the ordinary median when nothing is censored); NaN where survival
-    never reaches 1/2, or stays at exactly 1/2 to the end."""
-    at_risk = np.cumsum(weights[:, ::-1], axis=1)[:, ::-1]
+    At each length the survival is multiplied by 1 - events / at risk, the at-risk count holding
+    everything not yet finished or censored before it (a sample censored at t was at risk at t).
+    The median is the first length where survival is at most 1/2; where it is exactly 1/2 up to
+    a later drop, the midpoint of the two lengths (so it is the ordinary median when nothing is
+    censored); NaN where survival never reaches 1/2, or stays at exactly 1/2 to the end."""
+    leaving = events + censored
+    at_risk = leaving.sum(axis=1, keepdims=True) - (np.cumsum(leaving, axis=1) - leaving)
     with np.errstate(divide="ignore", invalid="ignore"):
-        hazard = np.where(finished & (at_risk > 0), weights / at_risk, 0.0)
+        hazard = np.where(at_risk > 0, events / at_risk, 0.0)
     survival = np.cumprod(1.0 - hazard, axis=1)
     reached = survival <= 0.5 + _TIE
     below = survival < 0.5 - _TIE
     first, drop = reached.argmax(axis=1), below.argmax(axis=1)
     rows = np.arange(survival.shape[0])
     plateau = np.abs(survival[rows, first] - 0.5) <= _TIE
-    median = np.where(plateau, (tokens[first] + tokens[drop]) / 2, tokens[first])
+    median = np.where(plateau, (values[first] + values[drop]) / 2, values[first])
     return np.where(reached.any(axis=1) & (~plateau | below.any(axis=1)), median, np.nan)
 
 
@@ -157,16 +157,27 @@ def _ratio_ci(
 ) -> tuple[float, float]:
     """Percentile 95% CI of the median ratio, items resampled together on both sides. A resample
     where the variant's median is not identified counts as +inf, the baseline's alone as 0; one
-    where neither is identified is dropped, and more than 5% dropped gives no CI."""
+    where neither is identified is dropped, and more than 5% dropped gives no CI.
+
+    A resample's weight at each length is its items' draw counts summed over their samples there
+    (`_Counter`): exact Kaplan–Meier when the two sides hold at most `MAX_BINS` distinct lengths,
+    else every length rounded up to the next of `MAX_BINS` lengths spread over the distinct ones
+    (a resolution of 1/`MAX_BINS` of the samples, for the CI only; the medians are exact)."""
+    values = _bins(np.concatenate([tokens for tokens, _, _ in sides]))
+    # the lengths where either side has censored samples (usually the cap alone)
+    cut = np.unique(
+        np.concatenate([np.searchsorted(values, tokens[censored]) for tokens, censored, _ in sides])
+    )
+    counters = [_Counter(side, values, cut, n_items) for side in sides]
     rng = np.random.default_rng(seed)
-    size = max(len(side[0]) for side in sides)
-    chunk = max(1, _CELLS // max(size, 1))
+    sparse = [c.samples for c in counters if c.histogram is None]  # a bincount holds every sample
+    chunk = max(1, _CELLS // max(n_items, counters[0].width, *sparse))
     ratios = []
     for begin in range(0, n_boot, chunk):
         draws = rng.integers(0, n_items, size=(min(chunk, n_boot - begin), n_items))
         rows = np.arange(draws.shape[0])[:, None] * n_items
-        counts = np.bincount((rows + draws).ravel(), minlength=draws.size).reshape(draws.shape).astype(float)
-        ours, theirs = (_medians(t, f, counts[:, items]) for t, f, items in sides)
+        counts = np.bincount((rows + draws).ravel(), minlength=draws.size).reshape(draws.shape)
+        ours, theirs = (_medians(values, *c.split(c.weights(counts))) for c in counters)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = ours / theirs
         ratio = np.where(np.isnan(ours) & ~np.isnan(theirs), np.inf, ratio)
@@ -178,6 +189,58 @@ def _ratio_ci(
         return float("nan"), float("nan")
     low, high = np.quantile(kept, [0.025, 0.975], method="inverted_cdf")
     return float(low), float(high)
+
+
+def _bins(tokens: np.ndarray) -> np.ndarray:
+    """The lengths the bootstrap counts at: every distinct one, or `MAX_BINS` of them spread over
+    the distinct ones (the largest included, so every length rounds up to one)."""
+    distinct = np.unique(tokens)
+    if distinct.size <= MAX_BINS:
+        return distinct
+    return distinct[np.unique(np.linspace(0, distinct.size - 1, MAX_BINS).round().astype(np.int64))]
+
+
+class _Counter:
+    """One side's samples as weights for a batch of resamples: (resamples × width), finished ones
+    at each of the lengths `values`, then censored ones at each length of `cut` (those where any
+    sample is censored). Many samples: one matrix product of the draw counts with the (items ×
+    width) histogram; few: a bincount over the samples (no BLAS call, whose threads cost more than
+    the work on small problems)."""
+
+    def __init__(
+        self,
+        side: tuple[np.ndarray, np.ndarray, np.ndarray],
+        values: np.ndarray,
+        cut: np.ndarray,
+        n_items: int,
+    ):
+        tokens, censored, self.items = side
+        self.cut, self.lengths = cut, values.size
+        self.samples, self.width = tokens.size, values.size + cut.size
+        at = np.searchsorted(values, tokens)
+        self.at = np.where(censored, values.size + np.searchsorted(cut, at), at)
+        self.histogram: np.ndarray | None = None
+        if self.samples > _DENSE_FROM:
+            flat = np.bincount(self.items * self.width + self.at, minlength=n_items * self.width)
+            self.histogram = flat.reshape(n_items, self.width).astype(np.float32)
+
+    def weights(self, counts: np.ndarray) -> np.ndarray:
+        """(resamples × 2·lengths) weights for `counts` (resamples × items: each item's draws)."""
+        if self.histogram is not None:  # float32 is exact here: counts stay far below 2^24
+            return (counts.astype(np.float32) @ self.histogram).astype(np.float64)
+        rows = np.arange(counts.shape[0])[:, None] * self.width
+        flat = np.bincount(
+            (rows + self.at).ravel(),
+            weights=counts[:, self.items].ravel(),
+            minlength=counts.shape[0] * self.width,
+        )
+        return flat.reshape(counts.shape[0], self.width)
+
+    def split(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(finished, censored) weights at every length, from `weights`' columns."""
+        censored = np.zeros((weights.shape[0], self.lengths))
+        censored[:, self.cut] = weights[:, self.lengths :]
+        return weights[:, : self.lengths], censored
 
 
 def median_text(length: ThinkingLength) -> str:
