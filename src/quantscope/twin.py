@@ -23,12 +23,13 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from quantscope.errors import QuantscopeError
-from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
+from quantscope.gpus import DEFAULT_TARGET, get_gpu
+from quantscope.served import served_activations, with_cpu_inputs
 
 TWIN_MARKER = "twin.json"
 TWIN_VERSION = 2
@@ -120,10 +121,7 @@ def plan_twin(
     for module, fmt in sorted(assignment.items()):
         served = served_activations(fmt, target)
         if target.capability == 0 and cpu_inputs is not None:
-            rule = cpu_inputs.get(module)
-            served = replace(
-                served, activations=served.activations and rule is not None, mx_scale_rule=rule or "floor"
-            )
+            served = with_cpu_inputs(served, cpu_inputs.get(module))
         if served.format != "bf16" and served.kernel != "16-bit":
             kernels[served.format] = served.kernel
         if not served.activations:

@@ -21,7 +21,7 @@ from quantscope.anatomy import load_anatomy
 from quantscope.calibration import CalibrationSource, build_calibration, load_documents
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
+from quantscope.gpus import DEFAULT_TARGET, get_gpu
 from quantscope.modeling import default_dtype, load_causal_lm
 from quantscope.profile.actquant import ActPoint, calibrate, hookable
 from quantscope.profile.fakequant import QdqTarget, loaded_tensors
@@ -37,6 +37,7 @@ from quantscope.profile.units import (
     unit_targets,
 )
 from quantscope.recipe import save_recipe
+from quantscope.served import served_activations
 
 Progress = Callable[[str, int, int], None]
 
