@@ -165,6 +165,13 @@ def kind_of(module: str) -> str:
     return "lm_head" if parts[-1] == "lm_head" else "linear"
 
 
+def text_model_type(config: Mapping) -> str | None:
+    """The model type vLLM reads (`hf_text_config.model_type`) from a config.json dict: its
+    `text_config`'s for a multimodal checkpoint, else its own (e.g. "qwen3_5_moe_text")."""
+    text = config.get("text_config")
+    return (text.get("model_type") if isinstance(text, Mapping) else None) or config.get("model_type")
+
+
 def served_activations(
     format_name: str,
     gpu: GPU | str,
@@ -453,5 +460,6 @@ __all__ = [
     "kind_of",
     "parse_kernel_set",
     "served_activations",
+    "text_model_type",
     "with_cpu_inputs",
 ]
