@@ -32,15 +32,15 @@ def doctor_view(diagnosis: Diagnosis) -> Group:
 
 def devices_table(devices: tuple[Device, ...]) -> Table:
     """Per CUDA device: compute capability, the memory CUDA reports (GiB, what vLLM sizes its pool
-    against), the formats that run with activations quantized and those that fall back to
-    weight-only kernels."""
+    against), the formats that run their declared activation quantization in every layer kind and
+    those that some layer kind runs with weight-only kernels (`served_table` has the detail)."""
     table = Table(title="CUDA devices", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("device")
     table.add_column("sm", justify="right")
     table.add_column("memory", justify="right")
-    table.add_column("activations quantized")
-    table.add_column("weight-only fallback")
+    table.add_column("runs as declared")
+    table.add_column("weight-only somewhere")
     for index, device in enumerate(devices):
         table.add_row(
             str(index),
