@@ -226,9 +226,9 @@ def test_stored_activation_scales_are_reproduced_to_the_bit(tmp_path: Path) -> N
 # ------------------------------------------------------------------ what each GPU runs, per layer kind
 
 
-def test_per_token_and_power_of_two_fp8_rounding_is_vllmʼs() -> None:
-    """Humming's W4A8 inputs (FP8 per token) and DeepGEMM's block-FP8 inputs (per token and 128
-    channels, scales rounded up to powers of two) against vLLM's own `QuantFP8.forward_native`."""
+def test_deepgemm_power_of_two_fp8_rounding_is_vllmʼs() -> None:
+    """DeepGEMM's block-FP8 inputs (per token and 128 channels, scales rounded up to powers of
+    two) against vLLM's own `QuantFP8.forward_native` with `use_ue8m0`."""
     pytest.importorskip("vllm", reason="vLLM's QuantFP8 is the oracle")
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.quantization.input_quant_fp8 import QuantFP8
@@ -237,16 +237,28 @@ def test_per_token_and_power_of_two_fp8_rounding_is_vllmʼs() -> None:
     from quantscope.profile.actquant import served_spec
 
     x = _activations().reshape(-1, 320)  # 320 = 2.5 groups of 128: vLLM pads the last one
-    cases = ((GroupShape(1, 128), "fp8_group", True), (GroupShape.PER_TOKEN, "fp8_token", False))
     with set_current_vllm_config(VllmConfig()):
-        for shape, act, pow2 in cases:
-            quant = QuantFP8(static=False, group_shape=shape, use_ue8m0=pow2, column_major_scales=False)
-            values, scales = quant.forward_native(x)
-            group = 320 if shape == GroupShape.PER_TOKEN else 128
-            theirs = values.float() * scales.repeat_interleave(group, dim=-1)[:, :320]
-            assert torch.equal(qdq_activation(x, served_spec(act), pow2=pow2), theirs), act
-    fp32 = qdq_activation(x, served_spec("fp8_group"))
-    assert not torch.equal(fp32, qdq_activation(x, served_spec("fp8_group"), pow2=True))
+        quant = QuantFP8(
+            static=False, group_shape=GroupShape(1, 128), use_ue8m0=True, column_major_scales=False
+        )
+        values, scales = quant.forward_native(x)
+    theirs = values.float() * scales.repeat_interleave(128, dim=-1)[:, :320]
+    assert torch.equal(qdq_activation(x, served_spec("fp8_group"), pow2=True), theirs)
+    assert not torch.equal(qdq_activation(x, served_spec("fp8_group")), theirs)  # FP32 scales differ
+
+
+def test_hummingʼs_w4a8_inputs_are_fp8_per_token_as_humming_rounds_them() -> None:
+    """MXFP4 dense layers on sm90 run through Humming with FP8 e4m3 inputs and one dynamic scale per
+    token: against Humming's own reference quantizer (tiny and all-zero rows included)."""
+    pytest.importorskip("humming", reason="needs humming-kernels (the dev extra)")
+    from humming.testing.process_input import quant_input_ref
+
+    from quantscope.profile.actquant import served_spec
+
+    x = _activations().reshape(-1, 320)
+    x[3], x[4] = 0.0, x[4] * 1e-5
+    values, _, token_scales = quant_input_ref(x, "dynamic_token", "float8e4m3")
+    assert torch.equal(qdq_activation(x, served_spec("fp8_token")), values.float() * token_scales)
 
 
 def _expert_amax(layer: str, experts: int) -> dict[str, float]:

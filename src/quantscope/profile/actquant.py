@@ -126,8 +126,10 @@ def qdq_activation(
         amax = amax.to(values.device)
     if spec.group_size == 0:
         return _fp8_static(values, amax).to(x.dtype)
+    if spec.group_size < 0:
+        return _fp8_per_token(values).to(x.dtype)
     cols = values.shape[-1]
-    group = cols if spec.group_size < 0 else spec.group_size
+    group = spec.group_size
     pad = -cols % group
     groups = torch.nn.functional.pad(values, (0, pad)) if pad else values
     groups = groups.reshape(-1, group)
@@ -144,6 +146,14 @@ def qdq_activation(
 def fp8_static_scale(amax: torch.Tensor | float) -> torch.Tensor:
     """FP8's per-tensor input scale for a calibrated |max| (float32, as AutoRound computes it)."""
     return (torch.as_tensor(amax, dtype=torch.float32) / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
+
+
+def _fp8_per_token(values: torch.Tensor) -> torch.Tensor:
+    # Humming's dynamic per-token FP8 input quantization (its W4A8 path): scale = row |max| / 448,
+    # floored at 1e-30 rather than vLLM's 1 / (448 * 512) (`humming/testing/process_input.py`,
+    # `quant_input_ref`, the reference its CUDA kernel is tested against).
+    scale = (values.abs().amax(dim=-1, keepdim=True) / FP8_E4M3_MAX).clamp(min=1e-30)
+    return round_to_e4m3((values / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)) * scale
 
 
 def _fp8_static(values: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
