@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import sys
 from dataclasses import replace
@@ -26,12 +27,14 @@ from quantscope.doctor import (
     probe_machine,
     transformers_specifier,
 )
+from quantscope.served import KernelSet
 
 runner = CliRunner()
 
 H100 = CudaDevice("NVIDIA H100 80GB HBM3", 90, 85_031_714_816)
 B200 = CudaDevice("NVIDIA B200", 100, 191_010_586_624)
 A10G = CudaDevice("NVIDIA A10G", 86, 23_609_475_072)
+RTX5090 = CudaDevice("NVIDIA GeForce RTX 5090", 120, 33_661_911_040)
 
 
 def _real_version(name: str) -> str | None:
@@ -114,13 +117,16 @@ def test_json_is_the_diagnosis():
     diagnosis = diagnose(query_devices=lambda: [H100])
     data = json.loads(json.dumps(diagnosis.to_dict()))
     assert data["ok"] is diagnosis.ok
-    assert data["devices"][0] == {
+    device = data["devices"][0]
+    assert {k: device[k] for k in ("name", "capability", "memory_bytes", "native", "fallback")} == {
         "name": H100.name,
         "capability": 90,
         "memory_bytes": H100.memory_bytes,
         "native": ["fp8", "fp8_block"],
         "fallback": ["nvfp4", "mxfp4"],
     }
+    mxfp4 = {f["kind"]: f["scheme"] for f in device["formats"] if f["format"] == "mxfp4"}
+    assert mxfp4 == {"linear": "W4A8 (FP8 e4m3, dynamic per-token scale)", "experts": "W4A16"}
     assert [f["topic"] for f in data["findings"]] == [f.topic for f in diagnosis.findings]
     assert {p["name"] for p in data["packages"]} >= {"torch", "transformers", "safetensors"}
 
@@ -128,33 +134,71 @@ def test_json_is_the_diagnosis():
 # ---- faked GPUs ---------------------------------------------------------------------------------
 
 
-def test_h100_runs_fp4_weight_only_with_a_warning():
-    diagnosis = diagnose(query_devices=lambda: [H100])
+def test_h100_runs_fp4_weight_only_or_w4a8_with_a_warning():
+    diagnosis = diagnose(query_devices=lambda: [H100], kernels=KernelSet())
     (device,) = diagnosis.devices
     assert device.native == ("fp8", "fp8_block")
     assert device.fallback == ("nvfp4", "mxfp4")
     (warning,) = _device_warnings(diagnosis, H100)
-    assert "nvfp4 / mxfp4" in warning.message and "Marlin" in warning.message
-    assert "16-bit" in warning.message
+    assert "nvfp4 / mxfp4" in warning.message and "16-bit" in warning.message
+    # vLLM 0.32 on sm90: Humming before Marlin; MXFP4 dense inputs in FP8 (W4A8), experts on Marlin
+    assert "mxfp4 dense W4A8" in warning.message and "HummingMxFp4LinearKernel" in warning.message
+    assert "experts W4A16 via MarlinExperts" in warning.message
     assert "--gpu H100" in warning.fix
+    without_humming = diagnose(query_devices=lambda: [H100], kernels=KernelSet(humming=False))
+    assert (
+        "mxfp4 dense W4A16 via MarlinMxFp4LinearKernel" in _device_warnings(without_humming, H100)[0].message
+    )
 
 
-def test_b200_runs_nvfp4_natively_without_a_fallback_warning():
-    diagnosis = diagnose(query_devices=lambda: [B200])
+def test_b200_runs_every_format_as_declared_without_a_warning():
+    diagnosis = diagnose(query_devices=lambda: [B200], kernels=KernelSet())
     (device,) = diagnosis.devices
-    assert "nvfp4" in device.native and "mxfp4" in device.native
+    assert device.native == ("fp8", "fp8_block", "nvfp4", "mxfp4")
     assert device.fallback == ()
     assert _device_warnings(diagnosis, B200) == []
     assert [f.level for f in diagnosis.findings if f.topic.startswith(B200.name)] == ["ok"]
+    nvfp4_experts = next(s for s in device.of("nvfp4") if s.kind == "experts")
+    assert nvfp4_experts.shared_scale  # FlashInfer: one activation scale per MoE layer
+
+
+def test_rtx_5090_runs_mxfp4_experts_weight_only():
+    diagnosis = diagnose(query_devices=lambda: [RTX5090], kernels=KernelSet())
+    (device,) = diagnosis.devices
+    assert device.fallback == ("mxfp4",)
+    (warning,) = _device_warnings(diagnosis, RTX5090)
+    assert "mxfp4 dense W4A4 (MXFP4) via FlashInferMxFp4LinearKernel, experts W4A16 via MarlinExperts" in (
+        warning.message
+    )
 
 
 def test_a10g_runs_fp8_weight_only():
-    diagnosis = diagnose(query_devices=lambda: [A10G])
+    diagnosis = diagnose(query_devices=lambda: [A10G], kernels=KernelSet())
     (device,) = diagnosis.devices
     assert device.native == ()
     assert {"fp8", "fp8_block"} <= set(device.fallback)
     fp8 = [f for f in _device_warnings(diagnosis, A10G) if "fp8 / fp8_block" in f.message]
-    assert len(fp8) == 1 and "sm89" in fp8[0].message
+    assert len(fp8) == 1 and "fp8 on L4, L40S, RTX-4090, H100" in fp8[0].message
+
+
+def test_kernel_packages_default_to_vllm_032s_cuda_wheel_without_vllm():
+    assert doctor.installed_kernels(vllm_installed=False) == KernelSet()
+    found = doctor.installed_kernels(vllm_installed=True)  # this machine's packages, found, not imported
+    assert found.humming is (importlib.util.find_spec("humming") is not None)
+    assert found.flashinfer is (importlib.util.find_spec("flashinfer") is not None)
+
+
+def test_the_device_view_lists_each_format_per_layer_kind():
+    from rich.console import Console
+
+    from quantscope.report.doctor_view import served_table
+
+    console = Console(width=140, record=True)
+    console.print(served_table(diagnose(query_devices=lambda: [H100], kernels=KernelSet()).devices[0]))
+    text = console.export_text()
+    assert "dense" in text and "MoE experts" in text and "HummingMxFp4LinearKernel" in text
+    assert "W4A8 (FP8 e4m3, dynamic per-token scale)" in text
+    assert "power-of-two activation scales" in text  # block FP8 through DeepGEMM on sm90
 
 
 def test_nvfp4_moe_bugs_cited_per_gpu_generation():

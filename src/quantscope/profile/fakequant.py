@@ -210,8 +210,14 @@ def _qdq_mxfp4(groups: torch.Tensor, rule: str = "floor") -> torch.Tensor:
     return values * scale
 
 
-def _qdq_fp8(groups: torch.Tensor) -> torch.Tensor:
-    scale = (groups.abs().amax(dim=-1, keepdim=True).float() / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
+def _qdq_fp8(groups: torch.Tensor, pow2: bool = False) -> torch.Tensor:
+    """Dynamic FP8 per row of `groups`: scale |max| / 448, rounded up to a power of two first
+    when `pow2` (DeepGEMM's UE8M0 scales: vLLM's `QuantFP8._quantize_group_native` with
+    `use_ue8m0`, `model_executor/layers/quantization/input_quant_fp8.py`)."""
+    scale = groups.abs().amax(dim=-1, keepdim=True).float() / FP8_E4M3_MAX
+    if pow2:
+        scale = torch.exp2(torch.ceil(torch.log2(scale)))
+    scale = scale.clamp(min=_FP8_MIN_SCALE)
     values = round_to_e4m3((groups.float() / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX))
     return values * scale
 

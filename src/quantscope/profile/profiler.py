@@ -21,9 +21,9 @@ from quantscope.anatomy import load_anatomy
 from quantscope.calibration import CalibrationSource, build_calibration, load_documents
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.gpus import DEFAULT_TARGET, get_gpu, served_activations
+from quantscope.gpus import DEFAULT_TARGET, get_gpu
 from quantscope.modeling import default_dtype, load_causal_lm
-from quantscope.profile.actquant import ActPoint, calibrate, hookable
+from quantscope.profile.actquant import ActPoint, calibrate, hookable, share_across_experts
 from quantscope.profile.fakequant import QdqTarget, loaded_tensors
 from quantscope.profile.meter import KLMeter, make_buckets
 from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
@@ -37,6 +37,7 @@ from quantscope.profile.units import (
     unit_targets,
 )
 from quantscope.recipe import save_recipe
+from quantscope.served import KernelSet, kind_of, served_activations, text_model_type
 
 Progress = Callable[[str, int, int], None]
 
@@ -49,7 +50,9 @@ class ProfileOptions:
     model's own text), `scheme` and `also` (extra schemes measured per unit), `per_layer`,
     `n_sequences` windows of `seq_len` tokens, `bucket_edges` (token positions), `device`,
     `dtype`, `batch_size`, `gpu` (the serving GPU whose activation rounding is emulated, see
-    `quantscope.gpus`; None: weights only); `out` the profile JSON (default `default_profile_path`). Or
+    `quantscope.gpus`; None: weights only) and `kernels` (the kernel packages vLLM has there,
+    `quantscope.served.KernelSet`; None: vLLM 0.32's CUDA wheel's); `out` the profile JSON
+    (default `default_profile_path`). Or
     `from_profile`: reuse a saved profile and measure nothing. Searching (when `budget_bytes`
     (bytes) or `avg_bits` is set): `objective`, `recipe_out` (default `<recipe name>.yaml`) and
     `validate` (measure the searched recipe's real KL, when the model is loaded).
@@ -66,6 +69,7 @@ class ProfileOptions:
     dtype: str | None = None
     batch_size: int = 4
     gpu: str | None = DEFAULT_TARGET
+    kernels: KernelSet | None = None
     out: Path | None = None
     from_profile: Path | None = None
     budget_bytes: int | None = None
@@ -139,6 +143,9 @@ class Profiler:
         fused = [fused.members for fused in self.anatomy.fused_sets]
         self.meter = KLMeter(self.model, self.tokens, self.buckets, opts.batch_size, fused)
         self.gpu = get_gpu(opts.gpu) if opts.gpu else None
+        self.kernels = opts.kernels or KernelSet()
+        config = getattr(self.model, "config", None)
+        self.model_type = text_model_type(config.to_dict()) if config is not None else None
         self.input_amax = self._calibrate_inputs(fused) if self.gpu else {}
 
     def _calibrate_inputs(self, fused: Sequence[Sequence[str]]) -> dict[str, float | None]:
@@ -150,19 +157,28 @@ class Profiler:
         return {p.module: p.amax for p in measured}
 
     def activations(self, targets: Sequence[QdqTarget]) -> list[ActPoint]:
-        """The layer inputs the target GPU rounds for `targets` (none without a GPU)."""
+        """The layer inputs the target GPU rounds for `targets`, as vLLM runs each layer kind
+        there (`quantscope.served`); MoE expert inputs share their layer's largest |max| where the
+        serving kernel takes one scale per layer. None without a GPU."""
         if self.gpu is None:
             return []
-        points = []
+        points, shared = [], set()
         for target in targets:
-            served = served_activations(target.format, self.gpu)
-            if not served.activations:
-                continue
             for module in _input_modules(target, self.model):
-                points.append(
-                    ActPoint(module, target.format, self.input_amax.get(module), served.mx_scale_rule)
+                served = served_activations(
+                    target.format, self.gpu, kind_of(module), self.kernels, self.model_type
                 )
-        return points
+                if not served.activations:
+                    continue
+                amax = self.input_amax.get(module)
+                points.append(
+                    ActPoint(
+                        module, target.format, amax, served.mx_scale_rule, served.act, served.pow2_scales
+                    )
+                )
+                if served.shared_scale:
+                    shared.add(module)
+        return share_across_experts(points, lambda point: point.module in shared)
 
     def measure(self, targets: Sequence[QdqTarget], label: str) -> Damage:
         """Damage of `targets` in their formats, with the target GPU's activation rounding."""
@@ -227,6 +243,7 @@ class Profiler:
             per_layer=per_layer,
             seconds=round(time.perf_counter() - self.started, 3),
             gpu=self.gpu.name if self.gpu else None,
+            kernels=self.kernels.describe() if self.gpu else None,
         )
 
     def measure_assignment(self, formats: Mapping[str, str], label: str) -> Damage:

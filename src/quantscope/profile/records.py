@@ -75,7 +75,8 @@ class SensitivityProfile:
     scheme), against which the sum of unit damages can be compared. `unmeasured` lists groups the
     checkpoint holds but the loaded model class does not (vision tower, MTP heads). `gpu` is the
     target whose activation rounding was emulated (`quantscope.gpus`; None: weights only, as
-    profiles written before activation emulation were).
+    profiles written before activation emulation were), `kernels` the kernel packages assumed
+    beside vLLM there (`quantscope.served.KernelSet.describe`; None before they were stated).
     """
 
     model: str
@@ -91,6 +92,7 @@ class SensitivityProfile:
     per_layer: bool = False
     seconds: float = 0.0
     gpu: str | None = None
+    kernels: str | None = None
     version: int = PROFILE_VERSION
 
     def unit(self, name: str) -> UnitProfile:

@@ -17,8 +17,13 @@ LEVEL_STYLE = {"ok": "green", "info": "cyan", "warn": "yellow", "error": "bold r
 
 
 def doctor_view(diagnosis: Diagnosis) -> Group:
-    """Devices (or a line saying there are none), packages, findings and a one-line tally."""
-    devices = devices_table(diagnosis.devices) if diagnosis.devices else Text("no CUDA device", style="dim")
+    """Devices (or a line saying there are none) and what vLLM runs on each, packages, findings
+    and a one-line tally."""
+    if diagnosis.devices:
+        served = [part for device in diagnosis.devices for part in (Text(), served_table(device))]
+        devices = Group(devices_table(diagnosis.devices), *served)
+    else:
+        devices = Text("no CUDA device", style="dim")
     packages = packages_table(diagnosis.packages)
     return Group(
         devices, Text(), packages, Text(), findings_grid(diagnosis.findings), Text(), tally(diagnosis)
@@ -27,15 +32,15 @@ def doctor_view(diagnosis: Diagnosis) -> Group:
 
 def devices_table(devices: tuple[Device, ...]) -> Table:
     """Per CUDA device: compute capability, the memory CUDA reports (GiB, what vLLM sizes its pool
-    against), the formats that run with activations quantized and those that fall back to
-    weight-only kernels."""
+    against), the formats that run their declared activation quantization in every layer kind and
+    those that some layer kind runs with weight-only kernels (`served_table` has the detail)."""
     table = Table(title="CUDA devices", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("device")
     table.add_column("sm", justify="right")
     table.add_column("memory", justify="right")
-    table.add_column("activations quantized")
-    table.add_column("weight-only fallback")
+    table.add_column("runs as declared")
+    table.add_column("weight-only somewhere")
     for index, device in enumerate(devices):
         table.add_row(
             str(index),
@@ -45,6 +50,32 @@ def devices_table(devices: tuple[Device, ...]) -> Table:
             Text(", ".join(device.native) or "none", style="green" if device.native else "dim"),
             Text(", ".join(device.fallback) or "none", style="yellow" if device.fallback else "dim"),
         )
+    return table
+
+
+def served_table(device: Device) -> Table:
+    """What vLLM 0.32 runs on `device` for each activation-quantized format, per layer kind:
+    the scheme (green as declared, yellow otherwise), the kernel, and the activation-scale
+    details the emulation follows (one scale per MoE layer, power-of-two scales)."""
+    from quantscope.formats import get_format
+    from quantscope.served import declared_act
+
+    table = Table(title=f"what vLLM 0.32 runs on {device.name} ({device.kernels})", title_justify="left")
+    table.add_column("format")
+    for kind in ("dense", "MoE experts"):
+        table.add_column(kind)
+    for name in dict.fromkeys(s.format for s in device.served):
+        cells = []
+        for served in device.of(name):
+            as_declared = served.act == declared_act(get_format(name))
+            cell = Text(served.scheme, style="green" if as_declared else "yellow")
+            cell.append(f"\n{served.kernel}", style="dim")
+            if served.shared_scale:
+                cell.append("\none activation scale per layer", style="dim")
+            if served.pow2_scales:
+                cell.append("\npower-of-two activation scales", style="dim")
+            cells.append(cell)
+        table.add_row(name, *cells)
     return table
 
 

@@ -128,13 +128,14 @@ def quantize_finished(job: QuantizeJob) -> bool:
     if job.twin is None:
         return True
     from quantscope.gpus import get_gpu
-    from quantscope.twin import read_twin
+    from quantscope.twin import TWIN_VERSION, read_twin
 
     marker = read_twin(job.twin)
     return (
         marker is not None
         and marker.get("export") == str(job.out)
         and marker.get("gpu") == get_gpu(str(job.twin_gpu)).name
+        and marker.get("version") == TWIN_VERSION
     )
 
 
