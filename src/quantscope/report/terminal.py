@@ -247,11 +247,15 @@ def _signal(value: float, delta: Delta | None, *, rate: bool = False) -> Text:
 def level_table(levels: TaskLevels, baseline: str) -> Table:
     """One task by level (`analysis.levels`): a row per variant, a column per level, each cell
     "accuracy / cut" in percent; red where the variant is significantly worse than the baseline
-    on that level's items, * where its truncation rate differs (paired 95% CI over the items)."""
+    on that level's items, * where its truncation rate differs (paired t-test over the items),
+    both Holm-corrected over every level test of the report (the caption says how many)."""
     table = Table(
         title=f"{levels.task} by {levels.key}: accuracy % / cut at the cap %",
         title_justify="left",
-        caption=f"red: worse than {baseline} on that {levels.key}; * truncation changed (95% CI excludes 0)",
+        caption=(
+            f"red: worse than {baseline} on that {levels.key}; * truncation changed (Holm over the "
+            f"report's {levels.tests} level tests: any false flag at most 5%)"
+        ),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -339,7 +343,7 @@ def comparison_notes(analysis: Analysis) -> Group:
     if any(c.explained_by_truncation for c in analysis.comparisons):
         lines.append(Text(TRUNCATION_RULE[0].upper() + TRUNCATION_RULE[1:] + ".", style="dim"))
     if analysis.comparisons:
-        lines.append(Text(family_note(len(analysis.comparisons)), style="dim"))
+        lines.append(Text(family_note(len(analysis.comparisons), analysis.margin), style="dim"))
     return Group(*lines)
 
 
@@ -942,8 +946,13 @@ def adaptive_lines(summary: AdaptiveSummary) -> Group:
     ]
     for task, d in summary.decisions.items():
         ci = f"[{pts(d.ci95[0])}, {pts(d.ci95[1])}] at alpha {d.alpha:.4f}"
+        adjusted = summary.adjusted(task)
+        corrected = "" if adjusted == d.delta else f"; {pts(adjusted)} corrected for stopping at the verdict"
         lines.append(
-            Text(f"  {task}: {d.verdict} ({pts(d.delta)} pts, {ci})", style=_VERDICT_STYLE.get(d.verdict, ""))
+            Text(
+                f"  {task}: {d.verdict} ({pts(d.delta)} pts, {ci}{corrected})",
+                style=_VERDICT_STYLE.get(d.verdict, ""),
+            )
         )
     return Group(*lines)
 
