@@ -115,8 +115,12 @@ def paired_from_pool(pool: Pool, k_ours: np.ndarray, k_theirs: np.ndarray) -> Pa
         return mean, var
 
     (mean, var), (other_mean, other_var) = side(pool.ours_hits, k_ours), side(pool.theirs_hits, k_theirs)
-    ids = tuple(str(i) for i in range(pool.items))
-    return PairedItems(ids, mean, other_mean, var, other_var, k_ours.copy(), k_theirs.copy())
+    return PairedItems(_ids(pool.items), mean, other_mean, var, other_var, k_ours.copy(), k_theirs.copy())
+
+
+@lru_cache(maxsize=16)
+def _ids(items: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(items))
 
 
 @dataclass(frozen=True)
