@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -337,6 +338,7 @@ def t_sf(x: float, df: float) -> float:
     return tail if x >= 0 else 1.0 - tail
 
 
+@lru_cache(maxsize=4096)
 def t_quantile(p: float, df: float) -> float:
     """The Student-t quantile: the x with P(T <= x) = p, by Newton's method on `t_sf` kept inside
     a bracket (exact to ~1e-12 relative at any df, where a normal-based expansion is off by 81% at
