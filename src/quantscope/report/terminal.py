@@ -75,7 +75,8 @@ WIDE = 120
 
 def comparison_table(analysis: Analysis, width: int | None = None) -> Table:
     """Per task and variant: memory, items compared, accuracy (the baseline's own with its CI; a
-    variant's on the items it shares with the baseline), the paired delta (* = 95% CI excludes 0),
+    variant's on the items it shares with the baseline), the paired delta with its 95% CI (* =
+    significant after Holm's correction over the table),
     truncation and its delta, accuracy among finished samples, thinking inflation (median, all /
     finished samples) and the verdict at the analysis's margin. Under `WIDE` columns (`width`),
     the compact layout keeps memory, accuracy, the delta and its CI, truncation, the median
