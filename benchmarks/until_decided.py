@@ -12,13 +12,15 @@ What it does, all in one run:
    first k samples of this pool are exactly what a fixed-k run with the same seed generates;
 3. fixed k: decides the comparison (paired, margin `--margin`, alpha 0.05) from the first k
    samples, for k = 1 … max-k, and finds the smallest k whose verdict is decided;
-4. until decided: replays `analysis.sequential` over the same pool from k = 2 (each extra sample it
-   asks for is the item's next pooled sample), counting the generations it used per side.
+4. until decided: replays the shipped loop (`analysis.sequential.until_decided`) over the same pool
+   from k = 2 (each extra sample it asks for is the item's next pooled sample), counting the
+   generations it used per side.
 Prints both verdicts, both sample counts and the ratio (until-decided / smallest deciding fixed k),
 for each margin given (the pool is generated once). The fixed k is an oracle: the smallest k that
-decides, which a fixed-k user does not know in advance. Measured (120 items, max k 12, 2026-12-02):
-±3 pts 366 vs 1200 generations per side (ratio 0.31), ±4 pts 0.56; at ±5 and wider k = 1-2 already
-decides and sampling until decided, which starts at k = 2, cannot do better (ratio >= 1).
+decides, which a fixed-k user does not know in advance. The figures once measured here (ratio 0.31
+at ±3 pts) came from the selection rule issue 27 removed (it extended the items that disagreed
+most, which biased the verdicts); the unbiased procedure's samples ratio on simulated items is
+measured by `benchmarks/sequential_errors.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import numpy as np
 
 from quantscope.analysis.decide import VERDICT_UNDECIDED, PairedItems, decide
 from quantscope.analysis.metrics import load_results
-from quantscope.analysis.sequential import plan_round, planned_looks
+from quantscope.analysis.sequential import RoundPlan
+from quantscope.analysis.sequential import until_decided as loop
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.runner import RunSpec, TaskSpec, run_eval
 from quantscope.store import Store
@@ -69,23 +72,29 @@ def samples(store: Store, name: str) -> dict[str, list[float]]:
     return found
 
 
-def paired(ours: dict[str, list[float]], theirs: dict[str, list[float]], used: dict[str, int]) -> PairedItems:
-    """The first `used[item]` samples of each item on both sides, as PairedItems."""
+def paired(
+    ours: dict[str, list[float]],
+    theirs: dict[str, list[float]],
+    used: dict[str, int],
+    other_used: dict[str, int] | None = None,
+) -> PairedItems:
+    """The first `used[item]` samples of each item on our side (`other_used[item]` on theirs,
+    default the same), as PairedItems."""
     ids = sorted(ours)
+    other_used = used if other_used is None else other_used
 
-    def column(side: dict[str, list[float]], stat) -> np.ndarray:
-        return np.array([stat(side[i][: used[i]]) for i in ids], dtype=float)
+    def column(side: dict[str, list[float]], counts: dict[str, int], stat) -> np.ndarray:
+        return np.array([stat(side[i][: counts[i]]) for i in ids], dtype=float)
 
     var = lambda v: np.var(v, ddof=1) if len(v) > 1 else np.nan  # noqa: E731
-    k = np.array([used[i] for i in ids])
     return PairedItems(
         tuple(ids),
-        column(ours, np.mean),
-        column(theirs, np.mean),
-        column(ours, var),
-        column(theirs, var),
-        k,
-        k,
+        column(ours, used, np.mean),
+        column(theirs, other_used, np.mean),
+        column(ours, used, var),
+        column(theirs, other_used, var),
+        np.array([used[i] for i in ids]),
+        np.array([other_used[i] for i in ids]),
     )
 
 
@@ -99,16 +108,19 @@ def fixed_k(ours, theirs, max_k: int, margin: float) -> tuple[int | None, str]:
 
 
 def until_decided(ours, theirs, k0: int, max_k: int, margin: float) -> tuple[int, str, int]:
-    """(generations per side, verdict, looks) of the sequential procedure replayed on the pool."""
-    used = dict.fromkeys(ours, k0)
-    for look in range(planned_looks(k0, max_k)):
-        plan = plan_round({TASK: paired(ours, theirs, used)}, look, k0=k0, max_k=max_k, margin=margin)
-        verdict = plan.decisions[TASK].verdict
-        if verdict != VERDICT_UNDECIDED or plan.done:
-            return sum(used.values()), verdict, look + 1
-        for item in plan.extend[TASK]:
-            used[item] += 1
-    return sum(used.values()), VERDICT_UNDECIDED, planned_looks(k0, max_k)
+    """(generations per side, verdict, looks) of the shipped loop (`sequential.until_decided`)
+    replayed on the pool: each sample it asks for is the item's next pooled sample."""
+    used = {"ours": dict.fromkeys(ours, k0), "theirs": dict.fromkeys(ours, k0)}
+
+    def current() -> dict[str, PairedItems]:
+        return {TASK: paired(ours, theirs, used["ours"], used["theirs"])}
+
+    def extend(plan: RoundPlan) -> None:
+        for side, wanted in (("ours", plan.extend[TASK]), ("theirs", plan.extend_baseline[TASK])):
+            used[side].update(wanted)
+
+    rounds = loop(current, extend, k0=k0, max_k=max_k, margin=margin)
+    return sum(used["ours"].values()), rounds[-1].decisions[TASK].verdict, len(rounds)
 
 
 def main() -> int:

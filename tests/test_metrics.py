@@ -253,6 +253,36 @@ def test_majority_vote_over_each_items_samples() -> None:
     assert majority_accuracy(results(votes)) == pytest.approx(1 / 4)
 
 
+def test_majority_vote_counts_answers_the_judge_calls_equal_as_one() -> None:
+    """Issue 27: maj@k voted on raw boxed strings, so "042" and "42" (AIME) or \\frac and \\dfrac
+    (MATH-500) split the wrong answers' vote and a correct minority won."""
+    from quantscope.analysis.metrics import majority_accuracy
+    from quantscope.tasks.registry import answer_equality
+
+    def item(task: str, answers: list[tuple[str, bool]]):
+        made = make_results([("a", j, ok, "stop", 10) for j, (_, ok) in enumerate(answers)])
+        extracted = np.asarray([answer for answer, _ in answers], dtype=object)
+        return type(made)(**{**made.__dict__, "extracted": extracted}), answer_equality(task)
+
+    aime, same = item("aime25", [("042", False), ("42", False), ("7", True), ("7", True), ("$42$", False)])
+    assert majority_accuracy(aime) == 1.0 and majority_accuracy(aime, same) == 0.0
+    math, same = item(
+        "math500", [("\\frac{1}{2}", False), ("\\dfrac{1}{2}", False), ("\\frac13", True), ("1/3", True)]
+    )
+    assert majority_accuracy(math) == 1.0 and majority_accuracy(math, same) == 0.0  # a 2-2 tie
+    letters, same = item("gpqa_diamond", [("B", False), ("b", False), ("C", True)])
+    assert majority_accuracy(letters, same) == 0.0
+    assert answer_equality("no-such-task") is None
+
+
+def test_truncation_rate_is_a_mean_over_items_like_accuracy() -> None:
+    """Issue 27: the compare table's rate was per sample, the finding and level lines per item
+    (23.6% vs 15.2% after --until-decided gave some items more samples)."""
+    rows = [("a", j, False, "length", 100) for j in range(6)] + [(i, 0, True, "stop", 10) for i in "bcd"]
+    metrics = summarize(make_results(rows))
+    assert metrics.truncation_rate == pytest.approx(1 / 4)  # not 6 / 9
+
+
 def test_eval_warns_when_the_cap_binds() -> None:
     from rich.console import Console
 

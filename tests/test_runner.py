@@ -348,11 +348,29 @@ def test_sampling_until_decided_adds_matching_samples_to_both_sides(tmp_path: Pa
     assert summary.baseline == "base" and 1 <= len(summary.rounds) <= 3
     assert summary.added == sum(counts["v"].values()) - 2 * N_ITEMS > 0
     assert counts["v"] == counts["base"]  # the baseline got matching samples on the same items
-    assert max(counts["v"].values()) <= 4
-    extended = {item for item, n in counts["v"].items() if n > 2}
-    assert extended == {"1", "3", "5"}  # only items where the two sides disagree
+    # issue 27: every item of the undecided task, whatever its outcomes (the agreeing even ones too)
+    assert set(counts["v"].values()) == {4}
     assert {r.sampling.seed for r in variant.requests} <= {0, 1, 2, 3}  # sample j keeps seed j
-    assert again.added == summary.added or again.added == 0
+    assert again.added == 0
+    assert summary.adjusted("aime25") == pytest.approx(summary.decisions["aime25"].delta, abs=0.02)
+
+
+def test_sampling_until_decided_catches_up_with_a_baseline_that_has_more_samples(tmp_path: Path) -> None:
+    """Issue 27, defect 5: baseline -k 4, variant -k 2: every baseline count was above the look's
+    cap, so nothing was added and the procedure stopped at once, undecided."""
+    from quantscope.adaptive import eval_until_decided
+
+    with Store(tmp_path) as store:
+        base_engine = RuleEngine(lambda item, seed: False)
+        run_eval(spec(variant="base", baseline=True, k=4), store, engine=base_engine)
+        variant = RuleEngine(lambda item, seed: item % 2 == 1 and seed % 2 == 0)
+        summary = eval_until_decided(
+            spec(variant="v", k=2), store, max_k=6, engine=variant, baseline_engine=base_engine
+        )
+        counts = {name: _counts(store, name) for name in ("v", "base")}
+    assert summary.rounds[0].decisions["aime25"].verdict == "undecided"
+    assert summary.added > 0 and min(counts["v"].values()) >= 4  # caught up with the baseline's 4
+    assert counts["v"] == counts["base"]
 
 
 def _counts(store: Store, variant: str) -> dict[str, int]:

@@ -1,12 +1,13 @@
 """`quantscope eval --until-decided`: evaluate a variant, then add samples until its verdict against
 the baseline is decided on every task (or `max_k` samples per item are reached).
 
-Each round decides every task (`analysis.sequential.plan_round`, with its alpha-spending rule)
-and generates one more sample, for the variant and for the baseline alike, of the items where the
-two disagree most. The new samples are ordinary rows: sample j of an item has seed `seed + j` on
-both sides, so a killed run resumes and a later fixed-k run reuses them. The baseline is generated
-again from the spec its own rows were stored with (model, engine, settings), so both sides keep
-identical settings.
+The loop is `analysis.sequential.until_decided`: each round decides every task (with its
+alpha-spending rule) and generates one more sample of every shared item of each undecided task,
+for the variant and for the baseline alike (a side with fewer samples of an item first catches up
+with the other), never choosing items by their outcomes. The new samples are ordinary rows:
+sample j of an item has seed `seed + j` on both sides, so a killed run resumes and a later fixed-k
+run reuses them. The baseline is generated again from the spec its own rows were stored with
+(model, engine, settings), so both sides keep identical settings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from quantscope.analysis.compare import choose_baseline, variant_infos
 from quantscope.analysis.decide import DEFAULT_MARGIN, Decision, PairedItems, paired_items
 from quantscope.analysis.metrics import load_results
-from quantscope.analysis.sequential import RULE, RoundPlan, plan_round, planned_looks
+from quantscope.analysis.sequential import RULE, RoundPlan, adjusted_delta, until_decided
 from quantscope.engines.base import Engine
 from quantscope.errors import QuantscopeError
 from quantscope.runner import RunProgress, RunSpec, RunSummary, build_engine, run_eval
@@ -44,6 +45,10 @@ class AdaptiveSummary:
         """The final decision per task."""
         return self.rounds[-1].decisions if self.rounds else {}
 
+    def adjusted(self, task: str) -> float:
+        """`task`'s delta corrected for stopping at the first verdict (`sequential.adjusted_delta`)."""
+        return adjusted_delta(self.rounds, task)
+
 
 def eval_until_decided(
     spec: RunSpec,
@@ -59,46 +64,63 @@ def eval_until_decided(
 ) -> AdaptiveSummary:
     """Run `spec`, then sample until decided against `baseline` (default: the store's) on every task.
 
-    Raises QuantscopeError when the variant is its own baseline or the baseline lacks a task. The
-    engines passed in are used and left open; the ones built here are closed at the end.
+    Raises QuantscopeError when the variant is its own baseline, the baseline lacks a task, or
+    `max_k` is not above the spec's k. The engines passed in are used and left open; the ones
+    built here are closed at the end.
     """
-    if spec.k < 2:
-        raise QuantscopeError(
-            "--until-decided starts from at least 2 samples per item (-k 2): with one, the variance within "
-            "an item is unknown and the rounds that follow would target items on a single coin flip"
-        )
     if max_k <= spec.k:
         raise QuantscopeError(f"--max-k {max_k} must be above -k {spec.k}: give a larger --max-k")
     first = run_eval(spec, store, engine, progress)
     base = _baseline(store, spec, baseline)
-    base_spec = baseline_spec(store, base, spec)
-    owned: list[Engine] = []
-    rounds: list[RoundPlan] = []
-    added = 0
+    extender = _Extender(store, spec, baseline_spec(store, base, spec), engine, baseline_engine, progress)
     try:
-        for look in range(planned_looks(spec.k, max_k)):
-            plan = plan_round(_paired(store, spec, base), look, k0=spec.k, max_k=max_k, margin=margin)
-            rounds.append(plan)
-            if on_round is not None:
-                on_round(plan)
-            if plan.done:
-                break
-            if engine is None:
-                engine = _owned(spec, owned)
-            if baseline_engine is None:
-                baseline_engine = _owned(base_spec, owned)
-            added += _extend(store, spec, engine, plan.extend, progress)
-            _extend(store, base_spec, baseline_engine, plan.extend, progress)
+        rounds = until_decided(
+            lambda: _paired(store, spec, base),
+            extender,
+            k0=spec.k,
+            max_k=max_k,
+            margin=margin,
+            on_round=on_round,
+        )
     finally:
-        for built in owned:
-            built.close()
-    return AdaptiveSummary(first, base, tuple(rounds), added)
+        extender.close()
+    return AdaptiveSummary(first, base, rounds, extender.added)
 
 
-def _owned(spec: RunSpec, owned: list[Engine]) -> Engine:
-    engine = build_engine(spec)
-    owned.append(engine)
-    return engine
+class _Extender:
+    """Generates a round's planned samples on each side, building an engine for a side only when it
+    has work and none was passed in (those built here are closed by `close`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        spec: RunSpec,
+        base_spec: RunSpec,
+        engine: Engine | None,
+        baseline_engine: Engine | None,
+        progress: RunProgress | None,
+    ) -> None:
+        self.store, self.progress = store, progress
+        self.sides = {"variant": (spec, engine), "baseline": (base_spec, baseline_engine)}
+        self.owned: list[Engine] = []
+        self.added = 0
+        """Generations added on the variant's side (the baseline's match them)."""
+
+    def __call__(self, plan: RoundPlan) -> None:
+        for side, wanted in (("variant", plan.extend), ("baseline", plan.extend_baseline)):
+            if not any(wanted.values()):
+                continue
+            spec, engine = self.sides[side]
+            if engine is None:
+                engine = build_engine(spec)
+                self.owned.append(engine)
+                self.sides[side] = (spec, engine)
+            summary = run_eval(spec, self.store, engine, self.progress, samples_per_item=wanted)
+            self.added += sum(t.generated for t in summary.tasks) if side == "variant" else 0
+
+    def close(self) -> None:
+        for engine in self.owned:
+            engine.close()
 
 
 def _baseline(store: Store, spec: RunSpec, requested: str | None) -> str:
@@ -136,24 +158,3 @@ def _paired(store: Store, spec: RunSpec, base: str) -> dict[str, PairedItems]:
         t.name: paired_items(results.select(spec.variant_name, t.name), results.select(base, t.name))
         for t in spec.tasks
     }
-
-
-def _extend(
-    store: Store,
-    spec: RunSpec,
-    engine: Engine,
-    extend: Mapping[str, tuple[str, ...]],
-    progress: RunProgress | None,
-) -> int:
-    """One more sample, on `spec`'s side, of every item in `extend` (task -> item ids)."""
-    counts = {t: _counts(store, spec.variant_name, t) for t in extend}
-    wanted = {t: {item: counts[t].get(item, 0) + 1 for item in items} for t, items in extend.items()}
-    summary = run_eval(spec, store, engine, progress, samples_per_item=wanted)
-    return sum(task.generated for task in summary.tasks)
-
-
-def _counts(store: Store, variant: str, task: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item, _ in store.done_keys(variant, task):
-        counts[item] = counts.get(item, 0) + 1
-    return counts

@@ -6,10 +6,12 @@ default). Every comparison is paired on the items both sides ran (per item, the 
 samples), and everything shown next to its delta is computed on those same items; coverage
 ("ran 10 of 40 items") is kept apart. A comparison holds:
 
-- the accuracy delta (variant - baseline) with its decision (`analysis.decide`): better, worse,
-  equivalent (paired 90% CI inside ±margin, TOST) or undecided, and for an undecided one the
-  samples likely to decide it;
-- the truncation-rate delta and the accuracy among finished generations on both sides;
+- the accuracy delta (variant - baseline) with its decision (`analysis.decide`, Student-t over
+  items): better, worse, equivalent (paired 90% CI inside ±margin, TOST, on enough items) or
+  undecided, and for an undecided one the samples likely to decide it. The comparisons of one
+  analysis are one family: better / worse are Holm-corrected over all of them (`as_family`);
+- the truncation-rate delta (`metrics.truncation_rate`: mean over items) and the accuracy among
+  finished generations on both sides;
 - thinking-token inflation: variant / baseline ratio of the median thinking tokens over all
   samples, generations cut while thinking censored (the Kaplan–Meier median, `analysis.thinking`:
   NaN once half of a side is cut, never the cap over the cap), and of the median and the mean
@@ -27,7 +29,7 @@ than half the loss below the baseline's).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +45,7 @@ from quantscope.analysis.decide import (
     bootstrap_means,
     decide,
     family_note,
+    in_family,
     paired_items,
 )
 from quantscope.analysis.metrics import (
@@ -54,6 +57,7 @@ from quantscope.analysis.metrics import (
     forced_curve,
     load_results,
     summarize,
+    truncation_rate,
 )
 from quantscope.analysis.thinking import km_median, thinking_censored
 from quantscope.errors import QuantscopeError
@@ -196,7 +200,7 @@ class Analysis:
                     {"variant": v, "task": t, **asdict(curve)}
                     for (v, t), curve in sorted(self.forced.items())
                 ],
-                "note": family_note(len(self.comparisons)),
+                "note": family_note(len(self.comparisons), self.margin),
             }
         )
 
@@ -307,7 +311,9 @@ def compare_pair(
     kind: str = "variant",
 ) -> Comparison:
     """Compare `variant` with `baseline` on `task` (both must have rows in `results`), paired on
-    the items both ran; `margin` is the equivalence margin (fraction)."""
+    the items both ran; `margin` is the equivalence margin (fraction). The decision is a family of
+    one: `as_family` corrects the comparisons shown together. (`n_boot` and `seed` are kept for
+    callers that pass an analysis' options; the decision itself is a t interval.)"""
     ours, theirs = results.select(variant, task), results.select(baseline, task)
     for name, rows in ((variant, ours), (baseline, theirs)):
         if len(rows) == 0:
@@ -315,12 +321,10 @@ def compare_pair(
     pairs = paired_items(ours, theirs)
     shared = list(pairs.item_ids)
     ours_shared, theirs_shared = _on_items(ours, shared), _on_items(theirs, shared)
-    decision = decide([pairs], margin, n_boot=n_boot, seed=seed)
-    trunc, base_trunc = _rate(ours_shared.truncated), _rate(theirs_shared.truncated)
+    trunc = truncation_rate(ours_shared.truncated, ours_shared.item_id)
+    base_trunc = truncation_rate(theirs_shared.truncated, theirs_shared.item_id)
     finished, base_finished = _finished_accuracy(ours_shared), _finished_accuracy(theirs_shared)
-    explained, cost = truncation_explains(decision.delta, trunc - base_trunc, base_finished, finished)
-    explained = explained and decision.verdict == VERDICT_WORSE
-    return Comparison(
+    comparison = Comparison(
         variant=variant,
         baseline=baseline,
         task=task,
@@ -329,31 +333,55 @@ def compare_pair(
         baseline_items=len(set(theirs.item_id.astype(str))),
         accuracy=float(pairs.mean.mean()) if shared else float("nan"),
         baseline_accuracy=float(pairs.other_mean.mean()) if shared else float("nan"),
-        delta=decision.delta,
-        delta_ci_low=decision.ci95[0],
-        delta_ci_high=decision.ci95[1],
-        significant=decision.significant,
+        delta=float("nan"),
+        delta_ci_low=float("nan"),
+        delta_ci_high=float("nan"),
+        significant=False,
         truncation_rate=trunc,
         baseline_truncation_rate=base_trunc,
         truncation_delta=trunc - base_trunc,
         accuracy_finished=finished,
         baseline_accuracy_finished=base_finished,
-        truncation_cost=cost,
-        explained_by_truncation=explained,
+        truncation_cost=float("nan"),
+        explained_by_truncation=False,
         inflation=thinking_inflation(ours_shared, theirs_shared),
-        verdict=VERDICT_TRUNCATION if explained else decision.verdict,
-        decision=decision,
+        verdict=VERDICT_UNDECIDED,
+        decision=decide([pairs], margin),
         mismatches=tuple(mismatches),
         kind=kind,
     )
+    return with_decision(comparison, comparison.decision)
+
+
+def with_decision(c: Comparison, decision: Decision) -> Comparison:
+    """`c` with `decision` and every field that follows from it: the delta and its CI, whether it
+    is significant, the truncation rule and the verdict."""
+    explained, cost = truncation_explains(
+        decision.delta, c.truncation_delta, c.baseline_accuracy_finished, c.accuracy_finished
+    )
+    explained = explained and decision.verdict == VERDICT_WORSE
+    return replace(
+        c,
+        delta=decision.delta,
+        delta_ci_low=decision.ci95[0],
+        delta_ci_high=decision.ci95[1],
+        significant=decision.significant,
+        truncation_cost=cost,
+        explained_by_truncation=explained,
+        verdict=VERDICT_TRUNCATION if explained else decision.verdict,
+        decision=decision,
+    )
+
+
+def as_family(comparisons: Sequence[Comparison]) -> tuple[Comparison, ...]:
+    """`comparisons` as one family: better / worse Holm-corrected over all of them
+    (`decide.in_family`), every dependent field redone."""
+    decisions = in_family([c.decision for c in comparisons])
+    return tuple(with_decision(c, d) for c, d in zip(comparisons, decisions, strict=True))
 
 
 def _on_items(results: Results, items: Sequence[str]) -> Results:
     return results.take(np.isin(results.item_id.astype(str), list(items)))
-
-
-def _rate(flags: np.ndarray) -> float:
-    return float(flags.mean()) if flags.size else float("nan")
 
 
 def _finished_accuracy(results: Results) -> float:
@@ -454,7 +482,7 @@ def analyze(
         tasks=task_names,
         variants=tuple(infos),
         metrics=tuple(metrics),
-        comparisons=tuple(comparisons),
+        comparisons=as_family(comparisons),
         budgets=budgets,
         results=results,
         n_boot=n_boot,

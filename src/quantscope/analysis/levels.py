@@ -5,27 +5,53 @@ item's level in the store when it runs (`Store.strata`). `level_report(store, an
 every (variant, task) of an `Analysis` by level and, on each level's items alone, computes the
 variant's metrics and its paired comparison with the baseline (`compare.compare_pair`, the same
 rule as the whole task: accuracy delta with its verdict, truncation rates, the truncation rule),
-plus the truncation-rate difference with a paired bootstrap 95% CI over the level's items
-(`traces.paired_delta`). A level has fewer items than its task, so its CIs are wider: a level
-undecided where the task is decided says "not enough items at this level", not "no effect".
+plus the truncation-rate difference (per item, the fraction of its samples cut at the cap) with
+the same paired Student-t test over the level's items (`decide.decide`). A level has fewer items
+than its task, so its CIs are wider: a level undecided where the task is decided says "not enough
+items at this level", not "no effect".
+
+Every flag of the report's level tables (a red cell: worse at that level; a star: truncation
+changed) is one test of one family, Holm-corrected over all of them (`decide.in_family`), so with
+nothing different the chance that any cell is flagged stays at 5% (uncorrected, at least one false
+flag showed in half such reports); `LevelReport.tests` says how many tests the family holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantscope.analysis.compare import compare_pair
+from quantscope.analysis.compare import compare_pair, with_decision
+from quantscope.analysis.decide import Decision, decide, in_family, paired_items
 from quantscope.analysis.metrics import Results, summarize
-from quantscope.analysis.traces import Delta, paired_delta
 
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.store import Store
+
+
+@dataclass(frozen=True)
+class Shift:
+    """The truncation rate's change on a level's items: the variant's and the baseline's rates
+    (mean over items), their paired difference with its 95% CI (fractions) and the test behind it
+    (`decision`, corrected over the report's family of level flags)."""
+
+    value: float
+    baseline: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    items: int
+    decision: Decision
+
+    @property
+    def significant(self) -> bool:
+        """The difference test rejects after Holm's correction over the level tables' flags."""
+        return self.decision.significant
 
 
 @dataclass(frozen=True)
@@ -38,7 +64,7 @@ class LevelResult:
     level: str
     metrics: TaskMetrics
     comparison: Comparison | None
-    truncation: Delta | None
+    truncation: Shift | None
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,8 @@ class TaskLevels:
     key: str
     levels: tuple[str, ...]
     results: tuple[LevelResult, ...]
+    tests: int = 0
+    """The level flags (red cells and stars) of the whole report, the family Holm corrects over."""
 
     def result(self, variant: str, level: str) -> LevelResult | None:
         """The entry of `variant` on `level`, if it ran items of that level."""
@@ -58,7 +86,8 @@ class TaskLevels:
 
 
 def level_report(store: Store, analysis: Analysis) -> tuple[TaskLevels, ...]:
-    """Every analysed task that has recorded levels (two or more), split by level."""
+    """Every analysed task that has recorded levels (two or more), split by level, its flags
+    corrected as one family over all of them."""
     report = []
     for task in analysis.tasks:
         recorded = store.strata(task)
@@ -70,7 +99,7 @@ def level_report(store: Store, analysis: Analysis) -> tuple[TaskLevels, ...]:
         levels = _ordered(sorted({str(level) for level in level_of if level}))
         if len(levels) > 1:
             report.append(TaskLevels(task, key, levels, _split(analysis, task, rows, level_of, levels)))
-    return tuple(report)
+    return _as_family(report)
 
 
 def _split(
@@ -92,22 +121,48 @@ def _split(
                     on_level, name, analysis.baseline, task, n_boot=analysis.n_boot, seed=analysis.seed,
                     margin=analysis.margin,
                 )  # fmt: skip
-                truncation = paired_delta(
-                    _truncated_by_item(ours),
-                    _truncated_by_item(on_level.select(analysis.baseline)),
-                    analysis.n_boot,
-                    analysis.seed,
-                )
+                truncation = _shift(ours, on_level.select(analysis.baseline))
             results.append(LevelResult(name, level, metrics, comparison, truncation))
     return tuple(results)
 
 
-def _truncated_by_item(rows: Results) -> dict[str, float]:
-    """item id -> the fraction of its samples cut off at the cap."""
-    flags: dict[str, list[bool]] = {}
-    for item, truncated in zip(rows.item_id.astype(str), rows.truncated, strict=True):
-        flags.setdefault(item, []).append(bool(truncated))
-    return {item: float(np.mean(values)) for item, values in flags.items()}
+def _shift(ours: Results, theirs: Results) -> Shift:
+    """The paired difference of per-item truncation fractions, tested as accuracy is."""
+    pairs = paired_items(replace(ours, correct=ours.truncated), replace(theirs, correct=theirs.truncated))
+    d = decide([pairs])
+    mean, other = (float(x.mean()) if len(pairs) else float("nan") for x in (pairs.mean, pairs.other_mean))
+    return Shift(mean, other, d.delta, d.ci95[0], d.ci95[1], len(pairs), d)
+
+
+def _as_family(report: Sequence[TaskLevels]) -> tuple[TaskLevels, ...]:
+    """Every red-cell and star test of `report` Holm-corrected as one family."""
+    flagged = [(t, i) for t, task in enumerate(report) for i, r in enumerate(task.results) if r.comparison]
+    tests = [report[t].results[i] for t, i in flagged]
+    corrected = in_family(
+        [r.comparison.decision for r in tests if r.comparison]
+        + [r.truncation.decision for r in tests if r.truncation]
+    )
+    accuracy, truncation = corrected[: len(tests)], corrected[len(tests) :]
+    results = [list(task.results) for task in report]
+    for (t, i), acc, cut in zip(flagged, accuracy, truncation, strict=True):
+        r = results[t][i]
+        if r.comparison is not None and r.truncation is not None:
+            results[t][i] = replace(
+                r, comparison=with_decision(r.comparison, acc), truncation=replace(r.truncation, decision=cut)
+            )
+    size = sum(not np.isnan(d.p_value) for d in corrected)
+    return tuple(
+        replace(task, results=tuple(rows), tests=size) for task, rows in zip(report, results, strict=True)
+    )
+
+
+def levels_note(levels: Sequence[TaskLevels]) -> str:
+    """What a red cell or a star means over the report's level tables: the family and its size."""
+    tests = levels[0].tests if levels else 0
+    return (
+        f"Red cells and stars: Holm's step-down over the {tests} level tests of this report keeps the chance "
+        "of any false one at 5% (family-wise)."
+    )
 
 
 def _ordered(levels: Sequence[str]) -> tuple[str, ...]:

@@ -8,9 +8,13 @@ of a `Store` without touching the generated text). Definitions:
 - pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) per item (n samples, c correct),
   averaged over items.
 - maj@k: per item, the answer most of its samples extracted (majority vote, as lighteval and
-  NeMo-Skills report AIME); the item counts as correct when the samples giving that answer were
-  judged correct. Ties go to a correct answer only if no wrong answer ties with it.
-- truncation rate: the fraction of samples whose finish_reason is "length" (hit the cap).
+  NeMo-Skills report AIME), answers counted as one when the task's judge would call them equal
+  (`tasks.answer_equality`: "042" and "42" on AIME, `\\frac` and `\\dfrac` on MATH-500); the item
+  counts as correct when the samples giving that answer were judged correct. Ties go to a correct
+  answer only if no wrong answer ties with it.
+- truncation rate: the mean over items of each item's fraction of samples whose finish_reason is
+  "length" (hit the cap), like accuracy: an item with more samples does not weigh more. Every
+  table, finding and level line uses this one definition.
 - accuracy at budget B (B <= the run's cap, tokens): a sample counts as correct at B only when it
   was correct and finished within B completion tokens; anything longer would have been cut at B.
   No re-generation is needed: with the same seed, a run capped at B produces the same prefix.
@@ -18,7 +22,7 @@ of a `Store` without touching the generated text). Definitions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -238,30 +242,67 @@ def pass_at_k(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
     return 1.0 - miss
 
 
-def majority_accuracy(results: Results) -> float:
+def majority_accuracy(results: Results, same: AnswerEquality | None = None) -> float:
     """maj@k: the fraction of items whose majority answer (over their samples) is correct (NaN: no rows).
 
-    A sample that extracted no answer votes for "no answer", which is never correct; a tie between
-    a correct and a wrong answer counts as wrong (a vote that does not decide is no majority).
+    Answers vote together when `same(a, b)` (the task's judge's equality; default: equal text);
+    every correct answer equals the gold, so the correct ones are one class without asking. A
+    sample that extracted no answer votes for "no answer", which is never correct; a tie between a
+    correct and a wrong answer counts as wrong (a vote that does not decide is no majority).
     """
-    votes: dict[str, dict[str | None, list[bool]]] = {}
+    votes: dict[str, list[tuple[str | None, bool]]] = {}
     for item, answer, correct in zip(
         results.item_id.astype(str), results.extracted, results.correct, strict=True
     ):
-        votes.setdefault(item, {}).setdefault(answer, []).append(bool(correct))
+        votes.setdefault(item, []).append((None if answer is None else str(answer), bool(correct)))
     if not votes:
         return float("nan")
     wins = 0
-    for answers in votes.values():
-        top = max(len(v) for v in answers.values())
-        leaders = [a for a, v in answers.items() if len(v) == top]
-        wins += all(a is not None and all(answers[a]) for a in leaders)
+    for samples in votes.values():
+        classes = _answer_classes(samples, same)
+        top = max(len(members) for members in classes)
+        leaders = [members for members in classes if len(members) == top]
+        wins += all(members[0][0] is not None and all(ok for _, ok in members) for members in leaders)
     return wins / len(votes)
 
 
-def truncation_rate(truncated: np.ndarray) -> float:
-    """Fraction of samples that hit the token cap (NaN when there are none)."""
-    return float(truncated.mean()) if truncated.size else float("nan")
+AnswerEquality = Callable[[str, str], bool]
+"""Whether two extracted answers of one task are the same answer, as its judge compares them."""
+
+
+def _answer_classes(
+    samples: Sequence[tuple[str | None, bool]], same: AnswerEquality | None
+) -> list[list[tuple[str | None, bool]]]:
+    """The samples grouped by answer: the correct ones together, no-answer together, and each wrong
+    answer with the first earlier class whose answer `same` calls equal."""
+    classes: list[list[tuple[str | None, bool]]] = []
+    for answer, correct in samples:
+        home = next((c for c in classes if _same_class(c[0], (answer, correct), same)), None)
+        if home is None:
+            classes.append([(answer, correct)])
+        else:
+            home.append((answer, correct))
+    return classes
+
+
+def _same_class(
+    first: tuple[str | None, bool], sample: tuple[str | None, bool], same: AnswerEquality | None
+) -> bool:
+    (a, a_ok), (b, b_ok) = first, sample
+    if a is None or b is None or a_ok != b_ok:
+        return a is None and b is None
+    if a_ok or a == b:
+        return True
+    return same is not None and same(a, b)
+
+
+def truncation_rate(truncated: np.ndarray, item_ids: np.ndarray) -> float:
+    """The mean over items of each item's fraction of samples that hit the token cap (NaN when
+    there are none): the one truncation rate of every table (module docstring)."""
+    if truncated.size == 0:
+        return float("nan")
+    items, n_items = item_index(item_ids)
+    return float(per_item_mean(truncated, items, n_items).mean())
 
 
 def token_stats(tokens: np.ndarray) -> TokenStats:
@@ -314,7 +355,7 @@ def forced_curve(results: Results, forced: Mapping[tuple[str, int, int], bool]) 
         correct = np.where(finished, results.correct, np.array([bool(a) for a in answered]))
         items, n_items = item_index(results.item_id[known])
         accuracy.append(avg_at_k(correct[known], items, n_items))
-    truncation = tuple(truncation_rate(truncated_at_budget(results, b)) for b in budgets)
+    truncation = tuple(truncation_rate(truncated_at_budget(results, b), results.item_id) for b in budgets)
     return BudgetCurve(tuple(budgets), tuple(accuracy), truncation)
 
 
@@ -332,7 +373,7 @@ def budget_curve(results: Results, budgets: Sequence[int] | None = None) -> Budg
     grid = tuple(int(b) for b in (budgets if budgets is not None else default_budgets(cap)))
     items, n_items = item_index(results.item_id)
     accuracy = tuple(avg_at_k(correct_at_budget(results, b), items, n_items) for b in grid)
-    truncation = tuple(truncation_rate(truncated_at_budget(results, b)) for b in grid)
+    truncation = tuple(truncation_rate(truncated_at_budget(results, b), results.item_id) for b in grid)
     return BudgetCurve(grid, accuracy, truncation)
 
 
@@ -357,6 +398,9 @@ def summarize(
         what = "no rows" if not found else f"{len(found)} (variant, task) pairs"
         raise QuantscopeError(f"summarize needs the rows of exactly one variant and task, got {what}")
     ((name, task_name),) = found
+    from quantscope.tasks.registry import answer_equality  # lazy: the task's judge module
+
+    same = answer_equality(task_name)
     items, n_items = item_index(results.item_id)
     scores = per_item_mean(results.correct, items, n_items)
     counts = np.bincount(items, minlength=n_items)
@@ -375,8 +419,8 @@ def summarize(
         ci_low=low,
         ci_high=high,
         pass_at_k=float(pass_at_k(counts, hits, k).mean()),
-        truncation_rate=truncation_rate(results.truncated),
-        maj_at_k=majority_accuracy(results),
+        truncation_rate=truncation_rate(results.truncated, results.item_id),
+        maj_at_k=majority_accuracy(results, same),
         accuracy_finished=float(results.correct[finished].mean()) if finished.any() else float("nan"),
         thinking_tokens=token_stats(results.thinking_tokens),
         answer_tokens=token_stats(results.answer_tokens),

@@ -2,37 +2,60 @@
 lost, and — when the data cannot decide — the evaluation that would. The rule is `RULE`, stated
 in every recommendation.
 
-Every comparison behind the pick is paired (items both sides ran, `analysis.decide`), so a
+Every verdict behind the pick is given by `compare`'s rule (`decide`: paired on the items both
+sides ran, task by task), over every pair of candidates, Holm-corrected as one family, so a
 variant evaluated on a few easy items can never look better than one evaluated on all of them,
-and "equivalent" needs evidence (a 90% CI inside the margin), not the absence of a significant
-difference.
+"equivalent" needs evidence (a 90% CI inside the margin on enough items), and `compare` on the
+same pair never says the opposite (the same equivalence verdicts; better / worse only differ by
+the family they are corrected in). A candidate leaves the race only when it is worse (and not
+equivalent) on some task; a task two candidates share no items on decides nothing for them and is
+named.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from quantscope.analysis.capacity import GpuBudget, VariantCapacity, model_config, variant_capacities
-from quantscope.analysis.compare import Analysis
-from quantscope.analysis.decide import VERDICT_EQUIVALENT, Decision, decide, paired_items
+from quantscope.analysis.compare import (
+    VERDICT_BETTER,
+    VERDICT_EQUIVALENT,
+    VERDICT_TRUNCATION,
+    VERDICT_WORSE,
+    Analysis,
+    as_family,
+    compare_pair,
+)
+from quantscope.analysis.decide import (
+    Decision,
+    SamplesNeeded,
+    decide,
+    in_family,
+    min_items_for_equivalence,
+    paired_items,
+)
 from quantscope.errors import QuantscopeError
 from quantscope.util import format_size, json_ready
 
 RULE = (
     "Candidates are the variants that fit the budget and were compared with the baseline on every "
-    "task. Each scores its paired accuracy difference from the baseline (items both ran; the mean "
-    "over tasks, each task weighing the same). A candidate significantly worse than another "
-    "(paired 95% CI of their difference excludes 0) is out. Of the rest, the pick is the smallest "
-    "one equivalent to the best-scoring one (paired 90% CI of their difference within ±{margin:.0f} "
-    "points), because the memory it saves holds the KV cache long reasoning needs. A smaller "
-    "candidate that is neither equivalent to the best nor significantly worse leaves the choice "
-    "undecided: the recommendation says so and names the evaluation that would decide it. (The Pareto "
-    "frontier of score against memory is drawn for reference.)"
+    "task; the baseline is the reference, even when it is no candidate. Every pair of candidates is "
+    "compared task by task by compare's rule (paired Student-t over the items both ran), the "
+    "better / worse tests Holm-corrected as one family: a candidate worse than another on a task "
+    "(and not equivalent there) and better on none is out. The best candidate is the one whose paired "
+    "difference from the baseline has the highest lower 95% bound (mean over tasks), so a high score "
+    "on a few items does not lead. The pick is the smallest candidate equivalent to the best on every "
+    "task (paired 90% CI within ±{margin:g} points, on at least {items} items), because the memory it "
+    "saves holds the KV cache long reasoning needs. A task two candidates share no items on decides "
+    "nothing for them and is named. A smaller candidate neither out nor equivalent leaves the choice "
+    "undecided: the recommendation says so and names the evaluation that would decide it. The pick's "
+    "line names every task where it is significantly worse than the baseline. (The Pareto frontier "
+    "of score against memory is drawn for reference.)"
 )
 
 
@@ -62,7 +85,10 @@ class Recommendation:
     """The pick for `budget_bytes` (None = no limit), the others best first, and the frontier
     (variant names by increasing memory). `pick` is None when nothing qualifies. `undecided`
     names smaller candidates the data cannot yet rule in or out, and `next_evaluation` the
-    cheapest evaluation that would decide (None when decided)."""
+    cheapest evaluation that would decide (None when decided). `caveats` are what the pick's line
+    must say besides: the tasks where the pick is significantly worse than the baseline, that an
+    unsized baseline is still the reference, tasks two candidates share no items on. `decisions`
+    holds every verdict behind the pick: (variant, against, task) -> compare's decision."""
 
     budget_bytes: int | None
     rule: str
@@ -73,9 +99,12 @@ class Recommendation:
     margin: float = 0.02
     undecided: tuple[str, ...] = ()
     next_evaluation: str | None = None
-    decisions: Mapping[tuple[str, str], Decision] = field(default_factory=dict, repr=False)
+    decisions: Mapping[tuple[str, str, str], Decision] = field(default_factory=dict, repr=False)
     gpu: str | None = None
     """The GPU budget described ("H200 (150 GB, tp=1)"); None for a weight budget or none."""
+    caveats: tuple[str, ...] = ()
+    best: str | None = None
+    """The candidate the others are measured against (the pick, or the one it is equivalent to)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (`recommend --json`): the pick and every candidate with its reason, the
@@ -85,7 +114,7 @@ class Recommendation:
         data["runners_up"] = [asdict(c) for c in self.runners_up]
         data["summary"] = self.summary()
         data["decisions"] = [
-            {"variant": a, "against": b, **asdict(d)} for (a, b), d in self.decisions.items()
+            {"variant": a, "against": b, "task": t, **asdict(d)} for (a, b, t), d in self.decisions.items()
         ]
         return json_ready(data)
 
@@ -119,6 +148,8 @@ class Recommendation:
                 f" It holds {held.concurrent:,.0f} of its p90-length answers at once and, at best, "
                 f"{held.correct_per_hour:,.0f} correct answers per GPU-hour."
             )
+        for caveat in self.caveats:
+            text += f" {caveat}"
         if self.undecided:
             text += (
                 f" Not decided yet: {', '.join(self.undecided)} may do as well in less memory; "
@@ -145,44 +176,57 @@ def recommend(
     """
     if budget_bytes is not None and budget_bytes <= 0:
         raise QuantscopeError(f"budget {budget_bytes} bytes: give a positive size such as 24GB")
-    margin = analysis.margin if margin is None else margin
-    judge = _Pairs(analysis, margin)
+    if margin is not None and margin != analysis.margin:
+        analysis = with_margin(analysis, margin)
     reasons, memory = _exclusions(analysis, budget_bytes)
     served = _served(analysis, gpu, config, reasons)
     candidates = [name for name in analysis.variant_names if name not in reasons]
     scores = {name: _score(analysis, name) for name in candidates}
-    out = _significantly_worse(candidates, judge)
-    remaining = [name for name in candidates if name not in out]
-    best, pick, undecided = _choose(remaining, scores, memory, judge)
-    reasons.update(
-        {
-            name: f"significantly worse than {other} ({judge.describe(name, other)})"
-            for name, other in out.items()
-        }
-    )
-    reasons.update(_reasons(remaining, best, pick, memory, judge, undecided))
+    race = _race(analysis, candidates, scores, memory)
+    reasons.update(race.reasons)
     frontier = pareto_frontier({n: (float(memory[n]), scores[n]) for n in candidates})
     built = {
         n: _candidate(analysis, n, memory.get(n), n in candidates, n in frontier, reasons[n], served.get(n))
         for n in analysis.variant_names
     }
     others = sorted(
-        (c for name, c in built.items() if name != pick),
+        (c for name, c in built.items() if name != race.pick),
         key=lambda c: (not c.fits, -_finite(c.delta), c.memory_bytes or 0, c.variant),
     )
     return Recommendation(
         budget_bytes=budget_bytes,
-        rule=RULE.format(margin=100 * margin),
-        pick=built[pick] if pick is not None else None,
+        rule=RULE.format(margin=100 * analysis.margin, items=min_items_for_equivalence(analysis.margin)),
+        pick=built[race.pick] if race.pick is not None else None,
         runners_up=tuple(others),
         frontier=frontier,
         baseline=analysis.baseline,
-        margin=margin,
-        undecided=tuple(undecided),
-        next_evaluation=_next_evaluation(undecided, best, judge) if best and undecided else None,
-        decisions=dict(judge.cache),
+        margin=analysis.margin,
+        undecided=race.undecided,
+        next_evaluation=race.next_evaluation,
+        decisions=race.decisions,
         gpu=gpu.describe() if gpu is not None else None,
+        caveats=_caveats(analysis, race, memory),
+        best=race.best,
     )
+
+
+def with_margin(analysis: Analysis, margin: float) -> Analysis:
+    """`analysis` with another equivalence margin (fraction): every comparison decided again."""
+    again = [
+        compare_pair(
+            analysis.results,
+            c.variant,
+            c.baseline,
+            c.task,
+            n_boot=analysis.n_boot,
+            seed=analysis.seed,
+            margin=margin,
+            mismatches=c.mismatches,
+            kind=c.kind,
+        )
+        for c in analysis.comparisons
+    ]
+    return replace(analysis, margin=margin, comparisons=as_family(again))
 
 
 def _served(
@@ -203,26 +247,198 @@ def _served(
     return served
 
 
-class _Pairs:
-    """Paired decisions between two variants over every task, computed once per pair."""
+@dataclass(frozen=True)
+class _Standing:
+    """A candidate against another, task by task (`verdicts`: task -> its decision on this one
+    minus the other; a task they share no items on has an undecided one with no items)."""
 
-    def __init__(self, analysis: Analysis, margin: float) -> None:
-        self.analysis, self.margin = analysis, margin
-        self.cache: dict[tuple[str, str], Decision] = {}
+    verdicts: Mapping[str, Decision]
 
-    def __call__(self, a: str, b: str) -> Decision:
-        """The decision on a − b (a's accuracy minus b's, paired on the items both ran)."""
-        if (a, b) not in self.cache:
-            results = self.analysis.results
-            tasks = [paired_items(results.select(a, t), results.select(b, t)) for t in self.analysis.tasks]
-            self.cache[(a, b)] = decide(
-                tasks, self.margin, n_boot=self.analysis.n_boot, seed=self.analysis.seed
-            )
-        return self.cache[(a, b)]
+    def tasks(self, *verdicts: str) -> list[str]:
+        return [t for t, d in self.verdicts.items() if d.verdict in verdicts]
 
-    def describe(self, a: str, b: str) -> str:
-        d = self(a, b)
-        return f"{100 * d.delta:+.1f} pts, 95% CI [{100 * d.ci95[0]:+.1f}, {100 * d.ci95[1]:+.1f}]"
+    @property
+    def unshared(self) -> list[str]:
+        return [t for t, d in self.verdicts.items() if d.items == 0]
+
+    @property
+    def dominated(self) -> bool:
+        """Worse on some task (and not equivalent there), better on none."""
+        return bool(self.tasks(VERDICT_WORSE)) and not self.tasks(VERDICT_BETTER)
+
+    @property
+    def equivalent(self) -> bool:
+        """Equivalent on every task (so on items shared on every task)."""
+        return all(d.verdict == VERDICT_EQUIVALENT for d in self.verdicts.values())
+
+
+@dataclass(frozen=True)
+class _Race:
+    """The outcome of the rule: the best candidate, the pick, each candidate's reason, the smaller
+    ones left undecided and what would decide them, and the verdicts it rests on."""
+
+    best: str | None = None
+    pick: str | None = None
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    undecided: tuple[str, ...] = ()
+    next_evaluation: str | None = None
+    decisions: Mapping[tuple[str, str, str], Decision] = field(default_factory=dict)
+
+
+def _race(
+    analysis: Analysis, candidates: list[str], scores: Mapping[str, float], memory: Mapping[str, int]
+) -> _Race:
+    """`RULE` applied to `candidates` (names that fit, with known memory)."""
+    if not candidates:
+        return _Race()
+    decisions = _pairwise(analysis, candidates)
+    standing = {
+        (a, b): _Standing({t: _verdict(decisions, a, b, t) for t in analysis.tasks})
+        for a in candidates
+        for b in candidates
+        if a != b
+    }
+    out = {a: [b for b in candidates if b != a and standing[(a, b)].dominated] for a in candidates}
+    alive = [n for n in candidates if not out[n]] or candidates  # a cycle of losses rules nobody out
+    best = max(alive, key=lambda n: (_lower_bound(analysis, n), -memory[n], n))
+    equivalent = [best] + [n for n in alive if n != best and standing[(n, best)].equivalent]
+    pick = min(equivalent, key=lambda n: (memory[n], n))
+    smaller = [n for n in alive if n not in equivalent and memory[n] < memory[pick]]
+    undecided = tuple(sorted(smaller, key=lambda n: (memory[n], n)))
+    words = _Words(analysis, standing, memory, best, pick)
+    reasons = {n: words.reason(n, out[n] if n not in alive else [], n in undecided) for n in candidates}
+    needed = _next_evaluation(undecided, best, standing) if undecided else None
+    return _Race(best, pick, reasons, undecided, needed, decisions)
+
+
+def _pairwise(analysis: Analysis, candidates: Sequence[str]) -> dict[tuple[str, str, str], Decision]:
+    """Every pair of candidates on every task, decided by compare's rule (`decide` on the items both
+    ran) and Holm-corrected as one family: (a, b, task) -> the decision on a - b, each pair once."""
+    results = analysis.results
+    keys = [(a, b, t) for i, a in enumerate(candidates) for b in candidates[i + 1 :] for t in analysis.tasks]
+    found = [
+        decide([paired_items(results.select(a, t), results.select(b, t))], analysis.margin)
+        for a, b, t in keys
+    ]
+    return dict(zip(keys, in_family(found), strict=True))
+
+
+def _verdict(decisions: Mapping[tuple[str, str, str], Decision], a: str, b: str, task: str) -> Decision:
+    """The decision on a - b from the one stored for the pair either way round."""
+    if (a, b, task) in decisions:
+        return decisions[(a, b, task)]
+    d = decisions[(b, a, task)]
+    flip = {VERDICT_BETTER: VERDICT_WORSE, VERDICT_WORSE: VERDICT_BETTER}
+    return replace(
+        d,
+        delta=-d.delta,
+        ci95=(-d.ci95[1], -d.ci95[0]),
+        ci90=(-d.ci90[1], -d.ci90[0]),
+        verdict=flip.get(d.verdict, d.verdict),
+    )
+
+
+def _lower_bound(analysis: Analysis, name: str) -> float:
+    """The lower end of the 95% CI of `name`'s paired difference from the baseline, mean over tasks
+    (0 for the baseline; -inf when a task shares no two items with it): the candidate the others
+    are measured against is the one the data best support, not a high score on a few items."""
+    if name == analysis.baseline:
+        return 0.0
+    results, base = analysis.results, analysis.baseline
+    pairs = [paired_items(results.select(name, t), results.select(base, t)) for t in analysis.tasks]
+    low = decide(pairs, analysis.margin).ci95[0]
+    return -math.inf if math.isnan(low) else low
+
+
+class _Words:
+    """Why each candidate was picked or lost, in words."""
+
+    def __init__(
+        self,
+        analysis: Analysis,
+        standing: Mapping[tuple[str, str], _Standing],
+        memory: Mapping[str, int],
+        best: str,
+        pick: str,
+    ) -> None:
+        self.analysis, self.standing, self.memory = analysis, standing, memory
+        self.best, self.pick = best, pick
+
+    def reason(self, name: str, beaten_by: Sequence[str], undecided: bool) -> str:
+        best, pick = self.best, self.pick
+        if name == pick:
+            return "the best candidate that fits" if pick == best else self._equivalence(name)
+        if beaten_by:
+            other = beaten_by[0]
+            st = self.standing[(name, other)]
+            lost = "; ".join(f"{t} ({_ci(st.verdicts[t], 95)})" for t in st.tasks(VERDICT_WORSE))
+            return f"worse than {other} on {lost}"
+        if name == best:
+            saved = format_size(self.memory[name] - self.memory[pick])
+            return f"the best candidate, but {pick} is equivalent and {saved} smaller"
+        st = self.standing[(name, best)]
+        unshared = f"; shares no items with {best} on {', '.join(st.unshared)}" if st.unshared else ""
+        if st.equivalent:
+            extra = format_size(self.memory[name] - self.memory[pick])
+            if best == pick:
+                return f"equivalent to {pick}, and {extra} larger"
+            return f"equivalent to {best} but {extra} larger than {pick}"
+        open_ = {t: d for t, d in st.verdicts.items() if d.verdict != VERDICT_EQUIVALENT and d.items}
+        shown = "; ".join(f"{t}: {_ci(d, 90)}" for t, d in open_.items())
+        if undecided:
+            needed = _cheapest_need(st)
+            tail = f": {needed.reason}" if needed is not None else ""
+            return f"undecided against {best} ({shown}){unshared}{tail}"
+        return f"not shown equivalent to {best} ({shown}){unshared}, and larger than {pick}"
+
+    def _equivalence(self, name: str) -> str:
+        st = self.standing[(name, self.best)]
+        saved = format_size(self.memory[self.best] - self.memory[name])
+        shown = "; ".join(f"{t}: {_ci(d, 90)}" for t, d in st.verdicts.items())
+        within = f"within ±{100 * self.analysis.margin:g}"
+        return f"equivalent to {self.best}, the best candidate ({shown}, {within}), and {saved} smaller"
+
+
+def _ci(d: Decision, level: int) -> str:
+    low, high = d.ci95 if level == 95 else d.ci90
+    return f"{100 * d.delta + 0.0:+.1f} pts, {level}% CI [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _cheapest_need(standing: _Standing) -> SamplesNeeded | None:
+    """The cheapest samples likely to decide the tasks `standing` leaves open."""
+    open_ = [d for d in standing.verdicts.values() if d.verdict != VERDICT_EQUIVALENT]
+    needs = [d.samples_needed for d in open_ if d.samples_needed is not None]
+    decidable = [n for n in needs if n.extra is not None]
+    if decidable:
+        return min(decidable, key=lambda n: n.extra or 0)
+    return needs[0] if needs else None
+
+
+def _caveats(analysis: Analysis, race: _Race, memory: Mapping[str, int]) -> tuple[str, ...]:
+    """What the pick's line must say besides why it won: where it is significantly worse than the
+    baseline (compare's verdicts), and that a baseline outside the race is still the reference."""
+    if race.pick is None or race.pick == analysis.baseline:
+        return ()
+    notes = []
+    base = analysis.baseline
+    if base not in memory:
+        notes.append(
+            f"It is measured against {base}, the reference, whose memory is unknown (so it is no "
+            f"candidate): {_score(analysis, race.pick) * 100:+.1f} pts from it."
+        )
+    lost = [
+        c
+        for t in analysis.tasks
+        if (c := analysis.comparison(race.pick, t)) is not None
+        and c.verdict in (VERDICT_WORSE, VERDICT_TRUNCATION)
+    ]
+    if lost:
+        notes.append(
+            f"It is significantly worse than {base} on "
+            + "; ".join(f"{c.task} ({_ci(c.decision, 95)})" for c in lost)
+            + " — the score is a mean over tasks."
+        )
+    return tuple(notes)
 
 
 def _exclusions(analysis: Analysis, budget: int | None) -> tuple[dict[str, str], dict[str, int]]:
@@ -236,6 +452,8 @@ def _exclusions(analysis: Analysis, budget: int | None) -> tuple[dict[str, str],
             reasons[info.name] = f"not evaluated on {', '.join(missing)}"
         elif info.memory_bytes is None:
             reasons[info.name] = "memory unknown (evaluate a checkpoint, or pass --memory / --memory-from)"
+            if info.name == analysis.baseline:
+                reasons[info.name] += "; still the reference every candidate is measured against"
         elif budget is not None and info.memory_bytes > budget:
             reasons[info.name] = (
                 f"needs {format_size(info.memory_bytes)}, over the {format_size(budget)} budget"
@@ -251,95 +469,19 @@ def _score(analysis: Analysis, name: str) -> float:
     return float(np.mean(deltas)) if deltas else float("nan")
 
 
-def _significantly_worse(candidates: list[str], judge: _Pairs) -> dict[str, str]:
-    """Candidate -> the candidate it is significantly worse than (the clearest such one)."""
-    out = {}
-    for name in candidates:
-        worse_than = [
-            o for o in candidates if o != name and judge(name, o).significant and judge(name, o).delta < 0
-        ]
-        if worse_than:
-            out[name] = min(worse_than, key=lambda o: judge(name, o).delta)
-    return out
-
-
-def _choose(
-    remaining: list[str], scores: Mapping[str, float], memory: Mapping[str, int], judge: _Pairs
-) -> tuple[str | None, str | None, list[str]]:
-    """(the best-scoring candidate, the pick, smaller candidates left undecided against the best)."""
-    if not remaining:
-        return None, None, []
-    best = max(remaining, key=lambda n: (_finite(scores[n]), -memory[n]))
-    equivalent = [n for n in remaining if n == best or judge(n, best).verdict == VERDICT_EQUIVALENT]
-    pick = min(equivalent, key=lambda n: (memory[n], n))
-    undecided = sorted(
-        (n for n in remaining if memory[n] < memory[pick] and n not in equivalent), key=memory.get
-    )
-    return best, pick, undecided
-
-
-def _reasons(
-    remaining: list[str],
-    best: str | None,
-    pick: str | None,
-    memory: Mapping[str, int],
-    judge: _Pairs,
-    undecided: list[str],
-) -> dict[str, str]:
-    if pick is None or best is None:
-        return {}
-    reasons = {}
-    for name in remaining:
-        if name == pick:
-            reasons[name] = (
-                "the best-scoring candidate that fits"
-                if pick == best
-                else _equivalence(pick, best, memory, judge)
-            )
-        elif name == best:
-            saved = format_size(memory[name] - memory[pick])
-            reasons[name] = f"the best-scoring, but {pick} is equivalent and {saved} smaller"
-        elif name in undecided:
-            needed = judge(name, best).samples_needed
-            reasons[name] = (
-                f"undecided against {best} ({_ci90(judge(name, best))}): {needed.reason if needed else ''}"
-            )
-        elif judge(name, best).verdict == VERDICT_EQUIVALENT:
-            extra = format_size(memory[name] - memory[pick])
-            reasons[name] = (
-                f"equivalent to {pick}, and {extra} larger"
-                if best == pick
-                else f"equivalent to {best} but {extra} larger than {pick}"
-            )
-        else:
-            reasons[name] = (
-                f"not shown equivalent to {best} ({_ci90(judge(name, best))}), and larger than {pick}"
-            )
-    return reasons
-
-
-def _equivalence(pick: str, best: str, memory: Mapping[str, int], judge: _Pairs) -> str:
-    d = judge(pick, best)
-    saved = format_size(memory[best] - memory[pick])
-    within = f"within ±{100 * d.margin:.0f}"
-    return f"equivalent to {best}, the best-scoring candidate ({_ci90(d)}, {within}), and {saved} smaller"
-
-
-def _ci90(d: Decision) -> str:
-    return f"{100 * d.delta:+.1f} pts, 90% CI [{100 * d.ci90[0]:+.1f}, {100 * d.ci90[1]:+.1f}]"
-
-
-def _next_evaluation(undecided: list[str], best: str, judge: _Pairs) -> str:
+def _next_evaluation(
+    undecided: Sequence[str], best: str, standing: Mapping[tuple[str, str], _Standing]
+) -> str:
     """The cheapest evaluation that would decide one of the undecided candidates against `best`."""
     options = []
     for name in undecided:
-        needed = judge(name, best).samples_needed
+        needed = _cheapest_need(standing[(name, best)])
         if needed is not None and needed.extra is not None:
             options.append((needed.extra, name, needed))
     if not options:
         return (
-            "more samples per item cannot decide it on these items (the spread between items is too wide): "
-            "evaluate on more items, or accept the margin"
+            "more samples per item cannot decide it on these items (too few shared items, or the spread "
+            "between them is too wide): evaluate on more items, or accept the margin"
         )
     _, name, needed = min(options)
     return (

@@ -195,8 +195,9 @@ def eval_(
     until_decided: Annotated[
         bool,
         typer.Option(
-            help="After the first k samples, add samples (to this variant and the baseline alike, on the "
-            "items they disagree on most) until every task's verdict is decided or --max-k is reached."
+            help="After the first k samples, add one sample per item per round (to this variant and the "
+            "baseline alike, every item of each undecided task, never chosen by outcome) until every task's "
+            "verdict is decided or --max-k is reached; alpha is spent over the planned rounds."
         ),
     ] = False,
     max_k: Annotated[

@@ -24,6 +24,7 @@ import numpy as np
 from quantscope.analysis.capacity import CAPACITY_COLUMNS, CAPACITY_NOTE, capacity_cells
 from quantscope.analysis.compare import TRUNCATION_RULE, Analysis, Comparison
 from quantscope.analysis.decide import family_note
+from quantscope.analysis.levels import levels_note
 from quantscope.analysis.metrics import TaskMetrics
 from quantscope.analysis.recommend import Candidate, Recommendation
 from quantscope.analysis.thinking import median_text
@@ -321,12 +322,14 @@ def _tasks_section(analysis: Analysis) -> str:
     note = (
         "Accuracy is the baseline's own (with its 95% CI) and, for a variant, its accuracy on the items it "
         "shares with the baseline; items reads 'shared of the baseline's' when the variant ran fewer. "
-        f"* significant: the paired bootstrap 95% CI over items excludes 0. Equivalent: the paired 90% CI "
-        f"lies within ±{100 * analysis.margin:.0f} points. The cut-aware median thinking is the Kaplan–Meier "
-        "median: a generation cut at the cap while thinking counts as at least its length (≥N: half or "
-        "more were cut, the median lies beyond the cap); the mean counts it at the cap. Thinking × is the "
-        "variant's median over the baseline's, cut-aware or over the generations that finished. "
-        f"{escape(family_note(len(analysis.comparisons)))} {escape(TRUNCATION_RULE)}."
+        "* significant: the paired t-test over items rejects no difference after Holm's correction (the 95% "
+        f"CI shown is its own). Equivalent: the paired 90% CI lies within ±{100 * analysis.margin:g} points. "
+        "Truncated is the mean over items of each item's share of samples cut at the cap. The cut-aware "
+        "median thinking is the Kaplan–Meier median: a generation cut at the cap while thinking counts as at "
+        "least its length (≥N: half or more were cut, the median lies beyond the cap); the mean counts it at "
+        "the cap. Thinking × is the variant's median over the baseline's, cut-aware or over the generations "
+        "that finished. "
+        f"{escape(family_note(len(analysis.comparisons), analysis.margin))} {escape(TRUNCATION_RULE)}."
     )
     return _section("tasks", "Per task", "".join(parts) + _undecided(analysis), note)
 
@@ -418,10 +421,10 @@ def _levels_section(levels: Sequence[TaskLevels], baseline: str) -> str:
     note = (
         f"Each level's items alone, each variant against {escape(baseline)} on them: accuracy (its paired "
         "delta in points, coloured by the verdict on that level), the share of samples cut off at the cap "
-        "(the change, * when the paired bootstrap 95% CI over the level's items excludes 0) and the "
-        "median thinking tokens (Kaplan–Meier: a generation cut while thinking counts as at least its "
-        "length; ≥N when half or more were cut). A level holds fewer items than its task, so its "
-        "intervals are wider: an undecided level is not a tie."
+        "(mean over items; the change, * when the paired t-test over the level's items rejects no change) "
+        "and the median thinking tokens (Kaplan–Meier: a generation cut while thinking counts as at least "
+        "its length; ≥N when half or more were cut). A level holds fewer items than its task, so its "
+        "intervals are wider: an undecided level is not a tie. " + escape(levels_note(levels))
     )
     return _section("levels", "By level", "".join(parts), note)
 

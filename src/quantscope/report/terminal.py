@@ -75,10 +75,11 @@ WIDE = 120
 
 def comparison_table(analysis: Analysis, width: int | None = None) -> Table:
     """Per task and variant: memory, items compared, accuracy (the baseline's own with its CI; a
-    variant's on the items it shares with the baseline), the paired delta (* = 95% CI excludes 0),
-    truncation and its delta, accuracy among finished samples, thinking inflation (median of all
-    samples, Kaplan–Meier with cut generations censored / median of finished samples) and the
-    verdict at the analysis's margin. Under `WIDE` columns (`width`),
+    variant's on the items it shares with the baseline), the paired delta with its 95% CI (* =
+    significant after Holm's correction over the table), truncation and its delta, accuracy among
+    finished samples, thinking inflation (median of all samples, Kaplan–Meier with cut generations
+    censored / median of finished samples) and the verdict at the analysis's margin. Under `WIDE`
+    columns (`width`),
     the compact layout keeps memory, accuracy, the delta and its CI, truncation, the median
     thinking ratio and the verdict."""
     if width is not None and width < WIDE:
@@ -248,11 +249,15 @@ def _signal(value: float, delta: Delta | None, *, rate: bool = False) -> Text:
 def level_table(levels: TaskLevels, baseline: str) -> Table:
     """One task by level (`analysis.levels`): a row per variant, a column per level, each cell
     "accuracy / cut" in percent; red where the variant is significantly worse than the baseline
-    on that level's items, * where its truncation rate differs (paired 95% CI over the items)."""
+    on that level's items, * where its truncation rate differs (paired t-test over the items),
+    both Holm-corrected over every level test of the report (the caption says how many)."""
     table = Table(
         title=f"{levels.task} by {levels.key}: accuracy % / cut at the cap %",
         title_justify="left",
-        caption=f"red: worse than {baseline} on that {levels.key}; * truncation changed (95% CI excludes 0)",
+        caption=(
+            f"red: worse than {baseline} on that {levels.key}; * truncation changed (Holm over the "
+            f"report's {levels.tests} level tests: any false flag at most 5%)"
+        ),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -343,7 +348,7 @@ def comparison_notes(analysis: Analysis) -> Group:
     if any(c.explained_by_truncation for c in analysis.comparisons):
         lines.append(Text(TRUNCATION_RULE[0].upper() + TRUNCATION_RULE[1:] + ".", style="dim"))
     if analysis.comparisons:
-        lines.append(Text(family_note(len(analysis.comparisons)), style="dim"))
+        lines.append(Text(family_note(len(analysis.comparisons), analysis.margin), style="dim"))
     return Group(*lines)
 
 
@@ -949,8 +954,13 @@ def adaptive_lines(summary: AdaptiveSummary) -> Group:
     ]
     for task, d in summary.decisions.items():
         ci = f"[{pts(d.ci95[0])}, {pts(d.ci95[1])}] at alpha {d.alpha:.4f}"
+        adjusted = summary.adjusted(task)
+        corrected = "" if adjusted == d.delta else f"; {pts(adjusted)} corrected for stopping at the verdict"
         lines.append(
-            Text(f"  {task}: {d.verdict} ({pts(d.delta)} pts, {ci})", style=_VERDICT_STYLE.get(d.verdict, ""))
+            Text(
+                f"  {task}: {d.verdict} ({pts(d.delta)} pts, {ci}{corrected})",
+                style=_VERDICT_STYLE.get(d.verdict, ""),
+            )
         )
     return Group(*lines)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
-from quantscope.tasks.answers import parse_integer
+from quantscope.tasks.answers import parse_integer, same_integer_answer
 from quantscope.tasks.base import Judgement, Sample
 from quantscope.tasks.loading import HubDataset, HubTask, row_id
 from quantscope.tasks.math_check import judge_integer
@@ -30,6 +30,8 @@ class AIME25Task(HubTask):
     hub: ClassVar[HubDataset] = HUB
     answer_patterns: ClassVar[tuple[str, ...]] = ()
     """A math task: `analysis.traces` looks for the answer in the thinking (its default patterns)."""
+    same_answer = staticmethod(same_integer_answer)
+    """How two extracted answers compare (maj@k votes): as integers, as the judge does."""
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The problem with the model card's math instruction; its answer must be an integer."""

@@ -184,3 +184,18 @@ def parse_integer(text: str) -> int | None:
     if len(candidate) > 100 or not _INTEGER.match(candidate):
         return None
     return int(candidate)
+
+
+def same_integer_answer(first: str, second: str) -> bool:
+    """Whether two extracted answers are the same as an integer judge compares them: as integers
+    when both are one ("042" and "42"), else as text without wrappers (`\\text{}`, `$`)."""
+    a, b = parse_integer(first), parse_integer(second)
+    if a is not None and b is not None:
+        return a == b
+    return strip_wrappers(first) == strip_wrappers(second)
+
+
+def same_choice_answer(first: str, second: str) -> bool:
+    """Whether two extracted multiple-choice answers are the same: the same letter (or, for the raw
+    box a judge keeps when it found no letter, the same text up to wrappers and case)."""
+    return strip_wrappers(first).casefold() == strip_wrappers(second).casefold()

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from quantscope.tasks.answers import choice_letters
+from quantscope.tasks.answers import choice_letters, same_choice_answer
 from quantscope.tasks.base import Judgement, Sample
 from quantscope.tasks.choice import choice_sample, judge_choice
 from quantscope.tasks.loading import HubDataset, HubTask, row_id
@@ -44,6 +44,8 @@ class GPQADiamondTask(HubTask):
 
     name: str = field(default="gpqa_diamond", init=False)
     hub: ClassVar[HubDataset] = HUB
+    same_answer = staticmethod(same_choice_answer)
+    """How two extracted answers compare (maj@k votes): by letter, as the judge does."""
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The question with its options in the item's seeded order."""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from quantscope.tasks.base import Judgement, Sample
 from quantscope.tasks.loading import HubDataset, HubTask, row_id
-from quantscope.tasks.math_check import judge_math
+from quantscope.tasks.math_check import judge_math, same_math_answer
 from quantscope.tasks.prompts import math_prompt
 
 HUB = HubDataset(repo_id="HuggingFaceH4/MATH-500", split="test", required=("problem", "answer"), items=500)
@@ -31,6 +31,8 @@ class Math500Task(HubTask):
     stratify: ClassVar[str | None] = "level"
     answer_patterns: ClassVar[tuple[str, ...]] = ()
     """A math task: `analysis.traces` looks for the answer in the thinking (its default patterns)."""
+    same_answer = staticmethod(same_math_answer)
+    """How two extracted answers compare (maj@k votes): with math_verify, as the judge does."""
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The problem with the model card's math instruction."""

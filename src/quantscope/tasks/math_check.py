@@ -191,3 +191,9 @@ def judge_integer(gold: int, answer: str, checker: MathChecker | None = None) ->
         return Judgement(correct=value == gold, extracted=clip(boxed))
     same = (checker or shared_checker()).equivalent(str(gold), boxed)
     return Judgement(correct=same, extracted=clip(boxed))
+
+
+def same_math_answer(first: str, second: str, checker: MathChecker | None = None) -> bool:
+    """Whether two extracted math answers are the same as `judge_math` compares an answer with the
+    gold: math_verify in the time-limited worker (`\\frac{1}{2}`, `\\dfrac12` and `0.5` agree)."""
+    return (checker or shared_checker()).equivalent(first, second)

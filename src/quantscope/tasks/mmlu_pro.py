@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
-from quantscope.tasks.answers import CHOICE_LETTERS, choice_letters
+from quantscope.tasks.answers import CHOICE_LETTERS, choice_letters, same_choice_answer
 from quantscope.tasks.base import Judgement, Sample
 from quantscope.tasks.choice import choice_sample, judge_choice
 from quantscope.tasks.loading import HubDataset, HubTask, row_id
@@ -31,6 +31,8 @@ class MMLUProTask(HubTask):
 
     name: str = field(default="mmlu_pro", init=False)
     hub: ClassVar[HubDataset] = HUB
+    same_answer = staticmethod(same_choice_answer)
+    """How two extracted answers compare (maj@k votes): by letter, as the judge does."""
 
     def sample(self, row: Mapping[str, Any], index: int, source: str) -> Sample:
         """The question with its 2 to 10 options; the answer must be one of their letters."""

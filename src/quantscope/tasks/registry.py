@@ -9,6 +9,7 @@ Hugging Face Hub) and `seed=` (the option-shuffle seed where a benchmark shuffle
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from quantscope.errors import QuantscopeError
@@ -57,3 +58,12 @@ def _check_options(name: str, task_class: type, options: dict[str, Any]) -> None
     if unknown:
         accepted = ", ".join(parameters) or "none"
         raise QuantscopeError(f"task {name!r} has no option {', '.join(unknown)}; it takes: {accepted}")
+
+
+def answer_equality(name: str) -> Callable[[str, str], bool] | None:
+    """How the task called `name` compares two extracted answers (its `same_answer`, the way its
+    judge compares an answer with the gold), or None for a task this install does not know."""
+    try:
+        return getattr(task_class(name), "same_answer", None)
+    except QuantscopeError:
+        return None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from quantscope.errors import QuantscopeError
+from quantscope.tasks.answers import same_integer_answer
 from quantscope.tasks.base import Judgement, Sample
 from quantscope.tasks.loading import stratified
 from quantscope.toy.problems import (
@@ -44,6 +45,8 @@ class SyntheticTask:
     """Where the toy hesitates: a failed check ends its line with "wait" (no sentence opens with it)."""
     stratify: ClassVar[str] = "level"
     """The metadata field analysis reports per level by (as MATH-500's `level`)."""
+    same_answer = staticmethod(same_integer_answer)
+    """How two extracted answers compare (maj@k votes): as integers, as the judge does."""
 
     def __post_init__(self) -> None:
         if self.path is not None:
