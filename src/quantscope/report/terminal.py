@@ -536,7 +536,16 @@ def anatomy_view(contents: Contents, with_tensors: bool = False) -> Group:
 def _derived_note(derived: dict) -> str:
     defaults = derived.get("defaults") or {}
     listed = ", ".join(f"{key}={value}" for key, value in defaults.items())
-    return f"defaults used for keys the config lacks: {listed}" if listed else "every key was in the config"
+    note = f"defaults used for keys the config lacks: {listed}" if listed else "every key was in the config"
+    differ = (derived.get("quantization") or {}).get("hf_quant_config_disagrees")
+    if differ is not None:
+        note += (
+            "; the hf_quant_config.json beside it declares the same formats"
+            if not differ
+            else "; the hf_quant_config.json beside it declares otherwise (vLLM reads config.json): "
+            + "; ".join(differ)
+        )
+    return note
 
 
 def _stored_as(contents: Contents, group: str) -> str:
@@ -565,7 +574,7 @@ def _groups_table(contents: Contents) -> Table:
         "params",
         "bytes",
         "bits/weight",
-        "stored as",
+        "declared as" if contents.declared_in else "stored as",
         title="Anatomy by group",
     )
     members = contents.anatomy.by_group()
@@ -628,6 +637,14 @@ def plan_table(plan: Plan) -> Table:
     """Every recipe's predicted size, its ratio to the original, what stays 16-bit, and the budget fit."""
     anatomy, budget = plan.anatomy, plan.budget_bytes
     title = f"Predicted size of {anatomy.source} (original {format_size(anatomy.total_bytes)})"
+    if plan.source is not None:
+        held = plan.source
+        how = f"declared in {held.declared_in}" if held.declared_in else "as stored"
+        title = (
+            f"Predicted size of {anatomy.source}, planned as its unquantized model "
+            f"({format_size(anatomy.total_bytes)}); the checkpoint itself: labelled {held.label}, "
+            f"{format_size(held.nbytes)} {how}"
+        )
     columns = ["recipe", "scheme", "size", "vs original", "linear layers kept 16-bit"]
     table = Table(*columns, *(["fits " + format_size(budget)] if budget is not None else []), title=title)
     for recipe, footprint in zip(plan.recipes, plan.footprints, strict=True):
