@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from quantscope.anatomy import Anatomy, load_anatomy
 from quantscope.anatomy_config import anatomy_from_config
 from quantscope.cli import app
+from quantscope.cli.app import console
 from quantscope.errors import QuantscopeError
 from quantscope.recipe import plan_recipes
 from quantscope.storage import read_contents
@@ -111,9 +112,10 @@ def test_a_bare_quantized_config_is_labelled_and_sized_as_declared(nvidia) -> No
     assert expected < 0.5 * base.total_bytes  # NVIDIA's 27B: ~22 GB, not the 55.56 GB of BF16
 
 
-def test_inspect_prints_the_label_and_per_group_formats_of_the_27b(tmp_path: Path) -> None:
+def test_inspect_prints_the_label_and_per_group_formats_of_the_27b(monkeypatch) -> None:
+    monkeypatch.setattr(console, "width", 200)  # the shared console fixed its width when created
     path = CONFIGS / "nvidia-qwen3.6-27b-nvfp4.config.json"
-    result = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
     assert "labelled MIXED_PRECISION (modelopt) in config.json; contents not read" in result.output
     assert "unquantized" not in result.output
@@ -124,7 +126,8 @@ def test_inspect_prints_the_label_and_per_group_formats_of_the_27b(tmp_path: Pat
     assert data["contents"]["declared_in"] == "config.json" and data["contents"]["bytes"] < 23e9
 
 
-def test_plan_of_a_bare_quantized_config_plans_its_unquantized_model() -> None:
+def test_plan_of_a_bare_quantized_config_plans_its_unquantized_model(monkeypatch) -> None:
+    monkeypatch.setattr(console, "width", 200)
     name = "nvidia-qwen3.6-27b-nvfp4"  # the dense one: planning 14 presets on a 37k-module MoE takes a minute
     base, path = _unquantized(name), CONFIGS / f"{name}.config.json"
     planned = plan_recipes(load_anatomy(path))
@@ -134,7 +137,7 @@ def test_plan_of_a_bare_quantized_config_plans_its_unquantized_model() -> None:
     ]
     assert planned.source is not None and planned.source.label == "MIXED_PRECISION (modelopt)"
     assert planned.source.nbytes == read_contents(load_anatomy(path)).nbytes < 23e9
-    result = runner.invoke(app, ["plan", str(path)], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["plan", str(path)])
     assert result.exit_code == 0, result.output
     assert "planned as its unquantized model (55.56 GB)" in result.output
     assert "labelled MIXED_PRECISION (modelopt), 21.92 GB declared in config.json" in result.output

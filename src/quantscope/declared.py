@@ -86,15 +86,24 @@ def declared_headers(anatomy: Anatomy, quant: Mapping[str, Any], where: str) -> 
         if not tensor.is_linear_weight or tensor.group == "router":
             # Routers stay 16-bit: transformers builds Qwen3.5's as a TopKRouter (no nn.Linear, so no
             # producer's Linear target matches it) and vLLM builds it with quant_config=None.
-            headers.append((tensor.name, tensor.dtype, tensor.shape, tensor.nbytes))
+            headers.append(_unchanged(tensor))
             continue
-        if len(tensor.shape) != 2:
-            raise QuantscopeError(
-                f"{where}: {tensor.name} is a fused {list(tensor.shape)} experts tensor; how the "
-                "producer splits it is not in the config, so read the checkpoint's safetensors headers"
-            )
         headers += layout(tensor)
     return headers
+
+
+def _unchanged(tensor: TensorInfo) -> Header:
+    return tensor.name, tensor.dtype, tensor.shape, tensor.nbytes
+
+
+def _matrix(tensor: TensorInfo, where: str) -> tuple[int, int]:
+    """`(out, in)` of a weight the declaration quantizes; a fused 3-D experts tensor is refused."""
+    if len(tensor.shape) != 2:
+        raise QuantscopeError(
+            f"{where}: {tensor.name} is a fused {list(tensor.shape)} experts tensor; how the producer "
+            "splits it is not in the config, so read the checkpoint's safetensors headers"
+        )
+    return tensor.shape[0], tensor.shape[1]
 
 
 def _layout(quant: Mapping[str, Any], where: str):
@@ -176,9 +185,9 @@ def _exclusion_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def _modelopt_tensors(tensor: TensorInfo, algo: str | None, where: str) -> list[Header]:
     """What ModelOpt's unified HF export writes for one `[out, in]` weight under `algo`."""
-    module, (out, inputs) = tensor.module, tensor.shape
     if algo is None:
-        return [(tensor.name, tensor.dtype, tensor.shape, tensor.nbytes)]
+        return [_unchanged(tensor)]
+    module, (out, inputs) = tensor.module, _matrix(tensor, where)
     if algo in ("NVFP4", "W4A16_NVFP4") and inputs % 16 == 0:
         headers = [
             _header(f"{module}.weight", "U8", (out, inputs // 2)),
@@ -221,8 +230,8 @@ def _compressed_tensors_layout(quant: Mapping[str, Any], where: str):
     def layout(tensor: TensorInfo) -> list[Header]:
         scheme = _ct_scheme(tensor, target_to_scheme, config.ignore or [])
         if scheme is None:
-            return [(tensor.name, tensor.dtype, tensor.shape, tensor.nbytes)]
-        key = (scheme.model_dump_json(), tensor.shape, tensor.dtype)
+            return [_unchanged(tensor)]
+        key = (scheme.model_dump_json(), _matrix(tensor, where), tensor.dtype)
         if key not in cache:
             cache[key] = _ct_compressed(scheme, global_format, tensor, where)
         return [_header(f"{tensor.module}.{suffix}", dtype, shape) for suffix, dtype, shape in cache[key]]
@@ -240,13 +249,26 @@ def _meta_linear(tensor: TensorInfo):
         return torch.nn.Linear(inputs, out, bias=False, dtype=torch_dtype(tensor.dtype))
 
 
+@lru_cache(maxsize=2)
+def _stand_in(linear: bool):
+    """A meta module to match targets against, only its class matters: an nn.Linear, or for
+    lm_head a plain Module, since vLLM builds lm_head as a ParallelLMHead (an embedding), which a
+    class target such as "Linear" does not match (`compressed_tensors/utils.py`,
+    `find_matched_target`): only its name or a regex quantizes it."""
+    import torch
+
+    with torch.device("meta"):
+        return torch.nn.Linear(1, 1, bias=False) if linear else torch.nn.Module()
+
+
 def _ct_scheme(tensor: TensorInfo, target_to_scheme: Mapping[str, Any], ignore: Iterable[str]) -> Any:
-    """The scheme compressed-tensors' `apply_quantization_config` attaches to this module, or None."""
+    """The scheme compressed-tensors' `apply_quantization_config` attaches to this linear weight's
+    module, or None: its `match_targets` precedence (name, regex, class), minus `ignore`."""
     from compressed_tensors.utils.match import is_match, match_targets
 
-    linear = _meta_linear(tensor)
-    matched = match_targets(tensor.module, linear, target_to_scheme)
-    if not matched or is_match(tensor.module, linear, list(ignore)):
+    stand_in = _stand_in(tensor.group != "lm_head")
+    matched = match_targets(tensor.module, stand_in, target_to_scheme)
+    if not matched or is_match(tensor.module, stand_in, list(ignore)):
         return None
     return target_to_scheme[matched[0]]
 
@@ -344,8 +366,8 @@ def _auto_round_tensors(tensor: TensorInfo, quant: Mapping[str, Any], where: str
         fmt = get_format(name) if name is not None else None
     except QuantscopeError as error:
         raise QuantscopeError(f"{where}: {tensor.module}: {error}") from None
-    if fmt is None or not fmt.is_quantized or not can_quantize(tensor.shape, fmt):
-        return [(tensor.name, tensor.dtype, tensor.shape, tensor.nbytes)]
+    if fmt is None or not fmt.is_quantized or not can_quantize(_matrix(tensor, where), fmt):
+        return [_unchanged(tensor)]
     packing = str(quant.get("packing_format") or "auto_round")
     if packing not in _AUTO_ROUND_PACKINGS.get(fmt.data_type, ()):
         raise QuantscopeError(

@@ -111,15 +111,12 @@ def stored_weights(anatomy: Anatomy, unrecognised: list[str] | None = None) -> d
 
 def quantization_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """The checkpoint's quantization config: `quantization_config` from config.json, else ModelOpt's
-    `hf_quant_config.json` "quantization" section (kept under `hf_quant_config` by `load_anatomy`)."""
-    quant = config.get("quantization_config")
-    if isinstance(quant, Mapping):
-        return quant
-    modelopt = config.get("hf_quant_config")
-    if isinstance(modelopt, Mapping):
-        section = modelopt.get("quantization", modelopt)
-        return {"quant_method": "modelopt", **section} if isinstance(section, Mapping) else {}
-    return {}
+    `hf_quant_config.json` "quantization" section (kept under `hf_quant_config` by `load_anatomy`);
+    {} when it declares none (`declared.quantization_section` also says which file)."""
+    from quantscope.declared import quantization_section
+
+    found = quantization_section(config)
+    return found[0] if found is not None else {}
 
 
 def _recognise(
