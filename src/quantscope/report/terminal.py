@@ -815,10 +815,16 @@ def quantize_summary(result: QuantizeResult) -> Text:
     )
 
 
+_STATUS_STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCOMPLETE": "bold yellow"}
+
+
 def verify_table(report: VerifyReport) -> Table:
-    """PASS / FAIL, then every check with its detail, the sizes, the sample and the notes."""
-    verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
-    table = Table("check", "result", "detail", title=f"{verdict} {report.directory}", title_justify="left")
+    """PASS / FAIL / INCOMPLETE (naming what was skipped), then every check with its detail, the
+    sizes, the sample and the notes."""
+    title = Text(report.status, _STATUS_STYLE[report.status]) + Text(f" {report.directory}")
+    if report.status == "INCOMPLETE":
+        title += Text(f"\n{report.verdict.removeprefix('INCOMPLETE ')}", "yellow")
+    table = Table("check", "result", "detail", title=title, title_justify="left")
     for check in report.checks:
         mark = "[yellow]skip[/]" if check.skipped else ("[green]ok[/]" if check.ok else "[red]FAIL[/]")
         table.add_row(check.name, mark, check.detail)
