@@ -132,7 +132,7 @@ class VerifyReport:
 
     @property
     def status(self) -> str:
-        """ "FAIL" when a check failed, "PASS" when every check ran and passed, else "INCOMPLETE"."""
+        """FAIL when a check failed, PASS when every check ran and passed, else INCOMPLETE."""
         return "FAIL" if self.failures else ("INCOMPLETE" if self.skipped else "PASS")
 
     @property
