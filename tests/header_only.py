@@ -244,7 +244,8 @@ def modelopt_checkpoint(config: dict, quant: dict, name: str, directory: Path):
     from quantscope.anatomy_config import anatomy_from_config
     from quantscope.quantize.kinds import SIXTEEN
 
-    base = anatomy_from_config(config, name)
+    # The unquantized layout: without its quantization section the config builds the BF16 model.
+    base = anatomy_from_config({k: v for k, v in config.items() if k != "quantization_config"}, name)
     declared = _declared(base, quant["quantization"])
     entries = []
     for tensor in base.tensors:

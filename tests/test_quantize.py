@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from quantscope.anatomy import load_anatomy
 from quantscope.cli import app
+from quantscope.cli.quantize import INCOMPLETE_EXIT
 from quantscope.errors import QuantscopeError
 from quantscope.modeling import load_causal_lm
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
@@ -190,12 +191,15 @@ def test_verify_refuses_a_directory_without_a_manifest(tiny_qwen3_dir: Path):
 
 def test_verify_cli_passes_then_fails_after_tampering(moe_safe: QuantizeResult, tmp_path: Path):
     runner = CliRunner()
+    # --no-load skips the model checks: never PASS, and exit 0 only when asked.
     result = runner.invoke(app, ["verify", str(moe_safe.directory), "--no-load"])
+    assert result.exit_code == INCOMPLETE_EXIT, result.output
+    assert "INCOMPLETE" in result.output and "PASS" not in result.output
+    result = runner.invoke(app, ["verify", str(moe_safe.directory), "--no-load", "--allow-skipped"])
     assert result.exit_code == 0, result.output
-    assert "PASS" in result.output
     copy = _copy(moe_safe, tmp_path)
     (copy / "tokenizer.json").write_text("{}")
-    result = runner.invoke(app, ["verify", str(copy), "--no-load"])
+    result = runner.invoke(app, ["verify", str(copy), "--no-load", "--allow-skipped"])
     assert result.exit_code == 1
     assert "FAIL" in result.output
 

@@ -15,7 +15,7 @@ import torch
 
 from quantscope.anatomy import load_anatomy
 from quantscope.quantize import QuantizeOptions, quantize
-from quantscope.quantize.verify import DEFAULT_MAX_KL
+from quantscope.quantize.verify import default_max_kl
 from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint
 
 pytestmark = [
@@ -89,7 +89,8 @@ def test_every_format_quantizes_and_passes_verify(
     result = quantize(smollm2, Recipe(scheme.replace("_", "-"), scheme), tmp_path / scheme, options)
     report = result.report
     assert report.ok, report.failures
-    assert 0 < report.kl.mean < DEFAULT_MAX_KL
+    assert 0 < report.kl.mean < default_max_kl([scheme])[0]
+    assert report.status == "PASS", report.checks
     weights = next(c for c in report.checks if c.name.startswith("weights"))
     assert not weights.skipped and weights.ok
     assert abs(report.size_error) < 0.001

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from quantscope.anatomy import load_anatomy
+from quantscope.anatomy import Anatomy, load_anatomy
 from quantscope.cli import app
 from quantscope.derive import derive_recipe, plan_like
+from quantscope.errors import QuantscopeError
 from quantscope.quantize import QuantizeOptions, quantize, read_manifest
 from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
 from quantscope.storage import read_contents
@@ -147,6 +149,47 @@ def test_bits_per_weight_follow_each_formats_arithmetic(exports):
             header_bytes = sum(t.nbytes for t in by_group[group])
             assert stored.bits_per_weight == pytest.approx(8 * header_bytes / stored.params), (where, group)
         assert contents.params == source_anatomy.total_params, where
+
+
+def _as_declared(export: Path, tmp_path: Path) -> Anatomy | None:
+    """The anatomy `inspect` reads from the export's config.json alone (no MTP layer: the tiny
+    models have none, while a config without the count gets vLLM's default of one)."""
+    config = json.loads((export / "config.json").read_text())
+    text = config.get("text_config", config)
+    text.setdefault("mtp_num_hidden_layers", 0)
+    path = tmp_path / f"{export.name}.config.json"
+    path.write_text(json.dumps(config))
+    return load_anatomy(path)
+
+
+def _headers(anatomy: Anatomy) -> set[tuple[str, str, tuple[int, ...]]]:
+    # A 16-bit scale is BF16 or F16 at the producer's choice when the config leaves scale_dtype
+    # null (AutoRound writes F16 for MoE experts, BF16 elsewhere): same bytes, either is declared.
+    return {(t.name, {"F16": "BF16"}.get(t.dtype, t.dtype), t.shape) for t in anatomy.tensors}
+
+
+@pytest.mark.slow
+def test_a_bare_config_of_each_producer_declares_its_real_headers(
+    exports, tiny_qwen3_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 28 (defect 6): each export's config.json alone lays out the tensors the producer wrote,
+    name for name and byte for byte; GPTQ and AWQ configs are refused in one line naming them."""
+    producers = {key: export for key, (export, _) in exports.items()}
+    for preset in ("W4A16_ASYM", "FP8_BLOCK", "NVFP4A16"):
+        producers[("qwen3", preset, "compressed-tensors")] = compressed_tensors_export(
+            preset, tiny_qwen3_dir, tmp_path / preset
+        )
+    refused = {}
+    for key, export in producers.items():
+        try:
+            declared = _as_declared(export, tmp_path)
+        except QuantscopeError as error:
+            refused[key] = str(error)
+            continue
+        assert _headers(declared) == _headers(load_anatomy(export)), key
+        assert declared.total_bytes == load_anatomy(export).total_bytes, key
+    assert set(refused) == {key for key in producers if key[2] in ("auto_gptq", "auto_awq")}
+    assert all(re.search(r"quant_method '(gptq|awq)'.*safetensors headers", m) for m in refused.values())
 
 
 def test_compressed_tensors_alone_writes_and_we_read_each_format(tiny_qwen3_dir: Path, tmp_path: Path):

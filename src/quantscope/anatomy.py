@@ -438,7 +438,8 @@ def load_anatomy(source: str | Path, revision: str | None = None) -> Anatomy:
     Local: parses `config.json` (and ModelOpt's `hf_quant_config.json`, kept under the config key
     `hf_quant_config`) and each shard's safetensors header (reads no weight bytes). A GGUF file is
     read from its header (`gguf_anatomy`); a `.json` file is a config alone: the anatomy of the
-    model transformers builds from it on the meta device (`anatomy_config`). Hub: downloads
+    model transformers builds from it on the meta device (`anatomy_config`), its linear weights
+    laid out as its quantization config (or an `hf_quant_config.json` beside it) declares. Hub: downloads
     `config.json` and fetches the headers with `HfApi.get_safetensors_metadata` (HTTP range
     requests). Raises QuantscopeError when the source has no weights to read.
     """
@@ -450,7 +451,8 @@ def load_anatomy(source: str | Path, revision: str | None = None) -> Anatomy:
     if path.is_file() and path.suffix == ".json":
         from quantscope.anatomy_config import anatomy_from_config
 
-        return anatomy_from_config(_read_json(path), str(path))
+        sidecar = _beside_hf_quant_config(path)
+        return anatomy_from_config(_read_json(path), str(path), sidecar and _read_json(sidecar))
     if path.exists():
         return _load_local(path)
     if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
@@ -538,6 +540,18 @@ def _load_local(path: Path) -> Anatomy:
     headers = [entry for shard in shards for entry in read_safetensors_header(shard)]
     _check_unique(headers, path)
     return build_anatomy(str(path), config, headers, files=[shard.name for shard in shards])
+
+
+def _beside_hf_quant_config(config_path: Path) -> Path | None:
+    """ModelOpt's `hf_quant_config.json` beside a bare config: next to `config.json`, or
+    `<name>.hf_quant_config.json` next to `<name>.config.json` (how copies of both are kept side by
+    side); None when there is none."""
+    name = config_path.name
+    prefix = name.removesuffix("config.json") if name.endswith("config.json") else None
+    if prefix is None or (prefix and not prefix.endswith(".")):
+        return None
+    sidecar = config_path.with_name(f"{prefix}hf_quant_config.json")
+    return sidecar if sidecar.is_file() else None
 
 
 def checkpoint_shards(directory: Path) -> list[Path]:

@@ -6,6 +6,11 @@ allocated, no weights are read, remote code never runs), takes the state dict ex
 conversions reverted), and adds the multi-token-prediction (MTP) layers that Qwen3.5 / Qwen3-Next
 checkpoints hold but the transformers classes drop. Every value filled in for a key the config
 lacks is recorded under `config["quantscope_derived"]`.
+
+A quantized checkpoint's config (a `quantization_config`, or ModelOpt's `hf_quant_config.json`
+beside it) gets the tensors its producer writes for the formats it declares (`declared`): its
+label and footprint come from that declaration, and `quantscope_derived["quantization"]` names
+the file it was read from (no weights were read, so the contents are as declared, not as stored).
 """
 
 from __future__ import annotations
@@ -62,25 +67,30 @@ _SAFETENSORS_DTYPES: dict[str, str] = {
     "bool": "BOOL",
 }
 
-# Config keys that describe a stored quantization, not the architecture: the meta model is the
-# unquantized layout, so they are dropped (and named) rather than claimed.
-_IGNORED_KEYS = ("quantization_config",)
+# Config keys that describe a stored quantization, not the architecture: transformers builds the
+# unquantized meta model without them; `declared` lays out what they declare afterwards.
+_QUANTIZATION_KEYS = ("quantization_config", "hf_quant_config")
 
 
-def anatomy_from_config(config: Mapping[str, Any], source: str) -> Anatomy:
+def anatomy_from_config(
+    config: Mapping[str, Any], source: str, hf_quant_config: Mapping[str, Any] | None = None
+) -> Anatomy:
     """The Anatomy a checkpoint written by transformers' `save_pretrained` from `config` would have.
 
     Tensor by tensor (name, shape, dtype, bytes) it equals `load_anatomy` of such a checkpoint, plus
     the MTP layers (`mtp.*`) real Qwen3.5 / Qwen3-Next checkpoints hold. One dtype for all tensors:
     the config's `dtype` / `torch_dtype` (top level, else text_config), else `DEFAULT_DTYPE`.
     `nbytes` is numel × element size (bytes). `source` names the config in messages and the record.
-    Raises QuantscopeError naming the field when the config has no usable architecture.
+    A quantized checkpoint's linear weights are laid out as its quantization config declares
+    (`declared.declared_headers`); `hf_quant_config` is ModelOpt's file beside the config, if any.
+    Raises QuantscopeError naming the field when the config has no usable architecture, or a
+    quantization config quantscope cannot lay out.
     """
     import transformers
 
     architecture = _architecture(config, source)
     dtype, dtype_defaulted = _config_dtype(config)
-    kept = {key: value for key, value in config.items() if key not in _IGNORED_KEYS}
+    kept = {key: value for key, value in config.items() if key not in _QUANTIZATION_KEYS}
     model = _meta_model(_build_config(kept, source), architecture, dtype, source)
     headers = saved_headers(model)
     layers, defaults = _mtp_layer_count(model.config, kept, source)
@@ -95,9 +105,29 @@ def anatomy_from_config(config: Mapping[str, Any], source: str) -> Anatomy:
         "dtype": dtype,
         "defaults": defaults,
         "mtp_layers": layers,
-        "ignored": [key for key in _IGNORED_KEYS if key in config],
     }
-    return build_anatomy(source, {**kept, "quantscope_derived": derived}, headers)
+    full = {**config, **({"hf_quant_config": hf_quant_config} if hf_quant_config else {})}
+    headers, derived["quantization"] = _declared(source, kept, full, headers)
+    return build_anatomy(source, {**full, "quantscope_derived": derived}, headers)
+
+
+def _declared(
+    source: str, kept: Mapping[str, Any], config: Mapping[str, Any], headers: list[Header]
+) -> tuple[list[Header], dict[str, Any] | None]:
+    """The headers as the config's quantization declares them, and where it was read (None: none)."""
+    from quantscope.declared import declared_headers, quantization_section, sidecar_disagreements
+
+    found = quantization_section(config)
+    if found is None:
+        return headers, None
+    quant, where = found
+    unquantized = build_anatomy(source, kept, headers)
+    note = {"declared_in": where, "contents_read": False}
+    if where == "config.json" and isinstance(config.get("hf_quant_config"), Mapping):
+        note["hf_quant_config_disagrees"] = sidecar_disagreements(
+            unquantized, quant, config["hf_quant_config"]
+        )
+    return declared_headers(unquantized, quant, f"{source} ({where})"), note
 
 
 def _architecture(config: Mapping[str, Any], source: str) -> str:
@@ -188,11 +218,24 @@ def saved_headers(model: PreTrainedModel) -> list[Header]:
 
 
 def _header(name: str, tensor: torch.Tensor) -> Header:
-    dtype_name = str(tensor.dtype).removeprefix("torch.")
+    shape = tuple(int(dim) for dim in tensor.shape)
+    return name, safetensors_dtype(tensor.dtype, name), shape, tensor.numel() * tensor.element_size()
+
+
+def safetensors_dtype(dtype: torch.dtype, name: str = "a tensor") -> str:
+    """The safetensors dtype string ("BF16", "F8_E4M3"…) of a torch dtype."""
+    dtype_name = str(dtype).removeprefix("torch.")
     if dtype_name not in _SAFETENSORS_DTYPES:
         raise QuantscopeError(f"tensor {name!r}: dtype {dtype_name} has no safetensors name")
-    shape = tuple(int(dim) for dim in tensor.shape)
-    return name, _SAFETENSORS_DTYPES[dtype_name], shape, tensor.numel() * tensor.element_size()
+    return _SAFETENSORS_DTYPES[dtype_name]
+
+
+def torch_dtype(safetensors: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype string (the inverse of `safetensors_dtype`)."""
+    import torch
+
+    names = {value: key for key, value in _SAFETENSORS_DTYPES.items()}
+    return getattr(torch, names[safetensors])
 
 
 def _mtp_layer_count(config: PretrainedConfig, given: Mapping[str, Any], source: str) -> tuple[int, dict]:

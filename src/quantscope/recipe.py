@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -377,14 +377,26 @@ def predict_footprint(anatomy: Anatomy, recipe: Recipe) -> Footprint:
 
 
 @dataclass(frozen=True)
+class SourceCheckpoint:
+    """The quantized checkpoint a plan was asked about: its label, its bytes, and for a bare config
+    the file that declares its formats (`declared_in`; the bytes are then as declared, not read)."""
+
+    label: str
+    nbytes: int
+    declared_in: str | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     """Every recipe's predicted footprint on one checkpoint, and whether it fits `budget_bytes`
-    (bytes of weights; None = no budget)."""
+    (bytes of weights; None = no budget). `anatomy` is the unquantized model the recipes apply
+    to; `source` describes the quantized checkpoint it was derived from (None when unquantized)."""
 
     anatomy: Anatomy
     recipes: tuple[Recipe, ...]
     footprints: tuple[Footprint, ...]
     budget_bytes: int | None = None
+    source: SourceCheckpoint | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (what `quantscope plan --json` prints)."""
@@ -405,6 +417,7 @@ class Plan:
         return {
             "source": self.anatomy.source,
             "original_bytes": self.anatomy.total_bytes,
+            "quantized_source": asdict(self.source) if self.source else None,
             "budget_bytes": self.budget_bytes,
             "recipes": rows,
         }
@@ -413,6 +426,18 @@ class Plan:
 def plan_recipes(
     anatomy: Anatomy, recipes: tuple[Recipe, ...] | None = None, budget_bytes: int | None = None
 ) -> Plan:
-    """The footprint of every preset (and of `recipes`, when given, after them) on `anatomy`."""
+    """The footprint of every preset (and of `recipes`, when given, after them) on `anatomy`.
+
+    A quantized checkpoint (its headers, or a bare config that declares a quantization) is planned
+    as the unquantized model behind it (`storage.logical_anatomy`); `Plan.source` says what it is.
+    """
+    from quantscope.storage import logical_anatomy, read_contents
+
+    source = None
+    if anatomy.is_quantized:
+        contents = read_contents(anatomy)
+        source = SourceCheckpoint(contents.label, contents.nbytes, contents.declared_in)
+        anatomy = logical_anatomy(contents)
     chosen = (*PRESETS.values(), *(recipes or ()))
-    return Plan(anatomy, chosen, tuple(predict_footprint(anatomy, r) for r in chosen), budget_bytes)
+    footprints = tuple(predict_footprint(anatomy, r) for r in chosen)
+    return Plan(anatomy, chosen, footprints, budget_bytes, source)

@@ -111,15 +111,12 @@ def stored_weights(anatomy: Anatomy, unrecognised: list[str] | None = None) -> d
 
 def quantization_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """The checkpoint's quantization config: `quantization_config` from config.json, else ModelOpt's
-    `hf_quant_config.json` "quantization" section (kept under `hf_quant_config` by `load_anatomy`)."""
-    quant = config.get("quantization_config")
-    if isinstance(quant, Mapping):
-        return quant
-    modelopt = config.get("hf_quant_config")
-    if isinstance(modelopt, Mapping):
-        section = modelopt.get("quantization", modelopt)
-        return {"quant_method": "modelopt", **section} if isinstance(section, Mapping) else {}
-    return {}
+    `hf_quant_config.json` "quantization" section (kept under `hf_quant_config` by `load_anatomy`);
+    {} when it declares none (`declared.quantization_section` also says which file)."""
+    from quantscope.declared import quantization_section
+
+    found = quantization_section(config)
+    return found[0] if found is not None else {}
 
 
 def _recognise(
@@ -451,6 +448,15 @@ class Contents:
         return checkpoint_label(self.anatomy.config)
 
     @property
+    def declared_in(self) -> str | None:
+        """For an anatomy built from a bare config, the file its formats were declared in
+        ("config.json" or "hf_quant_config.json"): the contents are as declared, none were read.
+        None when the headers were read (or the config declares no quantization)."""
+        derived = self.anatomy.config.get("quantscope_derived")
+        note = derived.get("quantization") if isinstance(derived, Mapping) else None
+        return note.get("declared_in") if isinstance(note, Mapping) else None
+
+    @property
     def label_bits(self) -> int | None:
         """The weight bits the label names (4 for INT4 / NVFP4 / Q4_K_M…), None when mixed or absent."""
         return _label_bits(self.anatomy.config)
@@ -464,6 +470,8 @@ class Contents:
         return {
             "label": self.label,
             "summary": self.summary(),
+            "declared_in": self.declared_in,
+            "contents_read": self.declared_in is None,
             "params": self.params,
             "bytes": self.nbytes,
             "bits_per_weight": self.bits_per_weight,
@@ -555,17 +563,19 @@ def contents_summary(contents: Contents) -> str:
             f"{contents.bits_per_weight:.1f} bits per weight overall"
         )
     bits = contents.label_bits
-    parts = [f"labelled {contents.label}"]
+    where = contents.declared_in
+    parts = [f"labelled {contents.label}" + (f" in {where}; contents not read" if where else "")]
+    shares = ": as declared, " if where else ": "
     if bits is not None and bits < 16:
         held = [w for w in contents.weights.values() if round(w.bits) == bits]
         share_p = sum(w.params for w in held) / params if params else 0.0
         share_b = sum(w.nbytes for w in held) / nbytes if nbytes else 0.0
         parts[0] += (
-            f": {bits}-bit weights hold {share_p:.0%} of the parameters and {share_b:.0%} of the bytes"
+            f"{shares}{bits}-bit weights hold {share_p:.0%} of the parameters and {share_b:.0%} of the bytes"
         )
     else:
         mix = _format_shares(contents)
-        parts[0] += f": {mix}" if mix else ""
+        parts[0] += f"{shares}{mix}" if mix else ""
     sixteen = [g for g in _mostly_sixteen_bit(contents) if g not in ("embed", "norm")]
     parts.append("16-bit: " + (", ".join(sixteen) if sixteen else "none of the linear groups"))
     parts.append(f"{contents.bits_per_weight:.1f} bits per weight overall")

@@ -5,14 +5,15 @@
 - the quantization_config *declares* the same (see `kinds.declared_kind`), so vLLM builds each
   layer with the right method;
 - no vLLM fused set (q/k/v, gate/up, in_proj_qkv+z, in_proj_b+a, one layer's experts) is split;
-- the tensor bytes are within 1% of the footprint prediction, and the files match the manifest.
+- the tensor bytes are within 1% of the footprint prediction, and the files match the manifest
+  (names, sizes and SHA-256).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from quantscope.anatomy import classify_tensor, find_fused_sets, load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.quantize.kinds import SIXTEEN, declared_kind, kind_of_format, stored_kinds
-from quantscope.quantize.manifest import Manifest, directory_files
+from quantscope.quantize.manifest import Manifest, directory_files, file_sha256
 
 SIZE_TOLERANCE = 0.01  # relative; the issue's acceptance bound for predicted vs exported bytes
 # Groups vLLM always builds as unquantized layers (Qwen3.5-MoE router and shared-expert gate), so
@@ -94,8 +95,13 @@ def check_size(tensor_bytes: int, predicted: int, tolerance: float = SIZE_TOLERA
     return Check("size matches the footprint prediction", abs(error) <= tolerance, detail)
 
 
-def check_files(directory: Path, manifest: Manifest) -> Check:
-    """The files on disk are exactly the manifest's, with the same sizes."""
+FILES_CHECK = "files match the manifest"
+
+
+def check_files(directory: Path, manifest: Manifest, progress: Callable[[str], None] | None = None) -> Check:
+    """The files on disk are exactly the manifest's, with the same sizes and SHA-256 (an edit in
+    place keeps the size). A version-1 manifest records no hashes: sizes alone are compared and
+    the check is reported as skipped, not passed."""
     actual = directory_files(directory)
     problems = [f"{name}: missing" for name in manifest.files if name not in actual]
     problems += [
@@ -104,7 +110,21 @@ def check_files(directory: Path, manifest: Manifest) -> Check:
         if name in actual and actual[name] != size
     ]
     problems += [f"{name}: not in the manifest" for name in actual if name not in manifest.files]
-    return Check("files match the manifest", not problems, detail_list(f"{len(actual)} files", problems))
+    if not manifest.file_sha256:
+        detail = (
+            f"{len(actual)} files, sizes only: this manifest (version {manifest.version}) records no SHA-256"
+        )
+        return Check(FILES_CHECK, not problems, detail_list(detail, problems), skipped=not problems)
+    same_size = [name for name, size in manifest.files.items() if actual.get(name) == size]
+    if progress is not None:
+        progress(f"hashing {len(same_size)} files ({sum(actual[n] for n in same_size):,} bytes)")
+    for name in same_size:
+        recorded = manifest.file_sha256.get(name)
+        if recorded is None:
+            problems.append(f"{name}: no SHA-256 in the manifest")
+        elif file_sha256(directory / name) != recorded:
+            problems.append(f"{name}: contents differ from the manifest's SHA-256 (same size)")
+    return Check(FILES_CHECK, not problems, detail_list(f"{len(actual)} files, SHA-256 match", problems))
 
 
 def detail_list(summary: str, problems: Sequence[str], shown: int = 5) -> str:
@@ -114,8 +134,10 @@ def detail_list(summary: str, problems: Sequence[str], shown: int = 5) -> str:
     return f"{summary}; " + "; ".join(problems[:shown]) + more
 
 
-def structural_checks(directory: Path, manifest: Manifest) -> tuple[list[Check], int, int]:
-    """The header-only checks; returns (checks, tensor bytes, file bytes)."""
+def structural_checks(
+    directory: Path, manifest: Manifest, progress: Callable[[str], None] | None = None
+) -> tuple[list[Check], int, int]:
+    """The header-only checks (and the files' hashes); returns (checks, tensor bytes, file bytes)."""
     config = json.loads((directory / "config.json").read_text())
     quant_config = config.get("quantization_config")
     export = load_anatomy(directory)
@@ -123,7 +145,7 @@ def structural_checks(directory: Path, manifest: Manifest) -> tuple[list[Check],
     stored = stored_kinds(export)
     tensor_bytes = export.total_bytes
     file_bytes = sum(path.stat().st_size for path in directory.iterdir() if path.is_file())
-    checks = [check_files(directory, manifest), check_stored(expected, stored)]
+    checks = [check_files(directory, manifest, progress), check_stored(expected, stored)]
     if not isinstance(quant_config, Mapping):
         checks.append(
             Check("quantization_config marks exactly the kept layers", False, "config.json has none")

@@ -7,16 +7,15 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 from quantscope.anatomy import Anatomy
+from quantscope.declared import auto_round_settings, modelopt_algo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.storage import SIXTEEN, auto_round_entry, stored_weights
+from quantscope.storage import SIXTEEN, stored_weights
 
 _REGEX_CHARS = set(r"*+?^$()[]{}|\\")
 
@@ -61,55 +60,6 @@ _MODELOPT_KINDS = {
 }
 
 
-def modelopt_algo(config: Mapping[str, Any], module: str) -> str | None:
-    """The ModelOpt quant_algo `module` is stored in, or None when it stays 16-bit.
-
-    Resolved as vLLM's ModelOpt loader does (`_resolve_quant_algo`, `is_layer_excluded`):
-    MIXED_PRECISION looks the module up in `quantized_layers` (exactly, or under a listed parent
-    such as a fused `mlp.experts` container: ModelOpt lists the container and exports per-expert
-    weights), unlisted modules are 16-bit; otherwise `quant_algo` applies unless an
-    `exclude_modules` (hf_quant_config.json) or `ignore` (config.json) entry matches: exactly, as a
-    substring, or as an fnmatch pattern (`name*` also meaning `name` and `name.*`).
-    """
-    algo = str(config.get("quant_algo") or "").upper()
-    if algo == "MIXED_PRECISION":
-        layers = config.get("quantized_layers") or {}
-        for candidate in _modelopt_names(module):
-            parts = candidate.split(".")
-            for end in range(len(parts), 0, -1):  # the module itself, then each parent
-                entry = layers.get(".".join(parts[:end]))
-                if entry is not None:
-                    return str(entry.get("quant_algo", "")).upper() or None
-        return None
-    excluded = _exclusion_regex(tuple(config.get("exclude_modules") or config.get("ignore") or ()))
-    if excluded is not None and any(excluded.search(name) for name in _modelopt_names(module)):
-        return None
-    return algo or None
-
-
-def _modelopt_names(module: str) -> tuple[str, ...]:
-    # vLLM maps a multimodal checkpoint's `model.language_model.` to `language_model.model.`;
-    # accept either spelling of the module name.
-    swapped = module.replace("model.language_model.", "language_model.model.", 1)
-    return (module,) if swapped == module else (module, swapped)
-
-
-@lru_cache(maxsize=64)
-def _exclusion_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One regex for a ModelOpt exclude list (a 400B MoE has ~95k modules and ~200 patterns):
-    `name*` matches names starting with `name`, other wildcards are fnmatch patterns, and a plain
-    name matches as a substring (vLLM's legacy rule, which also covers the exact match)."""
-    parts = []
-    for pattern in patterns:
-        if pattern.endswith("*") and "*" not in pattern[:-1] and not pattern.endswith(".*"):
-            parts.append("^" + re.escape(pattern[:-1]))
-        elif any(char in pattern for char in "*?["):
-            parts.append("^" + fnmatch.translate(pattern))
-        else:
-            parts.append(re.escape(pattern))
-    return re.compile("|".join(f"(?:{part})" for part in parts)) if parts else None
-
-
 def modelopt_kind(config: Mapping[str, Any], module: str) -> str:
     """The stored kind ("nvfp4", "fp8", "int" or "16bit") ModelOpt declares for `module`."""
     algo = modelopt_algo(config, module)
@@ -135,18 +85,8 @@ def _auto_round_data_kind(entry: Mapping[str, Any], default: Mapping[str, Any]) 
 
 
 def _auto_round_kind(config: Mapping[str, Any], module: str) -> str:
-    # Mirrors vLLM's INC resolution: an exact extra_config key, a key that is a suffix of the
-    # name, then regex keys (searched); otherwise quantized iff inside block_name_to_quantize.
-    ignored = set(config.get("ignored_layers") or ())
-    if module in ignored:
-        return SIXTEEN
-    entry = auto_round_entry(config, module)
-    if entry is not None:
-        return _auto_round_data_kind(entry, config)
-    blocks = config.get("block_name_to_quantize") or config.get("to_quant_block_names") or ()
-    blocks = blocks.split(",") if isinstance(blocks, str) else list(blocks)
-    inside = any(module.startswith(block) for block in blocks) if blocks else True
-    return _auto_round_data_kind({}, config) if inside else SIXTEEN
+    settings = auto_round_settings(config, module)
+    return SIXTEEN if settings is None else _auto_round_data_kind(settings, {})
 
 
 def _compressed_tensors_kind(config: Mapping[str, Any], module: str) -> str:

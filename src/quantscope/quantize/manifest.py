@@ -3,7 +3,10 @@
 The manifest names the source model (and a hash of its config.json), the recipe, the exact
 per-module formats, the AutoRound settings, the calibration data (hash + a few token windows kept
 for the KL check), tool versions, wall time, peak RSS, predicted vs exported bytes and every file
-with its size. `verify` refuses a directory whose files do not match it.
+with its size and SHA-256. `verify` refuses a directory whose files do not match it.
+
+Versions: 1 recorded sizes only; 2 adds `file_sha256`. A version-1 manifest still loads (with no
+hashes), and `verify` says its files' contents could not be checked.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import json
 import resource
 import sys
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,8 @@ from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_re
 from quantscope.util import installed_version, write_atomic
 
 MANIFEST_NAME = "quantscope.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: file sizes only, no SHA-256
 _TOOLS = ("quantscope", "auto_round", "transformers", "torch", "compressed_tensors", "safetensors")
 
 
@@ -61,9 +66,10 @@ class Manifest(FieldAccess):
     """The record of one quantization run (see the module docstring).
 
     Bytes: `predicted_bytes` (footprint prediction), `tensor_bytes` (tensor data in the exported
-    safetensors), `files` (file name -> size in bytes). Time in seconds, memory in bytes.
-    `assignment` maps every linear module to its quantscope format name; `probe` holds the token
-    windows the KL check runs on.
+    safetensors), `files` (file name -> size in bytes). `file_sha256`: file name -> SHA-256 of its
+    bytes (hex; empty in version-1 manifests). Time in seconds, memory in bytes. `assignment` maps
+    every linear module to its quantscope format name; `probe` holds the token windows the KL check
+    runs on.
     """
 
     source: str
@@ -84,6 +90,7 @@ class Manifest(FieldAccess):
     created: str = ""
     version: int = MANIFEST_VERSION
     notes: tuple[str, ...] = ()
+    file_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def kept(self) -> tuple[str, ...]:
@@ -97,9 +104,10 @@ class Manifest(FieldAccess):
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
         """Parse a manifest; raises QuantscopeError naming `where` and the bad field."""
-        if isinstance(data, dict) and data.get("version") != MANIFEST_VERSION:
+        if isinstance(data, dict) and data.get("version") not in READABLE_VERSIONS:
             raise QuantscopeError(
-                f"{where}: manifest version {data.get('version')!r}, this quantscope reads {MANIFEST_VERSION}"
+                f"{where}: manifest version {data.get('version')!r}, this quantscope reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; upgrade quantscope"
             )
         return parse_record(cls, data, f"{where} (a quantscope manifest)")
 
@@ -153,6 +161,11 @@ def peak_rss_bytes() -> int:
     """Peak resident memory of this process so far, in bytes (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def directory_hashes(directory: Path) -> dict[str, str]:
+    """File name -> SHA-256 (hex), for the files `directory_files` lists."""
+    return {name: file_sha256(directory / name) for name in directory_files(directory)}
 
 
 def directory_files(directory: Path) -> dict[str, int]:

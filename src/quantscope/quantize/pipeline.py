@@ -35,6 +35,7 @@ from quantscope.quantize.manifest import (
     CalibrationRecord,
     Manifest,
     directory_files,
+    directory_hashes,
     peak_rss_bytes,
     source_config_sha256,
     tool_versions,
@@ -51,7 +52,7 @@ from quantscope.quantize.multimodal import (
     local_snapshot,
     text_view,
 )
-from quantscope.quantize.verify import DEFAULT_MAX_KL, VerifyReport, VerifySettings, check_loading, verify
+from quantscope.quantize.verify import VerifyReport, VerifySettings, check_loading, verify
 from quantscope.recipe import Recipe, load_recipe, predict_footprint
 
 Progress = Callable[[str], None]
@@ -66,7 +67,8 @@ class QuantizeOptions:
     calibration windows × tokens. `dataset`: see `calibration.load_documents` (None = the toy
     task's text for the toy model, an error otherwise). `export_format`: AutoRound `format=`
     (None = the scheme's vLLM default). `kl_samples` windows of at most `kl_tokens` tokens are
-    kept in the manifest for the KL check; `max_kl` (nats per token) fails an export above it.
+    kept in the manifest for the KL check; `max_kl` (nats per token) fails an export above it
+    (None: the default for the export's formats, `verify.default_max_kl`).
     `overwrite` replaces an existing quantscope checkpoint.
     """
 
@@ -83,7 +85,7 @@ class QuantizeOptions:
     kl_samples: int = 4
     kl_tokens: int = 128
     verify: bool = True
-    max_kl: float | None = DEFAULT_MAX_KL
+    max_kl: float | None = None
     overwrite: bool = False
 
 
@@ -310,6 +312,7 @@ def _multimodal_manifest(
         predicted_bytes=predict_footprint(anatomy, recipe).total_bytes,
         tensor_bytes=load_anatomy(directory).total_bytes,
         files=directory_files(directory),
+        file_sha256=directory_hashes(directory),
         notes=(*text.notes, note),
     )
 
@@ -409,6 +412,7 @@ def _manifest(
         predicted_bytes=job.predicted_bytes,
         tensor_bytes=load_anatomy(checkpoint).total_bytes,
         files=directory_files(checkpoint),
+        file_sha256=directory_hashes(checkpoint),
         probe=probe,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         notes=notes,

@@ -548,7 +548,16 @@ def anatomy_view(contents: Contents, with_tensors: bool = False) -> Group:
 def _derived_note(derived: dict) -> str:
     defaults = derived.get("defaults") or {}
     listed = ", ".join(f"{key}={value}" for key, value in defaults.items())
-    return f"defaults used for keys the config lacks: {listed}" if listed else "every key was in the config"
+    note = f"defaults used for keys the config lacks: {listed}" if listed else "every key was in the config"
+    differ = (derived.get("quantization") or {}).get("hf_quant_config_disagrees")
+    if differ is not None:
+        note += (
+            "; the hf_quant_config.json beside it declares the same formats"
+            if not differ
+            else "; the hf_quant_config.json beside it declares otherwise (vLLM reads config.json): "
+            + "; ".join(differ)
+        )
+    return note
 
 
 def _stored_as(contents: Contents, group: str) -> str:
@@ -577,7 +586,7 @@ def _groups_table(contents: Contents) -> Table:
         "params",
         "bytes",
         "bits/weight",
-        "stored as",
+        "declared as" if contents.declared_in else "stored as",
         title="Anatomy by group",
     )
     members = contents.anatomy.by_group()
@@ -640,6 +649,14 @@ def plan_table(plan: Plan) -> Table:
     """Every recipe's predicted size, its ratio to the original, what stays 16-bit, and the budget fit."""
     anatomy, budget = plan.anatomy, plan.budget_bytes
     title = f"Predicted size of {anatomy.source} (original {format_size(anatomy.total_bytes)})"
+    if plan.source is not None:
+        held = plan.source
+        how = f"declared in {held.declared_in}" if held.declared_in else "as stored"
+        title = (
+            f"Predicted size of {anatomy.source}, planned as its unquantized model "
+            f"({format_size(anatomy.total_bytes)}); the checkpoint itself: labelled {held.label}, "
+            f"{format_size(held.nbytes)} {how}"
+        )
     columns = ["recipe", "scheme", "size", "vs original", "linear layers kept 16-bit"]
     table = Table(*columns, *(["fits " + format_size(budget)] if budget is not None else []), title=title)
     for recipe, footprint in zip(plan.recipes, plan.footprints, strict=True):
@@ -810,10 +827,16 @@ def quantize_summary(result: QuantizeResult) -> Text:
     )
 
 
+_STATUS_STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCOMPLETE": "bold yellow"}
+
+
 def verify_table(report: VerifyReport) -> Table:
-    """PASS / FAIL, then every check with its detail, the sizes, the sample and the notes."""
-    verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
-    table = Table("check", "result", "detail", title=f"{verdict} {report.directory}", title_justify="left")
+    """PASS / FAIL / INCOMPLETE (naming what was skipped), then every check with its detail, the
+    sizes, the sample and the notes."""
+    title = Text(report.status, _STATUS_STYLE[report.status]) + Text(f" {report.directory}")
+    if report.status == "INCOMPLETE":
+        title += Text(f"\n{report.verdict.removeprefix('INCOMPLETE ')}", "yellow")
+    table = Table("check", "result", "detail", title=title, title_justify="left")
     for check in report.checks:
         mark = "[yellow]skip[/]" if check.skipped else ("[green]ok[/]" if check.ok else "[red]FAIL[/]")
         table.add_row(check.name, mark, check.detail)
