@@ -10,6 +10,35 @@ import torch
 from tests.tiny_models import build_qwen3_dense, build_qwen35_dense, build_qwen35_moe
 
 
+def _humming_lookups_fail_as_missing_attributes() -> None:
+    """Let vLLM's CPU engine start in a process that has imported `humming` (the served-kernel
+    oracles in tests/vllm_kernels.py and tests/test_twin.py import it).
+
+    Humming's modules hold lazy `DeviceInfo` proxies (`humming/device.py`) whose `__getattr__` loads a
+    CUDA extension and raises ImportError (libcuda.so.1) on a machine without a GPU. vLLM's Triton
+    kernel override (`vllm/triton_utils/dispatcher.py`, `_rebind_kernels`) calls `hasattr` on every
+    attribute of every loaded module, and `hasattr` only swallows AttributeError, so engine start
+    fails once humming is loaded. On such a machine a device attribute is genuinely missing: say so.
+    quantscope itself never imports humming (it checks for it with `importlib.util.find_spec`).
+    """
+    try:
+        from humming.device import DeviceInfo
+    except ImportError:
+        return
+    lookup = DeviceInfo.__getattr__
+
+    def device_attribute(self: object, name: str) -> object:
+        try:
+            return lookup(self, name)
+        except ImportError as error:
+            raise AttributeError(f"{name} (no CUDA device info: {error})") from error
+
+    DeviceInfo.__getattr__ = device_attribute
+
+
+_humming_lookups_fail_as_missing_attributes()
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen35_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen3.5 dense checkpoint directory."""
