@@ -10,6 +10,7 @@ prints as one red line (exit status 2) instead of a traceback.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,6 +43,42 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+
+
+def reflowed(text: str) -> str:
+    """`text` with the line breaks inside each paragraph (blank-line separated) joined by spaces.
+
+    Docstrings are wrapped by hand at the source's width; Typer's rich mode keeps those breaks in the
+    command list and in every paragraph after the first (typer/rich_utils.py, `_make_command_help`,
+    `_fix_linebreaks`), so at any other terminal width a sentence breaks where the source did. Joined,
+    the terminal wraps it. A paragraph of list items ("- ", "* ") or marked `\\b` keeps its lines.
+    """
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph if _keeps_lines(paragraph) else " ".join(paragraph.split()) for paragraph in paragraphs
+    )
+
+
+def _keeps_lines(paragraph: str) -> bool:
+    lines = paragraph.splitlines()
+    return paragraph.startswith("\b") or any(line.lstrip().startswith(("- ", "* ")) for line in lines)
+
+
+def reflow_help(group: typer.Typer) -> None:
+    """Reflow the help of `group`, its commands and its sub-groups (see `reflowed`), in place."""
+    if isinstance(group.info.help, str):
+        group.info.help = reflowed(group.info.help)
+    for command in group.registered_commands:
+        text = command.help if command.help is not None else inspect.getdoc(command.callback)
+        if text:
+            command.help = reflowed(text)
+    for sub in group.registered_groups:
+        if isinstance(sub.help, str):
+            sub.help = reflowed(sub.help)
+        if sub.typer_instance is not None:
+            reflow_help(sub.typer_instance)
+
+
 err_console = Console(stderr=True)
 
 # ---- options shared by several commands -------------------------------------------------------

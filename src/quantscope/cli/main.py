@@ -4,11 +4,12 @@ are imported inside the commands, so `quantscope --help` stays fast."""
 
 import importlib
 
-from quantscope.cli.app import app
+from quantscope.cli.app import app, reflow_help
 
 STAGES = ("inspect_plan", "quantize", "evaluate", "report", "demo", "profile", "sweep", "doctor")
 
 for _stage in STAGES:
     importlib.import_module(f"quantscope.cli.{_stage}")
+reflow_help(app)
 
 __all__ = ["app"]
