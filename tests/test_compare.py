@@ -432,8 +432,14 @@ def test_compare_refuses_another_thinking_mode(tiny_qwen3_dir: Path, tmp_path: P
     assert code != 0
     assert "cannot compare 'no-think' with 'base'" in output and "--allow-mismatch" in output
     assert "thinking True -> False" in output
+    # Compared anyway with --allow-mismatch, and the output says what differed.
     code, output = _compare(store, "--allow-mismatch")
     assert code == 0, output
+    data = json.loads(output)
+    assert data["allowed_mismatch"] is True
+    assert [(c["variant"], c["mismatches"]) for c in data["comparisons"]] == [
+        ("no-think", ["thinking True -> False"])
+    ]
 
 
 def test_compare_refuses_another_chat_template(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
