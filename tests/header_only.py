@@ -8,7 +8,9 @@ stored per expert, a shared expert, an MTP layer and the vision tower — about 
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,15 +210,39 @@ def read_nvidia(configs: Path, name: str) -> tuple[dict, dict]:
     return config, quant
 
 
-def _declared(anatomy, quant: dict) -> dict[str, str]:
-    """Linear module -> ModelOpt's declared algo, or 16-bit. The router is no Linear in
-    transformers (`Qwen3_5MoeTopKRouter`), so ModelOpt never quantizes it."""
-    from quantscope.quantize.kinds import SIXTEEN, modelopt_algo
+SIXTEEN = "16-bit"
 
-    return {
-        module: SIXTEEN if tensor.group == "router" else (modelopt_algo(quant, module) or SIXTEEN)
-        for module, tensor in anatomy.linear_weights.items()
-    }
+
+def modelopt_declared_algo(section: dict, module: str) -> str:
+    """ModelOpt's algo for the on-disk linear `module` under an hf_quant_config `section`, resolved
+    here without quantscope, as vLLM's loader reads it (vllm/model_executor/layers/quantization/
+    modelopt.py): the router is no nn.Linear in transformers (Qwen3.5's TopKRouter), so nothing
+    quantizes it; an `exclude_modules` wildcard that matches (`fnmatch`, `is_layer_excluded`) keeps
+    a module 16-bit; MIXED_PRECISION looks the module up in `quantized_layers`, or a parent of it
+    (`_resolve_quant_algo`: vLLM builds one fused layer at `mlp.experts` and looks that prefix up,
+    while the checkpoint stores `mlp.experts.<e>.<proj>`); unlisted modules stay 16-bit; otherwise
+    `quant_algo` applies."""
+    if module.endswith(".mlp.gate"):
+        return SIXTEEN
+    if any(fnmatch.fnmatchcase(module, pattern) for pattern in section.get("exclude_modules") or ()):
+        return SIXTEEN
+    if section["quant_algo"].upper() != "MIXED_PRECISION":
+        return section["quant_algo"].upper()
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        entry = (section.get("quantized_layers") or {}).get(".".join(parts[:end]))
+        if entry is not None:
+            return entry["quant_algo"].upper()
+    return SIXTEEN
+
+
+def _declared(anatomy, section: dict) -> dict[str, str]:
+    """Linear module -> ModelOpt's declared algo (`modelopt_declared_algo`), or 16-bit. The lists
+    never name single experts, so one expert per layer is resolved and stands for all (95k
+    modules on the 397B)."""
+    keys = {m: re.sub(r"\.experts\.\d+\.", ".experts.0.", m) for m in anatomy.linear_weights}
+    algo = {key: modelopt_declared_algo(section, key) for key in set(keys.values())}
+    return {module: algo[key] for module, key in keys.items()}
 
 
 def _modelopt_tensors(
@@ -242,7 +268,6 @@ def modelopt_checkpoint(config: dict, quant: dict, name: str, directory: Path):
     """A header-only checkpoint as ModelOpt exports `config` under `quant` (an hf_quant_config),
     per-expert as ModelOpt writes fused experts. Returns (the unquantized anatomy, module -> algo)."""
     from quantscope.anatomy_config import anatomy_from_config
-    from quantscope.quantize.kinds import SIXTEEN
 
     # The unquantized layout: without its quantization section the config builds the BF16 model.
     base = anatomy_from_config({k: v for k, v in config.items() if k != "quantization_config"}, name)

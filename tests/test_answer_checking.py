@@ -171,9 +171,12 @@ def test_judge_choice_scores_the_letter() -> None:
     ],
 )
 def test_extract_choice_is_fast_on_adversarial_text(text: str) -> None:
+    """A guard against catastrophic backtracking, not a speed claim: a quadratic pattern on 100k
+    characters takes ~10¹⁰ steps (tens of seconds at least), a linear one milliseconds, so a 10 s
+    bound holds on a loaded 2-core runner and still catches the regression."""
     started = time.monotonic()
     extract_choice(text, choice_letters(10))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10.0
 
 
 # --- math equivalence -----------------------------------------------------------------------

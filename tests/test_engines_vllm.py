@@ -175,12 +175,16 @@ def test_kv_capacity_matches_what_vllm_logs(
         vllm_server_log.read_text(),
     )
     assert logged, "vLLM did not log its KV cache size"
-    tokens, context, concurrency = (float(g.replace(",", "")) for g in logged.groups())
+    tokens, context = (int(g.replace(",", "")) for g in logged.groups()[:2])
     config = json.loads((scripted_dir / "config.json").read_text())
-    layout = cache_layout(cache_shape(config), ServingOptions(context=int(context), kv_dtype="float32"))
-    blocks, ours = pool_concurrency(1 << 30, layout, int(context))
-    assert ours == pytest.approx(concurrency, rel=0.02)
-    assert blocks * layout.block_size == pytest.approx(tokens, rel=0.02)
+    layout = cache_layout(cache_shape(config), ServingOptions(context=context, kv_dtype="float32"))
+    _, ours = pool_concurrency(1 << 30, layout, context)
+    # Exactly what vLLM logs (vllm/v1/core/kv_cache_utils.py, `update_kv_cache_capacity`): the
+    # concurrency with "%.2f", and the tokens as int(concurrency × max_model_len). The pool is
+    # exactly 1 GiB (vllm/platforms/cpu.py: VLLM_CPU_KVCACHE_SPACE × GiB_bytes as
+    # kv_cache_memory_bytes; cpu_worker.py uses it as is): 65,536 blocks, 2048.00, 1,048,576 tokens.
+    assert f"{ours:.2f}" == logged.group(3)
+    assert int(ours * context) == tokens
 
 
 def test_three_engines_return_the_same_generations(

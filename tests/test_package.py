@@ -3,6 +3,8 @@ quantscope` nor the CLI's start-up imports torch."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import subprocess
 import sys
 
@@ -10,15 +12,50 @@ import pytest
 
 import quantscope
 
+# The README's library verbs and where each lives, written out here (not read from `_EXPORTS`).
+HOMES = {
+    "load_anatomy": "quantscope.anatomy",
+    "read_contents": "quantscope.storage",
+    "derive_recipe": "quantscope.derive",
+    "plan_like": "quantscope.derive",
+    "Recipe": "quantscope.recipe",
+    "load_recipe": "quantscope.recipe",
+    "predict_footprint": "quantscope.recipe",
+    "plan_recipes": "quantscope.recipe",
+    "ServingOptions": "quantscope.serving",
+    "cache_shape": "quantscope.serving",
+    "cache_layout": "quantscope.serving",
+    "serve_recipes": "quantscope.serving",
+    "GpuBudget": "quantscope.analysis.capacity",
+    "load_causal_lm": "quantscope.modeling",
+    "QuantizeOptions": "quantscope.quantize.pipeline",
+    "quantize_model": "quantscope.quantize.pipeline:quantize",
+    "verify": "quantscope.quantize.verify",
+    "RunSpec": "quantscope.runner",
+    "load_spec": "quantscope.runner",
+    "run_eval": "quantscope.runner",
+    "Store": "quantscope.store",
+    "analyze": "quantscope.analysis.compare",
+    "recommend": "quantscope.analysis.recommend",
+    "build_report": "quantscope.report.build",
+    "ProfileOptions": "quantscope.profile.profiler",
+    "profile_model": "quantscope.profile.profiler",
+    "run_profile": "quantscope.profile.profiler",
+    "search_recipe": "quantscope.profile.search",
+    "run_demo": "quantscope.demo",
+}
+
 
 def test_every_front_door_name_resolves_to_its_home() -> None:
-    from quantscope.analysis.compare import analyze
-    from quantscope.quantize.pipeline import quantize
-    from quantscope.store import Store
-
-    for name in quantscope.__all__:
-        assert getattr(quantscope, name) is not None, name
-    assert (quantscope.analyze, quantscope.quantize_model, quantscope.Store) == (analyze, quantize, Store)
+    assert set(quantscope.__all__) == {"QuantscopeError", "__version__", *HOMES}
+    for name, home in HOMES.items():
+        module, _, attribute = home.partition(":")
+        expected = getattr(importlib.import_module(module), attribute or name)
+        assert getattr(quantscope, name) is expected, name
+        # Defined there, not re-exported from elsewhere (Python records where a def/class ran).
+        assert expected.__module__ == module, (name, expected.__module__)
+    assert quantscope.QuantscopeError is importlib.import_module("quantscope.errors").QuantscopeError
+    assert quantscope.__version__ == importlib.metadata.version("quantscope")
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = quantscope.nothing
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,18 @@ def test_get_task_builds_with_options() -> None:
     task = get_task("gpqa_diamond", path=FIXTURES["gpqa_diamond"], seed=3)
     assert isinstance(task, GPQADiamondTask)
     assert (task.name, task.seed, task.path) == ("gpqa_diamond", 3, FIXTURES["gpqa_diamond"])
+    # The options take effect: the items come from `path`, their options shuffled by seed 3 as the
+    # documented rule does it (random.Random(f"gpqa:{seed}:{id}") over the dataset's option order).
+    rows = read_jsonl(FIXTURES["gpqa_diamond"])
+    samples = task.load()
+    assert [s.id for s in samples] == [row["Record ID"] for row in rows]
+    fields = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
+    for row, sample in zip(rows, samples, strict=True):
+        order = list(range(4))
+        random.Random(f"gpqa:3:{row['Record ID']}").shuffle(order)
+        assert list(sample.choices) == [row[fields[i]].strip() for i in order]
+    seed0 = get_task("gpqa_diamond", path=FIXTURES["gpqa_diamond"]).load()
+    assert [s.choices for s in samples] != [s.choices for s in seed0]
 
 
 # --- loaders on the fixtures ----------------------------------------------------------------
@@ -113,12 +126,15 @@ def test_limit_on_a_benchmark_with_levels_takes_every_level_in_turn() -> None:
     levels = [s.metadata["level"] for s in everything]
     first_of_each = [next(s for s in everything if s.metadata["level"] == lv) for lv in dict.fromkeys(levels)]
     assert task.load(limit=len(first_of_each)) == first_of_each
-    assert task.load(limit=0) == [] and task.load(limit=1000) == sorted(
-        everything, key=task.load(limit=1000).index
-    )
-    assert sorted(s.id for s in task.load(limit=1000)) == sorted(s.id for s in everything)
+    assert task.load(limit=0) == []
+    # The fixture's levels in file order are 1, 1, 3, 2, 2, 2 (ids 9001..9006): round robin over the
+    # levels in order of first appearance (1, 3, 2), each level in file order, pinned by hand.
+    assert levels == [1, 1, 3, 2, 2, 2]
+    round_robin = ["9001", "9003", "9004", "9002", "9005", "9006"]
+    assert [s.id.split("/")[-1].removesuffix(".json") for s in task.load(limit=1000)] == round_robin
+    assert [s.id for s in task.load(limit=4)] == [s.id for s in task.load(limit=1000)][:4]
     synthetic = get_task("synthetic", per_level=5).load(limit=12)
-    assert sorted(s.metadata["level"] for s in synthetic) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    assert [s.metadata["level"] for s in synthetic] == [1, 2, 3, 4, 5, 6] * 2
 
 
 def test_negative_limit_is_an_error() -> None:

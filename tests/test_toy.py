@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import re
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from quantscope.errors import QuantscopeError
 from quantscope.tasks import get_task
@@ -51,10 +53,23 @@ def test_checkpoint_loads_offline_and_solves_easy_problems(monkeypatch, toy_mode
     assert direct.thinking_tokens == 0 and "\\boxed{" in direct.text and "check" not in direct.text
 
 
-def test_checkpoint_ships_card_and_generation_config() -> None:
-    assert model_card().is_file()
-    assert (checkpoint_dir() / "generation_config.json").is_file()
-    assert (checkpoint_dir() / "tokenizer.json").is_file()
+def test_checkpoint_ships_card_and_generation_config(toy_model) -> None:
+    """The card states what the shipped model is, and the generation config what the card says
+    the demo samples with; both checked against the loaded model and tokenizer."""
+    card = model_card().read_text()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir())
+    params = sum(p.numel() for p in toy_model.parameters())
+    assert f"| parameters | {params:,} ({2 * params / 1e6:.1f} MB in bf16) |" in card
+    kinds = {"linear_attention": "linear attention", "full_attention": "full attention"}
+    layers = ", ".join(kinds[t] for t in toy_model.config.layer_types)
+    assert f"| layers | {len(toy_model.config.layer_types)}: {layers} |" in card
+    assert f"| vocabulary | {len(tokenizer.get_vocab())}:" in card
+    assert toy_model.config.vocab_size == len(tokenizer.get_vocab())
+    generation = GenerationConfig.from_pretrained(checkpoint_dir())
+    assert generation.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert generation.pad_token_id == tokenizer.pad_token_id
+    sampling = (generation.temperature, generation.top_p, generation.top_k)
+    assert f"(temperature {sampling[0]}, top-p {sampling[1]}, top-k {sampling[2]})" in card
 
 
 def test_shipped_tokenizer_matches_the_package_tokenizer() -> None:
@@ -234,4 +249,20 @@ def test_training_script_writes_a_loadable_checkpoint(tmp_path) -> None:
     assert main([*args, "--threads", "1"]) == 0
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
-    assert (out / "training.json").is_file() and not (tmp_path / "ckpt.tmp").exists()
+    assert not (tmp_path / "ckpt.tmp").exists()
+    # The shipped checkpoint's layout: the same files, model config and generation config.
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in checkpoint_dir().iterdir())
+    shipped = AutoConfig.from_pretrained(checkpoint_dir()).to_dict()
+    assert {**AutoConfig.from_pretrained(out).to_dict(), "_name_or_path": ""} == {
+        **shipped,
+        "_name_or_path": "",
+    }
+    assert GenerationConfig.from_pretrained(out) == GenerationConfig.from_pretrained(checkpoint_dir())
+    # The record says what ran, and the two steps moved the seeded initial weights.
+    meta = json.loads((out / "training.json").read_text())
+    assert (meta["config"]["steps"], meta["config"]["batch_size"], meta["steps_done"]) == (2, 2, 2)
+    assert math.isfinite(meta["final_loss"])
+    initial = build_model(seed=meta["config"]["seed"]).to(torch.bfloat16).state_dict()
+    trained = model.state_dict()
+    assert set(trained) == set(initial)
+    assert sum(not torch.equal(trained[k], initial[k]) for k in initial) > len(initial) // 2
