@@ -46,8 +46,9 @@ def declared_kind(quant_config: Mapping[str, Any], module: str) -> str:
     )
 
 
-# ModelOpt quant_algo -> stored kind, for the algos vLLM's ModelOpt loader builds
-# (vllm/model_executor/layers/quantization/modelopt.py, QUANT_ALGOS).
+# ModelOpt quant_algo -> stored kind: the algos vLLM 0.32's ModelOpt loader builds
+# (vllm/model_executor/layers/quantization/modelopt.py, LINEAR_ALGOS), plus ModelOpt's INT4 AWQ
+# exports (W4A16_AWQ, W4A8_AWQ), which quantscope reads and sizes but vLLM 0.32 does not load.
 _MODELOPT_KINDS = {
     "NVFP4": "nvfp4",
     "W4A16_NVFP4": "nvfp4",
