@@ -24,6 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(TEST_THREADS)
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored() -> Iterator[None]:
+    """Put the run's thread count back after a test that changed it (an engine may set its own),
+    so no test runs with what an earlier one left."""
+    yield
+    if torch.get_num_threads() != TEST_THREADS:
+        torch.set_num_threads(TEST_THREADS)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def quantscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """`QUANTSCOPE_CACHE` (quantscope.offline.cache_dir) pointed at this run's own folder, so tests
