@@ -1,13 +1,55 @@
-"""Shared fixtures: tiny real checkpoints written once per test session."""
+"""Shared fixtures: tiny real checkpoints written once per test session; the run's settings (one
+torch thread count, a cache of its own) and the markers that select what runs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.producers import ProducerExports
+from tests.shared_configs import CONFIGS, missing
 from tests.tiny_models import build_qwen3_dense, build_qwen35_dense, build_qwen35_moe
+
+TEST_THREADS = 1
+"""torch's intra-op threads for the whole run, set once here so a test run alone computes as it does
+in the suite. One: the tiny models gain nothing from a second thread, AutoRound's RTN is faster
+single-threaded, and the Ray workers the sweep tests start run one thread too (Ray sets
+OMP_NUM_THREADS to a task's num_cpus, 1), so their generations match the in-process ones."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _threads_restored() -> Iterator[None]:
+    """Put the run's thread count back after a test that changed it (an engine may set its own),
+    so no test runs with what an earlier one left."""
+    yield
+    if torch.get_num_threads() != TEST_THREADS:
+        torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quantscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`QUANTSCOPE_CACHE` (quantscope.offline.cache_dir) pointed at this run's own folder, so tests
+    neither write to nor read from the user's ~/.cache/quantscope (subprocesses inherit it)."""
+    directory = tmp_path_factory.mktemp("quantscope-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANTSCOPE_CACHE", str(directory))
+        yield directory
+
+
+@pytest.fixture(scope="session")
+def shared_configs() -> Path:
+    """The folder of real Qwen3.5 configs (../shared/qwen3.5-configs): skips when it is absent,
+    fails under CI=true (tests/shared_configs.py)."""
+    if not CONFIGS.is_dir():
+        missing(CONFIGS)
+    return CONFIGS
 
 
 def _humming_lookups_fail_as_missing_attributes() -> None:
@@ -57,6 +99,16 @@ def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_qwen3_dense(tmp_path_factory.mktemp("qwen3"))
 
 
+@pytest.fixture(scope="session")
+def producer_exports(
+    tmp_path_factory: pytest.TempPathFactory, tiny_qwen3_dir: Path, tiny_qwen35_moe_dir: Path
+) -> ProducerExports:
+    """AutoRound's and compressed-tensors' exports of the tiny Qwen3 ("qwen3") and Qwen3.5-MoE
+    ("moe"), keyed by (model, scheme, format) and built once per run (tests/producers.py)."""
+    sources = {"qwen3": tiny_qwen3_dir, "moe": tiny_qwen35_moe_dir}
+    return ProducerExports(sources, tmp_path_factory.mktemp("producers"))
+
+
 TOY_EXPORT_FORMATS = ("w4a16", "nvfp4", "mxfp4", "fp8")
 
 
@@ -72,7 +124,12 @@ def toy_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip GPU tests cleanly on machines without CUDA."""
+    """Leave the `full` tests out unless `-m` names them; skip GPU tests cleanly without CUDA."""
+    if "full" not in (config.option.markexpr or ""):
+        full = [item for item in items if item.get_closest_marker("full")]
+        if full:
+            config.hook.pytest_deselected(items=full)
+            items[:] = [item for item in items if not item.get_closest_marker("full")]
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none is visible on this machine")

@@ -20,8 +20,8 @@ import transformers
 from quantscope.anatomy import Anatomy, load_anatomy
 from quantscope.anatomy_config import anatomy_from_config, estimate_header_bytes
 from quantscope.errors import QuantscopeError
+from tests.shared_configs import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
 REAL = [
     "qwen3.5-0.8b.config.partial.json",
     "qwen3.5-4b-arch.mlx8bit-finetune.config.json",
@@ -35,9 +35,7 @@ REAL = [
 # Qwen3.5-9B in BF16: four official shards, headers included (source: the configs' README).
 QWEN35_9B_BYTES = 5_276_436_216 + 5_335_161_512 + 5_368_717_440 + 3_325_995_712
 
-pytestmark = pytest.mark.skipif(
-    not CONFIGS.is_dir(), reason=f"{CONFIGS} is absent (CI has ../shared beside the checkout)"
-)
+pytestmark = pytest.mark.usefixtures("shared_configs")  # skips, or fails under CI=true, without them
 
 
 def _real(name: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from quantscope.anatomy import load_anatomy
 from quantscope.cli import app
 from quantscope.cli.app import console
 from quantscope.recipe import PRESETS, load_recipe, predict_footprint
+from tests.shared_configs import shared_config
 
 runner = CliRunner()
 
@@ -59,13 +60,8 @@ def test_plan_json_with_budget_and_a_user_recipe(tiny_qwen35_moe_dir: Path, tmp_
     assert rows["mine"]["kept_bytes_by_group"]["linear_attn"] > 0
 
 
-SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
-
-
 def test_plan_on_a_gpu_counts_the_kv_cache_and_the_state():
-    config = SHARED_CONFIGS / "qwen3.5-27b.config.json"
-    if not config.is_file():
-        pytest.skip(f"{config} is missing: the real configs live in ../shared/qwen3.5-configs")
+    config = shared_config("qwen3.5-27b.config.json")
     args = ["plan", str(config), "--gpu", "H200", "--context", "32768", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

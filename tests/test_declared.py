@@ -29,9 +29,9 @@ from quantscope.errors import QuantscopeError
 from quantscope.recipe import plan_recipes
 from quantscope.storage import read_contents
 from tests.header_only import SIXTEEN, modelopt_declared_algo
+from tests.shared_configs import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
-pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real configs not found at {CONFIGS}")
+pytestmark = pytest.mark.usefixtures("shared_configs")  # skips, or fails under CI=true, without them
 NVIDIA = ("nvidia-qwen3.6-27b-nvfp4", "nvidia-qwen3.6-35b-a3b-nvfp4", "nvidia-qwen3.5-122b-a10b-nvfp4")
 # Bytes one `[out, in]` weight takes per ModelOpt algo (see the module docstring), and the label
 # `inspect` gives it.

@@ -4,13 +4,16 @@ store, report; and a second run that resumes instead of recomputing."""
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
-from quantscope.demo import DEMO_LEVELS, DemoSettings, run_demo
+from quantscope.demo import DEMO_LEVELS, QUICK, DemoSettings, run_demo
 from quantscope.store import Store
 from quantscope.twin import write_twin
 
@@ -56,9 +59,8 @@ def test_demo_writes_checkpoints_store_and_report(demo_run) -> None:
         }
     page = result.report.path.read_text()
     assert result.report.path == out / "report.html"
-    # the report shows this run's numbers
-    for m in result.report.analysis.metrics:
-        assert f"{100 * m.accuracy:.1f}%" in page
+    # (the untrained toy scores 0% everywhere: the numbers shown are checked on the trained one,
+    # in test_cli_demo_shows_what_its_store_holds)
     assert result.report.recommendation.summary().split(" — ")[0].replace("&", "&amp;") in page
     # and says what was evaluated: the twin, not the export, and as which GPU runs it
     w4_info = next(info for info in result.report.analysis.variants if info.name == "w4a16")
@@ -116,29 +118,131 @@ def test_twin_holds_the_exported_formats(demo_run, toy_dir: Path) -> None:
     assert (out / "eval" / "w4a16" / "model.safetensors").stat().st_mtime_ns == before
 
 
-def _bundled_checkpoint() -> Path | None:
-    from quantscope.errors import QuantscopeError
-    from quantscope.toy import checkpoint_dir
-
-    try:
-        return checkpoint_dir()
-    except QuantscopeError:
-        return None
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    _bundled_checkpoint() is None, reason="the bundled toy checkpoint is not in this checkout yet"
+SMALL = DemoSettings(
+    presets=("bf16", "nvfp4"), per_level=4, k=1, levels=(2, 6), calib_samples=4, calib_seqlen=64
 )
-def test_cli_quick_demo_on_the_bundled_reasoner(tmp_path: Path) -> None:
+"""`demo --quick` made small enough for every commit: the baseline and NVFP4 (evaluated through its
+B200 twin, activations rounded too), an easy level and the hardest (where NVFP4 loses an answer),
+4 problems each, one quantization. w4a16's export and twin are checked on `demo_run`; the real quick
+demo runs under `pytest -m full` (test_cli_quick_demo_on_the_bundled_reasoner)."""
+
+
+def _run_cli_demo(out: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`quantscope demo --quick --out OUT` as a user runs it; returns what it printed."""
     from typer.testing import CliRunner
 
     from quantscope.cli import app
+    from quantscope.cli.app import console
 
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)], env={"COLUMNS": "200"})
+    # wide enough that no finding or table row wraps, as each is checked on its own line (the
+    # shared console fixed its width when it was created, so COLUMNS set now is too late)
+    monkeypatch.setattr(console, "width", 400)
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "recommendation" in result.output and f"report: {out / 'report.html'}" in result.output
+    return result.output
+
+
+def _stored(out: Path) -> dict[str, list[tuple[str, int, str]]]:
+    """variant -> its (item id, correct, finish reason) rows, read with plain SQL from the store."""
+    with sqlite3.connect(out / "quantscope.db") as db:
+        rows = db.execute("SELECT variant, item_id, correct, finish_reason FROM results").fetchall()
+    by_variant: dict[str, list[tuple[str, int, str]]] = {}
+    for variant, item, correct, finish in rows:
+        by_variant.setdefault(variant, []).append((item, correct, finish))
+    return by_variant
+
+
+def _rate(rows: list[tuple[str, int, str]], which: str) -> float:
+    """The share of `rows` that are correct ("correct") or cut at the cap ("cut")."""
+    hits = [r[1] == 1 if which == "correct" else r[2] == "length" for r in rows]
+    return sum(hits) / len(hits)
+
+
+def _table_rows(output: str, title: str) -> dict[str, list[str]]:
+    """The rows of the boxed table printed under `title`: first cell -> its cells."""
+    rows = {}
+    for line in output.split(title, 1)[1].splitlines()[1:]:
+        if line.startswith("└"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if line.startswith("│") and cells[0]:
+            rows[cells[0]] = cells
+    return rows
+
+
+def _tensor_bytes(directory: Path) -> int:
+    """Bytes of every tensor in a checkpoint's safetensors files, read with safetensors itself."""
+    total = 0
+    for shard in directory.glob("*.safetensors"):
+        with safe_open(shard, framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (a safe_open handle is no dict)
+                tensor = f.get_tensor(name)
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _check_demo_values(out: Path, output: str, settings: DemoSettings) -> dict[str, tuple[float, float]]:
+    """What `demo` printed and wrote holds the numbers of the generations it stored: accuracy and
+    truncation per variant and per level, the paired accuracy change in the table and in each
+    finding, and a recommendation that fits the default budget (half the BF16 weights). Returns
+    variant -> (accuracy, truncation rate) as stored."""
+    stored = _stored(out)
+    assert sorted(stored) == sorted(settings.presets)
+    assert {len(rows) for rows in stored.values()} == {settings.per_level * len(settings.levels) * settings.k}
+    accuracy = {v: _rate(rows, "correct") for v, rows in stored.items()}
+    cut = {v: _rate(rows, "cut") for v, rows in stored.items()}
+    page = (out / "report.html").read_text()
+    table = _table_rows(output, "vs baseline bf16 on synthetic")
+    for variant in stored:
+        _, _memory, items, acc, delta, truncated, *_ = table[variant]
+        assert int(items) == settings.per_level * len(settings.levels)
+        assert acc.startswith(f"{100 * accuracy[variant]:.1f}%") and f"{100 * accuracy[variant]:.1f}%" in page
+        assert truncated.startswith(f"{100 * cut[variant]:.1f}%")
+        if variant == "bf16":
+            assert delta == "baseline"
+            continue
+        change = f"{100 * (accuracy[variant] - accuracy['bf16']):+.1f}"  # every item is paired
+        assert delta.startswith(change) and f"({100 * (cut[variant] - cut['bf16']):+.1f})" in truncated
+        finding = next(line for line in output.splitlines() if line.startswith(f"{variant} on synthetic: "))
+        assert f"accuracy {change} pts" in finding
+    # the table by level: "accuracy % / cut %" per level, from the rows of that level alone
+    for line in output.split("synthetic by level", 1)[1].splitlines():
+        variant, *cells = line.split() or [""]
+        if variant in stored and len(cells) == len(settings.levels):
+            for level, cell in zip(settings.levels, cells, strict=True):
+                rows = [r for r in stored[variant] if r[0].startswith(f"L{level}-")]
+                expected = f"{100 * _rate(rows, 'correct'):.0f}/{100 * _rate(rows, 'cut'):.0f}"
+                assert cell.rstrip("*") == expected, (variant, level)
+    # the pick fits half the BF16 weights and shows its own accuracy
+    from quantscope.toy import checkpoint_dir
+
+    budget = _tensor_bytes(checkpoint_dir()) // 2
+    pick = re.search(r"run (\S+) \([^,]+, ([\d.]+)% accuracy\)", output)
+    assert pick is not None, output
+    assert pick[1] != "bf16" and _tensor_bytes(out / "checkpoints" / pick[1]) <= budget
+    assert pick[2] == f"{100 * accuracy[pick[1]]:.1f}"
+    return {v: (accuracy[v], cut[v]) for v in stored}
+
+
+@pytest.mark.slow
+def test_cli_demo_shows_what_its_store_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick demo's command on the bundled (trained) reasoner, on `SMALL` settings."""
+    monkeypatch.setattr("quantscope.demo.QUICK", SMALL)  # the same command, on fewer variants and items
+    out = tmp_path / "demo"
+    output = _run_cli_demo(out, monkeypatch)
+    assert f"report: {out / 'report.html'}" in output
+    stored = _check_demo_values(out, output, SMALL)
+    # each variant's numbers differ from the other's, so a number shown for the wrong one fails
+    assert len(set(stored.values())) == len(stored), stored
+
+
+@pytest.mark.full
+@pytest.mark.slow
+def test_cli_quick_demo_on_the_bundled_reasoner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`quantscope demo --quick` itself, as the README runs it (about two minutes): `pytest -m full`."""
+    out = tmp_path / "demo"
+    output = _run_cli_demo(out, monkeypatch)
+    assert "recommendation" in output and f"report: {out / 'report.html'}" in output
     with Store(out) as store:
         names = {v.name for v in store.variants()}
         assert {"bf16", "w4a16"} <= names
@@ -147,8 +251,9 @@ def test_cli_quick_demo_on_the_bundled_reasoner(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert "quantscope demo — toy reasoner" in page
     # the finding in words and the table by level, in the terminal as in the report
-    assert "w4a16 on synthetic: " in result.output and "synthetic by level" in result.output
+    assert "w4a16 on synthetic: " in output and "synthetic by level" in output
     assert "<section id='levels'>" in page
+    _check_demo_values(out, output, QUICK)
 
 
 @pytest.mark.slow

@@ -25,9 +25,9 @@ from quantscope.recipe import KEPT
 from quantscope.storage import SIXTEEN, read_contents
 from tests.header_only import SIXTEEN as DECLARED_16
 from tests.header_only import modelopt_checkpoint, modelopt_declared_algo, read_nvidia
+from tests.shared_configs import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
-pytestmark = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"real configs not found at {CONFIGS}")
+pytestmark = pytest.mark.usefixtures("shared_configs")  # skips, or fails under CI=true, without them
 CHECKPOINTS = (
     "nvidia-qwen3.5-122b-a10b-nvfp4",
     "nvidia-qwen3.5-397b-a17b-nvfp4",

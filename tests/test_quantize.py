@@ -33,7 +33,10 @@ FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    before = torch.get_num_threads()  # restored: later tests run with the run's own count (conftest)
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,10 @@ from quantscope.quantize.autoround import hybrid_attention_masks, is_hybrid_atte
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    before = torch.get_num_threads()  # restored: later tests run with the run's own count (conftest)
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

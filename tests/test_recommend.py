@@ -149,9 +149,6 @@ def test_a_single_variant_is_its_own_baseline_and_unknown_memory_is_said(tmp_pat
     assert rec.summary().startswith("No variant can be recommended (memory unknown")
 
 
-SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
-
-
 def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path) -> None:
     """Qwen3.5-27B with 32k-token reasoning on a 64 GB GPU: the 54 GB BF16 weights fit a 64 GB
     weight budget, but once vLLM has taken its reserve, 0.92 × 64 GB − 54 GB leaves less than the
@@ -161,10 +158,9 @@ def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
     from quantscope.serving import ServingOptions
+    from tests.shared_configs import shared_config
 
-    path = SHARED_CONFIGS / "qwen3.5-27b.config.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing: the real configs live in ../shared/qwen3.5-configs")
+    path = shared_config("qwen3.5-27b.config.json")
     config = json.loads(path.read_text())
     cap = 32_000
     with Store(tmp_path) as store:

@@ -23,16 +23,12 @@ from quantscope.serving import (
     pool_concurrency,
     roofline,
 )
+from tests.shared_configs import CONFIGS, shared_config
 from tests.vllm_arithmetic import vllm_capacity
-
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "qwen3.5-configs"
 
 
 def real_config(name: str) -> dict:
-    path = CONFIGS / f"{name}.config.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing: the real configs live in ../shared/qwen3.5-configs")
-    return json.loads(path.read_text())
+    return json.loads(shared_config(f"{name}.config.json").read_text())
 
 
 def test_27b_by_hand() -> None:

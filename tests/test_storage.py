@@ -21,9 +21,8 @@ from quantscope.errors import QuantscopeError
 from quantscope.quantize import QuantizeOptions, quantize, read_manifest
 from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
 from quantscope.storage import read_contents
-from tests.ct_producer import compressed_tensors_export
 from tests.header_only import write_typed_header_only_shard
-from tests.tiny_models import build_qwen3_dense, build_qwen35_moe
+from tests.producers import COMPRESSED_TENSORS, ProducerExports
 
 runner = CliRunner()
 
@@ -93,36 +92,17 @@ MOE_SUBSET = (
 )
 
 
-def _autoround_export(source: Path, scheme: str, fmt: str, out: Path) -> Path:
-    """AutoRound (RTN) straight from its API, in one of its export formats."""
-    import torch
-    import transformers
-    from auto_round import AutoRound
-
-    from quantscope.quantize.autoround import hybrid_attention_masks
-
-    model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    text = ["The quick brown fox jumps over the lazy dog. " * 8] * 4
-    rounder = AutoRound(
-        model, tokenizer, scheme=scheme, iters=0, nsamples=2, seqlen=32, dataset=text, device_map="cpu"
-    )
-    with hybrid_attention_masks(model):  # AutoRound 0.16's hybrid-attention replay bug
-        rounder.quantize_and_save(str(out), format=fmt)
-    return next(out.rglob("config.json")).parent
-
-
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], tuple[Path, Path]]:
+def exports(
+    producer_exports: ProducerExports, tiny_qwen3_dir: Path, tiny_qwen35_moe_dir: Path
+) -> dict[tuple[str, str, str], tuple[Path, Path]]:
     """(model, scheme, format) -> (export dir, source dir) for every format AutoRound writes here."""
-    root = tmp_path_factory.mktemp("producers")
-    sources = {"qwen3": build_qwen3_dense(root / "qwen3"), "moe": build_qwen35_moe(root / "moe")}
+    sources = {"qwen3": tiny_qwen3_dir, "moe": tiny_qwen35_moe_dir}
     combos = [("qwen3", *combo) for combo in FORMULAS] + [("moe", *combo) for combo in MOE_SUBSET]
-    done = {}
-    for name, scheme, fmt in combos:
-        out = root / f"{name}-{scheme}-{fmt}"
-        done[(name, scheme, fmt)] = (_autoround_export(sources[name], scheme, fmt, out), sources[name])
-    return done
+    return {
+        (name, scheme, fmt): (producer_exports(name, scheme, fmt), sources[name])
+        for name, scheme, fmt in combos
+    }
 
 
 @pytest.mark.slow
@@ -170,14 +150,14 @@ def _headers(anatomy: Anatomy) -> set[tuple[str, str, tuple[int, ...]]]:
 
 @pytest.mark.slow
 def test_a_bare_config_of_each_producer_declares_its_real_headers(
-    exports, tiny_qwen3_dir: Path, tmp_path: Path
+    exports, producer_exports: ProducerExports, tmp_path: Path
 ) -> None:
     """Issue 28 (defect 6): each export's config.json alone lays out the tensors the producer wrote,
     name for name and byte for byte; GPTQ and AWQ configs are refused in one line naming them."""
     producers = {key: export for key, (export, _) in exports.items()}
     for preset in ("W4A16_ASYM", "FP8_BLOCK", "NVFP4A16"):
-        producers[("qwen3", preset, "compressed-tensors")] = compressed_tensors_export(
-            preset, tiny_qwen3_dir, tmp_path / preset
+        producers[("qwen3", preset, COMPRESSED_TENSORS)] = producer_exports(
+            "qwen3", preset, COMPRESSED_TENSORS
         )
     refused = {}
     for key, export in producers.items():
@@ -192,10 +172,12 @@ def test_a_bare_config_of_each_producer_declares_its_real_headers(
     assert all(re.search(r"quant_method '(gptq|awq)'.*safetensors headers", m) for m in refused.values())
 
 
-def test_compressed_tensors_alone_writes_and_we_read_each_format(tiny_qwen3_dir: Path, tmp_path: Path):
+def test_compressed_tensors_alone_writes_and_we_read_each_format(
+    producer_exports: ProducerExports, tiny_qwen3_dir: Path
+):
     source = load_anatomy(tiny_qwen3_dir)
     for preset, (label, formula) in CT_FORMULAS.items():
-        export = compressed_tensors_export(preset, tiny_qwen3_dir, tmp_path / preset)
+        export = producer_exports("qwen3", preset, COMPRESSED_TENSORS)
         contents = read_contents(load_anatomy(export))
         quantized = [w for w in contents.weights.values() if w.is_quantized]
         assert {w.module for w in quantized} == {
@@ -292,9 +274,9 @@ def test_plan_like_reproduces_our_own_mixed_recipe(tiny_qwen35_moe_dir: Path, tm
 
 
 @pytest.mark.slow
-def test_inspect_side_by_side_and_json(exports):
-    gptq, source = exports[("moe", "W4A16", "auto_gptq")]
-    nvfp4, _ = exports[("moe", "NVFP4", "auto_round")]
+def test_inspect_side_by_side_and_json(producer_exports: ProducerExports, tiny_qwen35_moe_dir: Path):
+    gptq, source = producer_exports("moe", "W4A16", "auto_gptq"), tiny_qwen35_moe_dir
+    nvfp4 = producer_exports("moe", "NVFP4", "auto_round")
     result = runner.invoke(app, ["inspect", str(source), str(gptq), str(nvfp4)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "Side by side" in result.output

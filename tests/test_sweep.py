@@ -10,10 +10,10 @@ import yaml
 from quantscope.errors import QuantscopeError
 from quantscope.sweep import load_sweep, plan_jobs
 from quantscope.sweep.estimate import ANSWER_SHARE, THINKING_SHARE, estimate_sweep
+from tests.shared_configs import CONFIGS, shared_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "examples" / "qwen3.5-study.yaml"
-CONFIGS = ROOT.parent / "shared" / "qwen3.5-configs"
 # the benchmarks' published sizes: AIME25 30, MATH-500 500, GPQA-Diamond 198, MMLU-Pro 12,032
 STUDY_ITEMS = 30 + 500 + 198 + 12032
 
@@ -53,9 +53,7 @@ def _study_on_configs(tmp_path: Path, gpu: str = "H100") -> Path:
     """The shipped study with each model planned from its real config (offline)."""
     data = yaml.safe_load(STUDY.read_text())
     for model, config in zip(data["models"], ("qwen3.5-9b", "qwen3.5-27b", "qwen3.5-35b-a3b"), strict=True):
-        path = CONFIGS / f"{config}.config.json"
-        if not path.is_file():
-            pytest.skip(f"{path} is missing: the real configs live in ../shared/qwen3.5-configs")
+        path = shared_config(f"{config}.config.json")
         model["source"] = str(path)
         # the hub is out of reach here: one published checkpoint that cannot be read, locally
         model["published"] = [{"name": "qwen-fp8", "model": str(CONFIGS / "missing" / model["name"])}]

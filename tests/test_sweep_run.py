@@ -1,16 +1,26 @@
-"""A sweep run end to end on the bundled reasoner: here, resumed, and on a local Ray instance
-(the same rows, and a killed driver resumed with nothing lost or doubled)."""
+"""A sweep run end to end on the bundled reasoner: here, resumed, and on Ray (the same rows, and a
+killed driver resumed with nothing lost or doubled).
+
+The Ray runs join one Ray head started for the test run (`ray start --head`, joined with `--ray
+ADDRESS`: the README's way onto a running cluster) and start from the in-process run's exports, so
+they quantize nothing again: their quantize tasks only write the evaluation twins."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
+import secrets
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,8 +34,8 @@ COMPARED = (
     "text, thinking, answer, completion_tokens, thinking_tokens, finish_reason, correct, extracted, seed"
 )
 
-# 3 variants (bf16 and two 4-bit recipes, evaluated through their B200 twins) × 2 tasks × k 2,
-# sampled (the precise thinking preset), in commit windows of 4 rows so a kill lands mid-run
+# 3 variants (bf16 and two 4-bit recipes, evaluated through their B200 twins) × 2 tasks × 2 items
+# × k 2, sampled (the precise thinking preset), in commit windows of 4 rows so a kill lands mid-run
 SWEEP = {
     "name": "toy-matrix",
     "models": [{"name": "toy", "source": "toy"}],
@@ -36,7 +46,7 @@ SWEEP = {
         "engine": "transformers",
         "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 4},
         "k": 2,
-        "limit": 4,
+        "limit": 2,
         "max_tokens": 160,
         "batch_size": 4,
         "twin": "B200",
@@ -45,7 +55,7 @@ SWEEP = {
     "ray": {"num_cpus": 2, "object_store_mb": 200},
     "gpu": "B200",
 }
-EXPECTED = 3 * 2 * 4 * 2  # variants × tasks × items × k
+EXPECTED = 3 * 2 * 2 * 2  # variants × tasks × items × k
 
 
 def sweep_file(directory: Path, sweep: dict | None = None) -> Path:
@@ -113,12 +123,79 @@ needs_ray = pytest.mark.skipif(
 )
 
 
-def _sweep_on_ray(directory: Path, sweep: dict | None = None) -> subprocess.Popen:
-    """`quantscope sweep --ray local` as a driver process of its own (its own session, so the
-    local Ray instance it starts can be cleaned up with it)."""
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RayHead:
+    """The test run's Ray cluster: its `address`, its `temp` folder, and the `env` a process joining
+    it needs (its token)."""
+
+    address: str
+    temp: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """One Ray head for the whole test run, as a user starts a cluster (`ray start --head`; here
+    `--block` in a session of its own, so it ends with the run).
+
+    Token authentication on, as `ray start` turns it on by default (Ray 2.60,
+    ray/_private/authentication/authentication_token_setup.py); the token is this run's own
+    (RAY_AUTH_TOKEN), so nothing is read from or written to ~/.ray. A driver joining by address
+    sends it only when told to (RAY_AUTH_MODE=token: ray/_private/worker.py, init, never
+    auto-enables auth for an explicit address). Free ports rather than Ray's defaults (6379...),
+    so another Ray on this machine cannot collide with it; a short temp folder, because Ray's
+    socket paths must stay under the 107-byte limit of a Unix socket name."""
+    temp = Path(tempfile.mkdtemp(prefix="qs-ray-"))
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    port = _free_port()
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block"]
+    command += [f"--port={port}", f"--ray-client-server-port={_free_port()}"]
+    command += [f"--dashboard-agent-listen-port={_free_port()}", "--include-dashboard=false"]
+    command += ["--num-cpus=2", "--num-gpus=0", f"--object-store-memory={200 * 2**20}"]
+    command += ["--disable-usage-stats", f"--temp-dir={temp}"]
+    log_path = temp / "head.log"
+    with log_path.open("ab") as log:
+        head = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
+            assert head.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        yield RayHead(f"127.0.0.1:{port}", temp, env)
+    finally:
+        _end_session(head)  # the head and every process it started: nothing outlives the run
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _joined(driver: subprocess.Popen, head: RayHead) -> bool:
+    """Whether `driver` ran on the head's cluster: Ray writes a driver's core-worker log into the
+    session of the cluster it joined (python-core-driver-<job id>_<pid>.log)."""
+    return any(head.temp.glob(f"session_*/logs/python-core-driver-*_{driver.pid}.log"))
+
+
+def _seed(directory: Path, here: Path) -> None:
+    """Start `directory`'s sweep from the in-process run's exports (not its twins, nor its store):
+    the Ray run quantizes nothing again, and its quantize tasks still write the twins."""
+    shutil.copytree(here / "checkpoints", directory / "out" / "checkpoints")
+
+
+def _sweep_on_ray(directory: Path, head: RayHead, sweep: dict | None = None) -> subprocess.Popen:
+    """`quantscope sweep --ray ADDRESS` joining `head`, as a driver process of its own (its own
+    session, so what it leaves can be cleaned up with it)."""
     command = [sys.executable, "-m", "quantscope.cli", "sweep", str(sweep_file(directory, sweep))]
-    command += ["--ray", "local", "--out", str(directory / "out")]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    command += ["--ray", head.address, "--out", str(directory / "out")]
+    env = {**os.environ, **head.env}
+    env.pop("RAY_ADDRESS", None)  # the address comes from --ray alone
     log = (directory / "driver.log").open("ab")
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -131,25 +208,32 @@ def _finish(driver: subprocess.Popen, directory: Path, timeout: float = 240) -> 
     assert code == 0, (directory / "driver.log").read_text()[-3000:]
 
 
-def _end_session(driver: subprocess.Popen) -> None:
-    """Kill whatever the driver's session left (Ray's agents outlive a SIGKILLed driver)."""
+def _end_session(process: subprocess.Popen) -> None:
+    """Kill whatever the process's session left."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(driver.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
 @needs_ray
-def test_on_ray_every_key_gets_the_same_text_and_judgement(here: Path, tmp_path: Path) -> None:
-    driver = _sweep_on_ray(tmp_path)
+def test_on_ray_every_key_gets_the_same_text_and_judgement(
+    here: Path, ray_head: RayHead, tmp_path: Path
+) -> None:
+    _seed(tmp_path, here)
+    driver = _sweep_on_ray(tmp_path, ray_head)
     _finish(driver, tmp_path)
+    assert _joined(driver, ray_head), "the driver did not run on the cluster --ray named"
     assert stored_rows(tmp_path / "out") == stored_rows(here)
     assert (tmp_path / "out" / "toy" / "thinking" / "report.html").is_file()
 
 
 @pytest.mark.slow
 @needs_ray
-def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(here: Path, tmp_path: Path) -> None:
-    driver = _sweep_on_ray(tmp_path)
+def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(
+    here: Path, ray_head: RayHead, tmp_path: Path
+) -> None:
+    _seed(tmp_path, here)
+    driver = _sweep_on_ray(tmp_path, ray_head)
     deadline = time.monotonic() + 240
     while row_count(tmp_path / "out") == 0 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -158,8 +242,9 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(here: Path, tmp_pa
     _end_session(driver)
     at_kill = row_count(tmp_path / "out")
     assert 0 < at_kill < EXPECTED, f"the kill came at {at_kill} of {EXPECTED} rows: not mid-sweep"
-    rerun = _sweep_on_ray(tmp_path)
+    rerun = _sweep_on_ray(tmp_path, ray_head)
     _finish(rerun, tmp_path)
+    assert _joined(driver, ray_head) and _joined(rerun, ray_head)
     assert stored_rows(tmp_path / "out") == stored_rows(here)  # every key once, as generated here
     with sqlite3.connect(tmp_path / "out" / "toy" / "thinking" / "quantscope.db") as db:
         assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
@@ -167,7 +252,7 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(here: Path, tmp_pa
 
 @pytest.mark.slow
 @needs_ray
-def test_replicas_share_a_job_and_return_what_one_engine_returns(tmp_path: Path) -> None:
+def test_replicas_share_a_job_and_return_what_one_engine_returns(ray_head: RayHead, tmp_path: Path) -> None:
     """Two engine actors for one variant (data parallelism): every key once, with the text one
     engine gives. One request per batch, so which replica ran a request cannot change its text."""
     one_by_one = {"engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 1}, "batch_size": 2}
@@ -179,7 +264,7 @@ def test_replicas_share_a_job_and_return_what_one_engine_returns(tmp_path: Path)
     }
     run_sweep(load_sweep(sweep_file(tmp_path / "here", sweep), out=tmp_path / "here" / "out"), reports=False)
     replicated = {**sweep, "eval": {**sweep["eval"], "replicas": 2}}
-    _finish(_sweep_on_ray(tmp_path / "ray", replicated), tmp_path / "ray")
+    _finish(_sweep_on_ray(tmp_path / "ray", ray_head, replicated), tmp_path / "ray")
     rows = stored_rows(tmp_path / "ray" / "out")
-    assert len(rows) == 4 * 2
+    assert len(rows) == 2 * 2  # items × k
     assert rows == stored_rows(tmp_path / "here" / "out")
