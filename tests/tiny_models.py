@@ -76,6 +76,42 @@ def build_qwen35_dense(path: Path, seed: int = 0) -> Path:
     return _save(Qwen3_5ForCausalLM(config), path)
 
 
+def build_qwen35_dense_with_mtp(path: Path, seed: int = 0) -> Path:
+    """Tiny Qwen3.5 dense with one multi-token-prediction layer, stored as Qwen3.5 checkpoints store
+    it: `mtp.fc` [hidden, 2·hidden] over the normed embedding and hidden state, `mtp.pre_fc_norm_*`,
+    one full-attention decoder layer `mtp.layers.0.*` and `mtp.norm`; `mtp_num_hidden_layers: 1`
+    in the config (what vLLM's Qwen3_5MultiTokenPredictor builds and loads, renaming `mtp.` to
+    `model.`: vllm/model_executor/models/qwen3_5_mtp.py). transformers ignores these weights; the
+    values are seeded random, so drafts are mostly rejected, which greedy decoding must survive."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    build_qwen35_dense(path, seed)
+    shard = path / "model.safetensors"
+    tensors = load_file(shard)
+    config = json.loads((path / "config.json").read_text())
+    text = config.get("text_config", config)
+    full = text["layer_types"].index("full_attention")
+    hidden = text["hidden_size"]
+    generator = torch.Generator().manual_seed(seed + 1)
+    mtp = {
+        "mtp.fc.weight": torch.randn(hidden, 2 * hidden, generator=generator) * 0.02,
+        "mtp.pre_fc_norm_hidden.weight": torch.zeros(hidden),
+        "mtp.pre_fc_norm_embedding.weight": torch.zeros(hidden),
+        "mtp.norm.weight": torch.zeros(hidden),
+    }
+    prefix = f"model.layers.{full}."
+    for name, tensor in tensors.items():
+        if name.startswith(prefix):
+            mtp["mtp.layers.0." + name[len(prefix) :]] = torch.randn(tensor.shape, generator=generator) * 0.02
+    tensors.update({name: tensor.to(torch.bfloat16) for name, tensor in mtp.items()})
+    save_file(tensors, shard, metadata={"format": "pt"})
+    text["mtp_num_hidden_layers"] = 1
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
 def build_qwen35_moe(path: Path, seed: int = 0) -> Path:
     """Tiny Qwen3.5-MoE (hybrid attention, 4 routed experts top-2 + a shared expert)."""
     from transformers import Qwen3_5MoeForCausalLM, Qwen3_5MoeTextConfig
