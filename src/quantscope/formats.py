@@ -76,7 +76,7 @@ _BASE_FORMATS: dict[str, Format] = {
             "fp8",
             act_bits=8,
             autoround_scheme="FP8_STATIC",
-            export_format="auto_round",
+            export_format="llm_compressor",
             description="FP8 E4M3 weights, one scale per output channel, static FP8 activations",
         ),
         Format(

@@ -424,7 +424,8 @@ def _build(unit: LayerUnit, config: Any) -> LayerMethod:
             return LayerMethod(
                 unit.prefix, unit.kind, resolved, True, f"no kernel on this CPU: {_one_line(error)}"
             )
-        return LayerMethod(unit.prefix, unit.kind, resolved or "none", False, _one_line(error))
+        why = f"{resolved}: {_one_line(error)}" if resolved else _one_line(error)
+        return LayerMethod(unit.prefix, unit.kind, resolved or "none", False, why)
     # FusedMoEFactory returns the runner; the method is its routed experts' (runner/moe_runner.py).
     method = type(getattr(layer, "routed_experts", layer).quant_method).__name__
     scheme = getattr(layer, "scheme", None)
