@@ -48,7 +48,7 @@ def test_fp4_and_fp8_layouts():
     assert _layout((300, 200), "fp8_block")["weight_scale_inv"] == ("BF16", (3, 2))
     assert _layout((300, 200), "fp8") == {
         "weight": ("F8_E4M3", (300, 200)),
-        "weight_scale": ("BF16", (300,)),
+        "weight_scale": ("BF16", (300, 1)),
         "input_scale": ("BF16", (1,)),
     }
 

