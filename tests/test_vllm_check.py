@@ -106,3 +106,73 @@ def test_not_checked_without_vllm(toy_exports: dict[str, Path], monkeypatch: pyt
     assert result.line() == "not checked (vLLM not installed)"
     check = loadable_check(anatomy)
     assert check.skipped and check.detail == "not checked (vLLM not installed)"
+
+
+# The default routes no other test exports: FP8 on a tiny dense Qwen3.5 (on the MoE vLLM refuses
+# its experts, above), and block FP8 (which transformers cannot load, so verify cannot run) on
+# dense and MoE. W4A16 / NVFP4 / MXFP4 are `toy_exports` (MoE) here, and tests/test_quantize.py's
+# presets on the tiny Qwen3.5-MoE and dense Qwen3, which verify, this check included. (Dense
+# Qwen3.5 in those three takes 50-150 s of RTN each on a 2-core CPU; measured loadable.)
+_DEFAULTS = [
+    ("dense", "fp8", "compressed-tensors"),
+    ("dense", "fp8-block", "compressed-tensors"),
+    ("moe", "fp8-block", "compressed-tensors"),
+]
+
+
+@pytest.fixture(scope="module")
+def default_export(
+    tmp_path_factory: pytest.TempPathFactory, tiny_qwen35_dir: Path, tiny_qwen35_moe_dir: Path
+):
+    """Quantize (RTN, unverified) on first use, once per (architecture, preset)."""
+    made: dict[tuple[str, str], Path] = {}
+    options = QuantizeOptions(
+        iters=0, nsamples=1, seqlen=32, dataset=["The quick brown fox jumps over the lazy dog. " * 8],
+        kl_samples=1, kl_tokens=16, verify=False,
+    )  # fmt: skip
+
+    def export(arch: str, preset: str) -> Path:
+        if (arch, preset) not in made:
+            source = tiny_qwen35_dir if arch == "dense" else tiny_qwen35_moe_dir
+            out = tmp_path_factory.mktemp(f"{arch}-{preset}") / "export"
+            made[arch, preset] = quantize(source, preset, out, options).directory
+        return made[arch, preset]
+
+    return export
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "preset", "method"), _DEFAULTS)
+def test_every_default_export_route_builds_in_vllm(
+    default_export, arch: str, preset: str, method: str
+) -> None:
+    export = default_export(arch, preset)
+    anatomy = load_anatomy(export)
+    result = vllm_loadable(anatomy)
+    assert result.status == "loadable", result.line()
+    assert result.quant_method == method
+    kinds = {layer.kind for layer in result.layers}
+    assert kinds == ({"linear", "lm_head", "experts"} if arch == "moe" else {"linear", "lm_head"})
+    # Every quantized module of the export sits in a layer vLLM built with a quantized method.
+    quantized = [layer for layer in result.layers if not layer.method.startswith("Unquantized")]
+    assert quantized and all(layer.ok for layer in result.layers)
+
+
+def test_inspect_shows_what_vllm_says_for_a_quantized_checkpoint(
+    toy_exports: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+    from quantscope.cli.app import console
+    from quantscope.toy import checkpoint_dir
+
+    monkeypatch.setattr(console, "width", 400)  # the shared console fixed its width when created
+    export = toy_exports["nvfp4"]
+    shown = CliRunner().invoke(app, ["inspect", str(export)])
+    assert shown.exit_code == 0, shown.output
+    assert f"vLLM ({export}): {vllm_loadable(load_anatomy(export)).line()}" in shown.output
+    data = json.loads(CliRunner().invoke(app, ["inspect", str(export), "--json"]).output)
+    assert data["vllm"].startswith("vLLM ") and ": loadable (compressed-tensors" in data["vllm"]
+    plain = CliRunner().invoke(app, ["inspect", str(checkpoint_dir())])
+    assert plain.exit_code == 0 and "vLLM (" not in plain.output  # 16-bit: nothing to ask
