@@ -37,7 +37,10 @@ from quantscope.util import atomic_path, write_atomic
 #   experts; `quantscope.compressed_experts` puts them back when it loads one, so verify checks it;
 # - AutoRound 0.16.1 leaves lm_head out of the compressed-tensors `ignore` list, so loaders would
 #   build it as FP8 without scales (NaN logits): `complete_ignore_list` adds every kept module;
-# - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`).
+# - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`);
+# - fp8 on MoE experts has no route vLLM 0.32 loads: `CompressedTensorsW8A8Fp8MoEMethod` takes
+#   per-tensor/per-tensor, per-channel/dynamic per-token or block scales, not per-channel weights
+#   with static activations, and INC refuses fp8_static; verify fails such an export (use fp8-block).
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "int": ("auto_round", "llm_compressor"),
     "nvfp4": ("llm_compressor", "auto_round"),
