@@ -176,12 +176,8 @@ def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
     transformers builds such layers as `FakeActQuantLinear` with the weight missing (random values;
     seen on SmolLM2-135M, whose 576-wide inputs are 4.5 groups of 128), and vLLM's Marlin needs the
     group to divide the input (`verify_marlin_supports_shape`). So those layers stay 16-bit here and
-    the plan shows it. NVFP4/MXFP4 need the input dim divisible by the group size. Block FP8 needs
-    the rows divisible by the block's: vLLM refuses a merged layer whose members (all but the last)
-    are not (`validate_fp8_block_shape`, quantization/utils/fp8_utils.py), and Qwen3.5's in_proj_b
-    and in_proj_a (one row per value head: 32 to 64) are merged; the rule is applied to every block
-    weight, which changes nothing else on Qwen3.5. Per-channel FP8 has no shape rule. 16-bit
-    formats are no-ops.
+    the plan shows it. NVFP4/MXFP4 need the input dim divisible by the group size. FP8 has no shape
+    rule here (but see `vllm_builds`). 16-bit formats are no-ops.
     """
     if not fmt.is_quantized:
         return True
@@ -192,9 +188,19 @@ def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
         return out_features % 32 == 0 and in_features % 32 == 0 and whole_groups
     if fmt.data_type in ("nvfp4", "mxfp4"):
         return in_features % (fmt.group_size or 1) == 0
-    if fmt.block:
-        return out_features % fmt.block[0] == 0
     return True
+
+
+@lru_cache(maxsize=4096)
+def vllm_builds(shape: tuple[int, ...], fmt: Format) -> bool:
+    """Whether vLLM 0.32 builds a weight of this shape in `fmt`, where AutoRound would store it
+    anyway, so a recipe keeps it 16-bit. Block FP8 needs the rows divisible by the block's: vLLM
+    refuses a merged layer whose members (all but the last) are not (`validate_fp8_block_shape`,
+    quantization/utils/fp8_utils.py; seen through `quantize.vllm_check`), and Qwen3.5's in_proj_b
+    and in_proj_a (one row per value head: 32 to 64) are merged. Applied to every block weight: on
+    Qwen3.5 it changes nothing else."""
+    _, out_features, _ = _matrix_dims(shape)
+    return not fmt.block or out_features % fmt.block[0] == 0
 
 
 def exported_tensors(shape: tuple[int, ...], fmt: Format) -> tuple[ExportedTensor, ...]:
