@@ -16,6 +16,7 @@ from quantscope.formats import (
     get_format,
     stored_bytes,
 )
+from quantscope.quantize.autoround import KEEP_16BIT
 from quantscope.recipe import KEPT, assign_schemes, load_recipe, predict_footprint
 
 
@@ -48,7 +49,7 @@ def test_fp4_and_fp8_layouts():
     assert _layout((300, 200), "fp8_block")["weight_scale_inv"] == ("BF16", (3, 2))
     assert _layout((300, 200), "fp8") == {
         "weight": ("F8_E4M3", (300, 200)),
-        "weight_scale": ("BF16", (300,)),
+        "weight_scale": ("BF16", (300, 1)),
         "input_scale": ("BF16", (1,)),
     }
 
@@ -208,8 +209,9 @@ def test_prediction_matches_autoround_export_exactly(fixture, preset, request, t
     recipe = load_recipe(preset)
     fmt = recipe.format
     schemes = assign_schemes(anatomy, recipe)
-    # Layers our plan keeps 16-bit but AutoRound's own rules would quantize (a fused-set partner).
-    layer_config = {m: {"bits": 16} for m, s in schemes.items() if s == KEPT and ".layers." in m}
+    # Layers our plan keeps 16-bit but AutoRound's own rules would quantize (a fused-set partner,
+    # a block-FP8 weight whose rows the block does not divide), as complete entries (autoround.py).
+    layer_config = {m: dict(KEEP_16BIT) for m, s in schemes.items() if s == KEPT and ".layers." in m}
 
     folder = _autoround_export(
         source,

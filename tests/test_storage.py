@@ -18,6 +18,7 @@ from quantscope.anatomy import Anatomy, load_anatomy
 from quantscope.cli import app
 from quantscope.derive import derive_recipe, plan_like
 from quantscope.errors import QuantscopeError
+from quantscope.formats import get_format, vllm_builds
 from quantscope.quantize import QuantizeOptions, quantize, read_manifest
 from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
 from quantscope.storage import read_contents
@@ -220,6 +221,22 @@ def test_derived_recipes_reproduce_every_producer_export(exports):
     expected |= {"FP8_STATIC": "fp8", "FP8_BLOCK": "fp8_block"}
     for (name, scheme, fmt), (export, source) in exports.items():
         derived = derive_recipe(load_anatomy(export))
+        if scheme == "FP8_BLOCK":
+            # AutoRound stores the tiny models' k_proj/v_proj (64 rows) and in_proj_b/a (2 rows) in
+            # 128×128 blocks, which vLLM's validate_fp8_block_shape refuses in their merged layers:
+            # a recipe keeps those sets 16-bit (formats.vllm_builds); exactly they differ.
+            anatomy = load_anatomy(source)
+            refused = {
+                member
+                for fused in anatomy.fused_sets
+                if any(
+                    not vllm_builds(anatomy.linear_weights[m].shape, get_format("fp8_block"))
+                    for m in fused.members
+                )
+                for member in fused.members
+            }
+            assert derived.mismatched and set(derived.mismatched) == refused & set(derived.stored), name
+            continue
         assert derived.reproduces and not derived.unrepresentable, (name, scheme, fmt, derived.mismatched)
         assert derived.recipe.scheme == expected[scheme]
         assert assign_schemes(load_anatomy(source), derived.recipe) == dict(derived.stored)

@@ -14,7 +14,7 @@ from quantscope.gpus import get_gpu
 from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.profile.actquant import ActPoint, act_spec, activations_quantized, install, qdq_activation
 from quantscope.quantize import read_manifest
-from quantscope.quantize.weights import _activations_off, load_export_float32
+from quantscope.quantize.weights import load_export_float32
 from quantscope.served import served_activations
 from quantscope.twin import read_twin, write_twin
 
@@ -182,12 +182,16 @@ def test_a_hopper_twin_is_the_export_with_16_bit_activations(
 
     export = toy_exports["nvfp4"]
     probe = read_manifest(export).probe
-    model = load_causal_lm(export, dtype="float32", tokenizer=False).model
+    model = load_export_float32(export)  # compressed-tensors NVFP4, decompressed
     w4a4 = next_token_logits(model, probe)
-    switches = [_activations_off(m) for m in model.modules() if hasattr(m, "qdq_input")]
-    assert switches
-    for switch in switches:
-        switch.__enter__()
+    rounding = [
+        m
+        for m in model.modules()
+        if getattr(getattr(m, "quantization_scheme", None), "input_activations", None)
+    ]
+    assert rounding
+    for module in rounding:  # compressed-tensors' own switch (lifecycle/forward.py, quantized_forward)
+        module.quantization_enabled = False
     weight_only = next_token_logits(model, probe)
     twin = write_twin(checkpoint_dir(), export, tmp_path / "twin-h100", "H100")
     assert read_twin(twin)["activations"] == []

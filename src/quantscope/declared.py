@@ -375,8 +375,13 @@ def _auto_round_tensors(tensor: TensorInfo, quant: Mapping[str, Any], where: str
             "auto_round:auto_gptq (INT), auto_round:llm_compressor (NVFP4 / MXFP4) and "
             "auto_round:fp8_static / fp8 from a config. Read the checkpoint's safetensors headers instead"
         )
-    # `formats` writes "BF16" for scales AutoRound stores in the model's own 16-bit dtype.
+    # `formats` writes "BF16" for scales AutoRound stores in the model's own 16-bit dtype, and the
+    # compressed-tensors per-channel FP8 scale `[out, 1]`, which AutoRound's own format stores `[out]`.
     return [
-        _header(f"{tensor.module}.{t.suffix}", tensor.dtype if t.dtype == "BF16" else t.dtype, t.shape)
+        _header(
+            f"{tensor.module}.{t.suffix}",
+            tensor.dtype if t.dtype == "BF16" else t.dtype,
+            t.shape[:1] if packing == "auto_round:fp8_static" and t.suffix == "weight_scale" else t.shape,
+        )
         for t in exported_tensors(tensor.shape, fmt)
     ]

@@ -76,7 +76,7 @@ _BASE_FORMATS: dict[str, Format] = {
             "fp8",
             act_bits=8,
             autoround_scheme="FP8_STATIC",
-            export_format="auto_round",
+            export_format="llm_compressor",
             description="FP8 E4M3 weights, one scale per output channel, static FP8 activations",
         ),
         Format(
@@ -177,7 +177,7 @@ def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
     seen on SmolLM2-135M, whose 576-wide inputs are 4.5 groups of 128), and vLLM's Marlin needs the
     group to divide the input (`verify_marlin_supports_shape`). So those layers stay 16-bit here and
     the plan shows it. NVFP4/MXFP4 need the input dim divisible by the group size. FP8 has no shape
-    rule. 16-bit formats are no-ops.
+    rule here (but see `vllm_builds`). 16-bit formats are no-ops.
     """
     if not fmt.is_quantized:
         return True
@@ -189,6 +189,18 @@ def can_quantize(shape: tuple[int, ...], fmt: Format) -> bool:
     if fmt.data_type in ("nvfp4", "mxfp4"):
         return in_features % (fmt.group_size or 1) == 0
     return True
+
+
+@lru_cache(maxsize=4096)
+def vllm_builds(shape: tuple[int, ...], fmt: Format) -> bool:
+    """Whether vLLM 0.32 builds a weight of this shape in `fmt`, where AutoRound would store it
+    anyway, so a recipe keeps it 16-bit. Block FP8 needs the rows divisible by the block's: vLLM
+    refuses a merged layer whose members (all but the last) are not (`validate_fp8_block_shape`,
+    quantization/utils/fp8_utils.py; seen through `quantize.vllm_check`), and Qwen3.5's in_proj_b
+    and in_proj_a (one row per value head: 32 to 64) are merged. Applied to every block weight: on
+    Qwen3.5 it changes nothing else."""
+    _, out_features, _ = _matrix_dims(shape)
+    return not fmt.block or out_features % fmt.block[0] == 0
 
 
 def exported_tensors(shape: tuple[int, ...], fmt: Format) -> tuple[ExportedTensor, ...]:
@@ -241,9 +253,11 @@ def _fp8_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[Expo
         rows, cols = fmt.block
         scale_shape = (math.ceil(out_features / rows), math.ceil(in_features / cols))
         return (weight, ExportedTensor("weight_scale_inv", "BF16", scale_shape))
+    # Per-channel FP8 goes through compressed-tensors (the route vLLM loads): one scale per row as a
+    # column `[out, 1]` (AutoRound's own format wrote `[out]`).
     return (
         weight,
-        ExportedTensor("weight_scale", "BF16", (out_features,)),
+        ExportedTensor("weight_scale", "BF16", (out_features, 1)),
         ExportedTensor("input_scale", "BF16", (1,)),
     )
 

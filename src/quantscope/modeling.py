@@ -90,8 +90,21 @@ def load_causal_lm(
             f"transformers cannot load model {str(source)!r} ({type(error).__name__}: {error})"
         ) from None
     _refuse_offload(model, source)
+    info = _restore_compressed_experts(model, source, info)
     _emulate_twin_activations(model, source)
     return LoadedModel(model.eval(), loaded_tokenizer, str(source), info)
+
+
+def _restore_compressed_experts(model: Any, source: str | Path, info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Compressed-tensors NVFP4 experts whose global scales transformers ignored, put back as the
+    checkpoint stores them (`quantscope.compressed_experts`); those keys are then used, not ignored."""
+    from quantscope.compressed_experts import ignored_expert_global_scales, restore_expert_weights
+
+    keys = ignored_expert_global_scales(info)
+    if not keys or not Path(str(source)).is_dir():
+        return info
+    used = set(restore_expert_weights(model, source, keys))
+    return {**info, "unexpected_keys": [k for k in info.get("unexpected_keys") or () if k not in used]}
 
 
 def _emulate_twin_activations(model: Any, source: str | Path) -> None:

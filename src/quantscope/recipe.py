@@ -26,7 +26,7 @@ from pydantic.dataclasses import dataclass as record
 
 from quantscope.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
-from quantscope.formats import Format, can_quantize, get_format, stored_bytes
+from quantscope.formats import Format, can_quantize, get_format, stored_bytes, vllm_builds
 from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_yaml
 from quantscope.util import write_atomic
 
@@ -233,7 +233,8 @@ def assign_schemes(anatomy: Anatomy, recipe: Recipe) -> dict[str, str]:
         if ok:
             key = (tensor.shape, fmt.name)
             if key not in fits:
-                fits[key] = can_quantize(anatomy.weight_shape(tensor), fmt)
+                shape = anatomy.weight_shape(tensor)
+                fits[key] = can_quantize(shape, fmt) and vllm_builds(shape, fmt)
             ok = fits[key]
         assigned[module] = fmt.name if ok else KEPT
     return _unsplit_fused_sets(anatomy, assigned)

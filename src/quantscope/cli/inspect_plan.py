@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -50,19 +50,38 @@ def inspect(
     tensors: Annotated[bool, typer.Option("--tensors", help="Also list every tensor.")] = False,
 ) -> None:
     """What a checkpoint really stores, from its headers only: per group the stored formats, logical
-    parameters, bytes and bits per weight, and its label set against the contents."""
+    parameters, bytes and bits per weight, and its label set against the contents; for a quantized
+    checkpoint, whether vLLM's own classes build every layer (when vLLM is installed)."""
     from quantscope.anatomy import load_anatomy
     from quantscope.report.terminal import anatomy_view, contents_side_by_side
     from quantscope.storage import read_contents
 
     checkpoints = [read_contents(load_anatomy(model, revision=revision)) for model in models]
+    loadable = [_vllm_line(c.anatomy) for c in checkpoints]
     if as_json:
-        data = [{**c.anatomy.to_dict(with_tensors=tensors), "contents": c.to_dict()} for c in checkpoints]
+        data = [
+            {**c.anatomy.to_dict(with_tensors=tensors), "contents": c.to_dict(), "vllm": line}
+            for c, line in zip(checkpoints, loadable, strict=True)
+        ]
         console.print_json(json.dumps(data[0] if len(data) == 1 else {"checkpoints": data}))
-    elif len(checkpoints) == 1:
+        return
+    if len(checkpoints) == 1:
         console.print(anatomy_view(checkpoints[0], with_tensors=tensors), highlight=False)
     else:
         console.print(contents_side_by_side(checkpoints), highlight=False)
+    for model, line in zip(models, loadable, strict=True):
+        if line is not None:
+            console.print(f"vLLM ({model}): {line}", highlight=False, markup=False)
+
+
+def _vllm_line(anatomy: Any) -> str | None:
+    """`quantize.vllm_check`'s one line for a quantized checkpoint; None for a 16-bit one."""
+    from quantscope.declared import quantization_section
+    from quantscope.quantize.vllm_check import vllm_loadable
+
+    if quantization_section(anatomy.config) is None:
+        return None
+    return vllm_loadable(anatomy).line()
 
 
 @app.command()

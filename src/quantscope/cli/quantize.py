@@ -14,9 +14,9 @@ from quantscope.cli.app import JsonOpt, app, console, err_console, friendly_erro
 from quantscope.errors import QuantscopeError
 
 _FORMAT_HELP = (
-    "AutoRound export format: auto_round (INT / FP8, vLLM 'auto-round'), llm_compressor "
-    "(compressed-tensors; the vLLM-native route for NVFP4 / MXFP4), auto_gptq (INT only). "
-    "Default: the scheme's vLLM default."
+    "AutoRound export format: auto_round (INT and block FP8; vLLM's INCConfig refuses its NVFP4 and "
+    "per-channel FP8), llm_compressor (compressed-tensors: NVFP4, MXFP4, FP8). Default: the route "
+    "vLLM 0.32 loads; verify asks vLLM's own classes and fails an export they refuse."
 )
 _DATASET_HELP = (
     "Calibration text: a .txt/.md file (paragraphs), a .jsonl/.json file ('text', 'messages' or "

@@ -27,19 +27,25 @@ from quantscope.quantize.manifest import AutoRoundSettings
 from quantscope.recipe import Recipe, assign_schemes
 from quantscope.util import atomic_path, write_atomic
 
-# Export formats (AutoRound `format=` values) per weight family, the default first. "auto_round"
-# is AutoRound's own layout (vLLM: quant_method "auto-round", INC loader); "llm_compressor" is
-# compressed-tensors. Every route here loads in transformers, so `verify` can check it:
-# - nvfp4 defaults to auto_round: transformers (<= 5.19) drops the per-expert
-#   `weight_global_scale` when it merges compressed-tensors NVFP4 experts (weights ~1e4x off);
-# - fp8 (per-channel) has no llm_compressor route: AutoRound 0.16.1 leaves lm_head out of the
-#   compressed-tensors `ignore` list, so loaders build it as FP8 without scales (NaN logits);
-# - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`).
+# Export formats (AutoRound `format=` values) per weight family, the default first: the route
+# vLLM 0.32 loads (`quantize.vllm_check` asks its classes; tests/test_vllm_check.py). "auto_round"
+# is AutoRound's own layout (vLLM: quant_method "auto-round", `INCConfig`, which accepts integer
+# and block-FP8 packings but refuses NVFP4 ("Unsupported data_type: nv_fp") and per-channel FP8
+# ("Unsupported packing_format: auto_round:fp8_static"): vllm/.../quantization/inc/inc.py);
+# "llm_compressor" is compressed-tensors (`CompressedTensorsConfig`). Notes on the second route:
+# - transformers (<= 5.19) drops the per-expert `weight_global_scale` of compressed-tensors NVFP4
+#   experts; `quantscope.compressed_experts` puts them back when it loads one, so verify checks it;
+# - AutoRound 0.16.1 leaves lm_head out of the compressed-tensors `ignore` list, so loaders would
+#   build it as FP8 without scales (NaN logits): `complete_ignore_list` adds every kept module;
+# - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`);
+# - fp8 on MoE experts has no route vLLM 0.32 loads: `CompressedTensorsW8A8Fp8MoEMethod` takes
+#   per-tensor/per-tensor, per-channel/dynamic per-token or block scales, not per-channel weights
+#   with static activations, and INC refuses fp8_static; verify fails such an export (use fp8-block).
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "int": ("auto_round", "llm_compressor"),
-    "nvfp4": ("auto_round", "llm_compressor"),
+    "nvfp4": ("llm_compressor", "auto_round"),
     "mxfp4": ("llm_compressor", "auto_round"),
-    "fp8": ("auto_round",),
+    "fp8": ("llm_compressor", "auto_round"),
     "fp8_block": ("llm_compressor", "auto_round"),
 }
 
@@ -152,15 +158,6 @@ def choose_export_format(formats: Sequence[Format], requested: str | None) -> st
 
 def transformers_load_problem(plan: AutoRoundPlan) -> str | None:
     """Why transformers would load this export wrongly (so it cannot be verified), or None."""
-    nvfp4_experts = any(
-        ".experts." in module and format_family(get_format(fmt)) == "nvfp4"
-        for module, fmt in plan.assignment.items()
-    )
-    if nvfp4_experts and plan.export_format == "llm_compressor":
-        return (
-            "transformers drops the per-expert NVFP4 global scales of compressed-tensors MoE checkpoints, "
-            "so this export cannot be verified; use --format auto_round (or --no-verify: export unchecked)"
-        )
     if any(format_family(get_format(fmt)) == "fp8_block" for fmt in plan.assignment.values()):
         return (
             "transformers cannot load FP8 block-scaled exports (auto_round: its AutoRoundConfig rejects a "
@@ -347,7 +344,28 @@ def run_autoround(
             ) from None
     directory = find_export_dir(stage_dir)
     restored = restore_source_dtypes(directory, source_dtypes, model_dtype, plan.kept)
+    complete_ignore_list(directory, plan.kept)
     return AutoRoundExport(directory, restored)
+
+
+def complete_ignore_list(directory: Path, kept: Sequence[str]) -> tuple[str, ...]:
+    """Add to a compressed-tensors export's `ignore` list every module the recipe kept 16-bit that
+    its config groups would otherwise quantize (AutoRound 0.16.1 leaves lm_head out, so a loader
+    builds it as FP8 and finds no scales). Rewrites config.json atomically; returns the names added."""
+    import json
+
+    from quantscope.quantize.kinds import SIXTEEN, declared_kind
+
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    quant = config.get("quantization_config")
+    if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
+        return ()
+    added = tuple(module for module in kept if declared_kind(quant, module) != SIXTEEN)
+    if added:
+        quant["ignore"] = [*(quant.get("ignore") or ()), *added]
+        write_atomic(path, json.dumps(config, indent=2) + "\n")
+    return added
 
 
 _FP8_SCALES = ("weight_scale", "weight_scale_inv", "input_scale")

@@ -1,6 +1,8 @@
 """Verify a quantized checkpoint before anyone serves it.
 
-The structural checks (`checks`) read only the manifest, config.json and safetensors headers.
+The structural checks (`checks`) read only the manifest, config.json and safetensors headers;
+`vllm_check` asks vLLM's own classes whether they build every layer of the export (skipped, so
+never PASS, when vLLM is not installed).
 The model checks load the checkpoint with transformers (`quantscope.modeling.load_causal_lm`;
 no weight may be missing), generate a few tokens, measure the KL divergence of next-token
 distributions against the source model on the calibration windows kept in the manifest
@@ -36,6 +38,7 @@ from quantscope.quantize.multimodal import (
     is_multimodal_checkpoint,
     text_view,
 )
+from quantscope.quantize.vllm_check import loadable_check
 from quantscope.quantize.weights import MAX_ERROR_RATIO, WEIGHTS_CHECK, weight_check, weight_errors
 
 # Tensors that only feed activation quantization; a loader that ignores them still has the right weights.
@@ -373,6 +376,8 @@ def verify(
     if is_multimodal_checkpoint(directory):
         return _verify_multimodal(directory, manifest, source, reference, load, settings, progress)
     checks, tensor_bytes, file_bytes = structural_checks(directory, manifest, progress)
+    progress("asking vLLM's own classes to build every layer")
+    checks.append(loadable_check(load_anatomy(directory)))
     kl, sample, warnings = None, "", ()
     if not load:
         checks += not_run(manifest, settings, "--no-load: only the header-level checks ran")

@@ -59,6 +59,11 @@ def dequantized_weight(module: Any) -> Any:
 
     weight, scale = getattr(module, "weight", None), getattr(module, "weight_scale", None)
     if getattr(module, "quantization_scheme", None) is not None and weight is not None:
+        if _still_compressed(module) and scale is not None:
+            # compressed-tensors FP8 (`float-quantized`) stays compressed in transformers: E4M3
+            # values and their scale (`[out, 1]` per channel, `[1]` per tensor); vLLM multiplies
+            # them in its fp32 epilogue, so read the exact product.
+            return (weight.detach().float() * scale.detach().float()).cpu()
         return weight.detach().float().cpu()  # compressed-tensors, decompressed by `_decompress`
     if weight is not None and scale is not None and scale.ndim == 1 and weight.shape[:1] == scale.shape:
         # Per-channel FP8: AutoRound's CPU module holds the E4M3 values (exact in bf16) and multiplies
@@ -76,6 +81,12 @@ def dequantized_weight(module: Any) -> Any:
             unit[:, start:stop] = torch.eye(stop - start, device=device)
             parts.append((module(unit).float() - bias).T)
     return torch.cat(parts, dim=1).cpu()
+
+
+def _still_compressed(module: Any) -> bool:
+    from compressed_tensors.quantization import QuantizationStatus
+
+    return getattr(module, "quantization_status", None) == QuantizationStatus.COMPRESSED
 
 
 def export_weights(model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
