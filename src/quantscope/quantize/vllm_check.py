@@ -125,7 +125,28 @@ def vllm_loadable(anatomy: Anatomy) -> VllmLoadability:
     section = quantization_section(anatomy.config)
     if section is None:
         return VllmLoadability("loadable", version, layers=())
-    quant = dict(section[0])
+    with _vllm_notes_silenced():
+        return _ask(anatomy, version, dict(section[0]))
+
+
+@contextlib.contextmanager
+def _vllm_notes_silenced() -> Iterator[None]:
+    """vLLM logs its platform notes as warnings each time a VllmConfig is built ("Reset SSM cache
+    type …", vllm/platforms/cpu.py); the check builds several, and its answer is the report: only
+    vLLM's errors get through meanwhile (its loggers are children of "vllm", vllm/logger.py)."""
+    import logging
+
+    logger = logging.getLogger("vllm")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ask(anatomy: Anatomy, version: str, quant: dict[str, Any]) -> VllmLoadability:
+    """`vllm_loadable` for a checkpoint with a quantization section `quant`."""
     method, config_class = quant.get("quant_method"), None
     try:
         method, model_config = _quant_method(anatomy.config, quant)
