@@ -344,8 +344,21 @@ def run_autoround(
             ) from None
     directory = find_export_dir(stage_dir)
     restored = restore_source_dtypes(directory, source_dtypes, model_dtype, plan.kept)
-    complete_ignore_list(directory, plan.kept)
+    complete_ignore_list(directory, (*plan.kept, *_untouched_head(model, plan)))
     return AutoRoundExport(directory, restored)
+
+
+def _untouched_head(model: Any, plan: AutoRoundPlan) -> tuple[str, ...]:
+    """The output head's module name when AutoRound leaves it 16-bit.
+
+    A head tied to the embeddings (SmolLM2, small Qwens) has no weight of its own in the
+    checkpoint, so the recipe's assignment never names it; the loaded model still has the
+    Linear, which a compressed-tensors `Linear` target would otherwise quantize.
+    """
+    if plan.quant_lm_head:
+        return ()
+    head = model.get_output_embeddings()
+    return tuple(name for name, module in model.named_modules() if head is not None and module is head)
 
 
 def complete_ignore_list(directory: Path, kept: Sequence[str]) -> tuple[str, ...]:
@@ -361,7 +374,8 @@ def complete_ignore_list(directory: Path, kept: Sequence[str]) -> tuple[str, ...
     quant = config.get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
         return ()
-    added = tuple(module for module in kept if declared_kind(quant, module) != SIXTEEN)
+    unique = dict.fromkeys(kept)  # a head can be both kept by the recipe and untouched
+    added = tuple(module for module in unique if declared_kind(quant, module) != SIXTEEN)
     if added:
         quant["ignore"] = [*(quant.get("ignore") or ()), *added]
         write_atomic(path, json.dumps(config, indent=2) + "\n")
