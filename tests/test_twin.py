@@ -131,8 +131,20 @@ def _kl_and_agreement(reference: list[torch.Tensor], candidate: list[torch.Tenso
     return float(kl.mean()), float(agree.mean())
 
 
+# The fp8 preset stores fp8_dynamic (issue 28). compressed-tensors' per-token input quantization
+# keeps dims 0 and 1 of the input (`compute_dynamic_scales_and_zp`, strategy TOKEN), so on the 2-D
+# [tokens, hidden] inputs transformers' Qwen3.5 MoE hands the shared expert every element gets its
+# own scale and nothing is rounded, while vLLM (and the twin) round them per token: measured KL
+# 8e-4 on the toy. The CPU twin does not model that yet.
+_CPU_PER_TOKEN_GAP = pytest.mark.xfail(
+    strict=True, reason="compressed-tensors leaves 2-D per-token inputs unrounded on the CPU path"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(_TOLERANCE))
+@pytest.mark.parametrize(
+    "fmt", [pytest.param(f, marks=_CPU_PER_TOKEN_GAP) if f == "fp8" else f for f in _TOLERANCE]
+)
 def test_twin_computes_what_its_export_computes(
     fmt: str, toy_exports: dict[str, Path], tmp_path: Path
 ) -> None:

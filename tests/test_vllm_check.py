@@ -27,7 +27,9 @@ def _quant_config(export: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def auto_round_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The bundled model in fp8 and nvfp4, AutoRound's own format (the old defaults)."""
+    """The bundled model in fp8 (static activations: AutoRound's own format holds no dynamic
+    per-channel FP8) and nvfp4, AutoRound's own format (the old defaults)."""
+    from quantscope.recipe import Recipe
     from quantscope.toy import checkpoint_dir
 
     out = tmp_path_factory.mktemp("auto-round-exports")
@@ -35,7 +37,11 @@ def auto_round_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
         iters=0, nsamples=1, seqlen=32, dataset="toy", kl_samples=1, kl_tokens=16,
         export_format="auto_round", verify=False,
     )  # fmt: skip
-    return {fmt: quantize(checkpoint_dir(), fmt, out / fmt, options).directory for fmt in ("fp8", "nvfp4")}
+    recipes = {"fp8": Recipe("fp8-static", "fp8"), "nvfp4": "nvfp4"}
+    return {
+        fmt: quantize(checkpoint_dir(), recipe, out / fmt, options).directory
+        for fmt, recipe in recipes.items()
+    }
 
 
 @pytest.mark.parametrize("fmt", ["fp8", "nvfp4"])
