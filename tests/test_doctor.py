@@ -133,7 +133,7 @@ def test_no_gpu_says_what_the_cpu_path_runs():
     finding = _one(diagnosis, "cpu")
     assert finding.level == "ok"
     # The transformers CPU path quantize-dequantizes activations for every activation format.
-    for name in ("fp8", "fp8_block", "nvfp4", "mxfp4"):
+    for name in ("fp8_dynamic", "fp8_block", "nvfp4", "mxfp4"):
         assert name in finding.message
     assert not [f for f in diagnosis.findings if f.topic.startswith("NVIDIA")]
 
@@ -147,7 +147,7 @@ def test_json_is_the_diagnosis():
         "name": H100.name,
         "capability": 90,
         "memory_bytes": H100.memory_bytes,
-        "native": ["fp8", "fp8_block"],
+        "native": ["fp8_dynamic", "fp8_block"],
         "fallback": ["nvfp4", "mxfp4"],
     }
     mxfp4 = {f["kind"]: f["scheme"] for f in device["formats"] if f["format"] == "mxfp4"}
@@ -162,7 +162,7 @@ def test_json_is_the_diagnosis():
 def test_h100_runs_fp4_weight_only_or_w4a8_with_a_warning():
     diagnosis = diagnose(query_devices=lambda: [H100], kernels=KernelSet())
     (device,) = diagnosis.devices
-    assert device.native == ("fp8", "fp8_block")
+    assert device.native == ("fp8_dynamic", "fp8_block")
     assert device.fallback == ("nvfp4", "mxfp4")
     (warning,) = _device_warnings(diagnosis, H100)
     assert "nvfp4 / mxfp4" in warning.message and "16-bit" in warning.message
@@ -179,7 +179,7 @@ def test_h100_runs_fp4_weight_only_or_w4a8_with_a_warning():
 def test_b200_runs_every_format_as_declared_without_a_warning():
     diagnosis = diagnose(query_devices=lambda: [B200], kernels=KernelSet())
     (device,) = diagnosis.devices
-    assert device.native == ("fp8", "fp8_block", "nvfp4", "mxfp4")
+    assert device.native == ("fp8_dynamic", "fp8_block", "nvfp4", "mxfp4")
     assert device.fallback == ()
     assert _device_warnings(diagnosis, B200) == []
     assert [f.level for f in diagnosis.findings if f.topic.startswith(B200.name)] == ["ok"]
@@ -201,9 +201,9 @@ def test_a10g_runs_fp8_weight_only():
     diagnosis = diagnose(query_devices=lambda: [A10G], kernels=KernelSet())
     (device,) = diagnosis.devices
     assert device.native == ()
-    assert {"fp8", "fp8_block"} <= set(device.fallback)
-    fp8 = [f for f in _device_warnings(diagnosis, A10G) if "fp8 / fp8_block" in f.message]
-    assert len(fp8) == 1 and "fp8 on L4, L40S, RTX-4090, H100" in fp8[0].message
+    assert {"fp8_dynamic", "fp8_block"} <= set(device.fallback)
+    fp8 = [f for f in _device_warnings(diagnosis, A10G) if "fp8_dynamic / fp8_block" in f.message]
+    assert len(fp8) == 1 and "fp8_dynamic on L4, L40S, RTX-4090, H100" in fp8[0].message
 
 
 def test_kernel_packages_default_to_vllm_032s_cuda_wheel_without_vllm():

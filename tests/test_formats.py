@@ -16,8 +16,8 @@ from quantscope.formats import (
     get_format,
     stored_bytes,
 )
-from quantscope.quantize.autoround import KEEP_16BIT
-from quantscope.recipe import KEPT, assign_schemes, load_recipe, predict_footprint
+from quantscope.quantize.autoround import KEEP_16BIT, autoround_scheme
+from quantscope.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
 
 
 def _layout(shape: tuple[int, ...], name: str) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -158,7 +158,7 @@ def tiny_qwen3_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _autoround_export(
-    source: Path, out: Path, scheme: str, export_format: str, layer_config: dict, kept: list[str]
+    source: Path, out: Path, scheme: str | dict, export_format: str, layer_config: dict, kept: list[str]
 ) -> Path:
     """AutoRound's own RTN export, plus quantscope's one fix-up: on CPUs without native bf16
     AutoRound saves its unquantized layers and FP8 scales as float32, and `restore_source_dtypes`
@@ -196,7 +196,8 @@ _CASES = [
     pytest.param("tiny_qwen3_moe_dir", "w4a16", id="qwen3moe-w4a16"),
     pytest.param("tiny_qwen3_moe_dir", "nvfp4", marks=pytest.mark.slow, id="qwen3moe-nvfp4"),
     pytest.param("odd_qwen3_dir", "mxfp4", marks=pytest.mark.slow, id="odd-mxfp4"),
-    pytest.param("odd_qwen3_dir", "fp8", marks=pytest.mark.slow, id="odd-fp8"),
+    pytest.param("odd_qwen3_dir", "fp8", marks=pytest.mark.slow, id="odd-fp8"),  # fp8_dynamic: no input_scale
+    pytest.param("odd_qwen3_dir", Recipe("fp8-static", "fp8"), marks=pytest.mark.slow, id="odd-fp8-static"),
     pytest.param("odd_qwen3_dir", "fp8-block", marks=pytest.mark.slow, id="odd-fp8-block"),
     pytest.param("odd_qwen3_dir", "w8a16", marks=pytest.mark.slow, id="odd-w8a16"),
 ]
@@ -206,7 +207,7 @@ _CASES = [
 def test_prediction_matches_autoround_export_exactly(fixture, preset, request, tmp_path):
     source = request.getfixturevalue(fixture)
     anatomy = load_anatomy(source)
-    recipe = load_recipe(preset)
+    recipe = load_recipe(preset) if isinstance(preset, str) else preset
     fmt = recipe.format
     schemes = assign_schemes(anatomy, recipe)
     # Layers our plan keeps 16-bit but AutoRound's own rules would quantize (a fused-set partner,
@@ -216,7 +217,7 @@ def test_prediction_matches_autoround_export_exactly(fixture, preset, request, t
     folder = _autoround_export(
         source,
         tmp_path / "out",
-        fmt.autoround_scheme,
+        autoround_scheme(fmt),
         fmt.export_format,
         layer_config,
         kept=[m for m, s in schemes.items() if s == KEPT],

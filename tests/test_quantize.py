@@ -225,7 +225,12 @@ def test_bad_destinations_and_inputs_fail_before_any_work(tiny_qwen3_dir: Path, 
     with pytest.raises(QuantscopeError, match="already quantized"):
         quantize(moe_safe.directory, "w4a16", tmp_path / "again", options)
     with pytest.raises(QuantscopeError, match="use --format llm_compressor or auto_round"):
-        quantize(tiny_qwen3_dir, "fp8", tmp_path / "fp8", QuantizeOptions(export_format="auto_gptq", **FAST))
+        quantize(
+            tiny_qwen3_dir, "nvfp4", tmp_path / "fp4", QuantizeOptions(export_format="auto_gptq", **FAST)
+        )
+    # AutoRound's own format refuses per-channel FP8 with dynamic activations (the fp8 preset)
+    with pytest.raises(QuantscopeError, match="'fp8_dynamic' cannot be exported in format 'auto_round'; use"):
+        quantize(tiny_qwen3_dir, "fp8", tmp_path / "fp8", QuantizeOptions(export_format="auto_round", **FAST))
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".*partial*"))
 
 

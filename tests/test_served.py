@@ -41,7 +41,8 @@ def vllm_config() -> Iterator[None]:
 
 
 def _ours(served: Served) -> Picked:
-    return Picked(served.kernel, served.act, served.shared_scale, served.pow2_scales)
+    kernel = "refused" if served.refused else served.kernel  # the oracle's word for a refusal
+    return Picked(kernel, served.act, served.shared_scale, served.pow2_scales)
 
 
 @pytest.mark.parametrize("kernels", KERNEL_SETS, ids=lambda k: k.describe().replace(" ", ""))
@@ -129,11 +130,60 @@ NO_DEEPGEMM = KernelSet(deep_gemm=False)
         # NVFP4 on Hopper: Humming first, but its schema keeps 16-bit inputs for NVFP4 weights
         ("nvfp4", "H100", "linear", DEFAULT, "HummingNvFp4LinearKernel", "W4A16"),
         ("nvfp4", "B200", "linear", DEFAULT, "FlashInferCuteDslNvFp4LinearKernel", "W4A4 (NVFP4)"),
+        # issue 28: per-channel FP8 with dynamic per-token inputs (the fp8 preset) runs on MoE
+        # experts too; with static inputs vLLM's FP8 MoE method refuses them on every GPU
+        (
+            "fp8_dynamic",
+            "H100",
+            "experts",
+            DEFAULT,
+            "VLLM_CUTLASS",
+            "W8A8 (FP8 e4m3, dynamic per-token scale)",
+        ),
+        (
+            "fp8_dynamic",
+            "B200",
+            "experts",
+            DEFAULT,
+            "VLLM_CUTLASS",
+            "W8A8 (FP8 e4m3, dynamic per-token scale)",
+        ),
+        ("fp8_dynamic", "L40S", "experts", DEFAULT, "TRITON", "W8A8 (FP8 e4m3, dynamic per-token scale)"),
+        ("fp8_dynamic", "A100", "experts", DEFAULT, "MARLIN", "W8A16"),
+        (
+            "fp8_dynamic",
+            "H100",
+            "linear",
+            DEFAULT,
+            "CutlassFP8ScaledMMLinearKernel",
+            "W8A8 (FP8 e4m3, dynamic per-token scale)",
+        ),
+        (
+            "fp8",
+            "H100",
+            "linear",
+            DEFAULT,
+            "CutlassFP8ScaledMMLinearKernel",
+            "W8A8 (FP8, static per-tensor scale)",
+        ),
     ],
 )
 def test_defect_rows(fmt: str, gpu: str, kind: str, kernels: KernelSet, kernel: str, scheme: str) -> None:
     served = served_activations(fmt, gpu, kind, kernels)
     assert (served.kernel, served.scheme) == (kernel, scheme)
+
+
+@pytest.mark.parametrize("gpu", TABLE_GPUS)
+def test_static_fp8_experts_are_refused_on_every_gpu(vllm_config: None, gpu: str) -> None:
+    """Issue 28: vLLM's FP8 MoE method builds per-channel weights only with dynamic per-token
+    inputs, whatever the GPU; dense layers of the same format still load (with a static scale)."""
+    from quantscope.gpus import get_gpu
+
+    with vllm_on_gpu(get_gpu(gpu).capability, DEFAULT, QWEN35_MOE):
+        assert pick_experts("fp8").kernel == "refused"
+        assert pick_experts("fp8_dynamic").kernel != "refused"
+    assert served_activations("fp8", gpu, "experts").scheme == "not loaded"
+    assert not served_activations("fp8", gpu, "linear").refused
 
 
 def test_nvfp4_experts_on_blackwell_share_one_activation_scale_per_layer() -> None:

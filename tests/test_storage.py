@@ -72,7 +72,7 @@ CT_FORMULAS: dict[str, tuple[str, Formula]] = {
     ),
     "W8A8": ("INT8 per-channel", lambda o, i: 8 + 16 / i),  # int8, bf16 scale per output channel
     "FP8": ("FP8 per-tensor", lambda o, i: 8 + 2 * 16 / (o * i)),  # bf16 weight and input scales
-    "FP8_DYNAMIC": ("FP8 per-channel", lambda o, i: 8 + 16 / i),
+    "FP8_DYNAMIC": ("FP8 per-channel (dynamic)", lambda o, i: 8 + 16 / i),  # no input scale
     "FP8_BLOCK": (
         "FP8 block 128×128",
         lambda o, i: 8 + 16 * math.ceil(o / 128) * math.ceil(i / 128) / (o * i),
@@ -193,6 +193,16 @@ def test_compressed_tensors_alone_writes_and_we_read_each_format(
             )
         assert contents.params == source.total_params, preset
         assert contents.label.endswith("(compressed-tensors)"), preset
+
+
+def test_compressed_tensors_fp8_dynamic_reads_as_dynamic_activations(
+    producer_exports: ProducerExports, tiny_qwen3_dir: Path
+):
+    """compressed-tensors' own FP8_DYNAMIC preset (per-channel weights, per-token dynamic inputs,
+    no input_scale) reads back as quantscope's fp8_dynamic (issue 28)."""
+    dynamic = read_contents(load_anatomy(producer_exports("qwen3", "FP8_DYNAMIC", COMPRESSED_TENSORS)))
+    assert {w.scheme for w in dynamic.weights.values() if w.is_quantized} == {"fp8_dynamic"}
+    assert derive_recipe(dynamic.anatomy).recipe.scheme == "fp8_dynamic"
 
 
 @pytest.mark.slow

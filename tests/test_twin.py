@@ -61,6 +61,8 @@ def test_mxfp4_and_fp8_activation_rounding_is_autoroundʼs() -> None:
         ("mxfp4", "A100", False),  # Marlin; on H200 Humming runs it W4A8 (tests/test_served.py)
         ("fp8", "L4", True),  # sm89: FP8 tensor cores
         ("fp8", "A100", False),  # Marlin W8A16
+        ("fp8_dynamic", "L4", True),  # per-token FP8 on CUTLASS (dense) / Triton (experts)
+        ("fp8_dynamic", "A100", False),
         ("fp8_block", "H100", True),
         ("w4a16", "B200", False),
         ("nvfp4", "cpu", True),  # AutoRound's CPU modules quantize the inputs as declared
@@ -129,8 +131,20 @@ def _kl_and_agreement(reference: list[torch.Tensor], candidate: list[torch.Tenso
     return float(kl.mean()), float(agree.mean())
 
 
+# The fp8 preset stores fp8_dynamic (issue 28). compressed-tensors' per-token input quantization
+# keeps dims 0 and 1 of the input (`compute_dynamic_scales_and_zp`, strategy TOKEN), so on the 2-D
+# [tokens, hidden] inputs transformers' Qwen3.5 MoE hands the shared expert every element gets its
+# own scale and nothing is rounded, while vLLM (and the twin) round them per token: measured KL
+# 8e-4 on the toy. The CPU twin does not model that yet.
+_CPU_PER_TOKEN_GAP = pytest.mark.xfail(
+    strict=True, reason="compressed-tensors leaves 2-D per-token inputs unrounded on the CPU path"
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(_TOLERANCE))
+@pytest.mark.parametrize(
+    "fmt", [pytest.param(f, marks=_CPU_PER_TOKEN_GAP) if f == "fp8" else f for f in _TOLERANCE]
+)
 def test_twin_computes_what_its_export_computes(
     fmt: str, toy_exports: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -249,6 +263,21 @@ def test_deepgemm_power_of_two_fp8_rounding_is_vllmʼs() -> None:
     theirs = values.float() * scales.repeat_interleave(128, dim=-1)[:, :320]
     assert torch.equal(qdq_activation(x, served_spec("fp8_group"), pow2=True), theirs)
     assert not torch.equal(qdq_activation(x, served_spec("fp8_group")), theirs)  # FP32 scales differ
+
+
+def test_fp8_dynamic_inputs_are_rounded_per_token_as_vllm_rounds_them() -> None:
+    """fp8_dynamic (the fp8 preset) declares FP8 inputs with one dynamic scale per token: against
+    vLLM's own `QuantFP8.forward_native` (per-token group shape), what its CUTLASS path quantizes."""
+    pytest.importorskip("vllm", reason="vLLM's QuantFP8 is the oracle")
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.quantization.input_quant_fp8 import QuantFP8
+    from vllm.model_executor.layers.quantization.utils.quant_utils import GroupShape
+
+    x = _activations().reshape(-1, 320)
+    with set_current_vllm_config(VllmConfig()):
+        values, scales = QuantFP8(static=False, group_shape=GroupShape.PER_TOKEN).forward_native(x)
+    assert torch.equal(qdq_activation(x, act_spec("fp8_dynamic")), values.float() * scales)
+    assert served_activations("fp8_dynamic", "H100", "experts").act == "fp8_token"
 
 
 def test_hummingʼs_w4a8_inputs_are_fp8_per_token_as_humming_rounds_them() -> None:

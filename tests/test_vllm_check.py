@@ -27,7 +27,9 @@ def _quant_config(export: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def auto_round_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The bundled model in fp8 and nvfp4, AutoRound's own format (the old defaults)."""
+    """The bundled model in fp8 (static activations: AutoRound's own format holds no dynamic
+    per-channel FP8) and nvfp4, AutoRound's own format (the old defaults)."""
+    from quantscope.recipe import Recipe
     from quantscope.toy import checkpoint_dir
 
     out = tmp_path_factory.mktemp("auto-round-exports")
@@ -35,7 +37,11 @@ def auto_round_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
         iters=0, nsamples=1, seqlen=32, dataset="toy", kl_samples=1, kl_tokens=16,
         export_format="auto_round", verify=False,
     )  # fmt: skip
-    return {fmt: quantize(checkpoint_dir(), fmt, out / fmt, options).directory for fmt in ("fp8", "nvfp4")}
+    recipes = {"fp8": Recipe("fp8-static", "fp8"), "nvfp4": "nvfp4"}
+    return {
+        fmt: quantize(checkpoint_dir(), recipe, out / fmt, options).directory
+        for fmt, recipe in recipes.items()
+    }
 
 
 @pytest.mark.parametrize("fmt", ["fp8", "nvfp4"])
@@ -68,7 +74,7 @@ def _toy_layer_kinds(layers: int) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("fmt", "method", "route"),
     [("w4a16", "inc", "auto_round"), ("nvfp4", "compressed-tensors", "llm_compressor"),
-     ("mxfp4", "compressed-tensors", "llm_compressor")],
+     ("mxfp4", "compressed-tensors", "llm_compressor"), ("fp8", "compressed-tensors", "llm_compressor")],
 )  # fmt: skip
 def test_default_exports_build_every_layer(
     toy_exports: dict[str, Path], fmt: str, method: str, route: str
@@ -86,16 +92,55 @@ def test_default_exports_build_every_layer(
     assert all(layer.ok for layer in result.layers)
 
 
-def test_fp8_experts_are_refused_by_vllms_compressed_tensors_moe_method(toy_exports: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def static_fp8_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled model in the `fp8` format (static per-tensor activations), the fp8 preset's
+    format until issue 28: RTN, unverified (verify fails it on the vLLM check)."""
+    from quantscope.recipe import Recipe
+    from quantscope.toy import checkpoint_dir
+
+    options = QuantizeOptions(
+        iters=0, nsamples=1, seqlen=32, dataset="toy", kl_samples=1, kl_tokens=16, verify=False
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("static-fp8") / "export"
+    return quantize(checkpoint_dir(), Recipe("fp8-static", "fp8"), out, options).directory
+
+
+def test_static_fp8_experts_are_refused_by_vllms_compressed_tensors_moe_method(
+    static_fp8_export: Path,
+) -> None:
     """Per-channel FP8 weights with static per-tensor activations: vLLM 0.32 builds them as linear
     layers, but its FP8 MoE method takes only per-tensor/per-tensor, per-channel/per-token or
-    block scales (compressed_tensors_moe_w8a8_fp8.py)."""
-    result = vllm_loadable(load_anatomy(toy_exports["fp8"]))
+    block scales (compressed_tensors_moe_w8a8_fp8.py). Why the fp8 preset stores fp8_dynamic."""
+    result = vllm_loadable(load_anatomy(static_fp8_export))
     assert result.status == "refused" and result.quant_method == "compressed-tensors"
     refused = {layer.kind for layer in result.refused}
     assert refused == {"experts"}
     assert all("CompressedTensorsW8A8Fp8MoEMethod" in layer.note for layer in result.refused)
     assert "CompressedTensorsW8A8Fp8MoEMethod" in result.line()
+
+
+def test_fp8_preset_exports_per_channel_weights_with_dynamic_per_token_activations(
+    toy_exports: dict[str, Path],
+) -> None:
+    """The fp8 preset's export as compressed-tensors' own classes read it (weights per channel,
+    inputs per token and dynamic), and its tensors: FP8 weights, one scale per row, no input_scale
+    (issue 28: what vLLM's FP8 MoE method takes with per-channel weights)."""
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationStrategy
+
+    export = toy_exports["fp8"]
+    config = QuantizationConfig.model_validate(_quant_config(export))
+    (scheme,) = config.config_groups.values()
+    assert scheme.weights.strategy == QuantizationStrategy.CHANNEL and not scheme.weights.dynamic
+    assert scheme.input_activations.strategy == QuantizationStrategy.TOKEN
+    assert scheme.input_activations.dynamic and scheme.input_activations.num_bits == 8
+    anatomy = load_anatomy(export)
+    names = {tensor.name: tensor for tensor in anatomy.tensors}
+    fp8 = [tensor for tensor in anatomy.tensors if tensor.dtype == "F8_E4M3"]
+    assert fp8 and not [name for name in names if name.endswith("input_scale")]
+    for weight in fp8:
+        scale = names[weight.name.removesuffix("weight") + "weight_scale"]
+        assert scale.shape == (weight.shape[0], 1)
 
 
 def test_not_checked_without_vllm(toy_exports: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,9 +153,9 @@ def test_not_checked_without_vllm(toy_exports: dict[str, Path], monkeypatch: pyt
     assert check.skipped and check.detail == "not checked (vLLM not installed)"
 
 
-# The default routes no other test exports: FP8 on a tiny dense Qwen3.5 (on the MoE vLLM refuses
-# its experts, above), and block FP8 (which transformers cannot load, so verify cannot run) on
-# dense and MoE. W4A16 / NVFP4 / MXFP4 are `toy_exports` (MoE) here, and tests/test_quantize.py's
+# The default routes no other test exports: FP8 on a tiny dense Qwen3.5 (the MoE is `toy_exports`),
+# and block FP8 (which transformers cannot load, so verify cannot run) on
+# dense and MoE. W4A16 / NVFP4 / MXFP4 / FP8 are `toy_exports` (MoE) here, and tests/test_quantize.py's
 # presets on the tiny Qwen3.5-MoE and dense Qwen3, which verify, this check included. (Dense
 # Qwen3.5 in those three takes 50-150 s of RTN each on a 2-core CPU; measured loadable.)
 _DEFAULTS = [

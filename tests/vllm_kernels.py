@@ -278,11 +278,13 @@ def pick_linear(format_name: str) -> Picked:
             return Picked(kernel, _humming_act(_MXFP4_WEIGHTS, keys.kMxfp4Dynamic))
         return Picked(kernel, "" if kernel in _WEIGHT_ONLY else "mxfp4")
     block = fmt.block is not None
-    weight, act = (
-        (keys.kFp8Static128BlockSym, keys.kFp8Dynamic128Sym)
-        if block
-        else (keys.kFp8StaticChannelSym, keys.kFp8StaticTensorSym)
-    )
+    if block:
+        weight, act = keys.kFp8Static128BlockSym, keys.kFp8Dynamic128Sym
+    else:  # compressed_tensors_w8a8_fp8.py: activation_quant_key_mapping
+        weight, act = (
+            keys.kFp8StaticChannelSym,
+            (keys.kFp8DynamicTokenSym if fmt.act_dynamic else keys.kFp8StaticTensorSym),
+        )
     capability = current_platform.get_device_capability().to_int()
     if capability < CompressedTensorsW8A8Fp8.get_min_capability():
         # compressed_tensors.py builds CompressedTensorsW8A16Fp8 instead: weight-only
@@ -294,7 +296,7 @@ def pick_linear(format_name: str) -> Picked:
     if kernel in _WEIGHT_ONLY:
         return Picked(kernel, "")
     if not block:
-        return Picked(kernel, "fp8_tensor")
+        return Picked(kernel, "fp8_token" if fmt.act_dynamic else "fp8_tensor")
     deep = kernel in ("DeepGemmFp8BlockScaledMMKernel", "FlashInferFp8DeepGEMMDynamicBlockScaledKernel")
     return Picked(kernel, "fp8_group", pow2_scales=deep and is_deep_gemm_e8m0_used())
 
@@ -372,20 +374,42 @@ def pick_experts(format_name: str) -> Picked:
             return Picked(backend.name, _humming_moe_act() if backend.name == "HUMMING" else "")
         return Picked(backend.name, "nvfp4", nvfp4.is_global_sf_supported_for_nvfp4_backend(backend))
     block = fmt.block is not None
-    weight, act = (
-        (keys.kFp8Static128BlockSym, keys.kFp8Dynamic128Sym)
-        if block
-        else (keys.kFp8StaticTensorSym, keys.kFp8StaticTensorSym)
-    )
+    if not block:
+        return _pick_fp8_channel_experts(fmt)
+    weight, act = keys.kFp8Static128BlockSym, keys.kFp8Dynamic128Sym
     backend, _ = fp8.select_fp8_moe_backend(_moe_config(), weight, act, allow_vllm_cutlass=True)
     if backend in (fp8.Fp8MoeBackend.MARLIN, fp8.Fp8MoeBackend.HUMMING):
         return Picked(backend.name, _humming_moe_act() if backend.name == "HUMMING" else "")
-    if not block:
-        # compressed_tensors_moe_w8a8_fp8.py: static scales reduced to one per layer
-        # (process_fp8_input_tensor_strategy_moe) whatever the backend
-        return Picked(backend.name, "fp8_tensor", shared_scale=True)
     deep = backend in (fp8.Fp8MoeBackend.DEEPGEMM, fp8.Fp8MoeBackend.BATCHED_DEEPGEMM)
     return Picked(backend.name, "fp8_group", pow2_scales=deep and is_deep_gemm_e8m0_used())
+
+
+def _pick_fp8_channel_experts(fmt: object) -> Picked:
+    """vLLM's compressed-tensors FP8 MoE method built as its loader builds it for per-channel FP8
+    weights with `fmt`'s activations (static per-tensor or dynamic per-token): its constructor
+    refuses the pair it cannot serve, else selects the backend (compressed_tensors_moe_w8a8_fp8.py)."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from vllm.model_executor.layers.fused_moe.oracle.fp8 import Fp8MoeBackend
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors_moe.compressed_tensors_moe_w8a8_fp8 import (  # noqa: E501
+        CompressedTensorsW8A8Fp8MoEMethod,
+    )
+
+    weights = QuantizationArgs(num_bits=8, type="float", strategy="channel", symmetric=True, dynamic=False)
+    inputs = QuantizationArgs(
+        num_bits=8,
+        type="float",
+        strategy="token" if fmt.act_dynamic else "tensor",
+        symmetric=True,
+        dynamic=fmt.act_dynamic,
+    )
+    try:
+        method = CompressedTensorsW8A8Fp8MoEMethod(weights, inputs, _moe_config())
+    except (AssertionError, ValueError):  # static per-tensor inputs with per-channel weights: it
+        return Picked("refused", "")  # asserts block weights, or "we require ... dynamic per token"
+    backend = method.fp8_backend
+    if backend in (Fp8MoeBackend.MARLIN, Fp8MoeBackend.HUMMING):
+        return Picked(backend.name, _humming_moe_act() if backend.name == "HUMMING" else "")
+    return Picked(backend.name, "fp8_token")
 
 
 def _humming_moe_act() -> str:

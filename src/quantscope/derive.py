@@ -128,6 +128,7 @@ _CANONICAL = {
     "nvfp4": "NVFP4",
     "mxfp4": "MXFP4",
     "fp8": "FP8 per-channel",
+    "fp8_dynamic": "FP8 per-channel (dynamic)",
     "fp8_block": "FP8 block 128×128",
 }
 

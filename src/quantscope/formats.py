@@ -44,7 +44,11 @@ class Format:
     `weight_bits`: bits per stored weight element (16 = unquantized). `group_size`: weights sharing
     one scale along the input dim (None: one scale per output channel, or no scale at all);
     `block`: 2-D scale block `(rows, cols)` for block-scaled FP8. `data_type`: "float", "int",
-    "fp8", "nvfp4" or "mxfp4". `autoround_scheme` / `export_format`: how AutoRound produces it.
+    "fp8", "nvfp4" or "mxfp4". `act_dynamic`: FP8 activation scales are computed from each input
+    at run time (per token, or per token and 128 channels for block FP8), so no `input_scale` is
+    stored; False for FP8 means one static per-tensor scale, calibrated and stored.
+    `autoround_scheme` / `export_format`: how AutoRound produces it (`autoround_scheme` None for
+    a quantized format: AutoRound has no preset, `quantize.autoround` builds a scheme dict).
     """
 
     name: str
@@ -54,6 +58,7 @@ class Format:
     sym: bool = True
     block: tuple[int, int] | None = None
     act_bits: int = 16
+    act_dynamic: bool = False
     autoround_scheme: str | None = None
     export_format: str | None = None
     description: str = ""
@@ -80,12 +85,23 @@ _BASE_FORMATS: dict[str, Format] = {
             description="FP8 E4M3 weights, one scale per output channel, static FP8 activations",
         ),
         Format(
+            "fp8_dynamic",
+            8,
+            None,
+            "fp8",
+            act_bits=8,
+            act_dynamic=True,
+            export_format="llm_compressor",
+            description="FP8 E4M3 weights, one scale per output channel, dynamic per-token FP8 activations",
+        ),
+        Format(
             "fp8_block",
             8,
             None,
             "fp8",
             block=(128, 128),
             act_bits=8,
+            act_dynamic=True,
             autoround_scheme="FP8_BLOCK",
             export_format="auto_round",
             description="FP8 E4M3 weights, one scale per 128×128 block, dynamic FP8 activations",
@@ -120,7 +136,7 @@ _INT_RE = re.compile(r"^w(?P<bits>[348])a16(?:_g(?P<group>\d+))?(?P<asym>_asym)?
 def get_format(name: str) -> Format:
     """The Format called `name`.
 
-    Names: "bf16", "fp16", "fp8", "fp8_block", "nvfp4", "mxfp4", and the integer weight-only
+    Names: "bf16", "fp16", "fp8", "fp8_dynamic", "fp8_block", "nvfp4", "mxfp4", and the integer weight-only
     family "w4a16" / "w8a16" / "w3a16" (group 128, symmetric) with optional `_g32` / `_g64` / `_g128`
     and `_asym`, e.g. "w4a16_g32_asym". Raises QuantscopeError listing the valid names.
     """
@@ -254,12 +270,10 @@ def _fp8_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[Expo
         scale_shape = (math.ceil(out_features / rows), math.ceil(in_features / cols))
         return (weight, ExportedTensor("weight_scale_inv", "BF16", scale_shape))
     # Per-channel FP8 goes through compressed-tensors (the route vLLM loads): one scale per row as a
-    # column `[out, 1]` (AutoRound's own format wrote `[out]`).
-    return (
-        weight,
-        ExportedTensor("weight_scale", "BF16", (out_features, 1)),
-        ExportedTensor("input_scale", "BF16", (1,)),
-    )
+    # column `[out, 1]` (AutoRound's own format wrote `[out]`); static activations add their one
+    # calibrated `input_scale`, dynamic ones store nothing (their scale is computed per token).
+    channel = (weight, ExportedTensor("weight_scale", "BF16", (out_features, 1)))
+    return channel if fmt.act_dynamic else (*channel, ExportedTensor("input_scale", "BF16", (1,)))
 
 
 @lru_cache(maxsize=4096)

@@ -139,7 +139,12 @@ PRESETS: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         Recipe("bf16", "bf16", description="the original 16-bit weights"),
-        Recipe("fp8", "fp8", description="FP8 E4M3, per-channel scales, every eligible linear layer"),
+        Recipe(
+            "fp8",
+            "fp8_dynamic",
+            description="FP8 E4M3, per-channel weight scales, dynamic per-token FP8 activations, every "
+            "eligible linear layer",
+        ),
         Recipe(
             "fp8-block", "fp8_block", description="FP8 E4M3, 128×128 block scales (DeepSeek/Qwen FP8 style)"
         ),

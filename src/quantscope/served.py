@@ -140,7 +140,9 @@ def declared_act(fmt: Format) -> str:
     if not fmt.is_quantized or fmt.act_bits >= 16:
         return ""
     if fmt.data_type == "fp8":
-        return "fp8_group" if fmt.block else "fp8_tensor"
+        if fmt.block:
+            return "fp8_group"
+        return "fp8_token" if fmt.act_dynamic else "fp8_tensor"
     if fmt.data_type in ("nvfp4", "mxfp4"):
         return fmt.data_type
     raise QuantscopeError(
@@ -287,9 +289,12 @@ def _fp8_linear(fmt: Format, cc: int, ks: KernelSet, model_type: str | None) -> 
         kernel = "HummingFP8ScaledMMLinearKernel" if ks.humming else "MarlinFP8ScaledMMLinearKernel"
         return Served(fmt.name, "linear", "", kernel, source=f"{_LINEAR}: init_wfp8_a16_linear_kernel")
     if not fmt.block:
-        # _POSSIBLE_FP8_KERNELS: CUTLASS (csrc cutlass_scaled_mm_supports_fp8: sm89+) for
-        # per-channel weights with a static per-tensor input scale.
-        return Served(fmt.name, "linear", "fp8_tensor", "CutlassFP8ScaledMMLinearKernel", source=_LINEAR)
+        # _POSSIBLE_FP8_KERNELS: FlashInfer's takes per-tensor scales only (scaled_mm/flashinfer.py,
+        # can_implement), so CUTLASS (csrc cutlass_scaled_mm_supports_fp8: sm89+) runs per-channel
+        # weights, with the static per-tensor input scale or a dynamic per-token one
+        # (compressed_tensors_w8a8_fp8.py, activation_quant_key_mapping).
+        act = declared_act(fmt)
+        return Served(fmt.name, "linear", act, "CutlassFP8ScaledMMLinearKernel", source=_LINEAR)
     return _fp8_block_linear(fmt, cc, ks, model_type)
 
 
@@ -379,19 +384,21 @@ def _mxfp4_experts(fmt: Format, cc: int) -> Served:
 
 
 def _fp8_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
-    # layers/fused_moe/oracle/fp8.py, select_fp8_moe_backend; whatever the backend, the static
-    # input scales become one per layer, the largest over experts, for w13 and for w2
-    # (compressed_tensors_moe_w8a8_fp8.py: process_fp8_input_tensor_strategy_moe).
-    source = "layers/fused_moe/oracle/fp8.py; compressed_tensors_moe_w8a8_fp8.py"
+    # compressed_tensors_moe_w8a8_fp8.py, CompressedTensorsW8A8Fp8MoEMethod: per-channel weights
+    # only with dynamic per-token activations (static ones fail its constructor on every GPU);
+    # then layers/fused_moe/oracle/fp8.py, select_fp8_moe_backend: FlashInfer's FP8 MoE kernels
+    # take per-tensor or block scales only (experts/trtllm_fp8_moe.py, flashinfer_cutlass_moe.py:
+    # _supports_quant_scheme), so VLLM_CUTLASS (csrc cutlass_group_gemm_supported: sm90+), Triton
+    # (sm89), Marlin (weight-only) below. Each token's scale is its own: nothing shared.
+    source = "compressed_tensors_moe_w8a8_fp8.py; layers/fused_moe/oracle/fp8.py"
+    if not fmt.act_dynamic:
+        return _refused(
+            fmt, "experts", "FP8 MoE takes per-channel weights only with per-token inputs", source
+        )
     if cc < 89:
         return Served(fmt.name, "experts", "", "MARLIN", source=source)
-    if ks.flashinfer and cc // 10 == 10:
-        backend = "FLASHINFER_TRTLLM"
-    elif ks.flashinfer and cc >= 90:
-        backend = "FLASHINFER_CUTLASS"
-    else:
-        backend = "TRITON" if cc < 90 else "VLLM_CUTLASS"
-    return Served(fmt.name, "experts", "fp8_tensor", backend, shared_scale=True, source=source)
+    backend = "TRITON" if cc < 90 else "VLLM_CUTLASS"
+    return Served(fmt.name, "experts", "fp8_token", backend, source=source)
 
 
 def _fp8_block_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:

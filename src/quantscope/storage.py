@@ -340,8 +340,12 @@ def _fp8(module: str, found: Mapping[str, TensorInfo], quant: Mapping[str, Any])
     )
     if scale is None or (scale.numel == 1 and out > 1 and not inverse):
         label, scheme = "FP8 per-tensor", "fp8"
-    elif scale.shape in ((out,), (out, 1)) and not inverse:
+    elif scale.shape in ((out,), (out, 1)) and not inverse and "input_scale" in found:
         label, scheme = "FP8 per-channel", "fp8"
+    elif scale.shape in ((out,), (out, 1)) and not inverse:
+        # no stored input scale: the activations' scale is computed per token at run time
+        # (compressed-tensors' FP8_DYNAMIC, ModelOpt's FP8_PER_CHANNEL_PER_TOKEN)
+        label, scheme = "FP8 per-channel (dynamic)", "fp8_dynamic"
     else:
         # [⌈out/bo⌉, ⌈in/bi⌉], or ModelOpt's [⌈out/bo⌉, 1, ⌈in/bi⌉, 1]
         blocks = (scale.shape[0], scale.shape[2]) if len(scale.shape) == 4 else scale.shape[-2:]

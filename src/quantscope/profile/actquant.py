@@ -18,7 +18,9 @@ inputs:
   round the max's mantissa first (OCP), vLLM's Blackwell FlashInfer kernels round up (nothing
   clips). Each point carries the rule of the kernel it emulates.
 - FP8 (`FP8_STATIC`): one static per-tensor scale amax / 448 (the export's `input_scale`);
-  block FP8 (`FP8_BLOCK`): a dynamic scale per token and group of 128, rounded up to a power of
+  fp8_dynamic (compressed-tensors' FP8_DYNAMIC, the fp8 preset): a dynamic scale per token, row
+  |max| / 448, as vLLM's CUTLASS / Triton FP8 paths compute it (`_fp8_per_token`); block FP8
+  (`FP8_BLOCK`): a dynamic scale per token and group of 128, rounded up to a power of
   two where DeepGEMM runs it (UE8M0); Humming's W4A8 for MXFP4 weights on sm90: FP8 e4m3 with a
   dynamic scale per token.
 
@@ -151,7 +153,9 @@ def fp8_static_scale(amax: torch.Tensor | float) -> torch.Tensor:
 def _fp8_per_token(values: torch.Tensor) -> torch.Tensor:
     # Humming's dynamic per-token FP8 input quantization (its W4A8 path): scale = row |max| / 448,
     # floored at 1e-30 rather than vLLM's 1 / (448 * 512) (`humming/testing/process_input.py`,
-    # `quant_input_ref`, the reference its CUDA kernel is tested against).
+    # `quant_input_ref`, the reference its CUDA kernel is tested against). vLLM's own per-token
+    # quantization for fp8_dynamic (`_custom_ops.scaled_fp8_quant(use_per_token_if_dynamic=True)`)
+    # is the same rounding; the floors differ only for a row whose |max| is below 1/512.
     scale = (values.abs().amax(dim=-1, keepdim=True) / FP8_E4M3_MAX).clamp(min=1e-30)
     return round_to_e4m3((values / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)) * scale
 

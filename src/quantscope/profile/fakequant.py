@@ -56,7 +56,8 @@ class QdqSpec:
 
 
 # Keyed by quantscope format names (`quantscope.formats`), settings as AutoRound's schemes
-# W4A16, W8A16, NVFP4, MXFP4, FP8_STATIC (per-channel weights) and FP8_BLOCK.
+# W4A16, W8A16, NVFP4, MXFP4, FP8_STATIC (per-channel weights) and FP8_BLOCK; fp8_dynamic stores
+# the same per-channel weights (`qdq_spec` reads them from its Format).
 SPECS: dict[str, QdqSpec] = {
     "w4a16": QdqSpec("int", 4, 128),
     "w4a16_asym": QdqSpec("int", 4, 128, sym=False),

@@ -38,15 +38,34 @@ from quantscope.util import atomic_path, write_atomic
 # - AutoRound 0.16.1 leaves lm_head out of the compressed-tensors `ignore` list, so loaders would
 #   build it as FP8 without scales (NaN logits): `complete_ignore_list` adds every kept module;
 # - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`);
-# - fp8 on MoE experts has no route vLLM 0.32 loads: `CompressedTensorsW8A8Fp8MoEMethod` takes
-#   per-tensor/per-tensor, per-channel/dynamic per-token or block scales, not per-channel weights
-#   with static activations, and INC refuses fp8_static; verify fails such an export (use fp8-block).
+# - fp8 (static activations) on MoE experts has no route vLLM 0.32 loads:
+#   `CompressedTensorsW8A8Fp8MoEMethod` takes per-tensor/per-tensor, per-channel/dynamic per-token
+#   or block scales, not per-channel weights with static activations, and INC refuses fp8_static;
+#   verify fails such an export. fp8_dynamic (the fp8 preset) is per-channel/dynamic per-token.
 EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
     "int": ("auto_round", "llm_compressor"),
     "nvfp4": ("llm_compressor", "auto_round"),
     "mxfp4": ("llm_compressor", "auto_round"),
     "fp8": ("llm_compressor", "auto_round"),
+    "fp8_dynamic": ("llm_compressor",),
     "fp8_block": ("llm_compressor", "auto_round"),
+}
+
+# FP8 per-channel weights with dynamic per-token FP8 activations (compressed-tensors' FP8_DYNAMIC,
+# the W8A8 layout vLLM's FP8 MoE method takes with per-channel weights), which AutoRound 0.16 has
+# no preset for (auto_round/schemes.py): group_size -1 is one scale per output channel, and the
+# llm_compressor export writes act_group_size -1 as strategy "token" with dynamic true and no
+# input_scale (auto_round/export/export_to_llmcompressor/export.py, `_get_act_scheme_strategy`).
+FP8_DYNAMIC_SCHEME: Mapping[str, Any] = {
+    "bits": 8,
+    "group_size": -1,
+    "sym": True,
+    "data_type": "fp",
+    "act_bits": 8,
+    "act_group_size": -1,
+    "act_data_type": "fp",
+    "act_dynamic": True,
+    "act_sym": True,
 }
 
 # A complete 16-bit layer_config entry (see the module docstring for why every key is needed).
@@ -118,24 +137,29 @@ def layer_config_entry(fmt: Format) -> Any:
             "data_type": "int",
             "act_bits": 16,
         }
+    if fmt.autoround_scheme is None and fmt.data_type == "fp8" and fmt.act_dynamic and not fmt.block:
+        return dict(FP8_DYNAMIC_SCHEME)
     return fmt.autoround_scheme
 
 
 def autoround_scheme(fmt: Format) -> str | dict[str, Any]:
     """The AutoRound `scheme=` value for a recipe's main format; raises for 16-bit formats."""
-    if not fmt.is_quantized or fmt.autoround_scheme is None:
+    if not fmt.is_quantized:
         raise QuantscopeError(
             f"scheme {fmt.name!r} quantizes nothing: there is no AutoRound run to do; "
             "use the source checkpoint as the 16-bit variant"
         )
-    if fmt.data_type == "int" and (fmt.group_size != 128 or not fmt.sym):
+    if fmt.autoround_scheme is None or (fmt.data_type == "int" and (fmt.group_size != 128 or not fmt.sym)):
         return layer_config_entry(fmt)
     return fmt.autoround_scheme
 
 
 def format_family(fmt: Format) -> str:
-    """The export family of a quantized format: "int", "nvfp4", "mxfp4", "fp8" or "fp8_block"."""
-    return "fp8_block" if fmt.data_type == "fp8" and fmt.block else fmt.data_type
+    """The export family of a quantized format: "int", "nvfp4", "mxfp4", "fp8" (static per-channel),
+    "fp8_dynamic" or "fp8_block"."""
+    if fmt.data_type == "fp8" and fmt.block:
+        return "fp8_block"
+    return "fp8_dynamic" if fmt.data_type == "fp8" and fmt.act_dynamic else fmt.data_type
 
 
 def choose_export_format(formats: Sequence[Format], requested: str | None) -> str:
