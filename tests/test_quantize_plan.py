@@ -100,7 +100,7 @@ def test_fused_3d_experts_are_named_per_expert():
     ("preset", "export_format", "hint"),
     [
         ("nvfp4", "auto_gptq", "llm_compressor or auto_round"),
-        ("fp8", "auto_gptq", "llm_compressor or auto_round"),
+        ("fp8", "auto_gptq", "use --format llm_compressor$"),
         ("w4a16", "gguf", "auto_round or llm_compressor"),
     ],
 )
