@@ -288,3 +288,25 @@ def test_fp8_source_checkpoint_plans_from_logical_shapes(tmp_path: Path):
     assert predict_footprint(anatomy, PRESETS["bf16"]).total_bytes == 128 * 256 * 2
     w4 = predict_footprint(anatomy, PRESETS["w4a16"]).total_bytes
     assert w4 == stored_bytes((128, 256), get_format("w4a16"))
+
+
+def test_frozen_heap_freezes_for_its_duration_and_keeps_a_callers_freeze() -> None:
+    """The counts are the interpreter's own (gc.get_freeze_count); the test run froze its heap
+    after collection (conftest.py), so it is unfrozen here and frozen again after."""
+    import gc
+
+    from quantscope.util import frozen_heap
+
+    gc.unfreeze()
+    try:
+        with frozen_heap():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0
+        gc.freeze()
+        before = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == before
+    finally:
+        gc.collect()
+        gc.freeze()

@@ -25,7 +25,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
 from quantscope.quantize.manifest import AutoRoundSettings
 from quantscope.recipe import Recipe, assign_schemes
-from quantscope.util import atomic_path, write_atomic
+from quantscope.util import atomic_path, frozen_heap, write_atomic
 
 # Export formats (AutoRound `format=` values) per weight family, the default first: the route
 # vLLM 0.32 loads (`quantize.vllm_check` asks its classes; tests/test_vllm_check.py). "auto_round"
@@ -342,7 +342,7 @@ def run_autoround(
     stage_dir.mkdir(parents=True, exist_ok=True)
     source_dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
     model_dtype = model.dtype
-    with hybrid_attention_masks(model):
+    with hybrid_attention_masks(model), frozen_heap():
         try:
             rounder = AutoRound(
                 model,
