@@ -7,6 +7,8 @@ with the real transformers engine are in test_cli_eval.py.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from quantscope.engines.base import ChatRequest, Generation, ProgressCallback
 from quantscope.errors import QuantscopeError
 from quantscope.memory import weight_memory
 from quantscope.runner import (
+    COMMIT_SECONDS,
     SAMPLING_PRESETS,
     ProgressUpdate,
     RunSpec,
@@ -378,3 +381,44 @@ def _counts(store: Store, variant: str) -> dict[str, int]:
     for item, _ in store.done_keys(variant, "aime25"):
         counts[item] = counts.get(item, 0) + 1
     return counts
+
+
+class WatchedEngine(ScriptedEngine):
+    """Streams one completion, then waits until another connection to the store sees it (or gives
+    up after `patience` s) before streaming the rest: how long a finished generation sits in memory
+    before a kill could no longer lose it."""
+
+    def __init__(self, database: Path, patience: float) -> None:
+        super().__init__()
+        self.database, self.patience = database, patience
+        self.seen_after: float | None = None
+
+    def stream(self, requests: Sequence[ChatRequest]):
+        outcomes = self.generate(requests)
+        yield 0, outcomes[0]
+        start = time.monotonic()
+        while time.monotonic() - start < self.patience:
+            if self._committed() > 0:
+                self.seen_after = time.monotonic() - start
+                break
+            time.sleep(0.05)
+        yield from enumerate(outcomes[1:], start=1)
+
+    def _committed(self) -> int:
+        try:  # a reader of its own, as `quantscope analyse` during a run would be
+            with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=1) as db:
+                return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return 0
+
+
+def test_a_finished_generation_is_committed_within_the_commit_window(tmp_path: Path) -> None:
+    """README: completions are committed as they finish, at most ~2 s of work lost to a kill. The
+    first completion alone (a batch of 4 is not full) must reach the database while the engine
+    still holds the rest."""
+    engine = WatchedEngine(tmp_path / "quantscope.db", patience=COMMIT_SECONDS + 3)
+    with Store(tmp_path) as store:
+        run_eval(spec(k=1), store, engine=engine)
+        assert store.count("scripted-model") == N_ITEMS
+    assert engine.seen_after is not None, "the first completion was not committed while the run went on"
+    assert engine.seen_after <= COMMIT_SECONDS + 1.0

@@ -118,6 +118,46 @@ def test_rerunning_a_finished_sweep_does_nothing(here: Path) -> None:
     assert sum(job.rows_stored or 0 for job in estimate.jobs) == EXPECTED
 
 
+@pytest.mark.slow
+def test_a_failed_job_costs_no_other_and_a_rerun_does_only_what_is_left(
+    here: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a failed job never costs the others (its eval is blocked, the rest go on), and
+    rerunning after it does only what is left. Starts from the in-process run's w4a16 export;
+    nvfp4's quantization fails once, as an out-of-memory error would."""
+    import quantscope.quantize as quantize_module
+    from quantscope.errors import QuantscopeError
+
+    out = tmp_path / "out"
+    shutil.copytree(here / "checkpoints" / "toy" / "w4a16", out / "checkpoints" / "toy" / "w4a16")
+    real = quantize_module.quantize
+
+    def out_of_memory_for_nvfp4(source, recipe, *args, **kwargs):
+        if "nvfp4" in str(recipe):
+            raise QuantscopeError("CUDA out of memory while quantizing nvfp4")
+        return real(source, recipe, *args, **kwargs)
+
+    sweep = load_sweep(sweep_file(tmp_path), out=out)
+    with monkeypatch.context() as patch:
+        patch.setattr(quantize_module, "quantize", out_of_memory_for_nvfp4)
+        first = {job.job: job for job in run_sweep(sweep, reports=False).jobs}
+    assert first["quantize toy/nvfp4"].state == "failed"
+    assert "out of memory" in first["quantize toy/nvfp4"].detail
+    assert first["eval toy/thinking/nvfp4"].state == "blocked"
+    assert first["eval toy/thinking/w4a16"].state == "done", first["eval toy/thinking/w4a16"].detail
+    assert first["eval toy/thinking/w4a16"].generated == 8
+    assert first["eval toy/thinking/bf16"].state == "done"
+    assert first["quantize toy/w4a16"].state == "done"  # its twin only: the export was there
+
+    again = {job.job: job for job in run_sweep(sweep, reports=False).jobs}
+    assert {name for name, job in again.items() if job.state != "finished before"} == {
+        "quantize toy/nvfp4",
+        "eval toy/thinking/nvfp4",
+    }
+    assert again["eval toy/thinking/nvfp4"].generated == 8
+    assert stored_rows(out) == stored_rows(here)
+
+
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="the Ray tests need ray (pip install 'quantscope[ray]')"
 )
