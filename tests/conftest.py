@@ -3,7 +3,6 @@ torch thread count, a cache of its own) and the markers that select what runs.""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,15 +23,6 @@ OMP_NUM_THREADS to a task's num_cpus, 1), so their generations match the in-proc
 def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(TEST_THREADS)
 
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Move everything collection imported (torch, transformers, vLLM, ...: millions of objects)
-    out of the garbage collector's reach. AutoRound calls gc.collect() several times per layer
-    block (auto_round/utils/device_manager.py, _clear_memory_for_cpu_and_cuda); each full
-    collection walks the whole heap, which after collection made a tiny model's export take about
-    4 s instead of 0.5 s. Frozen objects are never freed, and module-level objects never are."""
-    gc.collect()
-    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ def autoround_export(source: Path, scheme: str, fmt: str, out: Path) -> Path:
     from auto_round import AutoRound
 
     from quantscope.quantize.autoround import hybrid_attention_masks
+    from quantscope.util import frozen_heap
 
     model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
@@ -30,18 +31,20 @@ def autoround_export(source: Path, scheme: str, fmt: str, out: Path) -> Path:
     # Plain RTN (disable_opt_rtn): AutoRound then picks its RTN compressor instead of the
     # imatrix-optimised one (auto_round/autoround.py, _select_rtn_compressor_base_cls); the
     # rounded values differ, the export format and its layout do not, in about two thirds of the time.
-    rounder = AutoRound(
-        model,
-        tokenizer,
-        scheme=scheme,
-        iters=0,
-        disable_opt_rtn=True,
-        nsamples=2,
-        seqlen=32,
-        dataset=text,
-        device_map="cpu",
-    )
-    with hybrid_attention_masks(model):  # AutoRound 0.16's hybrid-attention replay bug
+    # hybrid_attention_masks: AutoRound 0.16's hybrid-attention replay bug; frozen_heap: its
+    # per-block gc.collect() calls walk only what the export creates (quantscope.util)
+    with hybrid_attention_masks(model), frozen_heap():
+        rounder = AutoRound(
+            model,
+            tokenizer,
+            scheme=scheme,
+            iters=0,
+            disable_opt_rtn=True,
+            nsamples=2,
+            seqlen=32,
+            dataset=text,
+            device_map="cpu",
+        )
         rounder.quantize_and_save(str(out), format=fmt)
     return next(out.rglob("config.json")).parent
 

@@ -18,6 +18,7 @@ from quantscope.formats import (
 )
 from quantscope.quantize.autoround import KEEP_16BIT, autoround_scheme
 from quantscope.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
+from quantscope.util import frozen_heap
 
 
 def _layout(shape: tuple[int, ...], name: str) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -172,18 +173,19 @@ def _autoround_export(
     source_dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
     model_dtype = model.dtype
     tokenizer = AutoTokenizer.from_pretrained(source)
-    rounder = AutoRound(
-        model,
-        tokenizer,
-        scheme=scheme,
-        iters=0,
-        nsamples=2,
-        seqlen=16,
-        dataset=["the quick brown fox jumps over the lazy dog " * 4] * 4,
-        device_map="cpu",
-        layer_config=layer_config or None,
-    )
-    rounder.quantize_and_save(str(out), format=export_format)
+    with frozen_heap():  # AutoRound's per-block gc.collect() walks only what it creates
+        rounder = AutoRound(
+            model,
+            tokenizer,
+            scheme=scheme,
+            iters=0,
+            nsamples=2,
+            seqlen=16,
+            dataset=["the quick brown fox jumps over the lazy dog " * 4] * 4,
+            device_map="cpu",
+            layer_config=layer_config or None,
+        )
+        rounder.quantize_and_save(str(out), format=export_format)
     (folder,) = [p for p in out.iterdir() if p.is_dir()]  # AutoRound saves into a scheme-named sub-folder
     restore_source_dtypes(folder, source_dtypes, model_dtype, kept)
     return folder

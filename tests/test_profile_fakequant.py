@@ -17,6 +17,7 @@ from quantscope.profile.fakequant import (
     resolve_targets,
     round_to_e2m1,
 )
+from quantscope.util import frozen_heap
 
 SHAPES = [(256, 128), (64, 300), (33, 50), (130, 260)]
 
@@ -84,18 +85,19 @@ def _autoround_fake_export(source: Path, out: Path, scheme: str) -> dict[str, to
 
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    rounder = AutoRound(
-        model,
-        tokenizer,
-        scheme=scheme,
-        iters=0,
-        disable_opt_rtn=True,
-        dataset=["the quick brown fox " * 20] * 4,
-        nsamples=4,
-        seqlen=32,
-        device_map="cpu",
-    )
-    rounder.quantize_and_save(str(out), format="fake")
+    with frozen_heap():  # AutoRound's per-block gc.collect() walks only what it creates
+        rounder = AutoRound(
+            model,
+            tokenizer,
+            scheme=scheme,
+            iters=0,
+            disable_opt_rtn=True,
+            dataset=["the quick brown fox " * 20] * 4,
+            nsamples=4,
+            seqlen=32,
+            device_map="cpu",
+        )
+        rounder.quantize_and_save(str(out), format="fake")
     tensors: dict[str, torch.Tensor] = {}
     for path in out.rglob("*.safetensors"):
         tensors.update(load_file(path))
