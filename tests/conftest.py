@@ -24,7 +24,6 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(TEST_THREADS)
 
 
-
 @pytest.fixture(autouse=True)
 def _threads_restored() -> Iterator[None]:
     """Put the run's thread count back after a test that changed it (an engine may set its own),
