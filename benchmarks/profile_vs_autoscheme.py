@@ -130,8 +130,8 @@ def render_text_calibration(chat_jsonl: Path, tokenizer, seq_len: int, out: Path
 
 def toy_accuracy(profiler, formats: dict[str, str], per_level: int, levels: tuple[int, ...] = ()) -> str:
     """Greedy toy-benchmark accuracy / truncation / mean thinking tokens with `formats` applied."""
-    from quantscope.profile.actquant import activations_quantized
-    from quantscope.profile.fakequant import fake_quantized
+    from quantscope.numerics.actquant import activations_quantized
+    from quantscope.numerics.fakequant import fake_quantized
     from quantscope.profile.units import assignment_targets
     from quantscope.toy.evaluate import generate_outcomes
     from quantscope.toy.problems import benchmark_problems

@@ -29,7 +29,7 @@ from quantscope.doctor import (
     probe_machine,
     transformers_specifier,
 )
-from quantscope.served import KernelSet
+from quantscope.numerics.served import KernelSet
 
 runner = CliRunner()
 

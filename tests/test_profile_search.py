@@ -241,8 +241,8 @@ def test_moe_expert_inputs_share_one_scale_per_layer_where_vllm_does(
     """On a B200 with FlashInfer, NVFP4 experts take one activation scale per MoE layer (the
     largest calibrated |max| over its experts, for gate/up and for down); vLLM's own CUTLASS
     experts (no FlashInfer) keep each expert's down scale as the export stores it."""
+    from quantscope.numerics.served import KernelSet
     from quantscope.profile.units import assignment_targets
-    from quantscope.served import KernelSet
 
     recipe = load_recipe("nvfp4")
     targets = assignment_targets(profiler.model, profiler.anatomy, assign_schemes(profiler.anatomy, recipe))

@@ -38,7 +38,7 @@ def restore_expert_weights(model: Any, directory: str | Path, keys: Sequence[str
     import torch
     from compressed_tensors.compressors.nvfp4.base import NVFP4PackedCompressor
 
-    from quantscope.profile.fakequant import fused_expert_slice
+    from quantscope.numerics.fakequant import fused_expert_slice
 
     if not keys:
         return ()

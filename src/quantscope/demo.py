@@ -20,7 +20,7 @@ AutoRound's reference modules at about 8 tokens/s (the toy model, 2 cores), far 
 own weights, dequantized and saved as float32, plus the activation rounding the target GPU
 applies per layer kind when vLLM serves the export (`settings.gpu`, Blackwell B200 by default:
 NVFP4 and MXFP4 as W4A4, NVFP4 experts with one activation scale per MoE layer, FP8 as W8A8;
-`--gpu H100` runs NVFP4 weight-only and MXFP4 dense layers W4A8; `quantscope.served`), with the
+`--gpu H100` runs NVFP4 weight-only and MXFP4 dense layers W4A8; `quantscope.numerics.served`), with the
 export's own activation scales. It is an emulation in float32 on the CPU, and the report says so
 per variant; on a GPU, evaluate the exports themselves with `quantscope eval`.
 `tests/test_twin.py` holds each twin to its export run through AutoRound's modules. Memory
@@ -194,7 +194,7 @@ def _toy_checkpoint() -> Path:
 def _check_target(out: Path, settings: DemoSettings) -> None:
     """Refuse to resume a demo folder whose stored generations came from twins of another GPU:
     the store would mix two emulations under one variant name."""
-    from quantscope.twin import read_twin
+    from quantscope.numerics.twin_marker import read_twin
 
     for preset in settings.presets:
         marker = read_twin(out / "eval" / preset)

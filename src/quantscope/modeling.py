@@ -112,11 +112,11 @@ def _emulate_twin_activations(model: Any, source: str | Path) -> None:
     hook their rounding in for the model's lifetime, since no safetensors file can hold it."""
     if not Path(str(source)).is_dir():
         return
-    from quantscope.twin import twin_activations
+    from quantscope.numerics.twin_marker import twin_activations
 
     points = twin_activations(source)
     if points:
-        from quantscope.profile.actquant import install_activation_quantization
+        from quantscope.numerics.actquant import install_activation_quantization
 
         install_activation_quantization(model, points)
 

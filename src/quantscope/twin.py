@@ -24,14 +24,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import DEFAULT_TARGET, get_gpu
-from quantscope.served import (
+from quantscope.numerics.served import (
     DEFAULT_KERNELS,
     KernelSet,
     Served,
@@ -41,12 +41,8 @@ from quantscope.served import (
     text_model_type,
     with_cpu_inputs,
 )
+from quantscope.numerics.twin_marker import TWIN_MARKER, TWIN_VERSION, read_twin
 
-TWIN_MARKER = "twin.json"
-TWIN_VERSION = 3
-"""Bumped whenever a twin's contents would change for the same export and GPU (2: static
-activation |max| reproducing the stored scales to the bit; 3: what runs per layer kind and kernel
-set, MoE scales shared per layer); an older twin is rebuilt, not reused."""
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -85,8 +81,8 @@ def export_activation_amax(export: Path) -> dict[str, float]:
     """
     from safetensors import safe_open
 
-    from quantscope.profile.actquant import fp8_static_scale
-    from quantscope.profile.fakequant import FP4_MAX, FP8_E4M3_MAX, nvfp4_global_scale
+    from quantscope.numerics.actquant import fp8_static_scale
+    from quantscope.numerics.fakequant import FP4_MAX, FP8_E4M3_MAX, nvfp4_global_scale
     from quantscope.quantize.multimodal import causal_name
 
     found: dict[str, float] = {}
@@ -139,7 +135,7 @@ def plan_twin(
     "transformers" target, `cpu_inputs` (`quantize.weights.quantized_inputs` of the loaded export)
     says which inputs the CPU path really rounds, and with which MXFP4 exponent rule: it runs MoE
     experts that compressed-tensors decompressed into fused parameters with 16-bit inputs."""
-    from quantscope.profile.actquant import ActPoint, served_spec, share_across_experts
+    from quantscope.numerics.actquant import ActPoint, served_spec, share_across_experts
 
     target, kernels = get_gpu(gpu), kernels or DEFAULT_KERNELS
     points, served_by_module = [], {}
@@ -169,7 +165,7 @@ def load_export_weights(model: Any, weights: Mapping[str, Any]) -> int:
     included; returns how many were copied. Shapes must match (QuantscopeError otherwise)."""
     import torch
 
-    from quantscope.profile.fakequant import resolve_targets
+    from quantscope.numerics.fakequant import resolve_targets
 
     slices = resolve_targets(model, [(f"{name}.weight", tuple(w.shape)) for name, w in weights.items()])
     with torch.no_grad():
@@ -264,74 +260,12 @@ def twin_marker(plan: TwinPlan, export: Path, source: Path, quantized_tensors: i
     }
 
 
-def read_twin(directory: str | Path) -> dict[str, Any] | None:
-    """A twin's marker (`twin.json`) as a dict, or None when `directory` is not a twin."""
-    path = Path(directory) / TWIN_MARKER
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise QuantscopeError(
-            f"{path}: not a readable twin manifest ({error}); delete the twin folder"
-        ) from None
-
-
-def describe_twin(directory: str | Path) -> str | None:
-    """One sentence saying what evaluating the twin in `directory` measures (None: not a twin):
-    what runs per layer kind on its GPU with its kernel set, e.g. "... as vLLM 0.32 runs it on
-    B200 (FlashInfer, Humming, DeepGEMM): dense W4A4 (NVFP4); experts W4A4 (NVFP4) with one
-    activation scale per layer; activation rounding emulated on 26 layer inputs; ...".
-
-    Reads only `twin.json`; a missing or remote directory is simply not a twin."""
-    try:
-        marker = read_twin(directory) if Path(str(directory)).is_dir() else None
-    except QuantscopeError:
-        return None
-    if not marker:
-        return None
-    export = Path(str(marker.get("export", "?"))).name
-    gpu, rounded = marker.get("gpu", "?"), len(marker.get("activations", ()))
-    activation = (
-        f"activation rounding emulated on {rounded} layer inputs"
-        if rounded
-        else "weight-only there (no activation rounding)"
-    )
-    if gpu == "transformers":
-        where = "as the transformers CPU path runs it (AutoRound's modules)"
-    else:
-        kernels = KernelSet(**marker["kernel_set"]).describe() if "kernel_set" in marker else "?"
-        where = f"as vLLM 0.32 runs it on {gpu} ({kernels})"
-    runs = marker.get("runs")
-    return (
-        f"an emulation: the float32 twin of export {export!r} (its own dequantized weights) run on the CPU "
-        f"{where}: " + (f"{runs}; " if runs else "") + f"{activation}; on that GPU, evaluate the export "
-        "itself with vLLM"
-    )
-
-
-def twin_activations(directory: str | Path) -> Sequence[Any]:
-    """The activation points a twin's marker names (empty for a non-twin or a weight-only twin)."""
-    from quantscope.profile.actquant import ActPoint
-
-    marker = read_twin(directory)
-    if not marker:
-        return ()
-    try:
-        return tuple(ActPoint(**p) for p in marker.get("activations", ()))
-    except (KeyError, TypeError) as error:
-        raise QuantscopeError(f"{Path(directory) / TWIN_MARKER}: bad activation entry ({error})") from None
-
-
 __all__ = [
-    "TWIN_MARKER",
     "TwinPlan",
     "export_activation_amax",
     "export_plan",
     "load_export_weights",
     "plan_twin",
-    "read_twin",
-    "twin_activations",
     "twin_marker",
     "write_twin",
 ]

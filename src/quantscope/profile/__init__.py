@@ -1,6 +1,6 @@
 """Sensitivity profiling and recipe search: which parts of a model survive quantization.
 
-`fakequant` quantize-dequantizes weights in place exactly as each format rounds; `units` groups
+`numerics.fakequant` quantize-dequantizes weights in place exactly as each format rounds; `units` groups
 the weights a recipe quantizes; `meter` measures the KL divergence of next-token distributions
 against the original model, overall and by token position; `profiler` runs it for every unit
 (and `run_profile` is the whole `quantscope profile` command); `records` is the profile on disk;
@@ -26,9 +26,11 @@ _EXPORTS = {
         "run_profile": "profiler",
         "SearchResult": "search",
         "search_recipe": "search",
-        "fake_quantized": "fakequant",
-        "quantize_dequantize": "fakequant",
     }.items()
+}
+# Quantize-dequantize lives one floor down, in `numerics/`, shared with the loader and quantize.
+_EXPORTS |= {
+    name: f"quantscope.numerics.fakequant:{name}" for name in ("fake_quantized", "quantize_dequantize")
 }
 
 __all__ = sorted(_EXPORTS)

@@ -15,8 +15,8 @@ import torch
 
 from quantscope.errors import QuantscopeError
 from quantscope.modeling import LOGIT_CHUNK_ELEMENTS, logits_kl
-from quantscope.profile.actquant import ActPoint, activations_quantized
-from quantscope.profile.fakequant import QdqTarget, fake_quantized
+from quantscope.numerics.actquant import ActPoint, activations_quantized
+from quantscope.numerics.fakequant import QdqTarget, fake_quantized
 from quantscope.profile.records import Damage
 
 

@@ -23,8 +23,9 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
 from quantscope.gpus import DEFAULT_TARGET, get_gpu
 from quantscope.modeling import default_dtype, load_causal_lm
-from quantscope.profile.actquant import ActPoint, calibrate, hookable, share_across_experts
-from quantscope.profile.fakequant import QdqTarget, loaded_tensors
+from quantscope.numerics.actquant import ActPoint, calibrate, hookable, share_across_experts
+from quantscope.numerics.fakequant import QdqTarget, loaded_tensors
+from quantscope.numerics.served import KernelSet, kind_of, served_activations, text_model_type
 from quantscope.profile.meter import KLMeter, make_buckets
 from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
 from quantscope.profile.search import SearchResult, search_recipe
@@ -37,7 +38,6 @@ from quantscope.profile.units import (
     unit_targets,
 )
 from quantscope.recipe import save_recipe
-from quantscope.served import KernelSet, kind_of, served_activations, text_model_type
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,7 +51,7 @@ class ProfileOptions:
     `n_sequences` windows of `seq_len` tokens, `bucket_edges` (token positions), `device`,
     `dtype`, `batch_size`, `gpu` (the serving GPU whose activation rounding is emulated, see
     `quantscope.gpus`; None: weights only) and `kernels` (the kernel packages vLLM has there,
-    `quantscope.served.KernelSet`; None: vLLM 0.32's CUDA wheel's); `out` the profile JSON
+    `quantscope.numerics.served.KernelSet`; None: vLLM 0.32's CUDA wheel's); `out` the profile JSON
     (default `default_profile_path`). Or
     `from_profile`: reuse a saved profile and measure nothing. Searching (when `budget_bytes`
     (bytes) or `avg_bits` is set): `objective`, `recipe_out` (default `<recipe name>.yaml`) and
@@ -158,7 +158,7 @@ class Profiler:
 
     def activations(self, targets: Sequence[QdqTarget]) -> list[ActPoint]:
         """The layer inputs the target GPU rounds for `targets`, as vLLM runs each layer kind
-        there (`quantscope.served`); MoE expert inputs share their layer's largest |max| where the
+        there (`quantscope.numerics.served`); MoE expert inputs share their layer's largest |max| where the
         serving kernel takes one scale per layer. None without a GPU."""
         if self.gpu is None:
             return []

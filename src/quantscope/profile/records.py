@@ -76,7 +76,7 @@ class SensitivityProfile:
     checkpoint holds but the loaded model class does not (vision tower, MTP heads). `gpu` is the
     target whose activation rounding was emulated (`quantscope.gpus`; None: weights only, as
     profiles written before activation emulation were), `kernels` the kernel packages assumed
-    beside vLLM there (`quantscope.served.KernelSet.describe`; None before they were stated).
+    beside vLLM there (`quantscope.numerics.served.KernelSet.describe`; None before they were stated).
     """
 
     model: str

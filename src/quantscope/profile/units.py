@@ -14,7 +14,7 @@ import torch
 
 from quantscope.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.formats import get_format, stored_bytes
-from quantscope.profile.fakequant import QdqTarget, checkpoint_dtype, loaded_tensors, resolve_targets
+from quantscope.numerics.fakequant import QdqTarget, checkpoint_dtype, loaded_tensors, resolve_targets
 
 
 @dataclass(frozen=True)

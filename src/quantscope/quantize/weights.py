@@ -96,7 +96,7 @@ def export_weights(model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
     the expert's slice. Raises QuantscopeError naming a layer transformers built as a plain 16-bit
     layer or not at all: its stored weights were not read as the export stores them."""
     from quantscope.formats import get_format
-    from quantscope.profile.fakequant import fused_expert_slice
+    from quantscope.numerics.fakequant import fused_expert_slice
 
     _decompress(model)
     modules = dict(model.named_modules())
@@ -181,7 +181,7 @@ def weight_errors(
     """The error of every quantized module of a loaded export against the loaded source."""
     import torch
 
-    from quantscope.profile.fakequant import (
+    from quantscope.numerics.fakequant import (
         QdqTarget,
         qdq_spec,
         quantize_dequantize,

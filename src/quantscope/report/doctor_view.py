@@ -58,7 +58,7 @@ def served_table(device: Device) -> Table:
     the scheme (green as declared, yellow otherwise), the kernel, and the activation-scale
     details the emulation follows (one scale per MoE layer, power-of-two scales)."""
     from quantscope.formats import get_format
-    from quantscope.served import declared_act
+    from quantscope.numerics.served import declared_act
 
     table = Table(title=f"what vLLM 0.32 runs on {device.name} ({device.kernels})", title_justify="left")
     table.add_column("format")

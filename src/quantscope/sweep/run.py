@@ -128,7 +128,7 @@ def quantize_finished(job: QuantizeJob) -> bool:
     if job.twin is None:
         return True
     from quantscope.gpus import get_gpu
-    from quantscope.twin import TWIN_VERSION, read_twin
+    from quantscope.numerics.twin_marker import TWIN_VERSION, read_twin
 
     marker = read_twin(job.twin)
     return (

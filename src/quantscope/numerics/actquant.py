@@ -2,7 +2,7 @@
 
 NVFP4 and MXFP4 as AutoRound exports them are W4A4 and FP8 is W8A8: at serving time the GPU
 quantizes every layer input before the GEMM, as its kernel does, which is not always as declared
-(`quantscope.served`: per GPU, layer kind and kernel set). Rounding the weights alone
+(`quantscope.numerics.served`: per GPU, layer kind and kernel set). Rounding the weights alone
 (`fakequant`) misses that damage, so the twins and the profiler also pass each quantized layer's
 input through the emulation here, in the rounding the served kernel applies (`ActPoint.act`).
 The arithmetic is AutoRound's, which its CPU modules (`auto_round/experimental/qmodules/*.py`)
@@ -49,7 +49,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from quantscope.errors import QuantscopeError
-from quantscope.profile.fakequant import (
+from quantscope.numerics.fakequant import (
     _EXPERT,
     _FP8_MIN_SCALE,
     FP8_E4M3_MAX,
@@ -85,7 +85,7 @@ _ACT_SPECS = {
     "fp8_token": ActSpec("fp8", -1, static=False),
     "fp8_group": ActSpec("fp8", 128, static=False),
 }
-"""The activation roundings by `quantscope.served.ACT_NAMES` key; group_size -1 is one scale per
+"""The activation roundings by `quantscope.numerics.served.ACT_NAMES` key; group_size -1 is one scale per
 token (row)."""
 
 
@@ -93,14 +93,14 @@ def act_spec(format_name: str) -> ActSpec | None:
     """The activation quantization `format_name` declares (AutoRound's scheme table), or None for
     weight-only and 16-bit formats."""
     from quantscope.formats import get_format
-    from quantscope.served import declared_act
+    from quantscope.numerics.served import declared_act
 
     act = declared_act(get_format(format_name))
     return _ACT_SPECS[act] if act else None
 
 
 def served_spec(act: str) -> ActSpec:
-    """The rounding called `act` (a `quantscope.served.ACT_NAMES` key other than "")."""
+    """The rounding called `act` (a `quantscope.numerics.served.ACT_NAMES` key other than "")."""
     if act not in _ACT_SPECS:
         raise QuantscopeError(f"unknown activation rounding {act!r}; use one of {', '.join(_ACT_SPECS)}")
     return _ACT_SPECS[act]
@@ -173,7 +173,7 @@ class ActPoint:
     """One quantized layer input: `module` is the checkpoint module name (a linear layer, or one
     expert's `experts.{i}.gate_proj|up_proj|down_proj`), `format` the weight's format, `amax` the
     calibrated |max| of a static scale, `scale_rule` MXFP4's exponent rule on the kernel that runs
-    it, `act` the rounding that kernel applies (`quantscope.served.Served.act`; "" = the format's
+    it, `act` the rounding that kernel applies (`quantscope.numerics.served.Served.act`; "" = the format's
     declared one) and `pow2` whether its dynamic FP8 scales are powers of two."""
 
     module: str
