@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from profile_speed import bundled_checkpoint, write_toy_calibration
-from quantscope.anatomy import Anatomy
+from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format, stored_bytes
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.quantize import QuantizeOptions, quantize, verify
 from quantscope.recipe import PRESETS, predict_footprint

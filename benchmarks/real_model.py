@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.offline import english_text, smollm2
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.quantize.weights import load_export_float32

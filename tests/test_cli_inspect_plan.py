@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
 from quantscope.cli.app import console
 from quantscope.recipe import PRESETS, load_recipe, predict_footprint

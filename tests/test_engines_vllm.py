@@ -281,7 +281,7 @@ def test_the_tiny_mtp_checkpoint_loads_and_keeps_its_mtp_weights(tmp_path: Path)
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     plain = build_qwen35_dense(tmp_path / "plain")
     with_mtp = build_qwen35_dense_with_mtp(tmp_path / "mtp")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import (
     bits_per_weight,

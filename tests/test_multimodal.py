@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
 from quantscope.quantize import QuantizeOptions, quantize, verify
 from quantscope.quantize.multimodal import extract_text_model

@@ -14,8 +14,8 @@ import quantscope
 
 # The README's library verbs and where each lives, written out here (not read from `_EXPORTS`).
 HOMES = {
-    "load_anatomy": "quantscope.anatomy",
-    "read_contents": "quantscope.storage",
+    "load_anatomy": "quantscope.checkpoint.anatomy",
+    "read_contents": "quantscope.checkpoint.contents",
     "derive_recipe": "quantscope.derive",
     "plan_like": "quantscope.derive",
     "Recipe": "quantscope.recipe",
@@ -27,7 +27,7 @@ HOMES = {
     "cache_layout": "quantscope.serving",
     "serve_recipes": "quantscope.serving",
     "GpuBudget": "quantscope.analysis.capacity",
-    "load_causal_lm": "quantscope.modeling",
+    "load_causal_lm": "quantscope.checkpoint.modeling",
     "QuantizeOptions": "quantscope.quantize.pipeline",
     "quantize_model": "quantscope.quantize.pipeline:quantize",
     "verify": "quantscope.quantize.verify",

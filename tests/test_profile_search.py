@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.profile.profiler import Profiler
 from quantscope.profile.records import SensitivityProfile, load_profile

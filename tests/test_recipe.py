@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import GROUPS, load_anatomy
+from quantscope.checkpoint.anatomy import GROUPS
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format, stored_bytes
 from quantscope.recipe import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.quantize.verify import default_max_kl
 from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint
@@ -42,7 +42,7 @@ def text() -> Path:
 
 
 def test_the_converted_checkpoint_is_the_instruct_model(smollm2: Path) -> None:
-    from quantscope.modeling import load_causal_lm
+    from quantscope.checkpoint.modeling import load_causal_lm
 
     loaded = load_causal_lm(smollm2)
     assert type(loaded.model).__name__ == "LlamaForCausalLM"

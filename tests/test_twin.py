@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import get_gpu
-from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.numerics.actquant import ActPoint, act_spec, activations_quantized, install, qdq_activation
 from quantscope.numerics.served import served_activations
 from quantscope.numerics.twin_marker import read_twin

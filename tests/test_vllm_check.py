@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.quantize import QuantizeOptions, quantize, read_manifest
 from quantscope.quantize.vllm_check import LOADABLE_CHECK, loadable_check, refusal, vllm_loadable
 

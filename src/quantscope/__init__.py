@@ -25,8 +25,8 @@ from quantscope.util import lazy_attributes
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_anatomy": "quantscope.anatomy:load_anatomy",
-    "read_contents": "quantscope.storage:read_contents",
+    "load_anatomy": "quantscope.checkpoint.load:load_anatomy",
+    "read_contents": "quantscope.checkpoint.contents:read_contents",
     "derive_recipe": "quantscope.derive:derive_recipe",
     "plan_like": "quantscope.derive:plan_like",
     "Recipe": "quantscope.recipe:Recipe",
@@ -38,7 +38,7 @@ _EXPORTS = {
     "cache_layout": "quantscope.serving:cache_layout",
     "serve_recipes": "quantscope.serving:serve_recipes",
     "GpuBudget": "quantscope.analysis.capacity:GpuBudget",
-    "load_causal_lm": "quantscope.modeling:load_causal_lm",
+    "load_causal_lm": "quantscope.checkpoint.modeling:load_causal_lm",
     "QuantizeOptions": "quantscope.quantize.pipeline:QuantizeOptions",
     # `quantize_model`, not `quantize`: importing the `quantscope.quantize` package binds that name.
     "quantize_model": "quantscope.quantize.pipeline:quantize",

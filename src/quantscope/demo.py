@@ -217,7 +217,7 @@ def _title(settings: DemoSettings) -> str:
 
 def plan_presets(source: Path, presets: tuple[str, ...], notify: DemoCallback) -> list[tuple[str, int]]:
     """Each preset with its predicted weight footprint in bytes (headers only, nothing loaded)."""
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
     from quantscope.recipe import load_recipe, predict_footprint
 
     anatomy = load_anatomy(source)

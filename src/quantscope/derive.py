@@ -1,6 +1,6 @@
 """The recipe a quantized checkpoint used, derived from what it stores, and that recipe on another model.
 
-`derive_recipe` reads the stored format of every linear weight (`storage.read_contents`) and writes
+`derive_recipe` reads the stored format of every linear weight (`contents.read_contents`) and writes
 the shortest quantscope `Recipe` that reproduces it on the checkpoint's unquantized anatomy: the
 main scheme (most parameters), the groups kept 16-bit whole, then overrides for what is left:
 first by module *kind* across layers (`layers\\.\\d+\\.mlp\\.shared_expert\\.up_proj$`), then by
@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from quantscope.anatomy import Anatomy
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.contents import Contents, logical_anatomy, read_contents
 from quantscope.errors import QuantscopeError
 from quantscope.formats import can_quantize, get_format
 from quantscope.recipe import (
@@ -30,7 +31,6 @@ from quantscope.recipe import (
     assign_schemes,
     predict_footprint,
 )
-from quantscope.storage import Contents, logical_anatomy, read_contents
 
 _TEXT_PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
 _NUMBER = re.compile(r"\.\d+(?=\.|$)")

@@ -54,7 +54,7 @@ def _local(path: Path) -> WeightMemory:
 
 
 def _hub(repo_id: str) -> WeightMemory:
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     try:
         return WeightMemory(load_anatomy(repo_id).total_bytes, "hub headers")

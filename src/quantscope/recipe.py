@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field, StrictBool, model_validator
 from pydantic.dataclasses import dataclass as record
 
-from quantscope.anatomy import GROUPS, Anatomy, TensorInfo
+from quantscope.checkpoint.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, can_quantize, get_format, stored_bytes, vllm_builds
 from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_yaml
@@ -437,7 +437,7 @@ def plan_recipes(
     A quantized checkpoint (its headers, or a bare config that declares a quantization) is planned
     as the unquantized model behind it (`storage.logical_anatomy`); `Plan.source` says what it is.
     """
-    from quantscope.storage import logical_anatomy, read_contents
+    from quantscope.checkpoint.contents import logical_anatomy, read_contents
 
     source = None
     if anatomy.is_quantized:

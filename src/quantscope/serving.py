@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from quantscope.anatomy import text_config
+from quantscope.checkpoint.anatomy import text_config
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 

@@ -206,7 +206,7 @@ def write_twin(
     (default: vLLM 0.32's CUDA wheel's) in `twin` (see the module docstring); reused when
     `twin.json` names the same export, GPU and kernel set. Written to a temp folder and renamed,
     the marker last, so a killed run never leaves a half-written twin."""
-    from quantscope.modeling import load_causal_lm
+    from quantscope.checkpoint.modeling import load_causal_lm
     from quantscope.quantize.weights import export_weights, quantized_inputs
 
     gpu, kernels = get_gpu(gpu).name, kernels or DEFAULT_KERNELS

@@ -125,7 +125,7 @@ def variant_capacities(
 def _decode_weights(model_path: str, memory_bytes: int, config: Mapping[str, Any], tp: int) -> DecodeBytes:
     """Decode-step weight bytes: per group from the checkpoint's headers when it is a local
     safetensors checkpoint (active experts only for MoE), else all `memory_bytes` as dense."""
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     path = Path(model_path)
     if path.is_dir() and any(path.glob("*.safetensors")):

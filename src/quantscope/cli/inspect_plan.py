@@ -52,9 +52,9 @@ def inspect(
     """What a checkpoint really stores, from its headers only: per group the stored formats, logical
     parameters, bytes and bits per weight, and its label set against the contents; for a quantized
     checkpoint, whether vLLM's own classes build every layer (when vLLM is installed)."""
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.contents import read_contents
+    from quantscope.checkpoint.load import load_anatomy
     from quantscope.report.terminal import anatomy_view, contents_side_by_side
-    from quantscope.storage import read_contents
 
     checkpoints = [read_contents(load_anatomy(model, revision=revision)) for model in models]
     loadable = [_vllm_line(c.anatomy) for c in checkpoints]
@@ -76,7 +76,7 @@ def inspect(
 
 def _vllm_line(anatomy: Any) -> str | None:
     """`quantize.vllm_check`'s one line for a quantized checkpoint; None for a 16-bit one."""
-    from quantscope.declared import quantization_section
+    from quantscope.checkpoint.declared import quantization_section
     from quantscope.quantize.vllm_check import vllm_loadable
 
     if quantization_section(anatomy.config) is None:
@@ -119,7 +119,7 @@ def plan(
     With --gpu (or --gpu-memory), what the GPU holds once vLLM has paged the KV cache and the
     linear-attention state: the KV pool, bytes per token and per sequence, how many sequences of
     --context tokens fit at once, and a decode-throughput upper bound from the GPU's bandwidth."""
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
     from quantscope.recipe import load_recipe, plan_recipes
     from quantscope.report.terminal import like_plan_view, plan_table, serving_table
 
@@ -181,7 +181,7 @@ def recipe_from_checkpoint(
     revision: RevisionOpt = None,
 ) -> None:
     """Write the recipe a quantized checkpoint used (group and pattern -> format), for `quantize`."""
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
     from quantscope.derive import derive_recipe
     from quantscope.recipe import save_recipe
     from quantscope.report.terminal import derived_recipe_line

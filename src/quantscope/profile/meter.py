@@ -2,7 +2,7 @@
 
 Reference distributions are kept as final hidden states (`[N, T, hidden]`), not logits, so a
 248k-token vocabulary costs no more memory than a 256-token one; logits are recomputed in
-chunks and compared with `quantscope.modeling.logits_kl` (float64). Position buckets (0-512,
+chunks and compared with `quantscope.checkpoint.modeling.logits_kl` (float64). Position buckets (0-512,
 512-2k, 2k-8k… scaled to the sequence length) show the damage that appears late in long
 generations, where reasoning models spend their tokens.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from quantscope.checkpoint.modeling import LOGIT_CHUNK_ELEMENTS, logits_kl
 from quantscope.errors import QuantscopeError
-from quantscope.modeling import LOGIT_CHUNK_ELEMENTS, logits_kl
 from quantscope.numerics.actquant import ActPoint, activations_quantized
 from quantscope.numerics.fakequant import QdqTarget, fake_quantized
 from quantscope.profile.records import Damage

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from quantscope.anatomy import load_anatomy
 from quantscope.calibration import CalibrationSource, build_calibration, load_documents
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.checkpoint.modeling import default_dtype, load_causal_lm
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
 from quantscope.gpus import DEFAULT_TARGET, get_gpu
-from quantscope.modeling import default_dtype, load_causal_lm
 from quantscope.numerics.actquant import ActPoint, calibrate, hookable, share_across_experts
 from quantscope.numerics.fakequant import QdqTarget, loaded_tensors
 from quantscope.numerics.served import KernelSet, kind_of, served_activations, text_model_type

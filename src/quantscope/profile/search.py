@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantscope.anatomy import Anatomy
+from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
 from quantscope.profile.records import SensitivityProfile, UnitProfile
@@ -270,7 +270,7 @@ def choices_to_recipe(
 
 
 def _module(tensor_name: str) -> str:
-    from quantscope.anatomy import module_name
+    from quantscope.checkpoint.anatomy import module_name
 
     return module_name(tensor_name)
 

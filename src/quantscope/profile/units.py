@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from quantscope.anatomy import GROUPS, Anatomy, TensorInfo
+from quantscope.checkpoint.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.formats import get_format, stored_bytes
 from quantscope.numerics.fakequant import QdqTarget, checkpoint_dtype, loaded_tensors, resolve_targets
 

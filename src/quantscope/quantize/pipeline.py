@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import Anatomy, load_anatomy
 from quantscope.calibration import CalibrationSet, CalibrationSource, build_calibration, load_documents
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_logits
 from quantscope.errors import QuantscopeError
-from quantscope.modeling import load_causal_lm, next_token_logits
 from quantscope.quantize.autoround import (
     AutoRoundPlan,
     plan_autoround,

@@ -42,10 +42,10 @@ from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any
 
-from quantscope.anatomy import Anatomy
-from quantscope.declared import quantization_section
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.contents import StoredWeight, stored_weights
+from quantscope.checkpoint.declared import quantization_section
 from quantscope.quantize.checks import Check
-from quantscope.storage import StoredWeight, stored_weights
 
 LOADABLE_CHECK = "vLLM builds every layer"
 

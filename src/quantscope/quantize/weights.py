@@ -138,7 +138,7 @@ def load_export_float32(export: Path | str) -> Any:
     """An export as transformers' CPU path runs it (AutoRound's or compressed-tensors' modules,
     activation quantization as they declare it), in float32 throughout: compressed-tensors layers
     and the experts it decompresses come out in bf16, so decompress first, then upcast."""
-    from quantscope.modeling import load_causal_lm
+    from quantscope.checkpoint.modeling import load_causal_lm
 
     model = load_causal_lm(export, dtype="float32", tokenizer=False).model
     _decompress(model)

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Column, Table
 from rich.text import Text
 
-from quantscope.anatomy import DTYPE_BITS
+from quantscope.checkpoint.anatomy import DTYPE_BITS
 from quantscope.util import format_count, format_size, pct, points, pts, ratio, short_size
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
     from quantscope.analysis.traces import Delta, TraceReport
-    from quantscope.anatomy import Anatomy
+    from quantscope.checkpoint.anatomy import Anatomy
+    from quantscope.checkpoint.contents import Contents
     from quantscope.demo import DemoResult
     from quantscope.derive import DerivedRecipe, LikePlan
     from quantscope.profile.profiler import ProfileRun
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from quantscope.recipe import Footprint, Plan, Recipe
     from quantscope.runner import RunSummary
     from quantscope.serving import ServingPlan
-    from quantscope.storage import Contents
     from quantscope.sweep import SweepResult
     from quantscope.sweep.estimate import SweepEstimate
 

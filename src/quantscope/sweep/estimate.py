@@ -224,7 +224,7 @@ class _Weights:
         return found
 
     def _weights(self, model: ModelEntry, job: EvalJob) -> tuple[dict[str, int], dict[str, Any]]:
-        from quantscope.anatomy import load_anatomy
+        from quantscope.checkpoint.load import load_anatomy
         from quantscope.recipe import load_recipe, predict_footprint
 
         checkpoint = job.spec.memory_from or job.spec.model
@@ -242,7 +242,7 @@ class _Weights:
         return dict(footprint.bytes_by_group), source.config
 
     def _source_anatomy(self, model: ModelEntry) -> Any:
-        from quantscope.anatomy import load_anatomy
+        from quantscope.checkpoint.load import load_anatomy
 
         try:
             return load_anatomy(self._source(model))

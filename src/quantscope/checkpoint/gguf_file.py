@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantscope.anatomy import DTYPE_BITS, Anatomy, TensorInfo
+from quantscope.checkpoint.anatomy import DTYPE_BITS, Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:

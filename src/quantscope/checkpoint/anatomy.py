@@ -1,6 +1,6 @@
 """A checkpoint's anatomy: every tensor, its shape, dtype, bytes and role, from headers only.
 
-`load_anatomy` reads `config.json` and the safetensors headers (the 8-byte length plus the JSON
+`load.load_anatomy` reads `config.json` and the safetensors headers (the 8-byte length plus the JSON
 header at the start of each shard) of a local directory or a Hugging Face model id, and never a
 byte of weight data, so it answers in seconds for a 400B-parameter model. Each tensor lands in one
 of `GROUPS`; names the rules do not recognise land in `other` and are reported, never dropped.
@@ -20,9 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantscope.errors import QuantscopeError
+
+if TYPE_CHECKING:
+    import torch
 
 GROUPS: tuple[str, ...] = (
     "embed",
@@ -64,6 +67,23 @@ DTYPE_BITS: dict[str, int] = {
 }
 
 # Suffixes naming a parameter (or a quantization artifact) of a module rather than a module.
+# torch dtype name -> safetensors dtype string (safetensors' own names).
+_SAFETENSORS_DTYPES: dict[str, str] = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "float8_e8m0fnu": "F8_E8M0",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
 PARAM_SUFFIXES: tuple[str, ...] = (
     "weight",
     "bias",
@@ -335,6 +355,22 @@ class Anatomy:
         return {member: fused for fused in self.fused_sets for member in fused.members}
 
 
+def safetensors_dtype(dtype: torch.dtype, name: str = "a tensor") -> str:
+    """The safetensors dtype string ("BF16", "F8_E4M3"…) of a torch dtype."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    if dtype_name not in _SAFETENSORS_DTYPES:
+        raise QuantscopeError(f"tensor {name!r}: dtype {dtype_name} has no safetensors name")
+    return _SAFETENSORS_DTYPES[dtype_name]
+
+
+def torch_dtype(safetensors: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype string (the inverse of `safetensors_dtype`)."""
+    import torch
+
+    names = {value: key for key, value in _SAFETENSORS_DTYPES.items()}
+    return getattr(torch, names[safetensors])
+
+
 def module_name(tensor_name: str) -> str:
     """The module a tensor belongs to: `a.b.weight` -> `a.b`; names without a known suffix stay whole."""
     head, _, tail = tensor_name.rpartition(".")
@@ -431,35 +467,6 @@ def find_fused_sets(modules: Iterable[str]) -> tuple[FusedSet, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_anatomy(source: str | Path, revision: str | None = None) -> Anatomy:
-    """Read a checkpoint's anatomy from headers only: a local dir / .safetensors / .gguf file, a bare
-    `config.json`, or a hub id.
-
-    Local: parses `config.json` (and ModelOpt's `hf_quant_config.json`, kept under the config key
-    `hf_quant_config`) and each shard's safetensors header (reads no weight bytes). A GGUF file is
-    read from its header (`gguf_anatomy`); a `.json` file is a config alone: the anatomy of the
-    model transformers builds from it on the meta device (`anatomy_config`), its linear weights
-    laid out as its quantization config (or an `hf_quant_config.json` beside it) declares. Hub: downloads
-    `config.json` and fetches the headers with `HfApi.get_safetensors_metadata` (HTTP range
-    requests). Raises QuantscopeError when the source has no weights to read.
-    """
-    path = Path(source).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        from quantscope.gguf_anatomy import load_gguf_anatomy
-
-        return load_gguf_anatomy(path)
-    if path.is_file() and path.suffix == ".json":
-        from quantscope.anatomy_config import anatomy_from_config
-
-        sidecar = _beside_hf_quant_config(path)
-        return anatomy_from_config(_read_json(path), str(path), sidecar and _read_json(sidecar))
-    if path.exists():
-        return _load_local(path)
-    if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
-        raise QuantscopeError(f"{source}: no such file or directory (give a checkpoint dir or a hub id)")
-    return _load_hub(str(source), revision)
-
-
 def build_anatomy(
     source: str,
     config: Mapping[str, Any],
@@ -526,34 +533,6 @@ def _model_type(config: Mapping[str, Any]) -> str:
     return str(config.get("model_type") or text_config(config).get("model_type") or "unknown")
 
 
-def _load_local(path: Path) -> Anatomy:
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise QuantscopeError(f"{path}: not a .safetensors file or checkpoint directory")
-        shards, config_path = [path], path.parent / "config.json"
-    else:
-        shards, config_path = _local_shards(path), path / "config.json"
-    config = _read_json(config_path) if config_path.exists() else {}
-    modelopt = config_path.parent / "hf_quant_config.json"
-    if modelopt.exists() and "quantization_config" not in config:
-        config = {**config, "hf_quant_config": _read_json(modelopt)}
-    headers = [entry for shard in shards for entry in read_safetensors_header(shard)]
-    _check_unique(headers, path)
-    return build_anatomy(str(path), config, headers, files=[shard.name for shard in shards])
-
-
-def _beside_hf_quant_config(config_path: Path) -> Path | None:
-    """ModelOpt's `hf_quant_config.json` beside a bare config: next to `config.json`, or
-    `<name>.hf_quant_config.json` next to `<name>.config.json` (how copies of both are kept side by
-    side); None when there is none."""
-    name = config_path.name
-    prefix = name.removesuffix("config.json") if name.endswith("config.json") else None
-    if prefix is None or (prefix and not prefix.endswith(".")):
-        return None
-    sidecar = config_path.with_name(f"{prefix}hf_quant_config.json")
-    return sidecar if sidecar.is_file() else None
-
-
 def checkpoint_shards(directory: Path) -> list[Path]:
     """The safetensors shards of a checkpoint directory: those its index names, else every
     `*.safetensors` file. QuantscopeError when there are none or the index names missing files."""
@@ -563,7 +542,7 @@ def checkpoint_shards(directory: Path) -> list[Path]:
 def _local_shards(directory: Path) -> list[Path]:
     index_path = directory / "model.safetensors.index.json"
     if index_path.exists():
-        weight_map = _read_json(index_path).get("weight_map")
+        weight_map = read_json_object(index_path).get("weight_map")
         if not isinstance(weight_map, Mapping) or not weight_map:
             raise QuantscopeError(f"{index_path}: missing or empty 'weight_map'")
         shards = [directory / name for name in dict.fromkeys(weight_map.values())]
@@ -580,7 +559,8 @@ def _local_shards(directory: Path) -> list[Path]:
     return shards
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; QuantscopeError naming the file otherwise."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -630,7 +610,8 @@ def _header_entries(header: Mapping[str, Any], where: str) -> list[tuple[str, st
     return entries
 
 
-def _check_unique(headers: list[tuple[str, str, tuple[int, ...], int]], where: Path | str) -> None:
+def check_unique(headers: list[tuple[str, str, tuple[int, ...], int]], where: Path | str) -> None:
+    """QuantscopeError naming the first tensor that more than one shard of `where` holds."""
     names = [entry[0] for entry in headers]
     if len(set(names)) == len(names):
         return
@@ -639,43 +620,3 @@ def _check_unique(headers: list[tuple[str, str, tuple[int, ...], int]], where: P
         if name in seen:
             raise QuantscopeError(f"{where}: tensor {name!r} appears in more than one shard")
         seen.add(name)
-
-
-def _load_hub(repo_id: str, revision: str | None) -> Anatomy:
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        config = _read_json(Path(hf_hub_download(repo_id, "config.json", revision=revision)))
-        metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
-        if "quantization_config" not in config:
-            config = _with_hub_modelopt_config(repo_id, revision, config)
-    except HfHubHTTPError as error:
-        raise QuantscopeError(f"{repo_id}: cannot read from the Hugging Face hub ({error})") from None
-    except (OSError, ValueError) as error:
-        raise QuantscopeError(f"{repo_id}: not a local path, and the hub lookup failed ({error})") from None
-    return anatomy_from_hub_metadata(repo_id, config, metadata)
-
-
-def _with_hub_modelopt_config(repo_id: str, revision: str | None, config: dict[str, Any]) -> dict[str, Any]:
-    """The config plus ModelOpt's `hf_quant_config.json` when the repo has one (older ModelOpt
-    exports declare their formats only there)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        path = hf_hub_download(repo_id, "hf_quant_config.json", revision=revision)
-    except EntryNotFoundError:
-        return config
-    return {**config, "hf_quant_config": _read_json(Path(path))}
-
-
-def anatomy_from_hub_metadata(repo_id: str, config: Mapping[str, Any], metadata: Any) -> Anatomy:
-    """Build an Anatomy from a `huggingface_hub.SafetensorsRepoMetadata` and the repo's config."""
-    headers = []
-    for file_meta in metadata.files_metadata.values():
-        for name, info in file_meta.tensors.items():
-            start, end = info.data_offsets
-            headers.append((name, str(info.dtype), tuple(int(d) for d in info.shape), end - start))
-    _check_unique(headers, repo_id)
-    return build_anatomy(repo_id, config, headers, files=sorted(metadata.files_metadata))

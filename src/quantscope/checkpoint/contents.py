@@ -16,7 +16,7 @@ Layouts, per `[out, in]` weight (b = bits, G = groups along the input):
   `weight_scale F8_E4M3 [out, in/16]`, `weight_scale_2 F32`, `input_scale F32`.
 - FP8, any producer: `weight F8_E4M3` with `weight_scale` per tensor (1), per channel (`[out]`,
   `[out, 1]`), or per block (`weight_scale_inv [⌈out/128⌉, ⌈in/128⌉]`).
-- GGUF: one tensor per weight in a GGML type (`Q4_K`, `IQ4_XS`…), read by `gguf_anatomy`.
+- GGUF: one tensor per weight in a GGML type (`Q4_K`, `IQ4_XS`…), read by `gguf_file`.
 
 Layouts read from: vLLM `model_executor/layers/quantization/gptq.py` and `awq.py`
 (`create_weights`), compressed-tensors `compressors/quantized_compressors/*.py`, ModelOpt
@@ -36,7 +36,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from quantscope.anatomy import DTYPE_BITS, GROUPS, PARAM_SUFFIXES, Anatomy, TensorInfo, build_anatomy
+from quantscope.checkpoint.anatomy import (
+    DTYPE_BITS,
+    GROUPS,
+    PARAM_SUFFIXES,
+    Anatomy,
+    TensorInfo,
+    build_anatomy,
+)
+from quantscope.checkpoint.declared import auto_round_entry, quantization_section
 from quantscope.errors import QuantscopeError
 
 # The tensors that store a weight: every parameter of its module but the bias and the KV-cache
@@ -113,8 +121,6 @@ def quantization_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """The checkpoint's quantization config: `quantization_config` from config.json, else ModelOpt's
     `hf_quant_config.json` "quantization" section (kept under `hf_quant_config` by `load_anatomy`);
     {} when it declares none (`declared.quantization_section` also says which file)."""
-    from quantscope.declared import quantization_section
-
     found = quantization_section(config)
     return found[0] if found is not None else {}
 
@@ -132,7 +138,7 @@ def _recognise(
     if weight.dtype not in DTYPE_BITS:  # a GGML type: the tensor comes from a GGUF file
         if not weight.is_linear_weight:
             return None
-        from quantscope.gguf_anatomy import gguf_bits_per_weight
+        from quantscope.checkpoint.gguf_file import gguf_bits_per_weight
 
         # The nominal bits are the type's digit (Q4_K, IQ4_XS: 4); scales make the average higher.
         nominal = re.search(r"(\d)", weight.dtype)
@@ -221,24 +227,6 @@ def _module_sym(quant: Mapping[str, Any], module: str, default: bool) -> bool:
         return not quant.get("zero_point", True)
     entry = _auto_round_entry(quant, module)
     return bool(entry.get("sym", quant.get("sym", default)))
-
-
-_REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
-
-
-def auto_round_entry(quant: Mapping[str, Any], module: str) -> Mapping[str, Any] | None:
-    """AutoRound's `extra_config` entry for `module`, resolved as vLLM's INC loader does: an exact
-    key, a key the name ends with, then regex keys (searched); None when no key applies."""
-    extra = quant.get("extra_config") or {}
-    if module in extra:
-        return extra[module]
-    for key, entry in extra.items():
-        if module.endswith(f".{key}"):
-            return entry
-    for key, entry in extra.items():
-        if any(char in _REGEX_CHARS for char in key) and re.search(key, module):
-            return entry
-    return None
 
 
 def _auto_round_entry(quant: Mapping[str, Any], module: str) -> Mapping[str, Any]:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from quantscope.anatomy import Anatomy, build_anatomy
+from quantscope.checkpoint.anatomy import Anatomy, build_anatomy, safetensors_dtype
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
@@ -50,22 +50,6 @@ _MTP_DEFAULT_LAYERS = 1
 # (vLLM reads them): filled in, and named, when a partial config lacks them.
 _QWEN35_EXTRA_DEFAULTS: dict[str, Any] = {"mtp_use_dedicated_embeddings": False, "mamba_ssm_dtype": "float32"}
 
-# torch dtype name -> safetensors dtype string (safetensors' own names).
-_SAFETENSORS_DTYPES: dict[str, str] = {
-    "float64": "F64",
-    "float32": "F32",
-    "float16": "F16",
-    "bfloat16": "BF16",
-    "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2": "F8_E5M2",
-    "float8_e8m0fnu": "F8_E8M0",
-    "int64": "I64",
-    "int32": "I32",
-    "int16": "I16",
-    "int8": "I8",
-    "uint8": "U8",
-    "bool": "BOOL",
-}
 
 # Config keys that describe a stored quantization, not the architecture: transformers builds the
 # unquantized meta model without them; `declared` lays out what they declare afterwards.
@@ -115,7 +99,7 @@ def _declared(
     source: str, kept: Mapping[str, Any], config: Mapping[str, Any], headers: list[Header]
 ) -> tuple[list[Header], dict[str, Any] | None]:
     """The headers as the config's quantization declares them, and where it was read (None: none)."""
-    from quantscope.declared import declared_headers, quantization_section, sidecar_disagreements
+    from quantscope.checkpoint.declared import declared_headers, quantization_section, sidecar_disagreements
 
     found = quantization_section(config)
     if found is None:
@@ -220,22 +204,6 @@ def saved_headers(model: PreTrainedModel) -> list[Header]:
 def _header(name: str, tensor: torch.Tensor) -> Header:
     shape = tuple(int(dim) for dim in tensor.shape)
     return name, safetensors_dtype(tensor.dtype, name), shape, tensor.numel() * tensor.element_size()
-
-
-def safetensors_dtype(dtype: torch.dtype, name: str = "a tensor") -> str:
-    """The safetensors dtype string ("BF16", "F8_E4M3"…) of a torch dtype."""
-    dtype_name = str(dtype).removeprefix("torch.")
-    if dtype_name not in _SAFETENSORS_DTYPES:
-        raise QuantscopeError(f"tensor {name!r}: dtype {dtype_name} has no safetensors name")
-    return _SAFETENSORS_DTYPES[dtype_name]
-
-
-def torch_dtype(safetensors: str) -> torch.dtype:
-    """The torch dtype of a safetensors dtype string (the inverse of `safetensors_dtype`)."""
-    import torch
-
-    names = {value: key for key, value in _SAFETENSORS_DTYPES.items()}
-    return getattr(torch, names[safetensors])
 
 
 def _mtp_layer_count(config: PretrainedConfig, given: Mapping[str, Any], source: str) -> tuple[int, dict]:

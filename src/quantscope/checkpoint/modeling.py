@@ -97,8 +97,8 @@ def load_causal_lm(
 
 def _restore_compressed_experts(model: Any, source: str | Path, info: Mapping[str, Any]) -> Mapping[str, Any]:
     """Compressed-tensors NVFP4 experts whose global scales transformers ignored, put back as the
-    checkpoint stores them (`quantscope.compressed_experts`); those keys are then used, not ignored."""
-    from quantscope.compressed_experts import ignored_expert_global_scales, restore_expert_weights
+    checkpoint stores them (`checkpoint.compressed_experts`); those keys are then used, not ignored."""
+    from quantscope.checkpoint.compressed_experts import ignored_expert_global_scales, restore_expert_weights
 
     keys = ignored_expert_global_scales(info)
     if not keys or not Path(str(source)).is_dir():

@@ -4,8 +4,8 @@ writes for that declaration.
 A bare `config.json` has no weights to read, but a quantized checkpoint's `quantization_config`
 (or ModelOpt's `hf_quant_config.json` beside it) says which format each linear module is stored
 in. `declared_headers` turns the unquantized layout transformers builds from the config
-(`anatomy_config`) into the layout the producer writes under that declaration, tensor by tensor,
-so `storage.read_contents` labels and sizes it exactly as it would the real headers:
+(`from_config`) into the layout the producer writes under that declaration, tensor by tensor,
+so `contents.read_contents` labels and sizes it exactly as it would the real headers:
 
 - ModelOpt (`quant_method: modelopt`, or `hf_quant_config.json`): `modelopt_algo` resolves each
   module as vLLM's ModelOpt loader does; the tensors per algo follow vLLM's `create_weights`
@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from quantscope.anatomy import Anatomy, TensorInfo
+from quantscope.checkpoint.anatomy import Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import can_quantize, exported_tensors, get_format
 
@@ -42,10 +42,28 @@ _LAID_OUT = "modelopt, compressed-tensors and auto-round"
 _BYTES = {"F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E8M0": 1}
 
 
+_REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
+
+
+def auto_round_entry(quant: Mapping[str, Any], module: str) -> Mapping[str, Any] | None:
+    """AutoRound's `extra_config` entry for `module`, resolved as vLLM's INC loader does: an exact
+    key, a key the name ends with, then regex keys (searched); None when no key applies."""
+    extra = quant.get("extra_config") or {}
+    if module in extra:
+        return extra[module]
+    for key, entry in extra.items():
+        if module.endswith(f".{key}"):
+            return entry
+    for key, entry in extra.items():
+        if any(char in _REGEX_CHARS for char in key) and re.search(key, module):
+            return entry
+    return None
+
+
 def quantization_section(config: Mapping[str, Any]) -> tuple[Mapping[str, Any], str] | None:
     """The quantization config a loader reads for this config, and the file it is in: config.json's
     `quantization_config` (vLLM prefers it), else ModelOpt's `hf_quant_config.json` "quantization"
-    section kept under `hf_quant_config` (as `storage.quantization_config` reads them)."""
+    section kept under `hf_quant_config` (as `contents.quantization_config` reads them)."""
     quant = config.get("quantization_config")
     if isinstance(quant, Mapping):
         return quant, "config.json"
@@ -77,7 +95,7 @@ def declared_headers(anatomy: Anatomy, quant: Mapping[str, Any], where: str) -> 
     """`anatomy`'s header entries with every linear weight replaced by the tensors its producer
     writes for the format `quant` declares (see the module docstring); other tensors unchanged.
 
-    `anatomy` is the unquantized layout (`anatomy_config`); `where` names the config in errors.
+    `anatomy` is the unquantized layout (`from_config`); `where` names the config in errors.
     Raises QuantscopeError for a quantization config quantscope cannot lay out.
     """
     layout = _layout(quant, where)
@@ -242,7 +260,7 @@ def _compressed_tensors_layout(quant: Mapping[str, Any], where: str):
 def _meta_linear(tensor: TensorInfo):
     import torch
 
-    from quantscope.anatomy_config import torch_dtype
+    from quantscope.checkpoint.anatomy import torch_dtype
 
     out, inputs = tensor.shape
     with torch.device("meta"):
@@ -281,7 +299,7 @@ def _ct_compressed(
     from compressed_tensors.quantization.lifecycle.initialize import initialize_module_for_quantization
     from compressed_tensors.utils import get_direct_state_dict
 
-    from quantscope.anatomy_config import safetensors_dtype
+    from quantscope.checkpoint.anatomy import safetensors_dtype
 
     linear = _meta_linear(tensor)
     scheme = copy.deepcopy(scheme)
@@ -316,11 +334,9 @@ def auto_round_settings(quant: Mapping[str, Any], module: str) -> dict[str, Any]
     config applies to `module`, or None when it leaves the module alone.
 
     Resolved as vLLM's INC loader does: `ignored_layers`, then the module's `extra_config` entry
-    (`storage.auto_round_entry`), else the global settings when the module is inside
+    (`auto_round_entry`), else the global settings when the module is inside
     `block_name_to_quantize`. An entry with `bits` >= 16 is returned as is (16-bit).
     """
-    from quantscope.storage import auto_round_entry
-
     if module in set(quant.get("ignored_layers") or ()):
         return None
     entry = auto_round_entry(quant, module)
