@@ -171,9 +171,9 @@ def main() -> int:
     parser.add_argument("--per-layer", action="store_true", help="also search per-layer units")
     args = parser.parse_args()
 
+    from quantscope.plan.recipe import PRESETS, assign_schemes, predict_footprint
     from quantscope.profile.profiler import Profiler
     from quantscope.profile.search import search_recipe
-    from quantscope.recipe import PRESETS, assign_schemes, predict_footprint
 
     model_dir = args.model or bundled_checkpoint()
     print(f"model {model_dir}, scheme {args.scheme}, {torch.get_num_threads()} thread(s)")

@@ -24,7 +24,7 @@ from tests.header_only import modelopt_checkpoint, read_nvidia
 from quantscope.checkpoint.contents import read_contents
 from quantscope.checkpoint.from_config import anatomy_from_config, estimate_header_bytes
 from quantscope.checkpoint.load import load_anatomy
-from quantscope.derive import plan_like
+from quantscope.plan.derive import plan_like
 from quantscope.util import format_size
 
 QWEN35_9B_SHARDS = 19_306_310_880  # the four official BF16 shards, headers included (shared README)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
 from quantscope.cli.app import console
-from quantscope.recipe import PRESETS, load_recipe, predict_footprint
+from quantscope.plan.recipe import PRESETS, load_recipe, predict_footprint
 from tests.shared_configs import shared_config
 
 runner = CliRunner()

@@ -28,7 +28,7 @@ from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
 from quantscope.cli.app import console
 from quantscope.errors import QuantscopeError
-from quantscope.recipe import plan_recipes
+from quantscope.plan.recipe import plan_recipes
 from tests.header_only import SIXTEEN, modelopt_declared_algo
 from tests.shared_configs import CONFIGS
 

@@ -22,7 +22,7 @@ import torch
 from quantscope.engines import get_engine
 from quantscope.engines.base import Generation
 from quantscope.engines.transformers import TransformersEngine, TransformersOptions
-from quantscope.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
+from quantscope.plan.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
 from tests.loopback import vllm_openai_server
 from tests.test_engines import CONTINUED, PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3, generated
 from tests.tiny_models import build_qwen35_dense, build_qwen35_dense_with_mtp

@@ -16,8 +16,8 @@ from quantscope.formats import (
     get_format,
     stored_bytes,
 )
+from quantscope.plan.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
 from quantscope.quantize.autoround import KEEP_16BIT, autoround_scheme
-from quantscope.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
 
 
 def _layout(shape: tuple[int, ...], name: str) -> dict[str, tuple[str, tuple[int, ...]]]:

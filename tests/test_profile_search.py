@@ -12,10 +12,10 @@ import pytest
 
 from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
+from quantscope.plan.recipe import Recipe, assign_schemes, load_recipe, predict_footprint, save_recipe
 from quantscope.profile.profiler import Profiler
 from quantscope.profile.records import SensitivityProfile, load_profile
 from quantscope.profile.search import search_recipe, solve_knapsack, unit_damage
-from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint, save_recipe
 
 
 def _brute_force(options: list[list[tuple[int, float]]], capacity: int) -> float:

@@ -23,11 +23,11 @@ from quantscope.checkpoint.modeling import load_causal_lm
 from quantscope.cli import app
 from quantscope.cli.quantize import INCOMPLETE_EXIT
 from quantscope.errors import QuantscopeError
+from quantscope.plan.recipe import KEPT, load_recipe, predict_footprint
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
 from quantscope.quantize.manifest import MANIFEST_NAME, Manifest
 from quantscope.quantize.verify import VerifySettings
 from quantscope.quantize.vllm_check import LOADABLE_CHECK
-from quantscope.recipe import KEPT, load_recipe, predict_footprint
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
 

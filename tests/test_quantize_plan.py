@@ -9,13 +9,13 @@ import pytest
 from quantscope.checkpoint.anatomy import Anatomy, build_anatomy
 from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
+from quantscope.plan.recipe import PRESETS, Override, Recipe, assign_schemes
 from quantscope.quantize.autoround import (
     KEEP_16BIT,
     export_module_names,
     plan_autoround,
     transformers_load_problem,
 )
-from quantscope.recipe import PRESETS, Override, Recipe, assign_schemes
 
 
 @pytest.fixture(scope="module")

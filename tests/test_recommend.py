@@ -157,7 +157,7 @@ def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path
 
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
-    from quantscope.serving import ServingOptions
+    from quantscope.plan.serving import ServingOptions
     from tests.shared_configs import shared_config
 
     path = shared_config("qwen3.5-27b.config.json")

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from quantscope.checkpoint.load import load_anatomy
+from quantscope.plan.recipe import Recipe, assign_schemes, load_recipe, predict_footprint
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.quantize.verify import default_max_kl
-from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint
 
 pytestmark = [
     pytest.mark.slow,

@@ -218,7 +218,7 @@ def _title(settings: DemoSettings) -> str:
 def plan_presets(source: Path, presets: tuple[str, ...], notify: DemoCallback) -> list[tuple[str, int]]:
     """Each preset with its predicted weight footprint in bytes (headers only, nothing loaded)."""
     from quantscope.checkpoint.load import load_anatomy
-    from quantscope.recipe import load_recipe, predict_footprint
+    from quantscope.plan.recipe import load_recipe, predict_footprint
 
     anatomy = load_anatomy(source)
     planned = []

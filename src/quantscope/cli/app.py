@@ -161,7 +161,7 @@ def gpu_budget(
     table's memory; the bandwidth always comes from --gpu."""
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
-    from quantscope.serving import ServingOptions
+    from quantscope.plan.serving import ServingOptions
 
     if gpu is None:
         if gpu_memory is not None:

@@ -29,8 +29,8 @@ SERVING_KEYS = ("kv_bytes_per_token", "state_bytes_per_sequence", "max_concurren
 """What `plan --gpu --json` also puts at the top of each recipe's row (the rest is under "serving")."""
 
 if TYPE_CHECKING:
-    from quantscope.recipe import Plan
-    from quantscope.serving import ServingPlan
+    from quantscope.plan.recipe import Plan
+    from quantscope.plan.serving import ServingPlan
 
 ModelsArg = Annotated[
     list[str],
@@ -120,13 +120,13 @@ def plan(
     linear-attention state: the KV pool, bytes per token and per sequence, how many sequences of
     --context tokens fit at once, and a decode-throughput upper bound from the GPU's bandwidth."""
     from quantscope.checkpoint.load import load_anatomy
-    from quantscope.recipe import load_recipe, plan_recipes
+    from quantscope.plan.recipe import load_recipe, plan_recipes
     from quantscope.report.terminal import like_plan_view, plan_table, serving_table
 
     budget_bytes = size_or_none(budget)
     anatomy = load_anatomy(model, revision=revision)
     if like is not None:
-        from quantscope.derive import plan_like
+        from quantscope.plan.derive import plan_like
 
         if budget_bytes is not None or recipe:
             raise QuantscopeError("--like plans the checkpoint's own recipe: drop --budget and --recipe")
@@ -157,7 +157,7 @@ def serving_plan(
 ) -> ServingPlan | None:
     """The serving side of `plan`: None without --gpu or --gpu-memory."""
     from quantscope.gpus import get_gpu
-    from quantscope.serving import ServingOptions, serve_recipes
+    from quantscope.plan.serving import ServingOptions, serve_recipes
 
     if gpu is None and gpu_memory is None:
         return None
@@ -182,8 +182,8 @@ def recipe_from_checkpoint(
 ) -> None:
     """Write the recipe a quantized checkpoint used (group and pattern -> format), for `quantize`."""
     from quantscope.checkpoint.load import load_anatomy
-    from quantscope.derive import derive_recipe
-    from quantscope.recipe import save_recipe
+    from quantscope.plan.derive import derive_recipe
+    from quantscope.plan.recipe import save_recipe
     from quantscope.report.terminal import derived_recipe_line
 
     derived = derive_recipe(load_anatomy(checkpoint, revision=revision), name=name)

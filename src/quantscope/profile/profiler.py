@@ -26,6 +26,7 @@ from quantscope.gpus import DEFAULT_TARGET, get_gpu
 from quantscope.numerics.actquant import ActPoint, calibrate, hookable, share_across_experts
 from quantscope.numerics.fakequant import QdqTarget, loaded_tensors
 from quantscope.numerics.served import KernelSet, kind_of, served_activations, text_model_type
+from quantscope.plan.recipe import save_recipe
 from quantscope.profile.meter import KLMeter, make_buckets
 from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
 from quantscope.profile.search import SearchResult, search_recipe
@@ -37,7 +38,6 @@ from quantscope.profile.units import (
     unit_bytes,
     unit_targets,
 )
-from quantscope.recipe import save_recipe
 
 Progress = Callable[[str, int, int], None]
 
@@ -252,7 +252,7 @@ class Profiler:
 
     def measure_recipe(self, recipe: Any) -> Damage:
         """Damage of applying the whole `recipe` at once (labelled with the recipe's name)."""
-        from quantscope.recipe import assign_schemes
+        from quantscope.plan.recipe import assign_schemes
 
         return self.measure_assignment(assign_schemes(self.anatomy, recipe), recipe.name)
 

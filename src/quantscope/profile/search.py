@@ -50,7 +50,7 @@ class SearchResult:
     sum of the chosen units' damage under `objective` (nats per token).
     """
 
-    recipe: object  # quantscope.recipe.Recipe
+    recipe: object  # quantscope.plan.recipe.Recipe
     choices: tuple[Choice, ...]
     budget_bytes: int
     total_bytes: int
@@ -204,14 +204,14 @@ def _default_name(profile: SensitivityProfile, budget_bytes: int) -> str:
 
 
 def _footprint(anatomy: Anatomy, recipe: object) -> int:
-    from quantscope.recipe import predict_footprint
+    from quantscope.plan.recipe import predict_footprint
 
     return int(predict_footprint(anatomy, recipe).total_bytes)
 
 
 def _fixed_bytes(profile: SensitivityProfile, anatomy: Anatomy) -> int:
     """Bytes of everything outside the profile's units (norms, embeddings, kept groups…)."""
-    from quantscope.recipe import Recipe
+    from quantscope.plan.recipe import Recipe
 
     groups = tuple(dict.fromkeys([*(u.group for u in profile.units), *profile.unmeasured]))
     keep_all = Recipe(name="keep-all", scheme=profile.scheme, keep_groups=_split_groups(groups))
@@ -235,7 +235,7 @@ def choices_to_recipe(
     regexes on module names. The result is checked with `assign_schemes`: every unit weight gets
     exactly the chosen format and nothing else changes, else QuantscopeError.
     """
-    from quantscope.recipe import Override, Recipe
+    from quantscope.plan.recipe import Override, Recipe
 
     by_unit = {u.name: u for u in profile.units}
     per_scheme: dict[str, list[str]] = {}
@@ -362,7 +362,7 @@ def verify_recipe(
 
     Returns the full assignment; raises QuantscopeError naming the first mismatching module.
     """
-    from quantscope.recipe import assign_schemes
+    from quantscope.plan.recipe import assign_schemes
 
     assigned = assign_schemes(anatomy, recipe)  # raises on a split fused set
     for module, fmt in intended_formats(profile, anatomy, choices).items():

@@ -34,10 +34,10 @@ class Unit:
 def quantized_assignment(anatomy: Anatomy, scheme: str) -> dict[str, str]:
     """Checkpoint weight name -> format for `scheme` applied to every group it can quantize.
 
-    Uses the recipe rules (`quantscope.recipe.assign_schemes`, lm_head included) so the profile
+    Uses the recipe rules (`quantscope.plan.recipe.assign_schemes`, lm_head included) so the profile
     quantizes exactly what `quantscope quantize` would; weights the rules leave 16-bit are absent.
     """
-    from quantscope.recipe import Recipe, assign_schemes
+    from quantscope.plan.recipe import Recipe, assign_schemes
 
     recipe = Recipe(name=f"profile-{scheme}", scheme=scheme, quantize_lm_head=True)
     assigned = assign_schemes(anatomy, recipe)

@@ -23,8 +23,8 @@ from typing import Any
 from quantscope.checkpoint.anatomy import Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
+from quantscope.plan.recipe import Recipe, assign_schemes
 from quantscope.quantize.manifest import AutoRoundSettings
-from quantscope.recipe import Recipe, assign_schemes
 from quantscope.util import atomic_path, write_atomic
 
 # Export formats (AutoRound `format=` values) per weight family, the default first: the route

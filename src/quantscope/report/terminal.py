@@ -30,14 +30,14 @@ if TYPE_CHECKING:
     from quantscope.checkpoint.anatomy import Anatomy
     from quantscope.checkpoint.contents import Contents
     from quantscope.demo import DemoResult
-    from quantscope.derive import DerivedRecipe, LikePlan
+    from quantscope.plan.derive import DerivedRecipe, LikePlan
+    from quantscope.plan.recipe import Footprint, Plan, Recipe
+    from quantscope.plan.serving import ServingPlan
     from quantscope.profile.profiler import ProfileRun
     from quantscope.profile.records import SensitivityProfile
     from quantscope.profile.search import SearchResult
     from quantscope.quantize import QuantizeResult, VerifyReport
-    from quantscope.recipe import Footprint, Plan, Recipe
     from quantscope.runner import RunSummary
-    from quantscope.serving import ServingPlan
     from quantscope.sweep import SweepResult
     from quantscope.sweep.estimate import SweepEstimate
 

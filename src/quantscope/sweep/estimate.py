@@ -187,7 +187,7 @@ class _Weights:
     def decode_rate(self, job: EvalJob, gpu: Any, sequence_tokens: float) -> float | None:
         """Decode tokens/s (roofline) of `job`'s variant on `gpu` at `sequence_tokens` per
         sequence; None when one sequence of the cap does not fit."""
-        from quantscope.serving import (
+        from quantscope.plan.serving import (
             ServingOptions,
             cache_layout,
             cache_shape,
@@ -225,7 +225,7 @@ class _Weights:
 
     def _weights(self, model: ModelEntry, job: EvalJob) -> tuple[dict[str, int], dict[str, Any]]:
         from quantscope.checkpoint.load import load_anatomy
-        from quantscope.recipe import load_recipe, predict_footprint
+        from quantscope.plan.recipe import load_recipe, predict_footprint
 
         checkpoint = job.spec.memory_from or job.spec.model
         if job.needs is None or Path(checkpoint).is_dir():

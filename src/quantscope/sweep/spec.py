@@ -236,7 +236,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
 
 
 def _check_recipes(sweep: Sweep, path: Path) -> None:
-    from quantscope.recipe import load_recipe
+    from quantscope.plan.recipe import load_recipe
 
     for recipe in sweep.recipes:
         if recipe == SOURCE_RECIPE:

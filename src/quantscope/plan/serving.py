@@ -44,7 +44,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 
 if TYPE_CHECKING:
-    from quantscope.recipe import Footprint
+    from quantscope.plan.recipe import Footprint
 
 GIB = 1 << 30
 DEFAULT_CONTEXT = 32768

@@ -22,7 +22,7 @@ from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.checkpoint.contents import Contents, logical_anatomy, read_contents
 from quantscope.errors import QuantscopeError
 from quantscope.formats import can_quantize, get_format
-from quantscope.recipe import (
+from quantscope.plan.recipe import (
     ALWAYS_KEPT_GROUPS,
     KEPT,
     Footprint,
