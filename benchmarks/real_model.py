@@ -32,8 +32,8 @@ from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_t
 from quantscope.offline import english_text, smollm2
 from quantscope.plan.recipe import Recipe
 from quantscope.quantize import QuantizeOptions, quantize
+from quantscope.quantize.twin import write_twin
 from quantscope.quantize.weights import load_export_float32
-from quantscope.twin import write_twin
 
 WEIGHT_ONLY_GPU = "A100"  # vLLM runs NVFP4/MXFP4 (Marlin FP4) and FP8 (Marlin W8A16) weight-only there
 

@@ -37,10 +37,10 @@ from quantscope.analysis.metrics import load_results
 from quantscope.analysis.sequential import RoundPlan
 from quantscope.analysis.sequential import until_decided as loop
 from quantscope.quantize import QuantizeOptions, quantize
+from quantscope.quantize.twin import write_twin
 from quantscope.runner import RunSpec, TaskSpec, run_eval
 from quantscope.store import Store
 from quantscope.toy import checkpoint_dir
-from quantscope.twin import write_twin
 
 TASK = "synthetic"
 

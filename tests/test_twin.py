@@ -16,8 +16,8 @@ from quantscope.numerics.actquant import ActPoint, act_spec, activations_quantiz
 from quantscope.numerics.served import served_activations
 from quantscope.numerics.twin_marker import read_twin
 from quantscope.quantize import read_manifest
+from quantscope.quantize.twin import write_twin
 from quantscope.quantize.weights import load_export_float32
-from quantscope.twin import write_twin
 
 
 def _activations() -> torch.Tensor:
@@ -225,7 +225,7 @@ def test_stored_activation_scales_are_reproduced_to_the_bit(tmp_path: Path) -> N
 
     from quantscope.numerics.actquant import fp8_static_scale
     from quantscope.numerics.fakequant import nvfp4_global_scale
-    from quantscope.twin import export_activation_amax
+    from quantscope.quantize.twin import export_activation_amax
 
     torch.manual_seed(0)
     amaxes = torch.rand(200) * 500 + 0.5  # calibrated input |max| as AutoRound stores them:
@@ -321,7 +321,7 @@ def test_a_b200_twin_rounds_moe_expert_inputs_with_one_scale_per_layer(
 
     import quantscope.numerics.actquant as actquant
     from quantscope.numerics.twin_marker import describe_twin
-    from quantscope.twin import plan_twin, twin_marker
+    from quantscope.quantize.twin import plan_twin, twin_marker
 
     layer, dense = "model.layers.0.mlp", "model.layers.0.mlp.shared_expert.down_proj"
     amax = _expert_amax(layer, 4) | {dense: 0.75}
@@ -379,7 +379,7 @@ def test_a_hopper_twin_plans_mxfp4_dense_w4a8_and_experts_weight_only() -> None:
     """vLLM 0.32 on an H100: Humming runs MXFP4 dense layers with FP8 per-token inputs, Marlin runs
     the MoE experts weight-only; without Humming, Marlin runs both weight-only."""
     from quantscope.numerics.served import KernelSet
-    from quantscope.twin import plan_twin
+    from quantscope.quantize.twin import plan_twin
 
     layer, dense = "model.layers.0.mlp", "model.layers.0.self_attn.q_proj"
     assignment = dict.fromkeys([*_expert_amax(layer, 2), dense], "mxfp4")

@@ -16,7 +16,7 @@ is reported as failed and left out; the demo goes on with the others.
 
 What is evaluated: on a CPU, transformers runs the exports' 4-bit / FP4 / FP8 layers through
 AutoRound's reference modules at about 8 tokens/s (the toy model, 2 cores), far too slow for a
-10-minute demo. So each export is evaluated through its twin (`quantscope.twin`): the export's
+10-minute demo. So each export is evaluated through its twin (`quantscope.quantize.twin`): the export's
 own weights, dequantized and saved as float32, plus the activation rounding the target GPU
 applies per layer kind when vLLM serves the export (`settings.gpu`, Blackwell B200 by default:
 NVFP4 and MXFP4 as W4A4, NVFP4 experts with one activation scale per MoE layer, FP8 as W8A8;
@@ -238,7 +238,7 @@ def prepare_variant(
     """
     from quantscope.quantize import QuantizeOptions, quantize, read_manifest
     from quantscope.quantize.manifest import MANIFEST_NAME
-    from quantscope.twin import write_twin
+    from quantscope.quantize.twin import write_twin
 
     if preset == "bf16":
         return DemoVariant(preset, "original", source, predicted, predicted)

@@ -108,7 +108,7 @@ def _restore_compressed_experts(model: Any, source: str | Path, info: Mapping[st
 
 
 def _emulate_twin_activations(model: Any, source: str | Path) -> None:
-    """An evaluation twin (`quantscope.twin`) names the layer inputs its target GPU quantizes:
+    """An evaluation twin (`quantscope.quantize.twin`) names the layer inputs its target GPU quantizes:
     hook their rounding in for the model's lifetime, since no safetensors file can hold it."""
     if not Path(str(source)).is_dir():
         return

@@ -1,7 +1,7 @@
 """What an export's weights really are, and whether they hold the source's within rounding.
 
 `dequantized_weight` reads the `[out, in]` weight a loaded quantized module computes with, so a
-twin (`quantscope.twin`) evaluates exactly the export's rounding and `verify` can compare it
+twin (`quantscope.quantize.twin`) evaluates exactly the export's rounding and `verify` can compare it
 with the source. `weight_errors` measures, per quantized module, the export's relative error
 against the source next to the error plain round-to-nearest (`profile.fakequant`) makes in the
 same format. A legitimate export is within rounding of its source: RTN matches it, AutoRound's

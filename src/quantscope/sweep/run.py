@@ -112,7 +112,7 @@ def quantize_job(job: QuantizeJob, options: Any) -> str:
     if not (job.out / MANIFEST_NAME).is_file():
         quantize(job.source, job.recipe, job.out, options)
     if job.twin is not None and job.twin_gpu is not None:
-        from quantscope.twin import write_twin
+        from quantscope.quantize.twin import write_twin
 
         write_twin(Path(job.source), job.out, job.twin, job.twin_gpu)
     return str(job.out)

@@ -85,7 +85,7 @@ class EvalBlock(_Strict):
     """How every eval job runs (see `runner.RunSpec` for the fields): the engine and its options
     (`tensor_parallel_size`: the GPUs of one vLLM engine), k samples, the cap, the seed, an item
     `limit`, the commit window, and `twin`: a GPU name to evaluate each export through its
-    evaluation twin for that GPU (`quantscope.twin`; for CPU machines, where transformers runs
+    evaluation twin for that GPU (`quantscope.quantize.twin`; for CPU machines, where transformers runs
     quantized layers too slowly) instead of the export itself.
 
     `replicas`: engines per eval job on Ray, each with its own GPUs and an equal share of the

@@ -183,7 +183,7 @@ def export_plan(
 ) -> tuple[Mapping[str, str], TwinPlan]:
     """The manifest's assignment of an export and its twin plan on `gpu` (see `plan_twin`; the
     model type comes from the export's config.json)."""
-    from quantscope.quantize import read_manifest
+    from quantscope.quantize.manifest import read_manifest
 
     assignment = read_manifest(export).assignment
     plan = plan_twin(
