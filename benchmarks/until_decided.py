@@ -39,7 +39,7 @@ from quantscope.analysis.sequential import until_decided as loop
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.quantize.twin import write_twin
 from quantscope.runner import RunSpec, TaskSpec, run_eval
-from quantscope.store import Store
+from quantscope.store.database import Store
 from quantscope.toy import checkpoint_dir
 
 TASK = "synthetic"

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from quantscope.demo import DEMO_LEVELS, QUICK, DemoSettings, run_demo
 from quantscope.quantize.twin import write_twin
-from quantscope.store import Store
+from quantscope.store.database import Store
 
 SETTINGS = DemoSettings(
     presets=("bf16", "w4a16"), per_level=1, k=1, max_tokens=24, batch_size=8, calib_samples=4, calib_seqlen=64

@@ -12,7 +12,7 @@ from quantscope.engines.base import chat_prompt
 from quantscope.errors import QuantscopeError
 from quantscope.forced import FORCED_CLOSE, cut_at, needs_forcing
 from quantscope.runner import RunSpec, build_engine, chat_request, load_task, run_eval
-from quantscope.store import Store
+from quantscope.store.database import Store
 
 BUDGETS = (40, 96)
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.levels import level_report
 from quantscope.report.terminal import level_table
-from quantscope.store import Store
+from quantscope.store.database import Store
 from tests.test_compare import add_variant, outcomes
 
 HARD = 20

@@ -20,7 +20,8 @@ from quantscope.analysis.metrics import (
     token_stats,
 )
 from quantscope.errors import QuantscopeError
-from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.store.database import Store
+from quantscope.store.rows import ResultRow, RunRecord, Variant
 
 
 def make_results(rows: list[tuple[str, int, bool, str, int]], cap: int = 100, variant: str = "v"):

@@ -34,7 +34,7 @@ HOMES = {
     "RunSpec": "quantscope.runner",
     "load_spec": "quantscope.runner",
     "run_eval": "quantscope.runner",
-    "Store": "quantscope.store",
+    "Store": "quantscope.store.database",
     "analyze": "quantscope.analysis.compare",
     "recommend": "quantscope.analysis.recommend",
     "build_report": "quantscope.report.build",

@@ -10,7 +10,7 @@ import pytest
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.recommend import pareto_frontier, recommend
 from quantscope.errors import QuantscopeError
-from quantscope.store import Store
+from quantscope.store.database import Store
 from tests.test_compare import add_variant, outcomes, study  # noqa: F401  (study is a fixture)
 
 

@@ -24,7 +24,7 @@ from quantscope.runner import (
     load_spec,
     run_eval,
 )
-from quantscope.store import Store
+from quantscope.store.database import Store
 from quantscope.tasks import get_task
 
 AIME = Path(__file__).parent / "data" / "aime25.jsonl"

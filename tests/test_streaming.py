@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantscope.cli import app
-from quantscope.store import Store
+from quantscope.store.database import Store
 from tests.loopback import JSONServer
 
 runner = CliRunner()

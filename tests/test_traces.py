@@ -18,7 +18,7 @@ from quantscope.analysis.traces import (
     repeated_tail,
     trace_report,
 )
-from quantscope.store import Store
+from quantscope.store.database import Store
 
 RULES = TraceRules()
 PROGRESS = " ".join(f"step {i}: add {i} to the total, giving {i * (i + 1) // 2}." for i in range(1, 40))

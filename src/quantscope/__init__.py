@@ -46,7 +46,7 @@ _EXPORTS = {
     "RunSpec": "quantscope.runner:RunSpec",
     "load_spec": "quantscope.runner:load_spec",
     "run_eval": "quantscope.runner:run_eval",
-    "Store": "quantscope.store:Store",
+    "Store": "quantscope.store.database:Store",
     "analyze": "quantscope.analysis.compare:analyze",
     "recommend": "quantscope.analysis.recommend:recommend",
     "build_report": "quantscope.report.build:build_report",

@@ -23,7 +23,7 @@ from quantscope.analysis.sequential import RULE, RoundPlan, adjusted_delta, unti
 from quantscope.engines.base import Engine
 from quantscope.errors import QuantscopeError
 from quantscope.runner import RunProgress, RunSpec, RunSummary, build_engine, run_eval
-from quantscope.store import Store
+from quantscope.store.database import Store
 
 RoundCallback = Callable[[RoundPlan], None]
 

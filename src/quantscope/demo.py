@@ -41,7 +41,7 @@ from quantscope.gpus import DEFAULT_TARGET, get_gpu
 if TYPE_CHECKING:
     from quantscope.report import ReportResult
     from quantscope.runner import ProgressUpdate, RunSpec
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe", "w3a16")
 QUICK_PRESETS = ("bf16", "w4a16", "w4a16-safe", "nvfp4")
@@ -149,7 +149,7 @@ def run_demo(
     """
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.report import build_report
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     started = time.perf_counter()
     notify = progress or (lambda _event: None)

@@ -35,7 +35,8 @@ from quantscope.engines.base import (
     split_thinking,
 )
 from quantscope.errors import QuantscopeError
-from quantscope.store import ForcedRow, Store
+from quantscope.store.database import Store
+from quantscope.store.rows import ForcedRow
 from quantscope.tasks.base import Sample, Task
 
 FORCED_CLOSE = "\n</think>\n\n"

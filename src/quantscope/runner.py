@@ -46,14 +46,15 @@ from quantscope.engines.base import (
 from quantscope.errors import QuantscopeError, invalid
 from quantscope.memory import variant_memory
 from quantscope.records import read_yaml
-from quantscope.settings import (
+from quantscope.store.database import Store
+from quantscope.store.rows import Failure, ResultRow, RunRecord, Variant
+from quantscope.store.settings import (
     OutputSettings,
     current_environment,
     differences,
     output_engine_options,
     text_fingerprint,
 )
-from quantscope.store import Failure, ResultRow, RunRecord, Store, Variant
 from quantscope.tasks.base import Sample, Task
 
 if TYPE_CHECKING:

@@ -65,9 +65,10 @@ from quantscope.memory import weight_memory
 from quantscope.util import json_ready
 
 if TYPE_CHECKING:
-    from quantscope.settings import OutputSettings
+    from quantscope.store.settings import OutputSettings
 from quantscope.numerics.twin_marker import describe_twin
-from quantscope.store import Store, Variant
+from quantscope.store.database import Store
+from quantscope.store.rows import Variant
 
 BASELINE_RECIPES = ("bf16", "fp16")
 VERDICT_TRUNCATION = "worse: mostly truncation"

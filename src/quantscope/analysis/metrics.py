@@ -32,7 +32,7 @@ from quantscope.analysis.thinking import ThinkingLength, thinking_censored, thin
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_BUDGET_POINTS = 16

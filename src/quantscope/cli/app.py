@@ -174,7 +174,7 @@ def gpu_budget(
 
 def store_dir(store: Path | None) -> Path:
     """The store directory a command uses: `--store`, else `$QUANTSCOPE_STORE`, else the current one."""
-    from quantscope.store import default_store_dir
+    from quantscope.store.database import default_store_dir
 
     return store if store is not None else default_store_dir()
 

@@ -215,7 +215,7 @@ def eval_(
     from quantscope.analysis.metrics import summarize_tasks
     from quantscope.report.terminal import adaptive_lines, cap_warnings, metrics_table, run_lines
     from quantscope.runner import load_spec
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     run_spec = load_spec(spec, _spec_overrides(flags))
     with Store.open(store_dir(store)) as opened:
@@ -237,7 +237,7 @@ def runs(store: StoreOpt = None) -> None:
     """List what the store holds: per variant and task, samples, accuracy and truncation."""
     from quantscope.analysis import load_results, summarize_all
     from quantscope.report.terminal import cap_warnings, metrics_table
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
         metrics = summarize_all(load_results(opened))
@@ -261,7 +261,7 @@ def export(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
 ) -> None:
     """Export every stored generation with its judgement and run metadata to Parquet or CSV."""
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     fmt = format or ("csv" if out.suffix.lower() == ".csv" else "parquet")
     with Store.existing(store_dir(store)) as opened:

@@ -72,7 +72,7 @@ def compare(
         trace_notes,
         trace_table,
     )
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
         analysis = analyze(
@@ -122,7 +122,7 @@ def recommend(
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.recommend import recommend as choose
     from quantscope.report.terminal import recommendation_panel
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
         analysis = analyze(opened, baseline, margin=margin / 100, allow_mismatch=allow_mismatch)

@@ -143,7 +143,7 @@ def task_items(task: TaskSpec, limit: int | None) -> int | None:
 
 
 def _stored(store: Path, variant: str, task: str) -> int:
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     if not (store / "quantscope.db").is_file():
         return 0
@@ -154,7 +154,7 @@ def _stored(store: Path, variant: str, task: str) -> int:
 def _tokens_per_sample(job: EvalJob, per_task: list[tuple[str, int]]) -> tuple[float, str]:
     """Mean completion tokens per sample still to generate: measured per task from the store where
     it has rows, else assumed from the cap."""
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     share = THINKING_SHARE if job.spec.thinking else ANSWER_SHARE
     assumed = share * job.spec.max_tokens

@@ -175,7 +175,7 @@ def _eval_unless_blocked(
 def _eval(job: EvalJob, notify: SweepProgress, make_engine: Any) -> JobResult:
     """One eval job through `run_eval`, into its own store connection (this thread's)."""
     from quantscope.runner import run_eval
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     started = time.perf_counter()
     running = threading.Event()
