@@ -202,7 +202,8 @@ def test_forced_answers_are_the_same_through_the_three_engines(
 ) -> None:
     """A run capped at 2 tokens ("ab", cut in the thinking), then forced at budgets 1 and 2:
     the same cut, close and forced answer on transformers, vLLM offline and vLLM's server."""
-    from quantscope.runner import RunSpec, run_eval
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.evaluate.spec import RunSpec
     from quantscope.store.database import Store
 
     data = Path(__file__).resolve().parent / "data" / "aime25.jsonl"

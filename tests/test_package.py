@@ -14,7 +14,7 @@ import quantscope
 
 # The README's library verbs and where each lives, written out here (not read from `_EXPORTS`).
 HOMES = {
-    "load_anatomy": "quantscope.checkpoint.anatomy",
+    "load_anatomy": "quantscope.checkpoint.load",
     "read_contents": "quantscope.checkpoint.contents",
     "derive_recipe": "quantscope.plan.derive",
     "plan_like": "quantscope.plan.derive",
@@ -31,9 +31,9 @@ HOMES = {
     "QuantizeOptions": "quantscope.quantize.pipeline",
     "quantize_model": "quantscope.quantize.pipeline:quantize",
     "verify": "quantscope.quantize.verify",
-    "RunSpec": "quantscope.runner",
-    "load_spec": "quantscope.runner",
-    "run_eval": "quantscope.runner",
+    "RunSpec": "quantscope.evaluate.spec",
+    "load_spec": "quantscope.evaluate.spec",
+    "run_eval": "quantscope.evaluate.runner",
     "Store": "quantscope.store.database",
     "analyze": "quantscope.analysis.compare",
     "recommend": "quantscope.analysis.recommend",

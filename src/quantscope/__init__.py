@@ -43,9 +43,9 @@ _EXPORTS = {
     # `quantize_model`, not `quantize`: importing the `quantscope.quantize` package binds that name.
     "quantize_model": "quantscope.quantize.pipeline:quantize",
     "verify": "quantscope.quantize.verify:verify",
-    "RunSpec": "quantscope.runner:RunSpec",
-    "load_spec": "quantscope.runner:load_spec",
-    "run_eval": "quantscope.runner:run_eval",
+    "RunSpec": "quantscope.evaluate.spec:RunSpec",
+    "load_spec": "quantscope.evaluate.spec:load_spec",
+    "run_eval": "quantscope.evaluate.runner:run_eval",
     "Store": "quantscope.store.database:Store",
     "analyze": "quantscope.analysis.compare:analyze",
     "recommend": "quantscope.analysis.recommend:recommend",

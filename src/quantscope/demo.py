@@ -39,8 +39,9 @@ from quantscope.errors import QuantscopeError
 from quantscope.gpus import DEFAULT_TARGET, get_gpu
 
 if TYPE_CHECKING:
+    from quantscope.evaluate.runner import ProgressUpdate
+    from quantscope.evaluate.spec import RunSpec
     from quantscope.report import ReportResult
-    from quantscope.runner import ProgressUpdate, RunSpec
     from quantscope.store.database import Store
 
 FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe", "w3a16")
@@ -277,7 +278,7 @@ def prepare_variant(
 
 def run_spec(variant: DemoVariant, settings: DemoSettings) -> RunSpec:
     """The run spec that evaluates `variant` on the synthetic task with thinking on."""
-    from quantscope.runner import RunSpec, TaskSpec
+    from quantscope.evaluate.spec import RunSpec, TaskSpec
 
     return RunSpec(
         model=str(variant.directory),
@@ -305,7 +306,7 @@ def evaluate_variant(
     variant: DemoVariant, store: Store, settings: DemoSettings, notify: DemoCallback
 ) -> None:
     """Generate and judge whatever the store still lacks for `variant` (resumes a killed run)."""
-    from quantscope.runner import resume_hash, run_eval
+    from quantscope.evaluate.runner import resume_hash, run_eval
 
     spec = run_spec(variant, settings)
     (task,) = spec.tasks

@@ -21,7 +21,6 @@ from quantscope.util import format_count, format_size, pct, points, pts, ratio, 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from quantscope.adaptive import AdaptiveSummary
     from quantscope.analysis.compare import Analysis, Comparison, VariantInfo
     from quantscope.analysis.levels import LevelResult, TaskLevels
     from quantscope.analysis.metrics import TaskMetrics
@@ -30,6 +29,8 @@ if TYPE_CHECKING:
     from quantscope.checkpoint.anatomy import Anatomy
     from quantscope.checkpoint.contents import Contents
     from quantscope.demo import DemoResult
+    from quantscope.evaluate.runner import RunSummary
+    from quantscope.evaluate.until_decided import AdaptiveSummary
     from quantscope.plan.derive import DerivedRecipe, LikePlan
     from quantscope.plan.recipe import Footprint, Plan, Recipe
     from quantscope.plan.serving import ServingPlan
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from quantscope.profile.records import SensitivityProfile
     from quantscope.profile.search import SearchResult
     from quantscope.quantize import QuantizeResult, VerifyReport
-    from quantscope.runner import RunSummary
     from quantscope.sweep import SweepResult
     from quantscope.sweep.estimate import SweepEstimate
 

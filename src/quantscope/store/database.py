@@ -37,7 +37,7 @@ migrated in place when opened, see `_MIGRATIONS`):
 
 ``forced`` — forced answers (v3), one row per (variant, task, item_id, sample, budget): the
     stored sample's completion cut at `budget` completion tokens, its thinking closed, and at
-    most N answer tokens generated after it (`quantscope.forced`): text (what was generated
+    most N answer tokens generated after it (`quantscope.evaluate.forced`): text (what was generated
     after the cut), answer, answer_tokens, finish_reason, correct, extracted, created.
 
 ``items`` — each evaluated item's stratum (v4), one row per (task, item_id): stratum_key TEXT

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.errors import QuantscopeError
-from quantscope.runner import TaskSpec
+from quantscope.evaluate.spec import TaskSpec
 from quantscope.sweep.run import quantize_finished
 from quantscope.sweep.spec import SOURCE_RECIPE, EvalJob, Jobs, ModelEntry, Sweep, source_of
 
@@ -133,7 +133,7 @@ def _state(stored: int, expected: int | None) -> str:
 def task_items(task: TaskSpec, limit: int | None) -> int | None:
     """Items a task runs (at most `limit`): a local file or the synthetic task counted by loading
     it, a hub benchmark from its published size; None when unknown."""
-    from quantscope.runner import load_task
+    from quantscope.evaluate.runner import load_task
     from quantscope.tasks.registry import task_class
 
     hub = getattr(task_class(task.name), "hub", None)

@@ -30,7 +30,9 @@ from typing import Any
 
 from quantscope.engines.base import ChatRequest, Generation, Outcome, ProgressCallback, collect
 from quantscope.errors import QuantscopeError
-from quantscope.runner import RunSpec, build_engine, engine_stream
+from quantscope.evaluate.requests import engine_stream
+from quantscope.evaluate.runner import build_engine
+from quantscope.evaluate.spec import RunSpec
 from quantscope.sweep.spec import QuantizeJob, RayBlock
 
 CHUNK_SECONDS = 0.5

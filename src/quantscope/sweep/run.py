@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from quantscope.errors import QuantscopeError
-from quantscope.runner import ProgressUpdate
+from quantscope.evaluate.runner import ProgressUpdate
 from quantscope.sweep.spec import EvalJob, Jobs, QuantizeJob, Sweep, plan_jobs
 
 JobState = Literal["waiting", "running", "done", "finished before", "failed", "blocked"]
@@ -174,7 +174,7 @@ def _eval_unless_blocked(
 
 def _eval(job: EvalJob, notify: SweepProgress, make_engine: Any) -> JobResult:
     """One eval job through `run_eval`, into its own store connection (this thread's)."""
-    from quantscope.runner import run_eval
+    from quantscope.evaluate.runner import run_eval
     from quantscope.store.database import Store
 
     started = time.perf_counter()

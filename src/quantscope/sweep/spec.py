@@ -26,8 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantscope.errors import QuantscopeError, invalid
+from quantscope.evaluate.spec import RunSpec, TaskSpec
 from quantscope.records import read_yaml
-from quantscope.runner import RunSpec, TaskSpec
 
 SOURCE_RECIPE = "bf16"
 """The recipe name that means "the source checkpoint as it is" (not quantized)."""
@@ -82,7 +82,7 @@ class Setting(_Strict):
 
 
 class EvalBlock(_Strict):
-    """How every eval job runs (see `runner.RunSpec` for the fields): the engine and its options
+    """How every eval job runs (see `evaluate.spec.RunSpec` for the fields): the engine and its options
     (`tensor_parallel_size`: the GPUs of one vLLM engine), k samples, the cap, the seed, an item
     `limit`, the commit window, and `twin`: a GPU name to evaluate each export through its
     evaluation twin for that GPU (`quantscope.quantize.twin`; for CPU machines, where transformers runs

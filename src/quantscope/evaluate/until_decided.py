@@ -22,7 +22,8 @@ from quantscope.analysis.metrics import load_results
 from quantscope.analysis.sequential import RULE, RoundPlan, adjusted_delta, until_decided
 from quantscope.engines.base import Engine
 from quantscope.errors import QuantscopeError
-from quantscope.runner import RunProgress, RunSpec, RunSummary, build_engine, run_eval
+from quantscope.evaluate.runner import RunProgress, RunSummary, build_engine, run_eval
+from quantscope.evaluate.spec import RunSpec
 from quantscope.store.database import Store
 
 RoundCallback = Callable[[RoundPlan], None]

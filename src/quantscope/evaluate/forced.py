@@ -99,7 +99,7 @@ def run_forced(
 ) -> ForcedSummary:
     """Force answers for every (stored sample, budget in `spec.forced_budgets`) of (spec's
     variant, `task`) that needs one and is not stored yet; commit them in chunks of `chunk`."""
-    from quantscope.runner import chat_request, engine_stream
+    from quantscope.evaluate.requests import chat_request, engine_stream
 
     budgets = tuple(sorted(set(spec.forced_budgets)))
     over = [b for b in budgets if b > spec.max_tokens]
