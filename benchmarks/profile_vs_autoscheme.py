@@ -132,7 +132,7 @@ def toy_accuracy(profiler, formats: dict[str, str], per_level: int, levels: tupl
     """Greedy toy-benchmark accuracy / truncation / mean thinking tokens with `formats` applied."""
     from quantscope.numerics.actquant import activations_quantized
     from quantscope.numerics.fakequant import fake_quantized
-    from quantscope.profile.units import assignment_targets
+    from quantscope.sensitivity.units import assignment_targets
     from quantscope.toy.evaluate import generate_outcomes
     from quantscope.toy.problems import benchmark_problems
 
@@ -172,8 +172,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from quantscope.plan.recipe import PRESETS, assign_schemes, predict_footprint
-    from quantscope.profile.profiler import Profiler
-    from quantscope.profile.search import search_recipe
+    from quantscope.sensitivity.profiler import Profiler
+    from quantscope.sensitivity.search import search_recipe
 
     model_dir = args.model or bundled_checkpoint()
     print(f"model {model_dir}, scheme {args.scheme}, {torch.get_num_threads()} thread(s)")

@@ -38,10 +38,10 @@ HOMES = {
     "analyze": "quantscope.analysis.compare",
     "recommend": "quantscope.analysis.recommend",
     "build_report": "quantscope.report.build",
-    "ProfileOptions": "quantscope.profile.profiler",
-    "profile_model": "quantscope.profile.profiler",
-    "run_profile": "quantscope.profile.profiler",
-    "search_recipe": "quantscope.profile.search",
+    "ProfileOptions": "quantscope.sensitivity.profiler",
+    "profile_model": "quantscope.sensitivity.profiler",
+    "run_profile": "quantscope.sensitivity.profiler",
+    "search_recipe": "quantscope.sensitivity.search",
     "run_demo": "quantscope.demo",
 }
 

@@ -12,9 +12,9 @@ import torch
 from quantscope.calibration import load_documents
 from quantscope.errors import QuantscopeError
 from quantscope.numerics.fakequant import QdqTarget, resolve_targets
-from quantscope.profile.meter import KLMeter, default_buckets, make_buckets
-from quantscope.profile.profiler import calibration_tokens
-from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
+from quantscope.sensitivity.meter import KLMeter, default_buckets, make_buckets
+from quantscope.sensitivity.profiler import calibration_tokens
+from quantscope.sensitivity.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
 
 
 def read_documents(path: Path) -> list:

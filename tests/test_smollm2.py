@@ -98,7 +98,7 @@ def test_every_format_quantizes_and_passes_verify(
 
 
 def test_profile_measures_every_group_with_and_without_activation_rounding(smollm2: Path, text: Path) -> None:
-    from quantscope.profile.profiler import Profiler
+    from quantscope.sensitivity.profiler import Profiler
 
     blackwell = Profiler(smollm2, str(text), n_sequences=2, seq_len=128, batch_size=2)
     profile = blackwell.profile("nvfp4")

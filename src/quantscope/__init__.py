@@ -50,10 +50,10 @@ _EXPORTS = {
     "analyze": "quantscope.analysis.compare:analyze",
     "recommend": "quantscope.analysis.recommend:recommend",
     "build_report": "quantscope.report.build:build_report",
-    "ProfileOptions": "quantscope.profile.profiler:ProfileOptions",
-    "profile_model": "quantscope.profile.profiler:profile_model",
-    "run_profile": "quantscope.profile.profiler:run_profile",
-    "search_recipe": "quantscope.profile.search:search_recipe",
+    "ProfileOptions": "quantscope.sensitivity.profiler:ProfileOptions",
+    "profile_model": "quantscope.sensitivity.profiler:profile_model",
+    "run_profile": "quantscope.sensitivity.profiler:run_profile",
+    "search_recipe": "quantscope.sensitivity.search:search_recipe",
     "run_demo": "quantscope.demo:run_demo",
 }
 

@@ -84,8 +84,8 @@ def profile(
     from rich.progress import Progress
 
     from quantscope.numerics.served import parse_kernel_set
-    from quantscope.profile.profiler import ProfileOptions, run_profile
     from quantscope.report.terminal import profile_view
+    from quantscope.sensitivity.profiler import ProfileOptions, run_profile
 
     options = ProfileOptions(
         data=data, scheme=scheme, also=tuple(also or ()), per_layer=per_layer, n_sequences=samples,

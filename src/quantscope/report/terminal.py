@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     from quantscope.plan.derive import DerivedRecipe, LikePlan
     from quantscope.plan.recipe import Footprint, Plan, Recipe
     from quantscope.plan.serving import ServingPlan
-    from quantscope.profile.profiler import ProfileRun
-    from quantscope.profile.records import SensitivityProfile
-    from quantscope.profile.search import SearchResult
     from quantscope.quantize import QuantizeResult, VerifyReport
+    from quantscope.sensitivity.profiler import ProfileRun
+    from quantscope.sensitivity.records import SensitivityProfile
+    from quantscope.sensitivity.search import SearchResult
     from quantscope.sweep import SweepResult
     from quantscope.sweep.estimate import SweepEstimate
 

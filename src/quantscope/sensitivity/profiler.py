@@ -27,10 +27,10 @@ from quantscope.numerics.actquant import ActPoint, calibrate, hookable, share_ac
 from quantscope.numerics.fakequant import QdqTarget, loaded_tensors
 from quantscope.numerics.served import KernelSet, kind_of, served_activations, text_model_type
 from quantscope.plan.recipe import save_recipe
-from quantscope.profile.meter import KLMeter, make_buckets
-from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
-from quantscope.profile.search import SearchResult, search_recipe
-from quantscope.profile.units import (
+from quantscope.sensitivity.meter import KLMeter, make_buckets
+from quantscope.sensitivity.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
+from quantscope.sensitivity.search import SearchResult, search_recipe
+from quantscope.sensitivity.units import (
     Unit,
     assignment_targets,
     build_units,

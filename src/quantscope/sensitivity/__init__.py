@@ -6,13 +6,13 @@ against the original model, overall and by token position; `profiler` runs it fo
 (and `run_profile` is the whole `quantscope profile` command); `records` is the profile on disk;
 `search` picks the recipe with the least summed damage that fits a memory budget.
 
-The names below load on first use, so `import quantscope.profile` stays cheap.
+The names below load on first use, so `import quantscope.sensitivity` stays cheap.
 """
 
 from quantscope.util import lazy_attributes
 
 _EXPORTS = {
-    name: f"quantscope.profile.{module}:{name}"
+    name: f"quantscope.sensitivity.{module}:{name}"
     for name, module in {
         "Damage": "records",
         "SensitivityProfile": "records",

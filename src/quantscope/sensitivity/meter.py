@@ -17,7 +17,7 @@ from quantscope.checkpoint.modeling import LOGIT_CHUNK_ELEMENTS, logits_kl
 from quantscope.errors import QuantscopeError
 from quantscope.numerics.actquant import ActPoint, activations_quantized
 from quantscope.numerics.fakequant import QdqTarget, fake_quantized
-from quantscope.profile.records import Damage
+from quantscope.sensitivity.records import Damage
 
 
 def default_buckets(seq_len: int) -> tuple[int, ...]:

@@ -23,8 +23,8 @@ import numpy as np
 from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.profile.records import SensitivityProfile, UnitProfile
-from quantscope.profile.units import quantized_assignment
+from quantscope.sensitivity.records import SensitivityProfile, UnitProfile
+from quantscope.sensitivity.units import quantized_assignment
 
 OBJECTIVES = ("mean", "late", "worst")
 _MAX_BINS = 20_000  # byte resolution of the knapsack: budget / 20k (1 MB at 20 GB)
