@@ -41,7 +41,7 @@ def name(kind: MODEL_TENSOR, bid: int | None = None, suffix: str = ".weight") ->
 
 @pytest.fixture(scope="module")
 def smollm2_gguf() -> Path:
-    from quantscope.offline import smollm2_gguf
+    from quantscope.toy.offline import smollm2_gguf
 
     return smollm2_gguf()
 
@@ -118,7 +118,7 @@ def test_smollm2_params_and_groups_match_what_transformers_loads(smollm2_gguf: P
     """The converted checkpoint `offline.smollm2` caches is what transformers loads from this file."""
     from transformers import AutoModelForCausalLM
 
-    from quantscope.offline import smollm2
+    from quantscope.toy.offline import smollm2
 
     anatomy = load_gguf_anatomy(smollm2_gguf)
     model = AutoModelForCausalLM.from_pretrained(smollm2())

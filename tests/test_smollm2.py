@@ -29,14 +29,14 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    from quantscope.offline import smollm2
+    from quantscope.toy.offline import smollm2
 
     return smollm2()
 
 
 @pytest.fixture(scope="module")
 def text() -> Path:
-    from quantscope.offline import english_text
+    from quantscope.toy.offline import english_text
 
     return english_text()
 

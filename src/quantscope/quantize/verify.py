@@ -65,7 +65,7 @@ EXPECTED_KL: dict[tuple[str, int], float] = {
 """The largest mean next-token KL vs the source (nats per token over the manifest's probe tokens)
 a legitimate export measured, per stored kind and weight bits. From SmolLM2-135M-Instruct, the
 coarser of the two reference models (its source is already a Q4_1 GGUF), exported with AutoRound
-RTN from 16 calibration windows of 256 tokens of `quantscope.offline`'s ASV text (the last 5% held
+RTN from 16 calibration windows of 256 tokens of `quantscope.toy.offline`'s ASV text (the last 5% held
 out) and verified on the manifest's probe (4 windows of 128 tokens): W3A16 g64 1.40, W4A16 g64
 0.61, W8A16 g64 0.0073, NVFP4 (W4A4) 0.73, MXFP4 (W4A4) 1.73, FP8 (W8A8, static per-tensor
 activations) 0.117 (0.107 when re-measured for issue 28), FP8 with dynamic per-token activations
