@@ -24,7 +24,7 @@ from typing import Any, Literal
 from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.errors import QuantscopeError
 from quantscope.evaluate.spec import TaskSpec
-from quantscope.sweep.run import quantize_finished
+from quantscope.sweep.quantize_jobs import quantize_finished
 from quantscope.sweep.spec import SOURCE_RECIPE, EvalJob, Jobs, ModelEntry, Sweep, source_of
 
 THINKING_SHARE = 0.5

@@ -98,7 +98,7 @@ def quantize_resources(block: RayBlock, device: str) -> dict[str, float]:
 
 def submit_quantize(ray: Any, job: QuantizeJob, options: Any, block: RayBlock) -> Any:
     """Start `job` as a Ray task; returns its ObjectRef (the export's directory, as a string)."""
-    from quantscope.sweep.run import quantize_job
+    from quantscope.sweep.quantize_jobs import quantize_job
 
     task = ray.remote(quantize_job).options(
         **quantize_resources(block, options.device),
