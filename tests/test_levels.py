@@ -10,7 +10,7 @@ from rich.console import Console
 
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.levels import level_report
-from quantscope.report.terminal import level_table
+from quantscope.cli.views.analysis import level_table
 from quantscope.store.database import Store
 from tests.test_compare import add_variant, outcomes
 

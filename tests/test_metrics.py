@@ -290,7 +290,7 @@ def test_truncation_rate_is_a_mean_over_items_like_accuracy() -> None:
 def test_eval_warns_when_the_cap_binds() -> None:
     from rich.console import Console
 
-    from quantscope.report.terminal import cap_warnings
+    from quantscope.cli.views.evaluate import cap_warnings
 
     cut = summarize(
         make_results([("a", 0, True, "stop", 20), *[(f"x{i}", 0, False, "length", 100) for i in range(3)]])

@@ -2,7 +2,7 @@
 options declared once, and progress bars.
 
 No logic lives in the CLI: every command is argument parsing, one library call and rendering
-(`quantscope.report.terminal`). Each stage's commands live in their own module of this package
+(`quantscope.cli.views.analysis`). Each stage's commands live in their own module of this package
 and register themselves on `app` (`quantscope.cli.main` imports them all); a `QuantscopeError`
 prints as one red line (exit status 2) instead of a traceback.
 """

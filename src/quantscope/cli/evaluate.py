@@ -213,8 +213,8 @@ def eval_(
     """Evaluate MODEL on benchmarks, storing every generation; rerun the same command to resume."""
     flags = dict(locals())
     from quantscope.analysis.metrics import summarize_tasks
+    from quantscope.cli.views.evaluate import adaptive_lines, cap_warnings, metrics_table, run_lines
     from quantscope.evaluate.spec import load_spec
-    from quantscope.report.terminal import adaptive_lines, cap_warnings, metrics_table, run_lines
     from quantscope.store.database import Store
 
     run_spec = load_spec(spec, _spec_overrides(flags))
@@ -236,7 +236,7 @@ def eval_(
 def runs(store: StoreOpt = None) -> None:
     """List what the store holds: per variant and task, samples, accuracy and truncation."""
     from quantscope.analysis import load_results, summarize_all
-    from quantscope.report.terminal import cap_warnings, metrics_table
+    from quantscope.cli.views.evaluate import cap_warnings, metrics_table
     from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:

@@ -54,7 +54,7 @@ def inspect(
     checkpoint, whether vLLM's own classes build every layer (when vLLM is installed)."""
     from quantscope.checkpoint.contents import read_contents
     from quantscope.checkpoint.load import load_anatomy
-    from quantscope.report.terminal import anatomy_view, contents_side_by_side
+    from quantscope.cli.views.inspect_plan import anatomy_view, contents_side_by_side
 
     checkpoints = [read_contents(load_anatomy(model, revision=revision)) for model in models]
     loadable = [_vllm_line(c.anatomy) for c in checkpoints]
@@ -120,8 +120,8 @@ def plan(
     linear-attention state: the KV pool, bytes per token and per sequence, how many sequences of
     --context tokens fit at once, and a decode-throughput upper bound from the GPU's bandwidth."""
     from quantscope.checkpoint.load import load_anatomy
+    from quantscope.cli.views.inspect_plan import like_plan_view, plan_table, serving_table
     from quantscope.plan.recipe import load_recipe, plan_recipes
-    from quantscope.report.terminal import like_plan_view, plan_table, serving_table
 
     budget_bytes = size_or_none(budget)
     anatomy = load_anatomy(model, revision=revision)
@@ -182,9 +182,9 @@ def recipe_from_checkpoint(
 ) -> None:
     """Write the recipe a quantized checkpoint used (group and pattern -> format), for `quantize`."""
     from quantscope.checkpoint.load import load_anatomy
+    from quantscope.cli.views.inspect_plan import derived_recipe_line
     from quantscope.plan.derive import derive_recipe
     from quantscope.plan.recipe import save_recipe
-    from quantscope.report.terminal import derived_recipe_line
 
     derived = derive_recipe(load_anatomy(checkpoint, revision=revision), name=name)
     save_recipe(derived.recipe, out)

@@ -83,8 +83,8 @@ def profile(
     search the least-damage recipe that fits --budget and write it as a YAML recipe."""
     from rich.progress import Progress
 
+    from quantscope.cli.views.sensitivity import profile_view
     from quantscope.numerics.served import parse_kernel_set
-    from quantscope.report.terminal import profile_view
     from quantscope.sensitivity.profiler import ProfileOptions, run_profile
 
     options = ProfileOptions(
