@@ -17,7 +17,7 @@ from quantscope.engines.base import ChatRequest, Generation, ProgressCallback
 from quantscope.errors import QuantscopeError
 from quantscope.evaluate.runner import ProgressUpdate, run_eval
 from quantscope.evaluate.spec import SAMPLING_PRESETS, RunSpec, TaskSpec, load_spec
-from quantscope.evaluate.weight_memory import weight_memory
+from quantscope.quantize.weight_memory import weight_memory
 from quantscope.store.database import Store
 from quantscope.tasks import get_task
 

@@ -61,7 +61,7 @@ from quantscope.analysis.metrics import (
 )
 from quantscope.analysis.thinking import km_median, thinking_censored
 from quantscope.errors import QuantscopeError
-from quantscope.evaluate.weight_memory import weight_memory
+from quantscope.quantize.weight_memory import weight_memory
 from quantscope.util import json_ready
 
 if TYPE_CHECKING:

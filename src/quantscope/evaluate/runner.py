@@ -39,7 +39,7 @@ from quantscope.engines.base import (
 from quantscope.errors import QuantscopeError
 from quantscope.evaluate.requests import chat_request, engine_stream
 from quantscope.evaluate.spec import RunSpec, TaskSpec
-from quantscope.evaluate.weight_memory import variant_memory
+from quantscope.quantize.weight_memory import variant_memory
 from quantscope.store.database import Store
 from quantscope.store.rows import Failure, ResultRow, RunRecord, Variant
 from quantscope.store.settings import (
