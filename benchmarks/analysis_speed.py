@@ -20,7 +20,8 @@ import numpy as np
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.recommend import recommend
 from quantscope.report.html import render, select_examples
-from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.store.database import Store
+from quantscope.store.rows import ResultRow, RunRecord, Variant
 from quantscope.util import write_atomic
 
 LIMIT_SECONDS = 5.0

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.header_only import write_checkpoint
 
-from quantscope.anatomy import load_anatomy
-from quantscope.recipe import PRESETS, predict_footprint
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.plan.recipe import PRESETS, predict_footprint
 from quantscope.util import format_size
 
 

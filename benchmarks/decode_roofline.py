@@ -1,4 +1,4 @@
-"""Decode throughput measured against the bandwidth roofline `quantscope.serving.roofline` predicts.
+"""Decode throughput measured against the bandwidth roofline `quantscope.plan.serving.roofline` predicts.
 
     python benchmarks/decode_roofline.py [--config ../shared/qwen3.5-configs/qwen3.5-27b.config.json]
         [--layers 16] [--batch 1 8 32] [--context 1024] [--gpu H200]
@@ -40,7 +40,7 @@ def main() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from quantscope.gpus import get_gpu
-    from quantscope.serving import DecodeBytes, ServingOptions, cache_layout, cache_shape, roofline
+    from quantscope.plan.serving import DecodeBytes, ServingOptions, cache_layout, cache_shape, roofline
 
     raw = json.loads(args.config.read_text())
     text = dict(raw.get("text_config", raw))

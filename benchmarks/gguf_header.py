@@ -27,8 +27,8 @@ def _median_seconds(function, runs: int = 5) -> float:
 def main() -> None:
     import gguf
 
-    from quantscope.gguf_anatomy import load_gguf_anatomy
-    from quantscope.offline import smollm2_gguf
+    from quantscope.checkpoint.gguf_file import load_gguf_anatomy
+    from quantscope.toy.offline import smollm2_gguf
 
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else smollm2_gguf()
     load_gguf_anatomy(path)  # import and page-cache warm-up

@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("--per-layer", action="store_true")
     args = parser.parse_args()
 
-    from quantscope.profile.profiler import Profiler
+    from quantscope.sensitivity.profiler import Profiler
 
     model = args.model or bundled_checkpoint()
     if not (model / "config.json").exists():

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from profile_speed import bundled_checkpoint, write_toy_calibration
-from quantscope.anatomy import Anatomy
+from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format, stored_bytes
 
@@ -130,9 +130,9 @@ def render_text_calibration(chat_jsonl: Path, tokenizer, seq_len: int, out: Path
 
 def toy_accuracy(profiler, formats: dict[str, str], per_level: int, levels: tuple[int, ...] = ()) -> str:
     """Greedy toy-benchmark accuracy / truncation / mean thinking tokens with `formats` applied."""
-    from quantscope.profile.actquant import activations_quantized
-    from quantscope.profile.fakequant import fake_quantized
-    from quantscope.profile.units import assignment_targets
+    from quantscope.numerics.actquant import activations_quantized
+    from quantscope.numerics.fakequant import fake_quantized
+    from quantscope.sensitivity.units import assignment_targets
     from quantscope.toy.evaluate import generate_outcomes
     from quantscope.toy.problems import benchmark_problems
 
@@ -171,9 +171,9 @@ def main() -> int:
     parser.add_argument("--per-layer", action="store_true", help="also search per-layer units")
     args = parser.parse_args()
 
-    from quantscope.profile.profiler import Profiler
-    from quantscope.profile.search import search_recipe
-    from quantscope.recipe import PRESETS, assign_schemes, predict_footprint
+    from quantscope.plan.recipe import PRESETS, assign_schemes, predict_footprint
+    from quantscope.sensitivity.profiler import Profiler
+    from quantscope.sensitivity.search import search_recipe
 
     model_dir = args.model or bundled_checkpoint()
     print(f"model {model_dir}, scheme {args.scheme}, {torch.get_num_threads()} thread(s)")

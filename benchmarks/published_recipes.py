@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.header_only import modelopt_checkpoint, read_nvidia
 
-from quantscope.anatomy import load_anatomy
-from quantscope.anatomy_config import anatomy_from_config, estimate_header_bytes
-from quantscope.derive import plan_like
-from quantscope.storage import read_contents
+from quantscope.checkpoint.contents import read_contents
+from quantscope.checkpoint.from_config import anatomy_from_config, estimate_header_bytes
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.plan.derive import plan_like
 from quantscope.util import format_size
 
 QWEN35_9B_SHARDS = 19_306_310_880  # the four official BF16 shards, headers included (shared README)

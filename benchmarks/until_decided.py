@@ -36,11 +36,12 @@ from quantscope.analysis.decide import VERDICT_UNDECIDED, PairedItems, decide
 from quantscope.analysis.metrics import load_results
 from quantscope.analysis.sequential import RoundPlan
 from quantscope.analysis.sequential import until_decided as loop
+from quantscope.evaluate.runner import run_eval
+from quantscope.evaluate.spec import RunSpec, TaskSpec
 from quantscope.quantize import QuantizeOptions, quantize
-from quantscope.runner import RunSpec, TaskSpec, run_eval
-from quantscope.store import Store
+from quantscope.quantize.twin import write_twin
+from quantscope.store.database import Store
 from quantscope.toy import checkpoint_dir
-from quantscope.twin import write_twin
 
 TASK = "synthetic"
 

@@ -35,7 +35,7 @@ def _threads_restored() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def quantscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """`QUANTSCOPE_CACHE` (quantscope.offline.cache_dir) pointed at this run's own folder, so tests
+    """`QUANTSCOPE_CACHE` (quantscope.toy.offline.cache_dir) pointed at this run's own folder, so tests
     neither write to nor read from the user's ~/.cache/quantscope (subprocesses inherit it)."""
     directory = tmp_path_factory.mktemp("quantscope-cache")
     with pytest.MonkeyPatch.context() as patch:

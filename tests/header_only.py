@@ -267,7 +267,7 @@ def _modelopt_tensors(
 def modelopt_checkpoint(config: dict, quant: dict, name: str, directory: Path):
     """A header-only checkpoint as ModelOpt exports `config` under `quant` (an hf_quant_config),
     per-expert as ModelOpt writes fused experts. Returns (the unquantized anatomy, module -> algo)."""
-    from quantscope.anatomy_config import anatomy_from_config
+    from quantscope.checkpoint.from_config import anatomy_from_config
 
     # The unquantized layout: without its quantization section the config builds the BF16 model.
     base = anatomy_from_config({k: v for k, v in config.items() if k != "quantization_config"}, name)

@@ -18,7 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from quantscope.anatomy import GROUPS, classify_tensor, find_fused_sets, load_anatomy
+from quantscope.checkpoint.anatomy import GROUPS, classify_tensor, find_fused_sets
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from tests.header_only import write_checkpoint, write_header_only_shard
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 import transformers
 
-from quantscope.anatomy import Anatomy, load_anatomy
-from quantscope.anatomy_config import anatomy_from_config, estimate_header_bytes
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.from_config import anatomy_from_config, estimate_header_bytes
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from tests.shared_configs import CONFIGS
 

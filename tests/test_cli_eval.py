@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantscope.cli import app
-from quantscope.store import DB_NAME
+from quantscope.store.database import DB_NAME
 
 runner = CliRunner()
 

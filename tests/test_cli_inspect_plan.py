@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
 from quantscope.cli.app import console
-from quantscope.recipe import PRESETS, load_recipe, predict_footprint
+from quantscope.plan.recipe import PRESETS, load_recipe, predict_footprint
 from tests.shared_configs import shared_config
 
 runner = CliRunner()

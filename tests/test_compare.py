@@ -26,7 +26,8 @@ from quantscope.analysis.compare import (
 )
 from quantscope.analysis.metrics import load_results
 from quantscope.errors import QuantscopeError
-from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.store.database import Store
+from quantscope.store.rows import ResultRow, RunRecord, Variant
 
 
 @dataclass(frozen=True)

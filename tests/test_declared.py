@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from quantscope.anatomy import Anatomy, load_anatomy
-from quantscope.anatomy_config import anatomy_from_config
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.contents import read_contents
+from quantscope.checkpoint.from_config import anatomy_from_config
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
 from quantscope.cli.app import console
 from quantscope.errors import QuantscopeError
-from quantscope.recipe import plan_recipes
-from quantscope.storage import read_contents
+from quantscope.plan.recipe import plan_recipes
 from tests.header_only import SIXTEEN, modelopt_declared_algo
 from tests.shared_configs import CONFIGS
 

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from quantscope.demo import DEMO_LEVELS, QUICK, DemoSettings, run_demo
-from quantscope.store import Store
-from quantscope.twin import write_twin
+from quantscope.quantize.twin import write_twin
+from quantscope.store.database import Store
 
 SETTINGS = DemoSettings(
     presets=("bf16", "w4a16"), per_level=1, k=1, max_tokens=24, batch_size=8, calib_samples=4, calib_seqlen=64

@@ -29,7 +29,7 @@ from quantscope.doctor import (
     probe_machine,
     transformers_specifier,
 )
-from quantscope.served import KernelSet
+from quantscope.numerics.served import KernelSet
 
 runner = CliRunner()
 
@@ -216,7 +216,7 @@ def test_kernel_packages_default_to_vllm_032s_cuda_wheel_without_vllm():
 def test_the_device_view_lists_each_format_per_layer_kind():
     from rich.console import Console
 
-    from quantscope.report.doctor_view import served_table
+    from quantscope.cli.views.doctor import served_table
 
     console = Console(width=140, record=True)
     console.print(served_table(diagnose(query_devices=lambda: [H100], kernels=KernelSet()).devices[0]))

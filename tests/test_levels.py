@@ -10,8 +10,8 @@ from rich.console import Console
 
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.levels import level_report
-from quantscope.report.terminal import level_table
-from quantscope.store import Store
+from quantscope.cli.views.analysis import level_table
+from quantscope.store.database import Store
 from tests.test_compare import add_variant, outcomes
 
 HARD = 20
@@ -91,7 +91,8 @@ def test_levels_are_ordered_as_numbers_and_a_task_without_levels_has_none(tmp_pa
 def test_the_runner_records_each_items_level_from_the_task(tmp_path: Path) -> None:
     """A real run of the bundled reasoner on two levels of the synthetic task: the store knows
     each item's level afterwards, and the analysis splits by it."""
-    from quantscope.runner import RunSpec, run_eval
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.evaluate.spec import RunSpec
     from quantscope.toy import checkpoint_dir
 
     spec = RunSpec(

@@ -20,7 +20,8 @@ from quantscope.analysis.metrics import (
     token_stats,
 )
 from quantscope.errors import QuantscopeError
-from quantscope.store import ResultRow, RunRecord, Store, Variant
+from quantscope.store.database import Store
+from quantscope.store.rows import ResultRow, RunRecord, Variant
 
 
 def make_results(rows: list[tuple[str, int, bool, str, int]], cap: int = 100, variant: str = "v"):
@@ -289,7 +290,7 @@ def test_truncation_rate_is_a_mean_over_items_like_accuracy() -> None:
 def test_eval_warns_when_the_cap_binds() -> None:
     from rich.console import Console
 
-    from quantscope.report.terminal import cap_warnings
+    from quantscope.cli.views.evaluate import cap_warnings
 
     cut = summarize(
         make_results([("a", 0, True, "stop", 20), *[(f"x{i}", 0, False, "length", 100) for i in range(3)]])

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import Anatomy, build_anatomy, load_anatomy
-from quantscope.anatomy_config import anatomy_from_config
-from quantscope.derive import derive_recipe, plan_like
+from quantscope.checkpoint.anatomy import Anatomy, build_anatomy
+from quantscope.checkpoint.contents import SIXTEEN, read_contents
+from quantscope.checkpoint.from_config import anatomy_from_config
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.plan.derive import derive_recipe, plan_like
+from quantscope.plan.recipe import KEPT
 from quantscope.quantize.kinds import modelopt_algo, modelopt_kind
-from quantscope.recipe import KEPT
-from quantscope.storage import SIXTEEN, read_contents
 from tests.header_only import SIXTEEN as DECLARED_16
 from tests.header_only import modelopt_checkpoint, modelopt_declared_algo, read_nvidia
 from tests.shared_configs import CONFIGS

@@ -13,11 +13,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
+from quantscope.plan.recipe import load_recipe, predict_footprint
 from quantscope.quantize import QuantizeOptions, quantize, verify
 from quantscope.quantize.multimodal import extract_text_model
-from quantscope.recipe import load_recipe, predict_footprint
 from tests.tiny_models import build_qwen35_moe_multimodal
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from quantscope.errors import QuantscopeError
-from quantscope.profile.fakequant import (
+from quantscope.numerics.fakequant import (
     SPECS,
     QdqTarget,
     fake_quantized,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
-from quantscope.profile.profiler import Profiler
-from quantscope.profile.records import SensitivityProfile, load_profile
-from quantscope.profile.search import search_recipe, solve_knapsack, unit_damage
-from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint, save_recipe
+from quantscope.plan.recipe import Recipe, assign_schemes, load_recipe, predict_footprint, save_recipe
+from quantscope.sensitivity.profiler import Profiler
+from quantscope.sensitivity.records import SensitivityProfile, load_profile
+from quantscope.sensitivity.search import search_recipe, solve_knapsack, unit_damage
 
 
 def _brute_force(options: list[list[tuple[int, float]]], capacity: int) -> float:
@@ -218,7 +218,7 @@ def test_profile_command_writes_profile_and_recipe(
 def test_modules_pattern_matches_exactly_the_chosen_modules(tiny_qwen35_moe_dir: Path) -> None:
     import re
 
-    from quantscope.profile.search import modules_pattern
+    from quantscope.sensitivity.search import modules_pattern
 
     anatomy = load_anatomy(tiny_qwen35_moe_dir)
     modules = {t.module for t in anatomy.tensors if t.is_linear_weight}
@@ -241,8 +241,8 @@ def test_moe_expert_inputs_share_one_scale_per_layer_where_vllm_does(
     """On a B200 with FlashInfer, NVFP4 experts take one activation scale per MoE layer (the
     largest calibrated |max| over its experts, for gate/up and for down); vLLM's own CUTLASS
     experts (no FlashInfer) keep each expert's down scale as the export stores it."""
-    from quantscope.profile.units import assignment_targets
-    from quantscope.served import KernelSet
+    from quantscope.numerics.served import KernelSet
+    from quantscope.sensitivity.units import assignment_targets
 
     recipe = load_recipe("nvfp4")
     targets = assignment_targets(profiler.model, profiler.anatomy, assign_schemes(profiler.anatomy, recipe))

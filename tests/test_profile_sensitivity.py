@@ -11,10 +11,10 @@ import torch
 
 from quantscope.calibration import load_documents
 from quantscope.errors import QuantscopeError
-from quantscope.profile.fakequant import QdqTarget, resolve_targets
-from quantscope.profile.meter import KLMeter, default_buckets, make_buckets
-from quantscope.profile.profiler import calibration_tokens
-from quantscope.profile.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
+from quantscope.numerics.fakequant import QdqTarget, resolve_targets
+from quantscope.sensitivity.meter import KLMeter, default_buckets, make_buckets
+from quantscope.sensitivity.profiler import calibration_tokens
+from quantscope.sensitivity.records import Damage, SensitivityProfile, UnitProfile, load_profile, save_profile
 
 
 def read_documents(path: Path) -> list:
@@ -81,7 +81,7 @@ def test_kl_is_positive_deterministic_and_restores_weights(moe, tokens: torch.Te
 
 def test_kl_matches_a_direct_computation(moe, tokens: torch.Tensor) -> None:
     """The hidden-state reference and chunked logits give the textbook KL of full forward passes."""
-    from quantscope.profile.fakequant import fake_quantized
+    from quantscope.numerics.fakequant import fake_quantized
 
     model, _ = moe
     buckets = (0, 16, 64)

@@ -18,16 +18,16 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.checkpoint.modeling import load_causal_lm
 from quantscope.cli import app
 from quantscope.cli.quantize import INCOMPLETE_EXIT
 from quantscope.errors import QuantscopeError
-from quantscope.modeling import load_causal_lm
+from quantscope.plan.recipe import KEPT, load_recipe, predict_footprint
 from quantscope.quantize import QuantizeOptions, QuantizeResult, quantize, read_manifest, verify
 from quantscope.quantize.manifest import MANIFEST_NAME, Manifest
 from quantscope.quantize.verify import VerifySettings
 from quantscope.quantize.vllm_check import LOADABLE_CHECK
-from quantscope.recipe import KEPT, load_recipe, predict_footprint
 
 FAST = {"iters": 0, "nsamples": 2, "seqlen": 32, "kl_samples": 2}
 
@@ -425,7 +425,7 @@ def test_restore_source_dtypes_undoes_the_float32_upcast_and_nothing_else(tmp_pa
 def test_w3a16_on_the_bundled_reasoner_is_priced_exactly_and_verifies(tmp_path: Path) -> None:
     """INT3 packs 32 values into 3 int32 words (not 32 // 3 per word): the export's bytes are
     the prediction to the byte, and inspect reads it back as INT3."""
-    from quantscope.storage import read_contents
+    from quantscope.checkpoint.contents import read_contents
     from quantscope.toy import checkpoint_dir
 
     options = QuantizeOptions(iters=0, nsamples=4, seqlen=128, dataset="toy", kl_samples=2, kl_tokens=96)

@@ -117,7 +117,7 @@ def test_a_missing_relative_file_is_named_not_looked_up_on_the_hub(tmp_path: Pat
 
 
 def test_profile_and_quantize_read_a_text_file_by_the_same_paragraph_rule(tokenizer, tmp_path: Path):
-    from quantscope.profile.profiler import calibration_tokens
+    from quantscope.sensitivity.profiler import calibration_tokens
 
     path = tmp_path / "calib.txt"
     path.write_text("first paragraph\n\nsecond paragraph\n")

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import Anatomy, build_anatomy, load_anatomy
+from quantscope.checkpoint.anatomy import Anatomy, build_anatomy
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
+from quantscope.plan.recipe import PRESETS, Override, Recipe, assign_schemes
 from quantscope.quantize.autoround import (
     KEEP_16BIT,
     export_module_names,
     plan_autoround,
     transformers_load_problem,
 )
-from quantscope.recipe import PRESETS, Override, Recipe, assign_schemes
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_a_16bit_recipe_has_nothing_to_run(moe_anatomy: Anatomy):
 
 
 def test_known_transformers_load_problems_are_reported_up_front(moe_anatomy: Anatomy, tiny_qwen3_dir: Path):
-    # Compressed-tensors NVFP4 experts load right (quantscope.compressed_experts), so verify runs.
+    # Compressed-tensors NVFP4 experts load right (quantscope.checkpoint.compressed_experts), so verify runs.
     assert transformers_load_problem(plan_autoround(moe_anatomy, PRESETS["nvfp4"])) is None
     dense = plan_autoround(load_anatomy(tiny_qwen3_dir), PRESETS["nvfp4"], "llm_compressor")
     assert transformers_load_problem(dense) is None

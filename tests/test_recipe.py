@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from quantscope.anatomy import GROUPS, load_anatomy
+from quantscope.checkpoint.anatomy import GROUPS
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format, stored_bytes
-from quantscope.recipe import (
+from quantscope.plan.recipe import (
     KEPT,
     PRESETS,
     Override,

@@ -10,7 +10,7 @@ import pytest
 from quantscope.analysis.compare import analyze
 from quantscope.analysis.recommend import pareto_frontier, recommend
 from quantscope.errors import QuantscopeError
-from quantscope.store import Store
+from quantscope.store.database import Store
 from tests.test_compare import add_variant, outcomes, study  # noqa: F401  (study is a fixture)
 
 
@@ -157,7 +157,7 @@ def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path
 
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
-    from quantscope.serving import ServingOptions
+    from quantscope.plan.serving import ServingOptions
     from tests.shared_configs import shared_config
 
     path = shared_config("qwen3.5-27b.config.json")

@@ -17,7 +17,7 @@ from quantscope.cli.app import console
 from quantscope.report import build_report
 from quantscope.report.html import figures_json
 from quantscope.report.plots import ecdf
-from quantscope.store import Store
+from quantscope.store.database import Store
 from quantscope.util import write_atomic
 from tests.test_compare import Outcome, add_variant, outcomes
 

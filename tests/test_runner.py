@@ -17,17 +17,10 @@ import pytest
 from quantscope.analysis import load_results, summarize
 from quantscope.engines.base import ChatRequest, Generation, ProgressCallback
 from quantscope.errors import QuantscopeError
-from quantscope.memory import weight_memory
-from quantscope.runner import (
-    COMMIT_SECONDS,
-    SAMPLING_PRESETS,
-    ProgressUpdate,
-    RunSpec,
-    TaskSpec,
-    load_spec,
-    run_eval,
-)
-from quantscope.store import Store
+from quantscope.evaluate.runner import COMMIT_SECONDS, ProgressUpdate, run_eval
+from quantscope.evaluate.spec import SAMPLING_PRESETS, RunSpec, TaskSpec, load_spec
+from quantscope.quantize.weight_memory import weight_memory
+from quantscope.store.database import Store
 from quantscope.tasks import get_task
 
 AIME = Path(__file__).parent / "data" / "aime25.jsonl"
@@ -332,7 +325,7 @@ class RuleEngine(ScriptedEngine):
 
 
 def test_sampling_until_decided_adds_matching_samples_to_both_sides(tmp_path: Path) -> None:
-    from quantscope.adaptive import eval_until_decided
+    from quantscope.evaluate.until_decided import eval_until_decided
 
     with Store(tmp_path) as store:
         base_engine = RuleEngine(lambda item, seed: False)
@@ -361,7 +354,7 @@ def test_sampling_until_decided_adds_matching_samples_to_both_sides(tmp_path: Pa
 def test_sampling_until_decided_catches_up_with_a_baseline_that_has_more_samples(tmp_path: Path) -> None:
     """Issue 27, defect 5: baseline -k 4, variant -k 2: every baseline count was above the look's
     cap, so nothing was added and the procedure stopped at once, undecided."""
-    from quantscope.adaptive import eval_until_decided
+    from quantscope.evaluate.until_decided import eval_until_decided
 
     with Store(tmp_path) as store:
         base_engine = RuleEngine(lambda item, seed: False)

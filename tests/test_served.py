@@ -1,4 +1,4 @@
-"""What vLLM serves per GPU, layer kind and kernel set: `quantscope.served` against vLLM 0.32's
+"""What vLLM serves per GPU, layer kind and kernel set: `quantscope.numerics.served` against vLLM 0.32's
 own selection functions run on a faked capability (`tests/vllm_kernels.py`)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from quantscope.errors import QuantscopeError
 from quantscope.formats import FORMAT_NAMES, get_format
-from quantscope.served import (
+from quantscope.numerics.served import (
     KernelSet,
     Served,
     describe_served,

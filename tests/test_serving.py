@@ -12,7 +12,7 @@ import pytest
 
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import get_gpu
-from quantscope.serving import (
+from quantscope.plan.serving import (
     CacheShape,
     DecodeBytes,
     ServingOptions,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.plan.recipe import Recipe, assign_schemes, load_recipe, predict_footprint
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.quantize.verify import default_max_kl
-from quantscope.recipe import Recipe, assign_schemes, load_recipe, predict_footprint
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,20 +29,20 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    from quantscope.offline import smollm2
+    from quantscope.toy.offline import smollm2
 
     return smollm2()
 
 
 @pytest.fixture(scope="module")
 def text() -> Path:
-    from quantscope.offline import english_text
+    from quantscope.toy.offline import english_text
 
     return english_text()
 
 
 def test_the_converted_checkpoint_is_the_instruct_model(smollm2: Path) -> None:
-    from quantscope.modeling import load_causal_lm
+    from quantscope.checkpoint.modeling import load_causal_lm
 
     loaded = load_causal_lm(smollm2)
     assert type(loaded.model).__name__ == "LlamaForCausalLM"
@@ -98,7 +98,7 @@ def test_every_format_quantizes_and_passes_verify(
 
 
 def test_profile_measures_every_group_with_and_without_activation_rounding(smollm2: Path, text: Path) -> None:
-    from quantscope.profile.profiler import Profiler
+    from quantscope.sensitivity.profiler import Profiler
 
     blackwell = Profiler(smollm2, str(text), n_sequences=2, seq_len=128, batch_size=2)
     profile = blackwell.profile("nvfp4")

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from quantscope.anatomy import Anatomy, load_anatomy
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.contents import read_contents
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.cli import app
-from quantscope.derive import derive_recipe, plan_like
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format, vllm_builds
+from quantscope.plan.derive import derive_recipe, plan_like
+from quantscope.plan.recipe import Override, Recipe, assign_schemes, load_recipe
 from quantscope.quantize import QuantizeOptions, quantize, read_manifest
-from quantscope.recipe import Override, Recipe, assign_schemes, load_recipe
-from quantscope.storage import read_contents
 from tests.header_only import write_typed_header_only_shard
 from tests.producers import COMPRESSED_TENSORS, ProducerExports
 

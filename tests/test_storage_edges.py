@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from quantscope.anatomy import build_anatomy
-from quantscope.derive import derive_recipe
+from quantscope.checkpoint.anatomy import build_anatomy
+from quantscope.checkpoint.contents import read_contents
 from quantscope.errors import QuantscopeError
-from quantscope.recipe import KEPT, assign_schemes
-from quantscope.storage import read_contents
+from quantscope.plan.derive import derive_recipe
+from quantscope.plan.recipe import KEPT, assign_schemes
 
 HIDDEN = 256
 TEXT = {"hidden_size": HIDDEN, "num_hidden_layers": 2, "model_type": "qwen3_5_moe_text"}

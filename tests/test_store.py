@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from quantscope.errors import QuantscopeError
-from quantscope.store import DB_NAME, SCHEMA_VERSION, ResultRow, RunRecord, Store, Variant
+from quantscope.store.database import DB_NAME, SCHEMA_VERSION, Store
+from quantscope.store.rows import ResultRow, RunRecord, Variant
 
 
 def make_run(spec_hash: str = "h1", variant: str = "v", task: str = "t") -> RunRecord:
@@ -235,7 +236,7 @@ def test_a_schema_1_store_is_migrated_in_place_keeping_every_row(tmp_path: Path)
         store.write_results([make_row("c", spec_hash="h1", prompt_sha="abc")])
         assert store.count() == 3 and store.failures() == []
         # v3: the forced-answer table exists, empty, and takes rows
-        from quantscope.store import ForcedRow
+        from quantscope.store.rows import ForcedRow
 
         assert store.forced() == []
         forced = ForcedRow("v", "t", "a", 0, 8, "42", "42", 3, "stop", True, "42", 3.0)
@@ -245,7 +246,7 @@ def test_a_schema_1_store_is_migrated_in_place_keeping_every_row(tmp_path: Path)
 
 
 def test_failures_are_recorded_replaced_and_cleared_by_a_success(store: Store) -> None:
-    from quantscope.store import Failure
+    from quantscope.store.rows import Failure
 
     store.write_failures([Failure("v", "t", "x", 0, "h1", "HTTP 400: too long", 1, 1.0)])
     store.write_failures([Failure("v", "t", "x", 0, "h1", "HTTP 400: still too long", 2, 2.0)])

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantscope.cli import app
-from quantscope.store import Store
+from quantscope.store.database import Store
 from tests.loopback import JSONServer
 
 runner = CliRunner()
@@ -165,7 +165,7 @@ def test_another_dtype_refuses_to_resume(tiny_qwen3_dir: Path, tmp_path: Path) -
 
 
 def test_vllm_options_that_change_outputs_are_settings_and_throughput_knobs_are_not() -> None:
-    from quantscope.runner import RunSpec
+    from quantscope.evaluate.spec import RunSpec
 
     options = {
         "kv_cache_dtype": "fp8",

@@ -18,7 +18,7 @@ from quantscope.analysis.traces import (
     repeated_tail,
     trace_report,
 )
-from quantscope.store import Store
+from quantscope.store.database import Store
 
 RULES = TraceRules()
 PROGRESS = " ".join(f"step {i}: add {i} to the total, giving {i * (i + 1) // 2}." for i in range(1, 40))
@@ -193,7 +193,8 @@ def test_the_bundled_reasoners_hesitations_are_its_retries(tmp_path: Path) -> No
     patterns, hesitations must equal the failed compare lines split out of each real trace, and
     the report's rate must be their mean per 1,000 thinking tokens."""
     from quantscope.analysis.traces import task_trace_patterns
-    from quantscope.runner import RunSpec, run_eval
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.evaluate.spec import RunSpec
     from quantscope.toy import checkpoint_dir
 
     spec = RunSpec(

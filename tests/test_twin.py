@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import get_gpu
-from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
-from quantscope.profile.actquant import ActPoint, act_spec, activations_quantized, install, qdq_activation
+from quantscope.numerics.actquant import ActPoint, act_spec, activations_quantized, install, qdq_activation
+from quantscope.numerics.served import served_activations
+from quantscope.numerics.twin_marker import read_twin
 from quantscope.quantize import read_manifest
+from quantscope.quantize.twin import write_twin
 from quantscope.quantize.weights import load_export_float32
-from quantscope.served import served_activations
-from quantscope.twin import read_twin, write_twin
 
 
 def _activations() -> torch.Tensor:
@@ -222,9 +223,9 @@ def test_stored_activation_scales_are_reproduced_to_the_bit(tmp_path: Path) -> N
     from auto_round.data_type.nvfp import calculate_gparam
     from safetensors.torch import save_file
 
-    from quantscope.profile.actquant import fp8_static_scale
-    from quantscope.profile.fakequant import nvfp4_global_scale
-    from quantscope.twin import export_activation_amax
+    from quantscope.numerics.actquant import fp8_static_scale
+    from quantscope.numerics.fakequant import nvfp4_global_scale
+    from quantscope.quantize.twin import export_activation_amax
 
     torch.manual_seed(0)
     amaxes = torch.rand(200) * 500 + 0.5  # calibrated input |max| as AutoRound stores them:
@@ -252,7 +253,7 @@ def test_deepgemm_power_of_two_fp8_rounding_is_vllmʼs() -> None:
     from vllm.model_executor.layers.quantization.input_quant_fp8 import QuantFP8
     from vllm.model_executor.layers.quantization.utils.quant_utils import GroupShape
 
-    from quantscope.profile.actquant import served_spec
+    from quantscope.numerics.actquant import served_spec
 
     x = _activations().reshape(-1, 320)  # 320 = 2.5 groups of 128: vLLM pads the last one
     with set_current_vllm_config(VllmConfig()):
@@ -286,7 +287,7 @@ def test_hummingʼs_w4a8_inputs_are_fp8_per_token_as_humming_rounds_them() -> No
     pytest.importorskip("humming", reason="needs humming-kernels (the dev extra)")
     from humming.testing.process_input import quant_input_ref
 
-    from quantscope.profile.actquant import served_spec
+    from quantscope.numerics.actquant import served_spec
 
     x = _activations().reshape(-1, 320)
     x[3], x[4] = 0.0, x[4] * 1e-5
@@ -318,8 +319,9 @@ def test_a_b200_twin_rounds_moe_expert_inputs_with_one_scale_per_layer(
     from auto_round.data_type.nvfp import calculate_gparam, nv_fp4_with_static_gs
     from vllm.model_executor.layers.quantization.utils.quant_utils import amax_for_moe_activation_quant
 
-    import quantscope.profile.actquant as actquant
-    from quantscope.twin import describe_twin, plan_twin, twin_marker
+    import quantscope.numerics.actquant as actquant
+    from quantscope.numerics.twin_marker import describe_twin
+    from quantscope.quantize.twin import plan_twin, twin_marker
 
     layer, dense = "model.layers.0.mlp", "model.layers.0.mlp.shared_expert.down_proj"
     amax = _expert_amax(layer, 4) | {dense: 0.75}
@@ -376,8 +378,8 @@ def test_a_b200_twin_rounds_moe_expert_inputs_with_one_scale_per_layer(
 def test_a_hopper_twin_plans_mxfp4_dense_w4a8_and_experts_weight_only() -> None:
     """vLLM 0.32 on an H100: Humming runs MXFP4 dense layers with FP8 per-token inputs, Marlin runs
     the MoE experts weight-only; without Humming, Marlin runs both weight-only."""
-    from quantscope.served import KernelSet
-    from quantscope.twin import plan_twin
+    from quantscope.numerics.served import KernelSet
+    from quantscope.quantize.twin import plan_twin
 
     layer, dense = "model.layers.0.mlp", "model.layers.0.self_attn.q_proj"
     assignment = dict.fromkeys([*_expert_amax(layer, 2), dense], "mxfp4")

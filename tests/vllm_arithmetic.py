@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from quantscope.serving import ServingOptions
+from quantscope.plan.serving import ServingOptions
 
 
 def vllm_capacity(config_path: Path, tmp: Path, options: ServingOptions, pool: int) -> tuple[int, int, float]:

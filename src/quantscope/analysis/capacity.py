@@ -2,7 +2,7 @@
 how fast they decode at best, and what a correct answer costs.
 
 Quantized models think longer, so each answer holds more KV cache and takes more decode steps. This
-module turns the lengths a store measured into capacity and money with `quantscope.serving`'s vLLM
+module turns the lengths a store measured into capacity and money with `quantscope.plan.serving`'s vLLM
 arithmetic: the sequences that fit at once at the measured p90 length, the decode roofline at
 that batch (an upper bound), answers and correct answers per GPU-hour, and with a price the cost
 of 1,000 correct answers. Prompts are not stored yet, so every sequence is `prompt_tokens` (an
@@ -22,7 +22,7 @@ import numpy as np
 from quantscope.analysis.compare import Analysis
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
-from quantscope.serving import (
+from quantscope.plan.serving import (
     DecodeBytes,
     ServingOptions,
     cache_layout,
@@ -125,7 +125,7 @@ def variant_capacities(
 def _decode_weights(model_path: str, memory_bytes: int, config: Mapping[str, Any], tp: int) -> DecodeBytes:
     """Decode-step weight bytes: per group from the checkpoint's headers when it is a local
     safetensors checkpoint (active experts only for MoE), else all `memory_bytes` as dense."""
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     path = Path(model_path)
     if path.is_dir() and any(path.glob("*.safetensors")):

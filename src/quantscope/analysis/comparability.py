@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from quantscope.analysis.metrics import Results
-from quantscope.settings import COMPARABLE, COMPARABLE_SERVED, OutputSettings, differences
-from quantscope.store import RunRecord
+from quantscope.store.rows import RunRecord
+from quantscope.store.settings import COMPARABLE, COMPARABLE_SERVED, OutputSettings, differences
 
 
 def run_settings(runs: Sequence[RunRecord]) -> dict[str, OutputSettings]:

@@ -61,13 +61,14 @@ from quantscope.analysis.metrics import (
 )
 from quantscope.analysis.thinking import km_median, thinking_censored
 from quantscope.errors import QuantscopeError
-from quantscope.memory import weight_memory
+from quantscope.quantize.weight_memory import weight_memory
 from quantscope.util import json_ready
 
 if TYPE_CHECKING:
-    from quantscope.settings import OutputSettings
-from quantscope.store import Store, Variant
-from quantscope.twin import describe_twin
+    from quantscope.store.settings import OutputSettings
+from quantscope.numerics.twin_marker import describe_twin
+from quantscope.store.database import Store
+from quantscope.store.rows import Variant
 
 BASELINE_RECIPES = ("bf16", "fp16")
 VERDICT_TRUNCATION = "worse: mostly truncation"
@@ -92,7 +93,7 @@ class VariantInfo:
     is_baseline: bool
     evaluated: str | None = None
     """What evaluating `model_path` measured when it is not the checkpoint as stored: an evaluation
-    twin's description (`twin.describe_twin`); None for a checkpoint evaluated as it is."""
+    twin's description (`numerics.twin_marker.describe_twin`); None for a checkpoint evaluated as it is."""
 
 
 @dataclass(frozen=True)

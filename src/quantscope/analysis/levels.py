@@ -31,7 +31,7 @@ from quantscope.analysis.metrics import Results, summarize
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison
     from quantscope.analysis.metrics import TaskMetrics
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 
 @dataclass(frozen=True)

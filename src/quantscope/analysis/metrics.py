@@ -32,7 +32,7 @@ from quantscope.analysis.thinking import ThinkingLength, thinking_censored, thin
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 DEFAULT_BOOTSTRAP = 1000
 DEFAULT_BUDGET_POINTS = 16
@@ -340,7 +340,7 @@ def accuracy_at_budget(results: Results, budget: int) -> float:
 def forced_curve(results: Results, forced: Mapping[tuple[str, int, int], bool]) -> BudgetCurve:
     """Accuracy (avg@k) at each forced budget of one (variant, task): a sample that finished within
     B keeps its judgement, one that did not counts as its forced answer at B (`forced`: (item id,
-    sample, budget) -> correct; `quantscope.forced`). A sample with no forced answer at B (its
+    sample, budget) -> correct; `quantscope.evaluate.forced`). A sample with no forced answer at B (its
     text did not re-tokenize to the engine's tokens) is left out at B. Truncation rates are those
     of the censored curve at the same budgets."""
     budgets = sorted({b for _, _, b in forced})

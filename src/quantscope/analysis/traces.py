@@ -41,7 +41,7 @@ from quantscope.util import pct, points, pts
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison
     from quantscope.analysis.levels import TaskLevels
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 __all__ = [
     "HESITATION_MARKERS",

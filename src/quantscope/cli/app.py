@@ -2,7 +2,7 @@
 options declared once, and progress bars.
 
 No logic lives in the CLI: every command is argument parsing, one library call and rendering
-(`quantscope.report.terminal`). Each stage's commands live in their own module of this package
+(`quantscope.cli.views.analysis`). Each stage's commands live in their own module of this package
 and register themselves on `app` (`quantscope.cli.main` imports them all); a `QuantscopeError`
 prints as one red line (exit status 2) instead of a traceback.
 """
@@ -161,7 +161,7 @@ def gpu_budget(
     table's memory; the bandwidth always comes from --gpu."""
     from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
-    from quantscope.serving import ServingOptions
+    from quantscope.plan.serving import ServingOptions
 
     if gpu is None:
         if gpu_memory is not None:
@@ -174,7 +174,7 @@ def gpu_budget(
 
 def store_dir(store: Path | None) -> Path:
     """The store directory a command uses: `--store`, else `$QUANTSCOPE_STORE`, else the current one."""
-    from quantscope.store import default_store_dir
+    from quantscope.store.database import default_store_dir
 
     return store if store is not None else default_store_dir()
 

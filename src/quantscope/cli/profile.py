@@ -83,9 +83,9 @@ def profile(
     search the least-damage recipe that fits --budget and write it as a YAML recipe."""
     from rich.progress import Progress
 
-    from quantscope.profile.profiler import ProfileOptions, run_profile
-    from quantscope.report.terminal import profile_view
-    from quantscope.served import parse_kernel_set
+    from quantscope.cli.views.sensitivity import profile_view
+    from quantscope.numerics.served import parse_kernel_set
+    from quantscope.sensitivity.profiler import ProfileOptions, run_profile
 
     options = ProfileOptions(
         data=data, scheme=scheme, also=tuple(also or ()), per_layer=per_layer, n_sequences=samples,

@@ -69,9 +69,9 @@ def quantize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and report as JSON.")] = False,
 ) -> None:
     """Quantize MODEL with AutoRound following a recipe; write a verified checkpoint to --out."""
+    from quantscope.cli.views.quantize import quantize_summary, verify_table
     from quantscope.quantize import QuantizeOptions
     from quantscope.quantize import quantize as run_quantize
-    from quantscope.report.terminal import quantize_summary, verify_table
 
     options = QuantizeOptions(
         iters=iters, nsamples=nsamples, seqlen=seqlen, dataset=dataset, split=split, text_field=text_field,
@@ -121,9 +121,9 @@ def verify(
     The verdict is PASS only when every check ran and passed; INCOMPLETE when none failed but some
     were skipped (--no-kl, --no-load, a manifest without file hashes). Exit status: 0 PASS, 1 FAIL,
     3 INCOMPLETE (0 with --allow-skipped), 2 bad input."""
+    from quantscope.cli.views.quantize import verify_table
     from quantscope.quantize import verify as run_verify
     from quantscope.quantize.verify import VerifySettings
-    from quantscope.report.terminal import verify_table
 
     settings = VerifySettings(max_kl=max_kl, kl=kl, device=device)
     report = run_verify(directory, source=source, load=load, settings=settings, progress=_stage_printer())

@@ -64,7 +64,7 @@ def compare(
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.levels import level_report
     from quantscope.analysis.traces import thinking_findings, trace_report
-    from quantscope.report.terminal import (
+    from quantscope.cli.views.analysis import (
         comparison_notes,
         comparison_table,
         finding_lines,
@@ -72,7 +72,7 @@ def compare(
         trace_notes,
         trace_table,
     )
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
         analysis = analyze(
@@ -121,8 +121,8 @@ def recommend(
     from quantscope.analysis.capacity import read_config
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.recommend import recommend as choose
-    from quantscope.report.terminal import recommendation_panel
-    from quantscope.store import Store
+    from quantscope.cli.views.analysis import recommendation_panel
+    from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
         analysis = analyze(opened, baseline, margin=margin / 100, allow_mismatch=allow_mismatch)
@@ -157,8 +157,8 @@ def report(
     """Write one self-contained HTML report (works offline) and print the summary; with --gpu the
     recommendation is for that GPU, with each variant's capacity and throughput there."""
     from quantscope.analysis.capacity import read_config
+    from quantscope.cli.views.analysis import comparison_table, recommendation_panel
     from quantscope.report import build_report
-    from quantscope.report.terminal import comparison_table, recommendation_panel
 
     on_gpu = gpu_budget(gpu, gpu_memory, tp, kv_dtype, prompt_tokens, price)
     written = build_report(

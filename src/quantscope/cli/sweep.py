@@ -86,7 +86,7 @@ def sweep(
     killed driver or a failed job does only what is left. Without --ray, jobs run here one after
     another; with it, on a Ray cluster, each with its own GPUs (see the README for a GPU node).
     """
-    from quantscope.report.terminal import sweep_estimate_table, sweep_result_table
+    from quantscope.cli.views.sweep import sweep_estimate_table, sweep_result_table
     from quantscope.sweep import load_sweep, plan_jobs, run_sweep
     from quantscope.sweep.estimate import estimate_json, estimate_sweep
 

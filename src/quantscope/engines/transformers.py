@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 
+from quantscope.checkpoint.modeling import DTYPES, load_causal_lm
 from quantscope.engines.base import (
     ChatRequest,
     Generation,
@@ -34,8 +35,7 @@ from quantscope.engines.base import (
     think_close_id,
 )
 from quantscope.errors import QuantscopeError
-from quantscope.modeling import DTYPES, load_causal_lm
-from quantscope.settings import text_fingerprint
+from quantscope.store.settings import text_fingerprint
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from quantscope.engines.base import (
     think_close_id,
 )
 from quantscope.errors import QuantscopeError
-from quantscope.settings import text_fingerprint
+from quantscope.store.settings import text_fingerprint
 
 CPU_DEFAULT_KV_CACHE_GIB = 1.0
 

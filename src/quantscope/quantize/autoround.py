@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import Anatomy, TensorInfo
+from quantscope.checkpoint.anatomy import Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
+from quantscope.plan.recipe import Recipe, assign_schemes
 from quantscope.quantize.manifest import AutoRoundSettings
-from quantscope.recipe import Recipe, assign_schemes
 from quantscope.util import atomic_path, frozen_heap, write_atomic
 
 # Export formats (AutoRound `format=` values) per weight family, the default first: the route
@@ -34,7 +34,7 @@ from quantscope.util import atomic_path, frozen_heap, write_atomic
 # ("Unsupported packing_format: auto_round:fp8_static"): vllm/.../quantization/inc/inc.py);
 # "llm_compressor" is compressed-tensors (`CompressedTensorsConfig`). Notes on the second route:
 # - transformers (<= 5.19) drops the per-expert `weight_global_scale` of compressed-tensors NVFP4
-#   experts; `quantscope.compressed_experts` puts them back when it loads one, so verify checks it;
+#   experts; `quantscope.checkpoint.compressed_experts` puts them back when it loads one, so verify checks it;
 # - AutoRound 0.16.1 leaves lm_head out of the compressed-tensors `ignore` list, so loaders would
 #   build it as FP8 without scales (NaN logits): `complete_ignore_list` adds every kept module;
 # - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`);
@@ -481,7 +481,7 @@ def _rewrite_shard(path: Path, casts: Mapping[str, Any]) -> None:
 def _update_index_total_size(directory: Path) -> None:
     import json
 
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     index = directory / "model.safetensors.index.json"
     if not index.is_file():

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import classify_tensor, find_fused_sets, load_anatomy
+from quantscope.checkpoint.anatomy import classify_tensor, find_fused_sets
+from quantscope.checkpoint.load import load_anatomy
 from quantscope.errors import QuantscopeError
 from quantscope.quantize.kinds import SIXTEEN, declared_kind, kind_of_format, stored_kinds
 from quantscope.quantize.manifest import Manifest, directory_files, file_sha256

@@ -1,6 +1,6 @@
 """What a checkpoint stores, and what its quantization_config tells vLLM, per linear module.
 
-`stored_kinds` reads the safetensors headers (packed int, NVFP4, MXFP4, FP8 or 16-bit, via `storage`);
+`stored_kinds` reads the safetensors headers (packed int, NVFP4, MXFP4, FP8 or 16-bit, via `contents`);
 `declared_kind` resolves a module against the `quantization_config` the way vLLM's loaders do
 (AutoRound's `extra_config` as its INC loader matches it, compressed-tensors' `ignore` list).
 """
@@ -11,11 +11,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from quantscope.anatomy import Anatomy
-from quantscope.declared import auto_round_settings, modelopt_algo
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.contents import SIXTEEN, stored_weights
+from quantscope.checkpoint.declared import auto_round_settings, modelopt_algo
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.storage import SIXTEEN, stored_weights
 
 _REGEX_CHARS = set(r"*+?^$()[]{}|\\")
 

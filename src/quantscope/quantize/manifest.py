@@ -22,7 +22,7 @@ from typing import Any
 from pydantic.dataclasses import dataclass as record
 
 from quantscope.errors import QuantscopeError
-from quantscope.recipe import KEPT, Recipe
+from quantscope.plan.recipe import KEPT, Recipe
 from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_json
 from quantscope.util import installed_version, write_atomic
 

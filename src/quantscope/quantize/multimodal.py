@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import Anatomy, build_anatomy, checkpoint_shards, read_safetensors_header
+from quantscope.checkpoint.anatomy import Anatomy, build_anatomy, checkpoint_shards, read_safetensors_header
 from quantscope.errors import QuantscopeError
 from quantscope.quantize.checks import Check, detail_list
 from quantscope.util import atomic_path, write_atomic
@@ -61,7 +61,7 @@ def check_vision(export: Path, source: str | Path | None) -> Check:
     """The export's vision tower is the source's, tensor for tensor and byte for byte."""
     from safetensors import safe_open
 
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     name = "vision tower is the source's, unchanged"
     if source is None:
@@ -159,7 +159,7 @@ def extract_text_model(source: Path, target: Path) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     anatomy = load_anatomy(source)
     if not is_multimodal(anatomy):
@@ -218,7 +218,7 @@ def _is_side_file(name: str) -> bool:
 
 
 def _is_vision(name: str) -> bool:
-    from quantscope.anatomy import classify_tensor
+    from quantscope.checkpoint.anatomy import classify_tensor
 
     return classify_tensor(name) == "vision"
 

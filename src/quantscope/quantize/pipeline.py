@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import Anatomy, load_anatomy
 from quantscope.calibration import CalibrationSet, CalibrationSource, build_calibration, load_documents
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_logits
 from quantscope.errors import QuantscopeError
-from quantscope.modeling import load_causal_lm, next_token_logits
+from quantscope.plan.recipe import Recipe, load_recipe, predict_footprint
 from quantscope.quantize.autoround import (
     AutoRoundPlan,
     plan_autoround,
@@ -53,7 +55,6 @@ from quantscope.quantize.multimodal import (
     text_view,
 )
 from quantscope.quantize.verify import VerifyReport, VerifySettings, check_loading, verify
-from quantscope.recipe import Recipe, load_recipe, predict_footprint
 
 Progress = Callable[[str], None]
 _PARTIAL = ".partial-"

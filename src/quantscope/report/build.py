@@ -19,7 +19,7 @@ from quantscope.analysis.levels import TaskLevels, level_report
 from quantscope.analysis.recommend import Recommendation, recommend
 from quantscope.analysis.traces import TraceReport, TraceRules, trace_report
 from quantscope.report.html import Example, render, select_examples
-from quantscope.store import Store
+from quantscope.store.database import Store
 from quantscope.util import write_atomic
 
 

@@ -34,7 +34,7 @@ from quantscope.util import format_size, json_ready, pct, points, pts, ratio, to
 if TYPE_CHECKING:
     from quantscope.analysis.levels import LevelResult, TaskLevels
     from quantscope.analysis.traces import Delta, TraceReport
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
 CLIP_HEAD = 2500
 CLIP_TAIL = 800

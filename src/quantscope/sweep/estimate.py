@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.errors import QuantscopeError
-from quantscope.runner import TaskSpec
-from quantscope.sweep.run import quantize_finished
+from quantscope.evaluate.spec import TaskSpec
+from quantscope.sweep.quantize_jobs import quantize_finished
 from quantscope.sweep.spec import SOURCE_RECIPE, EvalJob, Jobs, ModelEntry, Sweep, source_of
 
 THINKING_SHARE = 0.5
@@ -133,7 +133,7 @@ def _state(stored: int, expected: int | None) -> str:
 def task_items(task: TaskSpec, limit: int | None) -> int | None:
     """Items a task runs (at most `limit`): a local file or the synthetic task counted by loading
     it, a hub benchmark from its published size; None when unknown."""
-    from quantscope.runner import load_task
+    from quantscope.evaluate.runner import load_task
     from quantscope.tasks.registry import task_class
 
     hub = getattr(task_class(task.name), "hub", None)
@@ -143,7 +143,7 @@ def task_items(task: TaskSpec, limit: int | None) -> int | None:
 
 
 def _stored(store: Path, variant: str, task: str) -> int:
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     if not (store / "quantscope.db").is_file():
         return 0
@@ -154,7 +154,7 @@ def _stored(store: Path, variant: str, task: str) -> int:
 def _tokens_per_sample(job: EvalJob, per_task: list[tuple[str, int]]) -> tuple[float, str]:
     """Mean completion tokens per sample still to generate: measured per task from the store where
     it has rows, else assumed from the cap."""
-    from quantscope.store import Store
+    from quantscope.store.database import Store
 
     share = THINKING_SHARE if job.spec.thinking else ANSWER_SHARE
     assumed = share * job.spec.max_tokens
@@ -187,7 +187,7 @@ class _Weights:
     def decode_rate(self, job: EvalJob, gpu: Any, sequence_tokens: float) -> float | None:
         """Decode tokens/s (roofline) of `job`'s variant on `gpu` at `sequence_tokens` per
         sequence; None when one sequence of the cap does not fit."""
-        from quantscope.serving import (
+        from quantscope.plan.serving import (
             ServingOptions,
             cache_layout,
             cache_shape,
@@ -224,8 +224,8 @@ class _Weights:
         return found
 
     def _weights(self, model: ModelEntry, job: EvalJob) -> tuple[dict[str, int], dict[str, Any]]:
-        from quantscope.anatomy import load_anatomy
-        from quantscope.recipe import load_recipe, predict_footprint
+        from quantscope.checkpoint.load import load_anatomy
+        from quantscope.plan.recipe import load_recipe, predict_footprint
 
         checkpoint = job.spec.memory_from or job.spec.model
         if job.needs is None or Path(checkpoint).is_dir():
@@ -242,7 +242,7 @@ class _Weights:
         return dict(footprint.bytes_by_group), source.config
 
     def _source_anatomy(self, model: ModelEntry) -> Any:
-        from quantscope.anatomy import load_anatomy
+        from quantscope.checkpoint.load import load_anatomy
 
         try:
             return load_anatomy(self._source(model))

@@ -30,7 +30,9 @@ from typing import Any
 
 from quantscope.engines.base import ChatRequest, Generation, Outcome, ProgressCallback, collect
 from quantscope.errors import QuantscopeError
-from quantscope.runner import RunSpec, build_engine, engine_stream
+from quantscope.evaluate.requests import engine_stream
+from quantscope.evaluate.runner import build_engine
+from quantscope.evaluate.spec import RunSpec
 from quantscope.sweep.spec import QuantizeJob, RayBlock
 
 CHUNK_SECONDS = 0.5
@@ -96,7 +98,7 @@ def quantize_resources(block: RayBlock, device: str) -> dict[str, float]:
 
 def submit_quantize(ray: Any, job: QuantizeJob, options: Any, block: RayBlock) -> Any:
     """Start `job` as a Ray task; returns its ObjectRef (the export's directory, as a string)."""
-    from quantscope.sweep.run import quantize_job
+    from quantscope.sweep.quantize_jobs import quantize_job
 
     task = ray.remote(quantize_job).options(
         **quantize_resources(block, options.device),

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from quantscope.errors import QuantscopeError
-from quantscope.runner import ProgressUpdate
+from quantscope.evaluate.runner import ProgressUpdate
+from quantscope.sweep.quantize_jobs import quantize_finished, quantize_job, quantize_options
 from quantscope.sweep.spec import EvalJob, Jobs, QuantizeJob, Sweep, plan_jobs
 
 JobState = Literal["waiting", "running", "done", "finished before", "failed", "blocked"]
@@ -95,50 +96,6 @@ def run_sweep(
     return SweepResult(sweep, results, written, errors, time.perf_counter() - started)
 
 
-def quantize_options(sweep: Sweep) -> Any:
-    """The sweep's `quantize` block as `QuantizeOptions` (the AutoRound defaults where unset)."""
-    from quantscope.quantize import QuantizeOptions
-
-    block = sweep.quantize.model_dump(exclude_none=True)
-    return QuantizeOptions(**block)
-
-
-def quantize_job(job: QuantizeJob, options: Any) -> str:
-    """Quantize (unless its export is already finished) and write the twin if asked; returns the
-    export's directory. Runs here or as a Ray task (`ray_jobs.submit_quantize`)."""
-    from quantscope.quantize import quantize
-    from quantscope.quantize.manifest import MANIFEST_NAME
-
-    if not (job.out / MANIFEST_NAME).is_file():
-        quantize(job.source, job.recipe, job.out, options)
-    if job.twin is not None and job.twin_gpu is not None:
-        from quantscope.twin import write_twin
-
-        write_twin(Path(job.source), job.out, job.twin, job.twin_gpu)
-    return str(job.out)
-
-
-def quantize_finished(job: QuantizeJob) -> bool:
-    """Whether `job` has nothing left to do: its export has a manifest, and its twin (if any) was
-    written for that export and GPU."""
-    from quantscope.quantize.manifest import MANIFEST_NAME
-
-    if not (job.out / MANIFEST_NAME).is_file():
-        return False
-    if job.twin is None:
-        return True
-    from quantscope.gpus import get_gpu
-    from quantscope.twin import TWIN_VERSION, read_twin
-
-    marker = read_twin(job.twin)
-    return (
-        marker is not None
-        and marker.get("export") == str(job.out)
-        and marker.get("gpu") == get_gpu(str(job.twin_gpu)).name
-        and marker.get("version") == TWIN_VERSION
-    )
-
-
 # ---- here ---------------------------------------------------------------------------------
 
 
@@ -174,8 +131,8 @@ def _eval_unless_blocked(
 
 def _eval(job: EvalJob, notify: SweepProgress, make_engine: Any) -> JobResult:
     """One eval job through `run_eval`, into its own store connection (this thread's)."""
-    from quantscope.runner import run_eval
-    from quantscope.store import Store
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.store.database import Store
 
     started = time.perf_counter()
     running = threading.Event()

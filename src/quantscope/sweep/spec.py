@@ -26,8 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantscope.errors import QuantscopeError, invalid
+from quantscope.evaluate.spec import RunSpec, TaskSpec
 from quantscope.records import read_yaml
-from quantscope.runner import RunSpec, TaskSpec
 
 SOURCE_RECIPE = "bf16"
 """The recipe name that means "the source checkpoint as it is" (not quantized)."""
@@ -82,10 +82,10 @@ class Setting(_Strict):
 
 
 class EvalBlock(_Strict):
-    """How every eval job runs (see `runner.RunSpec` for the fields): the engine and its options
+    """How every eval job runs (see `evaluate.spec.RunSpec` for the fields): the engine and its options
     (`tensor_parallel_size`: the GPUs of one vLLM engine), k samples, the cap, the seed, an item
     `limit`, the commit window, and `twin`: a GPU name to evaluate each export through its
-    evaluation twin for that GPU (`quantscope.twin`; for CPU machines, where transformers runs
+    evaluation twin for that GPU (`quantscope.quantize.twin`; for CPU machines, where transformers runs
     quantized layers too slowly) instead of the export itself.
 
     `replicas`: engines per eval job on Ray, each with its own GPUs and an equal share of the
@@ -236,7 +236,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
 
 
 def _check_recipes(sweep: Sweep, path: Path) -> None:
-    from quantscope.recipe import load_recipe
+    from quantscope.plan.recipe import load_recipe
 
     for recipe in sweep.recipes:
         if recipe == SOURCE_RECIPE:

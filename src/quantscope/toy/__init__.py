@@ -7,6 +7,8 @@ See MODEL_CARD.md next to this file for its measured accuracy and thinking lengt
 
 `problems` holds the task (levels, traces, the answer check), `corpus` its text, `tokenizer`,
 `model`, `train` and `evaluate` the rest; this package imports nothing from `quantscope.tasks`.
+`offline` is the real material registry packages ship, for checks that must not rest on the toy
+model alone.
 """
 
 from quantscope.toy.bundled import checkpoint_dir, is_bundled, model_card

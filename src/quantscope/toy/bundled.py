@@ -13,7 +13,7 @@ _CHECKPOINT = _HERE / "checkpoint"
 def checkpoint_dir() -> Path:
     """The directory of the shipped checkpoint (config.json, model.safetensors, tokenizer files).
 
-    Load it with `quantscope.modeling.load_causal_lm(checkpoint_dir())`; nothing is downloaded.
+    Load it with `quantscope.checkpoint.modeling.load_causal_lm(checkpoint_dir())`; nothing is downloaded.
     """
     if not (_CHECKPOINT / "config.json").is_file() or not (_CHECKPOINT / "model.safetensors").is_file():
         raise QuantscopeError(

@@ -1,0 +1,37 @@
+"""Rich view of `quantscope demo`: every variant of the demo in one table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from quantscope.util import format_size
+
+if TYPE_CHECKING:
+    from quantscope.demo import DemoResult
+
+
+def demo_variants_table(result: DemoResult) -> Group:
+    """Each demo recipe's fate (status, predicted and exported size, quantize time), then why any
+    recipe was skipped."""
+    table = Table(title="variants", title_justify="left")
+    for name in ("recipe", "status", "predicted", "exported", "quantize s"):
+        table.add_column(name, justify="left" if name in ("recipe", "status") else "right")
+    for variant in result.variants:
+        exported = "–" if variant.memory_bytes is None else format_size(variant.memory_bytes)
+        seconds = f"{variant.seconds:.0f}" if variant.seconds else "–"
+        recipe = Text(variant.preset) + (Text(" (illustration)", style="dim") if variant.illustration else "")
+        table.add_row(recipe, variant.status, format_size(variant.predicted_bytes), exported, seconds)
+    skipped = [
+        Text.from_markup(f"[yellow]skipped {v.preset}:[/] {v.detail}")
+        for v in result.variants
+        if v.status == "failed"
+    ]
+    shown = [v.preset for v in result.variants if v.illustration]
+    note = [
+        Text(f"{', '.join(shown)}: harsher than any deployed recipe, run to show the mechanism", style="dim")
+    ]
+    return Group(table, *skipped, *(note if shown else []))

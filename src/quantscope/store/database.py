@@ -1,0 +1,707 @@
+"""The results database: one SQLite file per project directory, the single source for all analysis.
+
+`Store(directory)` (or `Store.open(directory)`) opens `directory/quantscope.db`, creating it and
+its schema when missing. The database runs in WAL mode and every batch of results is written in
+one transaction, so a run killed at any moment (even `kill -9`) leaves only whole batches
+behind; the UNIQUE key on (variant, task, item_id, sample) makes a resumed run unable to write a
+row twice.
+
+Schema (version `SCHEMA_VERSION`, kept in `PRAGMA user_version`; a store of an earlier version is
+migrated in place when opened, see `_MIGRATIONS`):
+
+``variants`` — one row per evaluated model variant
+    name TEXT PRIMARY KEY, model_path TEXT, memory_bytes INTEGER (weights, bytes; NULL when
+    unknown), recipe TEXT (recipe name or NULL), is_baseline INTEGER (0/1), created REAL (unix
+    seconds), memory_source TEXT (where memory_bytes came from; v2).
+
+``runs`` — the generation settings rows were produced under, one row per spec hash
+    spec_hash TEXT PRIMARY KEY (hash of everything that changes a generation), variant, task,
+    engine, model_path, thinking_mode INTEGER (0/1), temperature REAL, top_p REAL, top_k INTEGER
+    (0 = off), max_tokens INTEGER (the cap, tokens), seed INTEGER (base seed; sample j uses
+    seed + j), spec_json TEXT (the full run spec), created REAL, settings_json TEXT (every
+    output setting, `quantscope.store.settings`; v2, NULL for older runs), environment_json TEXT
+    (library versions and device; v2).
+
+``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns
+    spec_hash (-> runs), seed INTEGER (this sample's seed), target TEXT (gold answer),
+    text / thinking / answer TEXT (whole completion, reasoning before `</think>`, final answer),
+    completion_tokens / thinking_tokens / answer_tokens INTEGER (tokens; answer_tokens =
+    completion_tokens - thinking_tokens, so it holds the `</think>` tag and end-of-turn token),
+    finish_reason TEXT ("stop" | "length"), seconds REAL (request latency), correct INTEGER
+    (0/1), extracted TEXT (the answer the judge read, NULL when none), created REAL, prompt_sha
+    TEXT (hash of the item's prompt and target, so comparisons can check both sides saw the same
+    item; v2, NULL for older rows).
+
+``failures`` — requests that failed after their retries, one row per key (v2): spec_hash,
+    error TEXT, attempts INTEGER, created REAL; a later success removes the row.
+
+``forced`` — forced answers (v3), one row per (variant, task, item_id, sample, budget): the
+    stored sample's completion cut at `budget` completion tokens, its thinking closed, and at
+    most N answer tokens generated after it (`quantscope.evaluate.forced`): text (what was generated
+    after the cut), answer, answer_tokens, finish_reason, correct, extracted, created.
+
+``items`` — each evaluated item's stratum (v4), one row per (task, item_id): stratum_key TEXT
+    (the task's stratifying field, e.g. "level"; `Task.stratify`) and stratum TEXT (its value
+    for this item, e.g. "5"), so analysis can report per level without loading the benchmark.
+
+``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
+    what `export` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from quantscope.errors import QuantscopeError
+from quantscope.store.rows import Failure, ForcedRow, ResultRow, RunRecord, Variant
+from quantscope.util import atomic_path
+
+SCHEMA_VERSION = 4
+DB_NAME = "quantscope.db"
+STORE_ENV = "QUANTSCOPE_STORE"
+
+FORCED_TABLE = """
+CREATE TABLE forced (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    budget INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    answer_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    extracted TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample, budget)
+);
+"""
+
+ITEMS_TABLE = """
+CREATE TABLE items (
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    stratum_key TEXT NOT NULL,
+    stratum TEXT NOT NULL,
+    PRIMARY KEY (task, item_id)
+);
+"""
+
+_SCHEMA = f"""
+CREATE TABLE variants (
+    name TEXT PRIMARY KEY,
+    model_path TEXT NOT NULL,
+    memory_bytes INTEGER,
+    recipe TEXT,
+    is_baseline INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    memory_source TEXT
+);
+CREATE TABLE runs (
+    spec_hash TEXT PRIMARY KEY,
+    variant TEXT NOT NULL REFERENCES variants(name),
+    task TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    model_path TEXT NOT NULL,
+    thinking_mode INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    top_p REAL NOT NULL,
+    top_k INTEGER NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    spec_json TEXT NOT NULL,
+    created REAL NOT NULL,
+    settings_json TEXT,
+    environment_json TEXT
+);
+CREATE TABLE results (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL REFERENCES runs(spec_hash),
+    seed INTEGER,
+    target TEXT NOT NULL,
+    text TEXT NOT NULL,
+    thinking TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    thinking_tokens INTEGER NOT NULL,
+    answer_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    correct INTEGER NOT NULL,
+    extracted TEXT,
+    created REAL NOT NULL,
+    prompt_sha TEXT,
+    UNIQUE (variant, task, item_id, sample)
+);
+CREATE TABLE failures (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample)
+);
+{FORCED_TABLE}{ITEMS_TABLE}CREATE VIEW results_full AS
+SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
+       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
+       r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
+       u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
+       v.memory_bytes, v.memory_source, v.recipe, v.is_baseline
+FROM results r JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.name = r.variant;
+"""
+
+# Version 1 -> 2: where a variant's memory figure came from, the full output settings and the
+# environment of each run, a fingerprint of each row's prompt and target (so comparisons can check
+# that both sides saw the same item), and the failures table.
+# 2 -> 3: the forced-answer table. 3 -> 4: each item's stratum (the items table).
+_MIGRATIONS: dict[int, str] = {
+    1: """
+ALTER TABLE variants ADD COLUMN memory_source TEXT;
+ALTER TABLE runs ADD COLUMN settings_json TEXT;
+ALTER TABLE runs ADD COLUMN environment_json TEXT;
+ALTER TABLE results ADD COLUMN prompt_sha TEXT;
+CREATE TABLE failures (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample)
+);
+DROP VIEW results_full;
+""",
+    2: FORCED_TABLE + "DROP VIEW IF EXISTS results_full;\n",
+    3: ITEMS_TABLE + "DROP VIEW IF EXISTS results_full;\n",
+}
+
+# Columns of `results_full` that analysis may read without touching the (large) text columns.
+NUMERIC_COLUMNS = frozenset(
+    {
+        "sample",
+        "seed",
+        "completion_tokens",
+        "thinking_tokens",
+        "answer_tokens",
+        "seconds",
+        "correct",
+        "created",
+        "thinking_mode",
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "memory_bytes",
+        "is_baseline",
+    }
+)
+TEXT_KEY_COLUMNS = frozenset(
+    {
+        "variant",
+        "task",
+        "item_id",
+        "finish_reason",
+        "spec_hash",
+        "engine",
+        "recipe",
+        "prompt_sha",
+        "memory_source",
+        "extracted",
+    }
+)
+
+
+_VARIANT_COLUMNS = tuple(f.name for f in fields(Variant))
+_RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
+_RESULT_COLUMNS = tuple(f.name for f in fields(ResultRow))
+_FAILURE_COLUMNS = tuple(f.name for f in fields(Failure))
+_FORCED_COLUMNS = tuple(f.name for f in fields(ForcedRow))
+
+
+def default_store_dir() -> Path:
+    """The store directory used when none is given: `$QUANTSCOPE_STORE`, else the current directory."""
+    return Path(os.environ.get(STORE_ENV) or ".")
+
+
+class Store:
+    """The project's results database (`<directory>/quantscope.db`, SQLite in WAL mode).
+
+    Open with `Store(directory)`; a path ending in `.db` is taken as the database file itself.
+    Use as a context manager or call `close()`. One Store object belongs to one thread.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.suffix != ".db":
+            if path.exists() and not path.is_dir():
+                raise QuantscopeError(
+                    f"store {path} is a file, not a directory: pass a directory or a .db file"
+                )
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / DB_NAME
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            # isolation_level=None: we open and commit transactions ourselves, one per batch.
+            self._db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (not a power cut) and is much faster.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._ensure_schema()
+        except (sqlite3.DatabaseError, QuantscopeError) as error:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if isinstance(error, QuantscopeError):
+                raise
+            raise QuantscopeError(f"cannot open the store {path}: {error}") from error
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Store:
+        """Open (creating when missing) the store of a project directory."""
+        return cls(directory)
+
+    @classmethod
+    def existing(cls, path: str | Path) -> Store:
+        """Open a store that must already exist (for reading); QuantscopeError when there is none."""
+        path = Path(path)
+        database = path if path.suffix == ".db" else path / DB_NAME
+        if not database.is_file():
+            raise QuantscopeError(
+                f"no quantscope store at {path} (no {database.name}): run "
+                f"`quantscope eval ... --store {path}` first, or pass the right --store"
+            )
+        return cls(path)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_schema(self) -> None:
+        if self._schema_version() == SCHEMA_VERSION:
+            return
+        # Check again under the write lock: two runs may open a fresh store at the same moment.
+        with self._write():
+            version = self._schema_version()
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise QuantscopeError(
+                    f"store {self.path} has schema version {version}, newer than this quantscope "
+                    f"({SCHEMA_VERSION}): upgrade quantscope"
+                )
+            if version == 0:
+                self._create_schema()
+            else:
+                self._migrate(version)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_schema(self) -> None:
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        if tables:
+            raise QuantscopeError(
+                f"{self.path} is an SQLite file but not a quantscope store: use another directory"
+            )
+        _execute_script(self._db, _SCHEMA)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store written by an earlier quantscope up to `SCHEMA_VERSION`, in the open write
+        transaction (all or nothing). Rows keep their values; new columns start as NULL (unknown)."""
+        for step in range(version, SCHEMA_VERSION):
+            _execute_script(self._db, _MIGRATIONS[step])
+        view = _SCHEMA[_SCHEMA.index("CREATE VIEW results_full") :]
+        _execute_script(self._db, view)
+
+    def _schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _write(self) -> _WriteTransaction:
+        return _WriteTransaction(self._db)
+
+    # ---- variants -------------------------------------------------------------------------
+
+    def put_variant(self, variant: Variant) -> None:
+        """Register a variant, or update a registered one.
+
+        Fields given as None keep their stored value, and `is_baseline` only ever turns on here
+        (use `set_baseline` to move it). A different `model_path` for an existing name is an
+        error: the name's rows came from the other model.
+        """
+        existing = self.variant(variant.name)
+        if existing is not None and existing.model_path != variant.model_path:
+            raise QuantscopeError(
+                f"variant {variant.name!r} is already stored for model {existing.model_path}, not "
+                f"{variant.model_path}: choose another --variant name"
+            )
+        # A new memory figure replaces the stored one together with its source.
+        with self._write():
+            self._db.execute(
+                "INSERT INTO variants (name, model_path, memory_bytes, recipe, is_baseline, created, "
+                "memory_source) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "memory_source = CASE WHEN excluded.memory_bytes IS NULL THEN memory_source "
+                "ELSE excluded.memory_source END, "
+                "memory_bytes = coalesce(excluded.memory_bytes, memory_bytes), "
+                "recipe = coalesce(excluded.recipe, recipe), "
+                "is_baseline = max(excluded.is_baseline, is_baseline)",
+                (
+                    variant.name,
+                    variant.model_path,
+                    variant.memory_bytes,
+                    variant.recipe,
+                    int(variant.is_baseline),
+                    time.time(),
+                    variant.memory_source,
+                ),
+            )
+
+    def set_baseline(self, name: str) -> None:
+        """Make `name` the only baseline variant."""
+        if self.variant(name) is None:
+            raise QuantscopeError(
+                f"no variant {name!r} in the store {self.path}: run `quantscope runs` to list them"
+            )
+        with self._write():
+            self._db.execute("UPDATE variants SET is_baseline = (name = ?)", (name,))
+
+    def variant(self, name: str) -> Variant | None:
+        """The stored variant called `name`, or None."""
+        found = [v for v in self._variants("WHERE name = ?", (name,))]
+        return found[0] if found else None
+
+    def variants(self) -> list[Variant]:
+        """Every stored variant, by name."""
+        return self._variants("ORDER BY name", ())
+
+    def _variants(self, clause: str, params: tuple[Any, ...]) -> list[Variant]:
+        rows = self._db.execute(f"SELECT {', '.join(_VARIANT_COLUMNS)} FROM variants {clause}", params)
+        variants = []
+        for row in rows.fetchall():
+            values = dict(zip(_VARIANT_COLUMNS, row, strict=True))
+            values["is_baseline"] = bool(values["is_baseline"])
+            variants.append(Variant(**values))
+        return variants
+
+    # ---- runs -----------------------------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        """Store the settings behind a spec hash (a no-op when that hash is already stored)."""
+        row = asdict(run)
+        row["thinking_mode"] = int(run.thinking_mode)
+        names = ", ".join(_RUN_COLUMNS)
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        with self._write():
+            self._db.execute(
+                f"INSERT INTO runs ({names}) VALUES ({marks}) ON CONFLICT (spec_hash) DO NOTHING",
+                [row[c] for c in _RUN_COLUMNS],
+            )
+
+    def set_run_settings(self, spec_hash: str, settings_json: str, environment_json: str | None) -> None:
+        """Fill in the settings (and environment) of a stored run, e.g. one written before they were
+        recorded, once a resumed run has shown which settings it had."""
+        with self._write():
+            self._db.execute(
+                "UPDATE runs SET settings_json = ?, environment_json = coalesce(?, environment_json) "
+                "WHERE spec_hash = ?",
+                (settings_json, environment_json, spec_hash),
+            )
+
+    def runs(self, variant: str | None = None, task: str | None = None) -> list[RunRecord]:
+        """The stored runs (optionally of one variant / task), by variant, task and creation."""
+        where, params = _filters(variant, task)
+        rows = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs{where} ORDER BY variant, task, created", params
+        ).fetchall()
+        return [self._run_record(row) for row in rows]
+
+    def run(self, spec_hash: str) -> RunRecord | None:
+        """The settings stored under `spec_hash`, or None."""
+        row = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE spec_hash = ?", (spec_hash,)
+        ).fetchone()
+        return None if row is None else self._run_record(row)
+
+    @staticmethod
+    def _run_record(row: Sequence[Any]) -> RunRecord:
+        values = dict(zip(_RUN_COLUMNS, row, strict=True))
+        values["thinking_mode"] = bool(values["thinking_mode"])
+        return RunRecord(**values)
+
+    def spec_hashes(self, variant: str, task: str) -> set[str]:
+        """The spec hashes of the rows stored for (variant, task)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT spec_hash FROM results WHERE variant = ? AND task = ?", (variant, task)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    # ---- results --------------------------------------------------------------------------
+
+    def done_keys(self, variant: str, task: str) -> set[tuple[str, int]]:
+        """The (item_id, sample) pairs already stored for (variant, task)."""
+        rows = self._db.execute(
+            "SELECT item_id, sample FROM results WHERE variant = ? AND task = ?", (variant, task)
+        ).fetchall()
+        return {(r[0], int(r[1])) for r in rows}
+
+    def write_results(self, rows: Iterable[ResultRow]) -> int:
+        """Insert rows in one transaction; rows whose key is already stored are skipped.
+
+        Returns the number of rows inserted. Either the whole batch is committed or none of it.
+        """
+        values = []
+        for row in rows:
+            record = asdict(row)
+            record["correct"] = int(row.correct)
+            values.append([record[c] for c in _RESULT_COLUMNS])
+        if not values:
+            return 0
+        names = ", ".join(_RESULT_COLUMNS)
+        marks = ", ".join("?" for _ in _RESULT_COLUMNS)
+        with self._write():
+            before = self._db.total_changes
+            self._db.executemany(
+                f"INSERT INTO results ({names}) VALUES ({marks}) "
+                "ON CONFLICT (variant, task, item_id, sample) DO NOTHING",
+                values,
+            )
+            inserted = self._db.total_changes - before
+            # a key that finished now is no longer a failure
+            self._db.executemany(
+                "DELETE FROM failures WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?",
+                [v[:4] for v in values],
+            )
+            return inserted
+
+    def write_failures(self, failures: Iterable[Failure]) -> None:
+        """Record requests that failed after their retries (replacing an earlier failure of the same
+        key), in one transaction. A key already stored as a result is not recorded."""
+        values = [[asdict(f)[c] for c in _FAILURE_COLUMNS] for f in failures]
+        if not values:
+            return
+        names, marks = ", ".join(_FAILURE_COLUMNS), ", ".join("?" for _ in _FAILURE_COLUMNS)
+        with self._write():
+            self._db.executemany(
+                f"INSERT INTO failures ({names}) SELECT {marks} WHERE NOT EXISTS (SELECT 1 FROM results "
+                "WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?) "
+                "ON CONFLICT (variant, task, item_id, sample) DO UPDATE SET error = excluded.error, "
+                "attempts = excluded.attempts, created = excluded.created, spec_hash = excluded.spec_hash",
+                [v + v[:4] for v in values],
+            )
+
+    def write_forced(self, rows: Iterable[ForcedRow]) -> int:
+        """Insert forced answers in one transaction (keys already stored are skipped); returns how
+        many were inserted."""
+        values = [[asdict(r)[c] if c != "correct" else int(r.correct) for c in _FORCED_COLUMNS] for r in rows]
+        if not values:
+            return 0
+        names, marks = ", ".join(_FORCED_COLUMNS), ", ".join("?" for _ in _FORCED_COLUMNS)
+        with self._write():
+            before = self._db.total_changes
+            self._db.executemany(f"INSERT OR IGNORE INTO forced ({names}) VALUES ({marks})", values)
+            return self._db.total_changes - before
+
+    def forced(self, variant: str | None = None, task: str | None = None) -> list[ForcedRow]:
+        """The stored forced answers (optionally of one variant / task), by key."""
+        where, params = _filters(variant, task)
+        order = " ORDER BY variant, task, item_id, sample, budget"
+        rows = self._db.execute(f"SELECT {', '.join(_FORCED_COLUMNS)} FROM forced{where}{order}", params)
+        return [ForcedRow(*row[:9], bool(row[9]), *row[10:]) for row in rows.fetchall()]
+
+    def write_strata(self, task: str, key: str, strata: Mapping[str, str]) -> None:
+        """Record each item's stratum (`strata`: item id -> value of the task's field `key`), in one
+        transaction; an item already recorded takes the new value (a re-downloaded benchmark)."""
+        values = [(task, item_id, key, str(value)) for item_id, value in strata.items()]
+        with self._write():
+            self._db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", values)
+
+    def strata(self, task: str) -> tuple[str, dict[str, str]] | None:
+        """The stratifying field of `task` and each recorded item's value of it (item id -> value);
+        None when no item of `task` has a recorded stratum."""
+        rows = self._db.execute(
+            "SELECT item_id, stratum_key, stratum FROM items WHERE task = ? ORDER BY item_id", (task,)
+        ).fetchall()
+        if not rows:
+            return None
+        return rows[0][1], {item_id: stratum for item_id, _, stratum in rows}
+
+    def failures(self, variant: str | None = None, task: str | None = None) -> list[Failure]:
+        """The recorded failures (optionally of one variant / task), by key."""
+        where, params = _filters(variant, task)
+        order = " ORDER BY variant, task, item_id, sample"
+        rows = self._db.execute(f"SELECT {', '.join(_FAILURE_COLUMNS)} FROM failures{where}{order}", params)
+        return [Failure(*row) for row in rows.fetchall()]
+
+    def count(self, variant: str | None = None, task: str | None = None) -> int:
+        """Number of result rows, optionally for one variant and/or task."""
+        where, params = _filters(variant, task)
+        return int(self._db.execute(f"SELECT count(*) FROM results{where}", params).fetchone()[0])
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (variant, task) pairs that have results, sorted."""
+        rows = self._db.execute(
+            "SELECT DISTINCT variant, task FROM results ORDER BY variant, task"
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def columns(
+        self, names: Sequence[str], variant: str | None = None, task: str | None = None
+    ) -> dict[str, list[Any]]:
+        """Selected columns of `results_full` as lists (one entry per row), ordered by key.
+
+        Only the numeric and key columns may be asked for (`NUMERIC_COLUMNS`,
+        `TEXT_KEY_COLUMNS`): analysis never needs to read the generated text.
+        """
+        allowed = NUMERIC_COLUMNS | TEXT_KEY_COLUMNS
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise QuantscopeError(f"unknown result columns {unknown}; choose from {sorted(allowed)}")
+        where, params = _filters(variant, task)
+        rows = self._db.execute(
+            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
+            params,
+        ).fetchall()
+        if not rows:
+            return {n: [] for n in names}
+        return {n: list(col) for n, col in zip(names, zip(*rows, strict=True), strict=True)}
+
+    def generations(
+        self, keys: Iterable[tuple[str, str, str, int]]
+    ) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+        """Whole rows of `results_full` (text included) for the given (variant, task, item_id,
+        sample) keys, as dicts by key; keys the store does not hold are absent."""
+        found = {}
+        for key in keys:
+            cursor = self._db.execute(
+                "SELECT * FROM results_full WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?",
+                key,
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                found[key] = dict(zip([d[0] for d in cursor.description], row, strict=True))
+        return found
+
+    def rows(self, variant: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        """Whole rows of `results_full` (text included) as dicts, ordered by key."""
+        where, params = _filters(variant, task)
+        cursor = self._db.execute(
+            f"SELECT * FROM results_full{where} ORDER BY variant, task, item_id, sample", params
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def traces(self, variant: str | None = None, task: str | None = None) -> Iterator[dict[str, Any]]:
+        """The generated text of every row with its key, target, thinking and answer tokens, finish
+        reason and correctness, ordered by key, one row at a time (a study's text does not fit in
+        memory)."""
+        where, params = _filters(variant, task)
+        names = ("variant", "task", "item_id", "sample", "target", "thinking", "text", "thinking_tokens")
+        names += ("answer_tokens", "finish_reason", "correct")
+        cursor = self._db.execute(
+            f"SELECT {', '.join(names)} FROM results{where} ORDER BY variant, task, item_id, sample", params
+        )
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+    def export(
+        self,
+        out: str | Path,
+        fmt: Literal["parquet", "csv"] = "parquet",
+        variant: str | None = None,
+        task: str | None = None,
+    ) -> int:
+        """Write `results_full` (optionally one variant/task) to a Parquet or CSV file.
+
+        The file is written beside `out` and renamed into place, so a reader never sees half a
+        file. Returns the number of rows written.
+        """
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+
+        if fmt not in ("parquet", "csv"):
+            raise QuantscopeError(f"unknown export format {fmt!r}: use parquet or csv")
+        where, params = _filters(variant, task)
+        cursor = self._db.execute(
+            f"SELECT * FROM results_full{where} ORDER BY variant, task, item_id, sample", params
+        )
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        table = pa.table(
+            {n: pa.array(list(c), type=_arrow_type(n)) for n, c in zip(names, columns, strict=True)}
+        )
+        with atomic_path(out) as partial:
+            if fmt == "parquet":
+                pq.write_table(table, partial)
+            else:
+                pa_csv.write_csv(table, partial)
+        return table.num_rows
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements one by one (executescript would commit the open transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _arrow_type(column: str) -> Any:
+    import pyarrow as pa
+
+    if column in ("seconds", "created", "temperature", "top_p"):
+        return pa.float64()
+    if column in ("correct", "thinking_mode", "is_baseline"):
+        return pa.int8()
+    if column in NUMERIC_COLUMNS:
+        return pa.int64()
+    return pa.string()
+
+
+def _filters(variant: str | None, task: str | None) -> tuple[str, list[str]]:
+    clauses, params = [], []
+    if variant is not None:
+        clauses.append("variant = ?")
+        params.append(variant)
+    if task is not None:
+        clauses.append("task = ?")
+        params.append(task)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+class _WriteTransaction:
+    """BEGIN IMMEDIATE (take the write lock up front), COMMIT on success, ROLLBACK on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self._db.in_transaction:
+            return
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

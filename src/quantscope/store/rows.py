@@ -1,0 +1,115 @@
+"""The rows the results database holds: a variant, the settings a run was made under, one judged
+generation, one forced answer, one failed request. `database.Store` writes and reads them; the
+evaluate stage makes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model variant under evaluation: its name, where it lives, and what it costs in memory.
+
+    `memory_bytes` is the weights' size in bytes (None when unknown) and `memory_source` where
+    that figure came from (e.g. "checkpoint files", "hub headers", "given"); `recipe` the
+    quantization recipe name (None for an original checkpoint); `is_baseline` marks the
+    reference the others are compared against.
+    """
+
+    name: str
+    model_path: str
+    memory_bytes: int | None = None
+    recipe: str | None = None
+    is_baseline: bool = False
+    memory_source: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The settings a (variant, task)'s rows were generated under; `spec_hash` names them.
+
+    `max_tokens` is the generation cap (tokens); `seed` the base seed (sample j used seed + j);
+    `spec_json` the whole run spec as JSON; `created` unix seconds; `settings_json` every output
+    setting (`quantscope.settings.OutputSettings`, None for runs stored by quantscope < 0.2) and
+    `environment_json` where the run happened (library versions, device; never compared).
+    """
+
+    spec_hash: str
+    variant: str
+    task: str
+    engine: str
+    model_path: str
+    thinking_mode: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int
+    spec_json: str
+    created: float
+    settings_json: str | None = None
+    environment_json: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One generation of one benchmark item and its judgement (see the module docstring for units)."""
+
+    variant: str
+    task: str
+    item_id: str
+    sample: int
+    spec_hash: str
+    seed: int | None
+    target: str
+    text: str
+    thinking: str
+    answer: str
+    completion_tokens: int
+    thinking_tokens: int
+    answer_tokens: int
+    finish_reason: str
+    seconds: float
+    correct: bool
+    extracted: str | None
+    created: float
+    prompt_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class ForcedRow:
+    """A forced answer: sample (variant, task, item_id, sample) cut at `budget` completion
+    tokens and made to answer (see the module docstring)."""
+
+    variant: str
+    task: str
+    item_id: str
+    sample: int
+    budget: int
+    text: str
+    answer: str
+    answer_tokens: int
+    finish_reason: str
+    correct: bool
+    extracted: str | None
+    created: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A request that failed after its retries: the row it would have been, the error and how many
+    attempts were made. A later success for the same key removes it."""
+
+    variant: str
+    task: str
+    item_id: str
+    sample: int
+    spec_hash: str
+    error: str
+    attempts: int
+    created: float
+
+
+__all__ = ["Failure", "ForcedRow", "ResultRow", "RunRecord", "Variant"]
