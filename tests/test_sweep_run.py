@@ -290,6 +290,49 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(
         assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
 
 
+def _engine_actor_pids() -> set[int]:
+    """The processes that hold an engine actor (Ray titles an actor's worker "ray::EngineActor",
+    with the method it runs appended)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes().startswith(b"ray::EngineActor"):
+                    pids.add(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+@needs_ray
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor's process in /proc (Linux)")
+def test_a_lost_engine_actor_is_restarted_and_its_stream_retried(ray_head: RayHead, tmp_path: Path) -> None:
+    """README: each engine actor is restarted `ray.max_restarts` times, its stream retried
+    `ray.max_task_retries` times. The actor's process is killed (SIGKILL) mid-stream; the job still
+    ends done, with every key once and no failure."""
+    sweep = {
+        **SWEEP,
+        "recipes": ["bf16"],
+        "tasks": SWEEP["tasks"][:1],
+        "eval": {**SWEEP["eval"], "k": 4, "batch_size": 1},
+        "ray": {**SWEEP["ray"], "max_restarts": 1, "max_task_retries": 1},
+    }
+    others = _engine_actor_pids()  # none, unless an earlier test's actor is still going away
+    driver = _sweep_on_ray(tmp_path, ray_head, sweep)
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 240
+    while not (row_count(out) and _engine_actor_pids() - others) and driver.poll() is None:
+        assert time.monotonic() < deadline, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(0.1)
+    (victim,) = _engine_actor_pids() - others
+    os.kill(victim, signal.SIGKILL)
+    at_kill = row_count(out)
+    _finish(driver, tmp_path)
+    assert 0 < at_kill < 2 * 4, f"the kill came at {at_kill} of 8 rows: not mid-stream"
+    assert len(stored_rows(out)) == 2 * 4  # items × k, each once
+    with sqlite3.connect(out / "toy" / "thinking" / "quantscope.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
+
+
 @pytest.mark.slow
 @needs_ray
 def test_replicas_share_a_job_and_return_what_one_engine_returns(ray_head: RayHead, tmp_path: Path) -> None:
