@@ -312,8 +312,7 @@ def test_a_lost_engine_actor_is_restarted_and_its_stream_retried(ray_head: RayHe
     sweep = {
         **SWEEP,
         "recipes": ["bf16"],
-        "tasks": SWEEP["tasks"][:1],
-        "eval": {**SWEEP["eval"], "k": 4, "batch_size": 1},
+        "eval": {**SWEEP["eval"], "k": 6, "batch_size": 1},
         "ray": {**SWEEP["ray"], "max_restarts": 1, "max_task_retries": 1},
     }
     others = _engine_actor_pids()  # none, unless an earlier test's actor is still going away
@@ -327,8 +326,8 @@ def test_a_lost_engine_actor_is_restarted_and_its_stream_retried(ray_head: RayHe
     os.kill(victim, signal.SIGKILL)
     at_kill = row_count(out)
     _finish(driver, tmp_path)
-    assert 0 < at_kill < 2 * 4, f"the kill came at {at_kill} of 8 rows: not mid-stream"
-    assert len(stored_rows(out)) == 2 * 4  # items × k, each once
+    assert 0 < at_kill < 2 * 2 * 6, f"the kill came at {at_kill} of 24 rows: not mid-stream"
+    assert len(stored_rows(out)) == 2 * 2 * 6  # tasks × items × k, each once
     with sqlite3.connect(out / "toy" / "thinking" / "quantscope.db") as db:
         assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
 
