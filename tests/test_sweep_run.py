@@ -269,6 +269,19 @@ def test_on_ray_every_key_gets_the_same_text_and_judgement(
 
 @pytest.mark.slow
 @needs_ray
+def test_joining_a_token_cluster_without_the_token_names_the_fix(ray_head: RayHead, tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH")}
+    command = [sys.executable, "-m", "quantscope.cli", "sweep", str(sweep_file(tmp_path))]
+    command += ["--ray", ray_head.address, "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    said = " ".join((result.stdout + result.stderr).split())  # rich wraps the message
+    assert result.returncode != 0
+    assert f"--ray {ray_head.address}: cannot connect to Ray" in said
+    assert "set RAY_AUTH_MODE=token here" in said
+
+
+@pytest.mark.slow
+@needs_ray
 def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(
     here: Path, ray_head: RayHead, tmp_path: Path
 ) -> None:

@@ -79,7 +79,20 @@ def connect(address: str, block: RayBlock) -> Any:
                 return _init(ray, **options, **{k: v for k, v in local.items() if v is not None})
         return _init(ray, address=address, **options)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        raise QuantscopeError(f"--ray {address}: cannot connect to Ray ({error})") from None
+        hint = _auth_hint(address)
+        raise QuantscopeError(f"--ray {address}: cannot connect to Ray ({error}){hint}") from None
+
+
+def _auth_hint(address: str) -> str:
+    """What to try when joining a named cluster failed and this driver sent no token: `ray start`
+    turns token authentication on (Ray 2.60), and ray.init never sends a token to an explicit
+    address unless RAY_AUTH_MODE=token (ray/_private/worker.py, init)."""
+    if address in ("auto", "local") or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return (
+        "; if the cluster uses token authentication (the default of `ray start`), set"
+        " RAY_AUTH_MODE=token here (the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+    )
 
 
 def _init(ray: Any, **options: Any) -> Any:
