@@ -213,6 +213,8 @@ def _check_demo_values(out: Path, output: str, settings: DemoSettings) -> dict[s
                 rows = [r for r in stored[variant] if r[0].startswith(f"L{level}-")]
                 expected = f"{100 * _rate(rows, 'correct'):.0f}/{100 * _rate(rows, 'cut'):.0f}"
                 assert cell.rstrip("*") == expected, (variant, level)
+    # issue 32: no GPU throughput for a toy of a few MB (hundreds of thousands of answers at once)
+    assert "GPU-h" not in output and "GPU-h" not in page and "at once" not in output
     # the pick fits half the BF16 weights and shows its own accuracy
     from quantscope.toy import checkpoint_dir
 

@@ -148,7 +148,6 @@ def run_demo(
     `budget_bytes` (bytes) to `DEFAULT_BUDGET_FRACTION` of the BF16 weights; `gpu` (a
     `quantscope.gpus` name) overrides the settings' target GPU of the evaluation twins.
     """
-    from quantscope.analysis.capacity import GpuBudget
     from quantscope.report import build_report
     from quantscope.store.database import Store
 
@@ -177,10 +176,10 @@ def run_demo(
     baseline_bytes = next(v.predicted_bytes for v in variants if v.preset == "bf16")
     budget = budget_bytes if budget_bytes is not None else int(DEFAULT_BUDGET_FRACTION * baseline_bytes)
     notify(DemoProgress("report", None, 0, 1, "analysing"))
-    # the report also shows what each variant is worth served on the GPU the twins emulate
-    on_gpu = GpuBudget(get_gpu(settings.gpu), get_gpu(settings.gpu).memory_bytes)
+    # No GPU capacity section (issue 32): for a model of a few MB, answers held at once and correct
+    # answers per GPU-hour on a 192 GB GPU are true arithmetic that says nothing about a real model.
     written = build_report(
-        out, out / "report.html", baseline="bf16", budget_bytes=budget, title=_title(settings), gpu=on_gpu
+        out, out / "report.html", baseline="bf16", budget_bytes=budget, title=_title(settings)
     )
     notify(DemoProgress("report", None, 1, 1, str(written.path.name)))
     return DemoResult(out, out, tuple(variants), written, time.perf_counter() - started)
