@@ -25,12 +25,8 @@ from quantscope.cli.app import (
 )
 from quantscope.errors import QuantscopeError
 
-SERVING_KEYS = ("kv_bytes_per_token", "state_bytes_per_sequence", "max_concurrency")
-"""What `plan --gpu --json` also puts at the top of each recipe's row (the rest is under "serving")."""
-
 if TYPE_CHECKING:
-    from quantscope.plan.recipe import Plan
-    from quantscope.plan.serving import ServingPlan
+    from quantscope.checkpoint.anatomy import Anatomy
 
 ModelsArg = Annotated[
     list[str],
@@ -120,52 +116,36 @@ def plan(
     linear-attention state: the KV pool, bytes per token and per sequence, how many sequences of
     --context tokens fit at once, and a decode-throughput upper bound from the GPU's bandwidth."""
     from quantscope.checkpoint.load import load_anatomy
-    from quantscope.cli.views.inspect_plan import like_plan_view, plan_table, serving_table
+    from quantscope.cli.views.inspect_plan import plan_json, plan_table, serving_table
     from quantscope.plan.recipe import load_recipe, plan_recipes
+    from quantscope.plan.serving import serving_plan
 
     budget_bytes = size_or_none(budget)
     anatomy = load_anatomy(model, revision=revision)
     if like is not None:
-        from quantscope.plan.derive import plan_like
-
         if budget_bytes is not None or recipe:
             raise QuantscopeError("--like plans the checkpoint's own recipe: drop --budget and --recipe")
-
-        planned_like = plan_like(anatomy, load_anatomy(like))
-        console.print_json(json.dumps(planned_like.to_dict())) if as_json else console.print(
-            like_plan_view(planned_like), highlight=False
-        )
+        _show_like(anatomy, like, as_json)
         return
     planned = plan_recipes(anatomy, tuple(load_recipe(path) for path in recipe or []), budget_bytes)
     serving = serving_plan(planned, gpu, gpu_memory, context, kv_dtype, tp)
     if as_json:
-        data = planned.to_dict()
-        if serving is not None:
-            data["serving"] = serving.to_dict()
-            for row, served in zip(data["recipes"], serving.recipes, strict=True):
-                row["serving"] = served.to_dict()
-                row.update({key: row["serving"][key] for key in SERVING_KEYS})
-        console.print_json(json.dumps(data))
-    elif serving is not None:
-        console.print(serving_table(planned, serving))
+        console.print_json(plan_json(planned, serving))
     else:
-        console.print(plan_table(planned))
+        console.print(plan_table(planned) if serving is None else serving_table(planned, serving))
 
 
-def serving_plan(
-    planned: Plan, gpu: str | None, gpu_memory: str | None, context: int, kv_dtype: str, tp: int
-) -> ServingPlan | None:
-    """The serving side of `plan`: None without --gpu or --gpu-memory."""
-    from quantscope.gpus import get_gpu
-    from quantscope.plan.serving import ServingOptions, serve_recipes
+def _show_like(anatomy: Anatomy, like: str, as_json: bool) -> None:
+    """`plan --like`: the recipe the checkpoint `like` used, planned on `anatomy`, as JSON or a view."""
+    from quantscope.checkpoint.load import load_anatomy
+    from quantscope.cli.views.inspect_plan import like_plan_view
+    from quantscope.plan.derive import plan_like
 
-    if gpu is None and gpu_memory is None:
-        return None
-    card = get_gpu(gpu) if gpu is not None else None
-    size = size_or_none(gpu_memory) if gpu_memory is not None else card.memory_bytes
-    options = ServingOptions(context=context, kv_dtype=kv_dtype, tp=tp)
-    where = f"{planned.anatomy.source} (its config)"
-    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options, where)
+    planned_like = plan_like(anatomy, load_anatomy(like))
+    if as_json:
+        console.print_json(json.dumps(planned_like.to_dict()))
+    else:
+        console.print(like_plan_view(planned_like), highlight=False)
 
 
 recipe_app = typer.Typer(help="Recipes: derive one from a quantized checkpoint.", no_args_is_help=True)

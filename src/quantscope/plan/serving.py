@@ -44,7 +44,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 
 if TYPE_CHECKING:
-    from quantscope.plan.recipe import Footprint
+    from quantscope.plan.recipe import Footprint, Plan
 
 GIB = 1 << 30
 DEFAULT_CONTEXT = 32768
@@ -495,3 +495,20 @@ def serve_recipes(
             )
         rows.append(RecipeServing(footprint.recipe, held, line))
     return ServingPlan(gpu.name if gpu else "given", gpu_bytes, options, tuple(rows))
+
+
+def serving_plan(
+    planned: Plan, gpu: str | None, gpu_memory: str | None, context: int, kv_dtype: str, tp: int
+) -> ServingPlan | None:
+    """The serving side of `plan`: None without --gpu or --gpu-memory."""
+    # Moved as is from cli/inspect_plan.py (issue 30: thin CLI).
+    from quantscope.gpus import get_gpu
+    from quantscope.util import parse_size
+
+    if gpu is None and gpu_memory is None:
+        return None
+    card = get_gpu(gpu) if gpu is not None else None
+    size = parse_size(gpu_memory) if gpu_memory is not None else card.memory_bytes
+    options = ServingOptions(context=context, kv_dtype=kv_dtype, tp=tp)
+    where = f"{planned.anatomy.source} (its config)"
+    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -189,6 +190,22 @@ def plan_table(plan: Plan) -> Table:
             row.append("[green]yes[/]" if footprint.fits(budget) else "[red]no[/]")
         table.add_row(*row)
     return table
+
+
+SERVING_KEYS = ("kv_bytes_per_token", "state_bytes_per_sequence", "max_concurrency")
+"""What `plan --gpu --json` also puts at the top of each recipe's row (the rest is under "serving")."""
+
+
+def plan_json(plan: Plan, serving: ServingPlan | None) -> str:
+    """`plan --json`: the plan, and with --gpu the serving plan, also per recipe (`SERVING_KEYS`
+    at the top of each row)."""
+    data = plan.to_dict()
+    if serving is not None:
+        data["serving"] = serving.to_dict()
+        for row, served in zip(data["recipes"], serving.recipes, strict=True):
+            row["serving"] = served.to_dict()
+            row.update({key: row["serving"][key] for key in SERVING_KEYS})
+    return json.dumps(data)
 
 
 def serving_table(plan: Plan, serving: ServingPlan) -> Table:
