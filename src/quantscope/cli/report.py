@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +32,6 @@ from quantscope.cli.app import (
     store_dir,
     trace_rules,
 )
-from quantscope.util import json_ready
 
 
 @app.command()
@@ -63,15 +61,8 @@ def compare(
     given). Refuses variants generated under other settings."""
     from quantscope.analysis.compare import analyze
     from quantscope.analysis.levels import level_report
-    from quantscope.analysis.traces import thinking_findings, trace_report
-    from quantscope.cli.views.analysis import (
-        comparison_notes,
-        comparison_table,
-        finding_lines,
-        level_table,
-        trace_notes,
-        trace_table,
-    )
+    from quantscope.analysis.traces import trace_report
+    from quantscope.cli.views.analysis import comparison_json, comparison_views
     from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
@@ -82,16 +73,10 @@ def compare(
         traces = trace_report(opened, analysis.baseline, trace_rules(markers), tasks=analysis.tasks)
         levels = level_report(opened, analysis)
     if as_json:
-        extra = {"traces": asdict(traces), "levels": [asdict(task) for task in levels]}
-        console.print_json(json.dumps({**analysis.to_dict(), **json_ready(extra)}))
+        console.print_json(comparison_json(analysis, traces, levels))
         return
-    console.print(finding_lines(thinking_findings(analysis, traces, levels)), highlight=False)
-    console.print(comparison_table(analysis, width=console.width))
-    console.print(comparison_notes(analysis), highlight=False)
-    for task in levels:
-        console.print(level_table(task, analysis.baseline))
-    console.print(trace_table(traces, width=console.width))
-    console.print(trace_notes(traces), highlight=False)
+    for part in comparison_views(analysis, traces, levels, width=console.width):
+        console.print(part)
 
 
 @app.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -11,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from quantscope.util import format_size, pct, points, pts, ratio, short_size
+from quantscope.util import format_size, json_ready, pct, points, pts, ratio, short_size
 
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison, VariantInfo
@@ -416,3 +418,26 @@ def _compact_capacity(rec: Recommendation) -> Table:
     for c in rec.candidates:
         table.add_row(_candidate_name(rec, c.variant), *capacity_cells(c.serving)[1:])
     return table
+
+
+def comparison_views(
+    analysis: Analysis, traces: TraceReport, levels: Sequence[TaskLevels], width: int | None = None
+) -> list[RenderableType]:
+    """`compare`, printed one after another: the findings in words, the comparison table and its
+    notes, one table per task with levels, then the trace table and its notes."""
+    from quantscope.analysis.traces import thinking_findings
+
+    return [
+        finding_lines(thinking_findings(analysis, traces, levels)),
+        comparison_table(analysis, width=width),
+        comparison_notes(analysis),
+        *(level_table(task, analysis.baseline) for task in levels),
+        trace_table(traces, width=width),
+        trace_notes(traces),
+    ]
+
+
+def comparison_json(analysis: Analysis, traces: TraceReport, levels: Sequence[TaskLevels]) -> str:
+    """`compare --json`: the analysis, with the traces and the levels beside it."""
+    extra = {"traces": asdict(traces), "levels": [asdict(task) for task in levels]}
+    return json.dumps({**analysis.to_dict(), **json_ready(extra)})
