@@ -62,14 +62,7 @@ def demo(
     """
     if not verbose:
         quiet_libraries()
-    from quantscope.analysis.traces import thinking_findings
-    from quantscope.cli.views.analysis import (
-        comparison_table,
-        finding_lines,
-        level_table,
-        recommendation_panel,
-    )
-    from quantscope.cli.views.demo import demo_variants_table
+    from quantscope.cli.views.demo import demo_paths, demo_views
     from quantscope.demo import run_demo
 
     out = out if out is not None else Path("quantscope-demo-quick" if quick else "quantscope-demo")
@@ -77,17 +70,7 @@ def demo(
         result = run_demo(
             out, quick=quick, progress=_DemoBars(bars), budget_bytes=size_or_none(budget), gpu=gpu
         )
-    console.print(demo_variants_table(result), highlight=False)
-    if result.report.traces is not None:
-        findings = thinking_findings(result.report.analysis, result.report.traces, result.report.levels)
-        console.print(finding_lines(findings), highlight=False)
-    console.print(comparison_table(result.report.analysis, width=console.width))
-    for task in result.report.levels:
-        console.print(level_table(task, result.report.analysis.baseline))
-    console.print(recommendation_panel(result.report.recommendation, width=console.width))
+    for part in demo_views(result, width=console.width):
+        console.print(part)
     # Paths are printed unwrapped so they can be copied whatever the terminal's width.
-    console.print(
-        f"report: {result.report.path}   store: {result.store_dir}   ({result.seconds:.0f} s)",
-        soft_wrap=True,
-        highlight=False,
-    )
+    console.print(demo_paths(result), soft_wrap=True, highlight=False)

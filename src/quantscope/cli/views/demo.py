@@ -1,13 +1,15 @@
-"""Rich view of `quantscope demo`: every variant of the demo in one table."""
+"""Rich views of `quantscope demo`: every variant of the demo in one table, then what the demo's
+report found, as `compare` and `recommend` show it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from quantscope.cli.views.analysis import comparison_table, finding_lines, level_table, recommendation_panel
 from quantscope.util import format_size
 
 if TYPE_CHECKING:
@@ -35,3 +37,23 @@ def demo_variants_table(result: DemoResult) -> Group:
         Text(f"{', '.join(shown)}: harsher than any deployed recipe, run to show the mechanism", style="dim")
     ]
     return Group(table, *skipped, *(note if shown else []))
+
+
+def demo_views(result: DemoResult, width: int | None = None) -> list[RenderableType]:
+    """`demo`, printed one after another: the variants, the findings in words (when the report read
+    the traces), the comparison, one table per task with levels, and the recommendation."""
+    from quantscope.analysis.traces import thinking_findings
+
+    report = result.report
+    parts: list[RenderableType] = [demo_variants_table(result)]
+    if report.traces is not None:
+        parts.append(finding_lines(thinking_findings(report.analysis, report.traces, report.levels)))
+    parts.append(comparison_table(report.analysis, width=width))
+    parts += [level_table(task, report.analysis.baseline) for task in report.levels]
+    parts.append(recommendation_panel(report.recommendation, width=width))
+    return parts
+
+
+def demo_paths(result: DemoResult) -> str:
+    """The demo's last line: where its report and store are, and how long it took."""
+    return f"report: {result.report.path}   store: {result.store_dir}   ({result.seconds:.0f} s)"
