@@ -12,7 +12,8 @@ from rich.progress import Progress, TaskID, TextColumn
 from quantscope.cli.app import JsonOpt, app, console, friendly_errors, progress_bars, quiet_libraries
 
 if TYPE_CHECKING:
-    from quantscope.sweep import SweepEvent
+    from quantscope.sweep import Jobs, Sweep, SweepEvent, SweepResult
+    from quantscope.sweep.estimate import SweepEstimate
 
 
 class _SweepBars:
@@ -86,32 +87,54 @@ def sweep(
     killed driver or a failed job does only what is left. Without --ray, jobs run here one after
     another; with it, on a Ray cluster, each with its own GPUs (see the README for a GPU node).
     """
-    from quantscope.cli.views.sweep import sweep_estimate_table, sweep_result_table
-    from quantscope.sweep import load_sweep, plan_jobs, run_sweep
-    from quantscope.sweep.estimate import estimate_json, estimate_sweep
+    from quantscope.sweep import load_sweep, plan_jobs
+    from quantscope.sweep.estimate import estimate_sweep
 
     if not verbose:
         quiet_libraries()
     loaded = load_sweep(spec, out=out)
     jobs = plan_jobs(loaded)
     if dry_run:
-        estimate = estimate_sweep(loaded, jobs)
-        console.print_json(estimate_json(estimate)) if json_output else console.print(
-            sweep_estimate_table(estimate)
-        )
+        _show_estimate(estimate_sweep(loaded, jobs), json_output)
         return
+    result = _run(loaded, jobs, ray)
+    _show_result(result)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _show_estimate(estimate: SweepEstimate, as_json: bool) -> None:
+    """`sweep --dry-run`: the estimate as JSON or as a table."""
+    from quantscope.cli.views.sweep import sweep_estimate_table
+    from quantscope.sweep.estimate import estimate_json
+
+    if as_json:
+        console.print_json(estimate_json(estimate))
+    else:
+        console.print(sweep_estimate_table(estimate))
+
+
+def _run(loaded: Sweep, jobs: Jobs, ray: str | None) -> SweepResult:
+    """Run `jobs` here or on the Ray cluster `ray` names, a progress bar for the sweep and one per
+    running job."""
+    from quantscope.sweep import run_sweep
+
     if ray is None and loaded.eval.replicas > 1:
         console.print(
             f"[yellow]replicas {loaded.eval.replicas} apply on Ray (--ray); here one engine runs[/]"
         )
     with progress_bars(TextColumn("{task.fields[note]}")) as bars:
-        result = run_sweep(
+        return run_sweep(
             loaded, ray_address=ray, progress=_SweepBars(bars, len(jobs.quantize) + len(jobs.evals))
         )
+
+
+def _show_result(result: SweepResult) -> None:
+    """A finished sweep: the jobs' table, each report written, and why a store has none."""
+    from quantscope.cli.views.sweep import sweep_result_table
+
     console.print(sweep_result_table(result))
     for path in result.reports:
         console.print(f"report: {path}", soft_wrap=True, highlight=False)
     for store, why in result.report_errors.items():
         console.print(f"[yellow]no report for {store}[/]: {why}", soft_wrap=True)
-    if result.failed:
-        raise typer.Exit(1)
