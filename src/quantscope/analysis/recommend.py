@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from quantscope.analysis.capacity import GpuBudget, VariantCapacity, model_config, variant_capacities
+from quantscope.analysis.capacity import VariantCapacity, model_config, variant_capacities
 from quantscope.analysis.compare import (
     VERDICT_BETTER,
     VERDICT_EQUIVALENT,
@@ -40,6 +40,7 @@ from quantscope.analysis.decide import (
     paired_items,
 )
 from quantscope.errors import QuantscopeError
+from quantscope.plan.serving import GpuBudget
 from quantscope.util import format_size, json_ready
 
 RULE = (
