@@ -32,6 +32,7 @@ from quantscope.analysis.compare import (
     compare_pair,
 )
 from quantscope.analysis.decide import (
+    DEFAULT_MARGIN,
     Decision,
     SamplesNeeded,
     decide,
@@ -97,7 +98,7 @@ class Recommendation:
     runners_up: tuple[Candidate, ...]
     frontier: tuple[str, ...]
     baseline: str
-    margin: float = 0.02
+    margin: float = DEFAULT_MARGIN
     undecided: tuple[str, ...] = ()
     next_evaluation: str | None = None
     decisions: Mapping[tuple[str, str, str], Decision] = field(default_factory=dict, repr=False)
