@@ -26,7 +26,7 @@ HOMES = {
     "cache_shape": "quantscope.plan.serving",
     "cache_layout": "quantscope.plan.serving",
     "serve_recipes": "quantscope.plan.serving",
-    "GpuBudget": "quantscope.analysis.capacity",
+    "GpuBudget": "quantscope.plan.serving",
     "load_causal_lm": "quantscope.checkpoint.modeling",
     "QuantizeOptions": "quantscope.quantize.pipeline",
     "quantize_model": "quantscope.quantize.pipeline:quantize",

@@ -155,9 +155,8 @@ def test_a_gpu_budget_changes_the_pick_where_the_kv_cache_decides(tmp_path: Path
     2.5 GB one 32k sequence needs (48 blocks of 16 × 3.2 MB), so on that GPU the 4-bit variant wins."""
     import json
 
-    from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
-    from quantscope.plan.serving import ServingOptions
+    from quantscope.plan.serving import GpuBudget, ServingOptions
     from tests.shared_configs import shared_config
 
     path = shared_config("qwen3.5-27b.config.json")

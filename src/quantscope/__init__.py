@@ -37,7 +37,7 @@ _EXPORTS = {
     "cache_shape": "quantscope.plan.serving:cache_shape",
     "cache_layout": "quantscope.plan.serving:cache_layout",
     "serve_recipes": "quantscope.plan.serving:serve_recipes",
-    "GpuBudget": "quantscope.analysis.capacity:GpuBudget",
+    "GpuBudget": "quantscope.plan.serving:GpuBudget",
     "load_causal_lm": "quantscope.checkpoint.modeling:load_causal_lm",
     "QuantizeOptions": "quantscope.quantize.pipeline:QuantizeOptions",
     # `quantize_model`, not `quantize`: importing the `quantscope.quantize` package binds that name.

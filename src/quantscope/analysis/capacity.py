@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +21,12 @@ import numpy as np
 
 from quantscope.analysis.compare import Analysis
 from quantscope.errors import QuantscopeError
-from quantscope.gpus import GPU
 from quantscope.plan.serving import (
     DecodeBytes,
-    ServingOptions,
-    cache_layout,
-    cache_shape,
-    capacity,
+    GpuBudget,
     decode_bytes,
-    engine_reserve,
-    served_decode_rate,
+    serve_on_gpu,
 )
-
-DEFAULT_PROMPT_TOKENS = 256
-"""Tokens assumed per prompt (the store records completions only): a math problem in a chat
-template."""
-
-
-@dataclass(frozen=True)
-class GpuBudget:
-    """A GPU as a budget: the card (its bandwidth drives the roofline), the memory per GPU (bytes),
-    how vLLM is run, the prompt length assumed (tokens) and the price (per GPU-hour; None = no
-    cost column)."""
-
-    gpu: GPU
-    gpu_bytes: int
-    options: ServingOptions = field(default_factory=ServingOptions)
-    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
-    price_per_hour: float | None = None
-
-    def describe(self) -> str:
-        return f"{self.gpu.name} ({self.gpu_bytes / 1e9:.0f} GB, tp={self.options.tp})"
 
 
 @dataclass(frozen=True)
@@ -84,22 +59,18 @@ def variant_capacities(
     `config` is the model's config (quantization leaves the cache shape alone)."""
     results, out = analysis.results, {}
     cap = int(results.max_tokens.max()) if len(results) else 0
-    options = replace(budget.options, context=budget.prompt_tokens + cap)
-    layout = cache_layout(cache_shape(config), options)
-    reserve = engine_reserve(config, tp=options.tp)
+    budget = replace(budget, options=replace(budget.options, context=budget.prompt_tokens + cap))
+    options = budget.options
     for info in analysis.variants:
         rows = results.variant == info.name
         if info.memory_bytes is None or not rows.any():
             continue
         completion = results.completion_tokens[rows].astype(float)
         lengths = budget.prompt_tokens + completion
-        held = capacity(info.memory_bytes, budget.gpu_bytes, layout, reserve, options)
-        concurrent = held.concurrency_at(float(np.percentile(lengths, 90)))
         weights = _decode_weights(info.model_path, info.memory_bytes, config, options.tp)
-        mean_context = budget.prompt_tokens + float(completion.mean()) / 2
-        speed = (
-            served_decode_rate(weights, layout, budget.gpu, concurrent, mean_context) if held.fits else 0.0
-        )
+        p90 = float(np.percentile(lengths, 90))  # concurrency counts sequences of the p90 length
+        served = serve_on_gpu(budget, config, info.memory_bytes, weights, float(completion.mean()), p90)
+        held, concurrent, speed = served.capacity, served.concurrent, served.decode_tokens_per_s
         answers = speed * 3600 / max(1.0, float(completion.mean()))
         correct = answers * float(results.correct[rows].mean())
         cost = None

@@ -61,7 +61,7 @@ from quantscope.analysis.metrics import (
 )
 from quantscope.analysis.thinking import km_median, thinking_censored
 from quantscope.errors import QuantscopeError
-from quantscope.quantize.weight_memory import weight_memory
+from quantscope.quantize.weight_memory import variant_memory
 from quantscope.util import json_ready
 
 if TYPE_CHECKING:
@@ -393,16 +393,6 @@ def _finished_accuracy(results: Results) -> float:
 # ---- over a store -------------------------------------------------------------------------
 
 
-def variant_memory(variant: Variant) -> tuple[int | None, str | None]:
-    """A variant's weight memory in bytes and where it came from: the store's figure and source
-    (recorded by the runner; "store" for figures stored before sources were), else the checkpoint
-    at `model_path` (`memory.weight_memory`: manifest, files); (None, None) when unknown."""
-    if variant.memory_bytes is not None:
-        return int(variant.memory_bytes), variant.memory_source or "store"
-    found = weight_memory(variant.model_path, hub=False)
-    return found.nbytes, found.source
-
-
 def choose_baseline(variants: Sequence[VariantInfo], requested: str | None = None) -> str:
     """The baseline's name: `requested`, else the only variant, else the one marked baseline, else a
     bf16/fp16 recipe, else the largest variant. QuantscopeError when `requested` is unknown or
@@ -553,13 +543,14 @@ def variant_infos(store: Store) -> list[VariantInfo]:
 
 
 def _info(variant: Variant) -> VariantInfo:
-    memory, source = variant_memory(variant)
+    stored = variant.memory_source or "store"  # figures stored before sources were: "store"
+    memory = variant_memory(variant.model_path, variant.memory_bytes, hub=False, given_source=stored)
     return VariantInfo(
         name=variant.name,
         model_path=variant.model_path,
         recipe=variant.recipe,
-        memory_bytes=memory,
-        memory_source=source,
+        memory_bytes=memory.nbytes,
+        memory_source=memory.source,
         is_baseline=variant.is_baseline,
         evaluated=describe_twin(variant.model_path),
     )

@@ -415,9 +415,14 @@ def bootstrap_means(tasks: Sequence[PairedItems], n_boot: int = 1000, seed: int 
     rng = np.random.default_rng(seed)
     total = np.zeros(n_boot)
     for task in tasks:
-        diff = task.diff
-        total += diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+        total += resampled_means(task.diff, n_boot, rng)
     return total / len(tasks)
+
+
+def resampled_means(diff: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """The one paired resampler: `n_boot` means of the per-item differences `diff`, items drawn
+    with replacement, so both sides of an item move together and item difficulty cancels out."""
+    return diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
 
 
 def samples_needed(tasks: Sequence[PairedItems], delta: float, margin: float) -> SamplesNeeded:

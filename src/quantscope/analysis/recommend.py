@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from quantscope.analysis.capacity import GpuBudget, VariantCapacity, model_config, variant_capacities
+from quantscope.analysis.capacity import VariantCapacity, model_config, variant_capacities
 from quantscope.analysis.compare import (
     VERDICT_BETTER,
     VERDICT_EQUIVALENT,
@@ -32,6 +32,7 @@ from quantscope.analysis.compare import (
     compare_pair,
 )
 from quantscope.analysis.decide import (
+    DEFAULT_MARGIN,
     Decision,
     SamplesNeeded,
     decide,
@@ -40,6 +41,7 @@ from quantscope.analysis.decide import (
     paired_items,
 )
 from quantscope.errors import QuantscopeError
+from quantscope.plan.serving import GpuBudget
 from quantscope.util import format_size, json_ready
 
 RULE = (
@@ -96,7 +98,7 @@ class Recommendation:
     runners_up: tuple[Candidate, ...]
     frontier: tuple[str, ...]
     baseline: str
-    margin: float = 0.02
+    margin: float = DEFAULT_MARGIN
     undecided: tuple[str, ...] = ()
     next_evaluation: str | None = None
     decisions: Mapping[tuple[str, str, str], Decision] = field(default_factory=dict, repr=False)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from quantscope.analysis.decide import resampled_means
 from quantscope.analysis.metrics import DEFAULT_BOOTSTRAP
 from quantscope.analysis.signals import (
     HESITATION_MARKERS,
@@ -53,7 +54,7 @@ __all__ = [
     "TraceSignals",
     "TraceStats",
     "first_statement_of",
-    "paired_delta",
+    "item_delta",
     "read_trace",
     "read_traces",
     "repeated_tail",
@@ -263,7 +264,7 @@ def _compare(
 ) -> TraceComparison:
     mine, base = _columns(ours), _columns(theirs)
     deltas = {
-        name: paired_delta(
+        name: item_delta(
             _item_means(ours.item, mine[name]), _item_means(theirs.item, base[name]), n_boot, seed
         )
         for name in mine
@@ -289,8 +290,9 @@ def _compare(
     )
 
 
-def paired_delta(ours: Mapping[str, float], theirs: Mapping[str, float], n_boot: int, seed: int) -> Delta:
-    """Mean of per-item differences over the items in both maps, with a bootstrap 95% CI over items."""
+def item_delta(ours: Mapping[str, float], theirs: Mapping[str, float], n_boot: int, seed: int) -> Delta:
+    """Mean of per-item differences over the items in both maps, with a bootstrap 95% CI over items
+    (`decide.resampled_means`, the resampler `compare.paired_delta` uses)."""
     shared = sorted(set(ours) & set(theirs))
     if not shared:
         nan = float("nan")
@@ -298,8 +300,7 @@ def paired_delta(ours: Mapping[str, float], theirs: Mapping[str, float], n_boot:
     a = np.array([ours[i] for i in shared])
     b = np.array([theirs[i] for i in shared])
     diff = a - b
-    rng = np.random.default_rng(seed)
-    boot = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    boot = resampled_means(diff, n_boot, np.random.default_rng(seed))
     low, high = np.percentile(boot, [2.5, 97.5])
     return Delta(float(a.mean()), float(b.mean()), float(diff.mean()), float(low), float(high), len(shared))
 

@@ -29,8 +29,8 @@ from rich.progress import (
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
-    from quantscope.analysis.capacity import GpuBudget
     from quantscope.analysis.traces import TraceRules
+    from quantscope.plan.serving import GpuBudget
 
 app = typer.Typer(
     name="quantscope",
@@ -159,9 +159,8 @@ def gpu_budget(
 ) -> GpuBudget | None:
     """The GPU budget of `recommend` / `report` (None without --gpu). --gpu-memory overrides the
     table's memory; the bandwidth always comes from --gpu."""
-    from quantscope.analysis.capacity import GpuBudget
     from quantscope.gpus import get_gpu
-    from quantscope.plan.serving import ServingOptions
+    from quantscope.plan.serving import GpuBudget, ServingOptions
 
     if gpu is None:
         if gpu_memory is not None:

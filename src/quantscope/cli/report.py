@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.cli.app import (
     AllowMismatchOpt,
     BaselineOpt,
@@ -32,6 +31,7 @@ from quantscope.cli.app import (
     store_dir,
     trace_rules,
 )
+from quantscope.plan.serving import DEFAULT_PROMPT_TOKENS
 
 
 @app.command()

@@ -18,6 +18,9 @@ from quantscope.records import read_yaml
 from quantscope.store.settings import OutputSettings, output_engine_options
 
 DEFAULT_MAX_TOKENS = 32768
+"""The generation cap (tokens) a run and a sweep use unless told: the study's reasoning cap."""
+DEFAULT_K = 1
+"""Samples per item a run and a sweep draw unless told."""
 DEFAULT_BATCH_SIZE = 32
 
 # Sampling presets. The Qwen3.5 ones are the model card's "Best Practices" (huggingface.co/Qwen/
@@ -82,7 +85,7 @@ class RunSpec(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
-    k: int = Field(default=1, ge=1)
+    k: int = Field(default=DEFAULT_K, ge=1)
     seed: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from quantscope.checkpoint.anatomy import text_config
@@ -51,6 +51,9 @@ DEFAULT_CONTEXT = 32768
 """Tokens per sequence (vLLM's max_model_len): the study's reasoning cap."""
 MAX_NUM_SEQS = 256
 """vLLM's default max_num_seqs: the decode batch never exceeds it, whatever the KV pool holds."""
+DEFAULT_PROMPT_TOKENS = 256
+"""Tokens assumed per prompt where prompts are not measured (the store records completions
+only): a math problem in a chat template."""
 DEFAULT_UTILIZATION = 0.92
 """vLLM 0.32's default `gpu_memory_utilization` (`config/cache.py`)."""
 KERNEL_BLOCK = 16
@@ -402,16 +405,6 @@ class Roofline:
     tokens_per_s: float
 
 
-def served_decode_rate(
-    weights: DecodeBytes, layout: CacheLayout, gpu: GPU, concurrency: float, context: float
-) -> float:
-    """Decode tokens/s at best with as many sequences as the KV pool holds (`concurrency`),
-    never more than vLLM schedules at once (MAX_NUM_SEQS) nor fewer than one, of mean length
-    `context` tokens: the roofline at the batch a server would run."""
-    batch = max(1, min(int(concurrency), MAX_NUM_SEQS))
-    return roofline(weights, layout, gpu, batch, context).tokens_per_s
-
-
 def roofline(weights: DecodeBytes, layout: CacheLayout, gpu: GPU, batch: int, context: float) -> Roofline:
     """Decode tokens/s at best for `batch` sequences of mean length `context` tokens on `gpu`
     (`weights` and `layout` per tensor-parallel rank: each rank reads its shard at its own
@@ -468,6 +461,96 @@ class ServingPlan:
         }
 
 
+# ---- one variant on one GPU: capacity and roofline -------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    """A GPU as a budget: the card (its bandwidth drives the roofline; None for a bare memory size,
+    no roofline), the memory per GPU (bytes), how vLLM is run, the prompt length assumed (tokens)
+    and the price (per GPU-hour; None = no cost column). Build one with `GpuBudget.on`."""
+
+    gpu: GPU | None
+    gpu_bytes: int
+    options: ServingOptions = field(default_factory=ServingOptions)
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
+    price_per_hour: float | None = None
+
+    @classmethod
+    def on(
+        cls,
+        gpu: GPU | None,
+        gpu_bytes: int | None = None,
+        options: ServingOptions | None = None,
+        prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+        price_per_hour: float | None = None,
+    ) -> GpuBudget:
+        """The budget of `gpu`, with `gpu_bytes` (bytes per GPU) in place of the table's memory when
+        given. Raises QuantscopeError when neither a card nor a size is given."""
+        if gpu_bytes is None:
+            if gpu is None:
+                raise QuantscopeError("a GPU budget needs --gpu (a card from the table) or --gpu-memory")
+            gpu_bytes = gpu.memory_bytes
+        return cls(gpu, gpu_bytes, options or ServingOptions(), prompt_tokens, price_per_hour)
+
+    def describe(self) -> str:
+        name = self.gpu.name if self.gpu is not None else "GPU"
+        return f"{name} ({self.gpu_bytes / 1e9:.0f} GB, tp={self.options.tp})"
+
+
+def mean_context(prompt_tokens: float, completion_tokens: float) -> float:
+    """Tokens one sequence holds on average while it decodes (the KV cache each step reads): the
+    prompt plus half the completion, which grows by one token a step."""
+    return prompt_tokens + completion_tokens / 2
+
+
+def decode_batch(concurrency: float) -> int:
+    """Sequences one decode step runs: as many as the KV pool holds (`concurrency`), never more
+    than vLLM schedules at once (`MAX_NUM_SEQS`) nor fewer than one."""
+    return max(1, min(int(concurrency), MAX_NUM_SEQS))
+
+
+@dataclass(frozen=True)
+class OnGpu:
+    """One variant on a budget's GPU: its `capacity` at `options.context`, the `concurrent`
+    sequences of the held length the pool holds at once, and the decode `roofline` at the batch
+    they make (None when it does not fit or the budget has no card)."""
+
+    capacity: Capacity
+    concurrent: float
+    roofline: Roofline | None
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """The roofline's tokens/s, 0 without one."""
+        return self.roofline.tokens_per_s if self.roofline is not None else 0.0
+
+
+def serve_on_gpu(
+    budget: GpuBudget,
+    config: Mapping[str, Any],
+    weight_bytes: int,
+    weights: DecodeBytes,
+    completion_tokens: float,
+    held_tokens: float | None = None,
+    where: str = "config",
+) -> OnGpu:
+    """The one served-on-a-GPU computation (`plan --gpu`, `recommend --gpu`, the report and
+    `sweep --dry-run`): a variant of `weight_bytes` in all (`weights` read per decode step) on
+    `budget`, for `config`'s cache shape (`where` names it in errors). Concurrency counts sequences
+    of `held_tokens` (default: the full `options.context`); the roofline runs at `decode_batch` of
+    them, of `mean_context(budget.prompt_tokens, completion_tokens)` tokens on average. A card
+    with no bandwidth in the table raises QuantscopeError (from `roofline`)."""
+    options = budget.options
+    layout = cache_layout(cache_shape(config, where), options)
+    held = capacity(weight_bytes, budget.gpu_bytes, layout, engine_reserve(config, tp=options.tp), options)
+    concurrent = held.max_concurrency if held_tokens is None else held.concurrency_at(held_tokens)
+    if not held.fits or budget.gpu is None:
+        return OnGpu(held, concurrent, None)
+    context = mean_context(budget.prompt_tokens, completion_tokens)
+    return OnGpu(held, concurrent, roofline(weights, layout, budget.gpu, decode_batch(concurrent), context))
+
+
 def serve_recipes(
     footprints: Iterable[Footprint],
     config: Mapping[str, Any],
@@ -477,23 +560,16 @@ def serve_recipes(
     where: str = "config",
 ) -> ServingPlan:
     """`footprints` (recipe.Footprint records) served on one kind of GPU: `gpu` gives the bandwidth
-    for the roofline (None: a bare memory size, no roofline); `where` names the config in errors."""
-    layout = cache_layout(cache_shape(config, where), options)
-    reserve = engine_reserve(config, tp=options.tp)
+    for the roofline (None, or a card without bandwidth: no roofline); `where` names the config in
+    errors. Every sequence is the whole `options.context` (no prompt apart), half of it on average
+    while decoding."""
+    card = gpu if gpu is not None and gpu.bandwidth_gbs > 0 else None
+    budget = GpuBudget.on(card, gpu_bytes, options, prompt_tokens=0)
     rows = []
     for footprint in footprints:
-        held = capacity(footprint.total_bytes, gpu_bytes, layout, reserve, options)
-        line = None
-        if held.fits and gpu is not None and gpu.bandwidth_gbs > 0:
-            batch = min(int(held.max_concurrency), MAX_NUM_SEQS)
-            line = roofline(
-                decode_bytes(footprint.bytes_by_group, config, options.tp),
-                layout,
-                gpu,
-                batch,
-                options.context / 2,
-            )
-        rows.append(RecipeServing(footprint.recipe, held, line))
+        weights = decode_bytes(footprint.bytes_by_group, config, options.tp)
+        served = serve_on_gpu(budget, config, footprint.total_bytes, weights, options.context, where=where)
+        rows.append(RecipeServing(footprint.recipe, served.capacity, served.roofline))
     return ServingPlan(gpu.name if gpu else "given", gpu_bytes, options, tuple(rows))
 
 

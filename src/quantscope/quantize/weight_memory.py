@@ -63,12 +63,18 @@ def _hub(repo_id: str) -> WeightMemory:
 
 
 def variant_memory(
-    model: str, given: int | None = None, memory_from: str | None = None, hub: bool = True
+    model: str,
+    given: int | None = None,
+    memory_from: str | None = None,
+    hub: bool = True,
+    given_source: str = "given",
 ) -> WeightMemory:
-    """The figure a run records for its variant: `given` bytes, else `memory_from`'s weights, else
-    `model`'s own (see `weight_memory`). `memory_from` that yields nothing is an error."""
+    """A variant's weight memory, as a run records it and analysis reads it back: `given` bytes
+    (labelled `given_source`: "given" for a flag, the store's source for a stored figure), else
+    `memory_from`'s weights, else `model`'s own (see `weight_memory`; `hub` False keeps it
+    offline). `memory_from` that yields nothing is an error."""
     if given is not None:
-        return WeightMemory(given, "given")
+        return WeightMemory(int(given), given_source)
     if memory_from is not None:
         found = weight_memory(memory_from)
         if found.nbytes is None:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantscope.analysis.capacity import GpuBudget
 from quantscope.analysis.compare import Analysis, analyze
 from quantscope.analysis.decide import DEFAULT_MARGIN
 from quantscope.analysis.levels import TaskLevels, level_report
 from quantscope.analysis.recommend import Recommendation, recommend
 from quantscope.analysis.traces import TraceReport, TraceRules, trace_report
+from quantscope.plan.serving import GpuBudget
 from quantscope.report.html import Example, render, select_examples
 from quantscope.store.database import Store
 from quantscope.util import write_atomic

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from quantscope.analysis.capacity import DEFAULT_PROMPT_TOKENS
 from quantscope.errors import QuantscopeError
 from quantscope.evaluate.spec import TaskSpec
+from quantscope.plan.serving import DEFAULT_PROMPT_TOKENS
 from quantscope.sweep.quantize_jobs import quantize_finished
 from quantscope.sweep.spec import SOURCE_RECIPE, EvalJob, Jobs, ModelEntry, Sweep, source_of
 
@@ -111,7 +111,7 @@ def _eval_estimate(sweep: Sweep, job: EvalJob, gpu: Any, gpus: float, weights: _
         return JobEstimate(**base, **counts)
     tokens, source = _tokens_per_sample(job, per_task)
     try:
-        rate = weights.decode_rate(job, gpu, PROMPT_TOKENS + tokens)
+        rate = weights.decode_rate(job, gpu, tokens)
     except QuantscopeError as error:
         return JobEstimate(**base, **counts, tokens_per_sample=tokens, note=str(error))
     if rate is None:
@@ -184,32 +184,21 @@ class _Weights:
         self._models = {m.name: m for m in sweep.models}
         self._cache: dict[tuple[str, str], tuple[dict[str, int], dict[str, Any]] | QuantscopeError] = {}
 
-    def decode_rate(self, job: EvalJob, gpu: Any, sequence_tokens: float) -> float | None:
-        """Decode tokens/s (roofline) of `job`'s variant on `gpu` at `sequence_tokens` per
-        sequence; None when one sequence of the cap does not fit."""
-        from quantscope.plan.serving import (
-            ServingOptions,
-            cache_layout,
-            cache_shape,
-            capacity,
-            decode_bytes,
-            engine_reserve,
-            served_decode_rate,
-        )
+    def decode_rate(self, job: EvalJob, gpu: Any, completion_tokens: float) -> float | None:
+        """Decode tokens/s (roofline) of `job`'s variant on `gpu`, its sequences a prompt plus
+        `completion_tokens` long; None when one sequence of the cap does not fit."""
+        from quantscope.plan.serving import GpuBudget, ServingOptions, decode_bytes, serve_on_gpu
 
         by_group, config = self._read(job)
         tp = int(job.spec.engine_options.get("tensor_parallel_size", 1))
-        options = ServingOptions(context=PROMPT_TOKENS + job.spec.max_tokens, tp=tp)
-        layout = cache_layout(cache_shape(config, job.model), options)
-        held = capacity(
-            sum(by_group.values()), gpu.memory_bytes, layout, engine_reserve(config, tp=tp), options
-        )
-        if not held.fits:
-            return None
-        mean_context = PROMPT_TOKENS + (sequence_tokens - PROMPT_TOKENS) / 2
+        budget = GpuBudget.on(gpu, options=ServingOptions(context=PROMPT_TOKENS + job.spec.max_tokens, tp=tp))
         weights = decode_bytes(by_group, config, tp)
-        rate = served_decode_rate(weights, layout, gpu, held.concurrency_at(sequence_tokens), mean_context)
-        return rate * self.sweep.eval.replicas
+        held = PROMPT_TOKENS + completion_tokens  # concurrency counts sequences of the mean length
+        total = sum(by_group.values())
+        served = serve_on_gpu(budget, config, total, weights, completion_tokens, held, job.model)
+        if served.roofline is None:
+            return None
+        return served.roofline.tokens_per_s * self.sweep.eval.replicas
 
     def _read(self, job: EvalJob) -> tuple[dict[str, int], dict[str, Any]]:
         key = (job.model, job.variant)

@@ -288,6 +288,6 @@ def _write_reports(sweep: Sweep, jobs: Jobs) -> tuple[tuple[Path, ...], dict[str
 
 
 def _budget(gpu: Any) -> Any:
-    from quantscope.analysis.capacity import GpuBudget
+    from quantscope.plan.serving import GpuBudget
 
-    return GpuBudget(gpu, gpu.memory_bytes)
+    return GpuBudget.on(gpu)

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantscope.errors import QuantscopeError, invalid
-from quantscope.evaluate.spec import RunSpec, TaskSpec
+from quantscope.evaluate.spec import DEFAULT_K, DEFAULT_MAX_TOKENS, RunSpec, TaskSpec
 from quantscope.records import read_yaml
 
 SOURCE_RECIPE = "bf16"
@@ -96,8 +96,8 @@ class EvalBlock(_Strict):
 
     engine: str = "vllm"
     engine_options: dict[str, Any] = Field(default_factory=dict)
-    k: int = Field(default=1, ge=1)
-    max_tokens: int = Field(default=32768, ge=1)
+    k: int = Field(default=DEFAULT_K, ge=1)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     seed: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
