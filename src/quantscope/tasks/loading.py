@@ -8,7 +8,7 @@ Rows keep the file's order; `limit` takes the first rows.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,6 +56,9 @@ class HubTask:
     seed: int = 0
     hub: ClassVar[HubDataset]
     stratify: ClassVar[str | None] = None
+    answer_patterns: ClassVar[tuple[str, ...] | None] = None
+    hesitation_patterns: ClassVar[tuple[str, ...]] = ()
+    same_answer: ClassVar[Callable[[str, str], bool] | None] = None
 
     def load(self, limit: int | None = None) -> list[Sample]:
         """The items in dataset order; with `limit`, the first `limit` of them, or for a stratified
