@@ -96,6 +96,9 @@ BaselineOpt = Annotated[
     str | None,
     typer.Option(help="Variant to compare against (default: the one marked baseline, else a bf16 recipe)."),
 ]
+DEFAULT_MARGIN_POINTS = 2.0
+"""`analysis.decide.DEFAULT_MARGIN` in accuracy points, the margin options' default. Kept here so
+`--help` imports no numpy; tests/test_cli_thin.py checks the two agree."""
 MarginOpt = Annotated[
     float,
     typer.Option(
@@ -141,7 +144,6 @@ ContextOpt = Annotated[
 ]
 KvDtypeOpt = Annotated[str, typer.Option(help="KV cache dtype: auto (the model's), fp8, bfloat16, float16.")]
 TpOpt = Annotated[int, typer.Option("--tp", help="GPUs per model replica (tensor parallel).")]
-DEFAULT_CONTEXT = 32768
 PromptTokensOpt = Annotated[
     int, typer.Option(help="Prompt tokens assumed per sequence (the store records completions only).")
 ]

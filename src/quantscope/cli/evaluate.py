@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import Progress, TaskID, TextColumn
 
-from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress_bars, size_or_none, store_dir
+from quantscope.cli.app import (
+    DEFAULT_MARGIN_POINTS,
+    StoreOpt,
+    app,
+    console,
+    friendly_errors,
+    progress_bars,
+    size_or_none,
+    store_dir,
+)
+from quantscope.engines.base import DEFAULT_MAX_TOKENS
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
@@ -137,7 +147,9 @@ def eval_(
         typer.Option(help="Overrides the preset (0 = off; Qwen3.5's thinking preset uses 1.5)."),
     ] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="Overrides the preset (1 = off).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Generation cap in tokens (default 32768).")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help=f"Generation cap in tokens (default {DEFAULT_MAX_TOKENS}).")
+    ] = None,
     k: Annotated[int | None, typer.Option("-k", "--samples", help="Samples per item (default 1).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each task.")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; sample j uses seed + j (default 0).")] = None,
@@ -205,7 +217,7 @@ def eval_(
     ] = 16,
     margin: Annotated[
         float, typer.Option(help="With --until-decided: the equivalence margin (points).")
-    ] = 2.0,
+    ] = DEFAULT_MARGIN_POINTS,
     against: Annotated[
         str | None, typer.Option(help="With --until-decided: the baseline variant (default: the store's).")
     ] = None,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from quantscope.cli.app import (
+    DEFAULT_MARGIN_POINTS,
     AllowMismatchOpt,
     BaselineOpt,
     BudgetOpt,
@@ -42,7 +43,7 @@ def compare(
     task: Annotated[
         list[str] | None, typer.Option("--task", "-t", help="Only these tasks; repeatable.")
     ] = None,
-    margin: MarginOpt = 2.0,
+    margin: MarginOpt = DEFAULT_MARGIN_POINTS,
     allow_mismatch: AllowMismatchOpt = False,
     settings_study: Annotated[
         bool,
@@ -85,7 +86,7 @@ def recommend(
     budget: BudgetOpt = None,
     store: StoreOpt = None,
     baseline: BaselineOpt = None,
-    margin: MarginOpt = 2.0,
+    margin: MarginOpt = DEFAULT_MARGIN_POINTS,
     allow_mismatch: AllowMismatchOpt = False,
     gpu: GpuOpt = None,
     gpu_memory: GpuMemoryOpt = None,
@@ -129,7 +130,7 @@ def report(
     budget: BudgetOpt = None,
     examples: Annotated[int, typer.Option(help="Example generations shown per variant.")] = 3,
     title: Annotated[str, typer.Option(help="Report title.")] = "quantscope report",
-    margin: MarginOpt = 2.0,
+    margin: MarginOpt = DEFAULT_MARGIN_POINTS,
     allow_mismatch: AllowMismatchOpt = False,
     gpu: GpuOpt = None,
     gpu_memory: GpuMemoryOpt = None,

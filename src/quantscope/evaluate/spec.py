@@ -12,14 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from quantscope.engines.base import SamplingParams
+from quantscope.engines.base import DEFAULT_MAX_TOKENS, SamplingParams
 from quantscope.engines.registry import output_engine_options
 from quantscope.errors import invalid
 from quantscope.records import read_yaml
 from quantscope.store.settings import OutputSettings
 
-DEFAULT_MAX_TOKENS = 32768
-"""The generation cap (tokens) a run and a sweep use unless told: the study's reasoning cap."""
 DEFAULT_K = 1
 """Samples per item a run and a sweep draw unless told."""
 DEFAULT_BATCH_SIZE = 32

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from quantscope.checkpoint.anatomy import text_config
+from quantscope.engines.base import DEFAULT_MAX_TOKENS
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from quantscope.plan.recipe import Footprint, Plan
 
 GIB = 1 << 30
-DEFAULT_CONTEXT = 32768
-"""Tokens per sequence (vLLM's max_model_len): the study's reasoning cap."""
+DEFAULT_CONTEXT = DEFAULT_MAX_TOKENS
+"""Tokens per sequence (vLLM's max_model_len) the KV cache is sized for: the default cap."""
 MAX_NUM_SEQS = 256
 """vLLM's default max_num_seqs: the decode batch never exceeds it, whatever the KV pool holds."""
 DEFAULT_PROMPT_TOKENS = 256

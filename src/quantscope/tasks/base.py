@@ -1,13 +1,11 @@
-"""The task protocol: a benchmark is a list of `Sample`s and a judge of final answers."""
+"""The task protocol: a benchmark is a list of `Sample`s and a judge of final answers, plus the
+hooks the stages read from its class (where its dataset lives, its levels, its trace patterns)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
-
-if TYPE_CHECKING:
-    from quantscope.tasks.loading import HubDataset
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass(frozen=True)
@@ -19,6 +17,20 @@ class Sample:
     target: str
     choices: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """Where a benchmark lives on the Hugging Face Hub and which fields each row must have."""
+
+    repo_id: str
+    split: str
+    required: tuple[str, ...]
+    config: str | None = None
+    access_note: str = ""
+    """Extra advice when the hub load fails (e.g. how to get access to a gated dataset)."""
+    items: int | None = None
+    """The split's published size (rows), for estimates made without downloading it."""
 
 
 @dataclass(frozen=True)

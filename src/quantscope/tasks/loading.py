@@ -14,23 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
-from quantscope.tasks.base import Sample
+from quantscope.tasks.base import HubDataset, Sample
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-@dataclass(frozen=True)
-class HubDataset:
-    """Where a benchmark lives on the Hugging Face Hub and which fields each row must have."""
-
-    repo_id: str
-    split: str
-    required: tuple[str, ...]
-    config: str | None = None
-    access_note: str = ""
-    """Extra advice when the hub load fails (e.g. how to get access to a gated dataset)."""
-    items: int | None = None
-    """The split's published size (rows), for estimates made without downloading it."""
 
 
 @dataclass(frozen=True)
