@@ -168,9 +168,8 @@ def gpu_budget(
         if gpu_memory is not None:
             raise QuantscopeError("--gpu-memory needs --gpu (its bandwidth drives the throughput)")
         return None
-    card = get_gpu(gpu)
-    size = size_or_none(gpu_memory) or card.memory_bytes
-    return GpuBudget(card, size, ServingOptions(kv_dtype=kv_dtype, tp=tp), prompt_tokens, price)
+    options = ServingOptions(kv_dtype=kv_dtype, tp=tp)
+    return GpuBudget.on(get_gpu(gpu), size_or_none(gpu_memory), options, prompt_tokens, price)
 
 
 def store_dir(store: Path | None) -> Path:

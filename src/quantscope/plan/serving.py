@@ -578,14 +578,13 @@ def serving_plan(
     planned: Plan, gpu: str | None, gpu_memory: str | None, context: int, kv_dtype: str, tp: int
 ) -> ServingPlan | None:
     """The serving side of `plan`: None without --gpu or --gpu-memory."""
-    # Moved as is from cli/inspect_plan.py (issue 30: thin CLI).
     from quantscope.gpus import get_gpu
     from quantscope.util import parse_size
 
     if gpu is None and gpu_memory is None:
         return None
     card = get_gpu(gpu) if gpu is not None else None
-    size = parse_size(gpu_memory) if gpu_memory is not None else card.memory_bytes
+    budget = GpuBudget.on(card, parse_size(gpu_memory) if gpu_memory is not None else None)
     options = ServingOptions(context=context, kv_dtype=kv_dtype, tp=tp)
     where = f"{planned.anatomy.source} (its config)"
-    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options, where)
+    return serve_recipes(planned.footprints, planned.anatomy.config, card, budget.gpu_bytes, options, where)
