@@ -60,23 +60,19 @@ def compare(
     that would decide it), truncation and thinking; for a task with levels, the same by level;
     then why thinking differs, read from the stored text (loops, hesitations, answers found and not
     given). Refuses variants generated under other settings."""
-    from quantscope.analysis.compare import analyze
-    from quantscope.analysis.levels import level_report
-    from quantscope.analysis.traces import trace_report
+    from quantscope.analysis.study import read_study
     from quantscope.cli.views.analysis import comparison_json, comparison_views
     from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
-        analysis = analyze(
+        study = read_study(
             opened, baseline, tasks=task or None, margin=margin / 100, allow_mismatch=allow_mismatch,
-            settings_study=settings_study,
+            settings_study=settings_study, rules=trace_rules(markers),
         )  # fmt: skip
-        traces = trace_report(opened, analysis.baseline, trace_rules(markers), tasks=analysis.tasks)
-        levels = level_report(opened, analysis)
     if as_json:
-        console.print_json(comparison_json(analysis, traces, levels))
+        console.print_json(comparison_json(study))
         return
-    for part in comparison_views(analysis, traces, levels, width=console.width):
+    for part in comparison_views(study, width=console.width):
         console.print(part)
 
 
