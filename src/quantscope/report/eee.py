@@ -18,8 +18,11 @@ file written here against them. What goes where:
   finish reason and token counts (`metadata`: EEE's `token_usage` requires the prompt's tokens,
   which the store does not keep, so it is left null), the whole completion with its thinking
   (`output.raw`), the thinking alone (`output.reasoning_trace`), the extracted answer and the
-  judgement. The item's prompt (`input.raw`) is re-read from the task when it loads here and its
-  fingerprint matches the stored row's; otherwise it is empty and `metadata.prompt` says why.
+  judgement; `sample_hash` is the row's own fingerprint of the item's prompt and target
+  (`store.settings.text_fingerprint`, what comparisons check items by), so a re-import keeps it.
+  The item's prompt (`input.raw`) is re-read from the task when it loads here and its fingerprint
+  matches the row's; otherwise it is empty and `metadata.prompt` says why. Rows are read a chunk
+  at a time and streamed to the file.
 
 Every file is written to a temp name beside it and renamed into place (`util.write_atomic`); file
 names are UUIDs derived from (variant, task, run), so exporting again replaces the same files.
@@ -450,7 +453,7 @@ def _instances(
     store: Store, metrics: TaskMetrics, settings: OutputSettings | None, evaluation_id: str, model_id: str
 ) -> Iterator[dict[str, Any]]:
     prompts, why = _prompts(metrics.task, settings)
-    for row in store.rows(metrics.variant, metrics.task):
+    for row in _rows(store, metrics.variant, metrics.task):
         sample = prompts.get(row["item_id"])
         matches = sample is not None and text_fingerprint(sample.prompt, sample.target) == row["prompt_sha"]
         metadata = {
@@ -505,6 +508,19 @@ def _instances(
             "performance": {"latency_ms": 1000.0 * row["seconds"]},
             "metadata": metadata,
         }
+
+
+def _rows(store: Store, variant: str, task: str, chunk: int = 256) -> Iterator[dict[str, Any]]:
+    """The whole rows of (variant, task) in key order, `chunk` at a time: a study's generated text
+    does not fit in memory at once (`Store.rows` would read it all)."""
+    keys = store.columns(["item_id", "sample"], variant=variant, task=task)
+    pairs = [
+        (variant, task, item, int(sample))
+        for item, sample in zip(keys["item_id"], keys["sample"], strict=True)
+    ]
+    for start in range(0, len(pairs), chunk):
+        found = store.generations(pairs[start : start + chunk])
+        yield from (found[key] for key in pairs[start : start + chunk] if key in found)
 
 
 def _prompts(task: str, settings: OutputSettings | None) -> tuple[Mapping[str, Any], str]:
