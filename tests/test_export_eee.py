@@ -263,3 +263,25 @@ def test_hf_eval_results_are_what_huggingface_hub_parses(store_dir: Path, tmp_pa
     assert (entry.dataset_id, entry.task_id) == ("math-ai/aime25", "default")
     assert entry.value == pytest.approx(100 * comparison["accuracy"], abs=0.005)
     assert "CoT Token Inflation Ratio" in entry.notes and "paired 95% CI" in entry.notes
+
+
+def test_baseline_variant_and_task_choose_what_is_written(
+    exported: Path, store_dir: Path, tmp_path: Path
+) -> None:
+    """--baseline turns the comparison round (the delta changes sign, the ratio inverts on the same
+    items); --variant and --task write only that pair."""
+    args = ["export", "--format", "eee", "--out", str(tmp_path), "--store", str(store_dir)]
+    result = CliRunner().invoke(
+        app, [*args, "--baseline", "seed7", "--variant", "base", "--task", "synthetic"]
+    )
+    assert result.exit_code == 0, result.output
+    (only,) = _aggregates(tmp_path).values()
+    assert only["model_info"]["name"] == "base"
+    turned = {r["evaluation_result_id"]: r["score_details"]["score"] for r in only["evaluation_results"]}
+    original = {
+        r["evaluation_result_id"]: r["score_details"]["score"]
+        for r in _aggregates(exported)["seed7"]["evaluation_results"]
+    }
+    assert turned["synthetic/accuracy_delta"] == pytest.approx(-original["synthetic/accuracy_delta"])
+    ratio = "synthetic/cot_token_inflation_ratio"
+    assert turned[ratio] == pytest.approx(1 / original[ratio])
