@@ -252,18 +252,24 @@ def runs(store: StoreOpt = None) -> None:
 @app.command()
 @friendly_errors
 def export(
-    out: Annotated[Path, typer.Option(help="File to write (.parquet or .csv).")],
+    out: Annotated[Path, typer.Option(help="File to write (.parquet, .csv or .jsonl).")],
     format: Annotated[
-        str | None, typer.Option("--format", help="parquet | csv (default: from --out's suffix).")
+        str | None, typer.Option("--format", help="parquet | csv | jsonl (default: from --out's suffix).")
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Only these columns, comma-separated (e.g. leave the text out); default all."),
     ] = None,
     store: StoreOpt = None,
     variant: Annotated[str | None, typer.Option(help="Only this variant.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
 ) -> None:
-    """Export every stored generation with its judgement and run metadata to Parquet or CSV."""
+    """Export every stored generation with its judgement and run metadata to Parquet, CSV or JSON
+    Lines, streamed in batches (memory stays flat whatever the store's size)."""
     from quantscope.store.database import Store
+    from quantscope.store.export import export_results
 
-    fmt = format or ("csv" if out.suffix.lower() == ".csv" else "parquet")
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     with Store.existing(store_dir(store)) as opened:
-        count = opened.export(out, fmt, variant=variant, task=task)  # type: ignore[arg-type]
+        count = export_results(opened, out, format, columns=chosen, variant=variant, task=task)
     console.print(f"wrote {count} rows to {out}")
