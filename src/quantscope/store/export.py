@@ -14,7 +14,7 @@ text. The file is written beside `out` and renamed into place, so a reader never
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +27,15 @@ if TYPE_CHECKING:
 FORMATS = ("parquet", "csv", "jsonl")
 SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 """The format an output file's suffix implies; any other suffix means Parquet."""
-TEXT_COLUMNS = frozenset({"text", "thinking", "answer"})
-TEXT_BATCH_ROWS = 256
-"""Rows per batch when the text is written: 256 generations of 50–130 KB (text and thinking each)
-are 25–70 MB of text, held once as Python strings and once as Arrow arrays."""
 BATCH_ROWS = 50_000
-"""Rows per batch (and Parquet row group) without the text: numbers and short keys, a few MB."""
+"""Rows per batch (and Parquet row group) at most: without the text, numbers and short keys (a few MB)."""
+BATCH_CHARS = 16_000_000
+"""Characters of text per batch at most, whatever the generations' length (~130 generations of
+2 × 60 KB of text and thinking). A batch is held as Python strings (1–4 bytes per character) and as
+Arrow arrays, and Parquet's writer buffers its row group: the Parquet export's peak RSS is ~300 MB
+whatever the store's size (benchmarks/analysis_speed.py; ~0.65 MB per 50 KB generation in a batch)."""
+_READ_ROWS = 64
+"""Rows read from the store at a time, before they are gathered into a batch."""
 _FLOATS = frozenset({"seconds", "created", "temperature", "top_p"})
 _FLAGS = frozenset({"correct", "thinking_mode", "is_baseline"})
 
@@ -57,15 +60,34 @@ def export_results(
     batch_rows: int | None = None,
 ) -> int:
     """Write the store's rows (optionally one variant / task; `columns` of `results_full`, all by
-    default, in the order given) to `out` in `fmt` (`export_format`), ordered by key, `batch_rows`
-    rows at a time (default: `TEXT_BATCH_ROWS` with text, `BATCH_ROWS` without). Returns the
-    number of rows written; an unknown column is a QuantscopeError naming it and the valid ones."""
+    default, in the order given) to `out` in `fmt` (`export_format`), ordered by key, in batches
+    (Parquet row groups) of at most `batch_rows` rows (default `BATCH_ROWS`) and about `BATCH_CHARS`
+    characters of text. Returns the number of rows written; an unknown column is a
+    QuantscopeError naming it and the valid ones."""
     fmt = export_format(out, fmt)
     names = list(columns) if columns else store.result_columns()
-    size = batch_rows or (TEXT_BATCH_ROWS if TEXT_COLUMNS & set(names) else BATCH_ROWS)
-    batches = store.batches(names, variant=variant, task=task, size=size)  # checks the names
+    rows = batch_rows or BATCH_ROWS
+    read = store.batches(names, variant=variant, task=task, size=min(rows, _READ_ROWS))  # checks names
     with atomic_path(out) as partial:
-        return _WRITERS[fmt](partial, names, batches)
+        return _WRITERS[fmt](partial, names, _gathered(read, rows, BATCH_CHARS))
+
+
+def _gathered(
+    read: Iterable[list[tuple[Any, ...]]], max_rows: int, max_chars: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows read, in batches of at most `max_rows` rows and about `max_chars` characters of
+    text (a batch closes at the row that reaches it)."""
+    batch: list[tuple[Any, ...]] = []
+    chars = 0
+    for rows in read:
+        for row in rows:
+            batch.append(row)
+            chars += sum(len(value) for value in row if isinstance(value, str))
+            if len(batch) >= max_rows or chars >= max_chars:
+                yield batch
+                batch, chars = [], 0
+    if batch:
+        yield batch
 
 
 def _write_parquet(path: Path, names: list[str], batches: Iterable[list[tuple[Any, ...]]]) -> int:
