@@ -272,26 +272,33 @@ def runs(store: StoreOpt = None) -> None:
 @friendly_errors
 def export(
     out: Annotated[
-        Path, typer.Option(help="File to write (.parquet or .csv); a folder for eee / hf-eval-results.")
+        Path,
+        typer.Option(help="File to write (.parquet, .csv or .jsonl); a folder for eee / hf-eval-results."),
     ],
     format: Annotated[
         str | None,
-        typer.Option("--format", help=f"parquet | csv (default: from --out's suffix) | {_RESULTS}."),
+        typer.Option("--format", help=f"parquet | csv | jsonl (default: from --out's suffix) | {_RESULTS}."),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Only these columns, comma-separated (e.g. leave the text out); default all."),
     ] = None,
     store: StoreOpt = None,
     variant: Annotated[str | None, typer.Option(help="Only this variant.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
     baseline: BaselineOpt = None,
 ) -> None:
-    """Export every stored generation with its judgement and run metadata to Parquet or CSV, or the
-    results as Every Eval Ever files or the Hub's .eval_results."""
+    """Export every stored generation with its judgement and run metadata to Parquet, CSV or JSON
+    Lines, streamed in batches (memory stays flat whatever the store's size), or the results as
+    Every Eval Ever files or the Hub's .eval_results."""
     from quantscope.store.database import Store
+    from quantscope.store.export import export_results
 
-    fmt = format or ("csv" if out.suffix.lower() == ".csv" else "parquet")
-    if fmt in _RESULTS_FORMATS:
-        return _export_results(fmt, out, store, {"variant": variant, "task": task, "baseline": baseline})
+    if format in _RESULTS_FORMATS:
+        return _export_results(format, out, store, {"variant": variant, "task": task, "baseline": baseline})
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     with Store.existing(store_dir(store)) as opened:
-        count = opened.export(out, fmt, variant=variant, task=task)  # type: ignore[arg-type]
+        count = export_results(opened, out, format, columns=chosen, variant=variant, task=task)
     console.print(f"wrote {count} rows to {out}")
 
 

@@ -45,7 +45,7 @@ migrated in place when opened, see `_MIGRATIONS`):
     for this item, e.g. "5"), so analysis can report per level without loading the benchmark.
 
 ``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
-    what `export` writes.
+    what `export` writes (`quantscope.store.export`).
 """
 
 from __future__ import annotations
@@ -56,11 +56,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from quantscope.errors import QuantscopeError
 from quantscope.store.rows import Failure, ForcedRow, ResultRow, RunRecord, Variant
-from quantscope.util import atomic_path
 
 SCHEMA_VERSION = 4
 DB_NAME = "quantscope.db"
@@ -623,40 +622,30 @@ class Store:
         for row in cursor:
             yield dict(zip(names, row, strict=True))
 
-    def export(
-        self,
-        out: str | Path,
-        fmt: Literal["parquet", "csv"] = "parquet",
-        variant: str | None = None,
-        task: str | None = None,
-    ) -> int:
-        """Write `results_full` (optionally one variant/task) to a Parquet or CSV file.
+    def result_columns(self) -> list[str]:
+        """The columns of `results_full` (what `export` can write), in the view's order."""
+        return [d[0] for d in self._db.execute("SELECT * FROM results_full LIMIT 0").description]
 
-        The file is written beside `out` and renamed into place, so a reader never sees half a
-        file. Returns the number of rows written.
-        """
-        import pyarrow as pa
-        import pyarrow.csv as pa_csv
-        import pyarrow.parquet as pq
-
-        if fmt not in ("parquet", "csv"):
-            raise QuantscopeError(f"unknown export format {fmt!r}: use parquet or csv")
+    def batches(
+        self, names: Sequence[str], variant: str | None = None, task: str | None = None, size: int = 1000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Selected columns of `results_full` (text included when asked), ordered by key, `size` rows
+        at a time: one cursor read with fetchmany, so memory holds one batch whatever the store's
+        size. An unknown column is a QuantscopeError naming it and the valid ones (checked now, not
+        on the first batch)."""
+        valid = self.result_columns()
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise QuantscopeError(
+                f"unknown column {unknown[0]!r} (of {', '.join(map(repr, unknown))}): the columns are "
+                f"{', '.join(valid)}"
+            )
         where, params = _filters(variant, task)
         cursor = self._db.execute(
-            f"SELECT * FROM results_full{where} ORDER BY variant, task, item_id, sample", params
+            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
+            params,
         )
-        names = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        table = pa.table(
-            {n: pa.array(list(c), type=_arrow_type(n)) for n, c in zip(names, columns, strict=True)}
-        )
-        with atomic_path(out) as partial:
-            if fmt == "parquet":
-                pq.write_table(table, partial)
-            else:
-                pa_csv.write_csv(table, partial)
-        return table.num_rows
+        return iter(lambda: cursor.fetchmany(size), [])
 
 
 def _execute_script(db: sqlite3.Connection, script: str) -> None:
@@ -664,18 +653,6 @@ def _execute_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
-
-
-def _arrow_type(column: str) -> Any:
-    import pyarrow as pa
-
-    if column in ("seconds", "created", "temperature", "top_p"):
-        return pa.float64()
-    if column in ("correct", "thinking_mode", "is_baseline"):
-        return pa.int8()
-    if column in NUMERIC_COLUMNS:
-        return pa.int64()
-    return pa.string()
 
 
 def _filters(variant: str | None, task: str | None) -> tuple[str, list[str]]:
