@@ -21,6 +21,7 @@ from quantscope.cli.app import (
     ModelConfigOpt,
     PriceOpt,
     PromptTokensOpt,
+    SignalProgress,
     StoreOpt,
     TpOpt,
     app,
@@ -70,7 +71,8 @@ def compare(
             opened, baseline, tasks=task or None, margin=margin / 100, allow_mismatch=allow_mismatch,
             settings_study=settings_study,
         )  # fmt: skip
-        traces = trace_report(opened, analysis.baseline, trace_rules(markers), tasks=analysis.tasks)
+        rules, progress = trace_rules(markers), SignalProgress()
+        traces = trace_report(opened, analysis.baseline, rules, tasks=analysis.tasks, progress=progress)
         levels = level_report(opened, analysis)
     if as_json:
         console.print_json(comparison_json(analysis, traces, levels))
@@ -150,6 +152,7 @@ def report(
         store_dir(store), out, baseline=baseline, budget_bytes=size_or_none(budget),
         examples_per_variant=examples, title=title, margin=margin / 100, allow_mismatch=allow_mismatch,
         gpu=on_gpu, model_config=read_config(model_config) if model_config else None,
+        progress=SignalProgress(),
     )  # fmt: skip
     console.print(comparison_table(written.analysis, width=console.width))
     console.print(recommendation_panel(written.recommendation, width=console.width))
