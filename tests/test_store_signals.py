@@ -92,7 +92,7 @@ def _rows(variant: str, items: int, k: int) -> list[ResultRow]:
                     None if truncated else answer[7:-1],
                     1.0,
                     f"sha-{item}",
-                )  # fmt: skip
+                )
             )
     return rows
 
@@ -115,7 +115,7 @@ def _write_study(store: Store, *, with_signals: bool, items: int = 30, k: int = 
                 0,
                 "{}",
                 0.0,
-            )  # fmt: skip
+            )
         )
         rows = _rows(variant, items, k)
         for start in range(0, len(rows), 16):  # batches, as the eval writer commits them
@@ -138,7 +138,7 @@ def _from_text(store: Store, rules: TraceRules | None = None) -> TraceReport:
             row["finish_reason"] == "length",
             bool(row["correct"]),
             int(row["answer_tokens"]),
-        )  # fmt: skip
+        )
         for row in store.traces()
     )
     return read_traces(rows, "bf16", rules, {TASK: answers}, task_hesitations={TASK: hesitations})
@@ -288,8 +288,28 @@ def _write_v4(directory: Path, items: int) -> list[tuple]:
             ("odd2", "", "", ""),
         ]
         for item, text, thinking, answer in odd:
-            rows.append(ResultRow(variant, TASK, item, 0, f"{variant}-run", 0, "7", text, thinking, answer,
-                                  5, 3, 2, "stop", 0.1, False, None, 1.0))  # fmt: skip
+            rows.append(
+                ResultRow(
+                    variant,
+                    TASK,
+                    item,
+                    0,
+                    f"{variant}-run",
+                    0,
+                    "7",
+                    text,
+                    thinking,
+                    answer,
+                    5,
+                    3,
+                    2,
+                    "stop",
+                    0.1,
+                    False,
+                    None,
+                    1.0,
+                )
+            )
         db.executemany(
             f"INSERT INTO results ({V4_COLUMNS}) VALUES ({', '.join('?' * 19)})",
             [tuple(getattr(r, c.strip()) for c in V4_COLUMNS.split(",")) for r in rows],
