@@ -22,15 +22,26 @@ migrated in place when opened, see `_MIGRATIONS`):
     output setting, `quantscope.store.settings`; v2, NULL for older runs), environment_json TEXT
     (library versions and device; v2).
 
-``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns
-    spec_hash (-> runs), seed INTEGER (this sample's seed), target TEXT (gold answer),
-    text / thinking / answer TEXT (whole completion, reasoning before `</think>`, final answer),
-    completion_tokens / thinking_tokens / answer_tokens INTEGER (tokens; answer_tokens =
-    completion_tokens - thinking_tokens, so it holds the `</think>` tag and end-of-turn token),
-    finish_reason TEXT ("stop" | "length"), seconds REAL (request latency), correct INTEGER
-    (0/1), extracted TEXT (the answer the judge read, NULL when none), created REAL, prompt_sha
-    TEXT (hash of the item's prompt and target, so comparisons can check both sides saw the same
-    item; v2, NULL for older rows).
+``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns; numbers
+    and short strings only, so reading them never reads text (v5)
+    id INTEGER PRIMARY KEY (the row's key in `texts` and `signals`), spec_hash (-> runs), seed
+    INTEGER (this sample's seed), target TEXT (gold answer), completion_tokens / thinking_tokens /
+    answer_tokens INTEGER (tokens; answer_tokens = completion_tokens - thinking_tokens, so it
+    holds the `</think>` tag and end-of-turn token), finish_reason TEXT ("stop" | "length"),
+    seconds REAL (request latency), correct INTEGER (0/1), extracted TEXT (the answer the judge
+    read, NULL when none), created REAL, prompt_sha TEXT (hash of the item's prompt and target,
+    so comparisons can check both sides saw the same item; v2, NULL for older rows).
+
+``texts`` — each result's generated text, stored once (v5): id (-> results), text TEXT (the whole
+    completion); its thinking (reasoning before `</think>`) and answer each as a span of `text`,
+    thinking_at / answer_at (offset, characters) and thinking_len / answer_len (characters), or,
+    when they are not a part of the text (an engine or import that rewrote them), given whole
+    in thinking / answer with a NULL offset.
+
+``signals`` — per-generation trace signals (v5), one row per (rules, id): rules TEXT (the version
+    of the rules that produced them, `analysis.signal_table.TaskRules.version`), id (->
+    results), then one column per signal, declared by `analysis.signal_table` (added when first
+    written: a new signal needs no migration).
 
 ``failures`` — requests that failed after their retries, one row per key (v2): spec_hash,
     error TEXT, attempts INTEGER, created REAL; a later success removes the row.
@@ -44,8 +55,13 @@ migrated in place when opened, see `_MIGRATIONS`):
     (the task's stratifying field, e.g. "level"; `Task.stratify`) and stratum TEXT (its value
     for this item, e.g. "5"), so analysis can report per level without loading the benchmark.
 
-``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
-    what `export` writes.
+``results_full`` — a view: `results` joined with its text (`text`, `thinking`, `answer`, the
+    columns v4 held inline), its `runs` row and its `variants` row; this is what `export` writes.
+    ``results_numbers`` — the same without the text, what `columns` reads.
+
+Migrating v4 -> v5 renames the old table `results_v4` and copies it `MIGRATION_BATCH` rows per
+transaction, each batch deleted from the old table as it is copied: a kill at any point leaves a
+store that opens, and the next open finishes the copy.
 """
 
 from __future__ import annotations
