@@ -159,7 +159,7 @@ def task_trace_patterns(task: str) -> tuple[tuple[str, ...] | None, tuple[str, .
         kind = task_class(task)
     except QuantscopeError:
         return None, ()
-    return getattr(kind, "answer_patterns", None), tuple(getattr(kind, "hesitation_patterns", ()))
+    return kind.answer_patterns, tuple(kind.hesitation_patterns)
 
 
 def rules_for(

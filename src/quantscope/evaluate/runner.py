@@ -292,7 +292,7 @@ def _start(spec: RunSpec, plan: _Plan, store: Store, engine: Engine) -> _Plan:
 def _record_strata(plan: _Plan, store: Store) -> None:
     """Record each item's level (the task's `stratify` field of its metadata), so analysis can
     report per level from the store alone; a task without levels records nothing."""
-    key = getattr(plan.task, "stratify", None)
+    key = plan.task.stratify
     strata = {s.id: str(s.metadata[key]) for s in plan.samples if key and s.metadata.get(key) is not None}
     if strata:
         store.write_strata(plan.spec.name, key, strata)
