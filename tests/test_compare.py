@@ -394,7 +394,7 @@ def test_compare_json_carries_items_delta_ci_verdict_and_samples_needed(study: P
 
     result = CliRunner().invoke(app, ["compare", "--store", str(study), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the one-line note of a first signal pass goes to stderr
     by_variant = {c["variant"]: c for c in data["comparisons"]}
     assert by_variant["fp8"]["verdict"] == "equivalent" and by_variant["fp8"]["paired_items"] == N
     assert by_variant["w4-broken"]["decision"]["ci95"][1] < 0

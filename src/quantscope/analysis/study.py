@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from quantscope.analysis.compare import Analysis, analyze
 from quantscope.analysis.decide import DEFAULT_MARGIN
 from quantscope.analysis.levels import TaskLevels, level_report
+from quantscope.analysis.signal_table import Progress
 from quantscope.analysis.signals import TraceRules
 from quantscope.analysis.traces import TraceReport, thinking_findings, trace_report
 from quantscope.store.database import Store
@@ -44,10 +45,12 @@ def read_study(
     allow_mismatch: bool = False,
     settings_study: bool = False,
     rules: TraceRules | None = None,
+    progress: Progress | None = None,
 ) -> Study:
     """Analyse `store` against `baseline` (default: the store's; see `compare.analyze` for
     `tasks`, `margin` (a fraction), `allow_mismatch` and `settings_study`), with the trace signals
-    counted under `rules` (default `TraceRules()`) on the analysed tasks."""
+    counted under `rules` (default `TraceRules()`) on the analysed tasks, read from the numbers
+    stored beside the text (`progress` follows a first pass computing those the store lacks)."""
     analysis = analyze(
         store,
         baseline,
@@ -56,5 +59,5 @@ def read_study(
         allow_mismatch=allow_mismatch,
         settings_study=settings_study,
     )
-    traces = trace_report(store, analysis.baseline, rules, tasks=analysis.tasks)
+    traces = trace_report(store, analysis.baseline, rules, tasks=analysis.tasks, progress=progress)
     return Study(analysis, traces, level_report(store, analysis))

@@ -217,6 +217,27 @@ def progress_bars(*extra: ProgressColumn) -> Progress:
     return Progress(*columns, TimeElapsedColumn(), console=console)
 
 
+class SignalProgress:
+    """The progress of a pass computing stored trace signals (`analysis.signal_table.Progress`),
+    on stderr (stdout may carry --json): its one-line reason, then a bar until it is done."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+
+    def __call__(self, done: int, total: int, note: str) -> None:
+        if self._bar is None:
+            err_console.print(note, highlight=False, soft_wrap=True)
+            self._bar = Progress(
+                TextColumn("[bold]trace signals"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err_console, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("signals", total=total)
+        self._bar.update(self._task, completed=done)
+        if done >= total:
+            self._bar.stop()
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a CLI command so a QuantscopeError prints one clear line and exits 2."""
 

@@ -22,6 +22,7 @@ from quantscope.cli.app import (
     ModelConfigOpt,
     PriceOpt,
     PromptTokensOpt,
+    SignalProgress,
     StoreOpt,
     TpOpt,
     app,
@@ -67,7 +68,7 @@ def compare(
     with Store.existing(store_dir(store)) as opened:
         study = read_study(
             opened, baseline, tasks=task or None, margin=margin / 100, allow_mismatch=allow_mismatch,
-            settings_study=settings_study, rules=trace_rules(markers),
+            settings_study=settings_study, rules=trace_rules(markers), progress=SignalProgress(),
         )  # fmt: skip
     if as_json:
         console.print_json(comparison_json(study))
@@ -147,6 +148,7 @@ def report(
         store_dir(store), out, baseline=baseline, budget_bytes=size_or_none(budget),
         examples_per_variant=examples, title=title, margin=margin / 100, allow_mismatch=allow_mismatch,
         gpu=on_gpu, model_config=read_config(model_config) if model_config else None,
+        progress=SignalProgress(),
     )  # fmt: skip
     console.print(comparison_table(written.analysis, width=console.width))
     console.print(recommendation_panel(written.recommendation, width=console.width))

@@ -438,7 +438,13 @@ class _Writer:
 
     @staticmethod
     def _commit(store: Store, batch: list[ResultRow | Failure]) -> list[ResultRow | Failure]:
-        store.write_results(r for r in batch if isinstance(r, ResultRow))
+        # The text is read here once, while it is in memory: its trace signals are stored with the
+        # rows (issue 31), so analysis reads numbers. An import against the pipeline's direction:
+        # signal_table is a pure function of the text, owned by analysis, which also reads it.
+        from quantscope.analysis.signal_table import signal_batch
+
+        rows = [r for r in batch if isinstance(r, ResultRow)]
+        store.write_results(rows, signal_batch(rows))
         store.write_failures(f for f in batch if isinstance(f, Failure))
         return []
 

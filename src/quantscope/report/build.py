@@ -16,6 +16,7 @@ from quantscope.analysis.compare import Analysis
 from quantscope.analysis.decide import DEFAULT_MARGIN
 from quantscope.analysis.levels import TaskLevels
 from quantscope.analysis.recommend import Recommendation, recommend
+from quantscope.analysis.signal_table import Progress
 from quantscope.analysis.signals import TraceRules
 from quantscope.analysis.study import Study, read_study
 from quantscope.analysis.traces import TraceReport
@@ -65,15 +66,19 @@ def build_report(
     gpu: GpuBudget | None = None,
     model_config: Mapping[str, Any] | None = None,
     rules: TraceRules | None = None,
+    progress: Progress | None = None,
 ) -> ReportResult:
     """Analyse the store at `store_dir` (equivalence `margin`, a fraction; see `analyze` for
     `allow_mismatch`), recommend for `budget_bytes` (bytes, None = no limit) and write the HTML
     report to `out` (temp file + rename); with `gpu`, the recommendation is for that GPU and shows
     each variant's capacity and throughput there (`model_config`: the model's config, default found
     from the variants' checkpoints); `rules` set the trace signals (hesitation markers; default
-    `TraceRules()`). QuantscopeError when the store is missing or empty."""
+    `TraceRules()`; `progress` follows a first pass computing them, `signal_table.Progress`).
+    QuantscopeError when the store is missing or empty."""
     with Store.existing(store_dir) as store:
-        study = read_study(store, baseline, margin=margin, allow_mismatch=allow_mismatch, rules=rules)
+        study = read_study(
+            store, baseline, margin=margin, allow_mismatch=allow_mismatch, rules=rules, progress=progress
+        )
         examples = select_examples(store, study.analysis, examples_per_variant)
         path = store.path
     recommendation = recommend(study.analysis, budget_bytes, gpu=gpu, config=model_config)
