@@ -101,6 +101,20 @@ CREATE TABLE forced (
 );
 """
 
+FAILURES_TABLE = """
+CREATE TABLE failures (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample)
+);
+"""
+
 ITEMS_TABLE = """
 CREATE TABLE items (
     task TEXT NOT NULL,
@@ -199,18 +213,7 @@ CREATE TABLE results (
     prompt_sha TEXT,
     UNIQUE (variant, task, item_id, sample)
 );
-{TEXTS_TABLE}{SIGNALS_TABLE}CREATE TABLE failures (
-    variant TEXT NOT NULL,
-    task TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL,
-    spec_hash TEXT NOT NULL,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (variant, task, item_id, sample)
-);
-{FORCED_TABLE}{ITEMS_TABLE}{VIEWS}"""
+{TEXTS_TABLE}{SIGNALS_TABLE}{FAILURES_TABLE}{FORCED_TABLE}{ITEMS_TABLE}{VIEWS}"""
 
 # Version 1 -> 2: where a variant's memory figure came from, the full output settings and the
 # environment of each run, a fingerprint of each row's prompt and target (so comparisons can check
@@ -222,18 +225,9 @@ ALTER TABLE variants ADD COLUMN memory_source TEXT;
 ALTER TABLE runs ADD COLUMN settings_json TEXT;
 ALTER TABLE runs ADD COLUMN environment_json TEXT;
 ALTER TABLE results ADD COLUMN prompt_sha TEXT;
-CREATE TABLE failures (
-    variant TEXT NOT NULL,
-    task TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL,
-    spec_hash TEXT NOT NULL,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (variant, task, item_id, sample)
-);
-DROP VIEW results_full;
+"""
+    + FAILURES_TABLE
+    + """DROP VIEW results_full;
 """,
     2: FORCED_TABLE + "DROP VIEW IF EXISTS results_full;\n",
     3: ITEMS_TABLE + "DROP VIEW IF EXISTS results_full;\n",
