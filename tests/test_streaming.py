@@ -220,3 +220,22 @@ def test_a_server_option_about_giving_up_does_not_refuse_a_resume() -> None:
     first, again = spec(abort_after=3, concurrency=8), spec(abort_after=10, concurrency=64)
     assert first.generation_hash(first.tasks[0]) == again.generation_hash(again.tasks[0])
     assert first.output_settings(first.tasks[0]).engine_options == {}
+
+
+def test_a_run_stored_with_an_option_now_declared_throughput_still_resumes() -> None:
+    # An earlier release stored openai's abort_after among the output settings; a resume of that
+    # run must not be refused now that the option is declared throughput only.
+    from dataclasses import replace
+
+    from quantscope.evaluate.runner import _changes, _run_record
+    from quantscope.evaluate.spec import RunSpec
+
+    spec = RunSpec(model="m", tasks=["aime25"], engine="openai", engine_options={"abort_after": 3})
+    task = spec.tasks[0]
+    now = spec.output_settings(task)
+    before = replace(now, engine_options={"abort_after": 3})
+    run = replace(_run_record(spec, task, before.hash), settings_json=before.to_json())
+    assert _changes(spec, task, now, run) == []
+    other = replace(before, engine_options={"abort_after": 3, "bogus": 1})
+    moved = replace(run, settings_json=other.to_json())
+    assert _changes(spec, task, now, moved) == ["engine_options {'bogus': 1} -> {}"]

@@ -36,6 +36,7 @@ from quantscope.engines.base import (
     RequestFailure,
     SamplingParams,
 )
+from quantscope.engines.registry import output_engine_options
 from quantscope.errors import QuantscopeError
 from quantscope.evaluate.requests import chat_request, engine_stream
 from quantscope.evaluate.spec import RunSpec, TaskSpec
@@ -253,7 +254,11 @@ def _changes(
     if run is None:
         return []
     if run.settings_json is not None:
-        return differences(OutputSettings.from_json(run.settings_json), settings)
+        stored = OutputSettings.from_json(run.settings_json)
+        # An option an earlier release counted as an output setting and the engine now declares
+        # throughput only (e.g. openai's abort_after) no longer tells the runs apart.
+        kept = output_engine_options(stored.engine, stored.engine_options)
+        return differences(replace(stored, engine_options=kept), settings)
     if run.spec_hash == spec.v1_hash(task_spec):
         return _v1_penalties(spec)
     new = _run_record(spec, task_spec, run.spec_hash)
