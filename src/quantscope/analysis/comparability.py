@@ -65,8 +65,25 @@ def _distinct(rows: Results, settings: Mapping[str, OutputSettings]) -> list[Out
     return list(found.values())
 
 
+def unknown_settings(rows: Results, other: Results, settings: Mapping[str, OutputSettings]) -> list[str]:
+    """The comparable settings a side did not record (None: runs imported from a harness that
+    does not write them), as "NAME of VARIANT": a comparison resting on them cannot be checked."""
+    unknown = set()
+    for side in (rows, other):
+        names = sorted(set(side.variant.astype(str)))
+        for found in _distinct(side, settings):
+            unknown |= {
+                f"{name} of {', '.join(names)}" for name in COMPARABLE if getattr(found, name) is None
+            }
+    return sorted(unknown)
+
+
 def _settings_differences(baseline: OutputSettings, variant: OutputSettings) -> list[str]:
-    changed = differences(baseline, variant, COMPARABLE)
+    # a setting one side did not record is unknown, not different (`unknown_settings` names it)
+    known = tuple(
+        n for n in COMPARABLE if getattr(baseline, n) is not None and getattr(variant, n) is not None
+    )
+    changed = differences(baseline, variant, known) if known else []
     served = [
         f"served {key} {baseline.served[key]!r} -> {variant.served[key]!r}"
         for key in COMPARABLE_SERVED

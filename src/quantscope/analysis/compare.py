@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantscope.analysis.comparability import run_settings, same_model, setting_mismatches
+from quantscope.analysis.comparability import run_settings, same_model, setting_mismatches, unknown_settings
 from quantscope.analysis.decide import (
     DEFAULT_MARGIN,
     VERDICT_BETTER,
@@ -145,7 +145,9 @@ class Comparison:
     minus baseline, with the 95% CI of `decision`; `truncation_cost` is the accuracy the extra
     truncations would cost at the baseline's finished accuracy (fraction). `mismatches` lists the
     settings the two sides differ in (empty unless the comparison was allowed anyway) and `kind`
-    is "variant", or "settings" in a settings study of one model.
+    is "variant", or "settings" in a settings study of one model. `unknown_settings` names the
+    comparable settings a side did not record ("max_tokens of NAME": runs imported from a harness
+    that does not write them): the comparison rests on them unchecked.
     """
 
     variant: str
@@ -173,6 +175,7 @@ class Comparison:
     decision: Decision
     mismatches: tuple[str, ...] = ()
     kind: str = "variant"
+    unknown_settings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (`compare --json`): every field, the decision with its CIs and the
@@ -519,13 +522,14 @@ def analyze(
                 continue
             metrics.append(summarize(rows, budgets=budgets[task], n_boot=n_boot, seed=seed))
             if info.name != base and len(results.select(base, task)):
-                mismatches = _comparable(
+                mismatches, unknown = _comparable(
                     results, info.name, base, task, settings, allow_mismatch, settings_study
                 )
                 kind = "settings" if settings_study else "variant"
-                comparisons.append(
-                    compare_pair(results, info.name, base, task, mismatches=mismatches, kind=kind, **options)
+                pair = compare_pair(
+                    results, info.name, base, task, mismatches=mismatches, kind=kind, **options
                 )
+                comparisons.append(replace(pair, unknown_settings=tuple(unknown)))
     return Analysis(
         forced=_forced_curves(store, results),
         baseline=base,
@@ -578,8 +582,9 @@ def _comparable(
     settings: Mapping[str, OutputSettings],
     allow: bool,
     settings_study: bool,
-) -> list[str]:
-    """The mismatches between (variant, task) and the baseline; QuantscopeError unless allowed."""
+) -> tuple[list[str], list[str]]:
+    """The mismatches between (variant, task) and the baseline (QuantscopeError unless allowed), and
+    the comparable settings either side did not record (`comparability.unknown_settings`)."""
     rows, other = results.select(variant, task), results.select(base, task)
     if settings_study and not same_model(rows, other, settings):
         raise QuantscopeError(
@@ -593,7 +598,7 @@ def _comparable(
             f"({'; '.join(problems)}); evaluate both the same way, or pass --allow-mismatch (the report "
             "will say so)"
         )
-    return problems
+    return problems, unknown_settings(rows, other, settings)
 
 
 def variant_infos(store: Store) -> list[VariantInfo]:

@@ -6,7 +6,7 @@ import importlib
 
 from quantscope.cli.app import app, reflow_help
 
-STAGES = ("inspect_plan", "quantize", "evaluate", "report", "demo", "profile", "sweep", "doctor")
+STAGES = ("inspect_plan", "quantize", "evaluate", "ingest", "report", "demo", "profile", "sweep", "doctor")
 
 for _stage in STAGES:
     importlib.import_module(f"quantscope.cli.{_stage}")

@@ -24,6 +24,39 @@ _REGISTRY: dict[str, str] = {
     "synthetic": "quantscope.tasks.synthetic:SyntheticTask",
 }
 
+# The names other harnesses give these benchmarks, so their results import under quantscope's:
+# lm-eval (lm_eval/tasks/aime/aime25.yaml, hendrycks_math/hendrycks_math500.yaml,
+# minerva_math/minerva_math500.yaml, gpqa/*/gpqa_diamond_*.yaml, mmlu_pro/), lighteval
+# (`aime25`, `math_500`, `gpqa:diamond`, `mmlu_pro`; details name a task `suite|task|shots`),
+# EvalScope (`aime25`, `math_500`, `gpqa_diamond`, `mmlu_pro`) and inspect_evals (`aime2025`,
+# `gpqa_diamond`, `mmlu_pro`).
+ALIASES: dict[str, str] = {
+    "aime2025": "aime25",
+    "aime_2025": "aime25",
+    "math_500": "math500",
+    "math-500": "math500",
+    "hendrycks_math500": "math500",
+    "minerva_math500": "math500",
+    "gpqa:diamond": "gpqa_diamond",
+    "gpqa-diamond": "gpqa_diamond",
+    "gpqa_diamond_zeroshot": "gpqa_diamond",
+    "gpqa_diamond_n_shot": "gpqa_diamond",
+    "gpqa_diamond_cot_zeroshot": "gpqa_diamond",
+    "gpqa_diamond_cot_n_shot": "gpqa_diamond",
+    "gpqa_diamond_generative_n_shot": "gpqa_diamond",
+    "mmlu-pro": "mmlu_pro",
+}
+
+
+def canonical_task(name: str) -> str | None:
+    """quantscope's name for a benchmark another harness calls `name` (any case; a lighteval
+    `suite|task|shots` name by its task part), or None when this install does not know it."""
+    key = name.strip().lower()
+    if key.count("|") >= 1:
+        key = key.split("|")[1]
+    key = ALIASES.get(key, key)
+    return key if key in _REGISTRY else None
+
 
 def list_tasks() -> list[str]:
     """The names `get_task` accepts, sorted."""

@@ -327,6 +327,14 @@ def comparison_notes(analysis: Analysis) -> Group:
             lines.append(
                 Text(f"{c.variant} on {c.task}: compared despite {'; '.join(c.mismatches)}", "yellow")
             )
+        if c.unknown_settings:
+            lines.append(
+                Text(
+                    f"{c.variant} on {c.task}: rests on unknown settings ({', '.join(c.unknown_settings)}): "
+                    "the sources did not record them, so the two sides may differ there",
+                    "yellow",
+                )
+            )
     if any(c.explained_by_truncation for c in analysis.comparisons):
         lines.append(Text(TRUNCATION_RULE[0].upper() + TRUNCATION_RULE[1:] + ".", style="dim"))
     if analysis.comparisons:
