@@ -61,7 +61,9 @@ class Format:
     the export format whose layout `exported_tensors` gives. `autoround_settings`: the explicit
     AutoRound settings a `layer_config` entry (and, unless `preset_exact`, the main scheme) uses
     instead of the preset. `export_routes`: the AutoRound `format=` values that can hold it, the
-    default (the route vLLM 0.32 loads) first.
+    default (the route vLLM 0.32 loads) first. `label`: what `checkpoint.contents` calls a weight
+    stored exactly so ("" when its labels vary: any label of this format is exact); a stored weight
+    with another label maps onto this format with other scales or activations (`plan.derive`).
     """
 
     name: str
@@ -78,6 +80,7 @@ class Format:
     export_routes: tuple[str, ...] = ()
     autoround_settings: Mapping[str, Any] | None = field(default=None, compare=False)
     preset_exact: bool = True
+    label: str = ""
 
     @property
     def is_quantized(self) -> bool:
@@ -143,6 +146,7 @@ _BASE_FORMATS: dict[str, Format] = {
             export_format="llm_compressor",
             description="FP8 E4M3 weights, one scale per output channel, static FP8 activations",
             export_routes=("llm_compressor", "auto_round"),
+            label="FP8 per-channel",
         ),
         Format(
             "fp8_dynamic",
@@ -155,6 +159,7 @@ _BASE_FORMATS: dict[str, Format] = {
             description="FP8 E4M3 weights, one scale per output channel, dynamic per-token FP8 activations",
             export_routes=("llm_compressor",),
             autoround_settings=FP8_DYNAMIC_SCHEME,
+            label="FP8 per-channel (dynamic)",
         ),
         Format(
             "fp8_block",
@@ -168,6 +173,7 @@ _BASE_FORMATS: dict[str, Format] = {
             export_format="auto_round",
             description="FP8 E4M3 weights, one scale per 128×128 block, dynamic FP8 activations",
             export_routes=("llm_compressor", "auto_round"),
+            label="FP8 block 128×128",
         ),
         Format(
             "nvfp4",
@@ -179,6 +185,7 @@ _BASE_FORMATS: dict[str, Format] = {
             export_format="llm_compressor",
             description="FP4 E2M1 weights, FP8 E4M3 scale per 16, fp32 global scale (native on Blackwell)",
             export_routes=("llm_compressor", "auto_round"),
+            label="NVFP4",
         ),
         Format(
             "mxfp4",
@@ -190,6 +197,7 @@ _BASE_FORMATS: dict[str, Format] = {
             export_format="llm_compressor",
             description="FP4 E2M1 weights, E8M0 power-of-two scale per 32",
             export_routes=("llm_compressor", "auto_round"),
+            label="MXFP4",
         ),
     )
 }
