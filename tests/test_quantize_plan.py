@@ -50,7 +50,7 @@ def test_nvfp4_quantizes_the_tiny_projections_int4_cannot(moe_anatomy: Anatomy):
     plan = plan_autoround(moe_anatomy, PRESETS["nvfp4"])
     assert plan.scheme == "NVFP4"
     assert plan.assignment["model.layers.0.linear_attn.in_proj_b"] == "nvfp4"
-    assert plan.export_format == "llm_compressor"  # vLLM's INCConfig refuses nv_fp (EXPORT_FORMATS)
+    assert plan.export_format == "llm_compressor"  # vLLM's INCConfig refuses nv_fp (Format.export_routes)
 
 
 def test_overrides_and_integer_variants_map_to_autoround_dicts(moe_anatomy: Anatomy):

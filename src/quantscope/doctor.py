@@ -68,8 +68,15 @@ ACTIVATION_FORMATS = tuple(
 DEVICE_KINDS = ("linear", "experts")
 """The layer kinds `doctor` lists per device (lm_head runs as a dense layer)."""
 
-_FP4 = ("nvfp4", "mxfp4")
-_FP8 = ("fp8", "fp8_dynamic", "fp8_block")
+_BY_WEIGHT_BITS = tuple(
+    tuple(
+        name
+        for name in FORMAT_NAMES
+        if get_format(name).act_bits < 16 and get_format(name).weight_bits == bits
+    )
+    for bits in (4, 8)
+)
+"""The formats that declare quantized activations, FP4 ones then FP8 ones (one finding each)."""
 
 
 @dataclass(frozen=True)
@@ -602,7 +609,7 @@ def _vllm_build_findings(machine: Machine) -> list[Finding]:
 
 def _device_findings(device: Device) -> list[Finding]:
     findings = []
-    for family in (_FP4, _FP8):
+    for family in _BY_WEIGHT_BITS:
         formats = [name for name in family if name in device._formats() and name not in device.native]
         if formats:
             findings.append(_fallback_finding(device, formats))

@@ -35,7 +35,7 @@ from typing import Any
 
 from quantscope.checkpoint.anatomy import Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
-from quantscope.formats import can_quantize, exported_tensors, get_format
+from quantscope.formats import can_quantize, exported_tensors, format_from_autoround, get_format
 
 Header = tuple[str, str, tuple[int, ...], int]
 _LAID_OUT = "modelopt, compressed-tensors and auto-round"
@@ -320,14 +320,6 @@ def _ct_compressed(
 
 # ---- AutoRound --------------------------------------------------------------------------------
 
-# AutoRound `packing_format`s per stored kind whose tensors `formats.exported_tensors` lays out.
-_AUTO_ROUND_PACKINGS = {
-    "int": ("auto_round", "auto_round:auto_gptq"),
-    "nvfp4": ("auto_round:llm_compressor",),
-    "mxfp4": ("auto_round:llm_compressor",),
-    "fp8": ("auto_round:fp8_static", "auto_round:fp8"),
-}
-
 
 def auto_round_settings(quant: Mapping[str, Any], module: str) -> dict[str, Any] | None:
     """The AutoRound settings (`bits`, `group_size`, `sym`, `data_type`, `act_bits`) an AutoRound
@@ -358,21 +350,7 @@ def auto_round_format(quant: Mapping[str, Any], module: str) -> str | None:
     settings = auto_round_settings(quant, module)
     if settings is None or settings["bits"] >= 16:
         return None
-    return _auto_round_name(settings)
-
-
-def _auto_round_name(settings: Mapping[str, Any]) -> str:
-    bits, group, data_type = settings["bits"], settings["group_size"], str(settings["data_type"] or "int")
-    if data_type.startswith("nv_fp") and bits == 4 and group == 16:
-        return "nvfp4" if settings["act_bits"] == 4 else "nvfp4a16"
-    if data_type.startswith("mx_fp") and bits == 4 and group == 32:
-        return "mxfp4"
-    if data_type.startswith("fp") and bits == 8:
-        return "fp8_block" if isinstance(group, list) and list(group) == [128, 128] else "fp8"
-    if data_type == "int":
-        size = "" if group == 128 else f"_g{group}"
-        return f"w{bits}a16{size}{'' if settings['sym'] in (True, None) else '_asym'}"
-    return f"{data_type} {bits}-bit group {group}"  # named in the refusal get_format raises
+    return format_from_autoround(settings)
 
 
 def _auto_round_tensors(tensor: TensorInfo, quant: Mapping[str, Any], where: str) -> list[Header]:
@@ -385,7 +363,7 @@ def _auto_round_tensors(tensor: TensorInfo, quant: Mapping[str, Any], where: str
     if fmt is None or not fmt.is_quantized or not can_quantize(_matrix(tensor, where), fmt):
         return [_unchanged(tensor)]
     packing = str(quant.get("packing_format") or "auto_round")
-    if packing not in _AUTO_ROUND_PACKINGS.get(fmt.data_type, ()):
+    if packing not in fmt.family.autoround_packings:
         raise QuantscopeError(
             f"{where}: AutoRound packing_format {packing!r} for {fmt.name}: quantscope lays out "
             "auto_round:auto_gptq (INT), auto_round:llm_compressor (NVFP4 / MXFP4) and "

@@ -24,7 +24,7 @@ which are parameters rather than Linear modules and are quantized expert by expe
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -83,13 +83,11 @@ def qdq_spec(format_name: str) -> QdqSpec:
     fmt = get_format(format_name)
     if not fmt.is_quantized:
         raise QuantscopeError(f"format {format_name!r} is 16-bit: there is nothing to fake-quantize")
-    if fmt.data_type == "int":
-        return QdqSpec("int", fmt.weight_bits, fmt.group_size or -1, sym=fmt.sym)
-    if fmt.data_type == "fp8":
-        return QdqSpec("fp8", 8, 0 if fmt.block else -1, block=fmt.block)
-    if fmt.data_type in ("nvfp4", "mxfp4"):
-        return QdqSpec(fmt.data_type, 4, fmt.group_size or (16 if fmt.data_type == "nvfp4" else 32))
-    raise QuantscopeError(f"format {format_name!r} ({fmt.data_type}) has no fake quantizer")
+    if fmt.family.qdq not in _QUANTIZERS:
+        raise QuantscopeError(f"format {format_name!r} ({fmt.data_type}) has no fake quantizer")
+    # the family names its quantizer (`formats.Family.qdq`); the format gives its grouping
+    group = 0 if fmt.block else (fmt.group_size or -1)
+    return QdqSpec(fmt.family.qdq, fmt.weight_bits, group, sym=fmt.sym, block=fmt.block)
 
 
 # ---------------------------------------------------------------- element rounding
@@ -240,17 +238,21 @@ def _qdq_fp8_block(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor
 def _qdq_rows(weight: torch.Tensor, spec: QdqSpec, global_scale: torch.Tensor | None) -> torch.Tensor:
     """Quantize-dequantize `[rows, cols]` (float32 result) whose groups never cross a row."""
     groups, pad = _grouped(weight, spec.group_size)
-    if spec.kind == "int":
-        out = _qdq_int(groups, spec)
-    elif spec.kind == "nvfp4":
-        out = _qdq_nvfp4(groups, global_scale)
-    elif spec.kind == "mxfp4":
-        out = _qdq_mxfp4(groups)
-    elif spec.kind == "fp8":
-        out = _qdq_fp8(groups)
-    else:
-        raise QuantscopeError(f"unknown fake-quant kind {spec.kind!r}; use int, nvfp4, mxfp4 or fp8")
-    return _ungrouped(out, weight.shape, pad)
+    if spec.kind not in _QUANTIZERS:
+        raise QuantscopeError(f"unknown fake-quant kind {spec.kind!r}; use {', '.join(_QUANTIZERS)}")
+    return _ungrouped(_QUANTIZERS[spec.kind](groups, spec, global_scale), weight.shape, pad)
+
+
+# The quantizer of each kind (`QdqSpec.kind`, named by `formats.Family.qdq`), on `[groups, size]`
+# rows: (groups, spec, global scale or None) -> float32 values. A family with a new rounding adds
+# its function here; `_GLOBAL_SCALED` kinds also take one FP32 scale per tensor (or fused set).
+_QUANTIZERS: dict[str, Callable[[torch.Tensor, QdqSpec, torch.Tensor | None], torch.Tensor]] = {
+    "int": lambda groups, spec, _: _qdq_int(groups, spec),
+    "nvfp4": lambda groups, _, global_scale: _qdq_nvfp4(groups, global_scale),
+    "mxfp4": lambda groups, _spec, _scale: _qdq_mxfp4(groups),
+    "fp8": lambda groups, _spec, _scale: _qdq_fp8(groups),
+}
+_GLOBAL_SCALED = frozenset({"nvfp4"})
 
 
 def quantize_dequantize(
@@ -272,7 +274,7 @@ def quantize_dequantize(
     if spec.group_size == 0:
         return _qdq_rows(weight, spec, None).to(weight.dtype)
     global_scale = None
-    if spec.kind == "nvfp4":
+    if spec.kind in _GLOBAL_SCALED:
         amax = weight.abs().amax().float() if global_amax is None else global_amax
         global_scale = nvfp4_global_scale(amax).to(weight.device)
     out = torch.empty_like(weight)
@@ -451,7 +453,7 @@ def shared_amax(
     shard the scale of the set's largest value. A MoE layer's expert set is not one such layer:
     there each expert's gate and up share a scale (vLLM's w13), and down keeps its own.
     """
-    nvfp4 = [t for t in targets if t.format == "nvfp4" and t.where.view(model).ndim == 2]
+    nvfp4 = [t for t in targets if _global_scaled(t.format) and t.where.view(model).ndim == 2]
     amax = {t.where.tensor: t.where.view(model).abs().amax().float().cpu() for t in nvfp4}
     by_module = {t.where.tensor.removesuffix(".weight"): t.where.tensor for t in nvfp4}
     groups: list[list[str]] = [
@@ -470,6 +472,11 @@ def shared_amax(
             joint = torch.stack([amax[m] for m in members]).amax()
             amax.update(dict.fromkeys(members, joint))
     return amax
+
+
+def _global_scaled(format_name: str) -> bool:
+    """Whether `format_name` quantizes with one FP32 global scale per tensor (NVFP4's kinds)."""
+    return format_name not in UNQUANTIZED and qdq_spec(format_name).kind in _GLOBAL_SCALED
 
 
 def _qdq_into(view: torch.Tensor, target: QdqTarget, amax: torch.Tensor | None) -> None:

@@ -25,7 +25,7 @@ modules (`auto_round/experimental/qmodules/*.py`) quantize-dequantize the activa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 from quantscope.errors import QuantscopeError
@@ -136,15 +136,13 @@ class Served:
 
 
 def declared_act(fmt: Format) -> str:
-    """The activation rounding a format declares (AutoRound's scheme table), "" for none."""
+    """The activation rounding a format declares (AutoRound's scheme table, as its family's
+    record states it), "" for none."""
     if not fmt.is_quantized or fmt.act_bits >= 16:
         return ""
-    if fmt.data_type == "fp8":
-        if fmt.block:
-            return "fp8_group"
-        return "fp8_token" if fmt.act_dynamic else "fp8_tensor"
-    if fmt.data_type in ("nvfp4", "mxfp4"):
-        return fmt.data_type
+    act = fmt.family.declared_act(fmt)  # the registry's record (`formats.Family.declared_act`)
+    if act in ACT_NAMES and act:
+        return act
     raise QuantscopeError(
         f"format {fmt.name!r} declares {fmt.act_bits}-bit activations quantscope cannot place"
     )
@@ -206,20 +204,19 @@ _LINEAR = "kernels/linear/__init__.py"
 
 
 def _linear(fmt: Format, cc: int, ks: KernelSet, model_type: str | None) -> Served:
-    if fmt.data_type == "int":
-        source = f"{_LINEAR}: choose_mp_linear_kernel (16-bit activations)"
-        if fmt.weight_bits == 3 and not ks.humming:
-            # Marlin, Machete, Conch, Exllama and Triton hold no 3-bit type; only Humming does.
-            return _refused(fmt, "linear", "no kernel for 3-bit weights without Humming", source)
-        kernel = "HummingLinearKernel" if fmt.weight_bits == 3 else "Machete / Marlin / Humming (by shape)"
-        return Served(fmt.name, "linear", kernel=kernel, source=source)
-    if fmt.data_type == "nvfp4":
-        return _nvfp4_linear(fmt, cc, ks) if fmt.act_bits < 16 else _nvfp4a16_linear(fmt, cc, ks)
-    if fmt.data_type == "mxfp4":
-        return _mxfp4_linear(fmt, cc, ks)
-    if fmt.data_type == "fp8":
-        return _fp8_linear(fmt, cc, ks, model_type)
-    raise QuantscopeError(f"format {fmt.name!r}: no serving rule for data type {fmt.data_type!r}")
+    rule = _LINEAR_RULES.get(fmt.data_type)
+    if rule is None:
+        raise QuantscopeError(f"format {fmt.name!r}: no serving rule for data type {fmt.data_type!r}")
+    return rule(fmt, cc, ks, model_type)
+
+
+def _int_linear(fmt: Format, cc: int, ks: KernelSet, model_type: str | None) -> Served:
+    source = f"{_LINEAR}: choose_mp_linear_kernel (16-bit activations)"
+    if fmt.weight_bits == 3 and not ks.humming:
+        # Marlin, Machete, Conch, Exllama and Triton hold no 3-bit type; only Humming does.
+        return _refused(fmt, "linear", "no kernel for 3-bit weights without Humming", source)
+    kernel = "HummingLinearKernel" if fmt.weight_bits == 3 else "Machete / Marlin / Humming (by shape)"
+    return Served(fmt.name, "linear", kernel=kernel, source=source)
 
 
 def _nvfp4_linear(fmt: Format, cc: int, ks: KernelSet) -> Served:
@@ -333,20 +330,19 @@ def _fp8_block_linear(fmt: Format, cc: int, ks: KernelSet, model_type: str | Non
 
 
 def _experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
-    if fmt.data_type == "int":
-        return Served(
-            fmt.name,
-            "experts",
-            kernel="WNA16 MoE (Marlin or Humming)",
-            source="layers/fused_moe/oracle/int_wna16.py (always 16-bit activations)",
-        )
-    if fmt.data_type == "nvfp4":
-        return _nvfp4_experts(fmt, cc, ks)
-    if fmt.data_type == "mxfp4":
-        return _mxfp4_experts(fmt, cc)
-    if fmt.data_type == "fp8":
-        return _fp8_block_experts(fmt, cc, ks) if fmt.block else _fp8_experts(fmt, cc, ks)
-    raise QuantscopeError(f"format {fmt.name!r}: no serving rule for data type {fmt.data_type!r}")
+    rule = _EXPERT_RULES.get(fmt.data_type)
+    if rule is None:
+        raise QuantscopeError(f"format {fmt.name!r}: no serving rule for data type {fmt.data_type!r}")
+    return rule(fmt, cc, ks)
+
+
+def _int_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
+    return Served(
+        fmt.name,
+        "experts",
+        kernel="WNA16 MoE (Marlin or Humming)",
+        source="layers/fused_moe/oracle/int_wna16.py (always 16-bit activations)",
+    )
 
 
 def _nvfp4_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
@@ -374,7 +370,7 @@ def _nvfp4_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
     return Served(fmt.name, "experts", "nvfp4", "VLLM_CUTLASS", source=source)
 
 
-def _mxfp4_experts(fmt: Format, cc: int) -> Served:
+def _mxfp4_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
     # compressed_tensors_moe_w4a4_mxfp4.py: CutlassExpertsMxfp4 where it runs (csrc
     # mxfp4_experts_quant_supported: 100 <= capability < 120, so not on sm120), else MarlinExperts.
     source = "compressed_tensors_moe_w4a4_mxfp4.py; layers/fused_moe/experts/cutlass_moe.py"
@@ -420,6 +416,30 @@ def _fp8_block_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
             source=f"{source}; vllm/utils/deep_gemm.py",
         )
     return Served(fmt.name, "experts", "fp8_group", "TRITON", source=source)
+
+
+def _any_fp8_experts(fmt: Format, cc: int, ks: KernelSet) -> Served:
+    return _fp8_block_experts(fmt, cc, ks) if fmt.block else _fp8_experts(fmt, cc, ks)
+
+
+def _nvfp4_any_linear(fmt: Format, cc: int, ks: KernelSet, model_type: str | None) -> Served:
+    return _nvfp4_linear(fmt, cc, ks) if fmt.act_bits < 16 else _nvfp4a16_linear(fmt, cc, ks)
+
+
+# The served-kernels table: one rule per weight family (`formats.FAMILIES`) and layer kind. A
+# family vLLM serves differently per GPU adds its rules here.
+_LINEAR_RULES: dict[str, Callable[[Format, int, KernelSet, str | None], Served]] = {
+    "int": _int_linear,
+    "nvfp4": _nvfp4_any_linear,
+    "mxfp4": lambda fmt, cc, ks, model_type: _mxfp4_linear(fmt, cc, ks),
+    "fp8": _fp8_linear,
+}
+_EXPERT_RULES: dict[str, Callable[[Format, int, KernelSet], Served]] = {
+    "int": _int_experts,
+    "nvfp4": _nvfp4_experts,
+    "mxfp4": _mxfp4_experts,
+    "fp8": _any_fp8_experts,
+}
 
 
 def _refused(fmt: Format, kind: str, why: str, source: str) -> Served:

@@ -116,21 +116,18 @@ def _stored_schemes(
             stored[module], odd[module] = KEPT, weight.format
         else:
             stored[module] = weight.scheme
-            if weight.format != _CANONICAL.get(weight.scheme, weight.format):
-                approximate[module] = f"{weight.format} as {weight.scheme} ({_CANONICAL[weight.scheme]})"
+            canonical = _canonical(weight.scheme)
+            if canonical and weight.format != canonical:
+                approximate[module] = f"{weight.format} as {weight.scheme} ({canonical})"
     return stored, odd, approximate
 
 
-# How AutoRound stores each scheme; a stored weight with another label maps onto the scheme
-# with the same bytes give or take a scale, but other scales or activations (e.g. ModelOpt's
-# weight-only NVFP4 is W4A16, quantscope's nvfp4 W4A4; per-tensor FP8 against per-channel).
-_CANONICAL = {
-    "nvfp4": "NVFP4",
-    "mxfp4": "MXFP4",
-    "fp8": "FP8 per-channel",
-    "fp8_dynamic": "FP8 per-channel (dynamic)",
-    "fp8_block": "FP8 block 128×128",
-}
+def _canonical(scheme: str) -> str:
+    """How AutoRound's export of `scheme` is labelled (`Format.label`), or "" for any label; a
+    stored weight with another label maps onto the scheme with the same bytes give or take a
+    scale, but other scales or activations (e.g. ModelOpt's weight-only NVFP4 is W4A16,
+    quantscope's nvfp4 W4A4; per-tensor FP8 against per-channel)."""
+    return get_format(scheme).label
 
 
 def _reachable(logical: Anatomy, stored: Mapping[str, str]) -> dict[str, str]:

@@ -38,7 +38,7 @@ RECIPE_VERSION = 1
 ALWAYS_KEPT_GROUPS: tuple[str, ...] = ("embed", "norm", "router", "shared_expert_gate", "vision")
 
 # AutoRound re-quantizes MTP layers (not loaded by transformers) with RTN only for integer
-# formats, and never these modules (its BLOCK_NAME_TO_IGNORE list).
+# formats (`Family.quantizes_mtp`), and never these modules (its BLOCK_NAME_TO_IGNORE list).
 _MTP_IGNORED = (".shared_expert_gate.", ".gate.", ".g_proj.", "mtp.fc.")
 
 
@@ -213,7 +213,7 @@ def _eligible(tensor: TensorInfo, fmt: Format, recipe: Recipe, tied: bool) -> bo
         return recipe.quantize_lm_head and not tied
     if tensor.group == "mtp":
         return (
-            fmt.data_type == "int"
+            fmt.family.quantizes_mtp
             and ".layers." in tensor.name
             and not any(ignored in tensor.name for ignored in _MTP_IGNORED)
         )

@@ -27,47 +27,6 @@ from quantscope.plan.recipe import Recipe, assign_schemes
 from quantscope.quantize.manifest import AutoRoundSettings
 from quantscope.util import atomic_path, frozen_heap, write_atomic
 
-# Export formats (AutoRound `format=` values) per weight family, the default first: the route
-# vLLM 0.32 loads (`quantize.vllm_check` asks its classes; tests/test_vllm_check.py). "auto_round"
-# is AutoRound's own layout (vLLM: quant_method "auto-round", `INCConfig`, which accepts integer
-# and block-FP8 packings but refuses NVFP4 ("Unsupported data_type: nv_fp") and per-channel FP8
-# ("Unsupported packing_format: auto_round:fp8_static"): vllm/.../quantization/inc/inc.py);
-# "llm_compressor" is compressed-tensors (`CompressedTensorsConfig`). Notes on the second route:
-# - transformers (<= 5.19) drops the per-expert `weight_global_scale` of compressed-tensors NVFP4
-#   experts; `quantscope.checkpoint.compressed_experts` puts them back when it loads one, so verify checks it;
-# - AutoRound 0.16.1 leaves lm_head out of the compressed-tensors `ignore` list, so loaders would
-#   build it as FP8 without scales (NaN logits): `complete_ignore_list` adds every kept module;
-# - fp8_block: both routes serve in vLLM, neither loads in transformers (`transformers_load_problem`);
-# - fp8 (static activations) on MoE experts has no route vLLM 0.32 loads:
-#   `CompressedTensorsW8A8Fp8MoEMethod` takes per-tensor/per-tensor, per-channel/dynamic per-token
-#   or block scales, not per-channel weights with static activations, and INC refuses fp8_static;
-#   verify fails such an export. fp8_dynamic (the fp8 preset) is per-channel/dynamic per-token.
-EXPORT_FORMATS: dict[str, tuple[str, ...]] = {
-    "int": ("auto_round", "llm_compressor"),
-    "nvfp4": ("llm_compressor", "auto_round"),
-    "mxfp4": ("llm_compressor", "auto_round"),
-    "fp8": ("llm_compressor", "auto_round"),
-    "fp8_dynamic": ("llm_compressor",),
-    "fp8_block": ("llm_compressor", "auto_round"),
-}
-
-# FP8 per-channel weights with dynamic per-token FP8 activations (compressed-tensors' FP8_DYNAMIC,
-# the W8A8 layout vLLM's FP8 MoE method takes with per-channel weights), which AutoRound 0.16 has
-# no preset for (auto_round/schemes.py): group_size -1 is one scale per output channel, and the
-# llm_compressor export writes act_group_size -1 as strategy "token" with dynamic true and no
-# input_scale (auto_round/export/export_to_llmcompressor/export.py, `_get_act_scheme_strategy`).
-FP8_DYNAMIC_SCHEME: Mapping[str, Any] = {
-    "bits": 8,
-    "group_size": -1,
-    "sym": True,
-    "data_type": "fp",
-    "act_bits": 8,
-    "act_group_size": -1,
-    "act_data_type": "fp",
-    "act_dynamic": True,
-    "act_sym": True,
-}
-
 # A complete 16-bit layer_config entry (see the module docstring for why every key is needed).
 KEEP_16BIT: Mapping[str, Any] = {"bits": 16, "act_bits": 16, "data_type": "float", "act_data_type": "float"}
 
@@ -126,20 +85,11 @@ def exported_assignment(anatomy: Anatomy, assignment: Mapping[str, str]) -> dict
 
 
 def layer_config_entry(fmt: Format) -> Any:
-    """The AutoRound layer_config value storing one module in `fmt`."""
+    """The AutoRound layer_config value storing one module in `fmt`: its explicit settings where
+    the format declares them (`Format.autoround_settings`), else its preset."""
     if not fmt.is_quantized:
         return dict(KEEP_16BIT)
-    if fmt.data_type == "int":
-        return {
-            "bits": fmt.weight_bits,
-            "group_size": fmt.group_size,
-            "sym": fmt.sym,
-            "data_type": "int",
-            "act_bits": 16,
-        }
-    if fmt.autoround_scheme is None and fmt.data_type == "fp8" and fmt.act_dynamic and not fmt.block:
-        return dict(FP8_DYNAMIC_SCHEME)
-    return fmt.autoround_scheme
+    return dict(fmt.autoround_settings) if fmt.autoround_settings else fmt.autoround_scheme
 
 
 def autoround_scheme(fmt: Format) -> str | dict[str, Any]:
@@ -149,17 +99,9 @@ def autoround_scheme(fmt: Format) -> str | dict[str, Any]:
             f"scheme {fmt.name!r} quantizes nothing: there is no AutoRound run to do; "
             "use the source checkpoint as the 16-bit variant"
         )
-    if fmt.autoround_scheme is None or (fmt.data_type == "int" and (fmt.group_size != 128 or not fmt.sym)):
+    if fmt.autoround_scheme is None or not fmt.preset_exact:
         return layer_config_entry(fmt)
     return fmt.autoround_scheme
-
-
-def format_family(fmt: Format) -> str:
-    """The export family of a quantized format: "int", "nvfp4", "mxfp4", "fp8" (static per-channel),
-    "fp8_dynamic" or "fp8_block"."""
-    if fmt.data_type == "fp8" and fmt.block:
-        return "fp8_block"
-    return "fp8_dynamic" if fmt.data_type == "fp8" and fmt.act_dynamic else fmt.data_type
 
 
 def choose_export_format(formats: Sequence[Format], requested: str | None) -> str:
@@ -169,9 +111,9 @@ def choose_export_format(formats: Sequence[Format], requested: str | None) -> st
     scheme and the export formats that would work.
     """
     quantized = [fmt for fmt in formats if fmt.is_quantized]
-    chosen = requested or EXPORT_FORMATS[format_family(quantized[0])][0]
+    chosen = requested or quantized[0].export_routes[0]
     for fmt in quantized:
-        allowed = EXPORT_FORMATS.get(format_family(fmt), ())
+        allowed = fmt.export_routes
         if chosen not in allowed:
             raise QuantscopeError(
                 f"scheme {fmt.name!r} cannot be exported in format {chosen!r}; "
@@ -182,7 +124,7 @@ def choose_export_format(formats: Sequence[Format], requested: str | None) -> st
 
 def transformers_load_problem(plan: AutoRoundPlan) -> str | None:
     """Why transformers would load this export wrongly (so it cannot be verified), or None."""
-    if any(format_family(get_format(fmt)) == "fp8_block" for fmt in plan.assignment.values()):
+    if any(get_format(fmt).block for fmt in plan.assignment.values()):  # block-scaled FP8
         return (
             "transformers cannot load FP8 block-scaled exports (auto_round: its AutoRoundConfig rejects a "
             "2-D group_size; llm_compressor: compressed-tensors fails to dequantize block scales), so this "

@@ -15,7 +15,12 @@ from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.checkpoint.contents import SIXTEEN, stored_weights
 from quantscope.checkpoint.declared import auto_round_settings, modelopt_algo
 from quantscope.errors import QuantscopeError
-from quantscope.formats import get_format
+from quantscope.formats import (
+    family_from_autoround,
+    family_from_compressed_tensors,
+    family_from_modelopt,
+    get_format,
+)
 
 _REGEX_CHARS = set(r"*+?^$()[]{}|\\")
 
@@ -46,43 +51,25 @@ def declared_kind(quant_config: Mapping[str, Any], module: str) -> str:
     )
 
 
-# ModelOpt quant_algo -> stored kind: the algos vLLM 0.32's ModelOpt loader builds
-# (vllm/model_executor/layers/quantization/modelopt.py, LINEAR_ALGOS), plus ModelOpt's INT4 AWQ
-# exports (W4A16_AWQ, W4A8_AWQ), which quantscope reads and sizes but vLLM 0.32 does not load.
-_MODELOPT_KINDS = {
-    "NVFP4": "nvfp4",
-    "W4A16_NVFP4": "nvfp4",
-    "FP8": "fp8",
-    "FP8_PER_CHANNEL_PER_TOKEN": "fp8",
-    "FP8_PB_WO": "fp8",
-    "MXFP8": "fp8",
-    "W4A16_AWQ": "int",
-    "W4A8_AWQ": "int",
-}
-
-
 def modelopt_kind(config: Mapping[str, Any], module: str) -> str:
     """The stored kind ("nvfp4", "fp8", "int" or "16bit") ModelOpt declares for `module`."""
     algo = modelopt_algo(config, module)
     if algo is None:
         return SIXTEEN
-    if algo not in _MODELOPT_KINDS:
+    # the algos vLLM 0.32's ModelOpt loader builds (vllm/model_executor/layers/quantization/
+    # modelopt.py, LINEAR_ALGOS), plus ModelOpt's INT4 AWQ exports, which quantscope reads and sizes
+    # but vLLM 0.32 does not load: `Family.modelopt_algos` in the format registry
+    family = family_from_modelopt(algo)
+    if family is None:
         raise QuantscopeError(f"{module}: ModelOpt quant_algo {algo!r} is not one quantscope reads")
-    return _MODELOPT_KINDS[algo]
+    return family
 
 
 def _auto_round_data_kind(entry: Mapping[str, Any], default: Mapping[str, Any]) -> str:
     bits = entry.get("bits", default.get("bits", 16))
     if bits >= 16:
         return SIXTEEN
-    data_type = str(entry.get("data_type", default.get("data_type", "int")))
-    if data_type.startswith("nv_fp"):
-        return "nvfp4"
-    if data_type.startswith("mx_fp"):
-        return "mxfp4"
-    if data_type in ("fp", "float") and bits == 8:
-        return "fp8"
-    return "int"
+    return family_from_autoround(str(entry.get("data_type", default.get("data_type", "int"))), bits)
 
 
 def _auto_round_kind(config: Mapping[str, Any], module: str) -> str:
@@ -96,12 +83,6 @@ def _compressed_tensors_kind(config: Mapping[str, Any], module: str) -> str:
             return SIXTEEN
     for group in (config.get("config_groups") or {}).values():
         weights = group.get("weights") or {}
-        bits, kind, size = weights.get("num_bits", 16), weights.get("type"), weights.get("group_size")
-        if bits >= 16:
-            continue
-        if kind == "int":
-            return "int"
-        if bits == 8:
-            return "fp8"
-        return "nvfp4" if size == 16 else "mxfp4"
+        if weights.get("num_bits", 16) < 16:
+            return family_from_compressed_tensors(weights)
     return SIXTEEN
