@@ -15,6 +15,7 @@ from quantscope.util import import_target
 FORMATS: dict[str, str] = {
     "json": "quantscope.ingest.plain_json:read_plain_json",
     "lm-eval": "quantscope.ingest.lm_eval:read_lm_eval",
+    "eee": "quantscope.ingest.eee:read_eee",
 }
 """Format name -> its reader, `reader(path, fields) -> Source`."""
 
