@@ -1,96 +1,205 @@
-"""How long analysis takes on a realistic store: 10 variants × 1,000 samples (250 items × k=4).
+"""How long each analysis command takes, and how much memory, on a store of realistic size and text.
 
-Builds the store through the Store API (seeded synthetic judgements and token counts, thinking
-text of a few hundred characters), then times, separately: reading + comparing (`analyze`, with
-1,000 bootstrap resamples per CI), `recommend`, picking and reading the example generations, and
-rendering the HTML report. The acceptance bar is analysis (analyze + recommend) under 5 s.
+A real study store holds ~400k generations whose thinking is 50–130 KB each at a 32k cap (real
+R1-Distill-1.5B AIME traces: median ~50 KB), so a benchmark with a few hundred characters per
+generation cannot show what reads text. This builds a store through the `Store` API (`put_variant`,
+`record_run`, `write_results`): `--variants` variants × `--per-variant` generations (items × k = 4
+samples) of one math task, whose text comes from the reasoning-like generator of
+tests/long_traces.py (paragraphs of steps, hesitation markers, equations, boxed answers), about
+`--text-kb` KB each; a share is cut at the cap and a share of those ends in a loop, both growing
+with the variant's index (quantized variants think longer), and accuracy falls with it. A pool of
+distinct generations is cycled (each row still stores its own copy: the database's size is real).
 
-    .venv/bin/python benchmarks/analysis_speed.py [--variants 10] [--samples 1000]
+Then it runs each command as its own process (`python -m quantscope.cli ...`, output discarded) and
+prints its wall and CPU seconds and peak RSS (the child's own `ru_maxrss`, read with `os.wait4`), the
+store's size on disk, and for each export the file's size and its throughput: MB of file, and MB of
+store (its size on disk), per wall second.
+
+    python benchmarks/analysis_speed.py --variants 2 --per-variant 200 --text-kb 50
+    python benchmarks/analysis_speed.py --variants 8 --per-variant 1000 --store /tmp/study  # kept, reused
+
+`--store DIR` builds the store there, or reuses it when DIR already holds one (its size is then
+whatever it was built with), and keeps it; without it the store lives in a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quantscope.analysis.compare import analyze
-from quantscope.analysis.recommend import recommend
-from quantscope.report.html import render, select_examples
-from quantscope.store.database import Store
+from tests.long_traces import LongTrace, long_trace
+
+from quantscope.store.database import DB_NAME, Store
 from quantscope.store.rows import ResultRow, RunRecord, Variant
-from quantscope.util import write_atomic
 
-LIMIT_SECONDS = 5.0
+TASK = "math500"
 CAP = 32768
+K = 4
+POOL = 64
+"""Distinct generations per kind (finished / cut / looping); rows cycle through them."""
+BATCH = 500
+CHARS_PER_TOKEN = 3.6
+"""Characters per token of English reasoning text (Qwen tokenizer, roughly): token counts from text."""
 
 
-def build_store(path: Path, variants: int, samples: int, k: int = 4, seed: int = 0) -> None:
-    """Write `variants` variants of `samples` rows each; variant i loses accuracy and thinks longer with i."""
-    rng = np.random.default_rng(seed)
-    items = samples // k
+def pools(text_kb: int, seed: int) -> dict[str, list[LongTrace]]:
+    """Distinct generations of about `text_kb` KB: finished ones (lognormal sizes around it), and
+    ones cut at the cap (1.3 × `text_kb`), progressing or looping."""
+    rng = random.Random(seed)
+    size = text_kb * 1000
+
+    def sized(scale: float) -> int:
+        return max(2000, int(size * scale))
+
+    return {
+        "stop": [long_trace(rng, sized(rng.lognormvariate(0, 0.3)), "finished") for _ in range(POOL)],
+        "cut": [long_trace(rng, sized(1.3), rng.choice(("cut", "cut-char"))) for _ in range(POOL)],
+        "loop": [
+            long_trace(rng, sized(1.3), rng.choice(("loop-paragraph", "loop-word", "loop-digit")))
+            for _ in range(POOL)
+        ],
+    }
+
+
+def variant_rows(
+    name: str, index: int, spec: str, per_variant: int, pool: dict[str, list[LongTrace]], rng: random.Random
+) -> Iterator[ResultRow]:
+    """`per_variant` rows of one variant: variant i is cut at the cap on 20% + 5%·i of its
+    generations (40% of those looping) and right less often."""
+    cut_share = 0.2 + 0.05 * index
+    for n in range(per_variant):
+        item, sample = divmod(n, K)
+        difficulty = (item * 0.618) % 1.0
+        kind = "stop" if rng.random() > cut_share else ("loop" if rng.random() < 0.4 else "cut")
+        trace = pool[kind][rng.randrange(POOL)]
+        thinking_tokens = int(len(trace.thinking) / CHARS_PER_TOKEN)
+        answer_tokens = 0 if kind != "stop" else 40
+        correct = kind == "stop" and rng.random() > difficulty * (1 + 0.05 * index)
+        yield ResultRow(
+            variant=name, task=TASK, item_id=f"q{item:05d}", sample=sample, spec_hash=spec, seed=sample,
+            target=trace.target, text=trace.text, thinking=trace.thinking,
+            answer=trace.text.partition("</think>")[2].strip(),
+            completion_tokens=thinking_tokens + answer_tokens, thinking_tokens=thinking_tokens,
+            answer_tokens=answer_tokens,
+            finish_reason="stop" if kind == "stop" else "length", seconds=30.0, correct=correct,
+            extracted=trace.target if correct else None, created=0.0, prompt_sha=f"p{item}",
+        )  # fmt: skip
+
+
+def build_store(path: Path, variants: int, per_variant: int, text_kb: int, seed: int = 0) -> None:
+    """Write the store through the Store API, in batches of `BATCH` rows."""
+    pool = pools(text_kb, seed)
+    rng = random.Random(seed)
     with Store(path) as store:
-        for v in range(variants):
-            name = "bf16" if v == 0 else f"variant-{v:02d}"
-            store.put_variant(Variant(name, f"/models/{name}", int(60e9 / (1 + v)), name, v == 0))
-            spec = f"spec-{v}"
+        for index in range(variants):
+            name = "bf16" if index == 0 else f"variant-{index:02d}"
+            store.put_variant(Variant(name, f"/models/{name}", int(60e9 / (1 + index)), name, index == 0))
+            spec = f"spec-{index}"
             store.record_run(
-                RunRecord(spec, name, "aime25", "vllm", f"/m/{name}", True, 0.6, 0.95, 20, CAP, 0, "{}", 0.0)
+                RunRecord(spec, name, TASK, "vllm", f"/m/{name}", True, 0.6, 0.95, 20, CAP, 0, "{}", 0.0)
             )
-            difficulty = rng.uniform(0, 1, items)
-            rows = []
-            for i in range(items):
-                for j in range(k):
-                    tokens = int(min(CAP, rng.lognormal(9.0 + 0.04 * v + difficulty[i], 0.6)))
-                    truncated = tokens >= CAP
-                    correct = (not truncated) and rng.uniform() > difficulty[i] * (1 + 0.05 * v)
-                    thinking = max(1, tokens - 200)
-                    rows.append(
-                        ResultRow(
-                            name, "aime25", f"q{i:04d}", j, spec, j, "42",
-                            "<think>" + "reasoning " * 40 + "</think>\\boxed{42}",
-                            "reasoning " * 40, "\\boxed{42}", tokens, thinking, tokens - thinking,
-                            "length" if truncated else "stop", 30.0, bool(correct), "42", 0.0,
-                        )
-                    )  # fmt: skip
-            store.write_results(rows)
+            batch: list[ResultRow] = []
+            for row in variant_rows(name, index, spec, per_variant, pool, rng):
+                batch.append(row)
+                if len(batch) == BATCH:
+                    store.write_results(batch)
+                    batch = []
+            store.write_results(batch)
+
+
+def store_bytes(path: Path) -> int:
+    """The database's size on disk, with its WAL and shared-memory files."""
+    return sum(f.stat().st_size for f in path.glob(DB_NAME + "*"))
+
+
+def run_command(args: list[str]) -> tuple[float, float, float, int]:
+    """Run `python -m quantscope.cli ARGS`: (wall seconds, CPU seconds (user + system), peak RSS in
+    MB, exit status). The peak is this child's own (`os.wait4`), not the maximum over every child so
+    far (RUSAGE_CHILDREN); CPU seconds are the figure to compare on a machine shared with others."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "quantscope.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        assert child.stderr is not None
+        print(child.stderr.read().decode(errors="replace")[-2000:], file=sys.stderr)
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss / 1024, child.returncode  # ru_maxrss: KiB on Linux
+
+
+def commands(store: Path, out: Path) -> dict[str, list[str]]:
+    """The commands timed: each analysis command, and the exports."""
+    where = ["--store", str(store)]
+    return {
+        "compare": ["compare", *where],
+        "compare --json": ["compare", "--json", *where],
+        "report": ["report", "--out", str(out / "report.html"), *where],
+        "recommend": ["recommend", *where],
+        "runs": ["runs", *where],
+        "export parquet": ["export", "--out", str(out / "all.parquet"), *where],
+        "export parquet, no text": [
+            "export",
+            "--out",
+            str(out / "numbers.parquet"),
+            "--columns",
+            NUMBERS,
+            *where,
+        ],
+        "export jsonl": ["export", "--out", str(out / "all.jsonl"), *where],
+        "export csv": ["export", "--out", str(out / "all.csv"), *where],
+    }
+
+
+NUMBERS = "variant,task,item_id,sample,correct,finish_reason,completion_tokens,thinking_tokens"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=1000, help="samples per variant")
+    parser.add_argument("--variants", type=int, default=2)
+    parser.add_argument("--per-variant", type=int, default=200, help="generations per variant")
+    parser.add_argument("--text-kb", type=int, default=50, help="typical generation size, KB")
+    parser.add_argument("--store", type=Path, help="build the store here, or reuse it; kept")
+    parser.add_argument("--only", nargs="*", help="run only these commands (names as printed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        started = time.perf_counter()
-        build_store(root, args.variants, args.samples)
-        built = time.perf_counter() - started
-        with Store(root) as store:
-            t0 = time.perf_counter()
-            analysis = analyze(store)
-            t1 = time.perf_counter()
-            rec = recommend(analysis, budget_bytes=int(24e9))
-            t2 = time.perf_counter()
-            examples = select_examples(store, analysis, 3)
-            t3 = time.perf_counter()
-        page = render(analysis, rec, examples)
-        write_atomic(root / "report.html", page)
-        t4 = time.perf_counter()
-    analysis_seconds = t2 - t0
-    rows = len(analysis.results)
-    print(
-        f"store: {args.variants} variants × {args.samples} samples = {rows:,} rows (built in {built:.1f} s)"
-    )
-    print(f"analyze (read + metrics + paired bootstrap CIs): {t1 - t0:.2f} s")
-    print(f"recommend (frontier + tie tests):               {t2 - t1:.2f} s")
-    print(f"select + read example generations:             {t3 - t2:.2f} s")
-    print(f"render + write the HTML report ({len(page) / 1e6:.1f} MB):        {t4 - t3:.2f} s")
-    print(f"analysis total: {analysis_seconds:.2f} s (limit {LIMIT_SECONDS:.0f} s) -> {rec.summary()}")
-    return 0 if analysis_seconds < LIMIT_SECONDS else 1
+        store = args.store or Path(tmp) / "store"
+        if (store / DB_NAME).is_file():
+            print(f"reusing the store at {store}")
+        else:
+            started = time.perf_counter()
+            build_store(store, args.variants, args.per_variant, args.text_kb)
+            print(f"built {store} in {time.perf_counter() - started:.1f} s")
+        with Store.existing(store) as opened:
+            rows = opened.count()
+        stored = store_bytes(store)
+        print(f"store: {rows:,} rows, {stored / 1e6:,.1f} MB on disk")
+        heads = ("wall s", 9), ("cpu s", 9), ("peak RSS MB", 13), ("file MB", 9), ("file MB/s", 11)
+        print(f"{'command':<26}" + "".join(f"{h:>{w}}" for h, w in heads) + f"{'store MB/s':>12}")
+        failed = 0
+        for name, command in commands(store, Path(tmp)).items():
+            if args.only and name not in args.only:
+                continue
+            seconds, cpu, rss, status = run_command(command)
+            failed += status != 0
+            line = f"{name:<26}{seconds:>9.2f}{cpu:>9.2f}{rss:>13.0f}"
+            if name.startswith("export") and status == 0:
+                written = Path(command[command.index("--out") + 1])
+                size = written.stat().st_size / 1e6
+                line += f"{size:>9.1f}{size / seconds:>11.1f}{stored / 1e6 / seconds:>12.1f}"
+            print(line + ("" if status == 0 else f"   FAILED (exit {status})"))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

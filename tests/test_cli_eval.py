@@ -52,7 +52,7 @@ def stored_rows(store: Path) -> list[tuple]:
     db = sqlite3.connect(f"file:{store / DB_NAME}?mode=ro", uri=True, timeout=30)
     try:
         return db.execute(
-            "SELECT item_id, sample, text, completion_tokens FROM results ORDER BY item_id, sample"
+            "SELECT item_id, sample, text, completion_tokens FROM results_full ORDER BY item_id, sample"
         ).fetchall()
     finally:
         db.close()
@@ -197,7 +197,7 @@ def test_the_trained_toy_reasoner_scores_and_thinks(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     db = sqlite3.connect(tmp_path / DB_NAME)
     rows = db.execute(
-        "SELECT thinking, answer, thinking_tokens, answer_tokens, correct, extracted FROM results"
+        "SELECT thinking, answer, thinking_tokens, answer_tokens, correct, extracted FROM results_full"
     )
     rows = rows.fetchall()
     assert len(rows) == 4

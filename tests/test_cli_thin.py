@@ -42,3 +42,11 @@ def test_every_command_body_is_at_most_25_lines() -> None:
     assert not over, (
         f"bodies over {MAX_BODY_LINES} lines (logic to its stage, rendering to cli/views): {over}"
     )
+
+
+def test_the_cli_margin_default_is_the_library_default() -> None:
+    # The CLI keeps the margin in points without importing numpy at --help; it must not drift.
+    from quantscope.analysis.decide import DEFAULT_MARGIN
+    from quantscope.cli.app import DEFAULT_MARGIN_POINTS
+
+    assert DEFAULT_MARGIN_POINTS == DEFAULT_MARGIN * 100

@@ -394,7 +394,7 @@ def test_compare_json_carries_items_delta_ci_verdict_and_samples_needed(study: P
 
     result = CliRunner().invoke(app, ["compare", "--store", str(study), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the one-line note of a first signal pass goes to stderr
     by_variant = {c["variant"]: c for c in data["comparisons"]}
     assert by_variant["fp8"]["verdict"] == "equivalent" and by_variant["fp8"]["paired_items"] == N
     assert by_variant["w4-broken"]["decision"]["ci95"][1] < 0
@@ -458,3 +458,36 @@ def test_compare_refuses_another_chat_template(tiny_qwen3_dir: Path, tmp_path: P
     assert "cannot compare 'new-template' with 'base'" in output
     # The template is the one difference named (same thinking mode, sampling, cap and items).
     assert re.search(r"generated differently \(served chat_template_sha '\w+' -> '\w+'\)", output), output
+
+
+def test_cot_token_inflation_ratio_is_paired_over_items(tmp_path: Path) -> None:
+    """The CoT Token Inflation Ratio (arXiv 2606.25519): variant ÷ baseline mean thinking tokens, each
+    item's mean over its samples, over the items both ran (an item only one side ran is left out);
+    its 95% CI agrees with scipy's paired percentile bootstrap of the same statistic."""
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(5)
+    hard = rng.integers(50, 300, size=N + 10)  # item difficulty: both sides think longer on the same items
+    ours = {(i, j): int(hard[i] * 1.3 + rng.integers(0, 40)) for i in range(N) for j in range(2)}
+    theirs = {(i, j): int(hard[i] + rng.integers(0, 40)) for i in range(N + 10) for j in range(2)}
+    with Store(tmp_path) as store:
+        rows = outcomes(N + 10, 2, lambda i, j: True, tokens=lambda i, j: theirs[i, j] + 10)
+        add_variant(store, "bf16", rows, memory=10, recipe="bf16")
+        rows = outcomes(N, 2, lambda i, j: True, tokens=lambda i, j: ours[i, j] + 10)
+        add_variant(store, "w4", rows, memory=4, recipe="w4a16")
+        c = analyze(store).comparison("w4", "synthetic")
+    assert c is not None
+    top = np.array([(ours[i, 0] + ours[i, 1]) / 2 for i in range(N)])
+    bottom = np.array([(theirs[i, 0] + theirs[i, 1]) / 2 for i in range(N)])  # the shared items only
+    cot = c.cot_token_inflation_ratio
+    assert cot.ratio == pytest.approx(top.mean() / bottom.mean()) and cot.items == N
+    reference = bootstrap(
+        (top, bottom),
+        lambda a, b, axis=-1: a.mean(axis=axis) / b.mean(axis=axis),
+        paired=True,
+        n_resamples=20_000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    ).confidence_interval
+    assert cot.ci95 == pytest.approx((reference.low, reference.high), abs=0.01)
+    assert 1.2 < cot.ci95[0] < cot.ci95[1] < 1.4

@@ -1,4 +1,4 @@
-"""The results store: schema, variants, crash-safe batches, resume keys, export."""
+"""The results store: schema, variants, crash-safe batches, resume keys (export: tests/test_export.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 import pytest
 
 from quantscope.errors import QuantscopeError
@@ -158,28 +156,6 @@ def test_columns_read_numbers_but_not_text(store: Store) -> None:
     assert store.columns(["sample"], task="none") == {"sample": []}
     with pytest.raises(QuantscopeError, match="unknown result columns"):
         store.columns(["text"])
-
-
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_export_writes_every_row_with_its_metadata(store: Store, tmp_path: Path, fmt: str) -> None:
-    store.write_results([make_row("a", 0), make_row("a", 1, correct=False), make_row("b", 0)])
-    out = tmp_path / "out" / f"results.{fmt}"
-    assert store.export(out, fmt) == 3
-    table = pq.read_table(out) if fmt == "parquet" else pa_csv.read_csv(out)
-    assert table.num_rows == 3
-    assert table.column("correct").to_pylist() == [1, 0, 1]
-    assert set(table.column("max_tokens").to_pylist()) == {64}
-    assert {"text", "thinking", "answer", "spec_hash", "engine", "model_path", "memory_bytes"} <= set(
-        table.column_names
-    )
-    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no partial file left behind
-
-
-def test_export_of_an_empty_selection_and_bad_format(store: Store, tmp_path: Path) -> None:
-    assert store.export(tmp_path / "e.parquet", "parquet", variant="none") == 0
-    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
-    with pytest.raises(QuantscopeError, match="format"):
-        store.export(tmp_path / "e.json", "json")  # type: ignore[arg-type]
 
 
 # The schema quantscope 0.1 wrote (version 1), to check that such a store still opens and resumes.

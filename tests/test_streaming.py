@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quantscope.cli import app
+from quantscope.errors import QuantscopeError
 from quantscope.store.database import Store
 from tests.loopback import JSONServer
 
@@ -188,3 +189,53 @@ def test_vllm_options_that_change_outputs_are_settings_and_throughput_knobs_are_
         model="m", tasks=["aime25"], engine="vllm", engine_options={**options, "kv_cache_dtype": "auto"}
     )
     assert fp16_cache.generation_hash(fp16_cache.tasks[0]) != spec.generation_hash(spec.tasks[0])
+
+
+def test_every_engine_option_says_whether_it_changes_outputs() -> None:
+    # The trap issue 30 names: an option missing from a hand-kept list of throughput knobs became an
+    # output setting and refused resumes. Now each field declares it; an undeclared one is refused.
+    import dataclasses
+
+    from quantscope.engines.options import changes_outputs
+    from quantscope.engines.registry import ENGINES
+
+    for name, entry in ENGINES.items():
+        kinds = changes_outputs(entry.options)
+        assert set(kinds) == {f.name for f in dataclasses.fields(entry.options)}, name
+
+    @dataclasses.dataclass(frozen=True)
+    class NewOptions:
+        speed: int = 1
+
+    with pytest.raises(QuantscopeError, match=r"NewOptions\.speed: declare it with output"):
+        changes_outputs(NewOptions)
+
+
+def test_a_server_option_about_giving_up_does_not_refuse_a_resume() -> None:
+    from quantscope.evaluate.spec import RunSpec
+
+    def spec(**options: object) -> RunSpec:
+        return RunSpec(model="m", tasks=["aime25"], engine="openai", engine_options=options)
+
+    first, again = spec(abort_after=3, concurrency=8), spec(abort_after=10, concurrency=64)
+    assert first.generation_hash(first.tasks[0]) == again.generation_hash(again.tasks[0])
+    assert first.output_settings(first.tasks[0]).engine_options == {}
+
+
+def test_a_run_stored_with_an_option_now_declared_throughput_still_resumes() -> None:
+    # An earlier release stored openai's abort_after among the output settings; a resume of that
+    # run must not be refused now that the option is declared throughput only.
+    from dataclasses import replace
+
+    from quantscope.evaluate.runner import _changes, _run_record
+    from quantscope.evaluate.spec import RunSpec
+
+    spec = RunSpec(model="m", tasks=["aime25"], engine="openai", engine_options={"abort_after": 3})
+    task = spec.tasks[0]
+    now = spec.output_settings(task)
+    before = replace(now, engine_options={"abort_after": 3})
+    run = replace(_run_record(spec, task, before.hash), settings_json=before.to_json())
+    assert _changes(spec, task, now, run) == []
+    other = replace(before, engine_options={"abort_after": 3, "bogus": 1})
+    moved = replace(run, settings_json=other.to_json())
+    assert _changes(spec, task, now, moved) == ["engine_options {'bogus': 1} -> {}"]

@@ -68,7 +68,7 @@ def sweep_file(directory: Path, sweep: dict | None = None) -> Path:
 def stored_rows(out: Path) -> dict[tuple, tuple]:
     """Every stored row of the sweep's one store: key -> the generated and judged columns."""
     with sqlite3.connect(out / "toy" / "thinking" / "quantscope.db") as db:
-        rows = db.execute(f"SELECT variant, task, item_id, sample, {COMPARED} FROM results").fetchall()
+        rows = db.execute(f"SELECT variant, task, item_id, sample, {COMPARED} FROM results_full").fetchall()
     keyed = {row[:4]: row[4:] for row in rows}
     assert len(keyed) == len(rows)
     return keyed

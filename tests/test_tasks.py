@@ -54,6 +54,19 @@ def test_list_tasks_names_every_benchmark() -> None:
     assert list_tasks() == ["aime25", "gpqa_diamond", "math500", "mmlu_pro", "synthetic"]
 
 
+def test_every_task_declares_the_protocol_hooks() -> None:
+    # The stages read a task's hooks (levels, hub size, trace patterns, answer equality) from its
+    # class; each is part of the Task protocol, so a task that lacks one fails here, not later.
+    from quantscope.tasks.base import Task
+    from quantscope.tasks.registry import task_class
+
+    hooks = [name for name in Task.__annotations__ if name != "name"]
+    assert {"hub", "stratify", "answer_patterns", "hesitation_patterns", "same_answer"} <= set(hooks)
+    for task in list_tasks():
+        missing = [hook for hook in hooks if not hasattr(task_class(task), hook)]
+        assert not missing, f"{task} lacks {missing}"
+
+
 def test_unknown_task_lists_the_known_ones() -> None:
     with pytest.raises(QuantscopeError, match=r"unknown task 'aime24'.*aime25, gpqa_diamond, math500"):
         get_task("aime24")

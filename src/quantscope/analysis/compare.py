@@ -16,6 +16,10 @@ samples), and everything shown next to its delta is computed on those same items
   samples, generations cut while thinking censored (the Kaplan–Meier median, `analysis.thinking`:
   NaN once half of a side is cut, never the cap over the cap), and of the median and the mean
   over finished ones only; `mean_all` is the raw mean, the cap standing in for a cut length;
+- the CoT Token Inflation Ratio (Lian et al. 2026, "Quantization Inflates Reasoning", arXiv
+  2606.25519, the name the literature uses for this ratio): the variant's mean thinking tokens ÷
+  the baseline's, paired over the items both ran, with a paired bootstrap CI over those items
+  (`cot_token_inflation`);
 - comparability: both sides must share the cap, thinking mode, sampling, chat template and
   items (`analysis.comparability`); `analyze` refuses otherwise unless told to allow it.
 
@@ -47,6 +51,7 @@ from quantscope.analysis.decide import (
     family_note,
     in_family,
     paired_items,
+    resampled_means,
 )
 from quantscope.analysis.metrics import (
     DEFAULT_BOOTSTRAP,
@@ -55,7 +60,9 @@ from quantscope.analysis.metrics import (
     TaskMetrics,
     default_budgets,
     forced_curve,
+    item_index,
     load_results,
+    per_item_mean,
     summarize,
     truncation_rate,
 )
@@ -107,6 +114,28 @@ class Inflation:
     mean_finished: float
 
 
+COT_INFLATION_DEFINITION = (
+    "CoT Token Inflation Ratio (Lian et al. 2026, arXiv 2606.25519): the variant's reasoning length ÷ "
+    "the baseline's (quantized ÷ full precision), paired over the items both ran: the mean over those "
+    "items of each item's mean thinking tokens over its samples, variant over baseline (a generation cut "
+    "at the cap counts its thinking so far, so a side that hits the cap more is understated); ci95: "
+    "percentile bootstrap over those items, resampled together on both sides; 1.0 = same length"
+)
+
+
+@dataclass(frozen=True)
+class CotInflation:
+    """The CoT Token Inflation Ratio of one comparison (`COT_INFLATION_DEFINITION`): `ratio` =
+    variant ÷ baseline mean thinking tokens over the `items` both ran (NaN when the baseline thinks
+    0 tokens on them), `ci95` its paired percentile-bootstrap 95% CI over those items (`n_boot`
+    resamples)."""
+
+    ratio: float
+    ci95: tuple[float, float]
+    items: int
+    n_boot: int
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One variant against the baseline on one task (see the module docstring).
@@ -141,6 +170,7 @@ class Comparison:
     truncation_cost: float
     explained_by_truncation: bool
     inflation: Inflation
+    cot_token_inflation_ratio: CotInflation
     verdict: str
     decision: Decision
     mismatches: tuple[str, ...] = ()
@@ -205,6 +235,7 @@ class Analysis:
                     for (v, t), curve in sorted(self.forced.items())
                 ],
                 "note": family_note(len(self.comparisons), self.margin),
+                "definitions": {"cot_token_inflation_ratio": COT_INFLATION_DEFINITION},
             }
         )
 
@@ -285,6 +316,33 @@ def thinking_inflation(variant: Results, baseline: Results) -> Inflation:
     )
 
 
+def cot_token_inflation(
+    variant: Results, baseline: Results, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> CotInflation:
+    """The CoT Token Inflation Ratio of `variant` over `baseline` (one task each, on the same items:
+    `COT_INFLATION_DEFINITION`), with its paired bootstrap 95% CI over the items."""
+    ours, theirs = _item_thinking(variant), _item_thinking(baseline)
+    nan = float("nan")
+    if ours.size == 0 or ours.size != theirs.size:
+        return CotInflation(nan, (nan, nan), int(min(ours.size, theirs.size)), n_boot)
+    # the same item draws on both sides: one resampler (`decide.resampled_means`), one seed each side
+    top = resampled_means(ours, n_boot, np.random.default_rng(seed))
+    bottom = resampled_means(theirs, n_boot, np.random.default_rng(seed))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = top / bottom
+    ratio = float(ours.mean() / theirs.mean()) if theirs.mean() > 0 else nan
+    if not np.isfinite(ratios).all():
+        return CotInflation(ratio, (nan, nan), int(ours.size), n_boot)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return CotInflation(ratio, (float(low), float(high)), int(ours.size), n_boot)
+
+
+def _item_thinking(results: Results) -> np.ndarray:
+    """Each item's mean thinking tokens over its samples, items in sorted id order."""
+    items, n_items = item_index(results.item_id)
+    return per_item_mean(results.thinking_tokens, items, n_items)
+
+
 def truncation_explains(
     delta: float, truncation_delta: float, baseline_finished: float, finished: float
 ) -> tuple[bool, float]:
@@ -316,8 +374,8 @@ def compare_pair(
 ) -> Comparison:
     """Compare `variant` with `baseline` on `task` (both must have rows in `results`), paired on
     the items both ran; `margin` is the equivalence margin (fraction). The decision is a family of
-    one: `as_family` corrects the comparisons shown together. (`n_boot` and `seed` are kept for
-    callers that pass an analysis' options; the decision itself is a t interval.)"""
+    one: `as_family` corrects the comparisons shown together. `n_boot` and `seed` drive the CoT Token
+    Inflation Ratio's bootstrap; the decision itself is a t interval."""
     ours, theirs = results.select(variant, task), results.select(baseline, task)
     for name, rows in ((variant, ours), (baseline, theirs)):
         if len(rows) == 0:
@@ -349,6 +407,7 @@ def compare_pair(
         truncation_cost=float("nan"),
         explained_by_truncation=False,
         inflation=thinking_inflation(ours_shared, theirs_shared),
+        cot_token_inflation_ratio=cot_token_inflation(ours_shared, theirs_shared, n_boot, seed),
         verdict=VERDICT_UNDECIDED,
         decision=decide([pairs], margin),
         mismatches=tuple(mismatches),

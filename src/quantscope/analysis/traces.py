@@ -19,14 +19,26 @@ statement matches by coincidence.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from quantscope.analysis.decide import resampled_means
 from quantscope.analysis.metrics import DEFAULT_BOOTSTRAP
+from quantscope.analysis.signal_table import (
+    COLUMNS,
+    COMPARED,
+    DECOY_COLUMNS,
+    Frame,
+    Progress,
+    TaskRules,
+    ensure_signals,
+    rules_for,
+    stored_table,
+    task_trace_patterns,
+)
 from quantscope.analysis.signals import (
     HESITATION_MARKERS,
     TraceRules,
@@ -37,6 +49,7 @@ from quantscope.analysis.signals import (
     repeated_tail,
 )
 from quantscope.analysis.thinking import ThinkingChange, paired_thinking
+from quantscope.store.rows import SignalBatch, SignalRow
 from quantscope.util import pct, points, pts
 
 if TYPE_CHECKING:
@@ -58,6 +71,7 @@ __all__ = [
     "read_trace",
     "read_traces",
     "repeated_tail",
+    "task_trace_patterns",
     "thinking_findings",
     "trace_report",
 ]
@@ -86,19 +100,30 @@ class TraceRow:
 
 @dataclass
 class _Signals:
-    """Per-row signals of one (variant, task), column by column."""
+    """Per-row signals of one (variant, task), column by column: what every row holds, and the
+    stored signals (`signal_table.COLUMNS`) by column."""
 
     item: list[str] = field(default_factory=list)
+    sample: list[int] = field(default_factory=list)
     target: list[str] = field(default_factory=list)
-    thinking: list[str] = field(default_factory=list)
-    loops: list[bool] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
-    per_k: list[float] = field(default_factory=list)
-    found: list[bool | None] = field(default_factory=list)
-    first: list[float | None] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     censored: list[bool] = field(default_factory=list)
+    stored: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    thinking: list[str] = field(default_factory=list)
+    """Read from text only: the thinking of the baseline's correct math rows (false_found), else ""."""
+
+    def add(self, item: str, sample: int, target: str, truncated: bool, correct: bool) -> None:
+        self.item.append(item)
+        self.sample.append(sample)
+        self.target.append(target)
+        self.truncated.append(truncated)
+        self.correct.append(correct)
+
+    def add_tokens(self, thinking_tokens: int, answer_tokens: int) -> None:
+        self.tokens.append(thinking_tokens)
+        self.censored.append(self.truncated[-1] and answer_tokens == 0)
 
 
 @dataclass(frozen=True)
@@ -179,33 +204,56 @@ def read_traces(
     """Read every row (one pass; rows may stream from the store) and compare each variant with
     `baseline`. `task_patterns` maps a task to its own answer patterns (None or absent: not a math
     task, no found-but-not-committed); `task_hesitations` to its own hesitation patterns."""
-    rules = rules or TraceRules()
     math = {t: p for t, p in (task_patterns or {}).items() if p is not None}
     hesitations = task_hesitations or {}
-    per_task = {
-        t: rules.with_patterns(math.get(t, ()), hesitations.get(t, ())) for t in {*math, *hesitations}
-    }
+
+    def patterns(task: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        return (tuple(math[task]) if task in math else None), tuple(hesitations.get(task, ()))
+
+    per_task: dict[str, TaskRules] = {}
     signals: dict[tuple[str, str], _Signals] = defaultdict(_Signals)
     for row in rows:
-        task_rules = per_task.get(row.task, rules)
-        is_math = row.task in math
-        read = read_trace(row.thinking, row.text, row.target, task_rules, math=is_math)
+        if row.task not in per_task:
+            per_task.update(rules_for([row.task], rules, patterns))
+        task = per_task[row.task]
         column = signals[(row.variant, row.task)]
-        column.item.append(row.item_id)
-        column.target.append(row.target)
-        keep = is_math and row.correct and row.variant == baseline  # for false_found
+        column.add(row.item_id, 0, row.target, row.truncated, row.correct)
+        column.add_tokens(row.thinking_tokens, row.answer_tokens)
+        values = task.read(row.thinking, row.text, row.target)
+        for (name, _), value in zip(COLUMNS, values, strict=True):
+            column.stored[name].append(value)
+        keep = task.math and row.correct and row.variant == baseline  # for false_found
         column.thinking.append(row.thinking if keep else "")
-        column.loops.append(read.loops)
-        column.truncated.append(row.truncated)
-        column.correct.append(row.correct)
-        column.per_k.append(1000 * read.hesitations / row.thinking_tokens if row.thinking_tokens else np.nan)
-        column.found.append(read.found)
-        column.first.append(read.first_found)
-        column.tokens.append(row.thinking_tokens)
-        column.censored.append(row.truncated and row.answer_tokens == 0)
+
+    def fired(
+        key: tuple[str, str], column: _Signals, decoy: Mapping[str, str], rows: list[int]
+    ) -> list[bool]:
+        rules = per_task[key[1]].rules
+        return [
+            first_statement_of(column.thinking[i], decoy[column.item[i]], rules) is not None for i in rows
+        ]
+
+    return _report(signals, baseline, rules or TraceRules(), per_task, n_boot, seed, fired)
+
+
+FalseFound = Callable[[tuple[str, str], "_Signals", Mapping[str, str], list[int]], list[bool]]
+"""Whether each of the rows (indices) of a (variant, task) "finds" its item's decoy answer."""
+
+
+def _report(
+    signals: Mapping[tuple[str, str], _Signals],
+    baseline: str,
+    rules: TraceRules,
+    per_task: Mapping[str, TaskRules],
+    n_boot: int,
+    seed: int,
+    fired: FalseFound,
+) -> TraceReport:
+    """Stats for every (variant, task) and each variant's comparison with `baseline`."""
     stats = []
     for (variant, task), column in sorted(signals.items()):
-        false = _false_found(column, per_task[task]) if variant == baseline and task in math else None
+        math = per_task[task].math
+        false = _false_found((variant, task), column, fired) if variant == baseline and math else None
         stats.append(_stats(variant, task, column, false))
     comparisons = [
         _compare(variant, baseline, task, column, signals[(baseline, task)], n_boot, seed)
@@ -215,19 +263,21 @@ def read_traces(
     return TraceReport(baseline, rules, tuple(stats), tuple(comparisons))
 
 
-def _columns(column: _Signals) -> dict[str, np.ndarray]:
-    """Per-row values of each signal (NaN where it does not apply)."""
-    loops, truncated = np.array(column.loops), np.array(column.truncated)
-    correct = np.array(column.correct)
-    found = np.array([np.nan if f is None else float(f) for f in column.found])
-    return {
-        "loop_rate": loops.astype(float),
-        "truncated_looping": (loops & truncated).astype(float),
-        "truncated_progressing": (~loops & truncated).astype(float),
-        "truncated": truncated.astype(float),
-        "hesitations_per_k": np.array(column.per_k, dtype=float),
-        "not_committed": np.where(np.isnan(found), np.nan, found * (~correct)),
+def _frame(column: _Signals) -> Frame:
+    decoys = {name for name, _ in DECOY_COLUMNS}
+    stored = {
+        name: np.array([np.nan if v is None else v for v in values], dtype=float)
+        for name, values in column.stored.items()
+        if name not in decoys
     }
+    truncated, correct = np.array(column.truncated, dtype=bool), np.array(column.correct, dtype=bool)
+    return Frame(stored, truncated, correct, np.array(column.tokens))
+
+
+def _columns(column: _Signals) -> dict[str, np.ndarray]:
+    """Per-row values of each compared signal (NaN where it does not apply)."""
+    frame = _frame(column)
+    return {signal.name: signal.per_row(frame) for signal in COMPARED}
 
 
 def _item_means(items: Sequence[str], values: np.ndarray) -> dict[str, float]:
@@ -240,20 +290,17 @@ def _item_means(items: Sequence[str], values: np.ndarray) -> dict[str, float]:
 
 def _stats(variant: str, task: str, column: _Signals, false_found: float | None) -> TraceStats:
     means = {name: _item_means(column.item, values) for name, values in _columns(column).items()}
-    first = [f for f in column.first if f is not None]
+    first = [f for f in column.stored["first_found"] if f is not None]
 
     def mean(name: str) -> float:
         return float(np.mean(list(means[name].values()))) if means[name] else float("nan")
 
+    shown = {f.name for f in fields(TraceStats)}
     return TraceStats(
         variant=variant,
         task=task,
         samples=len(column.item),
-        loop_rate=mean("loop_rate"),
-        truncated_looping=mean("truncated_looping"),
-        truncated_progressing=mean("truncated_progressing"),
-        hesitations_per_k=mean("hesitations_per_k"),
-        not_committed=mean("not_committed"),
+        **{name: mean(name) for name in means if name in shown},
         first_found=float(np.median(first)) if first else float("nan"),
         false_found=false_found,
     )
@@ -269,7 +316,7 @@ def _compare(
         )
         for name in mine
     }
-    committed = deltas["not_committed"]
+    committed = deltas.pop("not_committed")
     thinking = paired_thinking(
         (ours.item, np.array(ours.tokens), np.array(ours.censored)),
         (theirs.item, np.array(theirs.tokens), np.array(theirs.censored)),
@@ -280,12 +327,8 @@ def _compare(
         variant=variant,
         baseline=baseline,
         task=task,
-        loop_rate=deltas["loop_rate"],
-        truncated_looping=deltas["truncated_looping"],
-        truncated_progressing=deltas["truncated_progressing"],
-        hesitations_per_k=deltas["hesitations_per_k"],
+        **deltas,
         not_committed=committed if committed.items else None,
-        truncated=deltas["truncated"],
         thinking=thinking if thinking.items else None,
     )
 
@@ -305,12 +348,9 @@ def item_delta(ours: Mapping[str, float], theirs: Mapping[str, float], n_boot: i
     return Delta(float(a.mean()), float(b.mean()), float(diff.mean()), float(low), float(high), len(shared))
 
 
-def _false_found(column: _Signals, rules: TraceRules) -> float | None:
-    """The found-detector's coincidence rate on correct traces: another item's gold answer
-    (the next item, in stored order, whose answer differs) "found" in this trace."""
+def _decoys(column: _Signals) -> dict[str, str]:
+    """Each item's decoy: the next item's gold answer (in stored order) that differs from its own."""
     targets = list(dict.fromkeys(zip(column.item, column.target, strict=True)))
-    if len(targets) < 2:
-        return None
     decoy = {}
     for index, (item, target) in enumerate(targets):
         for step in range(1, len(targets)):
@@ -318,25 +358,23 @@ def _false_found(column: _Signals, rules: TraceRules) -> float | None:
             if normal_answer(other) != normal_answer(target):
                 decoy[item] = other
                 break
-    fired = [
-        first_statement_of(thinking, decoy[item], rules) is not None
-        for item, thinking, correct in zip(column.item, column.thinking, column.correct, strict=True)
-        if correct and thinking and item in decoy
+    return decoy
+
+
+def _false_found(key: tuple[str, str], column: _Signals, fired: FalseFound) -> float | None:
+    """The found-detector's coincidence rate on correct traces: another item's gold answer
+    (the next item, in stored order, whose answer differs) "found" in this trace."""
+    if len(set(zip(column.item, column.target, strict=True))) < 2:
+        return None
+    decoy = _decoys(column)
+    chars = column.stored["thinking_chars"]
+    rows = [
+        i
+        for i, (item, correct) in enumerate(zip(column.item, column.correct, strict=True))
+        if correct and chars[i] and item in decoy
     ]
-    return float(np.mean(fired)) if fired else None
-
-
-def task_trace_patterns(task: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
-    """A stored task's own (answer patterns, hesitation patterns): answer patterns None for a task
-    that is not math (or that this install lacks)."""
-    from quantscope.errors import QuantscopeError
-    from quantscope.tasks.registry import task_class
-
-    try:
-        kind = task_class(task)
-    except QuantscopeError:
-        return None, ()
-    return getattr(kind, "answer_patterns", None), tuple(getattr(kind, "hesitation_patterns", ()))
+    found = fired(key, column, decoy, rows)
+    return float(np.mean(found)) if found else None
 
 
 def trace_report(
@@ -346,30 +384,61 @@ def trace_report(
     tasks: Sequence[str] | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> TraceReport:
-    """`read_traces` over every row of `store` (of `tasks`, when given), streamed."""
-
-    def rows() -> Iterator[TraceRow]:
-        for row in store.traces():
-            if tasks is None or row["task"] in tasks:
-                yield TraceRow(
-                    variant=row["variant"],
-                    task=row["task"],
-                    item_id=str(row["item_id"]),
-                    target=row["target"],
-                    thinking=row["thinking"],
-                    text=row["text"],
-                    thinking_tokens=int(row["thinking_tokens"]),
-                    truncated=row["finish_reason"] == "length",
-                    correct=bool(row["correct"]),
-                    answer_tokens=int(row["answer_tokens"]),
-                )
-
+    """The report `read_traces` gives on every row of `store` (of `tasks`, when given), read from
+    the signals stored beside the text (`signal_table`): those the store lacks for these rules are
+    computed first, once (`progress` follows that pass)."""
     names = tasks if tasks is not None else sorted({task for _, task in store.pairs()})
-    patterns = {task: task_trace_patterns(task) for task in names}
-    answers = {task: found for task, (found, _) in patterns.items()}
-    hesitations = {task: own for task, (_, own) in patterns.items() if own}
-    return read_traces(rows(), baseline, rules, answers, n_boot, seed, hesitations)
+    per_task = rules_for(names, rules)
+    ensure_signals(store, per_task, progress)
+    table = stored_table(store, per_task)
+    signals: dict[tuple[str, str], _Signals] = defaultdict(_Signals)
+    for i, (variant, task) in enumerate(zip(table["variant"], table["task"], strict=True)):
+        column = signals[(variant, task)]
+        truncated = table["finish_reason"][i] == "length"
+        column.add(
+            str(table["item_id"][i]),
+            int(table["sample"][i]),
+            table["target"][i],
+            truncated,
+            bool(table["correct"][i]),
+        )
+        column.add_tokens(int(table["thinking_tokens"][i]), int(table["answer_tokens"][i]))
+        for name, _ in COLUMNS:
+            column.stored[name].append(table[name][i])
+
+    def fired(
+        key: tuple[str, str], column: _Signals, decoy: Mapping[str, str], rows: list[int]
+    ) -> list[bool]:
+        return _stored_decoys(store, key, column, per_task[key[1]], decoy, rows)
+
+    return _report(signals, baseline, rules or TraceRules(), per_task, n_boot, seed, fired)
+
+
+def _stored_decoys(
+    store: Store,
+    key: tuple[str, str],
+    column: _Signals,
+    rules: TaskRules,
+    decoy: Mapping[str, str],
+    rows: list[int],
+) -> list[bool]:
+    """Whether each row "finds" its decoy: as stored when its decoy is the one stored with it, else
+    read from its thinking (fetched by key) and stored for next time."""
+    stale = [i for i in rows if column.stored["decoy"][i] != decoy[column.item[i]]]
+    keys = [(*key, column.item[i], column.sample[i]) for i in stale]
+    texts = store.generations(keys)
+    update = []
+    for i, row_key in zip(stale, keys, strict=True):
+        found = int(
+            first_statement_of(texts[row_key]["thinking"], decoy[column.item[i]], rules.rules) is not None
+        )
+        column.stored["decoy"][i], column.stored["decoy_found"][i] = decoy[column.item[i]], found
+        update.append(SignalRow(row_key, rules.version, (decoy[column.item[i]], found)))
+    if update:
+        store.write_signals(SignalBatch(DECOY_COLUMNS, tuple(update)))
+    return [bool(column.stored["decoy_found"][i]) for i in rows]
 
 
 def thinking_findings(
@@ -414,13 +483,10 @@ def _most_truncated_level(levels: TaskLevels | None, variant: str) -> str | None
 def _finding(c: Comparison, t: TraceComparison, level: str | None = None) -> str:
     thinking = thinking_words(t.thinking)
     accuracy = f"accuracy {pts(c.delta)} pts [{pts(c.delta_ci_low)}, {pts(c.delta_ci_high)}], {c.verdict}"
+    named = [(s.label, getattr(t, s.name), s.per_k) for s in COMPARED if s.label]
     signals = [
         f"{name} {points(delta.delta, rate=rate, signed=True)}{'/1k tokens' if rate else ' pts'}"
-        for name, delta, rate in (
-            ("loops", t.loop_rate, False),
-            ("hesitations", t.hesitations_per_k, True),
-            ("found-not-given", t.not_committed, False),
-        )
+        for name, delta, rate in named
         if delta is not None and delta.significant
     ]
     longer = t.thinking is not None and t.thinking.significant

@@ -96,6 +96,9 @@ BaselineOpt = Annotated[
     str | None,
     typer.Option(help="Variant to compare against (default: the one marked baseline, else a bf16 recipe)."),
 ]
+DEFAULT_MARGIN_POINTS = 2.0
+"""`analysis.decide.DEFAULT_MARGIN` in accuracy points, the margin options' default. Kept here so
+`--help` imports no numpy; tests/test_cli_thin.py checks the two agree."""
 MarginOpt = Annotated[
     float,
     typer.Option(
@@ -141,7 +144,6 @@ ContextOpt = Annotated[
 ]
 KvDtypeOpt = Annotated[str, typer.Option(help="KV cache dtype: auto (the model's), fp8, bfloat16, float16.")]
 TpOpt = Annotated[int, typer.Option("--tp", help="GPUs per model replica (tensor parallel).")]
-DEFAULT_CONTEXT = 32768
 PromptTokensOpt = Annotated[
     int, typer.Option(help="Prompt tokens assumed per sequence (the store records completions only).")
 ]
@@ -166,9 +168,8 @@ def gpu_budget(
         if gpu_memory is not None:
             raise QuantscopeError("--gpu-memory needs --gpu (its bandwidth drives the throughput)")
         return None
-    card = get_gpu(gpu)
-    size = size_or_none(gpu_memory) or card.memory_bytes
-    return GpuBudget(card, size, ServingOptions(kv_dtype=kv_dtype, tp=tp), prompt_tokens, price)
+    options = ServingOptions(kv_dtype=kv_dtype, tp=tp)
+    return GpuBudget.on(get_gpu(gpu), size_or_none(gpu_memory), options, prompt_tokens, price)
 
 
 def store_dir(store: Path | None) -> Path:
@@ -214,6 +215,27 @@ def progress_bars(*extra: ProgressColumn) -> Progress:
     """A progress display (description, bar, done/total, `extra` columns, elapsed) on the console."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra)
     return Progress(*columns, TimeElapsedColumn(), console=console)
+
+
+class SignalProgress:
+    """The progress of a pass computing stored trace signals (`analysis.signal_table.Progress`),
+    on stderr (stdout may carry --json): its one-line reason, then a bar until it is done."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+
+    def __call__(self, done: int, total: int, note: str) -> None:
+        if self._bar is None:
+            err_console.print(note, highlight=False, soft_wrap=True)
+            self._bar = Progress(
+                TextColumn("[bold]trace signals"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err_console, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("signals", total=total)
+        self._bar.update(self._task, completed=done)
+        if done >= total:
+            self._bar.stop()
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.progress import Progress, TaskID, TextColumn
 
-from quantscope.cli.app import StoreOpt, app, console, friendly_errors, progress_bars, size_or_none, store_dir
+from quantscope.cli.app import (
+    DEFAULT_MARGIN_POINTS,
+    BaselineOpt,
+    StoreOpt,
+    app,
+    console,
+    friendly_errors,
+    progress_bars,
+    size_or_none,
+    store_dir,
+)
+from quantscope.engines.base import DEFAULT_MAX_TOKENS
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
@@ -17,6 +28,12 @@ if TYPE_CHECKING:
 # eval's parameters that are not RunSpec fields, and the ones named differently on the command line.
 _NOT_SPEC_FIELDS = ("spec", "store", "until_decided", "max_k", "margin", "against")
 _SPEC_FIELD = {"task": "tasks", "engine_option": "engine_options", "memory": "memory_bytes"}
+
+_RESULTS_FORMATS = {"eee": "eee:export_eee", "hf-eval-results": "hf_eval_results:export_hf_eval_results"}
+_RESULTS = (
+    "eee (Every Eval Ever 0.3.0 aggregate JSON + instance JSONL, with the paired analysis against the "
+    "baseline) | hf-eval-results (.eval_results/*.yaml for one variant's model repo on the Hub)"
+)
 
 
 def _engine_options(pairs: list[str] | None) -> dict[str, Any] | None:
@@ -137,7 +154,9 @@ def eval_(
         typer.Option(help="Overrides the preset (0 = off; Qwen3.5's thinking preset uses 1.5)."),
     ] = None,
     repetition_penalty: Annotated[float | None, typer.Option(help="Overrides the preset (1 = off).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Generation cap in tokens (default 32768).")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help=f"Generation cap in tokens (default {DEFAULT_MAX_TOKENS}).")
+    ] = None,
     k: Annotated[int | None, typer.Option("-k", "--samples", help="Samples per item (default 1).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each task.")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed; sample j uses seed + j (default 0).")] = None,
@@ -205,7 +224,7 @@ def eval_(
     ] = 16,
     margin: Annotated[
         float, typer.Option(help="With --until-decided: the equivalence margin (points).")
-    ] = 2.0,
+    ] = DEFAULT_MARGIN_POINTS,
     against: Annotated[
         str | None, typer.Option(help="With --until-decided: the baseline variant (default: the store's).")
     ] = None,
@@ -252,18 +271,45 @@ def runs(store: StoreOpt = None) -> None:
 @app.command()
 @friendly_errors
 def export(
-    out: Annotated[Path, typer.Option(help="File to write (.parquet or .csv).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="File to write (.parquet, .csv or .jsonl); a folder for eee / hf-eval-results."),
+    ],
     format: Annotated[
-        str | None, typer.Option("--format", help="parquet | csv (default: from --out's suffix).")
+        str | None,
+        typer.Option("--format", help=f"parquet | csv | jsonl (default: from --out's suffix) | {_RESULTS}."),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Only these columns, comma-separated (e.g. leave the text out); default all."),
     ] = None,
     store: StoreOpt = None,
     variant: Annotated[str | None, typer.Option(help="Only this variant.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    baseline: BaselineOpt = None,
 ) -> None:
-    """Export every stored generation with its judgement and run metadata to Parquet or CSV."""
+    """Export every stored generation with its judgement and run metadata to Parquet, CSV or JSON
+    Lines, streamed in batches (memory stays flat whatever the store's size), or the results as
+    Every Eval Ever files or the Hub's .eval_results."""
     from quantscope.store.database import Store
+    from quantscope.store.export import export_results
 
-    fmt = format or ("csv" if out.suffix.lower() == ".csv" else "parquet")
+    if format in _RESULTS_FORMATS:
+        return _export_results(format, out, store, {"variant": variant, "task": task, "baseline": baseline})
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     with Store.existing(store_dir(store)) as opened:
-        count = opened.export(out, fmt, variant=variant, task=task)  # type: ignore[arg-type]
+        count = export_results(opened, out, format, columns=chosen, variant=variant, task=task)
     console.print(f"wrote {count} rows to {out}")
+
+
+def _export_results(fmt: str, out: Path, store: Path | None, options: dict[str, str | None]) -> None:
+    """export --format eee / hf-eval-results: the writer in `quantscope.report` (with --variant,
+    --task and --baseline), then what it wrote."""
+    from quantscope.store.database import Store
+    from quantscope.util import import_target
+
+    write = import_target(f"quantscope.report.{_RESULTS_FORMATS[fmt]}")
+    with Store.existing(store_dir(store)) as opened:
+        written = write(opened, out, **options)
+    for part in written:
+        console.print(f"wrote {part}", soft_wrap=True, highlight=False)

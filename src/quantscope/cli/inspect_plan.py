@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from quantscope.cli.app import (
-    DEFAULT_CONTEXT,
     ContextOpt,
     GpuMemoryOpt,
     GpuOpt,
@@ -23,6 +22,7 @@ from quantscope.cli.app import (
     friendly_errors,
     size_or_none,
 )
+from quantscope.engines.base import DEFAULT_MAX_TOKENS
 from quantscope.errors import QuantscopeError
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def plan(
     ] = None,
     gpu: GpuOpt = None,
     gpu_memory: GpuMemoryOpt = None,
-    context: ContextOpt = DEFAULT_CONTEXT,
+    context: ContextOpt = DEFAULT_MAX_TOKENS,
     kv_dtype: KvDtypeOpt = "auto",
     tp: TpOpt = 1,
     revision: RevisionOpt = None,

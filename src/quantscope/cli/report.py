@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from quantscope.cli.app import (
+    DEFAULT_MARGIN_POINTS,
     AllowMismatchOpt,
     BaselineOpt,
     BudgetOpt,
@@ -21,6 +22,7 @@ from quantscope.cli.app import (
     ModelConfigOpt,
     PriceOpt,
     PromptTokensOpt,
+    SignalProgress,
     StoreOpt,
     TpOpt,
     app,
@@ -42,7 +44,7 @@ def compare(
     task: Annotated[
         list[str] | None, typer.Option("--task", "-t", help="Only these tasks; repeatable.")
     ] = None,
-    margin: MarginOpt = 2.0,
+    margin: MarginOpt = DEFAULT_MARGIN_POINTS,
     allow_mismatch: AllowMismatchOpt = False,
     settings_study: Annotated[
         bool,
@@ -59,23 +61,19 @@ def compare(
     that would decide it), truncation and thinking; for a task with levels, the same by level;
     then why thinking differs, read from the stored text (loops, hesitations, answers found and not
     given). Refuses variants generated under other settings."""
-    from quantscope.analysis.compare import analyze
-    from quantscope.analysis.levels import level_report
-    from quantscope.analysis.traces import trace_report
+    from quantscope.analysis.study import read_study
     from quantscope.cli.views.analysis import comparison_json, comparison_views
     from quantscope.store.database import Store
 
     with Store.existing(store_dir(store)) as opened:
-        analysis = analyze(
+        study = read_study(
             opened, baseline, tasks=task or None, margin=margin / 100, allow_mismatch=allow_mismatch,
-            settings_study=settings_study,
+            settings_study=settings_study, rules=trace_rules(markers), progress=SignalProgress(),
         )  # fmt: skip
-        traces = trace_report(opened, analysis.baseline, trace_rules(markers), tasks=analysis.tasks)
-        levels = level_report(opened, analysis)
     if as_json:
-        console.print_json(comparison_json(analysis, traces, levels))
+        console.print_json(comparison_json(study))
         return
-    for part in comparison_views(analysis, traces, levels, width=console.width):
+    for part in comparison_views(study, width=console.width):
         console.print(part)
 
 
@@ -85,7 +83,7 @@ def recommend(
     budget: BudgetOpt = None,
     store: StoreOpt = None,
     baseline: BaselineOpt = None,
-    margin: MarginOpt = 2.0,
+    margin: MarginOpt = DEFAULT_MARGIN_POINTS,
     allow_mismatch: AllowMismatchOpt = False,
     gpu: GpuOpt = None,
     gpu_memory: GpuMemoryOpt = None,
@@ -129,7 +127,7 @@ def report(
     budget: BudgetOpt = None,
     examples: Annotated[int, typer.Option(help="Example generations shown per variant.")] = 3,
     title: Annotated[str, typer.Option(help="Report title.")] = "quantscope report",
-    margin: MarginOpt = 2.0,
+    margin: MarginOpt = DEFAULT_MARGIN_POINTS,
     allow_mismatch: AllowMismatchOpt = False,
     gpu: GpuOpt = None,
     gpu_memory: GpuMemoryOpt = None,
@@ -150,6 +148,7 @@ def report(
         store_dir(store), out, baseline=baseline, budget_bytes=size_or_none(budget),
         examples_per_variant=examples, title=title, margin=margin / 100, allow_mismatch=allow_mismatch,
         gpu=on_gpu, model_config=read_config(model_config) if model_config else None,
+        progress=SignalProgress(),
     )  # fmt: skip
     console.print(comparison_table(written.analysis, width=console.width))
     console.print(recommendation_panel(written.recommendation, width=console.width))

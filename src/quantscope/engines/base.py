@@ -17,6 +17,10 @@ from typing import Any, Protocol
 
 from quantscope.errors import QuantscopeError
 
+DEFAULT_MAX_TOKENS = 32768
+"""The default generation cap (tokens): the study's reasoning cap. The one definition: a run's and a
+sweep's `max_tokens` and the serving plan's context default to it."""
+
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
@@ -31,7 +35,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
-    max_tokens: int = 32768
+    max_tokens: int = DEFAULT_MAX_TOKENS
     seed: int | None = None
     min_p: float = 0.0
     presence_penalty: float = 0.0

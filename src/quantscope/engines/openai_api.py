@@ -38,7 +38,6 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -55,37 +54,16 @@ from quantscope.engines.base import (
     outcome_of,
     split_thinking,
 )
+from quantscope.engines.options import OpenAIOptions
 from quantscope.errors import QuantscopeError
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class OpenAIOptions:
-    """Engine options. `base_url`: the server's OpenAI root (ending in /v1); `api_key`: sent as a
-    bearer token (None: $OPENAI_API_KEY, else none); `concurrency`: requests in flight;
-    `timeout_s`: seconds per HTTP request; `max_retries`: retries per request after the first try;
-    `backoff_s`: first retry delay in seconds, doubled each retry (capped at 60, with jitter);
-    `tokenizer`: tokenizer path / hub id for counting thinking tokens when the server does not;
-    `abort_after`: failed connection attempts in a row after which the server counts as down (0:
-    max(3, min(concurrency, 8))). Size `concurrency` to what the server batches: vLLM's
-    `--max-num-seqs` (256 by default), less when long generations fill its KV cache."""
-
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key: str | None = None
-    concurrency: int = 64
-    timeout_s: float = 3600.0
-    max_retries: int = 5
-    backoff_s: float = 1.0
-    tokenizer: str | None = None
-    abort_after: int = 0
 
 
 class OpenAIEngine:
     """Chat completions from an OpenAI-compatible server (see the module docstring)."""
 
     name = "openai"
-    options_type = OpenAIOptions
 
     def __init__(self, model: str, options: OpenAIOptions | None = None) -> None:
         self.model = model

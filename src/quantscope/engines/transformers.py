@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,21 +33,9 @@ from quantscope.engines.base import (
     split_thinking,
     think_close_id,
 )
+from quantscope.engines.options import TransformersOptions
 from quantscope.errors import QuantscopeError
 from quantscope.store.settings import text_fingerprint
-
-
-@dataclass(frozen=True)
-class TransformersOptions:
-    """Engine options. `dtype`: auto (the checkpoint's) | bfloat16 | float16 | float32;
-    `device`: auto (cuda when visible, else cpu) | cpu | cuda | cuda:N; `batch_size`: requests per
-    `generate` call; `revision`: hub revision; `trust_remote_code`: run the repository's own code."""
-
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_size: int = 16
-    revision: str | None = None
-    trust_remote_code: bool = False
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -155,7 +142,6 @@ class TransformersEngine:
     """Batched generation with a Hugging Face causal LM (see the module docstring)."""
 
     name = "transformers"
-    options_type = TransformersOptions
 
     def __init__(self, model: str, options: TransformersOptions | None = None) -> None:
         self.options = options or TransformersOptions()

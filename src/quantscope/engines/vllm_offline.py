@@ -35,7 +35,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import vllm
@@ -55,64 +54,17 @@ from quantscope.engines.base import (
     split_thinking,
     think_close_id,
 )
+from quantscope.engines.options import VLLMOptions
 from quantscope.errors import QuantscopeError
 from quantscope.store.settings import text_fingerprint
 
 CPU_DEFAULT_KV_CACHE_GIB = 1.0
 
 
-@dataclass(frozen=True)
-class VLLMOptions:
-    """Engine options, passed to `vllm.LLM`. `dtype`: auto | bfloat16 | float16 | float32;
-    `max_model_len`: context length in tokens (prompt + completion; None: the model's);
-    `gpu_memory_utilization`: fraction of GPU memory vLLM may take (on CPU: of RAM);
-    `kv_cache_gib`: explicit KV cache size in GiB (CPU default 1); `tensor_parallel_size`: GPUs per
-    model; `enforce_eager`: no CUDA graphs / compile; `in_process`: run the engine core in this
-    process (None: yes on CPU, no on GPU); `revision`, `trust_remote_code`: as in transformers;
-    `kv_cache_dtype`: auto | fp8 (an FP8 KV cache changes outputs: an output setting);
-    `max_num_seqs`: sequences scheduled at once (None: vLLM's default); `enable_prefix_caching`;
-    `data_parallel_size`: 1 (vLLM refuses more in one process; see `__post_init__`);
-    `speculative_config`: e.g.
-    `{"method": "mtp", "num_speculative_tokens": 2}` to draft with a Qwen3.5 checkpoint's own MTP
-    head (vLLM maps qwen3_5 / qwen3_5_moe to its Qwen3_5(Moe)MTP drafter: vllm/config/speculative.py;
-    GPU only: vLLM cannot load Qwen3.5 on this CPU). quantscope's exports keep the `mtp.*` weights:
-    16-bit under the safe recipes and every FP4/FP8 scheme, RTN-quantized by AutoRound under integer
-    schemes that do not keep the MTP group. `max_model_len` must hold prompt + cap; a request that
-    does not fit fails alone (recorded, the others go on)."""
-
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    kv_cache_gib: float | None = None
-    tensor_parallel_size: int = 1
-    enforce_eager: bool = False
-    in_process: bool | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    kv_cache_dtype: str = "auto"
-    max_num_seqs: int | None = None
-    enable_prefix_caching: bool | None = None
-    data_parallel_size: int = 1
-    speculative_config: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        # vllm.LLM raises for data_parallel_size > 1 outside an external launcher: its offline
-        # data parallelism is one process per rank (vllm/entrypoints/llm.py, LLM.__init__).
-        if self.data_parallel_size > 1:
-            raise QuantscopeError(
-                f"engine option data_parallel_size={self.data_parallel_size}: vLLM runs data "
-                "parallelism as one engine process per replica, not in one process. Use a sweep "
-                "on Ray with `replicas` under eval (each replica an engine actor), or serve the "
-                f"model with `vllm serve MODEL --data-parallel-size {self.data_parallel_size}` "
-                "and evaluate it with --engine openai"
-            )
-
-
 class VLLMEngine:
     """Offline batched generation with `vllm.LLM` (see the module docstring)."""
 
     name = "vllm"
-    options_type = VLLMOptions
 
     def __init__(self, model: str, options: VLLMOptions | None = None) -> None:
         self.options = options or VLLMOptions()

@@ -36,6 +36,7 @@ from quantscope.engines.base import (
     RequestFailure,
     SamplingParams,
 )
+from quantscope.engines.registry import output_engine_options
 from quantscope.errors import QuantscopeError
 from quantscope.evaluate.requests import chat_request, engine_stream
 from quantscope.evaluate.spec import RunSpec, TaskSpec
@@ -253,7 +254,11 @@ def _changes(
     if run is None:
         return []
     if run.settings_json is not None:
-        return differences(OutputSettings.from_json(run.settings_json), settings)
+        stored = OutputSettings.from_json(run.settings_json)
+        # An option an earlier release counted as an output setting and the engine now declares
+        # throughput only (e.g. openai's abort_after) no longer tells the runs apart.
+        kept = output_engine_options(stored.engine, stored.engine_options)
+        return differences(replace(stored, engine_options=kept), settings)
     if run.spec_hash == spec.v1_hash(task_spec):
         return _v1_penalties(spec)
     new = _run_record(spec, task_spec, run.spec_hash)
@@ -292,7 +297,7 @@ def _start(spec: RunSpec, plan: _Plan, store: Store, engine: Engine) -> _Plan:
 def _record_strata(plan: _Plan, store: Store) -> None:
     """Record each item's level (the task's `stratify` field of its metadata), so analysis can
     report per level from the store alone; a task without levels records nothing."""
-    key = getattr(plan.task, "stratify", None)
+    key = plan.task.stratify
     strata = {s.id: str(s.metadata[key]) for s in plan.samples if key and s.metadata.get(key) is not None}
     if strata:
         store.write_strata(plan.spec.name, key, strata)
@@ -438,7 +443,13 @@ class _Writer:
 
     @staticmethod
     def _commit(store: Store, batch: list[ResultRow | Failure]) -> list[ResultRow | Failure]:
-        store.write_results(r for r in batch if isinstance(r, ResultRow))
+        # The text is read here once, while it is in memory: its trace signals are stored with the
+        # rows (issue 31), so analysis reads numbers. An import against the pipeline's direction:
+        # signal_table is a pure function of the text, owned by analysis, which also reads it.
+        from quantscope.analysis.signal_table import signal_batch
+
+        rows = [r for r in batch if isinstance(r, ResultRow)]
+        store.write_results(rows, signal_batch(rows))
         store.write_failures(f for f in batch if isinstance(f, Failure))
         return []
 

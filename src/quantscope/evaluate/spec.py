@@ -12,13 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from quantscope.engines.base import SamplingParams
+from quantscope.engines.base import DEFAULT_MAX_TOKENS, SamplingParams
+from quantscope.engines.registry import output_engine_options
 from quantscope.errors import invalid
 from quantscope.records import read_yaml
-from quantscope.store.settings import OutputSettings, output_engine_options
+from quantscope.store.settings import OutputSettings
 
-DEFAULT_MAX_TOKENS = 32768
-"""The generation cap (tokens) a run and a sweep use unless told: the study's reasoning cap."""
 DEFAULT_K = 1
 """Samples per item a run and a sweep draw unless told."""
 DEFAULT_BATCH_SIZE = 32
@@ -163,7 +162,7 @@ class RunSpec(BaseModel):
             repetition_penalty=sampling.repetition_penalty,
             task_path=str(Path(task.path).expanduser().resolve()) if task.path else None,
             task_options=task.options,
-            engine_options=output_engine_options(self.engine_options),
+            engine_options=output_engine_options(self.engine, self.engine_options),
         )
 
     def generation_hash(self, task: TaskSpec) -> str:

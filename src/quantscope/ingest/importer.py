@@ -472,14 +472,16 @@ def _write(
     settings: OutputSettings,
     rows: Sequence[ResultRow],
 ) -> int:
-    """Register the variant and the run, then insert the rows not stored yet; returns how many."""
+    """Register the variant and the run, then insert the rows not stored yet, with their trace
+    signals (read from the text now, as the eval writer does); returns how many."""
+    from quantscope.analysis.signal_table import signal_batch
     from quantscope.quantize.weight_memory import variant_memory
 
     memory = variant_memory(model, options.memory_bytes, options.memory_from, hub=False)
     store.put_variant(Variant(options.variant, model, memory.nbytes, None, options.baseline, memory.source))
     store.record_run(_run_record(format_name, sources, options.variant, settings, rows))
     store.set_run_settings(settings.hash, settings.to_json(), current_environment("imported").to_json())
-    return store.write_results(rows)
+    return store.write_results(rows, signal_batch(rows))
 
 
 def _run_record(

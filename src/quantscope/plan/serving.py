@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from quantscope.checkpoint.anatomy import text_config
+from quantscope.engines.base import DEFAULT_MAX_TOKENS
 from quantscope.errors import QuantscopeError
 from quantscope.gpus import GPU
 
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from quantscope.plan.recipe import Footprint, Plan
 
 GIB = 1 << 30
-DEFAULT_CONTEXT = 32768
-"""Tokens per sequence (vLLM's max_model_len): the study's reasoning cap."""
+DEFAULT_CONTEXT = DEFAULT_MAX_TOKENS
+"""Tokens per sequence (vLLM's max_model_len) the KV cache is sized for: the default cap."""
 MAX_NUM_SEQS = 256
 """vLLM's default max_num_seqs: the decode batch never exceeds it, whatever the KV pool holds."""
 DEFAULT_PROMPT_TOKENS = 256
@@ -577,14 +578,13 @@ def serving_plan(
     planned: Plan, gpu: str | None, gpu_memory: str | None, context: int, kv_dtype: str, tp: int
 ) -> ServingPlan | None:
     """The serving side of `plan`: None without --gpu or --gpu-memory."""
-    # Moved as is from cli/inspect_plan.py (issue 30: thin CLI).
     from quantscope.gpus import get_gpu
     from quantscope.util import parse_size
 
     if gpu is None and gpu_memory is None:
         return None
     card = get_gpu(gpu) if gpu is not None else None
-    size = parse_size(gpu_memory) if gpu_memory is not None else card.memory_bytes
+    budget = GpuBudget.on(card, parse_size(gpu_memory) if gpu_memory is not None else None)
     options = ServingOptions(context=context, kv_dtype=kv_dtype, tp=tp)
     where = f"{planned.anatomy.source} (its config)"
-    return serve_recipes(planned.footprints, planned.anatomy.config, card, size, options, where)
+    return serve_recipes(planned.footprints, planned.anatomy.config, card, budget.gpu_bytes, options, where)

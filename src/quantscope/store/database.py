@@ -22,15 +22,26 @@ migrated in place when opened, see `_MIGRATIONS`):
     output setting, `quantscope.store.settings`; v2, NULL for older runs), environment_json TEXT
     (library versions and device; v2).
 
-``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns
-    spec_hash (-> runs), seed INTEGER (this sample's seed), target TEXT (gold answer),
-    text / thinking / answer TEXT (whole completion, reasoning before `</think>`, final answer),
-    completion_tokens / thinking_tokens / answer_tokens INTEGER (tokens; answer_tokens =
-    completion_tokens - thinking_tokens, so it holds the `</think>` tag and end-of-turn token),
-    finish_reason TEXT ("stop" | "length"), seconds REAL (request latency), correct INTEGER
-    (0/1), extracted TEXT (the answer the judge read, NULL when none), created REAL, prompt_sha
-    TEXT (hash of the item's prompt and target, so comparisons can check both sides saw the same
-    item; v2, NULL for older rows).
+``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns; numbers
+    and short strings only, so reading them never reads text (v5)
+    id INTEGER PRIMARY KEY (the row's key in `texts` and `signals`), spec_hash (-> runs), seed
+    INTEGER (this sample's seed), target TEXT (gold answer), completion_tokens / thinking_tokens /
+    answer_tokens INTEGER (tokens; answer_tokens = completion_tokens - thinking_tokens, so it
+    holds the `</think>` tag and end-of-turn token), finish_reason TEXT ("stop" | "length"),
+    seconds REAL (request latency), correct INTEGER (0/1), extracted TEXT (the answer the judge
+    read, NULL when none), created REAL, prompt_sha TEXT (hash of the item's prompt and target,
+    so comparisons can check both sides saw the same item; v2, NULL for older rows).
+
+``texts`` — each result's generated text, stored once (v5): id (-> results), text TEXT (the whole
+    completion); its thinking (reasoning before `</think>`) and answer each as a span of `text`,
+    thinking_at / answer_at (offset, characters) and thinking_len / answer_len (characters), or,
+    when they are not a part of the text (an engine or import that rewrote them), given whole
+    in thinking / answer with a NULL offset.
+
+``signals`` — per-generation trace signals (v5), one row per (rules, id): rules TEXT (the version
+    of the rules that produced them, `analysis.signal_table.TaskRules.version`), id (->
+    results), then one column per signal, declared by `analysis.signal_table` (added when first
+    written: a new signal needs no migration).
 
 ``failures`` — requests that failed after their retries, one row per key (v2): spec_hash,
     error TEXT, attempts INTEGER, created REAL; a later success removes the row.
@@ -44,25 +55,31 @@ migrated in place when opened, see `_MIGRATIONS`):
     (the task's stratifying field, e.g. "level"; `Task.stratify`) and stratum TEXT (its value
     for this item, e.g. "5"), so analysis can report per level without loading the benchmark.
 
-``results_full`` — a view: `results` joined with its `runs` row and its `variants` row; this is
-    what `export` writes.
+``results_full`` — a view: `results` joined with its text (`text`, `thinking`, `answer`, the
+    columns v4 held inline), its `runs` row and its `variants` row; this is what `export` writes
+    (`quantscope.store.export`).
+    ``results_numbers`` — the same without the text, what `columns` reads.
+
+Migrating v4 -> v5 renames the old table `results_v4` and copies it `MIGRATION_BATCH` rows per
+transaction, each batch deleted from the old table as it is copied: a kill at any point leaves a
+store that opens, and the next open finishes the copy.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from quantscope.errors import QuantscopeError
-from quantscope.store.rows import Failure, ForcedRow, ResultRow, RunRecord, Variant
-from quantscope.util import atomic_path
+from quantscope.store.rows import Failure, ForcedRow, ResultRow, RunRecord, SignalBatch, Variant
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "quantscope.db"
 STORE_ENV = "QUANTSCOPE_STORE"
 
@@ -84,6 +101,20 @@ CREATE TABLE forced (
 );
 """
 
+FAILURES_TABLE = """
+CREATE TABLE failures (
+    variant TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    spec_hash TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (variant, task, item_id, sample)
+);
+"""
+
 ITEMS_TABLE = """
 CREATE TABLE items (
     task TEXT NOT NULL,
@@ -92,6 +123,47 @@ CREATE TABLE items (
     stratum TEXT NOT NULL,
     PRIMARY KEY (task, item_id)
 );
+"""
+
+TEXTS_TABLE = """
+CREATE TABLE texts (
+    id INTEGER PRIMARY KEY REFERENCES results(id),
+    text TEXT NOT NULL,
+    thinking_at INTEGER,
+    thinking_len INTEGER,
+    thinking TEXT,
+    answer_at INTEGER,
+    answer_len INTEGER,
+    answer TEXT,
+    CHECK (thinking IS NOT NULL OR thinking_at IS NOT NULL),
+    CHECK (answer IS NOT NULL OR answer_at IS NOT NULL)
+);
+"""
+
+SIGNALS_TABLE = """
+CREATE TABLE signals (
+    rules TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (rules, id)
+) WITHOUT ROWID;
+"""
+
+_NUMBERS = """r.variant, r.task, r.item_id, r.sample, r.seed, r.target, {text}
+       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
+       r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
+       u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
+       v.memory_bytes, v.memory_source, v.recipe, v.is_baseline"""
+_TEXT = """t.text,
+       coalesce(t.thinking, substr(t.text, t.thinking_at + 1, t.thinking_len)) AS thinking,
+       coalesce(t.answer, substr(t.text, t.answer_at + 1, t.answer_len)) AS answer,
+      """
+_JOINS = "JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.name = r.variant"
+VIEWS = f"""CREATE VIEW results_numbers AS
+SELECT {_NUMBERS.format(text="")}
+FROM results r {_JOINS};
+CREATE VIEW results_full AS
+SELECT {_NUMBERS.format(text=_TEXT)}
+FROM results r JOIN texts t ON t.id = r.id {_JOINS};
 """
 
 _SCHEMA = f"""
@@ -122,6 +194,7 @@ CREATE TABLE runs (
     environment_json TEXT
 );
 CREATE TABLE results (
+    id INTEGER PRIMARY KEY,
     variant TEXT NOT NULL,
     task TEXT NOT NULL,
     item_id TEXT NOT NULL,
@@ -129,9 +202,6 @@ CREATE TABLE results (
     spec_hash TEXT NOT NULL REFERENCES runs(spec_hash),
     seed INTEGER,
     target TEXT NOT NULL,
-    text TEXT NOT NULL,
-    thinking TEXT NOT NULL,
-    answer TEXT NOT NULL,
     completion_tokens INTEGER NOT NULL,
     thinking_tokens INTEGER NOT NULL,
     answer_tokens INTEGER NOT NULL,
@@ -143,25 +213,7 @@ CREATE TABLE results (
     prompt_sha TEXT,
     UNIQUE (variant, task, item_id, sample)
 );
-CREATE TABLE failures (
-    variant TEXT NOT NULL,
-    task TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL,
-    spec_hash TEXT NOT NULL,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (variant, task, item_id, sample)
-);
-{FORCED_TABLE}{ITEMS_TABLE}CREATE VIEW results_full AS
-SELECT r.variant, r.task, r.item_id, r.sample, r.seed, r.target, r.text, r.thinking, r.answer,
-       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
-       r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
-       u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
-       v.memory_bytes, v.memory_source, v.recipe, v.is_baseline
-FROM results r JOIN runs u ON u.spec_hash = r.spec_hash JOIN variants v ON v.name = r.variant;
-"""
+{TEXTS_TABLE}{SIGNALS_TABLE}{FAILURES_TABLE}{FORCED_TABLE}{ITEMS_TABLE}{VIEWS}"""
 
 # Version 1 -> 2: where a variant's memory figure came from, the full output settings and the
 # environment of each run, a fingerprint of each row's prompt and target (so comparisons can check
@@ -173,22 +225,21 @@ ALTER TABLE variants ADD COLUMN memory_source TEXT;
 ALTER TABLE runs ADD COLUMN settings_json TEXT;
 ALTER TABLE runs ADD COLUMN environment_json TEXT;
 ALTER TABLE results ADD COLUMN prompt_sha TEXT;
-CREATE TABLE failures (
-    variant TEXT NOT NULL,
-    task TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL,
-    spec_hash TEXT NOT NULL,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (variant, task, item_id, sample)
-);
-DROP VIEW results_full;
+"""
+    + FAILURES_TABLE
+    + """DROP VIEW results_full;
 """,
     2: FORCED_TABLE + "DROP VIEW IF EXISTS results_full;\n",
     3: ITEMS_TABLE + "DROP VIEW IF EXISTS results_full;\n",
+    # 4 -> 5: the text apart from the numbers. The old table is renamed and copied batch by batch
+    # after this step (`Store._finish_migration`), so a kill leaves a store the next open finishes.
+    4: "DROP VIEW IF EXISTS results_full;\nALTER TABLE results RENAME TO results_v4;\n"
+    + _SCHEMA[_SCHEMA.index("CREATE TABLE results (") : _SCHEMA.index("CREATE TABLE failures")],
 }
+PENDING_TABLE = "results_v4"
+"""A v4 results table still being copied into the v5 tables (present only mid-migration)."""
+MIGRATION_BATCH = 200
+"""Rows copied per transaction when migrating v4 -> v5 (each holds its text: ~50-130 KB a row)."""
 
 # Columns of `results_full` that analysis may read without touching the (large) text columns.
 NUMERIC_COLUMNS = frozenset(
@@ -226,6 +277,7 @@ TEXT_KEY_COLUMNS = frozenset(
 )
 
 
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 _VARIANT_COLUMNS = tuple(f.name for f in fields(Variant))
 _RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 _RESULT_COLUMNS = tuple(f.name for f in fields(ResultRow))
@@ -300,8 +352,12 @@ class Store:
         self.close()
 
     def _ensure_schema(self) -> None:
-        if self._schema_version() == SCHEMA_VERSION:
-            return
+        if self._schema_version() != SCHEMA_VERSION:
+            self._upgrade_schema()
+        if self._has_table(PENDING_TABLE):
+            self._finish_migration()
+
+    def _upgrade_schema(self) -> None:
         # Check again under the write lock: two runs may open a fresh store at the same moment.
         with self._write():
             version = self._schema_version()
@@ -331,8 +387,23 @@ class Store:
         transaction (all or nothing). Rows keep their values; new columns start as NULL (unknown)."""
         for step in range(version, SCHEMA_VERSION):
             _execute_script(self._db, _MIGRATIONS[step])
-        view = _SCHEMA[_SCHEMA.index("CREATE VIEW results_full") :]
-        _execute_script(self._db, view)
+        _execute_script(self._db, "DROP VIEW IF EXISTS results_numbers;DROP VIEW IF EXISTS results_full;")
+        _execute_script(self._db, VIEWS)
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self._db.execute(query, (name,)).fetchone() is not None
+
+    def _finish_migration(self) -> None:
+        """Copy the rows of a v4 results table into the v5 tables, `MIGRATION_BATCH` rows per
+        transaction, each batch deleted from the old table in the transaction that copies it: a
+        kill between or inside batches loses nothing, and the next open carries on from there.
+        A row keeps its rowid as its id."""
+        while _copy_batch(self._db):
+            pass
+        with self._write():
+            if self._has_table(PENDING_TABLE):
+                self._db.execute(f"DROP TABLE {PENDING_TABLE}")
 
     def _schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -464,34 +535,139 @@ class Store:
         ).fetchall()
         return {(r[0], int(r[1])) for r in rows}
 
-    def write_results(self, rows: Iterable[ResultRow]) -> int:
+    def write_results(self, rows: Iterable[ResultRow], signals: SignalBatch | None = None) -> int:
         """Insert rows in one transaction; rows whose key is already stored are skipped.
 
-        Returns the number of rows inserted. Either the whole batch is committed or none of it.
+        `signals`, when given, are the rows' trace signals (`analysis.signal_table`), stored in the
+        same transaction for the rows inserted. Returns the number of rows inserted. Either the
+        whole batch is committed or none of it.
         """
         values = []
         for row in rows:
             record = asdict(row)
             record["correct"] = int(row.correct)
-            values.append([record[c] for c in _RESULT_COLUMNS])
+            values.append(
+                ([record[c] for c in _NUMBER_COLUMNS], text_fields(row.text, row.thinking, row.answer))
+            )
         if not values:
             return 0
-        names = ", ".join(_RESULT_COLUMNS)
-        marks = ", ".join("?" for _ in _RESULT_COLUMNS)
         with self._write():
-            before = self._db.total_changes
-            self._db.executemany(
-                f"INSERT INTO results ({names}) VALUES ({marks}) "
-                "ON CONFLICT (variant, task, item_id, sample) DO NOTHING",
-                values,
-            )
-            inserted = self._db.total_changes - before
+            inserted: set[tuple[str, str, str, int]] = set()
+            for numbers, text in values:
+                cursor = self._db.execute(_RESULT_INSERT, numbers)
+                if cursor.rowcount == 1:
+                    self._db.execute(_TEXT_INSERT, (cursor.lastrowid, *text))
+                    inserted.add((numbers[0], numbers[1], numbers[2], numbers[3]))
             # a key that finished now is no longer a failure
             self._db.executemany(
                 "DELETE FROM failures WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?",
-                [v[:4] for v in values],
+                [n[:4] for n, _ in values],
             )
-            return inserted
+            if signals is not None:
+                kept = tuple(r for r in signals.rows if r.key in inserted)
+                self._put_signals(SignalBatch(signals.columns, kept))
+            return len(inserted)
+
+    # ---- trace signals ----------------------------------------------------------------------
+
+    def write_signals(self, signals: SignalBatch) -> None:
+        """Store (or replace, column by column) per-generation signals, in one transaction; keys
+        the store does not hold are skipped."""
+        with self._write():
+            self._put_signals(signals)
+
+    def _put_signals(self, signals: SignalBatch) -> None:
+        if not signals.rows:
+            return
+        self._signal_columns(signals.columns)
+        names = [name for name, _ in signals.columns]
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names)
+        self._db.executemany(
+            f"INSERT INTO signals (rules, id, {', '.join(names)}) SELECT ?, id{', ?' * len(names)} "
+            "FROM results WHERE variant = ? AND task = ? AND item_id = ? AND sample = ? "
+            f"ON CONFLICT (rules, id) DO UPDATE SET {updates}",
+            [(r.rules, *r.values, *r.key) for r in signals.rows],
+        )
+
+    def _signal_columns(self, columns: Sequence[tuple[str, str]]) -> None:
+        """Add the signal columns the table lacks (a signal declared since the store was written)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(signals)")}
+        for name, kind in columns:
+            if not _IDENTIFIER.fullmatch(name) or kind not in ("INTEGER", "REAL", "TEXT"):
+                raise QuantscopeError(f"bad signal column {name!r} {kind!r}: a word, INTEGER / REAL / TEXT")
+            if name not in have:
+                self._db.execute(f"ALTER TABLE signals ADD COLUMN {name} {kind}")
+
+    def declare_signals(self, columns: Sequence[tuple[str, str]]) -> None:
+        """Make sure the signals table has these (name, SQL type) columns (a signal declared since
+        the store was written gets its column, NULL for rows stored before)."""
+        if set(n for n, _ in columns) <= self._signal_names():
+            return
+        with self._write():
+            self._signal_columns(columns)
+
+    def unsigned_count(self, rules: Mapping[str, str]) -> int:
+        """How many rows of the tasks in `rules` (task -> rules version) have no signals of their
+        task's version."""
+        return sum(
+            self._db.execute(
+                "SELECT count(*) FROM results r WHERE r.task = ? AND NOT EXISTS "
+                "(SELECT 1 FROM signals s WHERE s.rules = ? AND s.id = r.id)",
+                (task, version),
+            ).fetchone()[0]
+            for task, version in sorted(rules.items())
+        )
+
+    def signal_versions(self) -> set[str]:
+        """The rules versions the store holds signals of."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT rules FROM signals")}
+
+    def unsigned(self, rules: Mapping[str, str], batch: int = 256) -> Iterator[list[dict[str, Any]]]:
+        """The rows of the tasks in `rules` (task -> rules version) lacking signals of that version,
+        `batch` at a time, as dicts of their key, target, thinking and text. Reads ahead by id, so
+        writing a batch's signals before asking for the next one is safe."""
+        for task, version in sorted(rules.items()):
+            after = 0
+            while True:
+                rows = self._db.execute(
+                    "SELECT r.id, r.variant, r.task, r.item_id, r.sample, r.target, t.text, t.thinking_at, "
+                    "t.thinking_len, t.thinking FROM results r JOIN texts t ON t.id = r.id "
+                    "WHERE r.task = ? AND r.id > ? AND NOT EXISTS "
+                    "(SELECT 1 FROM signals s WHERE s.rules = ? AND s.id = r.id) ORDER BY r.id LIMIT ?",
+                    (task, after, version, batch),
+                ).fetchall()
+                if not rows:
+                    break
+                after = rows[-1][0]
+                yield [_trace_row(row) for row in rows]
+
+    def signal_table(
+        self, rules: Mapping[str, str], names: Sequence[str], result_names: Sequence[str]
+    ) -> dict[str, list[Any]]:
+        """For the tasks in `rules` (task -> rules version), each row's `result_names` (columns of
+        `results`) and stored signals `names` under its task's version, as lists ordered by key.
+        Rows without signals of that version are left out (`unsigned_count` says how many)."""
+        for name in (*names, *result_names):
+            if not _IDENTIFIER.fullmatch(name):
+                raise QuantscopeError(f"bad column name {name!r}")
+        missing = [n for n in names if n not in self._signal_names()]
+        if missing:
+            raise QuantscopeError(f"the store has no signal columns {missing}: declare them first")
+        picked = ", ".join([*(f"r.{n}" for n in result_names), *(f"s.{n}" for n in names)])
+        out: list[tuple[Any, ...]] = []
+        for task, version in sorted(rules.items()):
+            out += self._db.execute(
+                f"SELECT {picked} FROM results r JOIN signals s ON s.id = r.id AND s.rules = ? "
+                "WHERE r.task = ? ORDER BY r.variant, r.task, r.item_id, r.sample",
+                (version, task),
+            ).fetchall()
+        columns = (*result_names, *names)
+        if not out:
+            return {n: [] for n in columns}
+        return {n: list(c) for n, c in zip(columns, zip(*out, strict=True), strict=True)}
+
+    def _signal_names(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(signals)")}
 
     def write_failures(self, failures: Iterable[Failure]) -> None:
         """Record requests that failed after their retries (replacing an earlier failure of the same
@@ -578,7 +754,7 @@ class Store:
             raise QuantscopeError(f"unknown result columns {unknown}; choose from {sorted(allowed)}")
         where, params = _filters(variant, task)
         rows = self._db.execute(
-            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
+            f"SELECT {', '.join(names)} FROM results_numbers{where} ORDER BY variant, task, item_id, sample",
             params,
         ).fetchall()
         if not rows:
@@ -618,45 +794,97 @@ class Store:
         names = ("variant", "task", "item_id", "sample", "target", "thinking", "text", "thinking_tokens")
         names += ("answer_tokens", "finish_reason", "correct")
         cursor = self._db.execute(
-            f"SELECT {', '.join(names)} FROM results{where} ORDER BY variant, task, item_id, sample", params
+            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
+            params,
         )
         for row in cursor:
             yield dict(zip(names, row, strict=True))
 
-    def export(
-        self,
-        out: str | Path,
-        fmt: Literal["parquet", "csv"] = "parquet",
-        variant: str | None = None,
-        task: str | None = None,
-    ) -> int:
-        """Write `results_full` (optionally one variant/task) to a Parquet or CSV file.
+    def result_columns(self) -> list[str]:
+        """The columns of `results_full` (what `export` can write), in the view's order."""
+        return [d[0] for d in self._db.execute("SELECT * FROM results_full LIMIT 0").description]
 
-        The file is written beside `out` and renamed into place, so a reader never sees half a
-        file. Returns the number of rows written.
-        """
-        import pyarrow as pa
-        import pyarrow.csv as pa_csv
-        import pyarrow.parquet as pq
-
-        if fmt not in ("parquet", "csv"):
-            raise QuantscopeError(f"unknown export format {fmt!r}: use parquet or csv")
+    def batches(
+        self, names: Sequence[str], variant: str | None = None, task: str | None = None, size: int = 1000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Selected columns of `results_full` (text included when asked), ordered by key, `size` rows
+        at a time: one cursor read with fetchmany, so memory holds one batch whatever the store's
+        size. An unknown column is a QuantscopeError naming it and the valid ones (checked now, not
+        on the first batch)."""
+        valid = self.result_columns()
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise QuantscopeError(
+                f"unknown column {unknown[0]!r} (of {', '.join(map(repr, unknown))}): the columns are "
+                f"{', '.join(valid)}"
+            )
         where, params = _filters(variant, task)
         cursor = self._db.execute(
-            f"SELECT * FROM results_full{where} ORDER BY variant, task, item_id, sample", params
+            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
+            params,
         )
-        names = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        table = pa.table(
-            {n: pa.array(list(c), type=_arrow_type(n)) for n, c in zip(names, columns, strict=True)}
+        return iter(lambda: cursor.fetchmany(size), [])
+
+
+_V4_TEXT = ("text", "thinking", "answer")
+_NUMBER_COLUMNS = tuple(c for c in _RESULT_COLUMNS if c not in _V4_TEXT)
+_TEXT_COLUMNS = ("text", "thinking_at", "thinking_len", "thinking", "answer_at", "answer_len", "answer")
+_RESULT_INSERT = (
+    f"INSERT INTO results ({', '.join(_NUMBER_COLUMNS)}) VALUES ({', '.join('?' for _ in _NUMBER_COLUMNS)}) "
+    "ON CONFLICT (variant, task, item_id, sample) DO NOTHING"
+)
+_TEXT_INSERT = f"INSERT INTO texts (id, {', '.join(_TEXT_COLUMNS)}) VALUES (?{', ?' * len(_TEXT_COLUMNS)})"
+
+
+def text_fields(text: str, thinking: str, answer: str) -> tuple[Any, ...]:
+    """A generation's text as the `texts` table holds it (`_TEXT_COLUMNS`): the whole text once,
+    its thinking and answer as (offset, length) spans of it in characters, or given whole (offset
+    NULL) when they are not a part of it (an engine that rewrote them) or the text holds a NUL
+    character (which SQLite's substr would not count)."""
+    spans: list[Any] = []
+    whole = not isinstance(text, str) or "\x00" in text  # (a missing text fails NOT NULL on insert)
+    for part, at in (
+        (thinking, -1 if whole else text.find(thinking)),
+        (answer, -1 if whole else text.rfind(answer)),
+    ):
+        if at < 0 or not isinstance(part, str):
+            spans += [None, None, part]
+        else:
+            spans += [at, len(part), None]
+    return (text, *spans)
+
+
+def _trace_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A row of `Store.unsigned`'s query as a dict, its thinking cut from its text."""
+    _, variant, task, item_id, sample, target, text, at, length, thinking = row
+    thinking = thinking if at is None else text[at : at + length]
+    return {"key": (variant, task, item_id, sample), "target": target, "text": text, "thinking": thinking}
+
+
+def _copy_batch(db: sqlite3.Connection) -> int:
+    """Move the first `MIGRATION_BATCH` rows of the v4 table into `results` and `texts`, in one
+    transaction; returns how many moved (0: none left)."""
+    with _WriteTransaction(db):
+        if db.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{PENDING_TABLE}'").fetchone() is None:
+            return 0  # another process finished it
+        names = ", ".join(("rowid", *_RESULT_COLUMNS))
+        rows = db.execute(
+            f"SELECT {names} FROM {PENDING_TABLE} ORDER BY rowid LIMIT {MIGRATION_BATCH}"
+        ).fetchall()
+        if not rows:
+            return 0
+        index = {c: i + 1 for i, c in enumerate(_RESULT_COLUMNS)}
+        db.executemany(
+            f"INSERT INTO results (id, {', '.join(_NUMBER_COLUMNS)}) "
+            f"VALUES (?{', ?' * len(_NUMBER_COLUMNS)})",
+            [(row[0], *(row[index[c]] for c in _NUMBER_COLUMNS)) for row in rows],
         )
-        with atomic_path(out) as partial:
-            if fmt == "parquet":
-                pq.write_table(table, partial)
-            else:
-                pa_csv.write_csv(table, partial)
-        return table.num_rows
+        db.executemany(
+            _TEXT_INSERT,
+            [(row[0], *text_fields(*(row[index[c]] for c in _V4_TEXT))) for row in rows],
+        )
+        db.execute(f"DELETE FROM {PENDING_TABLE} WHERE rowid <= ?", (rows[-1][0],))
+        return len(rows)
 
 
 def _execute_script(db: sqlite3.Connection, script: str) -> None:
@@ -664,18 +892,6 @@ def _execute_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
-
-
-def _arrow_type(column: str) -> Any:
-    import pyarrow as pa
-
-    if column in ("seconds", "created", "temperature", "top_p"):
-        return pa.float64()
-    if column in ("correct", "thinking_mode", "is_baseline"):
-        return pa.int8()
-    if column in NUMERIC_COLUMNS:
-        return pa.int64()
-    return pa.string()
 
 
 def _filters(variant: str | None, task: str | None) -> tuple[str, list[str]]:

@@ -112,4 +112,23 @@ class Failure:
     created: float
 
 
-__all__ = ["Failure", "ForcedRow", "ResultRow", "RunRecord", "Variant"]
+@dataclass(frozen=True)
+class SignalRow:
+    """One generation's trace signals: its key (variant, task, item_id, sample), the version of the
+    rules that produced them, and one value per column of its `SignalBatch`."""
+
+    key: tuple[str, str, str, int]
+    rules: str
+    values: tuple[int | float | str | None, ...]
+
+
+@dataclass(frozen=True)
+class SignalBatch:
+    """Trace signals to store (`analysis.signal_table` declares them): the (name, SQL type) of
+    each column and one `SignalRow` per generation."""
+
+    columns: tuple[tuple[str, str], ...]
+    rows: tuple[SignalRow, ...]
+
+
+__all__ = ["Failure", "ForcedRow", "ResultRow", "RunRecord", "SignalBatch", "SignalRow", "Variant"]

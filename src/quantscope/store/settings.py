@@ -110,39 +110,6 @@ def _normal(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-# Engine options that change how fast a run goes, not what it writes; every other engine option
-# (dtype, revision, max_model_len, kv_cache_dtype, quantization, speculative decoding…) is an
-# output setting. The server's address is not one either: what it serves is (`served`).
-THROUGHPUT_OPTIONS = frozenset(
-    {
-        "batch_size",
-        "device",
-        "concurrency",
-        "timeout_s",
-        "max_retries",
-        "backoff_s",
-        "api_key",
-        "base_url",
-        "tokenizer",
-        "gpu_memory_utilization",
-        "kv_cache_gib",
-        "tensor_parallel_size",
-        "data_parallel_size",
-        "pipeline_parallel_size",
-        "max_num_seqs",
-        "max_num_batched_tokens",
-        "enable_prefix_caching",
-        "enforce_eager",
-        "in_process",
-    }
-)
-
-
-def output_engine_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine options (as a user gave them) that are output settings: all but `THROUGHPUT_OPTIONS`."""
-    return {name: value for name, value in sorted(options.items()) if name not in THROUGHPUT_OPTIONS}
-
-
 def text_fingerprint(*parts: str) -> str:
     """A short hash of some text (a chat template, an item's prompt and target)."""
     digest = hashlib.sha256()

@@ -136,7 +136,7 @@ def task_items(task: TaskSpec, limit: int | None) -> int | None:
     from quantscope.evaluate.runner import load_task
     from quantscope.tasks.registry import task_class
 
-    hub = getattr(task_class(task.name), "hub", None)
+    hub = task_class(task.name).hub
     if task.path is None and hub is not None:
         return min(hub.items, limit) if hub.items is not None and limit else hub.items
     return len(load_task(task).load(limit=limit))

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
 from quantscope.tasks.answers import parse_integer, same_integer_answer
-from quantscope.tasks.base import Judgement, Sample
-from quantscope.tasks.loading import HubDataset, HubTask, row_id
+from quantscope.tasks.base import HubDataset, Judgement, Sample
+from quantscope.tasks.loading import HubTask, row_id
 from quantscope.tasks.math_check import judge_integer
 from quantscope.tasks.prompts import math_prompt
 

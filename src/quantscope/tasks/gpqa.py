@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from quantscope.tasks.answers import choice_letters, same_choice_answer
-from quantscope.tasks.base import Judgement, Sample
+from quantscope.tasks.base import HubDataset, Judgement, Sample
 from quantscope.tasks.choice import choice_sample, judge_choice
-from quantscope.tasks.loading import HubDataset, HubTask, row_id
+from quantscope.tasks.loading import HubTask, row_id
 
 _OPTIONS = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 HUB = HubDataset(

@@ -8,29 +8,15 @@ Rows keep the file's order; `limit` takes the first rows.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
-from quantscope.tasks.base import Sample
+from quantscope.tasks.base import HubDataset, Sample
 
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-@dataclass(frozen=True)
-class HubDataset:
-    """Where a benchmark lives on the Hugging Face Hub and which fields each row must have."""
-
-    repo_id: str
-    split: str
-    required: tuple[str, ...]
-    config: str | None = None
-    access_note: str = ""
-    """Extra advice when the hub load fails (e.g. how to get access to a gated dataset)."""
-    items: int | None = None
-    """The split's published size (rows), for estimates made without downloading it."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +42,9 @@ class HubTask:
     seed: int = 0
     hub: ClassVar[HubDataset]
     stratify: ClassVar[str | None] = None
+    answer_patterns: ClassVar[tuple[str, ...] | None] = None
+    hesitation_patterns: ClassVar[tuple[str, ...]] = ()
+    same_answer: ClassVar[Callable[[str, str], bool] | None] = None
 
     def load(self, limit: int | None = None) -> list[Sample]:
         """The items in dataset order; with `limit`, the first `limit` of them, or for a stratified

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from quantscope.tasks.base import Judgement, Sample
-from quantscope.tasks.loading import HubDataset, HubTask, row_id
+from quantscope.tasks.base import HubDataset, Judgement, Sample
+from quantscope.tasks.loading import HubTask, row_id
 from quantscope.tasks.math_check import judge_math, same_math_answer
 from quantscope.tasks.prompts import math_prompt
 

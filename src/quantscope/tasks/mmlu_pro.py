@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 from quantscope.errors import QuantscopeError
 from quantscope.tasks.answers import CHOICE_LETTERS, choice_letters, same_choice_answer
-from quantscope.tasks.base import Judgement, Sample
+from quantscope.tasks.base import HubDataset, Judgement, Sample
 from quantscope.tasks.choice import choice_sample, judge_choice
-from quantscope.tasks.loading import HubDataset, HubTask, row_id
+from quantscope.tasks.loading import HubTask, row_id
 
 HUB = HubDataset(
     repo_id="TIGER-Lab/MMLU-Pro", split="test", required=("question", "options", "answer"), items=12032

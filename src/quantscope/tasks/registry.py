@@ -97,6 +97,6 @@ def answer_equality(name: str) -> Callable[[str, str], bool] | None:
     """How the task called `name` compares two extracted answers (its `same_answer`, the way its
     judge compares an answer with the gold), or None for a task this install does not know."""
     try:
-        return getattr(task_class(name), "same_answer", None)
+        return task_class(name).same_answer
     except QuantscopeError:
         return None

@@ -43,6 +43,8 @@ class SyntheticTask:
     """Where the toy's thinking states a candidate answer: each pass ends "sum N"."""
     hesitation_patterns: ClassVar[tuple[str, ...]] = (r"^compare [\d ]+ wait$",)
     """Where the toy hesitates: a failed check ends its line with "wait" (no sentence opens with it)."""
+    hub: ClassVar[None] = None
+    """Generated here: no published dataset."""
     stratify: ClassVar[str] = "level"
     """The metadata field analysis reports per level by (as MATH-500's `level`)."""
     same_answer = staticmethod(same_integer_answer)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from quantscope.analysis.levels import LevelResult, TaskLevels
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
+    from quantscope.analysis.study import Study
     from quantscope.analysis.traces import Delta, TraceReport
 
 
@@ -428,24 +429,21 @@ def _compact_capacity(rec: Recommendation) -> Table:
     return table
 
 
-def comparison_views(
-    analysis: Analysis, traces: TraceReport, levels: Sequence[TaskLevels], width: int | None = None
-) -> list[RenderableType]:
+def comparison_views(study: Study, width: int | None = None) -> list[RenderableType]:
     """`compare`, printed one after another: the findings in words, the comparison table and its
     notes, one table per task with levels, then the trace table and its notes."""
-    from quantscope.analysis.traces import thinking_findings
-
+    analysis = study.analysis
     return [
-        finding_lines(thinking_findings(analysis, traces, levels)),
+        finding_lines(study.findings),
         comparison_table(analysis, width=width),
         comparison_notes(analysis),
-        *(level_table(task, analysis.baseline) for task in levels),
-        trace_table(traces, width=width),
-        trace_notes(traces),
+        *(level_table(task, analysis.baseline) for task in study.levels),
+        trace_table(study.traces, width=width),
+        trace_notes(study.traces),
     ]
 
 
-def comparison_json(analysis: Analysis, traces: TraceReport, levels: Sequence[TaskLevels]) -> str:
+def comparison_json(study: Study) -> str:
     """`compare --json`: the analysis, with the traces and the levels beside it."""
-    extra = {"traces": asdict(traces), "levels": [asdict(task) for task in levels]}
-    return json.dumps({**analysis.to_dict(), **json_ready(extra)})
+    extra = {"traces": asdict(study.traces), "levels": [asdict(task) for task in study.levels]}
+    return json.dumps({**study.analysis.to_dict(), **json_ready(extra)})

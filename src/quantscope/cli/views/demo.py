@@ -40,18 +40,17 @@ def demo_variants_table(result: DemoResult) -> Group:
 
 
 def demo_views(result: DemoResult, width: int | None = None) -> list[RenderableType]:
-    """`demo`, printed one after another: the variants, the findings in words (when the report read
-    the traces), the comparison, one table per task with levels, and the recommendation."""
-    from quantscope.analysis.traces import thinking_findings
-
+    """`demo`, printed one after another: the variants, the findings in words, the comparison, one
+    table per task with levels, and the recommendation."""
     report = result.report
-    parts: list[RenderableType] = [demo_variants_table(result)]
-    if report.traces is not None:
-        parts.append(finding_lines(thinking_findings(report.analysis, report.traces, report.levels)))
-    parts.append(comparison_table(report.analysis, width=width))
-    parts += [level_table(task, report.analysis.baseline) for task in report.levels]
-    parts.append(recommendation_panel(report.recommendation, width=width))
-    return parts
+    study = report.study
+    return [
+        demo_variants_table(result),
+        finding_lines(study.findings),
+        comparison_table(study.analysis, width=width),
+        *(level_table(task, study.analysis.baseline) for task in study.levels),
+        recommendation_panel(report.recommendation, width=width),
+    ]
 
 
 def demo_paths(result: DemoResult) -> str:
