@@ -252,3 +252,54 @@ def test_a_second_import_adds_nothing_and_a_malformed_record_changes_nothing(tmp
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert f"{bad}, line 3, field 'output.raw': is missing" in result.output
     assert store_state(tmp_path) == before
+
+
+def test_a_quantscope_run_exported_as_eee_and_imported_back_is_itself(tmp_path: Path) -> None:
+    """Issue 32's round trip: the toy evaluated for real (as tests/test_export_eee.py does), exported
+    by `quantscope export --format eee`, imported as another variant: compare calls it equivalent
+    to the original with a zero delta and no setting mismatch, and every row comes back the same."""
+    from quantscope.evaluate.runner import run_eval
+    from quantscope.evaluate.spec import RunSpec
+
+    spec = RunSpec(
+        model=TOY,
+        tasks=[{"name": "synthetic", "options": {"per_level": 3, "levels": [1, 2]}}],
+        preset="qwen3.5-thinking",
+        k=2,
+        max_tokens=88,
+        seed=0,
+        engine_options={"device": "cpu", "dtype": "float32"},
+        variant="base",
+        baseline=True,
+    )
+    with Store.open(tmp_path) as store:
+        run_eval(spec, store)
+        assert {row["finish_reason"] for row in store.rows()} == {"stop", "length"}  # both kinds
+    out = tmp_path / "eee"
+    exported = runner.invoke(app, ["export", "--format", "eee", "--out", str(out), "--store", str(tmp_path)])
+    assert exported.exit_code == 0, exported.output
+    (samples,) = out.glob("data/*/*/*/*_samples.jsonl")
+    args = ["import", "eee", str(samples), "--variant", "back", "--model", TOY, "--store", str(tmp_path)]
+    imported = runner.invoke(app, args)
+    assert imported.exit_code == 0, imported.output
+
+    # six items cannot rule out compare's default 2-point margin however well they agree (its
+    # decision says so: equivalence at 2 points needs >= 149 items); at 50 points they can
+    margin = ["--margin", "50"]
+    compared = runner.invoke(app, ["compare", "--store", str(tmp_path), "--json", *margin])
+    assert compared.exit_code == 0, compared.output
+    (comparison,) = json.loads(compared.stdout)["comparisons"]
+    assert (comparison["variant"], comparison["paired_items"], comparison["delta"]) == ("back", 6, 0.0)
+    assert comparison["mismatches"] == [] and comparison["unknown_settings"] == []
+    assert comparison["cot_token_inflation_ratio"]["ratio"] == 1.0
+    assert comparison["verdict"] == "equivalent"
+
+    def rows(variant: str) -> dict[tuple[str, int], dict[str, Any]]:
+        # what names the run, not the generation: the engine reads "import:eee" on the imported side
+        skip = {"variant", "spec_hash", "created", "id", "run_id", "engine", "is_baseline"}
+        with Store.open(tmp_path) as store:
+            found = store.rows(variant)
+        return {(r["item_id"], r["sample"]): {k: v for k, v in r.items() if k not in skip} for r in found}
+
+    original, back = rows("base"), rows("back")
+    assert original == back
