@@ -167,3 +167,13 @@ def test_a_parquet_without_lightevals_columns_changes_nothing(tmp_path: Path) ->
     assert "line 1, field 'model_response': is missing" in result.output
     with Store.open(tmp_path) as store:
         assert store.rows("q4") == []
+
+
+@pytest.mark.parametrize("name", ["lighteval|aime25|0", "aime25|0", "LIGHTEVAL|AIME25|0"])
+def test_lightevals_task_names_old_and_new_are_known(name: str) -> None:
+    """lighteval's details name a task `suite|task|shots` in older releases and `task|shots` now
+    (src/lighteval/tasks/lighteval_task.py: `full_name = f"{self.name}|{self.num_fewshots}"`)."""
+    from quantscope.tasks.registry import canonical_task
+
+    assert canonical_task(name) == "aime25"
+    assert canonical_task("community|mytask|0") is None
