@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 @app.command(name="import")
 @friendly_errors
 def import_(
-    format: Annotated[str, typer.Argument(help="json | lm-eval: the harness that wrote the files.")],
+    format: Annotated[
+        str, typer.Argument(help="json | lm-eval | eee | lighteval: the harness that wrote the files.")
+    ],
     paths: Annotated[list[Path], typer.Argument(help="The files (lm-eval: samples_<task>_<date>.jsonl).")],
     variant: Annotated[str, typer.Option(help="Name of the variant these generations came from.")],
     baseline: Annotated[bool, typer.Option("--baseline", help="Mark this variant as the baseline.")] = False,

@@ -15,6 +15,8 @@ from quantscope.util import import_target
 FORMATS: dict[str, str] = {
     "json": "quantscope.ingest.plain_json:read_plain_json",
     "lm-eval": "quantscope.ingest.lm_eval:read_lm_eval",
+    "eee": "quantscope.ingest.eee:read_eee",
+    "lighteval": "quantscope.ingest.lighteval:read_lighteval",
 }
 """Format name -> its reader, `reader(path, fields) -> Source`."""
 

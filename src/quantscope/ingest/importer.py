@@ -446,7 +446,7 @@ def _result_row(built: _Built, variant: str, task: str, spec_hash: str) -> Resul
         item_id=record.item_id,
         sample=record.sample,
         spec_hash=spec_hash,
-        seed=None,
+        seed=record.seed,
         target=built.target,
         text=built.text,
         thinking=built.thinking,
@@ -459,7 +459,7 @@ def _result_row(built: _Built, variant: str, task: str, spec_hash: str) -> Resul
         correct=built.judgement.correct,
         extracted=built.judgement.extracted,
         created=time.time(),
-        prompt_sha=text_fingerprint(record.prompt, built.target),
+        prompt_sha=record.prompt_hash or text_fingerprint(record.prompt, built.target),
     )
 
 

@@ -24,7 +24,9 @@ class Generated:
     kept the reasoning apart in `reasoning` (vLLM's `reasoning` / `reasoning_content`); `gold` the
     reference answer and `choices` a multiple-choice item's options; `completion_tokens` and
     `thinking_tokens` counts in tokens, `finish_reason` as the harness wrote it, `correct` the
-    harness's own verdict, `seconds` the request's latency.
+    harness's own verdict, `seconds` the request's latency, `seed` the sample's seed; `prompt_hash`
+    the harness's fingerprint of the item (prompt and reference), kept as the row's `prompt_sha` so
+    rows from the same harness pair by it (default: quantscope's own fingerprint of prompt and gold).
     """
 
     where: str
@@ -40,6 +42,8 @@ class Generated:
     finish_reason: str | None = None
     correct: bool | None = None
     seconds: float | None = None
+    seed: int | None = None
+    prompt_hash: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ _REGISTRY: dict[str, str] = {
 # The names other harnesses give these benchmarks, so their results import under quantscope's:
 # lm-eval (lm_eval/tasks/aime/aime25.yaml, hendrycks_math/hendrycks_math500.yaml,
 # minerva_math/minerva_math500.yaml, gpqa/*/gpqa_diamond_*.yaml, mmlu_pro/), lighteval
-# (`aime25`, `math_500`, `gpqa:diamond`, `mmlu_pro`; details name a task `suite|task|shots`),
+# (`aime25`, `math_500`, `gpqa:diamond`, `mmlu_pro`; details name a task `suite|task|shots` or `task|shots`),
 # EvalScope (`aime25`, `math_500`, `gpqa_diamond`, `mmlu_pro`) and inspect_evals (`aime2025`,
 # `gpqa_diamond`, `mmlu_pro`).
 ALIASES: dict[str, str] = {
@@ -50,10 +50,13 @@ ALIASES: dict[str, str] = {
 
 def canonical_task(name: str) -> str | None:
     """quantscope's name for a benchmark another harness calls `name` (any case; a lighteval
-    `suite|task|shots` name by its task part), or None when this install does not know it."""
+    `suite|task|shots` or `task|shots` name by its task part), or None when this install does not know it."""
     key = name.strip().lower()
-    if key.count("|") >= 1:
-        key = key.split("|")[1]
+    parts = key.split("|")
+    # lighteval names a task `suite|task|shots`, and since its tasks/lighteval_task.py builds
+    # `full_name = f"{name}|{num_fewshots}"`, `task|shots`: the task is the part before the shots
+    if len(parts) >= 2:
+        key = parts[-2]
     key = ALIASES.get(key, key)
     return key if key in _REGISTRY else None
 
