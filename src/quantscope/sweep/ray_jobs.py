@@ -37,6 +37,8 @@ from quantscope.sweep.spec import QuantizeJob, RayBlock
 
 CHUNK_SECONDS = 0.5
 """The longest a finished completion waits in the actor before it is sent to the driver."""
+RESTART_SECONDS = 600.0
+"""How long the driver waits for Ray to restart a lost engine actor (a model load included)."""
 CHUNK_ROWS = 64
 """The most completions sent to the driver in one chunk."""
 
@@ -179,7 +181,12 @@ class RayEngine:
     def __post_init__(self) -> None:
         ray = ray_module()
         resources = eval_resources(self.spec, self.block)
-        retries = {"max_restarts": self.block.max_restarts, "max_task_retries": self.block.max_task_retries}
+        # Ray restarts a lost actor (max_restarts), but its streams are retried here, not by Ray:
+        # Ray re-runs a failed streaming generator from the start and drops every item whose index
+        # it already returned (ray-core/internals/streaming-generator), and this actor's chunks
+        # are cut by time, so the re-run's first chunks hold other requests than the lost ones:
+        # those requests would never come back. The driver resends exactly the unseen ones.
+        retries = {"max_restarts": self.block.max_restarts, "max_task_retries": 0}
         self._ray = ray
         self._group = _gang(resources, self.replicas)
         self._actors = [
@@ -200,31 +207,58 @@ class RayEngine:
         return self._served
 
     def stream(self, requests: Sequence[ChatRequest]) -> Iterator[tuple[int, Outcome]]:
-        """Each completion once, as its replica's chunk arrives (a retried actor method may send
-        a chunk again). Request i goes to replica i mod `replicas`: every replica gets an equal
-        share of each task's items and samples, as in vLLM's own data-parallel example."""
+        """Each completion once, as its replica's chunk arrives. Request i goes to replica
+        i mod `replicas`: every replica gets an equal share of each task's items and samples, as in
+        vLLM's own data-parallel example. A replica lost mid-stream (its process or node died) is
+        restarted by Ray and sent the requests of its share not yet returned, at most
+        `max_task_retries` times; then the loss is raised."""
         shares = [list(range(r, len(requests), self.replicas)) for r in range(self.replicas)]
-        streams = [
-            (actor.stream.remote([requests[i] for i in share]), share)
-            for actor, share in zip(self._actors, shares, strict=True)
-            if share
-        ]
-        live = [generator for generator, _ in streams]
+        live = {self._send(r, share, requests): (r, share) for r, share in enumerate(shares) if share}
+        retries = dict.fromkeys(range(self.replicas), 0)
         seen: set[int] = set()
         while live:
             # ray.wait takes streaming generators: ready once next() has an object to return
             # (ray/_private/worker.py, wait), so chunks are merged in the order they finish
-            (ready,), _ = self._ray.wait(live, num_returns=1)
+            (ready,), _ = self._ray.wait(list(live), num_returns=1)
+            replica, share = live[ready]
             try:
                 chunk = self._ray.get(next(ready))
             except StopIteration:
-                live.remove(ready)
+                del live[ready]
                 continue
-            share = next(s for g, s in streams if g is ready)
+            except self._ray.exceptions.RayActorError:
+                del live[ready]
+                left = [i for i in share if i not in seen]
+                if not left:  # lost after its last chunk: nothing to resend
+                    continue
+                if retries[replica] >= self.block.max_task_retries:
+                    raise
+                retries[replica] += 1
+                self._when_alive(replica)
+                live[self._send(replica, left, requests)] = (replica, left)
+                continue
             for local, outcome in chunk:
                 if share[local] not in seen:
                     seen.add(share[local])
                     yield share[local], outcome
+
+    def _when_alive(self, replica: int) -> None:
+        """Wait for Ray to restart replica `replica` (it rebuilds its engine); a call made while
+        it restarts fails at once ("the actor is temporarily unavailable"), so ask until it
+        answers. ActorDiedError (no restarts left) and a restart slower than RESTART_SECONDS raise."""
+        deadline = time.monotonic() + RESTART_SECONDS
+        while True:
+            try:
+                self._ray.get(self._actors[replica].info.remote())
+                return
+            except self._ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _send(self, replica: int, share: Sequence[int], requests: Sequence[ChatRequest]) -> Any:
+        """Replica `replica`'s stream of the requests at `share` (indices into `requests`)."""
+        return self._actors[replica].stream.remote([requests[i] for i in share])
 
     def generate(
         self, requests: Sequence[ChatRequest], progress: ProgressCallback | None = None
