@@ -129,3 +129,26 @@ def test_without_inspect_ai_the_error_names_the_extra(
         pytest.raises(QuantscopeError, match=r"pip install 'quantscope\[inspect\]'"),
     ):
         import_files("inspect", [path], store, ImportOptions("q4", model=TOY))
+
+
+def test_the_cli_prints_the_extra_unmangled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich would read `[inspect]` as markup and drop it from the printed error."""
+    from typer.testing import CliRunner
+
+    from quantscope.cli import app
+    from quantscope.cli.app import err_console
+
+    monkeypatch.setattr(err_console, "width", 400)
+    real = builtins.__import__
+    monkeypatch.setattr(
+        builtins,
+        "__import__",
+        lambda name, *a, **k: (
+            (_ for _ in ()).throw(ImportError(name)) if name.startswith("inspect_ai") else real(name, *a, **k)
+        ),
+    )
+    path = tmp_path / "log.eval"
+    path.write_bytes(b"PK")
+    args = ["import", "inspect", str(path), "--variant", "q4", "--model", TOY, "--store", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "pip install 'quantscope[inspect]'" in result.output, result.output
