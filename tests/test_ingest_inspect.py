@@ -99,6 +99,7 @@ def test_an_inspect_log_becomes_rows(tmp_path: Path, suffix: str) -> None:
         12,
     )
     assert (cut["finish_reason"], cut["completion_tokens"]) == ("length", 64)
+    assert (done["thinking_tokens"], done["answer_tokens"]) == (3, 9)  # usage.reasoning_tokens
     # aime25 is re-judged by quantscope: the source's "I" verdict is overruled for the right answer
     assert done["correct"] == 1 and cut["correct"] == 0
     assert (settings.temperature, settings.top_p, settings.top_k, settings.max_tokens, settings.seed) == (
