@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -246,7 +247,8 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except QuantscopeError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+            # escaped: a message may hold brackets (pip install 'quantscope[inspect]') rich would eat
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
             raise typer.Exit(code=2) from None
 
     return wrapper

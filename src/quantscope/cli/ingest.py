@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 @friendly_errors
 def import_(
     format: Annotated[
-        str, typer.Argument(help="json | lm-eval | eee | lighteval: the harness that wrote the files.")
+        str, typer.Argument(help="json | lm-eval | eee | lighteval | inspect: the harness that wrote them.")
     ],
     paths: Annotated[list[Path], typer.Argument(help="The files (lm-eval: samples_<task>_<date>.jsonl).")],
     variant: Annotated[str, typer.Option(help="Name of the variant these generations came from.")],

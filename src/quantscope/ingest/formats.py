@@ -17,6 +17,7 @@ FORMATS: dict[str, str] = {
     "lm-eval": "quantscope.ingest.lm_eval:read_lm_eval",
     "eee": "quantscope.ingest.eee:read_eee",
     "lighteval": "quantscope.ingest.lighteval:read_lighteval",
+    "inspect": "quantscope.ingest.inspect_log:read_inspect",
 }
 """Format name -> its reader, `reader(path, fields) -> Source`."""
 
