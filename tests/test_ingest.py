@@ -311,3 +311,72 @@ def test_two_imported_variants_compare_as_generated_ones_do(tmp_path: Path) -> N
     assert {"temperature of int4", "temperature of bf16"} <= set(comparison["unknown_settings"])
     shown = runner.invoke(app, ["compare", "--store", str(tmp_path)])
     assert shown.exit_code == 0 and "rests on unknown settings" in shown.output, shown.output
+
+
+def test_unknown_token_counts_are_stored_unknown_and_the_analysis_leaves_them_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No counts in the file and no tokenizer: NULL in the store, not 0; accuracy and the verdicts
+    still computed, every thinking-length figure unknown rather than 'no thinking at all'."""
+    base = write_jsonl(tmp_path / "bf16.jsonl", generations(cut={"What is 9*9?"}))
+    quant = write_jsonl(tmp_path / "int4.jsonl", generations(wrong={"What is 2+3?"}, cut={"What is 9*9?"}))
+    for name, path, extra in (("bf16", base, ["--baseline"]), ("int4", quant, [])):
+        result = runner.invoke(
+            app,
+            ["import", "json", str(path), "--variant", name, "--task", "aime25", "--store", str(tmp_path)]
+            + extra
+            + [f"--field={m}" for m in MAPPING],
+        )
+        assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        counts = db.execute(
+            "SELECT completion_tokens, thinking_tokens, answer_tokens FROM results"
+        ).fetchall()
+        inferred = db.execute("SELECT DISTINCT finish_inferred FROM results").fetchall()
+        sampling = db.execute("SELECT temperature, top_p, top_k, seed FROM runs").fetchall()
+    assert counts == [(None, None, None)] * 8
+    assert inferred == [(1,)]  # the file kept no finish reasons: every row says its was inferred
+    assert sampling == [(None, None, None, None)] * 2  # unrecorded settings: unknown, not -1
+
+    result = runner.invoke(app, ["compare", "--store", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.output)["comparisons"][0]
+    assert comparison["accuracy"] == 0.5 and comparison["baseline_accuracy"] == 0.75
+    assert comparison["truncation_rate"] == 0.25
+    assert comparison["cot_token_inflation_ratio"]["ratio"] is None
+    assert comparison["inflation"]["median_all"] is None and comparison["inflation"]["mean_all"] is None
+    for command in (["report", "--out", str(tmp_path / "r.html")], ["recommend"], ["compare"]):
+        shown = runner.invoke(app, [*command, "--store", str(tmp_path)])
+        assert shown.exit_code == 0, (command, shown.output)
+
+    # exported as EEE and imported back, the counts stay unknown and the finishes inferred (offline:
+    # the export re-reads the prompts from the task, which has no local copy here)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
+    out = tmp_path / "eee"
+    exported = runner.invoke(app, ["export", "--format", "eee", "--out", str(out), "--store", str(tmp_path)])
+    assert exported.exit_code == 0, exported.output
+    (samples,) = out.glob("data/*/*/int4/*_samples.jsonl")
+    back = runner.invoke(app, ["import", "eee", str(samples), "--variant", "back", "--store", str(tmp_path)])
+    assert back.exit_code == 0, back.output
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        query = "SELECT completion_tokens, thinking_tokens, finish_reason, finish_inferred FROM results"
+        again = db.execute(f"{query} WHERE variant = 'back' ORDER BY item_id").fetchall()
+        first = db.execute(f"{query} WHERE variant = 'int4' ORDER BY item_id").fetchall()
+    assert again == first and {r[3] for r in again} == {1}
+
+
+def test_a_variant_with_counts_against_one_without_has_no_inflation_ratio(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    base = write_jsonl(tmp_path / "bf16.jsonl", generations())
+    quant = write_jsonl(tmp_path / "int4.jsonl", generations())
+    with Store.open(tmp_path) as store:
+        counted = ImportOptions("bf16", task="aime25", model=TOY, baseline=True)
+        import_files("json", [base], store, counted, fields(MAPPING))
+        import_files("json", [quant], store, ImportOptions("int4", task="aime25"), fields(MAPPING))
+    # counted one way and not the other: a difference compare names, and lets through when asked
+    result = runner.invoke(app, ["compare", "--store", str(tmp_path), "--json", "--allow-mismatch"])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.output)["comparisons"][0]
+    assert comparison["delta"] == 0.0 and comparison["cot_token_inflation_ratio"]["ratio"] is None

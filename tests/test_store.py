@@ -221,6 +221,79 @@ def test_a_schema_1_store_is_migrated_in_place_keeping_every_row(tmp_path: Path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+# The tables quantscope wrote at schema version 5 (token counts and sampling settings NOT NULL).
+SCHEMA_V5 = """
+CREATE TABLE variants (name TEXT PRIMARY KEY, model_path TEXT NOT NULL, memory_bytes INTEGER, recipe TEXT,
+    is_baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, memory_source TEXT);
+CREATE TABLE runs (spec_hash TEXT PRIMARY KEY, variant TEXT NOT NULL REFERENCES variants(name),
+    task TEXT NOT NULL, engine TEXT NOT NULL, model_path TEXT NOT NULL, thinking_mode INTEGER NOT NULL,
+    temperature REAL NOT NULL, top_p REAL NOT NULL, top_k INTEGER NOT NULL, max_tokens INTEGER NOT NULL,
+    seed INTEGER NOT NULL, spec_json TEXT NOT NULL, created REAL NOT NULL, settings_json TEXT,
+    environment_json TEXT);
+CREATE TABLE results (id INTEGER PRIMARY KEY, variant TEXT NOT NULL, task TEXT NOT NULL,
+    item_id TEXT NOT NULL, sample INTEGER NOT NULL, spec_hash TEXT NOT NULL REFERENCES runs(spec_hash),
+    seed INTEGER, target TEXT NOT NULL, completion_tokens INTEGER NOT NULL,
+    thinking_tokens INTEGER NOT NULL, answer_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL,
+    seconds REAL NOT NULL, correct INTEGER NOT NULL, extracted TEXT, created REAL NOT NULL,
+    prompt_sha TEXT, UNIQUE (variant, task, item_id, sample));
+CREATE TABLE texts (id INTEGER PRIMARY KEY REFERENCES results(id), text TEXT NOT NULL,
+    thinking_at INTEGER, thinking_len INTEGER, thinking TEXT, answer_at INTEGER, answer_len INTEGER,
+    answer TEXT, CHECK (thinking IS NOT NULL OR thinking_at IS NOT NULL),
+    CHECK (answer IS NOT NULL OR answer_at IS NOT NULL));
+CREATE TABLE signals (rules TEXT NOT NULL, id INTEGER NOT NULL, loop_period INTEGER,
+    PRIMARY KEY (rules, id)) WITHOUT ROWID;
+CREATE TABLE failures (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL, spec_hash TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (variant, task, item_id, sample));
+CREATE TABLE forced (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL, budget INTEGER NOT NULL, text TEXT NOT NULL, answer TEXT NOT NULL,
+    answer_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, correct INTEGER NOT NULL, extracted TEXT,
+    created REAL NOT NULL, PRIMARY KEY (variant, task, item_id, sample, budget));
+CREATE TABLE items (task TEXT NOT NULL, item_id TEXT NOT NULL, stratum_key TEXT NOT NULL,
+    stratum TEXT NOT NULL, PRIMARY KEY (task, item_id));
+PRAGMA user_version = 5;
+"""
+
+
+def test_a_schema_5_store_gains_unknown_counts_and_inferred_finishes_keeping_rows_and_ids(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "v5"
+    directory.mkdir()
+    db = sqlite3.connect(directory / DB_NAME)
+    db.executescript(SCHEMA_V5)
+    db.execute("INSERT INTO variants VALUES ('v', '/models/v', 1000, NULL, 1, 1.0, NULL)")
+    run = ("h1", "v", "t", "transformers", "/models/v", 1, 0.6, 0.95, 20, 64, 7, "{}", 1.0, None, None)
+    db.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(run))})", run)
+    for id_, item in ((11, "a"), (40, "b")):  # ids with gaps: the texts and signals point at them
+        row = (id_, "v", "t", item, 0, "h1", 7, "42", 10, 6, 4, "stop", 0.5, 1, "42", 2.0, "p")
+        db.execute(f"INSERT INTO results VALUES ({', '.join('?' * len(row))})", row)
+        db.execute(
+            "INSERT INTO texts VALUES (?, ?, 0, 5, NULL, 13, 4, NULL)", (id_, f"think</think>{item}42")
+        )
+        db.execute("INSERT INTO signals VALUES ('r1', ?, ?)", (id_, id_ + 1))
+    db.commit()
+    before = db.execute("SELECT * FROM results ORDER BY id").fetchall()
+    db.close()
+
+    with Store.existing(directory) as store:
+        rows = {r["item_id"]: r for r in store.rows()}
+        assert rows["a"]["text"] == "think</think>a42" and rows["b"]["thinking"] == "think"
+        assert {r["finish_inferred"] for r in rows.values()} == {0}
+        unknown = replace(make_row("c"), completion_tokens=None, thinking_tokens=None, answer_tokens=None)
+        store.write_results([replace(unknown, finish_inferred=True)])
+        store.record_run(replace(make_run("h2"), temperature=None, top_p=None, top_k=None, seed=None))
+        assert store.run("h2").temperature is None and store.run("h1").temperature == 0.6
+        numbers = store.columns(["completion_tokens", "finish_inferred"])
+        assert numbers == {"completion_tokens": [10, 10, None], "finish_inferred": [0, 0, 1]}
+    db = sqlite3.connect(directory / DB_NAME)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    after = db.execute("SELECT * FROM results WHERE id IN (11, 40) ORDER BY id").fetchall()
+    assert [r[:12] + r[13:] for r in after] == before  # every v5 value kept, finish_inferred 0 added
+    assert db.execute("SELECT id, loop_period FROM signals ORDER BY id").fetchall() == [(11, 12), (40, 41)]
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
 def test_failures_are_recorded_replaced_and_cleared_by_a_success(store: Store) -> None:
     from quantscope.store.rows import Failure
 

@@ -55,17 +55,18 @@ class VariantCapacity:
 def variant_capacities(
     analysis: Analysis, budget: GpuBudget, config: Mapping[str, Any]
 ) -> dict[str, VariantCapacity]:
-    """Every variant with a known memory figure on `budget`'s GPU (variant name -> capacity).
-    `config` is the model's config (quantization leaves the cache shape alone)."""
+    """Every variant with a known memory figure and counted lengths on `budget`'s GPU (variant
+    name -> capacity). `config` is the model's config (quantization leaves the cache shape alone)."""
     results, out = analysis.results, {}
     cap = int(results.max_tokens.max()) if len(results) else 0
     budget = replace(budget, options=replace(budget.options, context=budget.prompt_tokens + cap))
     options = budget.options
     for info in analysis.variants:
         rows = results.variant == info.name
-        if info.memory_bytes is None or not rows.any():
+        counted = rows & results.tokens_known  # lengths need counts (an import may lack them)
+        if info.memory_bytes is None or not counted.any():
             continue
-        completion = results.completion_tokens[rows].astype(float)
+        completion = results.completion_tokens[counted].astype(float)
         lengths = budget.prompt_tokens + completion
         weights = _decode_weights(info.model_path, info.memory_bytes, config, options.tp)
         p90 = float(np.percentile(lengths, 90))  # concurrency counts sequences of the p90 length

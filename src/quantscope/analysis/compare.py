@@ -303,6 +303,7 @@ def thinking_inflation(variant: Results, baseline: Results) -> Inflation:
         )
         return float(top / bottom) if bottom > 0 else float("nan")
 
+    variant, baseline = variant.counted(), baseline.counted()
     ours_all, theirs_all = variant.thinking_tokens, baseline.thinking_tokens
     ours_fin = variant.thinking_tokens[~variant.truncated]
     theirs_fin = baseline.thinking_tokens[~baseline.truncated]
@@ -323,6 +324,8 @@ def cot_token_inflation(
     `COT_INFLATION_DEFINITION`), with its paired bootstrap 95% CI over the items."""
     ours, theirs = _item_thinking(variant), _item_thinking(baseline)
     nan = float("nan")
+    if not (variant.tokens_known.all() and baseline.tokens_known.all()):
+        return CotInflation(nan, (nan, nan), 0, n_boot)  # a length ratio over unknown lengths
     if ours.size == 0 or ours.size != theirs.size:
         return CotInflation(nan, (nan, nan), int(min(ours.size, theirs.size)), n_boot)
     # the same item draws on both sides: one resampler (`decide.resampled_means`), one seed each side
@@ -512,7 +515,7 @@ def analyze(
     infos.sort(key=lambda v: (v.name != base, -(v.memory_bytes or 0), v.name))
     settings = run_settings(store.runs())
     task_names = tuple(sorted(set(results.task.tolist())))
-    budgets = {t: default_budgets(int(results.max_tokens[results.task == t].min())) for t in task_names}
+    budgets = _budget_grids(results.counted(), task_names)
     options = {"n_boot": n_boot, "seed": seed, "margin": margin}
     metrics, comparisons = [], []
     for task in task_names:
@@ -546,6 +549,13 @@ def analyze(
         allowed_mismatch=allow_mismatch,
         settings_study=settings_study,
     )
+
+
+def _budget_grids(counted: Results, tasks: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Each task's budget grid: `default_budgets` of the smallest cap among its rows with known
+    token counts (none: no grid, and no budget curve)."""
+    caps = {t: counted.max_tokens[counted.task == t] for t in tasks}
+    return {t: default_budgets(int(cap.min())) if cap.size else () for t, cap in caps.items()}
 
 
 def _forced_curves(store: Store, results: Results) -> dict[tuple[str, str], BudgetCurve]:

@@ -59,6 +59,24 @@ _MAX_SAMPLES_PER_ITEM = 4096
 
 
 @dataclass(frozen=True)
+class Delta:
+    """variant - baseline over the items both ran (`value` and `baseline` each side's mean over
+    those items, `delta` the mean paired difference), with a paired 95% CI over the items."""
+
+    value: float
+    baseline: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    items: int
+
+    @property
+    def significant(self) -> bool:
+        """The 95% CI excludes 0 (uncorrected; `levels.Shift` corrects over its family)."""
+        return bool(self.ci_low > 0 or self.ci_high < 0)
+
+
+@dataclass(frozen=True)
 class PairedItems:
     """Per item both sides ran (one task): each side's mean correctness, its sample variance
     (ddof 1; NaN with one sample) and its number of samples."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from quantscope.analysis.compare import compare_pair, with_decision
-from quantscope.analysis.decide import Decision, decide, in_family, paired_items
+from quantscope.analysis.decide import Decision, Delta, decide, in_family, paired_items
 from quantscope.analysis.metrics import Results, summarize
 
 if TYPE_CHECKING:
@@ -35,17 +35,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Shift:
-    """The truncation rate's change on a level's items: the variant's and the baseline's rates
-    (mean over items), their paired difference with its 95% CI (fractions) and the test behind it
-    (`decision`, corrected over the report's family of level flags)."""
+class Shift(Delta):
+    """The truncation rate's change on a level's items: a `Delta` of rates (fractions, means over
+    items) and the test behind it (`decision`, corrected over the report's family of level flags)."""
 
-    value: float
-    baseline: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    items: int
     decision: Decision
 
     @property

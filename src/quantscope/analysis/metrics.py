@@ -42,7 +42,9 @@ DEFAULT_BUDGET_POINTS = 16
 class Results:
     """A columnar view of result rows: one array entry per (variant, task, item, sample).
 
-    Token counts are int64 tokens; `max_tokens` is each row's generation cap; `seconds` float;
+    Token counts are int64 tokens, 0 where unknown (an import without counts), which
+    `tokens_known` marks: token statistics read `counted()`; `max_tokens` is each row's
+    generation cap; `seconds` float;
     `spec_hash` names the run a row came from and `prompt_sha` fingerprints its item's prompt and
     target (None for rows stored before fingerprints were kept).
     """
@@ -61,6 +63,7 @@ class Results:
     spec_hash: np.ndarray
     prompt_sha: np.ndarray
     extracted: np.ndarray
+    tokens_known: np.ndarray
 
     def __len__(self) -> int:
         return int(self.correct.shape[0])
@@ -82,6 +85,10 @@ class Results:
         """The rows picked by a boolean mask or an index array."""
         return Results(**{name: getattr(self, name)[index] for name in _FIELDS})
 
+    def counted(self) -> Results:
+        """The rows whose token counts are known (all of them, unless some were imported without)."""
+        return self if self.tokens_known.all() else self.take(self.tokens_known)
+
 
 _FIELDS = tuple(Results.__dataclass_fields__)
 
@@ -94,6 +101,8 @@ def results_from_columns(columns: dict[str, Sequence]) -> Results:
     """
     finish = np.asarray(columns["finish_reason"], dtype=object)
     unknown = [None] * len(finish)
+    tokens = {name: _counts(columns[name]) for name in _TOKEN_COLUMNS}
+    known = np.logical_and.reduce([k for _, k in tokens.values()]) if len(finish) else np.ones(0, bool)
     return Results(
         variant=np.asarray(columns["variant"], dtype=object),
         task=np.asarray(columns["task"], dtype=object),
@@ -101,15 +110,27 @@ def results_from_columns(columns: dict[str, Sequence]) -> Results:
         sample=np.asarray(columns["sample"], dtype=np.int64),
         correct=np.asarray(columns["correct"], dtype=bool),
         truncated=finish == "length",
-        completion_tokens=np.asarray(columns["completion_tokens"], dtype=np.int64),
-        thinking_tokens=np.asarray(columns["thinking_tokens"], dtype=np.int64),
-        answer_tokens=np.asarray(columns["answer_tokens"], dtype=np.int64),
+        completion_tokens=tokens["completion_tokens"][0],
+        thinking_tokens=tokens["thinking_tokens"][0],
+        answer_tokens=tokens["answer_tokens"][0],
         max_tokens=np.asarray(columns["max_tokens"], dtype=np.int64),
         seconds=np.asarray(columns["seconds"], dtype=np.float64),
         spec_hash=np.asarray(columns.get("spec_hash", unknown), dtype=object),
         prompt_sha=np.asarray(columns.get("prompt_sha", unknown), dtype=object),
         extracted=np.asarray(columns.get("extracted", unknown), dtype=object),
+        tokens_known=known,
     )
+
+
+_TOKEN_COLUMNS = ("completion_tokens", "thinking_tokens", "answer_tokens")
+
+
+def _counts(column: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(counts as int64 with unknown as 0, which are known) of one token column (None: unknown)."""
+    known = np.fromiter((v is not None for v in column), dtype=bool, count=len(column))
+    if known.all():
+        return np.asarray(column, dtype=np.int64), known
+    return np.asarray([0 if v is None else v for v in column], dtype=np.int64), known
 
 
 def load_results(store: Store, variant: str | None = None, task: str | None = None) -> Results:
@@ -163,7 +184,8 @@ class TaskMetrics:
     accuracy among samples that were not truncated (NaN when all were); token statistics are
     over all samples, truncated ones included (the cap standing in for a cut length), while
     `thinking` is the Kaplan–Meier median thinking with generations cut while thinking censored
-    (`analysis.thinking`), the figure to read once the cap binds.
+    (`analysis.thinking`), the figure to read once the cap binds. Token statistics, `thinking`
+    and the budget curve leave out rows whose counts are unknown (NaN / empty when all are).
     """
 
     variant: str
@@ -408,6 +430,7 @@ def summarize(
     k = int(counts.min())
     low, high = bootstrap_ci(scores, n_boot=n_boot, seed=seed, level=level)
     finished = ~results.truncated
+    counted = results.counted()  # token figures over the rows whose counts are known
     return TaskMetrics(
         variant=name,
         task=task_name,
@@ -422,13 +445,13 @@ def summarize(
         truncation_rate=truncation_rate(results.truncated, results.item_id),
         maj_at_k=majority_accuracy(results, same),
         accuracy_finished=float(results.correct[finished].mean()) if finished.any() else float("nan"),
-        thinking_tokens=token_stats(results.thinking_tokens),
-        answer_tokens=token_stats(results.answer_tokens),
-        completion_tokens=token_stats(results.completion_tokens),
+        thinking_tokens=token_stats(counted.thinking_tokens),
+        answer_tokens=token_stats(counted.answer_tokens),
+        completion_tokens=token_stats(counted.completion_tokens),
         mean_seconds=float(results.seconds.mean()),
-        budget_curve=budget_curve(results, budgets),
+        budget_curve=budget_curve(counted, budgets),
         thinking=thinking_length(
-            results.thinking_tokens, thinking_censored(results.truncated, results.answer_tokens)
+            counted.thinking_tokens, thinking_censored(counted.truncated, counted.answer_tokens)
         ),
     )
 

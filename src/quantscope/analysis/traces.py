@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantscope.analysis.decide import resampled_means
+from quantscope.analysis.decide import Delta, resampled_means
 from quantscope.analysis.metrics import DEFAULT_BOOTSTRAP
 from quantscope.analysis.signal_table import (
     COLUMNS,
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HESITATION_MARKERS",
-    "Delta",
     "TraceComparison",
     "TraceReport",
     "TraceRow",
@@ -108,7 +107,8 @@ class _Signals:
     target: list[str] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[float] = field(default_factory=list)
+    """Thinking tokens per row, NaN where unknown (an import without counts)."""
     censored: list[bool] = field(default_factory=list)
     stored: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     thinking: list[str] = field(default_factory=list)
@@ -121,9 +121,16 @@ class _Signals:
         self.truncated.append(truncated)
         self.correct.append(correct)
 
-    def add_tokens(self, thinking_tokens: int, answer_tokens: int) -> None:
-        self.tokens.append(thinking_tokens)
+    def add_tokens(self, thinking_tokens: int | None, answer_tokens: int | None) -> None:
+        self.tokens.append(float("nan") if thinking_tokens is None else thinking_tokens)
         self.censored.append(self.truncated[-1] and answer_tokens == 0)
+
+    def counted(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(item ids, thinking tokens, censored) of the rows whose counts are known."""
+        tokens = np.array(self.tokens, dtype=np.float64)
+        known = ~np.isnan(tokens)
+        items = [item for item, k in zip(self.item, known, strict=True) if k]
+        return items, tokens[known], np.array(self.censored, dtype=bool)[known]
 
 
 @dataclass(frozen=True)
@@ -143,22 +150,6 @@ class TraceStats:
     not_committed: float
     first_found: float
     false_found: float | None = None
-
-
-@dataclass(frozen=True)
-class Delta:
-    """variant - baseline over the items both ran, with a paired bootstrap 95% CI over items."""
-
-    value: float
-    baseline: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    items: int
-
-    @property
-    def significant(self) -> bool:
-        return bool(self.ci_low > 0 or self.ci_high < 0)
 
 
 @dataclass(frozen=True)
@@ -271,7 +262,7 @@ def _frame(column: _Signals) -> Frame:
         if name not in decoys
     }
     truncated, correct = np.array(column.truncated, dtype=bool), np.array(column.correct, dtype=bool)
-    return Frame(stored, truncated, correct, np.array(column.tokens))
+    return Frame(stored, truncated, correct, np.array(column.tokens, dtype=np.float64))
 
 
 def _columns(column: _Signals) -> dict[str, np.ndarray]:
@@ -317,12 +308,7 @@ def _compare(
         for name in mine
     }
     committed = deltas.pop("not_committed")
-    thinking = paired_thinking(
-        (ours.item, np.array(ours.tokens), np.array(ours.censored)),
-        (theirs.item, np.array(theirs.tokens), np.array(theirs.censored)),
-        n_boot,
-        seed,
-    )
+    thinking = paired_thinking(ours.counted(), theirs.counted(), n_boot, seed)
     return TraceComparison(
         variant=variant,
         baseline=baseline,
@@ -404,7 +390,7 @@ def trace_report(
             truncated,
             bool(table["correct"][i]),
         )
-        column.add_tokens(int(table["thinking_tokens"][i]), int(table["answer_tokens"][i]))
+        column.add_tokens(table["thinking_tokens"][i], table["answer_tokens"][i])
         for name, _ in COLUMNS:
             column.stored[name].append(table[name][i])
 

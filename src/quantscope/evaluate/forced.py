@@ -60,7 +60,8 @@ class ForcedSummary:
 
 def needs_forcing(row: Mapping[str, Any], budget: int) -> bool:
     """Whether a stored sample did not finish within `budget` completion tokens."""
-    return not (row["finish_reason"] == "stop" and int(row["completion_tokens"]) <= budget)
+    counted = row["completion_tokens"]  # None: unknown (an imported row), so not known to have finished
+    return not (row["finish_reason"] == "stop" and counted is not None and int(counted) <= budget)
 
 
 def cut_at(tokenizer: Any, row: Mapping[str, Any], budget: int, close: str = FORCED_CLOSE) -> str:
@@ -68,6 +69,8 @@ def cut_at(tokenizer: Any, row: Mapping[str, Any], budget: int, close: str = FOR
     tokens, plus `close` when the cut falls inside the thinking. QuantscopeError saying why when
     re-tokenizing its text does not reproduce the engine's tokens."""
     text = row["text"]
+    if row["completion_tokens"] is None:
+        raise QuantscopeError("its token count is unknown (imported without one): no B-token cut to make")
     ids = tokenizer.encode(text, add_special_tokens=False)
     generated = int(row["completion_tokens"]) - (row["finish_reason"] == "stop")  # the end-of-turn token
     if len(ids) != generated:

@@ -47,6 +47,7 @@ from quantscope.store.settings import (
     OutputSettings,
     current_environment,
     differences,
+    run_record,
     text_fingerprint,
 )
 from quantscope.tasks.base import Sample, Task
@@ -304,22 +305,7 @@ def _record_strata(plan: _Plan, store: Store) -> None:
 
 
 def _run_record(spec: RunSpec, task_spec: TaskSpec, spec_hash: str) -> RunRecord:
-    sampling = spec.sampling()
-    return RunRecord(
-        spec_hash=spec_hash,
-        variant=spec.variant_name,
-        task=task_spec.name,
-        engine=spec.engine,
-        model_path=spec.model_ref,
-        thinking_mode=spec.thinking,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        max_tokens=spec.max_tokens,
-        seed=spec.seed,
-        spec_json=spec.model_dump_json(),
-        created=time.time(),
-    )
+    return run_record(spec.output_settings(task_spec), spec.variant_name, spec_hash, spec.model_dump_json())
 
 
 def _run_task(

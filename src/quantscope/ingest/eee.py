@@ -78,6 +78,7 @@ def _generations(row: Fields, counts: dict[str, int]) -> list[Generated]:
             seconds=_seconds(row) if single else None,
             seed=_integer_text(row, "metadata.seed") if single else None,
             prompt_hash=row.text("sample_hash"),
+            finish_inferred=single and row.text("metadata.finish_reason_inferred") == "true",
         )
         for index, text in enumerate(responses)
     ]

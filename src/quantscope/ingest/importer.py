@@ -7,19 +7,21 @@ Every `Generated` record becomes a `ResultRow`, derived the same way whatever th
   every engine uses;
 - tokens: the source's counts, else counted with the model's tokenizer (`--model`, a local path
   or hub id; never `trust_remote_code`) as vLLM's `usage` counts them (the completion's tokens,
-  plus the end-of-turn token when it stopped); with neither, 0 and the summary says they are
-  unknown (everything that does not need them still works);
+  plus the end-of-turn token when it stopped); with neither, NULL in the store and the summary
+  says they are unknown (analysis leaves such rows out of every token figure; accuracy,
+  truncation and the verdicts do not need them);
 - finish reason: the source's, else inferred: "length" when the count reached the recorded cap
-  or the thinking was never closed, else "stop" (the summary counts the inferred ones);
+  or the thinking was never closed, else "stop" (each such row is marked `finish_inferred`, and
+  the summary counts them);
 - correctness: re-judged by quantscope's judge when the task is one it knows (`tasks.registry.
   canonical_task`, other harnesses' names accepted) or `--judge` names one, else the source's
   own verdict; the run's settings say which (`served["correct"]`).
 
 The settings the source recorded (cap, sampling, chat template, thinking) become the run's
 `OutputSettings`; what it did not record stays None ("unknown"), and comparisons say so. The
-runs table needs numbers, so an unknown sampling value is stored there as -1 and an unknown cap
-as the longest completion seen (the least cap the rows allow; analysis's budget grids need one);
-the settings JSON keeps None.
+runs table holds unknown sampling values as NULL, and an unknown cap as the longest completion
+counted (the largest budget the rows speak for; analysis's budget grids need one), 0 when none
+was counted; the settings JSON keeps None.
 
 Everything is read, derived and checked before the store is touched, so malformed input leaves it
 unchanged; rows already stored (same variant, task, item, sample) are skipped, so importing a
@@ -28,6 +30,7 @@ file twice adds nothing and an interrupted import resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +42,14 @@ from quantscope.errors import QuantscopeError
 from quantscope.ingest.records import Generated, Source, SourceSettings
 from quantscope.store.database import Store
 from quantscope.store.rows import ResultRow, RunRecord, Variant
-from quantscope.store.settings import OutputSettings, current_environment, differences, text_fingerprint
+from quantscope.store.settings import (
+    COMPARABLE,
+    OutputSettings,
+    current_environment,
+    differences,
+    run_record,
+    text_fingerprint,
+)
 from quantscope.tasks.base import Judgement, Sample
 
 JUDGES = ("math", "choice")
@@ -122,7 +132,8 @@ def import_generations(
     model = options.model or settings.model or f"imported ({format_name})"
     output = _output_settings(format_name, model, task, thinking, settings, correct, counter.label)
     _check_resume(store, options.variant, task, output)
-    rows = [_result_row(b, options.variant, task, output.hash) for b in built]
+    spec_hash = _spec_hash(output, options.variant)
+    rows = [_result_row(b, options.variant, task, spec_hash) for b in built]
     added = _write(store, format_name, sources, options, model, output, rows)
     return ImportSummary(
         variant=options.variant,
@@ -134,7 +145,7 @@ def import_generations(
         correct=correct,
         tokens=counter.label,
         inferred_finish=sum(b.finish_inferred for b in built),
-        unknown_tokens=sum(not b.tokens_known for b in built),
+        unknown_tokens=sum(b.completion_tokens is None for b in built),
         unknown_settings=tuple(
             name
             for name in ("thinking", "max_tokens", "temperature", "top_p", "top_k")
@@ -214,9 +225,8 @@ class _Built:
     text: str
     thinking: str
     answer: str
-    completion_tokens: int
-    thinking_tokens: int
-    tokens_known: bool
+    completion_tokens: int | None
+    thinking_tokens: int | None
     finish_reason: str
     finish_inferred: bool
     target: str
@@ -246,11 +256,10 @@ def _row(
         text=text,
         thinking=thinking,
         answer=answer,
-        completion_tokens=counted or 0,
-        thinking_tokens=thoughts or 0,
-        tokens_known=counted is not None and thoughts is not None,
+        completion_tokens=counted if thoughts is not None else None,
+        thinking_tokens=thoughts if counted is not None else None,
         finish_reason=finish,
-        finish_inferred=given is None,
+        finish_inferred=given is None or record.finish_inferred,
         target=target,
         judgement=judgement,
     )
@@ -405,19 +414,9 @@ def _output_settings(
     served: dict[str, Any] = {"imported_from": format_name, "correct": correct, "tokens": tokens}
     if settings.chat_template_sha is not None:
         served["chat_template_sha"] = settings.chat_template_sha
-    values: dict[str, Any] = {
-        name: getattr(settings, name)
-        for name in (
-            "temperature",
-            "top_p",
-            "top_k",
-            "min_p",
-            "presence_penalty",
-            "repetition_penalty",
-            "max_tokens",
-            "seed",
-        )
-    }
+    # the comparable settings (thinking is decided above) and the seed, as the source recorded them
+    names = [name for name in COMPARABLE if name != "thinking"] + ["seed"]
+    values: dict[str, Any] = {name: getattr(settings, name) for name in names}
     return OutputSettings(
         engine=f"import:{format_name}", model=model, task=task, thinking=thinking, served=served, **values
     )
@@ -453,8 +452,9 @@ def _result_row(built: _Built, variant: str, task: str, spec_hash: str) -> Resul
         answer=built.answer,
         completion_tokens=built.completion_tokens,
         thinking_tokens=built.thinking_tokens,
-        answer_tokens=max(built.completion_tokens - built.thinking_tokens, 0),
+        answer_tokens=_answer_tokens(built),
         finish_reason=built.finish_reason,
+        finish_inferred=built.finish_inferred,
         seconds=record.seconds or 0.0,
         correct=built.judgement.correct,
         extracted=built.judgement.extracted,
@@ -479,9 +479,23 @@ def _write(
 
     memory = variant_memory(model, options.memory_bytes, options.memory_from, hub=False)
     store.put_variant(Variant(options.variant, model, memory.nbytes, None, options.baseline, memory.source))
-    store.record_run(_run_record(format_name, sources, options.variant, settings, rows))
-    store.set_run_settings(settings.hash, settings.to_json(), current_environment("imported").to_json())
+    spec_hash = rows[0].spec_hash if rows else _spec_hash(settings, options.variant)
+    store.record_run(_run_record(format_name, sources, options.variant, settings, rows, spec_hash))
+    store.set_run_settings(spec_hash, settings.to_json(), current_environment("imported").to_json())
     return store.write_results(rows, signal_batch(rows))
+
+
+def _spec_hash(settings: OutputSettings, variant: str) -> str:
+    """An import's run key: its settings and its variant. The settings alone would not do: two
+    files with the same recorded settings (a baseline and its quantized twin, neither naming its
+    model) are two runs."""
+    return hashlib.sha256(f"{settings.hash} {variant}".encode()).hexdigest()[:16]
+
+
+def _answer_tokens(built: _Built) -> int | None:
+    if built.completion_tokens is None or built.thinking_tokens is None:
+        return None
+    return max(built.completion_tokens - built.thinking_tokens, 0)
 
 
 def _run_record(
@@ -490,23 +504,10 @@ def _run_record(
     variant: str,
     settings: OutputSettings,
     rows: Sequence[ResultRow],
+    spec_hash: str,
 ) -> RunRecord:
-    def known(value: float | int | None, unknown: float | int) -> Any:
-        return unknown if value is None else value
-
-    spec = {"import": format_name, "files": [str(s.path) for s in sources]}
-    return RunRecord(
-        spec_hash=settings.hash,
-        variant=variant,
-        task=settings.task,
-        engine=settings.engine,
-        model_path=settings.model,
-        thinking_mode=bool(settings.thinking),
-        temperature=known(settings.temperature, -1.0),
-        top_p=known(settings.top_p, -1.0),
-        top_k=known(settings.top_k, -1),
-        max_tokens=known(settings.max_tokens, max((r.completion_tokens for r in rows), default=0)),
-        seed=known(settings.seed, -1),
-        spec_json=json.dumps(spec),
-        created=time.time(),
-    )
+    # no recorded cap: the longest completion counted, the largest budget these rows speak for (0:
+    # none counted, the cap unknown; displays show "?")
+    longest = max((r.completion_tokens or 0 for r in rows), default=0)
+    spec = json.dumps({"import": format_name, "files": [str(s.path) for s in sources]})
+    return run_record(settings, variant, spec_hash, spec, max_tokens=longest)

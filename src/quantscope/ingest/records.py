@@ -23,7 +23,8 @@ class Generated:
     harness's rendering of it); `text` the completion, or only its final content when the harness
     kept the reasoning apart in `reasoning` (vLLM's `reasoning` / `reasoning_content`); `gold` the
     reference answer and `choices` a multiple-choice item's options; `completion_tokens` and
-    `thinking_tokens` counts in tokens, `finish_reason` as the harness wrote it, `correct` the
+    `thinking_tokens` counts in tokens, `finish_reason` as the harness wrote it (`finish_inferred`:
+    the harness itself had inferred it, e.g. quantscope's own EEE export of an import), `correct` the
     harness's own verdict, `seconds` the request's latency, `seed` the sample's seed; `prompt_hash`
     the harness's fingerprint of the item (prompt and reference), kept as the row's `prompt_sha` so
     rows from the same harness pair by it (default: quantscope's own fingerprint of prompt and gold).
@@ -44,6 +45,7 @@ class Generated:
     seconds: float | None = None
     seed: int | None = None
     prompt_hash: str | None = None
+    finish_inferred: bool = False
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,8 @@ def _truncation(metrics: TaskMetrics) -> dict[str, Any] | None:
         "quantscope.truncation_rate", "Truncation rate (cap reached)", "rate", "proportion", 0, 1
     )
     metric["lower_is_better"] = True
-    metric["metric_parameters"] = {"max_tokens": metrics.max_tokens}
+    if metrics.max_tokens > 0:  # 0: the source recorded no cap and no counts (an import)
+        metric["metric_parameters"] = {"max_tokens": metrics.max_tokens}
     return _result(f"{metrics.task}/truncation_rate", metric, metrics.truncation_rate, {}, {})
 
 
@@ -351,9 +352,11 @@ def _generation_config(
         "temperature": run.temperature,
         "top_p": run.top_p,
         "top_k": run.top_k,
-        "max_tokens": run.max_tokens,
         "reasoning": bool(run.thinking_mode),
     }
+    cap = run.max_tokens if settings is None else settings.max_tokens
+    if cap:  # an import whose source recorded no cap has none to state (EEE wants an integer >= 1)
+        args["max_tokens"] = cap
     extra = {
         "engine": run.engine,
         "seed": str(run.seed),
@@ -461,12 +464,16 @@ def _instances(
             "sample_index": str(row["sample"]),
             "seed": str(row["seed"]),
             "finish_reason": row["finish_reason"],
-            "completion_tokens": str(row["completion_tokens"]),
-            "thinking_tokens": str(row["thinking_tokens"]),
-            "answer_tokens": str(row["answer_tokens"]),
+            **{  # unknown counts (an import without them) are left out, not written as 0
+                name: str(row[name])
+                for name in ("completion_tokens", "thinking_tokens", "answer_tokens")
+                if row[name] is not None
+            },
             "answer": row["answer"],
             "spec_hash": row["spec_hash"],
         }
+        if row["finish_inferred"]:
+            metadata["finish_reason_inferred"] = "true"  # the source kept none: quantscope inferred it
         if not matches:
             metadata["prompt"] = (
                 why if sample is None else "the task's prompt now differs from the one evaluated"

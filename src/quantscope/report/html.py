@@ -32,8 +32,9 @@ from quantscope.report.plots import all_figures
 from quantscope.util import format_size, json_ready, pct, points, pts, ratio, tokens
 
 if TYPE_CHECKING:
+    from quantscope.analysis.decide import Delta
     from quantscope.analysis.levels import LevelResult, TaskLevels
-    from quantscope.analysis.traces import Delta, TraceReport
+    from quantscope.analysis.traces import TraceReport
     from quantscope.store.database import Store
 
 CLIP_HEAD = 2500
@@ -54,8 +55,8 @@ class Example:
     why: str
     correct: bool
     finish_reason: str
-    completion_tokens: int
-    thinking_tokens: int
+    completion_tokens: int | None
+    thinking_tokens: int | None
     target: str
     extracted: str | None
     thinking: str
@@ -314,9 +315,11 @@ def _tasks_section(analysis: Analysis) -> str:
         "verdict",
     ]
     for task in analysis.tasks:
-        caps = {m.max_tokens for m in analysis.metrics if m.task == task}
+        caps = ", ".join(
+            f"{c:,}" if c else "?" for c in sorted({m.max_tokens for m in analysis.metrics if m.task == task})
+        )
         parts.append(
-            f"<h3>{escape(task)} <span class='muted'>(cap {', '.join(f'{c:,}' for c in sorted(caps))} tokens)"
+            f"<h3>{escape(task)} <span class='muted'>(cap {caps} tokens)"
             f"</span></h3>{_table(head, _task_rows(analysis, task), (0, len(head) - 1))}"
         )
     note = (
@@ -496,6 +499,12 @@ def _clip(text: str) -> str:
     )
 
 
+def _length(e: Example) -> str:
+    if e.completion_tokens is None or e.thinking_tokens is None:
+        return "token counts unknown"
+    return f"{e.completion_tokens:,} tokens ({e.thinking_tokens:,} thinking)"
+
+
 def _example(e: Example) -> str:
     tag = (
         "<span class='tag cut'>truncated</span>"
@@ -504,8 +513,7 @@ def _example(e: Example) -> str:
     )
     return (
         f"<details class='example'><summary>{escape(e.task)} · item {escape(e.item_id)} · sample {e.sample} "
-        f"{tag} <span class='muted'>— {escape(e.why)}; {e.completion_tokens:,} tokens "
-        f"({e.thinking_tokens:,} thinking)</span></summary><div class='body'>"
+        f"{tag} <span class='muted'>— {escape(e.why)}; {_length(e)}</span></summary><div class='body'>"
         f"<div>target <code>{escape(e.target)}</code> · extracted "
         f"<code>{escape(e.extracted or '—')}</code></div>"
         f"<div class='muted'>thinking</div><pre class='gen'>{_clip(e.thinking)}</pre>"

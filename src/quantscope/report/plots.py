@@ -199,7 +199,7 @@ def thinking_cdf_figure(analysis: Analysis, task: str) -> dict[str, Any]:
     colors = variant_colors(analysis)
     fig = go.Figure()
     for name in analysis.variant_names:
-        rows = analysis.results.select(name, task)
+        rows = analysis.results.select(name, task).counted()
         if len(rows) == 0:
             continue
         x, y = ecdf(rows.thinking_tokens)

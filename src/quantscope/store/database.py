@@ -17,20 +17,25 @@ migrated in place when opened, see `_MIGRATIONS`):
 ``runs`` — the generation settings rows were produced under, one row per spec hash
     spec_hash TEXT PRIMARY KEY (hash of everything that changes a generation), variant, task,
     engine, model_path, thinking_mode INTEGER (0/1), temperature REAL, top_p REAL, top_k INTEGER
-    (0 = off), max_tokens INTEGER (the cap, tokens), seed INTEGER (base seed; sample j uses
-    seed + j), spec_json TEXT (the full run spec), created REAL, settings_json TEXT (every
-    output setting, `quantscope.store.settings`; v2, NULL for older runs), environment_json TEXT
-    (library versions and device; v2).
+    (0 = off), max_tokens INTEGER (the cap, tokens; for an import that recorded none, the longest
+    completion counted, the largest budget its rows speak for, 0 when none was counted), seed
+    INTEGER (base seed; sample j uses seed + j), spec_json TEXT (the full run spec), created REAL,
+    settings_json TEXT (every output setting, `quantscope.store.settings`; v2, NULL for older
+    runs), environment_json TEXT (library versions and device; v2). Temperature, top_p, top_k and
+    seed are NULL when unknown (an import whose source kept none; v6).
 
 ``results`` — one row per (variant, task, item_id, sample), UNIQUE on those four columns; numbers
     and short strings only, so reading them never reads text (v5)
     id INTEGER PRIMARY KEY (the row's key in `texts` and `signals`), spec_hash (-> runs), seed
     INTEGER (this sample's seed), target TEXT (gold answer), completion_tokens / thinking_tokens /
     answer_tokens INTEGER (tokens; answer_tokens = completion_tokens - thinking_tokens, so it
-    holds the `</think>` tag and end-of-turn token), finish_reason TEXT ("stop" | "length"),
-    seconds REAL (request latency), correct INTEGER (0/1), extracted TEXT (the answer the judge
-    read, NULL when none), created REAL, prompt_sha TEXT (hash of the item's prompt and target,
-    so comparisons can check both sides saw the same item; v2, NULL for older rows).
+    holds the `</think>` tag and end-of-turn token; NULL when unknown, v6: an imported file
+    without counts and no tokenizer to count them), finish_reason TEXT ("stop" | "length"),
+    finish_inferred INTEGER (1 when the finish reason was inferred rather than recorded: an
+    import whose source kept none; v6), seconds REAL (request latency), correct INTEGER (0/1),
+    extracted TEXT (the answer the judge read, NULL when none), created REAL, prompt_sha TEXT
+    (hash of the item's prompt and target, so comparisons can check both sides saw the same
+    item; v2, NULL for older rows).
 
 ``texts`` — each result's generated text, stored once (v5): id (-> results), text TEXT (the whole
     completion); its thinking (reasoning before `</think>`) and answer each as a span of `text`,
@@ -60,6 +65,8 @@ migrated in place when opened, see `_MIGRATIONS`):
     (`quantscope.store.export`).
     ``results_numbers`` — the same without the text, what `columns` reads.
 
+Migrating v5 -> v6 rebuilds `results` and `runs` (numbers only, a few MB for 100k rows) to let
+unknown values be NULL, in the one migration transaction; rows keep their ids.
 Migrating v4 -> v5 renames the old table `results_v4` and copies it `MIGRATION_BATCH` rows per
 transaction, each batch deleted from the old table as it is copied: a kill at any point leaves a
 store that opens, and the next open finishes the copy.
@@ -79,7 +86,7 @@ from typing import Any
 from quantscope.errors import QuantscopeError
 from quantscope.store.rows import Failure, ForcedRow, ResultRow, RunRecord, SignalBatch, Variant
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DB_NAME = "quantscope.db"
 STORE_ENV = "QUANTSCOPE_STORE"
 
@@ -149,8 +156,8 @@ CREATE TABLE signals (
 """
 
 _NUMBERS = """r.variant, r.task, r.item_id, r.sample, r.seed, r.target, {text}
-       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.seconds,
-       r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
+       r.completion_tokens, r.thinking_tokens, r.answer_tokens, r.finish_reason, r.finish_inferred,
+       r.seconds, r.correct, r.extracted, r.created, r.spec_hash, r.prompt_sha,
        u.engine, u.model_path, u.thinking_mode, u.temperature, u.top_p, u.top_k, u.max_tokens,
        v.memory_bytes, v.memory_source, v.recipe, v.is_baseline"""
 _TEXT = """t.text,
@@ -183,11 +190,11 @@ CREATE TABLE runs (
     engine TEXT NOT NULL,
     model_path TEXT NOT NULL,
     thinking_mode INTEGER NOT NULL,
-    temperature REAL NOT NULL,
-    top_p REAL NOT NULL,
-    top_k INTEGER NOT NULL,
+    temperature REAL,
+    top_p REAL,
+    top_k INTEGER,
     max_tokens INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
+    seed INTEGER,
     spec_json TEXT NOT NULL,
     created REAL NOT NULL,
     settings_json TEXT,
@@ -202,10 +209,11 @@ CREATE TABLE results (
     spec_hash TEXT NOT NULL REFERENCES runs(spec_hash),
     seed INTEGER,
     target TEXT NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    thinking_tokens INTEGER NOT NULL,
-    answer_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER,
+    thinking_tokens INTEGER,
+    answer_tokens INTEGER,
     finish_reason TEXT NOT NULL,
+    finish_inferred INTEGER NOT NULL DEFAULT 0,
     seconds REAL NOT NULL,
     correct INTEGER NOT NULL,
     extracted TEXT,
@@ -236,6 +244,35 @@ ALTER TABLE results ADD COLUMN prompt_sha TEXT;
     4: "DROP VIEW IF EXISTS results_full;\nALTER TABLE results RENAME TO results_v4;\n"
     + _SCHEMA[_SCHEMA.index("CREATE TABLE results (") : _SCHEMA.index("CREATE TABLE failures")],
 }
+
+
+def _rebuilt(table: str, columns: str) -> str:
+    """SQL that rebuilds `table` under its current definition in `_SCHEMA`, keeping `columns`
+    (the generalized ALTER TABLE procedure of sqlite.org/lang_altertable.html: a constraint
+    cannot be dropped in place)."""
+    start = _SCHEMA.index(f"CREATE TABLE {table} (")
+    ddl = _SCHEMA[start : _SCHEMA.index(");", start) + 2].replace(f"TABLE {table} (", f"TABLE {table}_new (")
+    return (
+        f"{ddl}\nINSERT INTO {table}_new ({columns}) SELECT {columns} FROM {table};\n"
+        f"DROP TABLE {table};\nALTER TABLE {table}_new RENAME TO {table};\n"
+    )
+
+
+# 5 -> 6: unknown is NULL (an import's token counts and sampling settings), and whether a row's
+# finish reason was inferred. Both tables hold numbers only since v5, so the copy is quick.
+_MIGRATIONS[5] = (
+    "DROP VIEW IF EXISTS results_full;\nDROP VIEW IF EXISTS results_numbers;\n"
+    + _rebuilt(
+        "runs",
+        "spec_hash, variant, task, engine, model_path, thinking_mode, temperature, top_p, top_k, "
+        "max_tokens, seed, spec_json, created, settings_json, environment_json",
+    )
+    + _rebuilt(
+        "results",
+        "id, variant, task, item_id, sample, spec_hash, seed, target, completion_tokens, thinking_tokens, "
+        "answer_tokens, finish_reason, seconds, correct, extracted, created, prompt_sha",
+    )
+)
 PENDING_TABLE = "results_v4"
 """A v4 results table still being copied into the v5 tables (present only mid-migration)."""
 MIGRATION_BATCH = 200
@@ -249,6 +286,7 @@ NUMERIC_COLUMNS = frozenset(
         "completion_tokens",
         "thinking_tokens",
         "answer_tokens",
+        "finish_inferred",
         "seconds",
         "correct",
         "created",
@@ -358,6 +396,15 @@ class Store:
             self._finish_migration()
 
     def _upgrade_schema(self) -> None:
+        # A table rebuild (5 -> 6) drops a table others reference: foreign keys stay off while it
+        # runs and are checked before the commit (sqlite.org/lang_altertable.html, section 7).
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            self._upgrade_schema_locked()
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
+
+    def _upgrade_schema_locked(self) -> None:
         # Check again under the write lock: two runs may open a fresh store at the same moment.
         with self._write():
             version = self._schema_version()
@@ -387,6 +434,12 @@ class Store:
         transaction (all or nothing). Rows keep their values; new columns start as NULL (unknown)."""
         for step in range(version, SCHEMA_VERSION):
             _execute_script(self._db, _MIGRATIONS[step])
+        broken = self._db.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise QuantscopeError(
+                f"store {self.path} has {len(broken)} rows whose references are missing "
+                f"(first: {broken[0]}); it was left at schema version {version}: restore a backup"
+            )
         _execute_script(self._db, "DROP VIEW IF EXISTS results_numbers;DROP VIEW IF EXISTS results_full;")
         _execute_script(self._db, VIEWS)
 
@@ -827,7 +880,9 @@ class Store:
 
 
 _V4_TEXT = ("text", "thinking", "answer")
+_V4_COLUMNS = tuple(c for c in _RESULT_COLUMNS if c != "finish_inferred")  # what a v4 row holds
 _NUMBER_COLUMNS = tuple(c for c in _RESULT_COLUMNS if c not in _V4_TEXT)
+_V4_NUMBERS = tuple(c for c in _V4_COLUMNS if c not in _V4_TEXT)
 _TEXT_COLUMNS = ("text", "thinking_at", "thinking_len", "thinking", "answer_at", "answer_len", "answer")
 _RESULT_INSERT = (
     f"INSERT INTO results ({', '.join(_NUMBER_COLUMNS)}) VALUES ({', '.join('?' for _ in _NUMBER_COLUMNS)}) "
@@ -867,17 +922,16 @@ def _copy_batch(db: sqlite3.Connection) -> int:
     with _WriteTransaction(db):
         if db.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{PENDING_TABLE}'").fetchone() is None:
             return 0  # another process finished it
-        names = ", ".join(("rowid", *_RESULT_COLUMNS))
+        names = ", ".join(("rowid", *_V4_COLUMNS))
         rows = db.execute(
             f"SELECT {names} FROM {PENDING_TABLE} ORDER BY rowid LIMIT {MIGRATION_BATCH}"
         ).fetchall()
         if not rows:
             return 0
-        index = {c: i + 1 for i, c in enumerate(_RESULT_COLUMNS)}
+        index = {c: i + 1 for i, c in enumerate(_V4_COLUMNS)}
         db.executemany(
-            f"INSERT INTO results (id, {', '.join(_NUMBER_COLUMNS)}) "
-            f"VALUES (?{', ?' * len(_NUMBER_COLUMNS)})",
-            [(row[0], *(row[index[c]] for c in _NUMBER_COLUMNS)) for row in rows],
+            f"INSERT INTO results (id, {', '.join(_V4_NUMBERS)}) VALUES (?{', ?' * len(_V4_NUMBERS)})",
+            [(row[0], *(row[index[c]] for c in _V4_NUMBERS)) for row in rows],
         )
         db.executemany(
             _TEXT_INSERT,

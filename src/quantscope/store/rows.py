@@ -31,6 +31,7 @@ class RunRecord:
     """The settings a (variant, task)'s rows were generated under; `spec_hash` names them.
 
     `max_tokens` is the generation cap (tokens); `seed` the base seed (sample j used seed + j);
+    the sampling settings and seed are None when unknown (an import whose source kept none);
     `spec_json` the whole run spec as JSON; `created` unix seconds; `settings_json` every output
     setting (`quantscope.settings.OutputSettings`, None for runs stored by quantscope < 0.2) and
     `environment_json` where the run happened (library versions, device; never compared).
@@ -42,11 +43,11 @@ class RunRecord:
     engine: str
     model_path: str
     thinking_mode: bool
-    temperature: float
-    top_p: float
-    top_k: int
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
     max_tokens: int
-    seed: int
+    seed: int | None
     spec_json: str
     created: float
     settings_json: str | None = None
@@ -55,7 +56,9 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One generation of one benchmark item and its judgement (see the module docstring for units)."""
+    """One generation of one benchmark item and its judgement (see `store.database`'s docstring for
+    units). Token counts are None when unknown (an import without counts or a tokenizer);
+    `finish_inferred` marks a finish reason inferred rather than recorded."""
 
     variant: str
     task: str
@@ -67,15 +70,16 @@ class ResultRow:
     text: str
     thinking: str
     answer: str
-    completion_tokens: int
-    thinking_tokens: int
-    answer_tokens: int
+    completion_tokens: int | None
+    thinking_tokens: int | None
+    answer_tokens: int | None
     finish_reason: str
     seconds: float
     correct: bool
     extracted: str | None
     created: float
     prompt_sha: str | None = None
+    finish_inferred: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from quantscope.store.rows import RunRecord
 
 # The settings two variants must share for a comparison of their accuracy to mean anything: the
 # cap, the thinking mode and the sampling (and, per item, the prompt and target: see
@@ -84,6 +87,28 @@ class OutputSettings:
         data = json.loads(text)
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def run_record(
+    settings: OutputSettings, variant: str, spec_hash: str, spec_json: str, max_tokens: int | None = None
+) -> RunRecord:
+    """The runs-table row of (variant, task) generated under `settings`: `max_tokens` stands in for
+    a cap the settings do not know (an import), unknown sampling values stay None."""
+    return RunRecord(
+        spec_hash=spec_hash,
+        variant=variant,
+        task=settings.task,
+        engine=settings.engine,
+        model_path=settings.model,
+        thinking_mode=bool(settings.thinking),
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        max_tokens=settings.max_tokens if settings.max_tokens is not None else max_tokens,
+        seed=settings.seed,
+        spec_json=spec_json,
+        created=time.time(),
+    )
 
 
 def differences(

@@ -166,6 +166,7 @@ def _tokens_per_sample(job: EvalJob, per_task: list[tuple[str, int]]) -> tuple[f
         with Store(job.store) as store:
             for task, _ in per_task:
                 column = store.columns(["completion_tokens"], task=task)["completion_tokens"]
+                column = [n for n in column if n is not None]  # imported rows may have no counts
                 if column:
                     measured[task] = float(sum(column)) / len(column)
     mean = sum(measured.get(task, assumed) * left for task, left in per_task) / total

@@ -17,11 +17,12 @@ from quantscope.util import format_size, json_ready, pct, points, pts, ratio, sh
 
 if TYPE_CHECKING:
     from quantscope.analysis.compare import Analysis, Comparison, VariantInfo
+    from quantscope.analysis.decide import Delta
     from quantscope.analysis.levels import LevelResult, TaskLevels
     from quantscope.analysis.metrics import TaskMetrics
     from quantscope.analysis.recommend import Recommendation
     from quantscope.analysis.study import Study
-    from quantscope.analysis.traces import Delta, TraceReport
+    from quantscope.analysis.traces import TraceReport
 
 
 VERDICT_STYLE = {"better": "green", "worse": "red", "worse: mostly truncation": "yellow", "undecided": "dim"}

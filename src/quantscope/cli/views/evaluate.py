@@ -47,7 +47,7 @@ def metrics_table(metrics: Sequence[TaskMetrics], title: str) -> Table:
             m.task,
             str(m.n_items),
             str(m.k),
-            str(m.max_tokens),
+            f"{m.max_tokens}" if m.max_tokens else "?",
             f"{pct(m.accuracy)} [{pct(m.ci_low)}–{pct(m.ci_high)}]",
             pct(m.pass_at_k),
             pct(m.maj_at_k),
@@ -66,7 +66,8 @@ def cap_warnings(metrics: Sequence[TaskMetrics]) -> Group:
         *(
             Text(
                 f"warning: {m.variant} on {m.task}: {pct(m.truncation_rate)} of generations hit the "
-                f"{m.max_tokens:,}-token cap, so accuracy at this cap understates the model "
+                f"{f'{m.max_tokens:,}-token ' if m.max_tokens else ''}cap, so accuracy at this cap "
+                "understates the model "
                 f"({pct(m.accuracy_finished)} among finished); raise --max-tokens, or read the budget "
                 "curves in the report",
                 style="yellow",

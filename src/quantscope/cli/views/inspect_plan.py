@@ -255,6 +255,11 @@ def _serving_caption(serving: ServingPlan) -> str:
     )
 
 
+def _weights_warning(count: int, what: str, example: str) -> Text:
+    """A yellow line: how many weights `what`, with one example."""
+    return Text(f"{count} weights {what} (e.g. {example})", "yellow")
+
+
 def like_plan_view(like: LikePlan) -> Group:
     """`plan MODEL --like CHECKPOINT`: the derived recipe, its footprint on MODEL, and the self-check."""
     recipe = like.transferred.recipe
@@ -274,22 +279,15 @@ def like_plan_view(like: LikePlan) -> Group:
     else:
         lines.append(Text(f"{len(derived.mismatched)} modules differ, e.g. {derived.mismatched[0]}", "red"))
     if derived.unrepresentable:
-        sample = next(iter(derived.unrepresentable.items()))
+        name, stored = next(iter(derived.unrepresentable.items()))
+        what = "are in formats no quantscope scheme stores"
         lines.append(
-            Text(
-                f"{len(derived.unrepresentable)} weights are in formats no quantscope scheme stores "
-                f"(e.g. {sample[0]}: {sample[1]}); counted as 16-bit",
-                "yellow",
-            )
+            _weights_warning(len(derived.unrepresentable), what, f"{name}: {stored}; counted as 16-bit")
         )
     if derived.approximate:
-        sample = next(iter(derived.approximate.values()))
+        what = "map onto a scheme with other scales or activations"
         lines.append(
-            Text(
-                f"{len(derived.approximate)} weights map onto a scheme with other scales or activations "
-                f"(e.g. {sample})",
-                "yellow",
-            )
+            _weights_warning(len(derived.approximate), what, next(iter(derived.approximate.values())))
         )
     if like.transferred.dropped:
         lines.append(
