@@ -20,6 +20,9 @@ store (its size on disk), per wall second.
 
 `--store DIR` builds the store there, or reuses it when DIR already holds one (its size is then
 whatever it was built with), and keeps it; without it the store lives in a temporary directory.
+Each batch is written with its trace signals, as the eval writer commits them (computed once per
+distinct pooled text, and their cost per generation printed); `--no-signals` builds a store as
+quantscope wrote it before signals were stored, whose first `compare` computes them all once.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.long_traces import LongTrace, long_trace
 
+from quantscope.analysis.signal_table import COLUMNS, signal_batch
 from quantscope.store.database import DB_NAME, Store
-from quantscope.store.rows import ResultRow, RunRecord, Variant
+from quantscope.store.rows import ResultRow, RunRecord, SignalBatch, SignalRow, Variant
 
 TASK = "math500"
 CAP = 32768
@@ -95,8 +99,34 @@ def variant_rows(
         )  # fmt: skip
 
 
-def build_store(path: Path, variants: int, per_variant: int, text_kb: int, seed: int = 0) -> None:
-    """Write the store through the Store API, in batches of `BATCH` rows."""
+class CommitSignals:
+    """The trace signals the eval writer stores with each row it commits (`signal_batch`), computed
+    once per distinct pooled text (rows cycle through the pool; the values are those of the text)
+    and timed: `seconds` over `computed` distinct generations."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], tuple[str, tuple]] = {}
+        self.seconds, self.computed = 0.0, 0
+
+    def batch(self, rows: list[ResultRow]) -> SignalBatch:
+        out = []
+        for row in rows:
+            cached = self.values.get((row.text, row.target))
+            if cached is None:
+                started = time.perf_counter()
+                (computed,) = signal_batch([row]).rows
+                self.seconds += time.perf_counter() - started
+                self.computed += 1
+                cached = self.values[(row.text, row.target)] = (computed.rules, computed.values)
+            out.append(SignalRow((row.variant, row.task, row.item_id, row.sample), *cached))
+        return SignalBatch(COLUMNS, tuple(out))
+
+
+def build_store(
+    path: Path, variants: int, per_variant: int, text_kb: int, signals: CommitSignals | None, seed: int = 0
+) -> None:
+    """Write the store through the Store API, in batches of `BATCH` rows, with each batch's trace
+    signals as the eval writer stores them (`signals`; None: a store written before they were kept)."""
     pool = pools(text_kb, seed)
     rng = random.Random(seed)
     with Store(path) as store:
@@ -111,9 +141,9 @@ def build_store(path: Path, variants: int, per_variant: int, text_kb: int, seed:
             for row in variant_rows(name, index, spec, per_variant, pool, rng):
                 batch.append(row)
                 if len(batch) == BATCH:
-                    store.write_results(batch)
+                    store.write_results(batch, signals.batch(batch) if signals else None)
                     batch = []
-            store.write_results(batch)
+            store.write_results(batch, signals.batch(batch) if signals else None)
 
 
 def store_bytes(path: Path) -> int:
@@ -172,6 +202,12 @@ def main() -> int:
     parser.add_argument("--text-kb", type=int, default=50, help="typical generation size, KB")
     parser.add_argument("--store", type=Path, help="build the store here, or reuse it; kept")
     parser.add_argument("--only", nargs="*", help="run only these commands (names as printed)")
+    parser.add_argument(
+        "--no-signals",
+        action="store_true",
+        help="build the store without trace signals, as quantscope < 0.5 wrote it: the first "
+        "compare then computes them once (its time is that one-time pass)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or Path(tmp) / "store"
@@ -179,8 +215,12 @@ def main() -> int:
             print(f"reusing the store at {store}")
         else:
             started = time.perf_counter()
-            build_store(store, args.variants, args.per_variant, args.text_kb)
+            signals = None if args.no_signals else CommitSignals()
+            build_store(store, args.variants, args.per_variant, args.text_kb, signals)
             print(f"built {store} in {time.perf_counter() - started:.1f} s")
+            if signals is not None and signals.computed:
+                per = signals.seconds / signals.computed * 1000
+                print(f"trace signals at commit: {per:.1f} ms per generation ({signals.computed} timed)")
         with Store.existing(store) as opened:
             rows = opened.count()
         stored = store_bytes(store)

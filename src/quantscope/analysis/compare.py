@@ -51,7 +51,7 @@ from quantscope.analysis.decide import (
     family_note,
     in_family,
     paired_items,
-    resampled_means,
+    seeded_resampled_means,
 )
 from quantscope.analysis.metrics import (
     DEFAULT_BOOTSTRAP,
@@ -329,8 +329,8 @@ def cot_token_inflation(
     if ours.size == 0 or ours.size != theirs.size:
         return CotInflation(nan, (nan, nan), int(min(ours.size, theirs.size)), n_boot)
     # the same item draws on both sides: one resampler (`decide.resampled_means`), one seed each side
-    top = resampled_means(ours, n_boot, np.random.default_rng(seed))
-    bottom = resampled_means(theirs, n_boot, np.random.default_rng(seed))
+    top = seeded_resampled_means(ours, n_boot, seed)
+    bottom = seeded_resampled_means(theirs, n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = top / bottom
     ratio = float(ours.mean() / theirs.mean()) if theirs.mean() > 0 else nan

@@ -44,7 +44,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from quantscope.analysis.metrics import Results
+from quantscope.analysis.metrics import Results, item_draws
 
 ALPHA = 0.05
 """The level of every test: better / worse at two-sided ALPHA, each one-sided equivalence test at ALPHA."""
@@ -152,29 +152,30 @@ class Decision:
 def paired_items(results: Results, other: Results) -> PairedItems:
     """The items both `results` and `other` (one task each) ran, with each side's per-item stats."""
     ours, theirs = _item_stats(results), _item_stats(other)
-    shared = sorted(ours.keys() & theirs.keys())
-    columns = [np.array([ours[i][n] for i in shared], dtype=float) for n in range(3)]
-    other_columns = [np.array([theirs[i][n] for i in shared], dtype=float) for n in range(3)]
+    shared, mine, their = np.intersect1d(ours[0], theirs[0], assume_unique=True, return_indices=True)
     return PairedItems(
-        tuple(shared),
-        columns[0],
-        other_columns[0],
-        columns[1],
-        other_columns[1],
-        columns[2],
-        other_columns[2],
+        tuple(shared.tolist()),
+        ours[1][mine],
+        theirs[1][their],
+        ours[2][mine],
+        theirs[2][their],
+        ours[3][mine].astype(float),
+        theirs[3][their].astype(float),
     )
 
 
-def _item_stats(results: Results) -> dict[str, tuple[float, float, int]]:
-    """item id -> (mean correctness, sample variance with ddof 1 or NaN, samples)."""
-    stats: dict[str, list[float]] = {}
-    for item, correct in zip(results.item_id.astype(str), results.correct, strict=True):
-        stats.setdefault(item, []).append(float(correct))
-    return {
-        item: (float(np.mean(v)), float(np.var(v, ddof=1)) if len(v) > 1 else math.nan, len(v))
-        for item, v in stats.items()
-    }
+def _item_stats(results: Results) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per item, in sorted id order: (item ids, mean correctness, sample variance with ddof 1 or
+    NaN with one sample, samples). Vectorised: a study holds ~10^5 rows per variant."""
+    ids, inverse = np.unique(results.item_id.astype(str), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    k = np.bincount(inverse, minlength=ids.size)
+    x = results.correct.astype(np.float64)
+    mean = np.bincount(inverse, weights=x, minlength=ids.size) / np.maximum(k, 1)
+    squares = np.bincount(inverse, weights=(x - mean[inverse]) ** 2, minlength=ids.size)
+    var = np.full(ids.size, math.nan)
+    var[k > 1] = squares[k > 1] / (k[k > 1] - 1)
+    return ids, mean, var, k
 
 
 def decide(
@@ -441,6 +442,13 @@ def resampled_means(diff: np.ndarray, n_boot: int, rng: np.random.Generator) -> 
     """The one paired resampler: `n_boot` means of the per-item differences `diff`, items drawn
     with replacement, so both sides of an item move together and item difficulty cancels out."""
     return diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+
+
+def seeded_resampled_means(diff: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """`resampled_means` with a fresh generator seeded by `seed`. Every signal compared over the
+    same number of items gets the same draws, so they are made once (`metrics.item_draws`, cached): the
+    same numbers as drawing them each time, several times faster on a study's 10^4 items."""
+    return diff[item_draws(diff.size, n_boot, seed)].mean(axis=1)
 
 
 def samples_needed(tasks: Sequence[PairedItems], delta: float, margin: float) -> SamplesNeeded:

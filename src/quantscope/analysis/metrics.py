@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -104,9 +105,10 @@ def results_from_columns(columns: dict[str, Sequence]) -> Results:
     tokens = {name: _counts(columns[name]) for name in _TOKEN_COLUMNS}
     known = np.logical_and.reduce([k for _, k in tokens.values()]) if len(finish) else np.ones(0, bool)
     return Results(
-        variant=np.asarray(columns["variant"], dtype=object),
-        task=np.asarray(columns["task"], dtype=object),
-        item_id=np.asarray(columns["item_id"], dtype=object),
+        # fixed-width strings, not objects: selecting a variant's rows compares them, ~10x faster
+        variant=np.asarray(columns["variant"], dtype=str),
+        task=np.asarray(columns["task"], dtype=str),
+        item_id=np.asarray(columns["item_id"], dtype=str),
         sample=np.asarray(columns["sample"], dtype=np.int64),
         correct=np.asarray(columns["correct"], dtype=bool),
         truncated=finish == "length",
@@ -232,6 +234,18 @@ def avg_at_k(correct: np.ndarray, items: np.ndarray, n_items: int) -> float:
     return float(per_item_mean(correct, items, n_items).mean())
 
 
+@lru_cache(maxsize=3)
+def item_draws(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The item indices `default_rng(seed)` draws for `n_boot` resamples of `n` items, shape
+    (n_boot, n): what every seeded bootstrap over items here resamples with. Cached (read-only;
+    int32 where they fit: 50 MB each at 12,500 items), because a study's comparisons resample the
+    same number of items many times over: the same numbers as drawing them each time."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    draws = draws.astype(np.int32) if n < 2**31 else draws
+    draws.flags.writeable = False
+    return draws
+
+
 def bootstrap_ci(
     item_scores: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
@@ -242,8 +256,7 @@ def bootstrap_ci(
     n = item_scores.shape[0]
     if n == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = item_scores[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    means = item_scores[item_draws(n, n_boot, seed)].mean(axis=1)
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return float(low), float(high)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantscope.analysis.decide import Delta, resampled_means
+from quantscope.analysis.decide import Delta, seeded_resampled_means
 from quantscope.analysis.metrics import DEFAULT_BOOTSTRAP
 from quantscope.analysis.signal_table import (
     COLUMNS,
@@ -113,6 +113,7 @@ class _Signals:
     stored: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     thinking: list[str] = field(default_factory=list)
     """Read from text only: the thinking of the baseline's correct math rows (false_found), else ""."""
+    _index: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, item: str, sample: int, target: str, truncated: bool, correct: bool) -> None:
         self.item.append(item)
@@ -124,6 +125,13 @@ class _Signals:
     def add_tokens(self, thinking_tokens: int | None, answer_tokens: int | None) -> None:
         self.tokens.append(float("nan") if thinking_tokens is None else thinking_tokens)
         self.censored.append(self.truncated[-1] and answer_tokens == 0)
+
+    def item_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct item ids, each row's position among them), computed once."""
+        if self._index is None or self._index[1].size != len(self.item):
+            ids, inverse = np.unique(np.array(self.item, dtype=str), return_inverse=True)
+            self._index = (ids, inverse.reshape(-1))
+        return self._index
 
     def counted(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(item ids, thinking tokens, censored) of the rows whose counts are known."""
@@ -271,20 +279,27 @@ def _columns(column: _Signals) -> dict[str, np.ndarray]:
     return {signal.name: signal.per_row(frame) for signal in COMPARED}
 
 
-def _item_means(items: Sequence[str], values: np.ndarray) -> dict[str, float]:
-    by_item: dict[str, list[float]] = defaultdict(list)
-    for item, value in zip(items, values, strict=True):
-        if not np.isnan(value):
-            by_item[item].append(float(value))
-    return {item: float(np.mean(v)) for item, v in by_item.items()}
+ItemMeans = tuple[np.ndarray, np.ndarray]
+"""(item ids, sorted; each one's mean over its samples), for the items with a value."""
+
+
+def _item_means(column: _Signals, values: np.ndarray) -> ItemMeans:
+    """Each item's mean of `values` (one per row of `column`), NaN rows left out; items with no
+    value at all are absent. Vectorised: a study holds ~10^5 rows per variant."""
+    ids, inverse = column.item_index()
+    ok = ~np.isnan(values)
+    counts = np.bincount(inverse[ok], minlength=ids.size)
+    sums = np.bincount(inverse[ok], weights=values[ok], minlength=ids.size)
+    have = counts > 0
+    return ids[have], sums[have] / counts[have]
 
 
 def _stats(variant: str, task: str, column: _Signals, false_found: float | None) -> TraceStats:
-    means = {name: _item_means(column.item, values) for name, values in _columns(column).items()}
+    means = {name: _item_means(column, values) for name, values in _columns(column).items()}
     first = [f for f in column.stored["first_found"] if f is not None]
 
     def mean(name: str) -> float:
-        return float(np.mean(list(means[name].values()))) if means[name] else float("nan")
+        return float(means[name][1].mean()) if means[name][1].size else float("nan")
 
     shown = {f.name for f in fields(TraceStats)}
     return TraceStats(
@@ -302,9 +317,7 @@ def _compare(
 ) -> TraceComparison:
     mine, base = _columns(ours), _columns(theirs)
     deltas = {
-        name: item_delta(
-            _item_means(ours.item, mine[name]), _item_means(theirs.item, base[name]), n_boot, seed
-        )
+        name: item_delta(_item_means(ours, mine[name]), _item_means(theirs, base[name]), n_boot, seed)
         for name in mine
     }
     committed = deltas.pop("not_committed")
@@ -319,19 +332,20 @@ def _compare(
     )
 
 
-def item_delta(ours: Mapping[str, float], theirs: Mapping[str, float], n_boot: int, seed: int) -> Delta:
-    """Mean of per-item differences over the items in both maps, with a bootstrap 95% CI over items
-    (`decide.resampled_means`, the resampler `compare.paired_delta` uses)."""
-    shared = sorted(set(ours) & set(theirs))
-    if not shared:
+def item_delta(ours: ItemMeans, theirs: ItemMeans, n_boot: int, seed: int) -> Delta:
+    """Mean of per-item differences over the items both sides have (in sorted id order), with a
+    bootstrap 95% CI over items (`decide.resampled_means`, the resampler `compare.paired_delta` uses)."""
+    shared, mine, other = np.intersect1d(ours[0], theirs[0], assume_unique=True, return_indices=True)
+    if not shared.size:
         nan = float("nan")
         return Delta(nan, nan, nan, nan, nan, 0)
-    a = np.array([ours[i] for i in shared])
-    b = np.array([theirs[i] for i in shared])
+    a, b = ours[1][mine], theirs[1][other]
     diff = a - b
-    boot = resampled_means(diff, n_boot, np.random.default_rng(seed))
+    boot = seeded_resampled_means(diff, n_boot, seed)
     low, high = np.percentile(boot, [2.5, 97.5])
-    return Delta(float(a.mean()), float(b.mean()), float(diff.mean()), float(low), float(high), len(shared))
+    return Delta(
+        float(a.mean()), float(b.mean()), float(diff.mean()), float(low), float(high), int(shared.size)
+    )
 
 
 def _decoys(column: _Signals) -> dict[str, str]:
@@ -378,21 +392,7 @@ def trace_report(
     names = tasks if tasks is not None else sorted({task for _, task in store.pairs()})
     per_task = rules_for(names, rules)
     ensure_signals(store, per_task, progress)
-    table = stored_table(store, per_task)
-    signals: dict[tuple[str, str], _Signals] = defaultdict(_Signals)
-    for i, (variant, task) in enumerate(zip(table["variant"], table["task"], strict=True)):
-        column = signals[(variant, task)]
-        truncated = table["finish_reason"][i] == "length"
-        column.add(
-            str(table["item_id"][i]),
-            int(table["sample"][i]),
-            table["target"][i],
-            truncated,
-            bool(table["correct"][i]),
-        )
-        column.add_tokens(table["thinking_tokens"][i], table["answer_tokens"][i])
-        for name, _ in COLUMNS:
-            column.stored[name].append(table[name][i])
+    signals = _signals_of(stored_table(store, per_task))
 
     def fired(
         key: tuple[str, str], column: _Signals, decoy: Mapping[str, str], rows: list[int]
@@ -400,6 +400,34 @@ def trace_report(
         return _stored_decoys(store, key, column, per_task[key[1]], decoy, rows)
 
     return _report(signals, baseline, rules or TraceRules(), per_task, n_boot, seed, fired)
+
+
+def _signals_of(table: Mapping[str, list[Any]]) -> dict[tuple[str, str], _Signals]:
+    """The stored table split into each (variant, task)'s `_Signals`, column by column (numpy
+    slices, not a Python loop over rows: a study holds ~10^5 of them)."""
+    arrays = {name: np.asarray(values, dtype=object) for name, values in table.items()}
+    variant, task = arrays["variant"], arrays["task"]
+    out = {}
+    for key in dict.fromkeys(zip(table["variant"], table["task"], strict=True)):
+        rows = np.flatnonzero((variant == key[0]) & (task == key[1]))
+
+        def column(name: str, rows: np.ndarray = rows) -> list[Any]:
+            return arrays[name][rows].tolist()
+
+        truncated = arrays["finish_reason"][rows] == "length"
+        thinking = [np.nan if n is None else float(n) for n in column("thinking_tokens")]
+        answer = arrays["answer_tokens"][rows]
+        out[key] = _Signals(
+            item=[str(i) for i in column("item_id")],
+            sample=[int(j) for j in column("sample")],
+            target=column("target"),
+            truncated=truncated.tolist(),
+            correct=[bool(c) for c in column("correct")],
+            tokens=thinking,
+            censored=(truncated & (answer == 0)).tolist(),
+            stored=defaultdict(list, {name: column(name) for name, _ in COLUMNS}),
+        )
+    return out
 
 
 def _stored_decoys(
