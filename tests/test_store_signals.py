@@ -185,6 +185,23 @@ def test_each_stored_signal_is_read_trace_of_its_row(tmp_path: Path) -> None:
         assert [table[s.column][i] for s in STORED] == pytest.approx(expected, nan_ok=True)
 
 
+def test_the_pass_on_worker_processes_stores_what_one_process_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older store's one-time pass spread over processes (bounded batches in flight) stores the
+    same values, every row once, as reading each generation in this process."""
+    monkeypatch.setattr("quantscope.analysis.signal_table.SIGNAL_BATCH", 10)
+    rules = rules_for([TASK])
+    tables = []
+    for workers in (1, 2):
+        with Store(tmp_path / f"w{workers}") as store:
+            _write_study(store, with_signals=False)
+            assert ensure_signals(store, rules, workers=workers) == 120
+            assert store.unsigned_count({TASK: rules[TASK].version}) == 0
+            tables.append(stored_table(store, rules))
+    assert tables[0] == tables[1] and len(tables[0]["variant"]) == 120
+
+
 def test_changed_markers_recompute_once_and_keep_the_default_signals(tmp_path: Path) -> None:
     rules = TraceRules(markers=("hmm", "alternatively"))
     with Store(tmp_path) as store:

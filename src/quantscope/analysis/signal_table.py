@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from multiprocessing import get_context
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -198,9 +202,15 @@ Progress = Callable[[int, int, str], None]
 signals are computed, then after each committed batch."""
 
 
-def ensure_signals(store: Store, rules: Mapping[str, TaskRules], progress: Progress | None = None) -> int:
+def ensure_signals(
+    store: Store, rules: Mapping[str, TaskRules], progress: Progress | None = None, workers: int | None = None
+) -> int:
     """Compute and store the signals the store lacks for `rules` (task -> its rules), batch by
-    batch (each committed: an interrupted pass resumes); returns how many rows were read."""
+    batch (each committed: an interrupted pass resumes); returns how many rows were read.
+
+    Reading a generation is CPU-bound (~4 ms per 50 KB), so a pass over more than a few batches
+    runs on `workers` processes (default: the CPUs this process may use); the store is read and
+    written here only, batches in flight bounded, so memory stays flat."""
     store.declare_signals(COLUMNS)
     versions = {task: r.version for task, r in rules.items()}
     missing = store.unsigned_count(versions)
@@ -214,16 +224,48 @@ def ensure_signals(store: Store, rules: Mapping[str, TaskRules], progress: Progr
             else ("the store holds none (written by an older quantscope or an import)")
         )
         progress(0, missing, f"reading the trace signals of {missing:,} generations once: {why}")
+    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    batches = store.unsigned(versions, SIGNAL_BATCH)
+    if workers < 2 or missing <= 4 * SIGNAL_BATCH:
+        read = (_read_batch(batch, rules) for batch in batches)
+        return _write_all(store, read, missing, progress)
+    # spawn: a clean interpreter per worker (the parent holds an open SQLite connection)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return _write_all(store, _in_order(pool, batches, rules, 2 * workers), missing, progress)
+
+
+def _read_batch(batch: list[dict[str, Any]], rules: Mapping[str, TaskRules]) -> SignalBatch:
+    """One batch's signals (`Store.unsigned` rows: key, thinking, text, target)."""
+    out = []
+    for row in batch:
+        task = rules[row["key"][1]]
+        out.append(
+            SignalRow(row["key"], task.version, task.read(row["thinking"], row["text"], row["target"]))
+        )
+    return SignalBatch(COLUMNS, tuple(out))
+
+
+def _in_order(
+    pool: ProcessPoolExecutor,
+    batches: Iterable[list[dict[str, Any]]],
+    rules: Mapping[str, TaskRules],
+    ahead: int,
+) -> Iterator[SignalBatch]:
+    """Each batch read by the pool, in submission order, with at most `ahead` in flight."""
+    pending: deque[Future[SignalBatch]] = deque()
+    for batch in batches:
+        pending.append(pool.submit(_read_batch, batch, dict(rules)))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _write_all(store: Store, read: Iterable[SignalBatch], missing: int, progress: Progress | None) -> int:
     done = 0
-    for batch in store.unsigned(versions, SIGNAL_BATCH):
-        out = []
-        for row in batch:
-            task = rules[row["key"][1]]
-            out.append(
-                SignalRow(row["key"], task.version, task.read(row["thinking"], row["text"], row["target"]))
-            )
-        store.write_signals(SignalBatch(COLUMNS, tuple(out)))
-        done += len(batch)
+    for signals in read:
+        store.write_signals(signals)
+        done += len(signals.rows)
         if progress is not None:
             progress(done, missing, "")
     return done
