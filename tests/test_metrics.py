@@ -257,6 +257,34 @@ def test_majority_vote_over_each_items_samples() -> None:
     assert majority_accuracy(results(votes)) == pytest.approx(1 / 4)
 
 
+def test_majority_vote_matches_a_plain_count_of_every_items_votes() -> None:
+    """The counted-only-where-needed maj@k against counting every item's votes by hand (plain
+    equality: the correct answer is the gold; None is no answer), on seeded random items."""
+    from collections import Counter
+
+    from quantscope.analysis.metrics import majority_accuracy
+
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        votes = {}
+        for item in range(int(rng.integers(1, 40))):
+            k = int(rng.integers(1, 7))
+            answers = rng.choice(["g", "x", "y", None], size=k, p=[0.45, 0.25, 0.15, 0.15]).tolist()
+            votes[f"i{item}"] = [(a, a == "g") for a in answers]
+        rows = [(i, j, ok, "stop", 10) for i, answers in votes.items() for j, (_, ok) in enumerate(answers)]
+        made = make_results(rows)
+        extracted = np.asarray([a for answers in votes.values() for a, _ in answers], dtype=object)
+        results = type(made)(**{**made.__dict__, "extracted": extracted})
+
+        def wins(answers: list[tuple[str | None, bool]]) -> bool:
+            counts = Counter(a for a, _ in answers)
+            top = max(counts.values())
+            return [a for a, n in counts.items() if n == top] == ["g"]
+
+        expected = sum(wins(a) for a in votes.values()) / len(votes)
+        assert majority_accuracy(results) == pytest.approx(expected)
+
+
 def test_majority_vote_counts_answers_the_judge_calls_equal_as_one() -> None:
     """Issue 27: maj@k voted on raw boxed strings, so "042" and "42" (AIME) or \\frac and \\dfrac
     (MATH-500) split the wrong answers' vote and a correct minority won."""

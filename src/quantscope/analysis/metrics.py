@@ -234,16 +234,20 @@ def avg_at_k(correct: np.ndarray, items: np.ndarray, n_items: int) -> float:
     return float(per_item_mean(correct, items, n_items).mean())
 
 
-@lru_cache(maxsize=3)
-def item_draws(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """The item indices `default_rng(seed)` draws for `n_boot` resamples of `n` items, shape
-    (n_boot, n): what every seeded bootstrap over items here resamples with. Cached (read-only;
-    int32 where they fit: 50 MB each at 12,500 items), because a study's comparisons resample the
-    same number of items many times over: the same numbers as drawing them each time."""
+@lru_cache(maxsize=2)
+def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each of `n` items is drawn in each of `n_boot` resamples with replacement, the
+    draws those of `default_rng(seed)`: shape (n_boot, n), float64, read-only. Every seeded
+    bootstrap over items here is `counts @ values / n`: the same draws as indexing with them, a
+    matrix product instead of n_boot × n gathers (35 -> 4 ms at 12,500 items), and made once per
+    (n, n_boot, seed): a study's comparisons resample the same items many times (100 MB each at
+    12,500 items, so two are kept)."""
     draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    draws = draws.astype(np.int32) if n < 2**31 else draws
-    draws.flags.writeable = False
-    return draws
+    counts = np.empty((n_boot, n))
+    for row, drawn in enumerate(draws):  # row by row: each count vector stays in cache (25x faster)
+        counts[row] = np.bincount(drawn, minlength=n)
+    counts.flags.writeable = False
+    return counts
 
 
 def bootstrap_ci(
@@ -256,7 +260,7 @@ def bootstrap_ci(
     n = item_scores.shape[0]
     if n == 0:
         return float("nan"), float("nan")
-    means = item_scores[item_draws(n, n_boot, seed)].mean(axis=1)
+    means = resample_counts(n, n_boot, seed) @ item_scores.astype(np.float64) / n
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return float(low), float(high)
@@ -285,20 +289,31 @@ def majority_accuracy(results: Results, same: AnswerEquality | None = None) -> f
     sample that extracted no answer votes for "no answer", which is never correct; a tie between a
     correct and a wrong answer counts as wrong (a vote that does not decide is no majority).
     """
-    votes: dict[str, list[tuple[str | None, bool]]] = {}
-    for item, answer, correct in zip(
-        results.item_id.astype(str), results.extracted, results.correct, strict=True
-    ):
-        votes.setdefault(item, []).append((None if answer is None else str(answer), bool(correct)))
-    if not votes:
+    items, n_items = item_index(results.item_id)
+    if n_items == 0:
         return float("nan")
-    wins = 0
-    for samples in votes.values():
+    # Most items need no vote count: more than half their samples correct (with an answer) is a
+    # majority whatever the others said, none correct is none. Only the rest are counted here.
+    k = np.bincount(items, minlength=n_items)
+    hits = np.bincount(items, weights=results.correct.astype(np.float64), minlength=n_items)
+    unanswered = results.correct & np.fromiter((a is None for a in results.extracted), bool, len(results))
+    odd = np.bincount(items, weights=unanswered.astype(np.float64), minlength=n_items) > 0
+    sure = (2 * hits > k) & ~odd
+    counted = (hits > 0) & ~sure
+    wins = int(sure.sum())
+    order = np.argsort(items, kind="stable")
+    ends = np.cumsum(k)
+    for item in np.flatnonzero(counted):
+        rows = order[ends[item] - k[item] : ends[item]]
+        samples = [
+            (None if results.extracted[r] is None else str(results.extracted[r]), bool(results.correct[r]))
+            for r in rows
+        ]
         classes = _answer_classes(samples, same)
         top = max(len(members) for members in classes)
         leaders = [members for members in classes if len(members) == top]
         wins += all(members[0][0] is not None and all(ok for _, ok in members) for members in leaders)
-    return wins / len(votes)
+    return wins / n_items
 
 
 AnswerEquality = Callable[[str, str], bool]
@@ -408,7 +423,10 @@ def budget_curve(results: Results, budgets: Sequence[int] | None = None) -> Budg
     grid = tuple(int(b) for b in (budgets if budgets is not None else default_budgets(cap)))
     items, n_items = item_index(results.item_id)
     accuracy = tuple(avg_at_k(correct_at_budget(results, b), items, n_items) for b in grid)
-    truncation = tuple(truncation_rate(truncated_at_budget(results, b), results.item_id) for b in grid)
+    # the mean over items of each item's cut share (`truncation_rate`), items indexed once
+    truncation = tuple(
+        float(per_item_mean(truncated_at_budget(results, b), items, n_items).mean()) for b in grid
+    )
     return BudgetCurve(grid, accuracy, truncation)
 
 

@@ -31,6 +31,7 @@ from quantscope.analysis.signal_table import (
     COLUMNS,
     COMPARED,
     DECOY_COLUMNS,
+    SIGNAL_BATCH,
     Frame,
     Progress,
     TaskRules,
@@ -265,7 +266,7 @@ def _report(
 def _frame(column: _Signals) -> Frame:
     decoys = {name for name, _ in DECOY_COLUMNS}
     stored = {
-        name: np.array([np.nan if v is None else v for v in values], dtype=float)
+        name: np.array(values, dtype=float)  # None (NULL: does not apply) becomes NaN
         for name, values in column.stored.items()
         if name not in decoys
     }
@@ -441,16 +442,17 @@ def _stored_decoys(
     """Whether each row "finds" its decoy: as stored when its decoy is the one stored with it, else
     read from its thinking (fetched by key) and stored for next time."""
     stale = [i for i in rows if column.stored["decoy"][i] != decoy[column.item[i]]]
-    keys = [(*key, column.item[i], column.sample[i]) for i in stale]
-    texts = store.generations(keys)
-    update = []
-    for i, row_key in zip(stale, keys, strict=True):
-        found = int(
-            first_statement_of(texts[row_key]["thinking"], decoy[column.item[i]], rules.rules) is not None
-        )
-        column.stored["decoy"][i], column.stored["decoy_found"][i] = decoy[column.item[i]], found
-        update.append(SignalRow(row_key, rules.version, (decoy[column.item[i]], found)))
-    if update:
+    for start in range(0, len(stale), SIGNAL_BATCH):  # a batch of thinking in memory at a time
+        chunk = stale[start : start + SIGNAL_BATCH]
+        keys = [(*key, column.item[i], column.sample[i]) for i in chunk]
+        texts = store.generations(keys, columns=("thinking",))
+        update = []
+        for i, row_key in zip(chunk, keys, strict=True):
+            found = int(
+                first_statement_of(texts[row_key]["thinking"], decoy[column.item[i]], rules.rules) is not None
+            )
+            column.stored["decoy"][i], column.stored["decoy_found"][i] = decoy[column.item[i]], found
+            update.append(SignalRow(row_key, rules.version, (decoy[column.item[i]], found)))
         store.write_signals(SignalBatch(DECOY_COLUMNS, tuple(update)))
     return [bool(column.stored["decoy_found"][i]) for i in rows]
 

@@ -815,16 +815,22 @@ class Store:
         return {n: list(col) for n, col in zip(names, zip(*rows, strict=True), strict=True)}
 
     def generations(
-        self, keys: Iterable[tuple[str, str, str, int]]
+        self, keys: Iterable[tuple[str, str, str, int]], columns: Sequence[str] | None = None
     ) -> dict[tuple[str, str, str, int], dict[str, Any]]:
-        """Whole rows of `results_full` (text included) for the given (variant, task, item_id,
-        sample) keys, as dicts by key; keys the store does not hold are absent."""
+        """Whole rows of `results_full` (text included), or only `columns` of them, for the given
+        (variant, task, item_id, sample) keys, as dicts by key; keys the store does not hold are
+        absent."""
+        picked = "*"
+        if columns is not None:
+            bad = [c for c in columns if not _IDENTIFIER.fullmatch(c)]
+            if bad:
+                raise QuantscopeError(f"bad column names {bad}")
+            picked = ", ".join(columns)
         found = {}
+        where = "variant = ? AND task = ? AND item_id = ? AND sample = ?"
+        query = f"SELECT {picked} FROM results_full WHERE {where}"
         for key in keys:
-            cursor = self._db.execute(
-                "SELECT * FROM results_full WHERE variant = ? AND task = ? AND item_id = ? AND sample = ?",
-                key,
-            )
+            cursor = self._db.execute(query, key)
             row = cursor.fetchone()
             if row is not None:
                 found[key] = dict(zip([d[0] for d in cursor.description], row, strict=True))
