@@ -354,7 +354,10 @@ database.Store(sys.argv[1])
 """
 
 
-def test_a_migration_killed_partway_finishes_on_the_next_open_losing_nothing(tmp_path: Path) -> None:
+def test_a_migration_killed_partway_finishes_on_the_next_open_losing_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("quantscope.store.database.MIGRATION_NOTE_ROWS", 1000)  # say how it goes
     directory = tmp_path / "v4"
     original = _write_v4(directory, items=750)  # 3,006 rows
     child = subprocess.Popen(
@@ -374,6 +377,9 @@ def test_a_migration_killed_partway_finishes_on_the_next_open_losing_nothing(tmp
     assert (moved, left) == (100, len(original) - 100)
     with Store.existing(directory) as store:
         names = [c.strip() for c in V4_COLUMNS.split(",")]
+        said = capsys.readouterr().err.splitlines()
+        assert said[0].endswith(f"copying {len(original) - 100:,} results (resumable)")
+        assert said[-1].startswith(f"  done: {len(original) - 100:,} results in") and len(said) >= 5
         migrated = [tuple(row[c] for c in names) for row in store.rows()]
         assert migrated == original
         assert store.count() == len(original)

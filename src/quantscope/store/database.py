@@ -77,6 +77,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, fields
@@ -452,11 +453,14 @@ class Store:
         transaction, each batch deleted from the old table in the transaction that copies it: a
         kill between or inside batches loses nothing, and the next open carries on from there.
         A row keeps its rowid as its id."""
-        while _copy_batch(self._db):
-            pass
+        left = self._db.execute(f"SELECT count(*) FROM {PENDING_TABLE}").fetchone()[0]
+        note = _MigrationNote(self.path, left)
+        while copied := _copy_batch(self._db):
+            note.copied(copied)
         with self._write():
             if self._has_table(PENDING_TABLE):
                 self._db.execute(f"DROP TABLE {PENDING_TABLE}")
+        note.done()
 
     def _schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -945,6 +949,41 @@ def _copy_batch(db: sqlite3.Connection) -> int:
         )
         db.execute(f"DELETE FROM {PENDING_TABLE} WHERE rowid <= ?", (rows[-1][0],))
         return len(rows)
+
+
+class _MigrationNote:
+    """Says on stderr that a large store is being migrated, and how far it has got (every 10%),
+    so a migration of minutes is not silence; a small one (under `MIGRATION_NOTE_ROWS`) says
+    nothing."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.path, self.rows, self.done_rows, self.shown = path, rows, 0, 0
+        self.started = time.perf_counter()
+        self.loud = rows >= MIGRATION_NOTE_ROWS
+        self._say(
+            f"migrating {path} to schema version {SCHEMA_VERSION}: copying {rows:,} results (resumable)"
+        )
+
+    def copied(self, rows: int) -> None:
+        self.done_rows += rows
+        tenth = 10 * self.done_rows // max(self.rows, 1)
+        if tenth > self.shown and self.done_rows < self.rows:
+            self.shown = tenth
+            self._say(f"  {self.done_rows:,} of {self.rows:,} copied")
+
+    def done(self) -> None:
+        self._say(
+            f"  done: {self.done_rows:,} results in {time.perf_counter() - self.started:.0f} s (the old "
+            f"table's pages stay in the file for new rows; `sqlite3 {self.path} VACUUM` gives them back)"
+        )
+
+    def _say(self, line: str) -> None:
+        if self.loud:
+            print(line, file=sys.stderr, flush=True)
+
+
+MIGRATION_NOTE_ROWS = 10_000
+"""A v4 store with at least this many results says on stderr how its migration is going."""
 
 
 def _execute_script(db: sqlite3.Connection, script: str) -> None:
