@@ -11,6 +11,7 @@ import pytest
 from quantscope.errors import QuantscopeError
 from quantscope.store.database import DB_NAME, SCHEMA_VERSION, Store
 from quantscope.store.rows import ResultRow, RunRecord, Variant
+from tests.old_schemas import SCHEMA_V5
 
 
 def make_run(spec_hash: str = "h1", variant: str = "v", task: str = "t") -> RunRecord:
@@ -219,40 +220,6 @@ def test_a_schema_1_store_is_migrated_in_place_keeping_every_row(tmp_path: Path)
         assert store.write_forced([forced, forced]) == 1 and store.forced() == [forced]
     db = sqlite3.connect(directory / DB_NAME)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-
-
-# The tables quantscope wrote at schema version 5 (token counts and sampling settings NOT NULL).
-SCHEMA_V5 = """
-CREATE TABLE variants (name TEXT PRIMARY KEY, model_path TEXT NOT NULL, memory_bytes INTEGER, recipe TEXT,
-    is_baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, memory_source TEXT);
-CREATE TABLE runs (spec_hash TEXT PRIMARY KEY, variant TEXT NOT NULL REFERENCES variants(name),
-    task TEXT NOT NULL, engine TEXT NOT NULL, model_path TEXT NOT NULL, thinking_mode INTEGER NOT NULL,
-    temperature REAL NOT NULL, top_p REAL NOT NULL, top_k INTEGER NOT NULL, max_tokens INTEGER NOT NULL,
-    seed INTEGER NOT NULL, spec_json TEXT NOT NULL, created REAL NOT NULL, settings_json TEXT,
-    environment_json TEXT);
-CREATE TABLE results (id INTEGER PRIMARY KEY, variant TEXT NOT NULL, task TEXT NOT NULL,
-    item_id TEXT NOT NULL, sample INTEGER NOT NULL, spec_hash TEXT NOT NULL REFERENCES runs(spec_hash),
-    seed INTEGER, target TEXT NOT NULL, completion_tokens INTEGER NOT NULL,
-    thinking_tokens INTEGER NOT NULL, answer_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL,
-    seconds REAL NOT NULL, correct INTEGER NOT NULL, extracted TEXT, created REAL NOT NULL,
-    prompt_sha TEXT, UNIQUE (variant, task, item_id, sample));
-CREATE TABLE texts (id INTEGER PRIMARY KEY REFERENCES results(id), text TEXT NOT NULL,
-    thinking_at INTEGER, thinking_len INTEGER, thinking TEXT, answer_at INTEGER, answer_len INTEGER,
-    answer TEXT, CHECK (thinking IS NOT NULL OR thinking_at IS NOT NULL),
-    CHECK (answer IS NOT NULL OR answer_at IS NOT NULL));
-CREATE TABLE signals (rules TEXT NOT NULL, id INTEGER NOT NULL, loop_period INTEGER,
-    PRIMARY KEY (rules, id)) WITHOUT ROWID;
-CREATE TABLE failures (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL, spec_hash TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
-    created REAL NOT NULL, PRIMARY KEY (variant, task, item_id, sample));
-CREATE TABLE forced (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL, budget INTEGER NOT NULL, text TEXT NOT NULL, answer TEXT NOT NULL,
-    answer_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, correct INTEGER NOT NULL, extracted TEXT,
-    created REAL NOT NULL, PRIMARY KEY (variant, task, item_id, sample, budget));
-CREATE TABLE items (task TEXT NOT NULL, item_id TEXT NOT NULL, stratum_key TEXT NOT NULL,
-    stratum TEXT NOT NULL, PRIMARY KEY (task, item_id));
-PRAGMA user_version = 5;
-"""
 
 
 def test_a_schema_5_store_gains_unknown_counts_and_inferred_finishes_keeping_rows_and_ids(

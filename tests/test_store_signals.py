@@ -34,6 +34,7 @@ from quantscope.analysis.traces import (
 )
 from quantscope.store.database import DB_NAME, PENDING_TABLE, Store
 from quantscope.store.rows import ResultRow, RunRecord, Variant
+from tests.old_schemas import SCHEMA_V4
 
 TASK = "synthetic"  # the bundled math task: found-not-given applies
 PROGRESS = " ".join(f"step {i}: add {i} to the total, giving {i * (i + 1) // 2}." for i in range(1, 30))
@@ -239,32 +240,6 @@ def test_an_interrupted_signal_pass_resumes_where_it_stopped(
 
 # ---- migration v4 -> v5 ---------------------------------------------------------------------
 
-# The schema quantscope wrote at version 4 (text, thinking and answer inline in `results`).
-SCHEMA_V4 = """
-CREATE TABLE variants (name TEXT PRIMARY KEY, model_path TEXT NOT NULL, memory_bytes INTEGER, recipe TEXT,
-    is_baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, memory_source TEXT);
-CREATE TABLE runs (spec_hash TEXT PRIMARY KEY, variant TEXT NOT NULL REFERENCES variants(name),
-    task TEXT NOT NULL, engine TEXT NOT NULL, model_path TEXT NOT NULL, thinking_mode INTEGER NOT NULL,
-    temperature REAL NOT NULL, top_p REAL NOT NULL, top_k INTEGER NOT NULL, max_tokens INTEGER NOT NULL,
-    seed INTEGER NOT NULL, spec_json TEXT NOT NULL, created REAL NOT NULL, settings_json TEXT,
-    environment_json TEXT);
-CREATE TABLE results (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL, spec_hash TEXT NOT NULL REFERENCES runs(spec_hash), seed INTEGER,
-    target TEXT NOT NULL, text TEXT NOT NULL, thinking TEXT NOT NULL, answer TEXT NOT NULL,
-    completion_tokens INTEGER NOT NULL, thinking_tokens INTEGER NOT NULL, answer_tokens INTEGER NOT NULL,
-    finish_reason TEXT NOT NULL, seconds REAL NOT NULL, correct INTEGER NOT NULL, extracted TEXT,
-    created REAL NOT NULL, prompt_sha TEXT, UNIQUE (variant, task, item_id, sample));
-CREATE TABLE failures (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL, spec_hash TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL,
-    created REAL NOT NULL, PRIMARY KEY (variant, task, item_id, sample));
-CREATE TABLE forced (variant TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
-    sample INTEGER NOT NULL, budget INTEGER NOT NULL, text TEXT NOT NULL, answer TEXT NOT NULL,
-    answer_tokens INTEGER NOT NULL, finish_reason TEXT NOT NULL, correct INTEGER NOT NULL, extracted TEXT,
-    created REAL NOT NULL, PRIMARY KEY (variant, task, item_id, sample, budget));
-CREATE TABLE items (task TEXT NOT NULL, item_id TEXT NOT NULL, stratum_key TEXT NOT NULL,
-    stratum TEXT NOT NULL, PRIMARY KEY (task, item_id));
-PRAGMA user_version = 4;
-"""
 V4_COLUMNS = (
     "variant, task, item_id, sample, spec_hash, seed, target, text, thinking, answer, completion_tokens, "
     "thinking_tokens, answer_tokens, finish_reason, seconds, correct, extracted, created, prompt_sha"
