@@ -882,9 +882,10 @@ class Store:
                 f"{', '.join(valid)}"
             )
         where, params = _filters(variant, task)
+        # no text asked for: the view without the texts join, which would read each row's text page
+        view = "results_full" if set(names) & set(_V4_TEXT) else "results_numbers"
         cursor = self._db.execute(
-            f"SELECT {', '.join(names)} FROM results_full{where} ORDER BY variant, task, item_id, sample",
-            params,
+            f"SELECT {', '.join(names)} FROM {view}{where} ORDER BY variant, task, item_id, sample", params
         )
         return iter(lambda: cursor.fetchmany(size), [])
 
