@@ -232,11 +232,7 @@ def _nvfp4_linear(fmt: Format, cc: int, ks: KernelSet) -> Served:
         return Served(fmt.name, "linear", "nvfp4", "FlashInferCutlassNvFp4LinearKernel", source=source)
     if cc >= 100:
         return Served(fmt.name, "linear", "nvfp4", "CutlassNvFp4LinearKernel", source=source)
-    if ks.humming and cc == 90:
-        # Humming's schema check (humming/schema.py, check_and_fallback_input_schema): FP4 inputs
-        # need sm100, FP8 ones do not pair with NVFP4's E4M3 group-16 scales, so 16-bit inputs.
-        return Served(fmt.name, "linear", "", "HummingNvFp4LinearKernel", source=source)
-    return Served(fmt.name, "linear", "", "MarlinNvFp4LinearKernel", source=source)
+    return _nvfp4_16_bit_inputs(fmt, cc, ks, source)
 
 
 def _nvfp4a16_linear(fmt: Format, cc: int, ks: KernelSet) -> Served:
@@ -245,9 +241,16 @@ def _nvfp4a16_linear(fmt: Format, cc: int, ks: KernelSet) -> Served:
     source = f"{_LINEAR}: init_nvfp4_linear_kernel(use_a16=True)"
     if ks.flashinfer and cc in (100, 103):
         return Served(fmt.name, "linear", "", "FlashInferCuteDslNvFp4W4A16LinearKernel", source=source)
-    if ks.humming and cc == 90:
-        return Served(fmt.name, "linear", "", "HummingNvFp4LinearKernel", source=source)
-    return Served(fmt.name, "linear", "", "MarlinNvFp4LinearKernel", source=source)
+    return _nvfp4_16_bit_inputs(fmt, cc, ks, source)
+
+
+def _nvfp4_16_bit_inputs(fmt: Format, cc: int, ks: KernelSet, source: str) -> Served:
+    """Both NVFP4 ladders' end, where no FP4 GEMM applies: Humming before Marlin on sm90
+    (`prioritize_humming`), whose schema check (humming/schema.py, check_and_fallback_input_schema)
+    keeps 16-bit inputs: FP4 ones need sm100, FP8 ones do not pair with NVFP4's E4M3 group-16
+    scales; else Marlin, weight-only."""
+    kernel = "HummingNvFp4LinearKernel" if ks.humming and cc == 90 else "MarlinNvFp4LinearKernel"
+    return Served(fmt.name, "linear", "", kernel, source=source)
 
 
 def _mxfp4_linear(fmt: Format, cc: int, ks: KernelSet) -> Served:
