@@ -154,7 +154,10 @@ def test_mixed_precision_recipes_reproduce(tmp_path: Path):
         derived = derive_recipe(load_anatomy(tmp_path / name))
         assert derived.reproduces, (name, derived.mismatched[:3])
         schemes = {s for s in derived.stored.values()}
-        assert schemes == {"nvfp4", "fp8", KEPT}, name
+        # every NVFP4 layer of NVIDIA's Qwen3.6 checkpoints is W4A16_NVFP4 (hf_quant_config.json):
+        # weight-only NVFP4, stored exactly, not approximated by W4A4 nvfp4
+        assert schemes == {"nvfp4a16", "fp8", KEPT}, name
+        assert not [a for a in derived.approximate.values() if "NVFP4" in a], name
 
 
 # ---- INT4 AWQ and MXFP8: ModelOpt's export format, on a header-only checkpoint --------------------

@@ -93,6 +93,41 @@ def test_default_exports_build_every_layer(
 
 
 @pytest.fixture(scope="module")
+def nvfp4a16_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled model in weight-only NVFP4 (compressed-tensors NVFP4A16), RTN, verified."""
+    from quantscope.plan.recipe import Recipe
+    from quantscope.toy import checkpoint_dir
+
+    options = QuantizeOptions(iters=0, nsamples=4, seqlen=128, dataset="toy", kl_samples=2, kl_tokens=96)
+    out = tmp_path_factory.mktemp("nvfp4a16") / "export"
+    return quantize(checkpoint_dir(), Recipe("nvfp4a16", "nvfp4a16"), out, options).directory
+
+
+def test_weight_only_nvfp4_exports_as_compressed_tensors_nvfp4a16_and_vllm_builds_it_w4a16(
+    nvfp4a16_export: Path,
+) -> None:
+    """AutoRound's llm_compressor export declares FP4 activations for NVFP4 whatever act_bits says
+    and writes no activation scales (transformers then finds 30 missing); quantscope's export
+    declares weights only, as compressed-tensors' own NVFP4A16 preset does, and vLLM builds every
+    NVFP4 layer with 16-bit activations (`use_a16`, compressed_tensors.py)."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+
+    config = _quant_config(nvfp4a16_export)
+    (group,) = config["config_groups"].values()
+    assert group["input_activations"] is None
+    preset = PRESET_SCHEMES["NVFP4A16"]
+    assert "input_activations" not in preset
+    assert QuantizationArgs.model_validate(group["weights"]) == preset["weights"]
+    names = load_anatomy(nvfp4a16_export).tensors
+    assert not [t for t in names if t.name.endswith("input_global_scale")]
+    result = vllm_loadable(load_anatomy(nvfp4a16_export))
+    assert result.status == "loadable", result.line()
+    fp4 = [layer for layer in result.layers if "Fp4" in layer.method or "Nvfp4" in layer.method]
+    assert fp4 and all(layer.method.endswith("[16-bit activations]") for layer in fp4), result.line()
+
+
+@pytest.fixture(scope="module")
 def static_fp8_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled model in the `fp8` format (static per-tensor activations), the fp8 preset's
     format until issue 28: RTN, unverified (verify fails it on the vLLM check)."""

@@ -268,10 +268,12 @@ def pick_linear(format_name: str) -> Picked:
     if fmt.data_type == "int":
         return _pick_wna16_linear(fmt)
     if fmt.data_type == "nvfp4":
-        kernel = type(linear.init_nvfp4_linear_kernel()).__name__
+        # compressed-tensors NVFP4A16 (no input_activations) is CompressedTensorsW4A4Fp4(use_a16=True)
+        a16 = fmt.act_bits >= 16
+        kernel = type(linear.init_nvfp4_linear_kernel(use_a16=a16)).__name__
         if kernel.startswith("Humming"):
-            return Picked(kernel, _humming_act(_NVFP4_WEIGHTS, keys.kNvfp4Dynamic))
-        return Picked(kernel, "" if kernel in _WEIGHT_ONLY else "nvfp4")
+            return Picked(kernel, "" if a16 else _humming_act(_NVFP4_WEIGHTS, keys.kNvfp4Dynamic))
+        return Picked(kernel, "" if a16 or kernel in _WEIGHT_ONLY else "nvfp4")
     if fmt.data_type == "mxfp4":
         kernel = type(linear.init_mxfp4_linear_kernel(keys.kMxfp4Dynamic)).__name__
         if kernel.startswith("Humming"):
@@ -369,10 +371,14 @@ def pick_experts(format_name: str) -> Picked:
             return Picked("CutlassExpertsMxfp4", "mxfp4")
         return Picked("MarlinExperts", "")
     if fmt.data_type == "nvfp4":
-        backend, _ = nvfp4.select_nvfp4_moe_backend(_moe_config(), keys.kNvfp4Static, keys.kNvfp4Dynamic)
+        # compressed_tensors_moe_w4a4_nvfp4.py: NVFP4A16 asks with no activation key
+        a16 = fmt.act_bits >= 16
+        act_key = None if a16 else keys.kNvfp4Dynamic
+        backend, _ = nvfp4.select_nvfp4_moe_backend(_moe_config(), keys.kNvfp4Static, act_key)
         if backend in (nvfp4.NvFp4MoeBackend.MARLIN, nvfp4.NvFp4MoeBackend.HUMMING):
-            return Picked(backend.name, _humming_moe_act() if backend.name == "HUMMING" else "")
-        return Picked(backend.name, "nvfp4", nvfp4.is_global_sf_supported_for_nvfp4_backend(backend))
+            return Picked(backend.name, _humming_moe_act() if backend.name == "HUMMING" and not a16 else "")
+        shared = nvfp4.is_global_sf_supported_for_nvfp4_backend(backend)
+        return Picked(backend.name, "" if a16 else "nvfp4", shared and not a16)
     block = fmt.block is not None
     if not block:
         return _pick_fp8_channel_experts(fmt)

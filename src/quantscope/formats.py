@@ -131,6 +131,14 @@ FP8_DYNAMIC_SCHEME: Mapping[str, Any] = {
     "act_sym": True,
 }
 
+NVFP4A16_SCHEME: Mapping[str, Any] = {
+    "bits": 4,
+    "group_size": 16,
+    "sym": True,
+    "data_type": "nv_fp",
+    "act_bits": 16,
+}
+
 _BASE_FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
@@ -186,6 +194,18 @@ _BASE_FORMATS: dict[str, Format] = {
             description="FP4 E2M1 weights, FP8 E4M3 scale per 16, fp32 global scale (native on Blackwell)",
             export_routes=("llm_compressor", "auto_round"),
             label="NVFP4",
+        ),
+        Format(
+            "nvfp4a16",
+            4,
+            16,
+            "nvfp4",
+            export_format="llm_compressor",
+            description="NVFP4 weights, 16-bit activations (compressed-tensors NVFP4A16, ModelOpt "
+            "W4A16_NVFP4)",
+            export_routes=("llm_compressor",),
+            autoround_settings=NVFP4A16_SCHEME,
+            label="NVFP4 weight-only",
         ),
         Format(
             "mxfp4",
@@ -328,7 +348,8 @@ def _nvfp4_tensors(out_features: int, in_features: int, fmt: Format) -> tuple[Ex
         ExportedTensor("weight_packed", "U8", (out_features, in_features // 2)),
         ExportedTensor("weight_scale", "F8_E4M3", (out_features, in_features // 16)),
         ExportedTensor("weight_global_scale", "F32", (1,)),
-        ExportedTensor("input_global_scale", "F32", (1,)),
+        # weight-only NVFP4 (compressed-tensors NVFP4A16) stores no activation scale
+        *((ExportedTensor("input_global_scale", "F32", (1,)),) if fmt.act_bits == 4 else ()),
     )
 
 
@@ -474,7 +495,7 @@ FAMILIES: dict[str, Family] = {
             ),
             modelopt_algos=("NVFP4", "W4A16_NVFP4"),
             qdq="nvfp4",
-            declared_act=lambda fmt: "nvfp4",
+            declared_act=lambda fmt: "nvfp4" if fmt.act_bits == 4 else "",
         ),
         Family(
             "mxfp4",

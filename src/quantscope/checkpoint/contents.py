@@ -241,8 +241,11 @@ def _compressed_tensors(
     copies = packed.shape[:-2]
     if packed.dtype == "U8" and scale is not None:
         if "weight_global_scale" in found or scale.dtype == "F8_E4M3":
+            # NVFP4A16 (compressed-tensors' weight-only preset) stores no input_global_scale
+            a16 = "input_global_scale" not in found
+            label, scheme = ("NVFP4 weight-only", "nvfp4a16") if a16 else ("NVFP4", "nvfp4")
             return _stored(
-                module, found, "nvfp4", "NVFP4", "compressed-tensors", 4, (*copies, out, 2 * cols), "nvfp4"
+                module, found, "nvfp4", label, "compressed-tensors", 4, (*copies, out, 2 * cols), scheme
             )
         return _stored(
             module, found, "mxfp4", "MXFP4", "compressed-tensors", 4, (*copies, out, 2 * cols), "mxfp4"
@@ -300,8 +303,9 @@ def _modelopt_packed(module: str, found: Mapping[str, TensorInfo]) -> StoredWeig
         group = 2 * cols // scale.shape[-1] if scale.shape[-1] else 0
         if group != 16:  # e.g. ModelOpt's W4A8_NVFP4_FP8: E2M1 with an E4M3 scale per 32
             return _stored(module, found, "nvfp4", f"FP4 g{group}", "modelopt", 4, fp4, None)
-        label = "NVFP4" if "input_scale" in found else "NVFP4 weight-only"
-        return _stored(module, found, "nvfp4", label, "modelopt", 4, fp4, "nvfp4")
+        a16 = "input_scale" not in found  # ModelOpt's W4A16_NVFP4
+        label, scheme = ("NVFP4 weight-only", "nvfp4a16") if a16 else ("NVFP4", "nvfp4")
+        return _stored(module, found, "nvfp4", label, "modelopt", 4, fp4, scheme)
     if scale.dtype in _E8M0:
         return _stored(module, found, "mxfp4", "MXFP4", "modelopt", 4, fp4, "mxfp4")
     if len(scale.shape) == 2 and scale.shape[0] == 2 * rows and not copies:

@@ -311,6 +311,7 @@ def run_autoround(
     directory = find_export_dir(stage_dir)
     restored = restore_source_dtypes(directory, source_dtypes, model_dtype, plan.kept)
     complete_ignore_list(directory, (*plan.kept, *_untouched_head(model, plan)))
+    declare_weight_only(directory, plan)
     return AutoRoundExport(directory, restored)
 
 
@@ -346,6 +347,32 @@ def complete_ignore_list(directory: Path, kept: Sequence[str]) -> tuple[str, ...
         quant["ignore"] = [*(quant.get("ignore") or ()), *added]
         write_atomic(path, json.dumps(config, indent=2) + "\n")
     return added
+
+
+def declare_weight_only(directory: Path, plan: AutoRoundPlan) -> bool:
+    """Make a compressed-tensors export of a weight-only recipe say so: AutoRound 0.16's
+    `llm_compressor` export of NVFP4 with 16-bit activations writes the NVFP4 preset's
+    `input_activations` (FP4, per group of 16) into every config group but no `input_global_scale`
+    tensors, so transformers' loader builds FP4 activations and finds 30 scales missing on the toy.
+    compressed-tensors' own NVFP4A16 preset has weights only (compressed_tensors/quantization/
+    quant_scheme.py, PRESET_SCHEMES["NVFP4A16"]); so is this config once every quantized module of
+    the plan is weight-only. Rewrites config.json atomically; returns whether it changed."""
+    import json
+
+    quantized = [get_format(f) for f in plan.assignment.values() if get_format(f).is_quantized]
+    if not quantized or any(fmt.act_bits < 16 for fmt in quantized):
+        return False
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    quant = config.get("quantization_config")
+    if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
+        return False
+    groups = [g for g in (quant.get("config_groups") or {}).values() if g.get("input_activations")]
+    for group in groups:
+        group["input_activations"] = None
+    if groups:
+        write_atomic(path, json.dumps(config, indent=2) + "\n")
+    return bool(groups)
 
 
 _FP8_SCALES = ("weight_scale", "weight_scale_inv", "input_scale")

@@ -455,11 +455,9 @@ def _build(unit: LayerUnit, config: Any) -> LayerMethod:
         why = f"{resolved}: {_one_line(error)}" if resolved else _one_line(error)
         return LayerMethod(unit.prefix, unit.kind, resolved or "none", False, why)
     # FusedMoEFactory returns the runner; the method is its routed experts' (runner/moe_runner.py).
-    method = type(getattr(layer, "routed_experts", layer).quant_method).__name__
+    method = _named(getattr(layer, "routed_experts", layer).quant_method)
     scheme = getattr(layer, "scheme", None)
-    return LayerMethod(
-        unit.prefix, unit.kind, f"{method} ({type(scheme).__name__})" if scheme else method, True
-    )
+    return LayerMethod(unit.prefix, unit.kind, f"{method} ({_named(scheme)})" if scheme else method, True)
 
 
 def _construct(unit: LayerUnit, config: Any) -> Any:
@@ -517,9 +515,20 @@ def _resolved_in(tb: TracebackType | None) -> str | None:
     while tb is not None:
         owner = tb.tb_frame.f_locals.get("self")
         if owner is not None and type(owner).__module__.startswith("vllm.model_executor.layers.quantization"):
-            found = type(owner).__name__
+            found = _named(owner)
         tb = tb.tb_next
     return found
+
+
+def _named(method: Any) -> str:
+    """A vLLM method or scheme's class name, saying "16-bit activations" where the class serves
+    both: vLLM 0.32 builds NVFP4A16 as `CompressedTensorsW4A4Fp4(use_a16=True)` (and its MoE
+    method likewise; compressed_tensors.py, `_get_scheme_from_parts`)."""
+    return (
+        f"{type(method).__name__}[16-bit activations]"
+        if getattr(method, "use_a16", False)
+        else type(method).__name__
+    )
 
 
 def _raised_in_kernel_selection(tb: TracebackType | None) -> bool:
