@@ -78,7 +78,7 @@ CT_FORMULAS: dict[str, tuple[str, Formula]] = {
         "FP8 block 128×128",
         lambda o, i: 8 + 16 * math.ceil(o / 128) * math.ceil(i / 128) / (o * i),
     ),
-    "NVFP4A16": ("NVFP4", lambda o, i: 4 + 8 / 16 + 32 / (o * i)),  # weight global scale only
+    "NVFP4A16": ("NVFP4 weight-only", lambda o, i: 4 + 8 / 16 + 32 / (o * i)),  # weight global scale only
     "MXFP8": ("MXFP8", lambda o, i: 8 + 8 / 32),  # E4M3 values, E8M0 scale per 32
 }
 LABELS = {"W4A16": "INT4 g128", "W8A16": "INT8 g128", "NVFP4": "NVFP4", "MXFP4": "MXFP4"}
@@ -204,6 +204,16 @@ def test_compressed_tensors_fp8_dynamic_reads_as_dynamic_activations(
     dynamic = read_contents(load_anatomy(producer_exports("qwen3", "FP8_DYNAMIC", COMPRESSED_TENSORS)))
     assert {w.scheme for w in dynamic.weights.values() if w.is_quantized} == {"fp8_dynamic"}
     assert derive_recipe(dynamic.anatomy).recipe.scheme == "fp8_dynamic"
+
+
+def test_compressed_tensors_nvfp4a16_reads_as_weight_only_nvfp4(
+    producer_exports: ProducerExports, tiny_qwen3_dir: Path
+):
+    """compressed-tensors' own NVFP4A16 preset (NVFP4 weights, no input_global_scale) reads back as
+    quantscope's nvfp4a16, and a recipe derived from it says so (issue 28)."""
+    weight_only = read_contents(load_anatomy(producer_exports("qwen3", "NVFP4A16", COMPRESSED_TENSORS)))
+    assert {w.scheme for w in weight_only.weights.values() if w.is_quantized} == {"nvfp4a16"}
+    assert derive_recipe(weight_only.anatomy).recipe.scheme == "nvfp4a16"
 
 
 @pytest.mark.slow
