@@ -224,7 +224,7 @@ def ensure_signals(
             else ("the store holds none (written by an older quantscope or an import)")
         )
         progress(0, missing, f"reading the trace signals of {missing:,} generations once: {why}")
-    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    workers = workers if workers is not None else _usable_cpus()
     batches = store.unsigned(versions, SIGNAL_BATCH)
     if workers < 2 or missing <= 4 * SIGNAL_BATCH:
         read = (_read_batch(batch, rules) for batch in batches)
@@ -232,6 +232,13 @@ def ensure_signals(
     # spawn: a clean interpreter per worker (the parent holds an open SQLite connection)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         return _write_all(store, _in_order(pool, batches, rules, 2 * workers), missing, progress)
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one: not macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _read_batch(batch: list[dict[str, Any]], rules: Mapping[str, TaskRules]) -> SignalBatch:
