@@ -282,3 +282,38 @@ def test_each_items_level_is_kept_per_task_and_a_rewrite_replaces_it(tmp_path: P
         store.write_strata("math500", "level", {"b": "4"})
         assert store.strata("math500") == ("level", {"a": "1", "b": "4"})
         assert store.strata("synthetic") == ("level", {"a": "6"})
+
+
+def test_a_schema_5_import_reads_its_unknowns_as_null_after_migration(tmp_path: Path) -> None:
+    """v5's importer stored an unrecorded setting as -1 and an uncounted generation as 0 tokens
+    (the columns could not be NULL); migrated, those are NULL, as v6's importer writes them. A
+    counted imported row and a native run keep their values."""
+    directory = tmp_path / "v5"
+    directory.mkdir()
+    db = sqlite3.connect(directory / DB_NAME)
+    db.executescript(SCHEMA_V5)
+    db.execute("INSERT INTO variants VALUES ('v', '/models/v', 1000, NULL, 1, 1.0, NULL)")
+    imported = ("h1", "v", "t", "import:json", "/models/v", 1, -1.0, -1.0, -1, 64, -1, "{}", 1.0, None, None)
+    native = ("h2", "v", "u", "transformers", "/models/v", 1, 0.6, 0.95, 20, 64, 7, "{}", 1.0, None, None)
+    for run in (imported, native):
+        db.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(run))})", run)
+    for id_, task, spec, counts in (
+        (1, "t", "h1", (0, 0, 0)),
+        (2, "t", "h1", (9, 5, 4)),
+        (3, "u", "h2", (0, 0, 0)),
+    ):
+        row = (id_, "v", task, f"i{id_}", 0, spec, 7, "42", *counts, "stop", 0.5, 1, "42", 2.0, "p")
+        db.execute(f"INSERT INTO results VALUES ({', '.join('?' * len(row))})", row)
+    db.commit()
+    db.close()
+
+    with Store.existing(directory) as store:
+        assert store.run("h1").temperature is None and store.run("h1").top_p is None
+        assert store.run("h1").top_k is None and store.run("h1").seed is None
+        assert store.run("h2").temperature == 0.6 and store.run("h2").seed == 7
+        counts = store.columns(["completion_tokens", "thinking_tokens", "answer_tokens"])
+    assert counts == {
+        "completion_tokens": [None, 9, 0],
+        "thinking_tokens": [None, 5, 0],
+        "answer_tokens": [None, 4, 0],
+    }

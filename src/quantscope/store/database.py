@@ -66,7 +66,8 @@ migrated in place when opened, see `_MIGRATIONS`):
     ``results_numbers`` — the same without the text, what `columns` reads.
 
 Migrating v5 -> v6 rebuilds `results` and `runs` (numbers only, a few MB for 100k rows) to let
-unknown values be NULL, in the one migration transaction; rows keep their ids.
+unknown values be NULL, in the one migration transaction; rows keep their ids. A v5 import's
+unknowns (-1 settings, 0 token counts: the columns could not hold NULL) become NULL.
 Migrating v4 -> v5 renames the old table `results_v4` and copies it `MIGRATION_BATCH` rows per
 transaction, each batch deleted from the old table as it is copied: a kill at any point leaves a
 store that opens, and the next open finishes the copy.
@@ -259,6 +260,16 @@ def _rebuilt(table: str, columns: str) -> str:
     )
 
 
+# v5's importer (the only writer of unknowns) stored an unrecorded setting as -1 and an uncounted
+# generation as 0 tokens; no engine writes either (a generation holds at least its end token).
+_V5_IMPORT_UNKNOWNS = """
+UPDATE runs SET temperature = NULL WHERE temperature = -1 AND engine LIKE 'import:%';
+UPDATE runs SET top_p = NULL WHERE top_p = -1 AND engine LIKE 'import:%';
+UPDATE runs SET top_k = NULL WHERE top_k = -1 AND engine LIKE 'import:%';
+UPDATE runs SET seed = NULL WHERE seed = -1 AND engine LIKE 'import:%';
+UPDATE results SET completion_tokens = NULL, thinking_tokens = NULL, answer_tokens = NULL
+    WHERE completion_tokens = 0 AND spec_hash IN (SELECT spec_hash FROM runs WHERE engine LIKE 'import:%');
+"""
 # 5 -> 6: unknown is NULL (an import's token counts and sampling settings), and whether a row's
 # finish reason was inferred. Both tables hold numbers only since v5, so the copy is quick.
 _MIGRATIONS[5] = (
@@ -273,6 +284,7 @@ _MIGRATIONS[5] = (
         "id, variant, task, item_id, sample, spec_hash, seed, target, completion_tokens, thinking_tokens, "
         "answer_tokens, finish_reason, seconds, correct, extracted, created, prompt_sha",
     )
+    + _V5_IMPORT_UNKNOWNS
 )
 PENDING_TABLE = "results_v4"
 """A v4 results table still being copied into the v5 tables (present only mid-migration)."""
