@@ -357,13 +357,20 @@ def test_unknown_token_counts_are_stored_unknown_and_the_analysis_leaves_them_ou
     exported = runner.invoke(app, ["export", "--format", "eee", "--out", str(out), "--store", str(tmp_path)])
     assert exported.exit_code == 0, exported.output
     (samples,) = out.glob("data/*/*/int4/*_samples.jsonl")
+    (aggregate,) = out.glob("data/*/*/int4/*.json")
+    details = json.loads(aggregate.read_text())["evaluation_results"][0]["generation_config"]
+    metadata = [json.loads(line)["metadata"] for line in samples.read_text().splitlines()]
+    assert "seed" not in details["additional_details"] and all("seed" not in m for m in metadata)
+    assert "None" not in [*details["additional_details"].values(), *(v for m in metadata for v in m.values())]
     back = runner.invoke(app, ["import", "eee", str(samples), "--variant", "back", "--store", str(tmp_path)])
     assert back.exit_code == 0, back.output
     with sqlite3.connect(tmp_path / DB_NAME) as db:
-        query = "SELECT completion_tokens, thinking_tokens, finish_reason, finish_inferred FROM results"
+        query = "SELECT completion_tokens, thinking_tokens, finish_reason, finish_inferred, seed FROM results"
         again = db.execute(f"{query} WHERE variant = 'back' ORDER BY item_id").fetchall()
         first = db.execute(f"{query} WHERE variant = 'int4' ORDER BY item_id").fetchall()
-    assert again == first and {r[3] for r in again} == {1}
+        seeds = db.execute("SELECT seed FROM runs WHERE variant = 'back'").fetchall()
+    assert again == first and {r[3] for r in again} == {1} and {r[4] for r in again} == {None}
+    assert seeds == [(None,)]
 
 
 def test_a_variant_with_counts_against_one_without_has_no_inflation_ratio(

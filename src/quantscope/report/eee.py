@@ -359,17 +359,19 @@ def _generation_config(
         args["max_tokens"] = cap
     extra = {
         "engine": run.engine,
-        "seed": str(run.seed),
         "samples_per_item": str(k),
         "spec_hash": run.spec_hash,
     }
+    if run.seed is not None:  # an import whose source kept no seed has none to state
+        extra["seed"] = str(run.seed)
     if n_runs > 1:
         extra["runs"] = f"{n_runs} runs under these settings; the latest shown"
     if settings is not None:
+        penalties = {
+            name: getattr(settings, name) for name in ("min_p", "presence_penalty", "repetition_penalty")
+        }
+        extra |= {name: str(value) for name, value in penalties.items() if value is not None}
         extra |= {
-            "min_p": str(settings.min_p),
-            "presence_penalty": str(settings.presence_penalty),
-            "repetition_penalty": str(settings.repetition_penalty),
             "engine_options": json.dumps(dict(settings.engine_options), sort_keys=True, default=str),
             "task_options": json.dumps(dict(settings.task_options), sort_keys=True, default=str),
         }
@@ -462,11 +464,10 @@ def _instances(
         metadata = {
             "variant": row["variant"],
             "sample_index": str(row["sample"]),
-            "seed": str(row["seed"]),
             "finish_reason": row["finish_reason"],
-            **{  # unknown counts (an import without them) are left out, not written as 0
+            **{  # unknowns (an import without a seed or counts) are left out, not written as 0 or "None"
                 name: str(row[name])
-                for name in ("completion_tokens", "thinking_tokens", "answer_tokens")
+                for name in ("seed", "completion_tokens", "thinking_tokens", "answer_tokens")
                 if row[name] is not None
             },
             "answer": row["answer"],
