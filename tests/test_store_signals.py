@@ -203,6 +203,37 @@ def test_the_pass_on_worker_processes_stores_what_one_process_does(
     assert tables[0] == tables[1] and len(tables[0]["variant"]) == 120
 
 
+UNGUARDED_SCRIPT = """
+import sys
+from quantscope.analysis import signal_table
+from quantscope.store.database import Store
+
+signal_table.SIGNAL_BATCH = 10
+with Store(sys.argv[1]) as store:
+    print("read", signal_table.ensure_signals(store, signal_table.rules_for(["synthetic"]), workers=2))
+"""
+
+
+def test_a_script_without_a_main_guard_still_gets_every_signal_once(tmp_path: Path) -> None:
+    """A user's script calling the API at top level (no `if __name__ == "__main__":`): spawned
+    workers re-run it and cannot start (as with any Python multiprocessing); the pass says why
+    and reads on one process instead of failing, and the re-run never touches the store."""
+    with Store(tmp_path / "store") as store:
+        _write_study(store, with_signals=False)
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "store")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["read 120"]  # printed once: no worker ran the script to its end
+    assert 'if __name__ == "__main__":' in done.stderr
+    with Store(tmp_path / "store") as store:
+        rules = rules_for([TASK])
+        assert store.unsigned_count({TASK: rules[TASK].version}) == 0
+        assert len(stored_table(store, rules)["variant"]) == 120
+
+
 def test_changed_markers_recompute_once_and_keep_the_default_signals(tmp_path: Path) -> None:
     rules = TraceRules(markers=("hmm", "alternatively"))
     with Store(tmp_path) as store:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -211,6 +213,7 @@ def ensure_signals(
     Reading a generation is CPU-bound (~4 ms per 50 KB), so a pass over more than a few batches
     runs on `workers` processes (default: the CPUs this process may use); the store is read and
     written here only, batches in flight bounded, so memory stays flat."""
+    _refuse_in_a_starting_worker()
     store.declare_signals(COLUMNS)
     versions = {task: r.version for task, r in rules.items()}
     missing = store.unsigned_count(versions)
@@ -224,14 +227,38 @@ def ensure_signals(
             else ("the store holds none (written by an older quantscope or an import)")
         )
         progress(0, missing, f"reading the trace signals of {missing:,} generations once: {why}")
-    workers = workers if workers is not None else _usable_cpus()
-    batches = store.unsigned(versions, SIGNAL_BATCH)
-    if workers < 2 or missing <= 4 * SIGNAL_BATCH:
-        read = (_read_batch(batch, rules) for batch in batches)
-        return _write_all(store, read, missing, progress)
-    # spawn: a clean interpreter per worker (the parent holds an open SQLite connection)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return _write_all(store, _in_order(pool, batches, rules, 2 * workers), missing, progress)
+    workers = workers if workers is not None else min(_usable_cpus(), MAX_SIGNAL_WORKERS)
+    if workers >= 2 and missing > 4 * SIGNAL_BATCH:
+        try:  # spawn: a clean interpreter per worker (the parent holds an open SQLite connection)
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                batches = store.unsigned(versions, SIGNAL_BATCH)
+                return _write_all(store, _in_order(pool, batches, rules, 2 * workers), missing, progress)
+        except BrokenProcessPool:
+            print(NO_WORKERS, file=sys.stderr)
+    left = store.unsigned_count(versions)  # what the workers did is committed: read the rest here
+    read = (_read_batch(batch, rules) for batch in store.unsigned(versions, SIGNAL_BATCH))
+    return missing - left + _write_all(store, read, missing, progress, done=missing - left)
+
+
+MAX_SIGNAL_WORKERS = 8
+"""Worker processes of a signal pass at the most: the parent writes every batch alone, so more
+workers than it can keep fed only hold memory (~150 MB each: an interpreter with numpy)."""
+
+NO_WORKERS = (
+    "quantscope: the trace-signal pass could not start worker processes, so it reads on one "
+    "process (slower). A script that calls quantscope must run it under "
+    'if __name__ == "__main__":, as any Python multiprocessing requires '
+    "(docs.python.org/3/library/multiprocessing.html, 'Safe importing of main module')."
+)
+
+
+def _refuse_in_a_starting_worker() -> None:
+    """End, quietly, a spawned worker that is re-running an unguarded script's top level, before
+    it reads or writes anything; the parent says why and reads on its own (`NO_WORKERS`). The
+    flag is the one multiprocessing itself checks (multiprocessing/spawn.py,
+    `_check_not_importing_main`, which would raise a long RuntimeError in every worker)."""
+    if getattr(current_process(), "_inheriting", False):
+        raise SystemExit(1)
 
 
 def _usable_cpus() -> int:
@@ -268,14 +295,18 @@ def _in_order(
         yield pending.popleft().result()
 
 
-def _write_all(store: Store, read: Iterable[SignalBatch], missing: int, progress: Progress | None) -> int:
-    done = 0
+def _write_all(
+    store: Store, read: Iterable[SignalBatch], missing: int, progress: Progress | None, done: int = 0
+) -> int:
+    """Write each batch as it comes; returns how many rows this call wrote (`done`: rows already
+    written by an earlier attempt, for the progress figure)."""
+    start = done
     for signals in read:
         store.write_signals(signals)
         done += len(signals.rows)
         if progress is not None:
             progress(done, missing, "")
-    return done
+    return done - start
 
 
 RESULT_COLUMNS = ("variant", "task", "item_id", "sample", "target", "thinking_tokens", "answer_tokens")
