@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quantscope.engines.base import (
     Engine,
@@ -440,27 +440,27 @@ class _Writer:
         return []
 
 
+def _key(spec: RunSpec, plan: _Plan, sample: Sample, index: int) -> dict[str, Any]:
+    """What names a request's row in the store, a generation's or a failure's: (variant, task,
+    item, sample) and the settings it ran under."""
+    return {
+        "variant": spec.variant_name,
+        "task": plan.spec.name,
+        "item_id": sample.id,
+        "sample": index,
+        "spec_hash": plan.spec_hash,
+    }
+
+
 def _failure(spec: RunSpec, plan: _Plan, sample: Sample, index: int, failure: RequestFailure) -> Failure:
-    return Failure(
-        variant=spec.variant_name,
-        task=plan.spec.name,
-        item_id=sample.id,
-        sample=index,
-        spec_hash=plan.spec_hash,
-        error=failure.error,
-        attempts=failure.attempts,
-        created=time.time(),
-    )
+    key = _key(spec, plan, sample, index)
+    return Failure(**key, error=failure.error, attempts=failure.attempts, created=time.time())
 
 
 def _row(spec: RunSpec, plan: _Plan, sample: Sample, index: int, generation: Generation) -> ResultRow:
     judgement = plan.task.judge(sample, generation.answer)
     return ResultRow(
-        variant=spec.variant_name,
-        task=plan.spec.name,
-        item_id=sample.id,
-        sample=index,
-        spec_hash=plan.spec_hash,
+        **_key(spec, plan, sample, index),
         seed=spec.seed + index,
         target=sample.target,
         **asdict(generation),  # text, thinking, answer, token counts, finish_reason, seconds: as generated
