@@ -619,15 +619,8 @@ def variant_infos(store: Store) -> list[VariantInfo]:
 def _info(variant: Variant) -> VariantInfo:
     stored = variant.memory_source or "store"  # figures stored before sources were: "store"
     memory = variant_memory(variant.model_path, variant.memory_bytes, hub=False, given_source=stored)
-    return VariantInfo(
-        name=variant.name,
-        model_path=variant.model_path,
-        recipe=variant.recipe,
-        memory_bytes=memory.nbytes,
-        memory_source=memory.source,
-        is_baseline=variant.is_baseline,
-        evaluated=describe_twin(variant.model_path),
-    )
+    known = replace(variant, memory_bytes=memory.nbytes, memory_source=memory.source)
+    return VariantInfo(**asdict(known), evaluated=describe_twin(variant.model_path))
 
 
 def budget_curves(analysis: Analysis, task: str) -> dict[str, BudgetCurve]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from quantscope.engines.base import (
@@ -167,8 +167,7 @@ def _row(
         answer=answer,
         answer_tokens=g.completion_tokens,
         finish_reason=g.finish_reason,
-        correct=judgement.correct,
-        extracted=judgement.extracted,
+        **asdict(judgement),  # correct, extracted
         created=time.time(),
     )
 

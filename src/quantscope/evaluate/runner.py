@@ -465,8 +465,7 @@ def _row(spec: RunSpec, plan: _Plan, sample: Sample, index: int, generation: Gen
         target=sample.target,
         **asdict(generation),  # text, thinking, answer, token counts, finish_reason, seconds: as generated
         answer_tokens=max(generation.completion_tokens - generation.thinking_tokens, 0),
-        correct=judgement.correct,
-        extracted=judgement.extracted,
+        **asdict(judgement),  # correct, extracted
         created=time.time(),
         prompt_sha=text_fingerprint(sample.prompt, sample.target),
     )

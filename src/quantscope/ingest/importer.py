@@ -34,7 +34,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from quantscope.engines.base import THINK_CLOSE, count_thinking_tokens, split_thinking, think_close_id
@@ -437,27 +437,23 @@ def _check_resume(store: Store, variant: str, task: str, settings: OutputSetting
             )
 
 
+_NOT_ROW_FIELDS = ("record", "judgement")
+
+
 def _result_row(built: _Built, variant: str, task: str, spec_hash: str) -> ResultRow:
     record = built.record
+    as_built = {f.name: getattr(built, f.name) for f in fields(built) if f.name not in _NOT_ROW_FIELDS}
     return ResultRow(
+        **as_built,  # text, thinking, answer, token counts, finish reason (and whether inferred), target
         variant=variant,
         task=task,
         item_id=record.item_id,
         sample=record.sample,
         spec_hash=spec_hash,
         seed=record.seed,
-        target=built.target,
-        text=built.text,
-        thinking=built.thinking,
-        answer=built.answer,
-        completion_tokens=built.completion_tokens,
-        thinking_tokens=built.thinking_tokens,
         answer_tokens=_answer_tokens(built),
-        finish_reason=built.finish_reason,
-        finish_inferred=built.finish_inferred,
         seconds=record.seconds or 0.0,
-        correct=built.judgement.correct,
-        extracted=built.judgement.extracted,
+        **asdict(built.judgement),  # correct, extracted
         created=time.time(),
         prompt_sha=record.prompt_hash or text_fingerprint(record.prompt, built.target),
     )

@@ -94,21 +94,21 @@ def run_record(
 ) -> RunRecord:
     """The runs-table row of (variant, task) generated under `settings`: `max_tokens` stands in for
     a cap the settings do not know (an import), unknown sampling values stay None."""
+    kept_as_is = {name: getattr(settings, name) for name in _RUN_COLUMNS}
     return RunRecord(
+        **kept_as_is,
         spec_hash=spec_hash,
         variant=variant,
-        task=settings.task,
-        engine=settings.engine,
         model_path=settings.model,
         thinking_mode=bool(settings.thinking),
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
         max_tokens=settings.max_tokens if settings.max_tokens is not None else max_tokens,
-        seed=settings.seed,
         spec_json=spec_json,
         created=time.time(),
     )
+
+
+_RUN_COLUMNS = ("task", "engine", "temperature", "top_p", "top_k", "seed")
+"""The settings the runs table keeps under their own names (the rest of them in `settings_json`)."""
 
 
 def differences(
