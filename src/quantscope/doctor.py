@@ -214,13 +214,15 @@ class Package:
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing `doctor` checked: its `level`, the `topic` it is about, what it found, and the
-    command or change that fixes it (None when there is nothing to do)."""
+    """One thing `doctor` checked."""
 
     level: Level
     topic: str
+    """What it is about (a package, a device, a format)."""
     message: str
+    """What it found."""
     fix: str | None = None
+    """The command or change that fixes it (None when there is nothing to do)."""
 
 
 @dataclass(frozen=True)

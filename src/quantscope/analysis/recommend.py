@@ -63,21 +63,25 @@ RULE = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One variant's standing. `accuracy` is the mean over tasks of its accuracy on the items it
-    shares with the baseline (fraction; the baseline's own for the baseline), `delta` its paired
-    difference from the baseline (fraction, mean over tasks), `truncation_rate` the mean over
-    tasks (fraction); memory in bytes (None when unknown); whether it fits the budget and lies on
-    the Pareto frontier of score against memory; `reason` why it was picked or why it lost."""
+    """One variant's standing against the baseline and the budget."""
 
     variant: str
     memory_bytes: int | None
+    """Weight memory (bytes; None when unknown)."""
     accuracy: float
+    """Mean over tasks of its accuracy on the items it shares with the baseline (fraction; the
+    baseline's own for the baseline)."""
     task_accuracy: Mapping[str, float]
     truncation_rate: float
+    """Mean over tasks (fraction)."""
     fits: bool
+    """Whether it fits the budget."""
     on_frontier: bool
+    """Whether it lies on the Pareto frontier of score against memory."""
     reason: str
+    """Why it was picked or why it lost."""
     delta: float = 0.0
+    """Its paired difference from the baseline (fraction, mean over tasks)."""
     serving: VariantCapacity | None = None
     """Capacity and throughput on the budget's GPU (None without a GPU budget)."""
 

@@ -144,21 +144,25 @@ class _Signals:
 
 @dataclass(frozen=True)
 class TraceStats:
-    """One (variant, task): rates are fractions of samples (means over items of item means);
-    `hesitations_per_k` markers per 1,000 thinking tokens; `not_committed` the share of samples
-    that found the answer and did not give it (NaN for tasks that are not math); `first_found`
-    the median position of the first correct statement (fraction of the thinking)."""
+    """One (variant, task): rates are fractions of samples (means over items of item means)."""
 
     variant: str
     task: str
     samples: int
     loop_rate: float
+    """Generations that loop."""
     truncated_looping: float
+    """Generations cut at the cap while looping."""
     truncated_progressing: float
+    """Generations cut at the cap while not looping."""
     hesitations_per_k: float
+    """Hesitation markers per 1,000 thinking tokens."""
     not_committed: float
+    """Samples that found the answer and did not give it (NaN for tasks that are not math)."""
     first_found: float
+    """Median position of the first correct statement (fraction of the thinking)."""
     false_found: float | None = None
+    """The found-detector's false-positive rate (the baseline only; see the module docstring)."""
 
 
 @dataclass(frozen=True)

@@ -60,19 +60,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProgressUpdate:
-    """Where a task's run stands: `done` of `total` (item, sample) generations stored (earlier
-    ones included), `failed` requests that failed after their retries, `in_flight` the ones sent
-    and not finished; `finished` generations this run produced, with `tokens` completion tokens,
-    over `seconds` of this run."""
+    """Where a task's run stands."""
 
     task: str
     done: int
+    """(item, sample) generations stored, earlier ones included, of `total`."""
     total: int
     tokens: int
+    """Completion tokens of the generations this run produced."""
     seconds: float
+    """Wall time of this run so far (s)."""
     failed: int = 0
+    """Requests that failed after their retries."""
     in_flight: int = 0
+    """Requests sent and not finished."""
     finished: int = 0
+    """Generations this run produced."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -96,19 +99,23 @@ RunProgress = Callable[[ProgressUpdate], None]
 
 @dataclass(frozen=True)
 class TaskRun:
-    """What a run did for one task: `expected` = items × k rows, `stored_before` already there,
-    `generated` now, `failed` requests that failed after their retries (recorded in the store's
-    failures; a rerun retries them); `tokens` completion tokens generated over `seconds` of wall time."""
+    """What a run did for one task."""
 
     task: str
     spec_hash: str
     items: int
     expected: int
+    """Rows the task has once done: items × k."""
     stored_before: int
+    """Rows already there when the run began."""
     generated: int
+    """Rows this run wrote."""
     tokens: int
+    """Completion tokens generated, over `seconds` of wall time."""
     seconds: float
     failed: int = 0
+    """Requests that failed after their retries (recorded in the store's failures; a rerun
+    retries them)."""
     first_failure: str | None = None
 
 
@@ -128,13 +135,17 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class _Plan:
+    """One task of a run, ready to generate."""
+
     spec: TaskSpec
     task: Task
     samples: tuple[Sample, ...]
     settings: OutputSettings
     spec_hash: str
     pending: tuple[tuple[Sample, int], ...]
+    """(item, sample index) pairs the store lacks."""
     expected: int
+    """Rows the task has once done: items × k."""
 
 
 # ---- running ------------------------------------------------------------------------------

@@ -16,36 +16,39 @@ from quantscope.errors import QuantscopeError
 
 @dataclass(frozen=True)
 class Generated:
-    """One generation as a harness recorded it.
-
-    `where` names it for messages ("FILE, line N"); `item_id` the benchmark item and `sample` the
-    generation's index among that item's (0-based); `prompt` what the model was asked (the
-    harness's rendering of it); `text` the completion, or only its final content when the harness
-    kept the reasoning apart in `reasoning` (vLLM's `reasoning` / `reasoning_content`); `gold` the
-    reference answer and `choices` a multiple-choice item's options; `completion_tokens` and
-    `thinking_tokens` counts in tokens, `finish_reason` as the harness wrote it (`finish_inferred`:
-    the harness itself had inferred it, e.g. quantscope's own EEE export of an import), `correct` the
-    harness's own verdict, `seconds` the request's latency, `seed` the sample's seed; `prompt_hash`
-    the harness's fingerprint of the item (prompt and reference), kept as the row's `prompt_sha` so
-    rows from the same harness pair by it (default: quantscope's own fingerprint of prompt and gold).
-    """
+    """One generation as a harness recorded it (None: the harness did not record it)."""
 
     where: str
+    """Names it for messages ("FILE, line N")."""
     item_id: str
+    """The benchmark item."""
     sample: int
+    """The generation's index among that item's (0-based)."""
     prompt: str
+    """What the model was asked (the harness's rendering of it)."""
     text: str
+    """The completion, or only its final content when the harness kept the reasoning apart."""
     reasoning: str | None = None
+    """The reasoning kept apart (vLLM's `reasoning` / `reasoning_content`)."""
     gold: str | None = None
+    """The reference answer."""
     choices: tuple[str, ...] = ()
+    """A multiple-choice item's options."""
     completion_tokens: int | None = None
     thinking_tokens: int | None = None
     finish_reason: str | None = None
+    """As the harness wrote it."""
     correct: bool | None = None
+    """The harness's own verdict."""
     seconds: float | None = None
+    """The request's latency (s)."""
     seed: int | None = None
+    """The sample's seed."""
     prompt_hash: str | None = None
+    """The harness's fingerprint of the item (prompt and reference), kept as the row's `prompt_sha`
+    so rows from the same harness pair by it (default: quantscope's own of prompt and gold)."""
     finish_inferred: bool = False
+    """The harness itself had inferred the finish reason (e.g. quantscope's EEE export of an import)."""
 
 
 @dataclass(frozen=True)

@@ -71,25 +71,24 @@ def _cdiv(a: int, b: int) -> int:
 
 @dataclass(frozen=True)
 class CacheShape:
-    """What the KV cache and the recurrent state depend on, read from a model's (text) config.
-
-    `full_layers` keep a KV cache of `kv_heads` × `head_dim` per token; `linear_layers` (Gated
-    DeltaNet) keep a conv state of `conv_dim` × (`conv_kernel` − 1) and a recurrent state of
-    `v_heads` × `v_dim` × `k_dim` per sequence. `dtype_bytes` is the model dtype's size (the
-    default KV and conv-state dtype), `ssm_dtype_bytes` the recurrent state's.
-    """
+    """What the KV cache and the recurrent state depend on, read from a model's (text) config."""
 
     full_layers: int
+    """Layers that keep a KV cache of `kv_heads` × `head_dim` per token."""
     kv_heads: int
     head_dim: int
     dtype_bytes: int
+    """The model dtype's size (bytes): the default KV and conv-state dtype."""
     linear_layers: int = 0
+    """Gated DeltaNet layers: a conv state of `conv_dim` × (`conv_kernel` − 1) and a recurrent
+    state of `v_heads` × `v_dim` × `k_dim` per sequence."""
     conv_dim: int = 0
     conv_kernel: int = 0
     v_heads: int = 0
     k_dim: int = 0
     v_dim: int = 0
     ssm_dtype_bytes: int = 4
+    """The recurrent state's element size (bytes)."""
 
 
 def cache_shape(config: Mapping[str, Any], where: str = "config") -> CacheShape:

@@ -102,9 +102,12 @@ class KLResult:
     """KL(source || quantized) of next-token distributions, in nats per token."""
 
     mean: float
+    """Over every probed token."""
     max: float
+    """The worst window's mean."""
     per_window: tuple[float, ...]
     tokens: int
+    """Tokens probed."""
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,9 @@ class Variant:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """The settings a (variant, task)'s rows were generated under; `spec_hash` names them.
-
-    `max_tokens` is the generation cap (tokens); `seed` the base seed (sample j used seed + j);
-    the sampling settings and seed are None when unknown (an import whose source kept none);
-    `spec_json` the whole run spec as JSON; `created` unix seconds; `settings_json` every output
-    setting (`quantscope.settings.OutputSettings`, None for runs stored by quantscope < 0.2) and
-    `environment_json` where the run happened (library versions, device; never compared).
-    """
+    """The settings a (variant, task)'s rows were generated under, one row of the runs table;
+    `spec_hash` names them. Sampling settings and seed are None when unknown (an import whose
+    source kept none)."""
 
     spec_hash: str
     variant: str
@@ -43,15 +38,23 @@ class RunRecord:
     engine: str
     model_path: str
     thinking_mode: bool
+    """Whether the chat template asked the model to think."""
     temperature: float | None
     top_p: float | None
     top_k: int | None
     max_tokens: int
+    """The generation cap (tokens)."""
     seed: int | None
+    """The base seed: sample j used seed + j."""
     spec_json: str
+    """The whole run spec as JSON."""
     created: float
+    """When the run was recorded (unix seconds)."""
     settings_json: str | None = None
+    """Every output setting (`store.settings.OutputSettings` as JSON; None for runs stored by
+    quantscope < 0.2)."""
     environment_json: str | None = None
+    """Where the run happened (library versions, device; never compared)."""
 
 
 @dataclass(frozen=True)

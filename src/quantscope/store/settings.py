@@ -43,30 +43,34 @@ COMPARABLE_SERVED = ("chat_template_sha",)
 
 @dataclass(frozen=True)
 class OutputSettings:
-    """Everything that changes what (variant, task) generates; see the module docstring.
-
-    Sampling as in `engines.base.SamplingParams` (temperature 0 = greedy, top_k 0 = off, min_p 0
-    = off, penalties 0 / 1 = off); `max_tokens` the cap in tokens; `seed` the base seed (sample j
-    uses seed + j). `engine_options` holds only the options the engine marks as output settings;
-    `served` what the engine reported once built (empty until then).
-    """
+    """Everything that changes what (variant, task) generates; see the module docstring. Sampling
+    as in `engines.base.SamplingParams`."""
 
     engine: str
     model: str
     task: str
     thinking: bool
     temperature: float
+    """0 = greedy."""
     top_p: float
     top_k: int
+    """0 = off."""
     max_tokens: int
+    """The cap (tokens)."""
     seed: int
+    """The base seed: sample j uses seed + j."""
     min_p: float = 0.0
+    """0 = off."""
     presence_penalty: float = 0.0
+    """0 = off."""
     repetition_penalty: float = 1.0
+    """1 = off."""
     task_path: str | None = None
     task_options: Mapping[str, Any] = field(default_factory=dict)
     engine_options: Mapping[str, Any] = field(default_factory=dict)
+    """Only the options the engine marks as output settings (`engines.options`)."""
     served: Mapping[str, Any] = field(default_factory=dict)
+    """What the engine reported once built (empty until then)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""

@@ -260,9 +260,12 @@ class QuantizeJob:
     """Quantize `source` with `recipe` into `out` (then its twin into `twin` for `twin_gpu`)."""
 
     id: str
+    """The job's name in the sweep's plan and logs."""
     model: str
+    """The sweep's name for the model."""
     recipe: str
     source: str
+    """The checkpoint quantized (local directory or hub id)."""
     out: Path
     twin: Path | None = None
     twin_gpu: str | None = None
@@ -274,9 +277,12 @@ class EvalJob:
     at `store`; `needs` is the quantize job it waits for (None for a source or published model)."""
 
     id: str
+    """The job's name in the sweep's plan and logs."""
     model: str
     setting: str
+    """The sweep's name for the setting (sampling, cap, thinking)."""
     variant: str
+    """The variant's name in the store."""
     store: Path
     spec: RunSpec
     needs: str | None = None
