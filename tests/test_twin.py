@@ -114,9 +114,10 @@ def test_fused_expert_inputs_are_seen_expert_by_expert(tiny_qwen35_moe_dir: Path
 
 _TOLERANCE = {
     # KL(twin || export), nats per token, on the export's own probe windows, both in float32.
-    # Measured: w4a16 1.5e-7 (the eye read-out of packed int4 in float32), nvfp4 7e-15, mxfp4
-    # and fp8 exactly 0. In bf16, AutoRound's FP8 module multiplies scales out in bf16 and
-    # differs from the twin (and from vLLM's fp32 epilogue) by about 1e-3.
+    # Measured: w4a16 1.5e-7 (the eye read-out of packed int4 in float32), nvfp4 1.4e-14, mxfp4
+    # and fp8 (fp8_dynamic, compressed-tensors' own per-token rule on the CPU path) exactly 0.
+    # In bf16, AutoRound's FP8 module multiplies scales out in bf16 and differs from the twin
+    # (and from vLLM's fp32 epilogue) by about 1e-3.
     fmt: 1e-5
     for fmt in ("w4a16", "nvfp4", "mxfp4", "fp8")
 }
@@ -132,20 +133,8 @@ def _kl_and_agreement(reference: list[torch.Tensor], candidate: list[torch.Tenso
     return float(kl.mean()), float(agree.mean())
 
 
-# The fp8 preset stores fp8_dynamic (issue 28). compressed-tensors' per-token input quantization
-# keeps dims 0 and 1 of the input (`compute_dynamic_scales_and_zp`, strategy TOKEN), so on the 2-D
-# [tokens, hidden] inputs transformers' Qwen3.5 MoE hands the shared expert every element gets its
-# own scale and nothing is rounded, while vLLM (and the twin) round them per token: measured KL
-# 8e-4 on the toy. The CPU twin does not model that yet.
-_CPU_PER_TOKEN_GAP = pytest.mark.xfail(
-    strict=True, reason="compressed-tensors leaves 2-D per-token inputs unrounded on the CPU path"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "fmt", [pytest.param(f, marks=_CPU_PER_TOKEN_GAP) if f == "fp8" else f for f in _TOLERANCE]
-)
+@pytest.mark.parametrize("fmt", list(_TOLERANCE))
 def test_twin_computes_what_its_export_computes(
     fmt: str, toy_exports: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -279,6 +268,32 @@ def test_fp8_dynamic_inputs_are_rounded_per_token_as_vllm_rounds_them() -> None:
         values, scales = QuantFP8(static=False, group_shape=GroupShape.PER_TOKEN).forward_native(x)
     assert torch.equal(qdq_activation(x, act_spec("fp8_dynamic")), values.float() * scales)
     assert served_activations("fp8_dynamic", "H100", "experts").act == "fp8_token"
+
+
+def test_the_transformers_path_rounds_fp8_dynamic_inputs_as_compressed_tensors_does() -> None:
+    """On the CPU path an fp8_dynamic export (compressed-tensors) quantizes each input with one
+    scale per position of its first two dims (`compute_dynamic_scales_and_zp`, strategy TOKEN): per
+    token of a [batch, seq, hidden] input, and, with no dim left to reduce, one scale for the whole
+    of a 2-D [tokens, hidden] one, as transformers' Qwen3.5 MoE hands its shared expert. Against
+    compressed-tensors' own scale computation and `fake_quantize`, in both shapes."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from compressed_tensors.quantization.utils.helpers import compute_dynamic_scales_and_zp
+
+    from quantscope.numerics.actquant import served_spec
+
+    cpu = served_activations("fp8_dynamic", "transformers", "linear")
+    args = QuantizationArgs(num_bits=8, type="float", strategy="token", dynamic=True, symmetric=True)
+    for x in (_activations(), _activations().reshape(-1, 320)):
+        scale, zero = compute_dynamic_scales_and_zp(x, args, torch.nn.Linear(320, 4))
+        expected = fake_quantize(x, scale, zero, args)
+        assert torch.equal(qdq_activation(x, served_spec(cpu.act)), expected), x.shape
+    flat = _activations().reshape(-1, 320)  # vLLM scales each row: another rounding
+    vllm = served_activations("fp8_dynamic", "H100", "linear")
+    assert vllm.act == "fp8_token"
+    assert not torch.equal(
+        qdq_activation(flat, served_spec(cpu.act)), qdq_activation(flat, served_spec(vllm.act))
+    )
 
 
 def test_hummingʼs_w4a8_inputs_are_fp8_per_token_as_humming_rounds_them() -> None:

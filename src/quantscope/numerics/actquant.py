@@ -70,12 +70,16 @@ def _expert(module: str) -> re.Match | None:
 @dataclass(frozen=True)
 class ActSpec:
     """How one format quantizes layer inputs: `kind` "nvfp4", "mxfp4" or "fp8"; `group_size`
-    elements per scale along the input dimension (0: one scale per tensor); `static`: the scale (or
-    NVFP4's global scale) comes from a calibrated amax rather than from each activation."""
+    elements per scale along the input dimension (0: one scale per tensor, -1: one per token);
+    `static`: the scale (or NVFP4's global scale) comes from a calibrated amax rather than from
+    each activation; `first_two_dims`: a per-token scale is one per position of the input's first
+    two dims, as compressed-tensors' TOKEN strategy computes it (`compute_dynamic_scales_and_zp`):
+    per token of a [batch, seq, hidden] input, one per tensor of a 2-D one."""
 
     kind: str
     group_size: int
     static: bool
+    first_two_dims: bool = False
 
 
 _ACT_SPECS = {
@@ -83,6 +87,7 @@ _ACT_SPECS = {
     "mxfp4": ActSpec("mxfp4", 32, static=False),
     "fp8_tensor": ActSpec("fp8", 0, static=True),
     "fp8_token": ActSpec("fp8", -1, static=False),
+    "fp8_token_ct": ActSpec("fp8", -1, static=False, first_two_dims=True),
     "fp8_group": ActSpec("fp8", 128, static=False),
 }
 """The activation roundings by `quantscope.numerics.served.ACT_NAMES` key; group_size -1 is one scale per
@@ -129,7 +134,7 @@ def qdq_activation(
     if spec.group_size == 0:
         return _fp8_static(values, amax).to(x.dtype)
     if spec.group_size < 0:
-        return _fp8_per_token(values).to(x.dtype)
+        return _fp8_per_token(values, spec.first_two_dims).to(x.dtype)
     cols = values.shape[-1]
     group = spec.group_size
     pad = -cols % group
@@ -150,13 +155,18 @@ def fp8_static_scale(amax: torch.Tensor | float) -> torch.Tensor:
     return (torch.as_tensor(amax, dtype=torch.float32) / FP8_E4M3_MAX).clamp(min=_FP8_MIN_SCALE)
 
 
-def _fp8_per_token(values: torch.Tensor) -> torch.Tensor:
+def _fp8_per_token(values: torch.Tensor, first_two_dims: bool = False) -> torch.Tensor:
     # Humming's dynamic per-token FP8 input quantization (its W4A8 path): scale = row |max| / 448,
     # floored at 1e-30 rather than vLLM's 1 / (448 * 512) (`humming/testing/process_input.py`,
     # `quant_input_ref`, the reference its CUDA kernel is tested against). vLLM's own per-token
     # quantization for fp8_dynamic (`_custom_ops.scaled_fp8_quant(use_per_token_if_dynamic=True)`)
     # is the same rounding; the floors differ only for a row whose |max| is below 1/512.
-    scale = (values.abs().amax(dim=-1, keepdim=True) / FP8_E4M3_MAX).clamp(min=1e-30)
+    # compressed-tensors reduces over every dim but the first two instead (helpers.py,
+    # `compute_dynamic_scales_and_zp`, TOKEN); with none left (a 2-D input) it takes the whole
+    # tensor's min and max: one dynamic scale per tensor.
+    dims = tuple(range(2, values.ndim)) if first_two_dims else (-1,)
+    amax = values.abs().amax(dim=dims, keepdim=True) if dims else values.abs().amax()
+    scale = (amax / FP8_E4M3_MAX).clamp(min=1e-30)
     return round_to_e4m3((values / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)) * scale
 
 

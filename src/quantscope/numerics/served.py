@@ -41,11 +41,20 @@ ACT_NAMES = {
     "mxfp4": "MXFP4",
     "fp8_tensor": "FP8, static per-tensor scale",
     "fp8_token": "FP8 e4m3, dynamic per-token scale",
+    "fp8_token_ct": "FP8 e4m3, compressed-tensors' dynamic 'token' scale: per tensor on 2-D inputs",
     "fp8_group": "FP8, dynamic scale per token and 128 channels",
 }
 """The activation roundings a served kernel applies ("" = none: 16-bit inputs)."""
 
-_ACT_BITS = {"": 16, "nvfp4": 4, "mxfp4": 4, "fp8_tensor": 8, "fp8_token": 8, "fp8_group": 8}
+_ACT_BITS = {
+    "": 16,
+    "nvfp4": 4,
+    "mxfp4": 4,
+    "fp8_tensor": 8,
+    "fp8_token": 8,
+    "fp8_token_ct": 8,
+    "fp8_group": 8,
+}
 
 _DEEPGEMM_BLACKWELL_EXCLUDED = ("qwen3_5_text", "qwen3_5_moe_text")
 """Model types for which vLLM turns DeepGEMM's dense FP8 GEMM off on Blackwell (sm10x / sm12x),
@@ -190,12 +199,23 @@ def served_activations(
     if not fmt.is_quantized:
         return Served(fmt.name, kind)
     if gpu.capability == 0:
-        act = declared_act(fmt)
-        return Served(fmt.name, kind, act, "AutoRound's quantize-dequantize modules (transformers)", "floor")
+        return _transformers_path(fmt, kind)
     cc = gpu.capability
     if kind == "experts":
         return _experts(fmt, cc, kernels)
     return _linear(fmt, cc, kernels, model_type)
+
+
+def _transformers_path(fmt: Format, kind: str) -> Served:
+    """The CPU path: the export's own modules quantize-dequantize the inputs as declared."""
+    act = declared_act(fmt)
+    if act == "fp8_token" and fmt.export_format == "llm_compressor":
+        # compressed-tensors' TOKEN strategy keeps the input's first two dims: per token on 3-D
+        # inputs, one scale per tensor on the 2-D ones transformers' Qwen3.5 MoE hands its shared
+        # expert (vLLM flattens every input to [tokens, hidden] and scales each row).
+        kernel = "compressed-tensors' quantize-dequantize forward (transformers)"
+        return Served(fmt.name, kind, "fp8_token_ct", kernel, "floor")
+    return Served(fmt.name, kind, act, "AutoRound's quantize-dequantize modules (transformers)", "floor")
 
 
 # ---------------------------------------------------------------- dense layers (and lm_head)
