@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from quantscope.analysis.signal_table import (
     COLUMNS,
     COMPARED,
     DECOY_COLUMNS,
+    RESULT_COLUMNS,
     SIGNAL_BATCH,
     Frame,
     Progress,
@@ -115,17 +116,6 @@ class _Signals:
     thinking: list[str] = field(default_factory=list)
     """Read from text only: the thinking of the baseline's correct math rows (false_found), else ""."""
     _index: tuple[np.ndarray, np.ndarray] | None = None
-
-    def add(self, item: str, sample: int, target: str, truncated: bool, correct: bool) -> None:
-        self.item.append(item)
-        self.sample.append(sample)
-        self.target.append(target)
-        self.truncated.append(truncated)
-        self.correct.append(correct)
-
-    def add_tokens(self, thinking_tokens: int | None, answer_tokens: int | None) -> None:
-        self.tokens.append(float("nan") if thinking_tokens is None else thinking_tokens)
-        self.censored.append(self.truncated[-1] and answer_tokens == 0)
 
     def item_index(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted distinct item ids, each row's position among them), computed once."""
@@ -215,19 +205,22 @@ def read_traces(
         return (tuple(math[task]) if task in math else None), tuple(hesitations.get(task, ()))
 
     per_task: dict[str, TaskRules] = {}
-    signals: dict[tuple[str, str], _Signals] = defaultdict(_Signals)
+    table: dict[str, list[Any]] = defaultdict(list)  # the columns `stored_table` reads from a store
+    thinking: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in rows:
         if row.task not in per_task:
             per_task.update(rules_for([row.task], rules, patterns))
         task = per_task[row.task]
-        column = signals[(row.variant, row.task)]
-        column.add(row.item_id, 0, row.target, row.truncated, row.correct)
-        column.add_tokens(row.thinking_tokens, row.answer_tokens)
-        values = task.read(row.thinking, row.text, row.target)
-        for (name, _), value in zip(COLUMNS, values, strict=True):
-            column.stored[name].append(value)
+        numbers = {"sample": 0, "finish_reason": "length" if row.truncated else "stop", **asdict(row)}
+        for name in RESULT_COLUMNS:
+            table[name].append(numbers[name])
+        for (name, _), value in zip(COLUMNS, task.read(row.thinking, row.text, row.target), strict=True):
+            table[name].append(value)
         keep = task.math and row.correct and row.variant == baseline  # for false_found
-        column.thinking.append(row.thinking if keep else "")
+        thinking[(row.variant, row.task)].append(row.thinking if keep else "")
+    signals = _signals_of(table)
+    for key, column in signals.items():
+        column.thinking = thinking[key]
 
     def fired(
         key: tuple[str, str], column: _Signals, decoy: Mapping[str, str], rows: list[int]
@@ -408,8 +401,12 @@ def trace_report(
 
 
 def _signals_of(table: Mapping[str, list[Any]]) -> dict[tuple[str, str], _Signals]:
-    """The stored table split into each (variant, task)'s `_Signals`, column by column (numpy
-    slices, not a Python loop over rows: a study holds ~10^5 of them)."""
+    """The stored table (or the same columns read from text) split into each (variant, task)'s
+    `_Signals`, column by column (numpy slices, not a Python loop over rows: a study holds ~10^5
+    of them). The one place that says what an unknown count (NaN) and a censored length (cut with
+    no answer tokens) are."""
+    if not table.get("variant"):
+        return {}
     arrays = {name: np.asarray(values, dtype=object) for name, values in table.items()}
     variant, task = arrays["variant"], arrays["task"]
     out = {}
