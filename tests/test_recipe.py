@@ -35,6 +35,7 @@ CONTRACT_PRESETS = {
     "nvfp4-keep-shared",
     "nvfp4-keep-linear-attn",
     "nvfp4-safe",
+    "nvfp4a16",
     "mxfp4",
 }
 

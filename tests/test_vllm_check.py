@@ -95,12 +95,11 @@ def test_default_exports_build_every_layer(
 @pytest.fixture(scope="module")
 def nvfp4a16_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled model in weight-only NVFP4 (compressed-tensors NVFP4A16), RTN, verified."""
-    from quantscope.plan.recipe import Recipe
     from quantscope.toy import checkpoint_dir
 
     options = QuantizeOptions(iters=0, nsamples=4, seqlen=128, dataset="toy", kl_samples=2, kl_tokens=96)
     out = tmp_path_factory.mktemp("nvfp4a16") / "export"
-    return quantize(checkpoint_dir(), Recipe("nvfp4a16", "nvfp4a16"), out, options).directory
+    return quantize(checkpoint_dir(), "nvfp4a16", out, options).directory  # the preset
 
 
 def test_weight_only_nvfp4_exports_as_compressed_tensors_nvfp4a16_and_vllm_builds_it_w4a16(

@@ -156,6 +156,7 @@ PRESETS: dict[str, Recipe] = {
             description="INT3 weight-only, group 128: harsher than what is deployed, to show the mechanism",
         ),
         *_family("nvfp4", "NVFP4 (FP4 + FP8 scale per 16)"),
+        *_family("nvfp4a16", "NVFP4 weights, 16-bit activations (NVIDIA's Qwen3.6 NVFP4 format)"),
         *_family("mxfp4", "MXFP4 (FP4 + E8M0 scale per 32)"),
     )
 }
