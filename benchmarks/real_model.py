@@ -1,14 +1,15 @@
 """A real pretrained model, every format: SmolLM2-135M-Instruct quantized with AutoRound (iters > 0).
 
     OMP_NUM_THREADS=2 python benchmarks/real_model.py [--iters 50] [--nsamples 16] [--seqlen 256]
-        [--formats w4a16_g64 nvfp4 mxfp4 fp8] [--windows 8] [--tokens 256] [--gpu B200]
+        [--formats w4a16_g64 nvfp4 nvfp4a16 mxfp4 fp8_dynamic fp8] [--windows 8] [--tokens 256] [--gpu B200]
 
 Per format it prints, on held-out English text (the last chapters of the ASV Bible, which the
 calibration file leaves out):
 - KL(source || model) in nats per token, averaged over every probe position, for the export run
   through transformers' CPU path (AutoRound's / compressed-tensors' own modules), its twin with
   weight-only rounding (the kernels vLLM picks on an A100: every format here is weight-only there)
-  and its twin with the activation rounding of `--gpu` (B200: NVFP4 and MXFP4 are W4A4, FP8 W8A8);
+  and its twin with the activation rounding of `--gpu` (B200: NVFP4 and MXFP4 are W4A4, FP8 W8A8,
+  nvfp4a16 W4A16 everywhere);
 - KL(twin || export) and top-1 agreement: the twin for the CPU path against the export itself;
 - the export's tensor bytes against quantscope's prediction;
 - the wall time of each AutoRound run (with its verification);
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from quantscope.checkpoint.modeling import load_causal_lm, next_token_kl, next_token_logits
+from quantscope.errors import QuantscopeError
 from quantscope.plan.recipe import Recipe
 from quantscope.quantize import QuantizeOptions, quantize
 from quantscope.quantize.twin import write_twin
@@ -105,6 +107,38 @@ def measure(fmt: str, source: Path, calibration: Path, probe, reference, work: P
     }
 
 
+def print_header(args) -> None:
+    print(
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF -> bf16), AutoRound iters={args.iters} "
+        f"nsamples={args.nsamples} seqlen={args.seqlen}; probe {args.windows} x {args.tokens} "
+        "held-out tokens; KL in nats/token"
+    )
+    act = "+act " + args.gpu
+    print(
+        f"{'format':10} {'export(CPU)':>11} {'weight-only':>11} {act:>11} {'twin||exp':>10} "
+        f"{'top-1':>6} {'bytes':>10} {'predicted':>10} {'verify KL':>9} {'wall s':>7}",
+        flush=True,
+    )
+
+
+def measured_row(fmt: str, inputs: tuple, args) -> dict | None:
+    """One format's row, printed as soon as it is measured; a format this CPU path cannot export and
+    verify (block FP8: transformers cannot load it) prints why instead. `inputs`: (source,
+    calibration file, probe windows, reference logits, work directory)."""
+    try:
+        r = measure(fmt, *inputs, args)
+    except QuantscopeError as error:
+        print(f"{fmt:10} not measured here: {error}", flush=True)
+        return None
+    print(
+        f"{r['format']:10} {r['export']:11.4f} {r['weight_only']:11.4f} {r['activations']:11.4f} "
+        f"{r['twin_vs_export']:10.2e} {r['twin_agreement']:6.3f} {r['bytes']:10,} {r['predicted']:10,} "
+        f"{r['verify_kl']:9.4f} {r['wall_s']:7.0f}",
+        flush=True,
+    )
+    return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,7 +146,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=50, help="AutoRound tuning steps per block (> 0)")
     parser.add_argument("--nsamples", type=int, default=16, help="calibration windows")
     parser.add_argument("--seqlen", type=int, default=256, help="tokens per calibration window")
-    parser.add_argument("--formats", nargs="+", default=["w4a16_g64", "nvfp4", "mxfp4", "fp8"])
+    parser.add_argument(
+        "--formats", nargs="+", default=["w4a16_g64", "nvfp4", "nvfp4a16", "mxfp4", "fp8_dynamic", "fp8"]
+    )
     parser.add_argument("--windows", type=int, default=8, help="held-out probe windows")
     parser.add_argument("--tokens", type=int, default=256, help="tokens per probe window")
     parser.add_argument("--gpu", default="B200", help="target GPU whose activation rounding is emulated")
@@ -124,30 +160,17 @@ def main() -> None:
         calibration, tail = held_out(text, work)
         probe = probe_windows(source, tail, args.windows, args.tokens)
         reference = next_token_logits(load_causal_lm(source, dtype="float32", tokenizer=False).model, probe)
-        rows = [measure(fmt, source, calibration, probe, reference, work, args) for fmt in args.formats]
+        print_header(args)
+        inputs = (source, calibration, probe, reference, work)
+        rows = [row for fmt in args.formats if (row := measured_row(fmt, inputs, args)) is not None]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"SmolLM2-135M-Instruct (Q4_1 GGUF -> bf16), AutoRound iters={args.iters} nsamples={args.nsamples} "
-        f"seqlen={args.seqlen}; probe {args.windows} x {args.tokens} held-out tokens; KL in nats/token"
-    )
-    header = (
-        f"{'format':10} {'export(CPU)':>11} {'weight-only':>11} {'+act ' + args.gpu:>11} {'twin||exp':>10} "
-        f"{'top-1':>6} {'bytes':>10} {'predicted':>10} {'verify KL':>9} {'wall s':>7}"
-    )
-    print(header)
-    for r in rows:
-        print(
-            f"{r['format']:10} {r['export']:11.4f} {r['weight_only']:11.4f} {r['activations']:11.4f} "
-            f"{r['twin_vs_export']:10.2e} {r['twin_agreement']:6.3f} {r['bytes']:10,} {r['predicted']:10,} "
-            f"{r['verify_kl']:9.4f} {r['wall_s']:7.0f}"
-        )
     print(
         "\nPublished llama.cpp --kl-divergence means (order of magnitude only: other models, text, formats):"
     )
     for what, kl, where in LLAMA_CPP:
         print(f"  {what:45} {kl:7.4f}   {where}")
-    four_bit = [r["weight_only"] for r in rows if r["format"] in ("w4a16_g64", "nvfp4", "mxfp4")]
+    four_bit = [r["weight_only"] for r in rows if r["format"] in ("w4a16_g64", "nvfp4", "nvfp4a16", "mxfp4")]
     if four_bit:
         print(
             f"  4-bit weight-only here: {min(four_bit):.3f}-{max(four_bit):.3f} nats/token, "
