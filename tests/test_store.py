@@ -285,9 +285,10 @@ def test_each_items_level_is_kept_per_task_and_a_rewrite_replaces_it(tmp_path: P
 
 
 def test_a_schema_5_import_reads_its_unknowns_as_null_after_migration(tmp_path: Path) -> None:
-    """v5's importer stored an unrecorded setting as -1 and an uncounted generation as 0 tokens
-    (the columns could not be NULL); migrated, those are NULL, as v6's importer writes them. A
-    counted imported row and a native run keep their values."""
+    """v5's importer stored an unrecorded setting as -1 and an uncounted generation as 0 tokens, or
+    as 0 thinking tokens beside a counted completion (the columns could not be NULL); migrated,
+    those are NULL, as v6's importer writes them. A counted imported row, one that did not think,
+    and a native run keep their values."""
     directory = tmp_path / "v5"
     directory.mkdir()
     db = sqlite3.connect(directory / DB_NAME)
@@ -297,13 +298,19 @@ def test_a_schema_5_import_reads_its_unknowns_as_null_after_migration(tmp_path: 
     native = ("h2", "v", "u", "transformers", "/models/v", 1, 0.6, 0.95, 20, 64, 7, "{}", 1.0, None, None)
     for run in (imported, native):
         db.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(run))})", run)
-    for id_, task, spec, counts in (
-        (1, "t", "h1", (0, 0, 0)),
-        (2, "t", "h1", (9, 5, 4)),
-        (3, "u", "h2", (0, 0, 0)),
-    ):
+    rows = [  # id, task, run, counts, the thinking's length in the text
+        (1, "t", "h1", (0, 0, 0), 5),  # nothing counted
+        (2, "t", "h1", (9, 5, 4), 5),  # counted
+        (3, "u", "h2", (0, 0, 0), 5),  # native
+        (4, "t", "h1", (9, 0, 9), 5),  # the completion counted, its thinking not
+        (5, "t", "h1", (3, 0, 3), 0),  # counted, and it did not think
+    ]
+    for id_, task, spec, counts, thought in rows:
         row = (id_, "v", task, f"i{id_}", 0, spec, 7, "42", *counts, "stop", 0.5, 1, "42", 2.0, "p")
         db.execute(f"INSERT INTO results VALUES ({', '.join('?' * len(row))})", row)
+        db.execute(
+            "INSERT INTO texts VALUES (?, ?, 0, ?, NULL, 13, 2, NULL)", (id_, "think</think>42", thought)
+        )
     db.commit()
     db.close()
 
@@ -312,8 +319,8 @@ def test_a_schema_5_import_reads_its_unknowns_as_null_after_migration(tmp_path: 
         assert store.run("h1").top_k is None and store.run("h1").seed is None
         assert store.run("h2").temperature == 0.6 and store.run("h2").seed == 7
         counts = store.columns(["completion_tokens", "thinking_tokens", "answer_tokens"])
-    assert counts == {
-        "completion_tokens": [None, 9, 0],
-        "thinking_tokens": [None, 5, 0],
-        "answer_tokens": [None, 4, 0],
+    assert counts == {  # ids 1, 2, 4, 5 (task t), then 3 (task u)
+        "completion_tokens": [None, 9, None, 3, 0],
+        "thinking_tokens": [None, 5, None, 0, 0],
+        "answer_tokens": [None, 4, None, 3, 0],
     }

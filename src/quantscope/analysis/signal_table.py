@@ -245,16 +245,18 @@ MAX_SIGNAL_WORKERS = 8
 workers than it can keep fed only hold memory (~150 MB each: an interpreter with numpy)."""
 
 NO_WORKERS = (
-    "quantscope: the trace-signal pass could not start worker processes, so it reads on one "
-    "process (slower). A script that calls quantscope must run it under "
-    'if __name__ == "__main__":, as any Python multiprocessing requires '
-    "(docs.python.org/3/library/multiprocessing.html, 'Safe importing of main module')."
+    "quantscope: the trace-signal pass lost its worker processes, so it reads the rest on one "
+    "process (slower). The usual cause: a script that calls quantscope without "
+    'if __name__ == "__main__":, which any Python multiprocessing requires '
+    "(docs.python.org/3/library/multiprocessing.html, 'Safe importing of main module'); else a "
+    "worker ran out of memory."
 )
 
 
 def _refuse_in_a_starting_worker() -> None:
     """End, quietly, a spawned worker that is re-running an unguarded script's top level, before
-    it reads or writes anything; the parent says why and reads on its own (`NO_WORKERS`). The
+    its pass reads or writes a signal (what the script did before calling quantscope, the worker
+    has repeated); the parent says why and reads on its own (`NO_WORKERS`). The
     flag is the one multiprocessing itself checks (multiprocessing/spawn.py,
     `_check_not_importing_main`, which would raise a long RuntimeError in every worker)."""
     if getattr(current_process(), "_inheriting", False):

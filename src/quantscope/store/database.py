@@ -261,14 +261,17 @@ def _rebuilt(table: str, columns: str) -> str:
 
 
 # v5's importer (the only writer of unknowns) stored an unrecorded setting as -1 and an uncounted
-# generation as 0 tokens; no engine writes either (a generation holds at least its end token).
+# generation as 0 tokens, or as 0 thinking tokens when only the completion was counted; no engine
+# writes either (a generation holds at least its end token, a thinking text at least one token).
 _V5_IMPORT_UNKNOWNS = """
 UPDATE runs SET temperature = NULL WHERE temperature = -1 AND engine LIKE 'import:%';
 UPDATE runs SET top_p = NULL WHERE top_p = -1 AND engine LIKE 'import:%';
 UPDATE runs SET top_k = NULL WHERE top_k = -1 AND engine LIKE 'import:%';
 UPDATE runs SET seed = NULL WHERE seed = -1 AND engine LIKE 'import:%';
 UPDATE results SET completion_tokens = NULL, thinking_tokens = NULL, answer_tokens = NULL
-    WHERE completion_tokens = 0 AND spec_hash IN (SELECT spec_hash FROM runs WHERE engine LIKE 'import:%');
+    WHERE spec_hash IN (SELECT spec_hash FROM runs WHERE engine LIKE 'import:%')
+    AND (completion_tokens = 0 OR (thinking_tokens = 0 AND id IN
+        (SELECT id FROM texts WHERE coalesce(thinking_len, length(thinking)) > 0)));
 """
 # 5 -> 6: unknown is NULL (an import's token counts and sampling settings), and whether a row's
 # finish reason was inferred. Both tables hold numbers only since v5, so the copy is quick.
