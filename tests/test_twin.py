@@ -296,6 +296,36 @@ def test_the_transformers_path_rounds_fp8_dynamic_inputs_as_compressed_tensors_d
     )
 
 
+def test_the_transformers_path_rounds_nvfp4_inputs_with_compressed_tensors_arithmetic() -> None:
+    """A compressed-tensors NVFP4 export rounds its inputs on the CPU path with compressed-tensors'
+    own arithmetic (`calculate_qparams`, `_quantize_dequantize`), which differs from AutoRound's in
+    the last place of some scales; on SmolLM2 the difference compounded to KL 0.14 nats/token
+    between twin and export. Bit-exact against compressed-tensors' `compute_dynamic_scales_and_zp`
+    and `fake_quantize` with the preset's own input args, zero groups included; AutoRound's
+    rounding (what an auto_round export runs) is not."""
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+    from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+    from compressed_tensors.quantization.utils.helpers import compute_dynamic_scales_and_zp
+
+    from quantscope.numerics.actquant import served_spec
+    from quantscope.numerics.fakequant import nvfp4_global_scale
+    from quantscope.numerics.served import with_cpu_inputs
+
+    args = PRESET_SCHEMES["NVFP4"]["input_activations"]
+    cpu = served_activations("nvfp4", "transformers", "linear")
+    assert with_cpu_inputs(cpu, "floor").act == "nvfp4" and with_cpu_inputs(cpu, "even").act == cpu.act
+    for x in (_activations(), _activations().reshape(-1, 320)):
+        x[0, ..., :16] = 0.0
+        amax = x.abs().max()
+        global_scale = nvfp4_global_scale(amax).reshape(1)
+        scale, zero = compute_dynamic_scales_and_zp(
+            x, args, torch.nn.Linear(320, 4), global_scale=global_scale
+        )
+        expected = fake_quantize(x, scale, zero, args, global_scale=global_scale)
+        assert torch.equal(qdq_activation(x, served_spec(cpu.act), amax), expected), x.shape
+        assert not torch.equal(qdq_activation(x, served_spec("nvfp4"), amax), expected)
+
+
 def test_hummingʼs_w4a8_inputs_are_fp8_per_token_as_humming_rounds_them() -> None:
     """MXFP4 dense layers on sm90 run through Humming with FP8 e4m3 inputs and one dynamic scale per
     token: against Humming's own reference quantizer (tiny and all-zero rows included)."""

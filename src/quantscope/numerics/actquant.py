@@ -52,12 +52,14 @@ from quantscope.errors import QuantscopeError
 from quantscope.numerics.fakequant import (
     _EXPERT,
     _FP8_MIN_SCALE,
+    FP4_MAX,
     FP8_E4M3_MAX,
     _candidate_names,
     _qdq_fp8,
     _qdq_mxfp4,
     _qdq_nvfp4,
     nvfp4_global_scale,
+    round_to_e2m1,
     round_to_e4m3,
 )
 
@@ -80,10 +82,13 @@ class ActSpec:
     group_size: int
     static: bool
     first_two_dims: bool = False
+    compressed_tensors: bool = False
+    """NVFP4 with compressed-tensors' arithmetic (`_qdq_nvfp4_ct`) rather than AutoRound's."""
 
 
 _ACT_SPECS = {
     "nvfp4": ActSpec("nvfp4", 16, static=True),
+    "nvfp4_ct": ActSpec("nvfp4", 16, static=True, compressed_tensors=True),
     "mxfp4": ActSpec("mxfp4", 32, static=False),
     "fp8_tensor": ActSpec("fp8", 0, static=True),
     "fp8_token": ActSpec("fp8", -1, static=False),
@@ -141,13 +146,27 @@ def qdq_activation(
     groups = torch.nn.functional.pad(values, (0, pad)) if pad else values
     groups = groups.reshape(-1, group)
     if spec.kind == "nvfp4":
-        out = _qdq_nvfp4(groups, nvfp4_global_scale(amax))
+        quantize = _qdq_nvfp4_ct if spec.compressed_tensors else _qdq_nvfp4
+        out = quantize(groups, nvfp4_global_scale(amax))
     elif spec.kind == "mxfp4":
         out = _qdq_mxfp4(groups, scale_rule)
     else:
         out = _qdq_fp8(groups, pow2)
     out = out.reshape(*values.shape[:-1], cols + pad)[..., :cols]
     return out.to(x.dtype)
+
+
+def _qdq_nvfp4_ct(groups: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
+    # compressed-tensors' NVFP4 input rounding on the CPU path, step by step, since one ulp of a
+    # scale flips FP4 roundings that compound over a real model's layers (quantization/utils/
+    # helpers.py `calculate_qparams`: |max| / 6 as a division, times the global scale, clamped and
+    # cast to E4M3, a zero scale replaced by E4M3's eps 0.125; lifecycle/forward_helpers.py
+    # `_quantize_dequantize`: scale / global scale, x divided by it, rounded to E2M1, multiplied back).
+    block_max = groups.abs().amax(dim=-1, keepdim=True)
+    scale = round_to_e4m3((global_scale * (block_max / FP4_MAX)).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX))
+    scale = torch.where(scale == 0, torch.full_like(scale, 0.125), scale)
+    effective = scale / global_scale
+    return round_to_e2m1((groups / effective).clamp(-FP4_MAX, FP4_MAX)) * effective
 
 
 def fp8_static_scale(amax: torch.Tensor | float) -> torch.Tensor:

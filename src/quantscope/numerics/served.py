@@ -38,6 +38,7 @@ LAYER_KINDS = ("linear", "experts", "lm_head")
 ACT_NAMES = {
     "": "16-bit",
     "nvfp4": "NVFP4",
+    "nvfp4_ct": "NVFP4, compressed-tensors' arithmetic",
     "mxfp4": "MXFP4",
     "fp8_tensor": "FP8, static per-tensor scale",
     "fp8_token": "FP8 e4m3, dynamic per-token scale",
@@ -49,6 +50,7 @@ ACT_NAMES = {
 _ACT_BITS = {
     "": 16,
     "nvfp4": 4,
+    "nvfp4_ct": 4,
     "mxfp4": 4,
     "fp8_tensor": 8,
     "fp8_token": 8,
@@ -206,15 +208,21 @@ def served_activations(
     return _linear(fmt, cc, kernels, model_type)
 
 
+_CT_ACT = {"fp8_token": "fp8_token_ct", "nvfp4": "nvfp4_ct"}
+"""The CPU path's rounding where compressed-tensors' modules, not AutoRound's, run the layer:
+its TOKEN strategy keeps the input's first two dims (per token of a 3-D input, one scale per tensor
+of the 2-D ones transformers' Qwen3.5 MoE hands its shared expert; vLLM scales each row of the
+flattened input), and its NVFP4 arithmetic differs from AutoRound's in the last place of a scale,
+which flips FP4 roundings (KL 0.14 nats/token on SmolLM2 until both were emulated)."""
+
+
 def _transformers_path(fmt: Format, kind: str) -> Served:
-    """The CPU path: the export's own modules quantize-dequantize the inputs as declared."""
+    """The CPU path for the format's default export route: the export's own modules
+    quantize-dequantize the inputs as declared (`with_cpu_inputs` corrects it per loaded module)."""
     act = declared_act(fmt)
-    if act == "fp8_token" and fmt.export_format == "llm_compressor":
-        # compressed-tensors' TOKEN strategy keeps the input's first two dims: per token on 3-D
-        # inputs, one scale per tensor on the 2-D ones transformers' Qwen3.5 MoE hands its shared
-        # expert (vLLM flattens every input to [tokens, hidden] and scales each row).
+    if fmt.export_format == "llm_compressor" and act in _CT_ACT:
         kernel = "compressed-tensors' quantize-dequantize forward (transformers)"
-        return Served(fmt.name, kind, "fp8_token_ct", kernel, "floor")
+        return Served(fmt.name, kind, _CT_ACT[act], kernel, "even")
     return Served(fmt.name, kind, act, "AutoRound's quantize-dequantize modules (transformers)", "floor")
 
 
@@ -495,8 +503,14 @@ def _phrase(served: Served, name_format: bool) -> str:
 
 def with_cpu_inputs(served: Served, rule: str | None) -> Served:
     """`served` on the transformers CPU path for an input that path rounds with MXFP4 exponent
-    `rule` (None: it leaves the input 16-bit, as for experts compressed-tensors decompresses)."""
-    return replace(served, act=served.act if rule is not None else "", mx_scale_rule=rule or "floor")
+    `rule` (None: it leaves the input 16-bit, as for experts compressed-tensors decompresses).
+    The rule names whose module runs the layer ("even": compressed-tensors', "floor":
+    AutoRound's), and so whose arithmetic (`_CT_ACT`)."""
+    if rule is None:
+        return replace(served, act="", mx_scale_rule="floor")
+    autoround = {ct: act for act, ct in _CT_ACT.items()}
+    act = _CT_ACT.get(served.act, served.act) if rule == "even" else autoround.get(served.act, served.act)
+    return replace(served, act=act, mx_scale_rule=rule)
 
 
 __all__ = [
