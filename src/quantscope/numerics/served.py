@@ -214,6 +214,8 @@ its TOKEN strategy keeps the input's first two dims (per token of a 3-D input, o
 of the 2-D ones transformers' Qwen3.5 MoE hands its shared expert; vLLM scales each row of the
 flattened input), and its NVFP4 arithmetic differs from AutoRound's in the last place of a scale,
 which flips FP4 roundings (KL 0.14 nats/token on SmolLM2 until both were emulated)."""
+_AUTOROUND_ACT = {ct: act for act, ct in _CT_ACT.items()}
+"""The same inputs where AutoRound's modules run the layer."""
 
 
 def _transformers_path(fmt: Format, kind: str) -> Served:
@@ -508,8 +510,8 @@ def with_cpu_inputs(served: Served, rule: str | None) -> Served:
     AutoRound's), and so whose arithmetic (`_CT_ACT`)."""
     if rule is None:
         return replace(served, act="", mx_scale_rule="floor")
-    autoround = {ct: act for act, ct in _CT_ACT.items()}
-    act = _CT_ACT.get(served.act, served.act) if rule == "even" else autoround.get(served.act, served.act)
+    runtime = _CT_ACT if rule == "even" else _AUTOROUND_ACT
+    act = runtime.get(served.act, served.act)
     return replace(served, act=act, mx_scale_rule=rule)
 
 
