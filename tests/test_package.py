@@ -66,3 +66,19 @@ def test_importing_the_package_or_the_cli_loads_no_torch(module: str) -> None:
     code = f"import sys, {module}; print({heavy})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_default_export_routes_need_no_extra() -> None:
+    """`pip install -e . && quantscope demo` (the README's first command) quantizes the fp8 preset
+    through AutoRound's llm_compressor export, which imports compressed-tensors without declaring
+    it: the package's own requirements (as pip recorded them, no extra) must carry it."""
+    from packaging.requirements import Requirement
+
+    from quantscope.formats import get_format
+    from quantscope.plan.recipe import PRESETS
+
+    requirements = [Requirement(r) for r in importlib.metadata.requires("quantscope") or []]
+    base = {r.name for r in requirements if r.marker is None or "extra" not in str(r.marker)}
+    routes = {get_format(recipe.scheme).export_format for recipe in PRESETS.values()}
+    assert "llm_compressor" in routes
+    assert "compressed-tensors" in base
