@@ -404,7 +404,10 @@ class Family:
     (`num_bits`, `type`, `group_size`) is this family; `modelopt_algos` the ModelOpt `quant_algo`s
     vLLM 0.32 builds as it. Emulation: `qdq` the fake quantizer's kind in `numerics.fakequant`
     ("" none), `declared_act(fmt)` the activation rounding the format declares
-    (`numerics.served.ACT_NAMES`). `quantizes_mtp`: AutoRound also quantizes the MTP layers.
+    (`numerics.served.ACT_NAMES`). `run_time_act_scales`: activation scales are always computed
+    from each input at run time (MX formats), whatever `Format.act_dynamic` says. `mtp_writer`: who
+    writes a Qwen3.5 MTP layer in this family ("autoround": AutoRound's RTN of the copied head;
+    "compressed-tensors": `quantize.mtp`; "" nobody: it stays 16-bit); see `mtp_writer()`.
     """
 
     name: str
@@ -417,7 +420,8 @@ class Family:
     modelopt_algos: tuple[str, ...] = ()
     qdq: str = ""
     declared_act: Callable[[Format], str] = lambda fmt: ""
-    quantizes_mtp: bool = False
+    run_time_act_scales: bool = False
+    mtp_writer: str = ""
 
 
 def _registered(family: str, act_bits: Any) -> str:
@@ -482,6 +486,7 @@ FAMILIES: dict[str, Family] = {
             modelopt_algos=("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "MXFP8"),
             qdq="fp8",
             declared_act=_fp8_act,
+            mtp_writer="compressed-tensors",
         ),
         Family(
             "nvfp4",
@@ -496,6 +501,7 @@ FAMILIES: dict[str, Family] = {
             modelopt_algos=("NVFP4", "W4A16_NVFP4"),
             qdq="nvfp4",
             declared_act=lambda fmt: "nvfp4" if fmt.act_bits == 4 else "",
+            mtp_writer="compressed-tensors",
         ),
         Family(
             "mxfp4",
@@ -510,6 +516,8 @@ FAMILIES: dict[str, Family] = {
             modelopt_algos=(),
             qdq="mxfp4",
             declared_act=lambda fmt: "mxfp4",
+            run_time_act_scales=True,  # OCP MX: one E8M0 scale per 32 inputs, from the inputs
+            mtp_writer="compressed-tensors",
         ),
         Family(
             "int",
@@ -522,12 +530,28 @@ FAMILIES: dict[str, Family] = {
             compressed_tensors=lambda weights: weights.get("type") == "int",
             modelopt_algos=("W4A16_AWQ", "W4A8_AWQ"),
             qdq="int",
-            quantizes_mtp=True,
+            mtp_writer="autoround",
         ),
     )
 }
 """The weight-format families by `Format.data_type`. Order matters for recognition: the first
 family whose predicate matches wins, and "int" (vLLM INC's catch-all) comes last."""
+
+
+def calibrates_activations(fmt: Format) -> bool:
+    """Whether an export of `fmt` stores activation scales measured on calibration data (static
+    FP8's `input_scale`, NVFP4 W4A4's `input_global_scale`). Dynamic FP8 and MX formats scale
+    each input at run time; weight-only formats have no activation scale."""
+    return fmt.act_bits < 16 and not (fmt.act_dynamic or fmt.family.run_time_act_scales)
+
+
+def mtp_writer(fmt: Format) -> str:
+    """Who writes a Qwen3.5 MTP layer stored in `fmt`: "autoround", "compressed-tensors" or ""
+    (nobody: the layer stays 16-bit). transformers never runs the MTP head, so no format whose
+    export stores calibrated activation scales can hold it (`calibrates_activations`)."""
+    if not fmt.is_quantized or calibrates_activations(fmt):
+        return ""
+    return fmt.family.mtp_writer
 
 
 def format_from_autoround(settings: Mapping[str, Any]) -> str:

@@ -75,8 +75,9 @@ class VLLMOptions:
     `{"method": "mtp", "num_speculative_tokens": 2}` to draft with a Qwen3.5 checkpoint's own MTP
     head (vLLM maps qwen3_5 / qwen3_5_moe to its Qwen3_5(Moe)MTP drafter: vllm/config/speculative.py;
     GPU only: vLLM cannot load Qwen3.5 on this CPU). quantscope's exports keep the `mtp.*` weights:
-    16-bit under the safe recipes and every FP4/FP8 scheme, RTN-quantized by AutoRound under integer
-    schemes that do not keep the MTP group. `max_model_len` must hold prompt + cap; a request that
+    16-bit under the safe recipes and the schemes with calibrated activation scales (static FP8,
+    NVFP4 W4A4), otherwise in the recipe's scheme (RTN: AutoRound's for integer schemes,
+    `quantize.mtp` for FP8 dynamic / block, NVFP4A16 and MXFP4); `mtp.fc` stays 16-bit. `max_model_len` must hold prompt + cap; a request that
     does not fit fails alone (recorded, the others go on)."""
 
     dtype: str = output("auto")

@@ -8,9 +8,11 @@ Precedence, lowest to highest: `scheme`, `keep_groups`, `keep_patterns`, `overri
 override beats an earlier one). On top of any recipe, AutoRound's (and vLLM's) fixed rules hold:
 only linear layers inside the decoder stack are quantized (lm_head only with `quantize_lm_head`
 and untied embeddings); the MoE router and shared-expert gate stay 16-bit (vLLM builds them
-unquantized); the vision tower stays 16-bit; a shape the format cannot hold stays 16-bit; and a
-vLLM fused set (q/k/v, gate/up, …) whose members would end in different formats because of a
-shape rule stays 16-bit as a whole, while a recipe that splits one is rejected.
+unquantized); the vision tower stays 16-bit; MTP layers (not `mtp.fc`) are quantized only in
+formats whose activations need no calibration (`formats.mtp_writer`: transformers never runs the
+MTP head); a shape the format cannot hold stays 16-bit; and a vLLM fused set (q/k/v, gate/up, …)
+whose members would end in different formats because of a shape rule stays 16-bit as a whole,
+while a recipe that splits one is rejected.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pydantic.dataclasses import dataclass as record
 
 from quantscope.checkpoint.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
-from quantscope.formats import Format, can_quantize, get_format, stored_bytes, vllm_builds
+from quantscope.formats import Format, can_quantize, get_format, mtp_writer, stored_bytes, vllm_builds
 from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_yaml
 from quantscope.util import write_atomic
 
@@ -37,8 +39,10 @@ RECIPE_VERSION = 1
 # gate as unquantized layers, and AutoRound leaves non-text modules alone by default.
 ALWAYS_KEPT_GROUPS: tuple[str, ...] = ("embed", "norm", "router", "shared_expert_gate", "vision")
 
-# AutoRound re-quantizes MTP layers (not loaded by transformers) with RTN only for integer
-# formats (`Family.quantizes_mtp`), and never these modules (its BLOCK_NAME_TO_IGNORE list).
+# MTP layers (not loaded by transformers) are quantized after the export by whoever
+# `formats.mtp_writer` names: AutoRound's RTN for integer formats, quantscope's compressed-tensors
+# writer for FP formats whose activations need no calibration; never these modules (AutoRound's
+# BLOCK_NAME_TO_IGNORE list; vLLM builds `mtp.fc` quantized only if the config says so).
 _MTP_IGNORED = (".shared_expert_gate.", ".gate.", ".g_proj.", "mtp.fc.")
 
 
@@ -214,7 +218,7 @@ def _eligible(tensor: TensorInfo, fmt: Format, recipe: Recipe, tied: bool) -> bo
         return recipe.quantize_lm_head and not tied
     if tensor.group == "mtp":
         return (
-            fmt.family.quantizes_mtp
+            bool(mtp_writer(fmt))
             and ".layers." in tensor.name
             and not any(ignored in tensor.name for ignored in _MTP_IGNORED)
         )

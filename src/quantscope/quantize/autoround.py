@@ -9,7 +9,8 @@ main scheme, so a bare `{"bits": 16}` under NVFP4 becomes `nv_fp` at 16 bits and
 
 `hybrid_attention_masks` fixes AutoRound on hybrid linear/full-attention stacks (Qwen3.5,
 Qwen3-Next); see its docstring for the root cause. `restore_source_dtypes` undoes AutoRound's
-float32 upcast of the layers it leaves unquantized on CPUs without native bf16.
+float32 upcast of the layers it leaves unquantized on CPUs without native bf16. MTP layers in FP
+formats, which AutoRound copies 16-bit, are written after the export (`quantize.mtp`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
 from quantscope.plan.recipe import Recipe, assign_schemes
 from quantscope.quantize.manifest import AutoRoundSettings
+from quantscope.quantize.mtp import mtp_modules, write_mtp_layers
 from quantscope.util import atomic_path, frozen_heap, write_atomic
 
 # A complete 16-bit layer_config entry (see the module docstring for why every key is needed).
@@ -145,6 +147,7 @@ def plan_autoround(anatomy: Anatomy, recipe: Recipe, export_format: str | None =
     assignment = exported_assignment(anatomy, assign_schemes(anatomy, recipe))
     formats = [main, *(get_format(name) for name in sorted(set(assignment.values())))]
     chosen = choose_export_format(formats, export_format)
+    _check_mtp_route(recipe, main, assignment, chosen)
     lm_heads = {t.module for t in anatomy.tensors if t.group == "lm_head"}
     layer_config: dict[str, Any] = {}
     quant_lm_head = False
@@ -165,6 +168,25 @@ def plan_autoround(anatomy: Anatomy, recipe: Recipe, export_format: str | None =
         export_format=chosen,
         assignment=assignment,
     )
+
+
+def _check_mtp_route(recipe: Recipe, main: Format, assignment: Mapping[str, str], chosen: str) -> None:
+    """Refuse, before any work, an MTP layer `quantize.mtp` could not write: it writes them into a
+    compressed-tensors export, with the config group AutoRound wrote for the recipe's main format."""
+    written = mtp_modules(assignment)
+    other = sorted(module for module, fmt in written.items() if fmt != main.name)
+    if written and chosen != "llm_compressor":
+        raise QuantscopeError(
+            f"recipe {recipe.name!r}: MTP layers in {main.name} are written into compressed-tensors "
+            f"exports only, not {chosen!r}; use --format llm_compressor or keep MTP 16-bit "
+            "(keep_groups: [mtp])"
+        )
+    if other:
+        raise QuantscopeError(
+            f"recipe {recipe.name!r}: MTP layers can be stored in the recipe's scheme ({main.name}) or "
+            f"kept 16-bit, not in {written[other[0]]} ({other[0]}"
+            f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); change the override"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +334,8 @@ def run_autoround(
     restored = restore_source_dtypes(directory, source_dtypes, model_dtype, plan.kept)
     complete_ignore_list(directory, (*plan.kept, *_untouched_head(model, plan)))
     declare_weight_only(directory, plan)
+    if write_mtp_layers(directory, plan.assignment).modules:
+        _update_index_total_size(directory)
     return AutoRoundExport(directory, restored)
 
 

@@ -31,6 +31,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
 from quantscope.quantize.checks import Check, check_files, detail_list, structural_checks
 from quantscope.quantize.manifest import Manifest, directory_files, read_manifest, write_manifest
+from quantscope.quantize.mtp import MTP_PREFIX
 from quantscope.quantize.multimodal import (
     check_vision,
     extract_text_model,
@@ -39,7 +40,13 @@ from quantscope.quantize.multimodal import (
     text_view,
 )
 from quantscope.quantize.vllm_check import loadable_check
-from quantscope.quantize.weights import MAX_ERROR_RATIO, WEIGHTS_CHECK, weight_check, weight_errors
+from quantscope.quantize.weights import (
+    MAX_ERROR_RATIO,
+    WEIGHTS_CHECK,
+    mtp_weight_errors,
+    weight_check,
+    weight_errors,
+)
 
 # Tensors that only feed activation quantization; a loader that ignores them still has the right weights.
 _ACTIVATION_ARTIFACTS = frozenset({"input_scale", "input_global_scale", "input_scale_inv"})
@@ -246,7 +253,7 @@ def model_checks(
         progress("measuring KL divergence")
     kl_check, kl = _kl_check(model, probe, source, gen_check.ok, kl_limit(manifest, settings))
     checks.append(kl_check)
-    checks.append(_weights_check(model, manifest, source, load_check.ok, settings, progress))
+    checks.append(_weights_check(directory, model, manifest, source, load_check.ok, settings, progress))
     del model
     return checks, kl, tokens, warnings
 
@@ -286,6 +293,7 @@ def _kl_check(
 
 
 def _weights_check(
+    directory: Path,
     model: Any,
     manifest: Manifest,
     source: SourceReference | None,
@@ -299,8 +307,10 @@ def _weights_check(
     if not loads:
         return Check(name, False, "not measured: weights are missing or ignored (see above)")
     progress("comparing every quantized weight with the source")
+    loaded = {m: f for m, f in manifest.assignment.items() if not m.startswith(MTP_PREFIX)}
     try:
-        errors = weight_errors(model, source.model, manifest.assignment, source.fused_sets)
+        errors = weight_errors(model, source.model, loaded, source.fused_sets)
+        errors += mtp_weight_errors(directory, source.path, model, manifest.assignment, source.fused_sets)
     except QuantscopeError as error:
         return Check(name, False, str(error))
     return weight_check(errors, settings.max_weight_ratio)
@@ -309,11 +319,13 @@ def _weights_check(
 @dataclass(frozen=True)
 class SourceReference:
     """The source model's side of the comparison: next-token logits on the probe windows, and
-    (when loaded here) the model itself and its fused sets, for the weight check."""
+    (when loaded here) the model itself, its fused sets and where it was loaded from (a local
+    directory or hub id: the MTP layers are read from its files), for the weight check."""
 
     logits: Sequence[Any]
     model: Any = None
     fused_sets: tuple[tuple[str, ...], ...] = ()
+    path: str = ""
 
 
 def source_reference(
@@ -340,7 +352,7 @@ def source_reference(
         anatomy = text_view(anatomy)
     fused = tuple(tuple(f.members) for f in anatomy.fused_sets)
     reference = logits if logits is not None else next_token_logits(loaded.model, probe)
-    return SourceReference(reference, loaded.model, fused)
+    return SourceReference(reference, loaded.model, fused, source)
 
 
 @dataclass(frozen=True)

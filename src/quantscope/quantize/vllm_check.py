@@ -51,7 +51,8 @@ LOADABLE_CHECK = "vLLM builds every layer"
 
 # Groups vLLM builds without the checkpoint's quantization config, or not in the main model:
 # the MoE router and shared-expert gate (`quant_config=None`, models/qwen3_next.py), the MTP
-# head (dropped by Qwen3.5's `hf_to_vllm_mapper`, loaded by the drafter) and the vision tower.
+# head (dropped by Qwen3.5's `hf_to_vllm_mapper`; the drafter builds it: `_drafter_layers`) and
+# the vision tower.
 _NOT_BUILT_HERE = ("router", "shared_expert_gate", "mtp", "vision", "embed", "norm")
 _EXPERT = re.compile(r"^(?P<prefix>.+\.experts)(?:\.(?P<index>\d+))?\.(?P<leaf>[a-z_]+)$")
 # Where vLLM picks a kernel for a method it already chose: an error raised there means "no
@@ -159,6 +160,7 @@ def _ask(anatomy: Anatomy, version: str, quant: dict[str, Any]) -> VllmLoadabili
     mapper = _configure(config, anatomy.config)
     packed = getattr(config, "packed_modules_mapping", None) or None
     layers = _build_all(layer_units(anatomy, mapper, packed), config)
+    layers += _drafter_layers(anatomy, model_config)
     refused = [layer for layer in layers if not layer.ok]
     if refused:
         first = refused[0]
@@ -301,6 +303,38 @@ def _source_packed_mapping(module_name: str, class_name: str) -> dict[str, list[
     return {}
 
 
+def _drafter_layers(anatomy: Anatomy, model_config: Any) -> tuple[LayerMethod, ...]:
+    """The MTP head's layers as vLLM's MTP drafter builds them: the drafter class vLLM's
+    `SpeculativeConfig.hf_config_override` picks for the checkpoint (Qwen3.5: `Qwen3_5MTP` /
+    `Qwen3_5MoeMTP`), its own config object from the same quantization config, and its layers
+    under the checkpoint's `mtp.*` names (`Qwen3_5MultiTokenPredictor` is built under the prefix
+    "mtp": models/qwen3_5_mtp.py). Empty when the checkpoint has no MTP layers or vLLM has no
+    drafter for it."""
+    if not any(w.group == "mtp" for w in stored_weights(anatomy).values()):
+        return ()
+    drafter = _drafter_architecture(anatomy.config)
+    if drafter is None:
+        return ()
+    config = _quant_config(model_config)
+    _configure(config, {"architectures": [drafter]})
+    packed = getattr(config, "packed_modules_mapping", None) or None
+    return _build_all(layer_units(anatomy, None, packed, groups=("mtp",)), config)
+
+
+def _drafter_architecture(config: Mapping[str, Any]) -> str | None:
+    """vLLM's MTP drafter architecture for a checkpoint config, or None (not an MTP model type)."""
+    from transformers import CONFIG_MAPPING
+    from vllm.config.speculative import SpeculativeConfig
+
+    model_type = str(config.get("model_type"))
+    if model_type not in CONFIG_MAPPING:  # its lazy mapping's .get() answers None for every key
+        return None
+    hf_config = CONFIG_MAPPING[model_type].from_dict(dict(config))
+    before = list(hf_config.architectures or ())
+    after = list(SpeculativeConfig.hf_config_override(hf_config).architectures or ())
+    return after[0] if after and after != before else None
+
+
 # ---------------------------------------------------------------------------------------------
 # The layers vLLM builds for a checkpoint
 # ---------------------------------------------------------------------------------------------
@@ -320,15 +354,19 @@ class LayerUnit:
 
 
 def layer_units(
-    anatomy: Anatomy, mapper: Any = None, packed: Mapping[str, Sequence[str]] | None = None
+    anatomy: Anatomy,
+    mapper: Any = None,
+    packed: Mapping[str, Sequence[str]] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> list[LayerUnit]:
     """The linear and fused-MoE layers vLLM builds from `anatomy`'s linear weights, under vLLM's
     names (`mapper`: the model class's `hf_to_vllm_mapper`) and packed sets (`packed`: its
-    `packed_modules_mapping`; None: the Qwen families' sets)."""
+    `packed_modules_mapping`; None: the Qwen families' sets). `groups`: only these anatomy groups
+    (None: all the main model builds with the checkpoint's quantization config)."""
     weights = {
         _vllm_name(module, mapper): weight
         for module, weight in stored_weights(anatomy).items()
-        if weight.group not in _NOT_BUILT_HERE
+        if (weight.group in groups if groups is not None else weight.group not in _NOT_BUILT_HERE)
     }
     weights.pop(None, None)  # type: ignore[call-overload]
     units: dict[str, LayerUnit] = {}

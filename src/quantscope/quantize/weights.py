@@ -215,6 +215,78 @@ def weight_errors(
     return errors
 
 
+def mtp_weight_errors(
+    export: Path,
+    source: str | Path,
+    export_model: Any,
+    assignment: Mapping[str, str],
+    fused_sets: Sequence[Sequence[str]],
+) -> list[WeightError]:
+    """`weight_errors` for the MTP layers, which neither loaded model holds: the export's stored
+    tensors as `quantize.mtp.stored_mtp_weights` decodes them, against the source checkpoint's
+    tensors read from its safetensors (`source`: a local directory or a hub id already in the cache)."""
+    import torch
+
+    from quantscope.numerics.fakequant import qdq_spec, quantize_dequantize
+    from quantscope.quantize.mtp import stored_mtp_weights
+    from quantscope.quantize.multimodal import local_snapshot
+
+    stored = stored_mtp_weights(export, export_model, assignment)
+    if not stored:
+        return []
+    originals = _source_tensors(local_snapshot(source), [f"{module}.weight" for module in stored])
+    amax = _fused_global_amax(originals, {m: assignment[m] for m in stored}, fused_sets)
+    errors = []
+    with torch.no_grad():
+        for module, weight in stored.items():
+            original = originals[f"{module}.weight"]
+            rounded = quantize_dequantize(original, qdq_spec(assignment[module]), amax.get(module)).float()
+            original = original.float()
+            norm = float(original.norm()) or 1.0
+            error = float((weight - original).norm()) / norm
+            errors.append(
+                WeightError(module, assignment[module], error, float((rounded - original).norm()) / norm)
+            )
+    return errors
+
+
+def _source_tensors(source: Path, names: Sequence[str]) -> dict[str, Any]:
+    """The named tensors of a local safetensors checkpoint (sharded or not)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = source / "model.safetensors.index.json"
+    shards = json.loads(index.read_text())["weight_map"] if index.is_file() else {}
+    found = {}
+    for name in names:
+        shard = source / shards.get(name, "model.safetensors")
+        if not shard.is_file():
+            raise QuantscopeError(f"{source}: no tensor {name} to compare the export's MTP layer with")
+        with safe_open(shard, framework="pt") as handle:
+            found[name] = handle.get_tensor(name)
+    return found
+
+
+def _fused_global_amax(
+    weights: Mapping[str, Any], formats: Mapping[str, str], fused_sets: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """NVFP4's global |max| per module, shared across a vLLM fused set (as `shared_amax`)."""
+    from quantscope.formats import get_format
+
+    amax = {
+        module: weights[f"{module}.weight"].abs().amax().float()
+        for module, fmt in formats.items()
+        if get_format(fmt).data_type == "nvfp4"
+    }
+    for members in fused_sets:
+        present = [m for m in members if m in amax]
+        if len(present) > 1:
+            joint = max(amax[m] for m in present)
+            amax.update(dict.fromkeys(present, joint))
+    return amax
+
+
 WEIGHTS_CHECK = "weights match the source within rounding"
 
 

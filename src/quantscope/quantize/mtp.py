@@ -1,0 +1,289 @@
+"""MTP layers in floating-point formats, written with compressed-tensors' own code.
+
+transformers does not build Qwen3.5's multi-token-prediction head (`mtp.*`), so AutoRound never
+sees it. After its export it copies the head's tensors from the source and RTN-quantizes them
+only for integer formats in its GPTQ packing (`_woq_quantize_missing_tensors`,
+auto_round/utils/missing_tensors.py); in every other format they stay 16-bit. vLLM's drafter
+builds the MTP layers with the checkpoint's quantization config (`Qwen3_5MultiTokenPredictor`,
+vllm/model_executor/models/qwen3_5_mtp.py), so a compressed-tensors export whose config group
+targets `Linear` can hold them quantized, and must, once they are out of its `ignore` list.
+
+`write_mtp_layers` does that for the formats whose activations need no calibration (FP8 with
+dynamic activations, block FP8, weight-only NVFP4, MXFP4): the scales come from each weight
+alone (round to nearest), computed with compressed-tensors' `calculate_qparams` and
+`generate_gparam` and packed by the compressor its config names, so the stored layout is the
+library's own. Formats with calibrated activation scales (static FP8, NVFP4 W4A4) keep the head
+16-bit (`formats.mtp_writer`): transformers never runs it, so there is nothing to calibrate on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantscope.errors import QuantscopeError
+from quantscope.formats import get_format, mtp_writer
+from quantscope.util import write_atomic
+
+MTP_PREFIX = "mtp."
+WRITER = "compressed-tensors"
+
+# vLLM's fused sets inside an MTP decoder layer (`Qwen3_5MTP.packed_modules_mapping`): members
+# share one NVFP4 global scale, as llm-compressor's `update_fused_layer_weight_global_scales`
+# makes them share it, so the fused layer vLLM builds holds one.
+_FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+@dataclass(frozen=True)
+class MtpLayers:
+    """What `write_mtp_layers` wrote: the MTP modules stored quantized, and their shard."""
+
+    modules: tuple[str, ...]
+    shard: str = ""
+
+
+def mtp_modules(assignment: Mapping[str, str]) -> dict[str, str]:
+    """The MTP modules of an export plan that quantscope writes itself (module -> format)."""
+    return {
+        module: fmt
+        for module, fmt in assignment.items()
+        if module.startswith(MTP_PREFIX) and mtp_writer(get_format(fmt)) == WRITER
+    }
+
+
+def write_mtp_layers(directory: Path, assignment: Mapping[str, str]) -> MtpLayers:
+    """Quantize the 16-bit MTP weights AutoRound copied into the export at `directory`.
+
+    Every module `mtp_modules(assignment)` names is compressed with the scheme of the export's
+    config group that targets it, its tensors replace the 16-bit weight in the same shard
+    (rewritten through a temp file) and the index is updated. Raises QuantscopeError when the
+    export is not compressed-tensors, a module is missing or ignored, or its config group is of
+    another format family than the recipe assigned.
+    """
+    wanted = mtp_modules(assignment)
+    if not wanted:
+        return MtpLayers(())
+    quant = _compressed_tensors_config(directory)
+    shards = _weight_shards(directory)
+    by_shard: dict[str, list[str]] = {}
+    for module in wanted:
+        shard = shards.get(f"{module}.weight")
+        if shard is None:
+            raise QuantscopeError(f"{directory}: MTP weight {module}.weight is not in the export")
+        by_shard.setdefault(shard, []).append(module)
+    for shard, modules in by_shard.items():
+        _rewrite_shard(directory / shard, modules, {m: _scheme_for(quant, m, wanted[m]) for m in modules})
+        _reindex(directory, shard, modules)
+    return MtpLayers(tuple(sorted(wanted)), ",".join(sorted(by_shard)))
+
+
+def _compressed_tensors_config(directory: Path) -> Mapping[str, Any]:
+    config = json.loads((directory / "config.json").read_text())
+    quant = config.get("quantization_config") or {}
+    if quant.get("quant_method") != "compressed-tensors":
+        raise QuantscopeError(
+            f"{directory}: MTP layers in floating-point formats are written into compressed-tensors "
+            f"exports only (this one is {quant.get('quant_method')!r}); export with --format "
+            "llm_compressor, or keep MTP 16-bit (keep_groups: [mtp])"
+        )
+    return quant
+
+
+def _scheme_for(quant: Mapping[str, Any], module: str, fmt_name: str) -> tuple[Any, str]:
+    """The compressed-tensors scheme and compression format of the config group that targets
+    `module` (compressed-tensors' own matching), checked against the format the recipe assigned."""
+    import torch
+    from compressed_tensors.quantization import QuantizationScheme
+    from compressed_tensors.utils.match import is_match
+
+    from quantscope.formats import family_from_compressed_tensors
+
+    probe = torch.nn.Linear(1, 1, device="meta")
+    ignore = quant.get("ignore") or ()
+    for group in (quant.get("config_groups") or {}).values():
+        if group.get("weights") and is_match(module, probe, group.get("targets") or (), ignore):
+            family = family_from_compressed_tensors(group["weights"])
+            if family != get_format(fmt_name).data_type:
+                break
+            scheme = QuantizationScheme.model_validate(
+                {k: v for k, v in group.items() if k in QuantizationScheme.model_fields}
+            )
+            return scheme, group.get("format") or quant["format"]
+    raise QuantscopeError(
+        f"MTP module {module} ({fmt_name}): no config group of the export stores it in that format "
+        "(a recipe may put MTP in its main format only); keep MTP 16-bit (keep_groups: [mtp]) "
+        "or store it in the recipe's scheme"
+    )
+
+
+def _weight_shards(directory: Path) -> dict[str, str]:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        return dict(json.loads(index.read_text())["weight_map"])
+    from safetensors import safe_open
+
+    single = directory / "model.safetensors"
+    with safe_open(single, framework="pt") as handle:
+        return dict.fromkeys(handle.keys(), single.name)
+
+
+def _rewrite_shard(path: Path, modules: Sequence[str], schemes: Mapping[str, tuple[Any, str]]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    metadata = _metadata(path)
+    global_amax = _fused_amax({m: tensors[f"{m}.weight"] for m in modules}, schemes)
+    for module in modules:
+        weight = tensors.pop(f"{module}.weight")
+        scheme, compression = schemes[module]
+        for name, tensor in compress_weight(weight, scheme, compression, global_amax.get(module)).items():
+            tensors[f"{module}.{name}"] = tensor.contiguous()
+    temp = path.with_name(path.name + ".tmp")
+    save_file(tensors, temp, metadata=metadata)
+    temp.replace(path)
+
+
+def _metadata(path: Path) -> dict[str, str] | None:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return handle.metadata()
+
+
+def _fused_amax(weights: Mapping[str, Any], schemes: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
+    """|max| over each fused set for the formats with a per-tensor global scale (NVFP4)."""
+    amax: dict[str, Any] = {}
+    for module in weights:
+        if schemes[module][0].weights.strategy != "tensor_group":
+            continue
+        parent, _, leaf = module.rpartition(".")
+        members = next((s for s in _FUSED if leaf in s), (leaf,))
+        present = [f"{parent}.{m}" for m in members if f"{parent}.{m}" in weights]
+        amax[module] = max(weights[m].abs().max().float() for m in present)
+    return amax
+
+
+def compress_weight(weight: Any, scheme: Any, compression: str, amax: Any = None) -> dict[str, Any]:
+    """One `[out, in]` weight compressed as `scheme` by compressed-tensors' registered compressor
+    for `compression` (e.g. "nvfp4-pack-quantized"): the tensors to store, by local name.
+
+    Scales are round-to-nearest's, from the weight alone; `amax` overrides the weight's own |max|
+    for the global scale (NVFP4: shared across a fused set)."""
+    import torch
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+
+    args = scheme.weights
+    state: dict[str, Any] = {"weight": weight}
+    # In the weight's dtype, as compressed-tensors' observers see a bf16 model's weights: FP8
+    # scales come out bf16, as AutoRound's export of the other layers stores them.
+    low, high = _ranges(weight, args)
+    global_scale = None
+    if args.strategy == "tensor_group":
+        peak = weight.abs().max().float() if amax is None else amax
+        global_scale = generate_gparam(-peak, peak)
+        state["weight_global_scale"] = global_scale
+    scale, _ = calculate_qparams(low, high, args, global_scale=global_scale)
+    state["weight_scale"] = scale
+    compressor = BaseCompressor.get_value_from_registry(compression)
+    compressed = compressor.compress(state, scheme)
+    return {name: tensor for name, tensor in compressed.items() if isinstance(tensor, torch.Tensor)}
+
+
+def _ranges(weight: Any, args: Any) -> tuple[Any, Any]:
+    """Per-scale minimum and maximum of `weight` for `args.strategy` (what compressed-tensors'
+    memoryless min-max observer reduces over: rows, groups along the input dim, or 2-D blocks)."""
+    from compressed_tensors.quantization.utils import maybe_pad_tensor_for_block_quant
+
+    strategy = args.strategy
+    if strategy == "channel":
+        return weight.amin(dim=1, keepdim=True), weight.amax(dim=1, keepdim=True)
+    if strategy in ("group", "tensor_group"):
+        grouped = weight.unflatten(-1, (-1, args.group_size))
+        return grouped.amin(dim=-1), grouped.amax(dim=-1)
+    if strategy == "block":
+        rows, cols = args.block_structure
+        padded = maybe_pad_tensor_for_block_quant(weight, (rows, cols))
+        blocks = padded.unflatten(0, (-1, rows)).unflatten(2, (-1, cols))
+        return blocks.amin(dim=(1, 3)), blocks.amax(dim=(1, 3))
+    if strategy == "tensor":
+        return weight.min().reshape(1), weight.max().reshape(1)
+    raise QuantscopeError(f"MTP weights: compressed-tensors strategy {strategy!r} is not written here")
+
+
+def _reindex(directory: Path, shard: str, modules: Sequence[str]) -> None:
+    """Point the index's weight map at the compressed tensors (the 16-bit `weight` is gone)."""
+    from safetensors import safe_open
+
+    index = directory / "model.safetensors.index.json"
+    if not index.is_file():
+        return
+    data = json.loads(index.read_text())
+    weight_map = data["weight_map"]
+    for module in modules:
+        weight_map.pop(f"{module}.weight", None)
+    with safe_open(directory / shard, framework="pt") as handle:
+        weight_map.update(dict.fromkeys(list(handle.keys()), shard))
+    write_atomic(index, json.dumps(data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading them back (for verify: neither transformers model holds the MTP head)
+# ---------------------------------------------------------------------------------------------
+
+
+def stored_mtp_weights(directory: Path, model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
+    """Module -> the `[out, in]` float32 weight the export stores, for every quantized MTP module
+    of `assignment`, decoded by the code that reads such a layer elsewhere: compressed-tensors'
+    registered compressor (`decompress`), or, for AutoRound's GPTQ packing, the QuantLinear class
+    transformers built for the export's other integer layers (`model`), run as `dequantized_weight`
+    reads any loaded layer. Raises QuantscopeError naming a module that cannot be decoded."""
+    from safetensors import safe_open
+
+    wanted = {m: f for m, f in assignment.items() if m.startswith(MTP_PREFIX) and get_format(f).is_quantized}
+    if not wanted:
+        return {}
+    quant = json.loads((directory / "config.json").read_text()).get("quantization_config") or {}
+    shards = _weight_shards(directory)
+    decoded = {}
+    for module, fmt in wanted.items():
+        names = [name for name in shards if name.rpartition(".")[0] == module]
+        if not names:
+            raise QuantscopeError(f"{directory}: MTP module {module} ({fmt}) has no tensors in the export")
+        state = {}
+        for name in names:
+            with safe_open(directory / shards[name], framework="pt") as handle:
+                state[name.rpartition(".")[2]] = handle.get_tensor(name)
+        if quant.get("quant_method") == "compressed-tensors":
+            decoded[module] = _ct_decoded(quant, module, fmt, state)
+        else:
+            decoded[module] = _autoround_decoded(model, module, fmt, state)
+    return decoded
+
+
+def _ct_decoded(quant: Mapping[str, Any], module: str, fmt: str, state: dict[str, Any]) -> Any:
+    from compressed_tensors.compressors import BaseCompressor
+
+    scheme, compression = _scheme_for(quant, module, fmt)
+    compressor = BaseCompressor.get_value_from_registry(compression)
+    return compressor.decompress(state, scheme)["weight"].float()
+
+
+def _autoround_decoded(model: Any, module: str, fmt: str, state: dict[str, Any]) -> Any:
+    from quantscope.quantize.weights import dequantized_weight
+
+    layout = get_format(fmt)
+    qlinear = next((type(m) for m in model.modules() if hasattr(m, "qweight")), None)
+    if qlinear is None or "qweight" not in state:
+        raise QuantscopeError(
+            f"MTP module {module} ({fmt}): no AutoRound integer layer was loaded to decode it with"
+        )
+    packed_rows = state["qweight"].shape[0]
+    in_features = packed_rows * 32 // layout.weight_bits
+    out_features = state["scales"].shape[1]
+    layer = qlinear(layout.weight_bits, layout.group_size or in_features, in_features, out_features, False)
+    layer.load_state_dict(state, strict=False)
+    return dequantized_weight(layer.eval())
