@@ -1,7 +1,7 @@
 """MTP layers in every format that can hold them (issue 28, build 7).
 
 transformers never builds Qwen3.5's MTP head, so AutoRound quantizes it only for integer formats
-and copies it 16-bit otherwise; `quantize.mtp` writes it for the FP formats whose activations
+and copies it 16-bit otherwise; `quantize.rtn_layers` writes it for the FP formats whose activations
 need no calibration. The oracles: compressed-tensors' own presets (which formats calibrate
 activation scales), vLLM's MTP drafter classes (which layers they build quantized, and the
 parameters they allocate for them), and the weight check against the source's MTP tensors.

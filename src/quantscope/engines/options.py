@@ -77,7 +77,7 @@ class VLLMOptions:
     GPU only: vLLM cannot load Qwen3.5 on this CPU). quantscope's exports keep the `mtp.*` weights:
     16-bit under the safe recipes and the schemes with calibrated activation scales (static FP8,
     NVFP4 W4A4), otherwise in the recipe's scheme (RTN: AutoRound's for integer schemes,
-    `quantize.mtp` for FP8 dynamic / block, NVFP4A16 and MXFP4); `mtp.fc` stays 16-bit.
+    `quantize.rtn_layers` for FP8 dynamic / block, NVFP4A16 and MXFP4); `mtp.fc` stays 16-bit.
     `max_model_len` must hold prompt + cap; a request that does not fit fails alone (recorded, the
     others go on)."""
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.checkpoint.contents import Contents, logical_anatomy, read_contents
 from quantscope.errors import QuantscopeError
-from quantscope.formats import can_quantize, get_format
+from quantscope.formats import can_quantize, get_format, rtn_writer
 from quantscope.plan.recipe import (
     ALWAYS_KEPT_GROUPS,
     KEPT,
+    VISION_WRITER,
     Footprint,
     Override,
     Recipe,
@@ -155,7 +156,10 @@ def _base_recipe(logical: Anatomy, stored: Mapping[str, str], name: str) -> Reci
             params[scheme] = params.get(scheme, 0) + weights[module].numel
     scheme = max(params, key=params.__getitem__)
     lm_head = any(weights[m].group == "lm_head" and s != KEPT for m, s in stored.items())
-    trial = Recipe(name, scheme, quantize_lm_head=lm_head)
+    vision = any(weights[m].group == "vision" and s != KEPT for m, s in stored.items()) and (
+        rtn_writer(get_format(scheme)) == VISION_WRITER
+    )
+    trial = Recipe(name, scheme, quantize_lm_head=lm_head, quantize_vision=vision)
     predicted = assign_schemes(logical, trial)
     groups = {weights[m].group for m in stored} - set(ALWAYS_KEPT_GROUPS) - {"lm_head"}
     keep = tuple(
@@ -169,6 +173,7 @@ def _base_recipe(logical: Anatomy, stored: Mapping[str, str], name: str) -> Reci
         scheme,
         keep_groups=keep,
         quantize_lm_head=lm_head,
+        quantize_vision=vision,
         description=f"derived from the stored formats of {logical.source}",
     )
 

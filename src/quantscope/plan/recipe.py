@@ -8,8 +8,9 @@ Precedence, lowest to highest: `scheme`, `keep_groups`, `keep_patterns`, `overri
 override beats an earlier one). On top of any recipe, AutoRound's (and vLLM's) fixed rules hold:
 only linear layers inside the decoder stack are quantized (lm_head only with `quantize_lm_head`
 and untied embeddings); the MoE router and shared-expert gate stay 16-bit (vLLM builds them
-unquantized); the vision tower stays 16-bit; MTP layers (not `mtp.fc`) are quantized only in
-formats whose activations need no calibration (`formats.mtp_writer`: transformers never runs the
+unquantized); the vision tower stays 16-bit unless `quantize_vision` (then in the formats
+`formats.rtn_writer` names, as MTP layers are); MTP layers (not `mtp.fc`) are quantized only in
+formats whose activations need no calibration (`formats.rtn_writer`: transformers never runs the
 MTP head); a shape the format cannot hold stays 16-bit; and a vLLM fused set (q/k/v, gate/up, …)
 whose members would end in different formats because of a shape rule stays 16-bit as a whole,
 while a recipe that splits one is rejected.
@@ -28,7 +29,15 @@ from pydantic.dataclasses import dataclass as record
 
 from quantscope.checkpoint.anatomy import GROUPS, Anatomy, TensorInfo
 from quantscope.errors import QuantscopeError
-from quantscope.formats import Format, can_quantize, get_format, mtp_writer, stored_bytes, vllm_builds
+from quantscope.formats import (
+    FORMAT_NAMES,
+    Format,
+    can_quantize,
+    get_format,
+    rtn_writer,
+    stored_bytes,
+    vllm_builds,
+)
 from quantscope.records import RECORD_CONFIG, FieldAccess, dump_record, parse_record, read_yaml
 from quantscope.util import write_atomic
 
@@ -36,11 +45,12 @@ KEPT = "bf16"  # the scheme name assigned to layers left unquantized
 RECIPE_VERSION = 1
 
 # Groups whose linear layers no recipe quantizes: vLLM builds the router and the shared-expert
-# gate as unquantized layers, and AutoRound leaves non-text modules alone by default.
-ALWAYS_KEPT_GROUPS: tuple[str, ...] = ("embed", "norm", "router", "shared_expert_gate", "vision")
+# gate as unquantized layers; the vision tower only with `quantize_vision` (see `_eligible`).
+ALWAYS_KEPT_GROUPS: tuple[str, ...] = ("embed", "norm", "router", "shared_expert_gate")
+VISION_WRITER = "compressed-tensors"  # the vision tower is written by `quantize.rtn_layers` only
 
 # MTP layers (not loaded by transformers) are quantized after the export by whoever
-# `formats.mtp_writer` names: AutoRound's RTN for integer formats, quantscope's compressed-tensors
+# `formats.rtn_writer` names: AutoRound's RTN for integer formats, quantscope's compressed-tensors
 # writer for FP formats whose activations need no calibration; never these modules (AutoRound's
 # BLOCK_NAME_TO_IGNORE list; vLLM builds `mtp.fc` quantized only if the config says so).
 _MTP_IGNORED = (".shared_expert_gate.", ".gate.", ".g_proj.", "mtp.fc.")
@@ -72,6 +82,7 @@ class Recipe(FieldAccess):
     keep_patterns: tuple[str, ...] = ()
     overrides: tuple[Override, ...] = ()
     quantize_lm_head: StrictBool = False
+    quantize_vision: StrictBool = False
     description: str = ""
     version: int = RECIPE_VERSION
 
@@ -89,6 +100,12 @@ class Recipe(FieldAccess):
             _compile(pattern, where)
         for override in self.overrides:
             get_format(override.scheme)
+        if self.quantize_vision and rtn_writer(self.format) != VISION_WRITER:
+            writable = [name for name in FORMAT_NAMES if rtn_writer(get_format(name)) == VISION_WRITER]
+            raise QuantscopeError(
+                f"{where}: quantize_vision needs a scheme quantscope writes without calibration data "
+                f"({', '.join(writable)}), not {self.scheme!r}: AutoRound never sees the vision tower"
+            )
 
     @property
     def format(self) -> Format:
@@ -214,11 +231,13 @@ def _eligible(tensor: TensorInfo, fmt: Format, recipe: Recipe, tied: bool) -> bo
     """Whether AutoRound would quantize this layer at all, before shape rules and recipe keeps."""
     if tensor.group in ALWAYS_KEPT_GROUPS:
         return False
+    if tensor.group == "vision":
+        return recipe.quantize_vision and rtn_writer(fmt) == VISION_WRITER
     if tensor.group == "lm_head":
         return recipe.quantize_lm_head and not tied
     if tensor.group == "mtp":
         return (
-            bool(mtp_writer(fmt))
+            bool(rtn_writer(fmt))
             and ".layers." in tensor.name
             and not any(ignored in tensor.name for ignored in _MTP_IGNORED)
         )

@@ -10,7 +10,7 @@ main scheme, so a bare `{"bits": 16}` under NVFP4 becomes `nv_fp` at 16 bits and
 `hybrid_attention_masks` fixes AutoRound on hybrid linear/full-attention stacks (Qwen3.5,
 Qwen3-Next); see its docstring for the root cause. `restore_source_dtypes` undoes AutoRound's
 float32 upcast of the layers it leaves unquantized on CPUs without native bf16. MTP layers in FP
-formats, which AutoRound copies 16-bit, are written after the export (`quantize.mtp`).
+formats, which AutoRound copies 16-bit, are written after the export (`quantize.rtn_layers`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
 from quantscope.plan.recipe import Recipe, assign_schemes
 from quantscope.quantize.manifest import AutoRoundSettings
-from quantscope.quantize.mtp import mtp_modules, write_mtp_layers
+from quantscope.quantize.rtn_layers import rtn_modules, write_rtn_layers
 from quantscope.util import atomic_path, frozen_heap, write_atomic
 
 # A complete 16-bit layer_config entry (see the module docstring for why every key is needed).
@@ -171,9 +171,9 @@ def plan_autoround(anatomy: Anatomy, recipe: Recipe, export_format: str | None =
 
 
 def _check_mtp_route(recipe: Recipe, main: Format, assignment: Mapping[str, str], chosen: str) -> None:
-    """Refuse, before any work, an MTP layer `quantize.mtp` could not write: it writes them into a
+    """Refuse, before any work, an MTP layer `quantize.rtn_layers` could not write: it writes them into a
     compressed-tensors export, with the config group AutoRound wrote for the recipe's main format."""
-    written = mtp_modules(assignment)
+    written = rtn_modules(assignment)
     other = sorted(module for module, fmt in written.items() if fmt != main.name)
     if written and chosen != "llm_compressor":
         raise QuantscopeError(
@@ -334,8 +334,7 @@ def run_autoround(
     restored = restore_source_dtypes(directory, source_dtypes, model_dtype, plan.kept)
     complete_ignore_list(directory, (*plan.kept, *_untouched_head(model, plan)))
     declare_weight_only(directory, plan)
-    if write_mtp_layers(directory, plan.assignment).modules:
-        _update_index_total_size(directory)
+    write_rtn_layers(directory, rtn_modules(plan.assignment))
     return AutoRoundExport(directory, restored)
 
 

@@ -16,14 +16,17 @@ the same mapper to the quantization config's module names (`INCConfig.apply_vllm
 vllm/model_executor/layers/quantization/inc/inc.py maps `block_name_to_quantize` and
 `extra_config`; the compressed-tensors config maps its `ignore` list), so the names written here are
 the checkpoint's own HF names. The vision tower is not named in `block_name_to_quantize` (AutoRound
-format) and is listed in `ignore` (llm-compressor format), so it loads unquantized.
+format) and is listed in `ignore` (llm-compressor format), so it loads unquantized; except, with a
+recipe's `quantize_vision`, the vision linears it stores quantized (`quantize.rtn_layers`, RTN),
+which stay out of `ignore` and are compared with the source within rounding instead of byte for
+byte.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,18 +60,25 @@ def is_multimodal_checkpoint(directory: Path) -> bool:
     return config.is_file() and "vision_config" in json.loads(config.read_text())
 
 
-def check_vision(export: Path, source: str | Path | None) -> Check:
-    """The export's vision tower is the source's, tensor for tensor and byte for byte."""
+def check_vision(export: Path, source: str | Path | None, quantized: Collection[str] = ()) -> Check:
+    """The export's vision tower is the source's, tensor for tensor and byte for byte, except the
+    weights of the `quantized` modules (see `vision_weights_check`)."""
     from safetensors import safe_open
 
     from quantscope.checkpoint.load import load_anatomy
 
     name = "vision tower is the source's, unchanged"
+    if quantized:
+        name = "vision tower is the source's, unchanged but for its quantized weights"
     if source is None:
         return Check(name, True, "not measured: --no-kl: the source model was not read", skipped=True)
     source_dir = local_snapshot(source)
-    ours = {t.name: t for t in load_anatomy(export).by_group()["vision"]}
-    theirs = {t.name: t for t in load_anatomy(source_dir).by_group()["vision"]}
+
+    def unchanged(tensor: Any) -> bool:  # a quantized module's weight tensors are compared in rounding
+        return not any(tensor.name.startswith(f"{module}.weight") for module in quantized)
+
+    ours = {t.name: t for t in load_anatomy(export).by_group()["vision"] if unchanged(t)}
+    theirs = {t.name: t for t in load_anatomy(source_dir).by_group()["vision"] if unchanged(t)}
     if ours.keys() != theirs.keys():
         missing, extra = sorted(theirs.keys() - ours.keys()), sorted(ours.keys() - theirs.keys())
         problems = [f"missing {key}" for key in missing] + [f"{key} not in the source" for key in extra]
@@ -94,6 +104,27 @@ def check_vision(export: Path, source: str | Path | None) -> Check:
     return Check(
         name, True, f"{len(ours)} tensors, {sum(t.nbytes for t in ours.values()):,} bytes, identical"
     )
+
+
+VISION_WEIGHTS_CHECK = "vision weights match the source within rounding"
+
+
+def vision_weights_check(export: Path, source: str | Path | None, assignment: Mapping[str, str]) -> Check:
+    """The quantized vision modules of `assignment` (module -> format) against the source's
+    weights, as `verify` compares the language model's (`quantize.weights.weight_check`)."""
+    from dataclasses import replace
+
+    from quantscope.quantize.weights import rtn_weight_errors, weight_check
+
+    if source is None:
+        return Check(
+            VISION_WEIGHTS_CHECK, True, "not measured: --no-kl: the source was not read", skipped=True
+        )
+    try:
+        errors = rtn_weight_errors(export, source, None, assignment, ())
+    except QuantscopeError as error:
+        return Check(VISION_WEIGHTS_CHECK, False, str(error))
+    return replace(weight_check(errors), name=VISION_WEIGHTS_CHECK)
 
 
 def _same_tensor(a: Any, b: Any) -> bool:
@@ -232,13 +263,15 @@ class Graft:
     vision_bytes: int
 
 
-def graft_vision(export: Path, source: Path, anatomy: Anatomy) -> Graft:
+def graft_vision(export: Path, source: Path, anatomy: Anatomy, quantized: Collection[str] = ()) -> Graft:
     """Turn the text-only export in `export` (in place) into a multimodal checkpoint of `source`.
 
     `anatomy` is the multimodal source's. The text shards are renamed into the standard sharded
     layout with the vision tower as the last shard (`model-0000i-of-0000n.safetensors` plus an
     index: transformers reads a lone `model.safetensors` and ignores an index beside it). The
     caller publishes `export` by renaming a finished temp folder, so nothing half-grafted is seen.
+    The vision linears named in `quantized` are left out of the config's `ignore` list: the caller
+    writes them quantized next (`quantize.rtn_layers.write_rtn_layers`).
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -259,7 +292,7 @@ def graft_vision(export: Path, source: Path, anatomy: Anatomy) -> Graft:
     weight_map.update(dict.fromkeys(vision, names[-1]))
     index = {"metadata": {"total_size": _total_size(export)}, "weight_map": dict(sorted(weight_map.items()))}
     _write_json(export / _INDEX, index)
-    _write_config(export, source, anatomy)
+    _write_config(export, source, anatomy, quantized)
     for name in _PROCESSOR_FILES:
         if (source / name).is_file() and not (export / name).exists():
             shutil.copy2(source / name, export / name)
@@ -330,13 +363,15 @@ def _copy_vision(source: Path, anatomy: Anatomy, target: Path, save_file: Any) -
     return sorted(tensors)
 
 
-def _write_config(export: Path, source: Path, anatomy: Anatomy) -> None:
+def _write_config(export: Path, source: Path, anatomy: Anatomy, quantized: Collection[str]) -> None:
     config = json.loads((source / "config.json").read_text())
     text = json.loads((export / "config.json").read_text())
     quantization = text.get("quantization_config")
     if quantization is None:
         raise QuantscopeError(f"{export}/config.json has no quantization_config; nothing to graft")
-    vision = sorted({t.module for t in anatomy.by_group()["vision"] if t.is_linear_weight})
+    vision = sorted(
+        {t.module for t in anatomy.by_group()["vision"] if t.is_linear_weight and t.module not in quantized}
+    )
     config["quantization_config"] = multimodal_quantization_config(quantization, vision)
     _write_json(export / "config.json", config)
     standalone = export / "quantization_config.json"  # AutoRound also writes one; vLLM's INC reads it

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from quantscope.checkpoint.anatomy import Anatomy
 from quantscope.checkpoint.load import load_anatomy
 from quantscope.checkpoint.modeling import load_causal_lm, next_token_logits
 from quantscope.errors import QuantscopeError
-from quantscope.plan.recipe import Recipe, load_recipe, predict_footprint
+from quantscope.plan.recipe import KEPT, Recipe, assign_schemes, load_recipe, predict_footprint
 from quantscope.quantize.autoround import (
     AutoRoundPlan,
     plan_autoround,
@@ -53,7 +53,9 @@ from quantscope.quantize.multimodal import (
     is_multimodal,
     local_snapshot,
     text_view,
+    vision_weights_check,
 )
+from quantscope.quantize.rtn_layers import VISION_PREFIX, rtn_modules, write_rtn_layers
 from quantscope.quantize.verify import VerifyReport, VerifySettings, check_loading, verify
 
 Progress = Callable[[str], None]
@@ -230,12 +232,13 @@ def _quantize_multimodal(
     options: QuantizeOptions,
     progress: Progress,
 ) -> QuantizeResult:
-    """Quantize a multimodal checkpoint's language model and graft its vision tower back, 16-bit.
+    """Quantize a multimodal checkpoint's language model and graft its vision tower back.
 
     The language model is extracted to a text-only checkpoint beside `out` (a copy of its weights
     under the CausalLM's names), quantized and verified exactly like any text model, then renamed
-    back under the multimodal names next to the source's untouched vision tensors
-    (`quantize.multimodal`) and its vision tower checked byte for byte. Nothing lands at `out`
+    back under the multimodal names next to the source's vision tensors (`quantize.multimodal`):
+    byte for byte, or with the linears RTN-quantized under a recipe's `quantize_vision`
+    (`quantize.rtn_layers`, compared with the source within rounding). Nothing lands at `out`
     until all of that succeeded; an export that fails verification is kept at `<out>.rejected`.
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -246,6 +249,8 @@ def _quantize_multimodal(
     check_extractable(anatomy)
     # Every check that needs no weights, on the language model, before anything is downloaded or copied.
     _checked_plan(model, anatomy, text_view(anatomy), recipe, options)
+    vision_plan = _vision_assignment(anatomy, recipe, options)
+    quantized_vision = rtn_modules(vision_plan, VISION_PREFIX)
     source = local_snapshot(model)
     _remove_stale_partials(out)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{_PARTIAL}{os.getpid()}-"))
@@ -255,18 +260,26 @@ def _quantize_multimodal(
         inner = replace(options, overwrite=False)
         result = _quantize_text_model(text, recipe, work / "export", inner, out, progress)
         progress("grafting the vision tower back")
-        graft = graft_vision(result.directory, source, anatomy)
-        vision = check_vision(result.directory, source)
-        if not vision.ok:
-            raise QuantscopeError(f"the grafted checkpoint is wrong: {vision.name}: {vision.detail}")
+        graft = graft_vision(result.directory, source, anatomy, quantized_vision)
+        if quantized_vision:
+            progress(f"quantizing {len(quantized_vision)} vision linears (round to nearest)")
+            write_rtn_layers(result.directory, quantized_vision)
+        vision = [check_vision(result.directory, source, quantized_vision)]
+        if quantized_vision:
+            vision.append(vision_weights_check(result.directory, source, quantized_vision))
+        for check in vision:
+            if not check.ok:
+                raise QuantscopeError(f"the grafted checkpoint is wrong: {check.name}: {check.detail}")
         manifest = write_manifest(
             result.directory,
-            _multimodal_manifest(result.manifest, model, anatomy, recipe, graft, result.directory),
+            _multimodal_manifest(
+                result.manifest, model, anatomy, recipe, graft, result.directory, vision_plan
+            ),
         )
         report = result.report and replace(
             result.report,
             directory=str(out),
-            checks=(*result.report.checks, vision),
+            checks=(*result.report.checks, *vision),
             predicted_bytes=manifest.predicted_bytes,
             tensor_bytes=manifest.tensor_bytes,
             file_bytes=sum(path.stat().st_size for path in result.directory.iterdir() if path.is_file()),
@@ -296,17 +309,41 @@ def _quantize_text_model(
         ) from None
 
 
+def _vision_assignment(anatomy: Anatomy, recipe: Recipe, options: QuantizeOptions) -> dict[str, str]:
+    """Every vision linear of a multimodal source -> its format (16-bit unless `quantize_vision`);
+    refuses an export route the vision writer cannot write into, before any work."""
+    assigned = assign_schemes(anatomy, recipe)
+    vision = {t.module: assigned[t.module] for t in anatomy.by_group()["vision"] if t.is_linear_weight}
+    route = options.export_format
+    if rtn_modules(vision, VISION_PREFIX) and route not in (None, "llm_compressor"):
+        raise QuantscopeError(
+            f"recipe {recipe.name!r}: a quantized vision tower is written into compressed-tensors exports "
+            f"only, not {route!r}; use --format llm_compressor or drop quantize_vision"
+        )
+    return vision
+
+
 def _multimodal_manifest(
-    text: Manifest, model: str | Path, anatomy: Anatomy, recipe: Recipe, graft: Graft, directory: Path
+    text: Manifest,
+    model: str | Path,
+    anatomy: Anatomy,
+    recipe: Recipe,
+    graft: Graft,
+    directory: Path,
+    vision: Mapping[str, str],
 ) -> Manifest:
-    """The text export's manifest, re-pointed at the multimodal source and its grafted files."""
+    """The text export's manifest, re-pointed at the multimodal source and its grafted files, with
+    the vision linears' formats added to its assignment."""
+    quantized = sum(1 for fmt in vision.values() if fmt != KEPT)
+    how = f"copied, {quantized} linears quantized round-to-nearest" if quantized else "copied unchanged"
     note = (
         f"multimodal source: the language model was extracted, quantized and verified as a text-only "
         f"checkpoint; the vision tower's {graft.vision_tensors} tensors ({graft.vision_bytes:,} bytes) were "
-        f"copied unchanged and the text tensors renamed back under {TEXT_PREFIX!r}"
+        f"{how} and the text tensors renamed back under {TEXT_PREFIX!r}"
     )
     return replace(
         text,
+        assignment={**text.assignment, **vision},
         source=str(model),
         source_config_sha256=source_config_sha256(anatomy.source),
         model_type=anatomy.model_type,

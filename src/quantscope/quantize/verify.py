@@ -31,19 +31,20 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import get_format
 from quantscope.quantize.checks import Check, check_files, detail_list, structural_checks
 from quantscope.quantize.manifest import Manifest, directory_files, read_manifest, write_manifest
-from quantscope.quantize.mtp import MTP_PREFIX
 from quantscope.quantize.multimodal import (
     check_vision,
     extract_text_model,
     is_multimodal,
     is_multimodal_checkpoint,
     text_view,
+    vision_weights_check,
 )
+from quantscope.quantize.rtn_layers import VISION_PREFIX, is_outside_autoround
 from quantscope.quantize.vllm_check import loadable_check
 from quantscope.quantize.weights import (
     MAX_ERROR_RATIO,
     WEIGHTS_CHECK,
-    mtp_weight_errors,
+    rtn_weight_errors,
     weight_check,
     weight_errors,
 )
@@ -307,10 +308,10 @@ def _weights_check(
     if not loads:
         return Check(name, False, "not measured: weights are missing or ignored (see above)")
     progress("comparing every quantized weight with the source")
-    loaded = {m: f for m, f in manifest.assignment.items() if not m.startswith(MTP_PREFIX)}
+    loaded = {m: f for m, f in manifest.assignment.items() if not is_outside_autoround(m)}
     try:
         errors = weight_errors(model, source.model, loaded, source.fused_sets)
-        errors += mtp_weight_errors(directory, source.path, model, manifest.assignment, source.fused_sets)
+        errors += rtn_weight_errors(directory, source.path, model, manifest.assignment, source.fused_sets)
     except QuantscopeError as error:
         return Check(name, False, str(error))
     return weight_check(errors, settings.max_weight_ratio)
@@ -442,10 +443,13 @@ def _verify_multimodal(
     progress: Progress,
 ) -> VerifyReport:
     """A multimodal export: every check on its language model, extracted to a temp text-only
-    checkpoint (`quantize.multimodal`), plus the vision tower compared with the source's."""
+    checkpoint (`quantize.multimodal`), plus the vision tower compared with the source's: byte for
+    byte, and its quantized linears (a recipe's `quantize_vision`) within rounding."""
     import tempfile
 
     source = str(source or manifest.source)
+    vision_plan = {m: f for m, f in manifest.assignment.items() if m.startswith(VISION_PREFIX)}
+    quantized = {m: f for m, f in vision_plan.items() if get_format(f).is_quantized}
     # Beside the export, not in /tmp (often a small tmpfs): the copy is the whole language model.
     with tempfile.TemporaryDirectory(prefix=f".{directory.name}.verify-", dir=directory.parent) as tmp:
         progress("extracting the language model")
@@ -454,6 +458,7 @@ def _verify_multimodal(
         # No hashes for the temp copy: its files check is replaced by the one on the export below.
         text_manifest = replace(
             manifest,
+            assignment={m: f for m, f in manifest.assignment.items() if m not in vision_plan},
             files=directory_files(text),
             file_sha256={},
             predicted_bytes=manifest.predicted_bytes - vision_bytes,
@@ -463,14 +468,17 @@ def _verify_multimodal(
             text, source=source, reference=reference, load=load, settings=settings, progress=progress
         )
     progress("comparing the vision tower with the source")
-    vision = check_vision(directory, source if settings.kl else None)
+    read = source if settings.kl else None
+    vision = [check_vision(directory, read, quantized)]
+    if quantized:
+        vision.append(vision_weights_check(directory, read, quantized))
     # The files check ran on the temp copy; the one that counts is on the export itself.
     files = check_files(directory, manifest, progress)
     checks = tuple(files if check.name == files.name else check for check in report.checks)
     return replace(
         report,
         directory=str(directory),
-        checks=(*checks, vision),
+        checks=(*checks, *vision),
         tensor_bytes=report.tensor_bytes + vision_bytes,
         predicted_bytes=manifest.predicted_bytes,
         file_bytes=sum(path.stat().st_size for path in directory.iterdir() if path.is_file()),

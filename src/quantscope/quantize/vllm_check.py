@@ -52,7 +52,8 @@ LOADABLE_CHECK = "vLLM builds every layer"
 # Groups vLLM builds without the checkpoint's quantization config, or not in the main model:
 # the MoE router and shared-expert gate (`quant_config=None`, models/qwen3_next.py), the MTP
 # head (dropped by Qwen3.5's `hf_to_vllm_mapper`; the drafter builds it: `_drafter_layers`) and
-# the vision tower.
+# the vision tower (built with the config, but only asked about when it stores a quantized layer:
+# `_vision_groups`).
 _NOT_BUILT_HERE = ("router", "shared_expert_gate", "mtp", "vision", "embed", "norm")
 _EXPERT = re.compile(r"^(?P<prefix>.+\.experts)(?:\.(?P<index>\d+))?\.(?P<leaf>[a-z_]+)$")
 # Where vLLM picks a kernel for a method it already chose: an error raised there means "no
@@ -160,6 +161,8 @@ def _ask(anatomy: Anatomy, version: str, quant: dict[str, Any]) -> VllmLoadabili
     mapper = _configure(config, anatomy.config)
     packed = getattr(config, "packed_modules_mapping", None) or None
     layers = _build_all(layer_units(anatomy, mapper, packed), config)
+    if _quantized_vision(anatomy):
+        layers += _build_all(layer_units(anatomy, mapper, packed, groups=("vision",)), config)
     layers += _drafter_layers(anatomy, model_config)
     refused = [layer for layer in layers if not layer.ok]
     if refused:
@@ -301,6 +304,12 @@ def _source_packed_mapping(module_name: str, class_name: str) -> dict[str, list[
                     return {}
         pending += [base.id for base in node.bases if isinstance(base, ast.Name)]
     return {}
+
+
+def _quantized_vision(anatomy: Anatomy) -> bool:
+    """Whether the checkpoint stores a vision linear quantized (vLLM builds the tower with the
+    checkpoint's config: `Qwen3_VisionTransformer(quant_config=…)`, models/qwen3_vl.py)."""
+    return any(w.group == "vision" and w.kind != "16bit" for w in stored_weights(anatomy).values())
 
 
 def _drafter_layers(anatomy: Anatomy, model_config: Any) -> tuple[LayerMethod, ...]:

@@ -215,23 +215,24 @@ def weight_errors(
     return errors
 
 
-def mtp_weight_errors(
+def rtn_weight_errors(
     export: Path,
     source: str | Path,
     export_model: Any,
     assignment: Mapping[str, str],
     fused_sets: Sequence[Sequence[str]],
 ) -> list[WeightError]:
-    """`weight_errors` for the MTP layers, which neither loaded model holds: the export's stored
-    tensors as `quantize.mtp.stored_mtp_weights` decodes them, against the source checkpoint's
-    tensors read from its safetensors (`source`: a local directory or a hub id already in the cache)."""
+    """`weight_errors` for the MTP and vision layers, which the loaded models do not hold: the
+    export's stored tensors as `quantize.rtn_layers.stored_rtn_weights` decodes them, against the
+    source checkpoint's tensors read from its safetensors (`source`: a local directory or a hub id
+    already in the cache)."""
     import torch
 
     from quantscope.numerics.fakequant import qdq_spec, quantize_dequantize
-    from quantscope.quantize.mtp import stored_mtp_weights
     from quantscope.quantize.multimodal import local_snapshot
+    from quantscope.quantize.rtn_layers import stored_rtn_weights
 
-    stored = stored_mtp_weights(export, export_model, assignment)
+    stored = stored_rtn_weights(export, export_model, assignment)
     if not stored:
         return []
     originals = _source_tensors(local_snapshot(source), [f"{module}.weight" for module in stored])
@@ -262,7 +263,7 @@ def _source_tensors(source: Path, names: Sequence[str]) -> dict[str, Any]:
     for name in names:
         shard = source / shards.get(name, "model.safetensors")
         if not shard.is_file():
-            raise QuantscopeError(f"{source}: no tensor {name} to compare the export's MTP layer with")
+            raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
         with safe_open(shard, framework="pt") as handle:
             found[name] = handle.get_tensor(name)
     return found

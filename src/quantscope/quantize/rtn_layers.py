@@ -1,19 +1,25 @@
-"""MTP layers in floating-point formats, written with compressed-tensors' own code.
+"""Layers AutoRound never sees, quantized round-to-nearest with compressed-tensors' own code.
 
-transformers does not build Qwen3.5's multi-token-prediction head (`mtp.*`), so AutoRound never
-sees it. After its export it copies the head's tensors from the source and RTN-quantizes them
-only for integer formats in its GPTQ packing (`_woq_quantize_missing_tensors`,
-auto_round/utils/missing_tensors.py); in every other format they stay 16-bit. vLLM's drafter
-builds the MTP layers with the checkpoint's quantization config (`Qwen3_5MultiTokenPredictor`,
-vllm/model_executor/models/qwen3_5_mtp.py), so a compressed-tensors export whose config group
-targets `Linear` can hold them quantized, and must, once they are out of its `ignore` list.
+Two parts of a Qwen3.5 checkpoint are outside the model AutoRound quantizes:
 
-`write_mtp_layers` does that for the formats whose activations need no calibration (FP8 with
-dynamic activations, block FP8, weight-only NVFP4, MXFP4): the scales come from each weight
-alone (round to nearest), computed with compressed-tensors' `calculate_qparams` and
-`generate_gparam` and packed by the compressor its config names, so the stored layout is the
-library's own. Formats with calibrated activation scales (static FP8, NVFP4 W4A4) keep the head
-16-bit (`formats.mtp_writer`): transformers never runs it, so there is nothing to calibrate on.
+- the multi-token-prediction head (`mtp.*`): transformers does not build it. After its export
+  AutoRound copies the head's tensors from the source and RTN-quantizes them only for integer
+  formats in its GPTQ packing (`_woq_quantize_missing_tensors`, auto_round/utils/
+  missing_tensors.py); in every other format they stay 16-bit. vLLM's drafter builds the MTP
+  layers with the checkpoint's quantization config (`Qwen3_5MultiTokenPredictor`,
+  vllm/model_executor/models/qwen3_5_mtp.py);
+- the vision tower (`model.visual.*`), which `quantize` grafts back beside the quantized language
+  model (`quantize.multimodal`); vLLM builds it with the same config (`Qwen3_VisionTransformer`,
+  models/qwen3_vl.py). A recipe opts in with `quantize_vision`.
+
+So a compressed-tensors export whose config group targets `Linear` can hold these layers
+quantized, and must, once they are out of its `ignore` list. `write_rtn_layers` writes them for
+the formats whose activations need no calibration (FP8 with dynamic activations, block FP8,
+weight-only NVFP4, MXFP4): the scales come from each weight alone, computed with
+compressed-tensors' `calculate_qparams` and `generate_gparam` and packed by the compressor its
+config names, so the stored layout is the library's own. Formats with calibrated activation
+scales (static FP8, NVFP4 W4A4) keep these layers 16-bit (`formats.rtn_writer`): nothing runs
+them on calibration data here.
 """
 
 from __future__ import annotations
@@ -25,59 +31,64 @@ from pathlib import Path
 from typing import Any
 
 from quantscope.errors import QuantscopeError
-from quantscope.formats import get_format, mtp_writer
+from quantscope.formats import get_format, rtn_writer
 from quantscope.util import write_atomic
 
 MTP_PREFIX = "mtp."
+VISION_PREFIX = "model.visual."
 WRITER = "compressed-tensors"
 
-# vLLM's fused sets inside an MTP decoder layer (`Qwen3_5MTP.packed_modules_mapping`): members
+# vLLM's fused sets inside an MTP decoder layer (`Qwen3_5MTP.packed_modules_mapping`; the vision
+# tower stores its q/k/v fused already): members
 # share one NVFP4 global scale, as llm-compressor's `update_fused_layer_weight_global_scales`
 # makes them share it, so the fused layer vLLM builds holds one.
 _FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 @dataclass(frozen=True)
-class MtpLayers:
-    """What `write_mtp_layers` wrote: the MTP modules stored quantized, and their shard."""
+class RtnLayers:
+    """What `write_rtn_layers` wrote: the modules stored quantized, and their shards."""
 
     modules: tuple[str, ...]
     shard: str = ""
 
 
-def mtp_modules(assignment: Mapping[str, str]) -> dict[str, str]:
-    """The MTP modules of an export plan that quantscope writes itself (module -> format)."""
+def is_outside_autoround(module: str) -> bool:
+    """Whether a module is one AutoRound never sees (MTP head, vision tower)."""
+    return module.startswith(MTP_PREFIX) or module.startswith(VISION_PREFIX)
+
+
+def rtn_modules(assignment: Mapping[str, str], prefix: str = MTP_PREFIX) -> dict[str, str]:
+    """The modules under `prefix` of an export plan that quantscope writes itself (module -> format)."""
     return {
         module: fmt
         for module, fmt in assignment.items()
-        if module.startswith(MTP_PREFIX) and mtp_writer(get_format(fmt)) == WRITER
+        if module.startswith(prefix) and rtn_writer(get_format(fmt)) == WRITER
     }
 
 
-def write_mtp_layers(directory: Path, assignment: Mapping[str, str]) -> MtpLayers:
-    """Quantize the 16-bit MTP weights AutoRound copied into the export at `directory`.
+def write_rtn_layers(directory: Path, wanted: Mapping[str, str]) -> RtnLayers:
+    """Quantize the 16-bit weights of `wanted` (module -> format) in the export at `directory`.
 
-    Every module `mtp_modules(assignment)` names is compressed with the scheme of the export's
-    config group that targets it, its tensors replace the 16-bit weight in the same shard
-    (rewritten through a temp file) and the index is updated. Raises QuantscopeError when the
-    export is not compressed-tensors, a module is missing or ignored, or its config group is of
-    another format family than the recipe assigned.
+    Every module is compressed with the scheme of the export's config group that targets it, its
+    tensors replace the 16-bit weight in the same shard (rewritten through a temp file) and the
+    index is updated. Raises QuantscopeError when the export is not compressed-tensors, a module
+    is missing or ignored, or its config group is of another format family than assigned.
     """
-    wanted = mtp_modules(assignment)
     if not wanted:
-        return MtpLayers(())
+        return RtnLayers(())
     quant = _compressed_tensors_config(directory)
     shards = _weight_shards(directory)
     by_shard: dict[str, list[str]] = {}
     for module in wanted:
         shard = shards.get(f"{module}.weight")
         if shard is None:
-            raise QuantscopeError(f"{directory}: MTP weight {module}.weight is not in the export")
+            raise QuantscopeError(f"{directory}: weight {module}.weight is not in the export")
         by_shard.setdefault(shard, []).append(module)
     for shard, modules in by_shard.items():
         _rewrite_shard(directory / shard, modules, {m: _scheme_for(quant, m, wanted[m]) for m in modules})
         _reindex(directory, shard, modules)
-    return MtpLayers(tuple(sorted(wanted)), ",".join(sorted(by_shard)))
+    return RtnLayers(tuple(sorted(wanted)), ",".join(sorted(by_shard)))
 
 
 def _compressed_tensors_config(directory: Path) -> Mapping[str, Any]:
@@ -85,9 +96,9 @@ def _compressed_tensors_config(directory: Path) -> Mapping[str, Any]:
     quant = config.get("quantization_config") or {}
     if quant.get("quant_method") != "compressed-tensors":
         raise QuantscopeError(
-            f"{directory}: MTP layers in floating-point formats are written into compressed-tensors "
-            f"exports only (this one is {quant.get('quant_method')!r}); export with --format "
-            "llm_compressor, or keep MTP 16-bit (keep_groups: [mtp])"
+            f"{directory}: MTP and vision layers in floating-point formats are written into "
+            f"compressed-tensors exports only (this one is {quant.get('quant_method')!r}); export "
+            "with --format llm_compressor, or keep them 16-bit"
         )
     return quant
 
@@ -113,8 +124,8 @@ def _scheme_for(quant: Mapping[str, Any], module: str, fmt_name: str) -> tuple[A
             )
             return scheme, group.get("format") or quant["format"]
     raise QuantscopeError(
-        f"MTP module {module} ({fmt_name}): no config group of the export stores it in that format "
-        "(a recipe may put MTP in its main format only); keep MTP 16-bit (keep_groups: [mtp]) "
+        f"module {module} ({fmt_name}): no config group of the export stores it in that format "
+        "(MTP and vision layers can be stored in the recipe's main scheme only); keep it 16-bit "
         "or store it in the recipe's scheme"
     )
 
@@ -215,8 +226,11 @@ def _ranges(weight: Any, args: Any) -> tuple[Any, Any]:
 
 
 def _reindex(directory: Path, shard: str, modules: Sequence[str]) -> None:
-    """Point the index's weight map at the compressed tensors (the 16-bit `weight` is gone)."""
+    """Point the index's weight map at the compressed tensors (the 16-bit `weight` is gone) and
+    its `total_size` at the shards' new tensor bytes."""
     from safetensors import safe_open
+
+    from quantscope.checkpoint.load import load_anatomy
 
     index = directory / "model.safetensors.index.json"
     if not index.is_file():
@@ -227,23 +241,24 @@ def _reindex(directory: Path, shard: str, modules: Sequence[str]) -> None:
         weight_map.pop(f"{module}.weight", None)
     with safe_open(directory / shard, framework="pt") as handle:
         weight_map.update(dict.fromkeys(list(handle.keys()), shard))
+    data.setdefault("metadata", {})["total_size"] = load_anatomy(directory).total_bytes
     write_atomic(index, json.dumps(data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading them back (for verify: neither transformers model holds the MTP head)
+# Reading them back (for verify: the transformers model it loads holds neither part)
 # ---------------------------------------------------------------------------------------------
 
 
-def stored_mtp_weights(directory: Path, model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
-    """Module -> the `[out, in]` float32 weight the export stores, for every quantized MTP module
-    of `assignment`, decoded by the code that reads such a layer elsewhere: compressed-tensors'
+def stored_rtn_weights(directory: Path, model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
+    """Module -> the `[out, in]` float32 weight the export stores, for every quantized MTP or
+    vision module of `assignment`, decoded by the code that reads such a layer elsewhere: compressed-tensors'
     registered compressor (`decompress`), or, for AutoRound's GPTQ packing, the QuantLinear class
     transformers built for the export's other integer layers (`model`), run as `dequantized_weight`
     reads any loaded layer. Raises QuantscopeError naming a module that cannot be decoded."""
     from safetensors import safe_open
 
-    wanted = {m: f for m, f in assignment.items() if m.startswith(MTP_PREFIX) and get_format(f).is_quantized}
+    wanted = {m: f for m, f in assignment.items() if is_outside_autoround(m) and get_format(f).is_quantized}
     if not wanted:
         return {}
     quant = json.loads((directory / "config.json").read_text()).get("quantization_config") or {}
@@ -252,7 +267,7 @@ def stored_mtp_weights(directory: Path, model: Any, assignment: Mapping[str, str
     for module, fmt in wanted.items():
         names = [name for name in shards if name.rpartition(".")[0] == module]
         if not names:
-            raise QuantscopeError(f"{directory}: MTP module {module} ({fmt}) has no tensors in the export")
+            raise QuantscopeError(f"{directory}: module {module} ({fmt}) has no tensors in the export")
         state = {}
         for name in names:
             with safe_open(directory / shards[name], framework="pt") as handle:
@@ -279,7 +294,7 @@ def _autoround_decoded(model: Any, module: str, fmt: str, state: dict[str, Any])
     qlinear = next((type(m) for m in model.modules() if hasattr(m, "qweight")), None)
     if qlinear is None or "qweight" not in state:
         raise QuantscopeError(
-            f"MTP module {module} ({fmt}): no AutoRound integer layer was loaded to decode it with"
+            f"module {module} ({fmt}): no AutoRound integer layer was loaded to decode it with"
         )
     packed_rows = state["qweight"].shape[0]
     in_features = packed_rows * 32 // layout.weight_bits
