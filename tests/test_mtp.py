@@ -206,3 +206,27 @@ def test_an_mtp_layer_nobody_can_write_is_refused_before_any_work(mtp_source: Pa
     with pytest.raises(QuantscopeError, match="MTP layers can be stored in the recipe's scheme"):
         plan_autoround(anatomy, mixed)
     assert plan_autoround(anatomy, PRESETS["fp8-block"]).export_format == "llm_compressor"
+
+
+def test_fused_mtp_layers_share_one_nvfp4_global_scale(mtp_exports: dict[str, Path]) -> None:
+    """vLLM builds q/k/v and gate/up as one layer with one global scale; AutoRound's export of the
+    model's own layers shares it so, and so must the MTP layers written after it."""
+    from safetensors import safe_open
+
+    export = mtp_exports["nvfp4a16"]
+    weight_map = json.loads((export / "model.safetensors.index.json").read_text())["weight_map"]
+
+    def scales(prefix: str, leaves: tuple[str, ...]) -> list[float]:
+        found = []
+        for leaf in leaves:
+            name = f"{prefix}.{leaf}.weight_global_scale"
+            with safe_open(export / weight_map[name], framework="pt") as handle:
+                found.append(float(handle.get_tensor(name)))
+        return found
+
+    for prefix in ("model.layers.3", "mtp.layers.0"):
+        qkv = scales(f"{prefix}.self_attn", ("q_proj", "k_proj", "v_proj"))
+        gate_up = scales(f"{prefix}.mlp", ("gate_proj", "up_proj"))
+        assert len(set(qkv)) == 1 and len(set(gate_up)) == 1, (prefix, qkv, gate_up)
+    alone = scales("mtp.layers.0.self_attn", ("o_proj",)) + scales("mtp.layers.0.mlp", ("down_proj",))
+    assert alone[0] != alone[1]  # unfused layers keep their own

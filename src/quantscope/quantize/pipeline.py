@@ -56,7 +56,14 @@ from quantscope.quantize.multimodal import (
     vision_weights_check,
 )
 from quantscope.quantize.rtn_layers import VISION_PREFIX, rtn_modules, write_rtn_layers
-from quantscope.quantize.verify import VerifyReport, VerifySettings, check_loading, verify
+from quantscope.quantize.verify import (
+    VerifyReport,
+    VerifySettings,
+    check_loading,
+    replaced,
+    verify,
+    whole_export_loadable,
+)
 
 Progress = Callable[[str], None]
 _PARTIAL = ".partial-"
@@ -248,8 +255,9 @@ def _quantize_multimodal(
     anatomy = load_anatomy(model)
     check_extractable(anatomy)
     # Every check that needs no weights, on the language model, before anything is downloaded or copied.
-    _checked_plan(model, anatomy, text_view(anatomy), recipe, options)
     vision_plan = _vision_assignment(anatomy, recipe, options)
+    text_recipe = _language_model_recipe(recipe, anatomy)
+    _checked_plan(model, anatomy, text_view(anatomy), text_recipe, options)
     quantized_vision = rtn_modules(vision_plan, VISION_PREFIX)
     source = local_snapshot(model)
     _remove_stale_partials(out)
@@ -258,7 +266,7 @@ def _quantize_multimodal(
         progress("extracting the language model")
         text = extract_text_model(source, work / "text-model")
         inner = replace(options, overwrite=False)
-        result = _quantize_text_model(text, recipe, work / "export", inner, out, progress)
+        result = _quantize_text_model(text, text_recipe, work / "export", inner, out, progress)
         progress("grafting the vision tower back")
         graft = graft_vision(result.directory, source, anatomy, quantized_vision)
         if quantized_vision:
@@ -279,7 +287,7 @@ def _quantize_multimodal(
         report = result.report and replace(
             result.report,
             directory=str(out),
-            checks=(*result.report.checks, *vision),
+            checks=(*replaced(result.report.checks, whole_export_loadable(result.directory)), *vision),
             predicted_bytes=manifest.predicted_bytes,
             tensor_bytes=manifest.tensor_bytes,
             file_bytes=sum(path.stat().st_size for path in result.directory.iterdir() if path.is_file()),
@@ -315,12 +323,39 @@ def _vision_assignment(anatomy: Anatomy, recipe: Recipe, options: QuantizeOption
     assigned = assign_schemes(anatomy, recipe)
     vision = {t.module: assigned[t.module] for t in anatomy.by_group()["vision"] if t.is_linear_weight}
     route = options.export_format
+    other = sorted(m for m, fmt in rtn_modules(vision, VISION_PREFIX).items() if fmt != recipe.format.name)
+    if other:
+        raise QuantscopeError(
+            f"recipe {recipe.name!r}: vision linears can be stored in the recipe's scheme "
+            f"({recipe.format.name}) or kept 16-bit, not in {vision[other[0]]} ({other[0]}); "
+            "change the override"
+        )
     if rtn_modules(vision, VISION_PREFIX) and route not in (None, "llm_compressor"):
         raise QuantscopeError(
             f"recipe {recipe.name!r}: a quantized vision tower is written into compressed-tensors exports "
             f"only, not {route!r}; use --format llm_compressor or drop quantize_vision"
         )
     return vision
+
+
+def _language_model_recipe(recipe: Recipe, anatomy: Anatomy) -> Recipe:
+    """The recipe the extracted language model is quantized with: the rules that match only vision
+    linears (checked against the whole checkpoint by `_vision_assignment`) left out, since the
+    language model alone has nothing for them to match."""
+    import re
+
+    vision = {t.module for t in anatomy.by_group()["vision"]}
+    text = [module for module in anatomy.linear_weights if module not in vision]
+
+    def matches_text(pattern: str) -> bool:
+        return any(re.search(pattern, module) for module in text)
+
+    return replace(
+        recipe,
+        keep_patterns=tuple(p for p in recipe.keep_patterns if matches_text(p)),
+        overrides=tuple(o for o in recipe.overrides if matches_text(o.pattern)),
+        quantize_vision=False,
+    )
 
 
 def _multimodal_manifest(
@@ -343,6 +378,7 @@ def _multimodal_manifest(
     )
     return replace(
         text,
+        recipe=recipe,
         assignment={**text.assignment, **vision},
         source=str(model),
         source_config_sha256=source_config_sha256(anatomy.source),

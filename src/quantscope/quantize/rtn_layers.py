@@ -85,8 +85,14 @@ def write_rtn_layers(directory: Path, wanted: Mapping[str, str]) -> RtnLayers:
         if shard is None:
             raise QuantscopeError(f"{directory}: weight {module}.weight is not in the export")
         by_shard.setdefault(shard, []).append(module)
+    # One global |max| per vLLM fused set, over every shard its members sit in.
+    global_amax = shared_global_amax(
+        {m: _read_tensor(directory / shards[f"{m}.weight"], f"{m}.weight").abs().amax() for m in wanted},
+        wanted,
+    )
     for shard, modules in by_shard.items():
-        _rewrite_shard(directory / shard, modules, {m: _scheme_for(quant, m, wanted[m]) for m in modules})
+        schemes = {m: _scheme_for(quant, m, wanted[m]) for m in modules}
+        _rewrite_shard(directory / shard, modules, schemes, global_amax)
         _reindex(directory, shard, modules)
     return RtnLayers(tuple(sorted(wanted)), ",".join(sorted(by_shard)))
 
@@ -96,9 +102,9 @@ def _compressed_tensors_config(directory: Path) -> Mapping[str, Any]:
     quant = config.get("quantization_config") or {}
     if quant.get("quant_method") != "compressed-tensors":
         raise QuantscopeError(
-            f"{directory}: MTP and vision layers in floating-point formats are written into "
-            f"compressed-tensors exports only (this one is {quant.get('quant_method')!r}); export "
-            "with --format llm_compressor, or keep them 16-bit"
+            f"{directory}: quantscope writes MTP and vision layers into compressed-tensors exports "
+            f"only (this one is {quant.get('quant_method')!r}); export with --format llm_compressor, "
+            "or keep them 16-bit"
         )
     return quant
 
@@ -137,16 +143,28 @@ def _weight_shards(directory: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     single = directory / "model.safetensors"
+    if not single.is_file():
+        raise QuantscopeError(f"{directory}: neither model.safetensors.index.json nor model.safetensors")
     with safe_open(single, framework="pt") as handle:
         return dict.fromkeys(handle.keys(), single.name)
 
 
-def _rewrite_shard(path: Path, modules: Sequence[str], schemes: Mapping[str, tuple[Any, str]]) -> None:
+def _read_tensor(path: Path, name: str) -> Any:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        if name not in set(handle.keys()):
+            raise QuantscopeError(f"{path}: no tensor {name}")
+        return handle.get_tensor(name)
+
+
+def _rewrite_shard(
+    path: Path, modules: Sequence[str], schemes: Mapping[str, tuple[Any, str]], global_amax: Mapping[str, Any]
+) -> None:
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
     metadata = _metadata(path)
-    global_amax = _fused_amax({m: tensors[f"{m}.weight"] for m in modules}, schemes)
     for module in modules:
         weight = tensors.pop(f"{module}.weight")
         scheme, compression = schemes[module]
@@ -164,17 +182,20 @@ def _metadata(path: Path) -> dict[str, str] | None:
         return handle.metadata()
 
 
-def _fused_amax(weights: Mapping[str, Any], schemes: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
-    """|max| over each fused set for the formats with a per-tensor global scale (NVFP4)."""
-    amax: dict[str, Any] = {}
-    for module in weights:
-        if schemes[module][0].weights.strategy != "tensor_group":
-            continue
+def shared_global_amax(amax: Mapping[str, Any], formats: Mapping[str, str]) -> dict[str, Any]:
+    """Module -> the |max| its NVFP4 global scale is computed from: each module's own `amax`,
+    shared (the largest) across the members of a vLLM fused set under one parent: q/k/v and
+    gate/up, which for MoE experts pairs each expert's gate and up (vLLM's w13) and leaves down
+    alone, as `numerics.fakequant.shared_amax` does for the layers AutoRound writes. Modules of
+    other formats are left out (no global scale)."""
+    nvfp4 = {m: a for m, a in amax.items() if get_format(formats[m]).data_type == "nvfp4"}
+    shared: dict[str, Any] = {}
+    for module, value in nvfp4.items():
         parent, _, leaf = module.rpartition(".")
-        members = next((s for s in _FUSED if leaf in s), (leaf,))
-        present = [f"{parent}.{m}" for m in members if f"{parent}.{m}" in weights]
-        amax[module] = max(weights[m].abs().max().float() for m in present)
-    return amax
+        members = next((group for group in _FUSED if leaf in group), (leaf,))
+        present = [f"{parent}.{m}" for m in members if f"{parent}.{m}" in nvfp4]
+        shared[module] = max(nvfp4[m].float() for m in present) if len(present) > 1 else value.float()
+    return shared
 
 
 def compress_weight(weight: Any, scheme: Any, compression: str, amax: Any = None) -> dict[str, Any]:
@@ -222,7 +243,9 @@ def _ranges(weight: Any, args: Any) -> tuple[Any, Any]:
         return blocks.amin(dim=(1, 3)), blocks.amax(dim=(1, 3))
     if strategy == "tensor":
         return weight.min().reshape(1), weight.max().reshape(1)
-    raise QuantscopeError(f"MTP weights: compressed-tensors strategy {strategy!r} is not written here")
+    raise QuantscopeError(
+        f"compressed-tensors strategy {strategy!r}: not one quantscope writes RTN layers in"
+    )
 
 
 def _reindex(directory: Path, shard: str, modules: Sequence[str]) -> None:

@@ -311,7 +311,7 @@ def _weights_check(
     loaded = {m: f for m, f in manifest.assignment.items() if not is_outside_autoround(m)}
     try:
         errors = weight_errors(model, source.model, loaded, source.fused_sets)
-        errors += rtn_weight_errors(directory, source.path, model, manifest.assignment, source.fused_sets)
+        errors += rtn_weight_errors(directory, source.path, model, manifest.assignment)
     except QuantscopeError as error:
         return Check(name, False, str(error))
     return weight_check(errors, settings.max_weight_ratio)
@@ -472,9 +472,11 @@ def _verify_multimodal(
     vision = [check_vision(directory, read, quantized)]
     if quantized:
         vision.append(vision_weights_check(directory, read, quantized))
-    # The files check ran on the temp copy; the one that counts is on the export itself.
-    files = check_files(directory, manifest, progress)
-    checks = tuple(files if check.name == files.name else check for check in report.checks)
+    # The files and vLLM checks ran on the temp copy; the ones that count are on the export itself
+    # (vLLM builds the vision tower with the checkpoint's config too).
+    checks = replaced(
+        report.checks, check_files(directory, manifest, progress), whole_export_loadable(directory)
+    )
     return replace(
         report,
         directory=str(directory),
@@ -483,6 +485,18 @@ def _verify_multimodal(
         predicted_bytes=manifest.predicted_bytes,
         file_bytes=sum(path.stat().st_size for path in directory.iterdir() if path.is_file()),
     )
+
+
+def whole_export_loadable(directory: Path) -> Check:
+    """`vllm_check.loadable_check` on a multimodal export as a whole (its quantized vision linears
+    included), to replace the one run on the extracted language model."""
+    return loadable_check(load_anatomy(directory))
+
+
+def replaced(checks: Sequence[Check], *by: Check) -> tuple[Check, ...]:
+    """`checks` with each check of the same name as one of `by` replaced by it."""
+    new = {check.name: check for check in by}
+    return tuple(new.get(check.name, check) for check in checks)
 
 
 def _decode(directory: Path, tokens: Sequence[int]) -> str:

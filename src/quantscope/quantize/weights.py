@@ -220,7 +220,6 @@ def rtn_weight_errors(
     source: str | Path,
     export_model: Any,
     assignment: Mapping[str, str],
-    fused_sets: Sequence[Sequence[str]],
 ) -> list[WeightError]:
     """`weight_errors` for the MTP and vision layers, which the loaded models do not hold: the
     export's stored tensors as `quantize.rtn_layers.stored_rtn_weights` decodes them, against the
@@ -230,13 +229,15 @@ def rtn_weight_errors(
 
     from quantscope.numerics.fakequant import qdq_spec, quantize_dequantize
     from quantscope.quantize.multimodal import local_snapshot
-    from quantscope.quantize.rtn_layers import stored_rtn_weights
+    from quantscope.quantize.rtn_layers import shared_global_amax, stored_rtn_weights
 
     stored = stored_rtn_weights(export, export_model, assignment)
     if not stored:
         return []
     originals = _source_tensors(local_snapshot(source), [f"{module}.weight" for module in stored])
-    amax = _fused_global_amax(originals, {m: assignment[m] for m in stored}, fused_sets)
+    amax = shared_global_amax(
+        {m: originals[f"{m}.weight"].abs().amax() for m in stored}, {m: assignment[m] for m in stored}
+    )
     errors = []
     with torch.no_grad():
         for module, weight in stored.items():
@@ -265,27 +266,10 @@ def _source_tensors(source: Path, names: Sequence[str]) -> dict[str, Any]:
         if not shard.is_file():
             raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
         with safe_open(shard, framework="pt") as handle:
+            if name not in set(handle.keys()):
+                raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
             found[name] = handle.get_tensor(name)
     return found
-
-
-def _fused_global_amax(
-    weights: Mapping[str, Any], formats: Mapping[str, str], fused_sets: Sequence[Sequence[str]]
-) -> dict[str, Any]:
-    """NVFP4's global |max| per module, shared across a vLLM fused set (as `shared_amax`)."""
-    from quantscope.formats import get_format
-
-    amax = {
-        module: weights[f"{module}.weight"].abs().amax().float()
-        for module, fmt in formats.items()
-        if get_format(fmt).data_type == "nvfp4"
-    }
-    for members in fused_sets:
-        present = [m for m in members if m in amax]
-        if len(present) > 1:
-            joint = max(amax[m] for m in present)
-            amax.update(dict.fromkeys(present, joint))
-    return amax
 
 
 WEIGHTS_CHECK = "weights match the source within rounding"
