@@ -51,6 +51,7 @@ def test_presets_cover_the_contract_and_round_trip_through_yaml(tmp_path: Path):
     }
     for name, recipe in PRESETS.items():
         assert load_recipe(name) is recipe
+        assert load_recipe(Path(name)) is recipe  # `plan --recipe` types its option as a path
         path = tmp_path / f"{name}.yaml"
         save_recipe(recipe, path)
         assert load_recipe(path) == recipe

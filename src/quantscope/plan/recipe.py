@@ -188,10 +188,11 @@ PRESETS: dict[str, Recipe] = {
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
-    """A preset by name, or a recipe read from a YAML file; unknown keys are errors."""
-    if isinstance(name_or_path, str) and name_or_path in PRESETS:
-        return PRESETS[name_or_path]
+    """A preset by name, or a recipe read from a YAML file; unknown keys are errors. A preset's
+    name given as a path (a CLI option typed `Path`) is the preset unless such a file exists."""
     path = Path(name_or_path).expanduser()
+    if str(name_or_path) in PRESETS and not path.is_file():
+        return PRESETS[str(name_or_path)]
     if not path.is_file():
         raise QuantscopeError(
             f"{name_or_path}: neither a preset nor a recipe file; presets: {', '.join(PRESETS)}"
