@@ -106,27 +106,6 @@ def check_vision(export: Path, source: str | Path | None, quantized: Collection[
     )
 
 
-VISION_WEIGHTS_CHECK = "vision weights match the source within rounding"
-
-
-def vision_weights_check(export: Path, source: str | Path | None, assignment: Mapping[str, str]) -> Check:
-    """The quantized vision modules of `assignment` (module -> format) against the source's
-    weights, as `verify` compares the language model's (`quantize.weights.weight_check`)."""
-    from dataclasses import replace
-
-    from quantscope.quantize.weights import rtn_weight_errors, weight_check
-
-    if source is None:
-        return Check(
-            VISION_WEIGHTS_CHECK, True, "not measured: --no-kl: the source was not read", skipped=True
-        )
-    try:
-        errors = rtn_weight_errors(export, source, None, assignment)
-    except QuantscopeError as error:
-        return Check(VISION_WEIGHTS_CHECK, False, str(error))
-    return replace(weight_check(errors), name=VISION_WEIGHTS_CHECK)
-
-
 def _same_tensor(a: Any, b: Any) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and bool(a.equal(b))
 

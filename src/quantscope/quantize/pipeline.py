@@ -53,7 +53,6 @@ from quantscope.quantize.multimodal import (
     is_multimodal,
     local_snapshot,
     text_view,
-    vision_weights_check,
 )
 from quantscope.quantize.rtn_layers import VISION_PREFIX, rtn_modules, write_rtn_layers
 from quantscope.quantize.verify import (
@@ -62,6 +61,7 @@ from quantscope.quantize.verify import (
     check_loading,
     replaced,
     verify,
+    vision_weights_check,
     whole_export_loadable,
 )
 

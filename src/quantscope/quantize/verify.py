@@ -37,14 +37,12 @@ from quantscope.quantize.multimodal import (
     is_multimodal,
     is_multimodal_checkpoint,
     text_view,
-    vision_weights_check,
 )
-from quantscope.quantize.rtn_layers import VISION_PREFIX, is_outside_autoround
+from quantscope.quantize.rtn_layers import VISION_PREFIX, is_outside_autoround, rtn_weight_errors
 from quantscope.quantize.vllm_check import loadable_check
 from quantscope.quantize.weights import (
     MAX_ERROR_RATIO,
     WEIGHTS_CHECK,
-    rtn_weight_errors,
     weight_check,
     weight_errors,
 )
@@ -485,6 +483,23 @@ def _verify_multimodal(
         predicted_bytes=manifest.predicted_bytes,
         file_bytes=sum(path.stat().st_size for path in directory.iterdir() if path.is_file()),
     )
+
+
+VISION_WEIGHTS_CHECK = "vision weights match the source within rounding"
+
+
+def vision_weights_check(export: Path, source: str | Path | None, assignment: Mapping[str, str]) -> Check:
+    """The quantized vision modules of `assignment` (module -> format) against the source's
+    weights, as `verify` compares the language model's (`quantize.weights.weight_check`)."""
+    if source is None:
+        return Check(
+            VISION_WEIGHTS_CHECK, True, "not measured: --no-kl: the source was not read", skipped=True
+        )
+    try:
+        errors = rtn_weight_errors(export, source, None, assignment)
+    except QuantscopeError as error:
+        return Check(VISION_WEIGHTS_CHECK, False, str(error))
+    return replace(weight_check(errors), name=VISION_WEIGHTS_CHECK)
 
 
 def whole_export_loadable(directory: Path) -> Check:

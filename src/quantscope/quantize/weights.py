@@ -215,63 +215,6 @@ def weight_errors(
     return errors
 
 
-def rtn_weight_errors(
-    export: Path,
-    source: str | Path,
-    export_model: Any,
-    assignment: Mapping[str, str],
-) -> list[WeightError]:
-    """`weight_errors` for the MTP and vision layers, which the loaded models do not hold: the
-    export's stored tensors as `quantize.rtn_layers.stored_rtn_weights` decodes them, against the
-    source checkpoint's tensors read from its safetensors (`source`: a local directory or a hub id
-    already in the cache)."""
-    import torch
-
-    from quantscope.numerics.fakequant import qdq_spec, quantize_dequantize
-    from quantscope.quantize.multimodal import local_snapshot
-    from quantscope.quantize.rtn_layers import shared_global_amax, stored_rtn_weights
-
-    stored = stored_rtn_weights(export, export_model, assignment)
-    if not stored:
-        return []
-    originals = _source_tensors(local_snapshot(source), [f"{module}.weight" for module in stored])
-    amax = shared_global_amax(
-        {m: originals[f"{m}.weight"].abs().amax() for m in stored}, {m: assignment[m] for m in stored}
-    )
-    errors = []
-    with torch.no_grad():
-        for module, weight in stored.items():
-            original = originals[f"{module}.weight"]
-            rounded = quantize_dequantize(original, qdq_spec(assignment[module]), amax.get(module)).float()
-            original = original.float()
-            norm = float(original.norm()) or 1.0
-            error = float((weight - original).norm()) / norm
-            errors.append(
-                WeightError(module, assignment[module], error, float((rounded - original).norm()) / norm)
-            )
-    return errors
-
-
-def _source_tensors(source: Path, names: Sequence[str]) -> dict[str, Any]:
-    """The named tensors of a local safetensors checkpoint (sharded or not)."""
-    import json
-
-    from safetensors import safe_open
-
-    index = source / "model.safetensors.index.json"
-    shards = json.loads(index.read_text())["weight_map"] if index.is_file() else {}
-    found = {}
-    for name in names:
-        shard = source / shards.get(name, "model.safetensors")
-        if not shard.is_file():
-            raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
-        with safe_open(shard, framework="pt") as handle:
-            if name not in set(handle.keys()):
-                raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
-            found[name] = handle.get_tensor(name)
-    return found
-
-
 WEIGHTS_CHECK = "weights match the source within rounding"
 
 
