@@ -270,6 +270,7 @@ def like_plan_view(like: LikePlan) -> Group:
             f"[bold]recipe of {like.self_footprint.source}[/]: scheme {recipe.scheme}; kept 16-bit: "
             f"{', '.join(recipe.keep_groups) or 'nothing beyond the fixed rules'}; "
             f"quantize_lm_head={recipe.quantize_lm_head}"
+            + ("; quantize_vision=True" if recipe.quantize_vision else "")
         ),
         Text(f"overrides: {rules}{more}" if rules else "overrides: none"),
     ]
