@@ -47,7 +47,6 @@ from quantscope.quantize.multimodal import (
     TEXT_PREFIX,
     Graft,
     check_extractable,
-    check_vision,
     extract_text_model,
     graft_vision,
     is_multimodal,
@@ -61,7 +60,7 @@ from quantscope.quantize.verify import (
     check_loading,
     replaced,
     verify,
-    vision_weights_check,
+    vision_checks,
     whole_export_loadable,
 )
 
@@ -272,9 +271,7 @@ def _quantize_multimodal(
         if quantized_vision:
             progress(f"quantizing {len(quantized_vision)} vision linears (round to nearest)")
             write_rtn_layers(result.directory, quantized_vision)
-        vision = [check_vision(result.directory, source, quantized_vision)]
-        if quantized_vision:
-            vision.append(vision_weights_check(result.directory, source, quantized_vision))
+        vision = vision_checks(result.directory, source, quantized_vision)
         for check in vision:
             if not check.ok:
                 raise QuantscopeError(f"the grafted checkpoint is wrong: {check.name}: {check.detail}")
@@ -323,14 +320,15 @@ def _vision_assignment(anatomy: Anatomy, recipe: Recipe, options: QuantizeOption
     assigned = assign_schemes(anatomy, recipe)
     vision = {t.module: assigned[t.module] for t in anatomy.by_group()["vision"] if t.is_linear_weight}
     route = options.export_format
-    other = sorted(m for m, fmt in rtn_modules(vision, VISION_PREFIX).items() if fmt != recipe.format.name)
+    written = rtn_modules(vision, VISION_PREFIX)
+    other = sorted(m for m, fmt in written.items() if fmt != recipe.format.name)
     if other:
         raise QuantscopeError(
             f"recipe {recipe.name!r}: vision linears can be stored in the recipe's scheme "
             f"({recipe.format.name}) or kept 16-bit, not in {vision[other[0]]} ({other[0]}); "
             "change the override"
         )
-    if rtn_modules(vision, VISION_PREFIX) and route not in (None, "llm_compressor"):
+    if written and route not in (None, "llm_compressor"):
         raise QuantscopeError(
             f"recipe {recipe.name!r}: a quantized vision tower is written into compressed-tensors exports "
             f"only, not {route!r}; use --format llm_compressor or drop quantize_vision"

@@ -40,18 +40,18 @@ VISION_PREFIX = "model.visual."
 WRITER = "compressed-tensors"
 
 # vLLM's fused sets inside an MTP decoder layer (`Qwen3_5MTP.packed_modules_mapping`; the vision
-# tower stores its q/k/v fused already): members
-# share one NVFP4 global scale, as llm-compressor's `update_fused_layer_weight_global_scales`
-# makes them share it, so the fused layer vLLM builds holds one.
+# tower stores its q/k/v fused already): members share one NVFP4 global scale, as llm-compressor's
+# `update_fused_layer_weight_global_scales` makes them share it, so the fused layer vLLM builds
+# holds one.
 _FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 @dataclass(frozen=True)
 class RtnLayers:
-    """What `write_rtn_layers` wrote: the modules stored quantized, and their shards."""
+    """What `write_rtn_layers` wrote: the modules stored quantized, and the shards it rewrote."""
 
     modules: tuple[str, ...]
-    shard: str = ""
+    shards: tuple[str, ...] = ()
 
 
 def is_outside_autoround(module: str) -> bool:
@@ -95,7 +95,7 @@ def write_rtn_layers(directory: Path, wanted: Mapping[str, str]) -> RtnLayers:
         schemes = {m: _scheme_for(quant, m, wanted[m]) for m in modules}
         _rewrite_shard(directory / shard, modules, schemes, global_amax)
         _reindex(directory, shard, modules)
-    return RtnLayers(tuple(sorted(wanted)), ",".join(sorted(by_shard)))
+    return RtnLayers(tuple(sorted(wanted)), tuple(sorted(by_shard)))
 
 
 def _compressed_tensors_config(directory: Path) -> Mapping[str, Any]:
@@ -276,12 +276,11 @@ def _reindex(directory: Path, shard: str, modules: Sequence[str]) -> None:
 
 def stored_rtn_weights(directory: Path, model: Any, assignment: Mapping[str, str]) -> dict[str, Any]:
     """Module -> the `[out, in]` float32 weight the export stores, for every quantized MTP or
-    vision module of `assignment`, decoded by the code that reads such a layer elsewhere: compressed-tensors'
-    registered compressor (`decompress`), or, for AutoRound's GPTQ packing, the QuantLinear class
-    transformers built for the export's other integer layers (`model`), run as `dequantized_weight`
-    reads any loaded layer. Raises QuantscopeError naming a module that cannot be decoded."""
-    from safetensors import safe_open
-
+    vision module of `assignment`, decoded by the code that reads such a layer elsewhere:
+    compressed-tensors' registered compressor (`decompress`), or, for AutoRound's GPTQ packing,
+    the QuantLinear class transformers built for the export's other integer layers (`model`), run
+    as `dequantized_weight` reads any loaded layer. Raises QuantscopeError naming a module that
+    cannot be decoded."""
     wanted = {m: f for m, f in assignment.items() if is_outside_autoround(m) and get_format(f).is_quantized}
     if not wanted:
         return {}
@@ -292,10 +291,7 @@ def stored_rtn_weights(directory: Path, model: Any, assignment: Mapping[str, str
         names = [name for name in shards if name.rpartition(".")[0] == module]
         if not names:
             raise QuantscopeError(f"{directory}: module {module} ({fmt}) has no tensors in the export")
-        state = {}
-        for name in names:
-            with safe_open(directory / shards[name], framework="pt") as handle:
-                state[name.rpartition(".")[2]] = handle.get_tensor(name)
+        state = {name.rpartition(".")[2]: _read_tensor(directory / shards[name], name) for name in names}
         if quant.get("quant_method") == "compressed-tensors":
             decoded[module] = _ct_decoded(quant, module, fmt, state)
         else:
@@ -364,19 +360,8 @@ def rtn_weight_errors(
 
 def _source_tensors(source: Path, names: Sequence[str]) -> dict[str, Any]:
     """The named tensors of a local safetensors checkpoint (sharded or not)."""
-    import json
-
-    from safetensors import safe_open
-
-    index = source / "model.safetensors.index.json"
-    shards = json.loads(index.read_text())["weight_map"] if index.is_file() else {}
-    found = {}
-    for name in names:
-        shard = source / shards.get(name, "model.safetensors")
-        if not shard.is_file():
-            raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
-        with safe_open(shard, framework="pt") as handle:
-            if name not in set(handle.keys()):
-                raise QuantscopeError(f"{source}: no tensor {name} to compare the export's layer with")
-            found[name] = handle.get_tensor(name)
-    return found
+    shards = _weight_shards(source)
+    missing = [name for name in names if name not in shards]
+    if missing:
+        raise QuantscopeError(f"{source}: no tensor {missing[0]} to compare the export's layer with")
+    return {name: _read_tensor(source / shards[name], name) for name in names}

@@ -466,10 +466,7 @@ def _verify_multimodal(
             text, source=source, reference=reference, load=load, settings=settings, progress=progress
         )
     progress("comparing the vision tower with the source")
-    read = source if settings.kl else None
-    vision = [check_vision(directory, read, quantized)]
-    if quantized:
-        vision.append(vision_weights_check(directory, read, quantized))
+    vision = vision_checks(directory, source if settings.kl else None, quantized)
     # The files and vLLM checks ran on the temp copy; the ones that count are on the export itself
     # (vLLM builds the vision tower with the checkpoint's config too).
     checks = replaced(
@@ -486,6 +483,15 @@ def _verify_multimodal(
 
 
 VISION_WEIGHTS_CHECK = "vision weights match the source within rounding"
+
+
+def vision_checks(export: Path, source: str | Path | None, quantized: Mapping[str, str]) -> list[Check]:
+    """The vision tower of a grafted export against the source's (None: not read): byte for byte
+    but for the `quantized` modules (module -> format), and those within rounding."""
+    checks = [check_vision(export, source, quantized)]
+    if quantized:
+        checks.append(vision_weights_check(export, source, quantized))
+    return checks
 
 
 def vision_weights_check(export: Path, source: str | Path | None, assignment: Mapping[str, str]) -> Check:

@@ -53,7 +53,7 @@ LOADABLE_CHECK = "vLLM builds every layer"
 # the MoE router and shared-expert gate (`quant_config=None`, models/qwen3_next.py), the MTP
 # head (dropped by Qwen3.5's `hf_to_vllm_mapper`; the drafter builds it: `_drafter_layers`) and
 # the vision tower (built with the config, but only asked about when it stores a quantized layer:
-# `_vision_groups`).
+# `_quantized_vision`).
 _NOT_BUILT_HERE = ("router", "shared_expert_gate", "mtp", "vision", "embed", "norm")
 _EXPERT = re.compile(r"^(?P<prefix>.+\.experts)(?:\.(?P<index>\d+))?\.(?P<leaf>[a-z_]+)$")
 # Where vLLM picks a kernel for a method it already chose: an error raised there means "no
