@@ -26,7 +26,7 @@ from quantscope.errors import QuantscopeError
 from quantscope.formats import Format, get_format
 from quantscope.plan.recipe import Recipe, assign_schemes
 from quantscope.quantize.manifest import AutoRoundSettings
-from quantscope.quantize.rtn_layers import rtn_modules, write_rtn_layers
+from quantscope.quantize.rtn_layers import refuse_unwritable, rtn_modules, write_rtn_layers
 from quantscope.util import atomic_path, frozen_heap, write_atomic
 
 # A complete 16-bit layer_config entry (see the module docstring for why every key is needed).
@@ -147,7 +147,15 @@ def plan_autoround(anatomy: Anatomy, recipe: Recipe, export_format: str | None =
     assignment = exported_assignment(anatomy, assign_schemes(anatomy, recipe))
     formats = [main, *(get_format(name) for name in sorted(set(assignment.values())))]
     chosen = choose_export_format(formats, export_format)
-    _check_mtp_route(recipe, main, assignment, chosen)
+    # MTP layers in FP formats are written after the export (`quantize.rtn_layers`)
+    refuse_unwritable(
+        recipe.name,
+        main.name,
+        rtn_modules(assignment),
+        chosen,
+        "MTP layers",
+        "keep MTP 16-bit (keep_groups: [mtp])",
+    )
     lm_heads = {t.module for t in anatomy.tensors if t.group == "lm_head"}
     layer_config: dict[str, Any] = {}
     quant_lm_head = False
@@ -168,25 +176,6 @@ def plan_autoround(anatomy: Anatomy, recipe: Recipe, export_format: str | None =
         export_format=chosen,
         assignment=assignment,
     )
-
-
-def _check_mtp_route(recipe: Recipe, main: Format, assignment: Mapping[str, str], chosen: str) -> None:
-    """Refuse, before any work, an MTP layer `quantize.rtn_layers` could not write: it writes them into a
-    compressed-tensors export, with the config group AutoRound wrote for the recipe's main format."""
-    written = rtn_modules(assignment)
-    other = sorted(module for module, fmt in written.items() if fmt != main.name)
-    if written and chosen != "llm_compressor":
-        raise QuantscopeError(
-            f"recipe {recipe.name!r}: MTP layers in {main.name} are written into compressed-tensors "
-            f"exports only, not {chosen!r}; use --format llm_compressor or keep MTP 16-bit "
-            "(keep_groups: [mtp])"
-        )
-    if other:
-        raise QuantscopeError(
-            f"recipe {recipe.name!r}: MTP layers can be stored in the recipe's scheme ({main.name}) or "
-            f"kept 16-bit, not in {written[other[0]]} ({other[0]}"
-            f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); change the override"
-        )
 
 
 # ---------------------------------------------------------------------------------------------

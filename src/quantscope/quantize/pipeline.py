@@ -53,7 +53,7 @@ from quantscope.quantize.multimodal import (
     local_snapshot,
     text_view,
 )
-from quantscope.quantize.rtn_layers import VISION_PREFIX, rtn_modules, write_rtn_layers
+from quantscope.quantize.rtn_layers import VISION_PREFIX, refuse_unwritable, rtn_modules, write_rtn_layers
 from quantscope.quantize.verify import (
     VerifyReport,
     VerifySettings,
@@ -319,20 +319,15 @@ def _vision_assignment(anatomy: Anatomy, recipe: Recipe, options: QuantizeOption
     refuses an export route the vision writer cannot write into, before any work."""
     assigned = assign_schemes(anatomy, recipe)
     vision = {t.module: assigned[t.module] for t in anatomy.by_group()["vision"] if t.is_linear_weight}
-    route = options.export_format
     written = rtn_modules(vision, VISION_PREFIX)
-    other = sorted(m for m, fmt in written.items() if fmt != recipe.format.name)
-    if other:
-        raise QuantscopeError(
-            f"recipe {recipe.name!r}: vision linears can be stored in the recipe's scheme "
-            f"({recipe.format.name}) or kept 16-bit, not in {vision[other[0]]} ({other[0]}); "
-            "change the override"
-        )
-    if written and route not in (None, "llm_compressor"):
-        raise QuantscopeError(
-            f"recipe {recipe.name!r}: a quantized vision tower is written into compressed-tensors exports "
-            f"only, not {route!r}; use --format llm_compressor or drop quantize_vision"
-        )
+    refuse_unwritable(
+        recipe.name,
+        recipe.format.name,
+        written,
+        options.export_format,
+        "vision linears",
+        "drop quantize_vision",
+    )
     return vision
 
 

@@ -68,6 +68,28 @@ def rtn_modules(assignment: Mapping[str, str], prefix: str = MTP_PREFIX) -> dict
     }
 
 
+def refuse_unwritable(
+    recipe: str, main: str, written: Mapping[str, str], route: str | None, what: str, keep: str
+) -> None:
+    """Refuse, before any work, layers `write_rtn_layers` could not write. It writes into a
+    compressed-tensors export (`route` None: the scheme's default, compressed-tensors for every
+    format it writes) with the config group AutoRound wrote for the recipe's main format `main`.
+    `written`: module -> format of the layers it would write; `what` names them in the message,
+    `keep` says how to keep them 16-bit instead."""
+    if written and route not in (None, "llm_compressor"):
+        raise QuantscopeError(
+            f"recipe {recipe!r}: {what} in {main} are written into compressed-tensors exports only, "
+            f"not {route!r}; use --format llm_compressor or {keep}"
+        )
+    other = sorted(module for module, fmt in written.items() if fmt != main)
+    if other:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        raise QuantscopeError(
+            f"recipe {recipe!r}: {what} can be stored in the recipe's scheme ({main}) or kept 16-bit, "
+            f"not in {written[other[0]]} ({other[0]}{more}); change the override"
+        )
+
+
 def write_rtn_layers(directory: Path, wanted: Mapping[str, str]) -> RtnLayers:
     """Quantize the 16-bit weights of `wanted` (module -> format) in the export at `directory`.
 
